@@ -1,0 +1,11 @@
+"""tpuperf: rank XLA compiler configurations of TPU programs (TpuGraphs).
+
+tensorflow-gnn 1.0.x cannot host Keras 3 layers, so the legacy Keras 2 (tf-keras) must be
+selected before TensorFlow is first imported. Doing it here means users never have to.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

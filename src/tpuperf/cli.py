@@ -1,0 +1,38 @@
+"""The ``tpuperf`` command. Each subcommand is a thin wrapper over a library function;
+DVC stages call these same subcommands. Heavy modules (TensorFlow) are imported inside the
+handlers so that light commands such as ``validate`` start fast."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tpuperf.dataset import validate_paths
+
+    count, errors = validate_paths(args.paths)
+    for err in errors:
+        print(f"BAD {err}")
+    print(f"{count} files checked, {count - len(errors)} valid, {len(errors)} bad")
+    return 1 if errors else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tpuperf", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check TpuGraphs .npz files (files or directories, recursive)")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.set_defaults(func=_validate)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

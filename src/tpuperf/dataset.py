@@ -1,0 +1,340 @@
+"""Read and validate one TpuGraphs ``.npz`` file of any collection.
+
+Validation reads each array's ``.npy`` header from the zip member (a few hundred bytes)
+to check keys, ranks, shapes and dtypes, and streams the float arrays in chunks to look
+for NaN/inf, so a multi-GB ``node_config_feat`` is never materialised just to be checked.
+"""
+from __future__ import annotations
+
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from tpuperf.collection import Collection, locate
+
+NODE_FEAT_DIM = 140
+TILE_CONFIG_DIM = 24
+LAYOUT_CONFIG_DIM = 18
+STREAM_CHUNK_BYTES = 64 << 20
+
+# field -> (dtype kind: "f" float / "i" integer, rank, fixed trailing dims or None)
+COMMON_FIELDS = {
+    "node_feat": ("f", 2, (NODE_FEAT_DIM,)),
+    "node_opcode": ("i", 1, ()),
+    "edge_index": ("i", 2, (2,)),
+    "config_runtime": ("i", 1, ()),
+}
+TILE_FIELDS = {
+    "config_feat": ("f", 2, (TILE_CONFIG_DIM,)),
+    "config_runtime_normalizers": ("i", 1, ()),
+}
+LAYOUT_FIELDS = {
+    "node_config_ids": ("i", 1, ()),
+    "node_config_feat": ("f", 3, (None, LAYOUT_CONFIG_DIM)),
+}
+OPTIONAL_LAYOUT_FIELDS = {"node_splits": ("i", 2, (None,))}
+
+
+class DataFormatError(ValueError):
+    """A TpuGraphs file that cannot be used, naming the file, the field and the problem."""
+
+    def __init__(self, path: Path | str, field: str | None, problem: str):
+        self.path, self.field, self.problem = Path(path), field, problem
+        where = f"{self.path}: {field}" if field else str(self.path)
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """Shape and dtype of one array in an .npz, read from its header only."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass
+class TileGraph:
+    """One fused kernel of ``tile:xla``; configurations are per graph."""
+
+    graph_id: str
+    node_feat: np.ndarray  # (n, 140) float32
+    node_opcode: np.ndarray  # (n,) int
+    edge_index: np.ndarray  # (m, 2): row [u, v] = u consumes v's output
+    config_feat: np.ndarray  # (c, 24) float32
+    config_runtime: np.ndarray  # (c,) int64 ns, zero in test files
+    config_runtime_normalizers: np.ndarray  # (c,) int64
+
+    @property
+    def num_configs(self) -> int:
+        return len(self.config_runtime)
+
+    @property
+    def target(self) -> np.ndarray:
+        """Runtime divided by its normaliser: what the tile metric compares."""
+        return self.config_runtime / self.config_runtime_normalizers
+
+
+@dataclass
+class LayoutGraph:
+    """One HLO program of a ``layout:*`` collection; configurations are per configurable node."""
+
+    graph_id: str
+    node_feat: np.ndarray
+    node_opcode: np.ndarray
+    edge_index: np.ndarray
+    node_config_ids: np.ndarray  # (nc,) ids of configurable nodes
+    node_config_feat: np.ndarray | None  # (c, nc, 18); None when read with load_configs=False
+    config_runtime: np.ndarray  # (c,)
+    node_splits: np.ndarray | None = None  # (1, k)
+
+    @property
+    def num_configs(self) -> int:
+        return len(self.config_runtime)
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.config_runtime.astype(np.float64)
+
+
+Graph = TileGraph | LayoutGraph
+
+
+def _read_npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    return np.lib.format.read_array_header_2_0(fh)
+
+
+def read_header(path: Path | str) -> dict[str, ArrayInfo]:
+    """Shapes and dtypes of every array in an .npz without decompressing their data."""
+    path = Path(path)
+    infos = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with zf.open(name) as fh:
+                    shape, _fortran, dtype = _read_npy_header(fh)
+                infos[name[: -len(".npy")]] = ArrayInfo(tuple(shape), np.dtype(dtype))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
+        raise DataFormatError(path, None, f"unreadable or truncated archive ({exc})") from exc
+    return infos
+
+
+def iter_chunks(path: Path | str, key: str, max_bytes: int = STREAM_CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """Stream an array of an .npz along its first axis in chunks of about ``max_bytes``.
+
+    Memory stays bounded by the chunk size whatever the array's size; this is how big
+    layout files' ``node_config_feat`` are checked and preprocessed.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+            shape, fortran, dtype = _read_npy_header(fh)
+            dtype = np.dtype(dtype)
+            if fortran and len(shape) > 1:
+                # Column-major data cannot be cut into rows while streaming; the real files
+                # store only the small edge_index this way, so it is read whole.
+                yield _exact_array(path, key, fh.read(), shape, dtype, order="F")
+                return
+            row_items = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+            row_bytes = max(row_items * dtype.itemsize, 1)
+            rows_per_chunk = max(1, max_bytes // row_bytes)
+            remaining = shape[0] if shape else 1
+            while remaining > 0:
+                rows = min(rows_per_chunk, remaining)
+                yield _exact_array(path, key, fh.read(rows * row_bytes), (rows, *shape[1:]), dtype)
+                remaining -= rows
+    except KeyError as exc:
+        raise DataFormatError(path, key, "missing key") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise DataFormatError(path, key, f"unreadable or truncated archive ({exc})") from exc
+
+
+def _exact_array(path: Path, key: str, buf: bytes, shape: tuple, dtype: np.dtype, order: str = "C") -> np.ndarray:
+    want = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(buf) != want:
+        raise DataFormatError(path, key, f"array data is truncated ({len(buf)} of {want} bytes)")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+
+def _load_array(path: Path, key: str) -> np.ndarray:
+    chunks = list(iter_chunks(path, key))
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def _check_header(path: Path, infos: dict[str, ArrayInfo], fields: dict, required: bool) -> None:
+    for field, (kind, rank, trailing) in fields.items():
+        if field not in infos:
+            if required:
+                raise DataFormatError(path, field, "missing key")
+            continue
+        info = infos[field]
+        kind_ok = info.dtype.kind in ("u", "i") if kind == "i" else info.dtype.kind == "f"
+        if not kind_ok:
+            want = "integer" if kind == "i" else "floating-point"
+            raise DataFormatError(path, field, f"dtype {info.dtype} is not {want}")
+        if len(info.shape) != rank:
+            raise DataFormatError(path, field, f"rank {len(info.shape)} (shape {info.shape}), expected rank {rank}")
+        for axis, want in enumerate(trailing, start=rank - len(trailing)):
+            if want is not None and info.shape[axis] != want:
+                raise DataFormatError(path, field, f"shape {info.shape}: axis {axis} should be {want}")
+
+
+def _check_sizes(path: Path, infos: dict[str, ArrayInfo], is_tile: bool) -> None:
+    n = infos["node_feat"].shape[0]
+    if n == 0:
+        raise DataFormatError(path, "node_feat", "graph has no nodes")
+    if infos["node_opcode"].shape[0] != n:
+        raise DataFormatError(path, "node_opcode", f"{infos['node_opcode'].shape[0]} opcodes for {n} nodes")
+    c = infos["config_runtime"].shape[0]
+    if c == 0:
+        raise DataFormatError(path, "config_runtime", "zero configurations")
+    config_key = "config_feat" if is_tile else "node_config_feat"
+    if infos[config_key].shape[0] != c:
+        raise DataFormatError(
+            path, config_key, f"{infos[config_key].shape[0]} configurations but config_runtime has {c}"
+        )
+    if is_tile:
+        if infos["config_runtime_normalizers"].shape[0] != c:
+            raise DataFormatError(path, "config_runtime_normalizers", f"length {infos['config_runtime_normalizers'].shape[0]}, expected {c}")
+    else:
+        nc = infos["node_config_ids"].shape[0]
+        if infos["node_config_feat"].shape[1] != nc:
+            raise DataFormatError(
+                path, "node_config_feat", f"{infos['node_config_feat'].shape[1]} configurable nodes but node_config_ids has {nc}"
+            )
+        if nc == 0:
+            raise DataFormatError(path, "node_config_ids", "no configurable nodes")
+
+
+def _check_finite(path: Path, key: str, chunks: Iterator[np.ndarray]) -> None:
+    for chunk in chunks:
+        if not np.isfinite(chunk).all():
+            bad = "NaN" if np.isnan(chunk).any() else "inf"
+            raise DataFormatError(path, key, f"contains {bad}")
+
+
+def _check_ids(path: Path, key: str, ids: np.ndarray, n: int) -> None:
+    """Ids must lie in 0..n-1 (``node_splits`` passes n + 1: its boundaries may equal n)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise DataFormatError(path, key, f"ids range {ids.min()}..{ids.max()} outside 0..{n - 1}")
+
+
+def _resolve(path: Path, collection: Collection | None, split: str | None) -> tuple[Collection, str | None]:
+    found_col, found_split = locate(path)
+    collection = collection or found_col
+    if collection is None:
+        raise DataFormatError(path, None, "cannot tell the collection from the path (pass it explicitly)")
+    return collection, split or found_split
+
+
+def load_graph(
+    path: Path | str,
+    collection: Collection | None = None,
+    split: str | None = None,
+    *,
+    load_configs: bool = True,
+) -> Graph:
+    """Read and fully validate one file; returns a :class:`TileGraph` or :class:`LayoutGraph`.
+
+    ``collection`` and ``split`` are inferred from a path in the real layout when omitted.
+    ``split`` decides whether runtimes must be positive (test files hold zeros).
+    ``load_configs=False`` leaves a layout file's ``node_config_feat`` on disk (still checked,
+    by streaming) so big graphs can be processed chunk by chunk with :func:`iter_chunks`.
+    """
+    path = Path(path)
+    collection, split = _resolve(path, collection, split)
+    infos = read_header(path)
+    _check_header(path, infos, COMMON_FIELDS, required=True)
+    _check_header(path, infos, TILE_FIELDS if collection.is_tile else LAYOUT_FIELDS, required=True)
+    if not collection.is_tile:
+        _check_header(path, infos, OPTIONAL_LAYOUT_FIELDS, required=False)
+    _check_sizes(path, infos, collection.is_tile)
+
+    arrays = {}
+    small_keys = [k for k in infos if k != "node_config_feat"]
+    for key in small_keys:
+        arrays[key] = _load_array(path, key)
+        if arrays[key].dtype.kind == "f":
+            _check_finite(path, key, iter([arrays[key]]))
+    n = len(arrays["node_feat"])
+    _check_ids(path, "edge_index", arrays["edge_index"], n)
+    if arrays["node_opcode"].min() < 0:
+        raise DataFormatError(path, "node_opcode", "negative opcode ids")
+    runtime = arrays["config_runtime"]
+    if split in ("train", "valid") and (runtime <= 0).any():
+        raise DataFormatError(path, "config_runtime", f"{int((runtime <= 0).sum())} non-positive runtimes in a {split} file")
+    if (runtime < 0).any():
+        raise DataFormatError(path, "config_runtime", "negative runtimes")
+
+    graph_id = path.stem
+    if collection.is_tile:
+        norm = arrays["config_runtime_normalizers"]
+        if (norm <= 0).any():
+            raise DataFormatError(path, "config_runtime_normalizers", "non-positive normalisers")
+        return TileGraph(
+            graph_id,
+            arrays["node_feat"],
+            arrays["node_opcode"],
+            arrays["edge_index"],
+            arrays["config_feat"],
+            runtime,
+            norm,
+        )
+
+    _check_ids(path, "node_config_ids", arrays["node_config_ids"], n)
+    if "node_splits" in arrays:
+        _check_ids(path, "node_splits", arrays["node_splits"], n + 1)
+    if load_configs:
+        config_feat = _load_array(path, "node_config_feat")
+        _check_finite(path, "node_config_feat", iter([config_feat]))
+    else:
+        config_feat = None
+        _check_finite(path, "node_config_feat", iter_chunks(path, "node_config_feat"))
+    return LayoutGraph(
+        graph_id,
+        arrays["node_feat"],
+        arrays["node_opcode"],
+        arrays["edge_index"],
+        arrays["node_config_ids"],
+        config_feat,
+        runtime,
+        arrays.get("node_splits"),
+    )
+
+
+def validate_file(path: Path | str, collection: Collection | None = None, split: str | None = None) -> None:
+    """Raise :class:`DataFormatError` when a file is unusable; bounded memory for any size."""
+    load_graph(path, collection, split, load_configs=False)
+
+
+def find_npz(paths: list[Path | str]) -> list[Path]:
+    """Every .npz named or found (recursively) under the given files and directories, sorted."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(p.rglob("*.npz")))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or directory")
+    return found
+
+
+def validate_paths(paths: list[Path | str]) -> tuple[int, list[DataFormatError]]:
+    """Validate every .npz under ``paths``; returns (number of files, errors)."""
+    files = find_npz(paths)
+    errors = []
+    for f in files:
+        try:
+            validate_file(f)
+        except DataFormatError as exc:
+            errors.append(exc)
+    return len(files), errors
