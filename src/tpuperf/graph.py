@@ -1,0 +1,218 @@
+"""Padded, static-shape batches of (graph, configurations) as tfgnn.GraphTensor.
+
+A batch holds up to ``BatchShape.graphs`` items; an item is one graph with up to ``configs``
+of its configurations. Items are merged into one GraphTensor with ``graphs + 1`` components:
+the items, empty components for unused slots, and a last padding component that absorbs the
+unused node and edge budget. Every tensor therefore has the same shape in every batch, so a
+``jit_compile=True`` step compiles once (on TPU too) and never sees a dynamic shape.
+
+Schema: node set ``op`` with ``feat`` [N, F] float32, ``opcode`` [N] int32 and, for layout,
+``config`` [N, C, 18] int8 (raw minor-to-major values, -2 on non-configurable nodes); edge
+set ``feeds`` from producer (source) to consumer (target); context ``config`` [graphs+1, C, 24]
+float32 for tile. Labels are [graphs, C] float32 runtimes with 0 marking padded configs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Protocol
+
+import numpy as np
+
+NODES, EDGES = "op", "feeds"
+NODE_FEAT, OPCODE, CONFIG = "feat", "opcode", "config"
+LAYOUT_CONFIG_DIM = 18
+LAYOUT_CONFIG_CLASSES = 7  # minor-to-major values -1..5
+NOT_CONFIGURABLE = -2  # one-hot of (-2 + 1) = -1 is all zeros
+TILE_CONFIG_DIM = 24
+
+
+class GraphRecord(Protocol):
+    """What batching needs of a preprocessed graph (tpuperf.cache.CachedGraph has it)."""
+
+    graph_id: str
+    node_feat: np.ndarray
+    node_opcode: np.ndarray
+    edge_index: np.ndarray
+    config_feat: np.ndarray
+    config_node_pos: np.ndarray | None
+    runtime: np.ndarray
+
+    @property
+    def num_nodes(self) -> int: ...
+
+    @property
+    def num_edges(self) -> int: ...
+
+    @property
+    def num_configs(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """Static sizes of every batch: real graph slots, node and edge budgets, configs per graph."""
+
+    graphs: int
+    nodes: int
+    edges: int
+    configs: int
+
+    def fits(self, nodes: int, edges: int, graphs: int) -> bool:
+        # the padding component needs at least one node for its padding edges
+        return graphs <= self.graphs and nodes <= self.nodes - 1 and edges <= self.edges
+
+
+@dataclass
+class BatchItem:
+    """One graph and the rows of its cached configurations scored in this batch."""
+
+    graph: GraphRecord
+    rows: np.ndarray
+
+
+def plan_batch_shape(graphs: Iterable[GraphRecord], graphs_per_batch: int, configs: int, slack: float) -> BatchShape:
+    """Budgets that fit the largest graph and, on average, ``graphs_per_batch`` graphs.
+
+    ``slack`` > 1 leaves room so packing rarely closes a batch early; budgets are rounded up
+    to multiples of 64 so that nearby datasets share compiled shapes.
+    """
+    graphs = list(graphs)
+    nodes = np.array([g.num_nodes for g in graphs])
+    edges = np.array([g.num_edges for g in graphs])
+    if nodes.size == 0:
+        raise ValueError("cannot plan batches for zero graphs")
+
+    def budget(sizes: np.ndarray, extra: int) -> int:
+        need = max(int(sizes.max()), math.ceil(graphs_per_batch * float(sizes.mean()) * slack)) + extra
+        return int(math.ceil(need / 64) * 64)
+
+    return BatchShape(graphs_per_batch, budget(nodes, 1), budget(np.maximum(edges, 1), 0), configs)
+
+
+def pack(items: Iterable[BatchItem], shape: BatchShape) -> Iterator[list[BatchItem]]:
+    """Greedily group items, in order, into batches that fit ``shape``."""
+    batch: list[BatchItem] = []
+    nodes = edges = 0
+    for item in items:
+        n, m = item.graph.num_nodes, item.graph.num_edges
+        if not shape.fits(n, m, 1):
+            raise ValueError(
+                f"graph {item.graph.graph_id} ({n} nodes, {m} edges) exceeds the batch budget "
+                f"({shape.nodes - 1} nodes, {shape.edges} edges)"
+            )
+        if len(item.rows) > shape.configs:
+            raise ValueError(f"item of {item.graph.graph_id} has {len(item.rows)} configs > {shape.configs}")
+        if batch and not shape.fits(nodes + n, edges + m, len(batch) + 1):
+            yield batch
+            batch, nodes, edges = [], 0, 0
+        batch.append(item)
+        nodes, edges = nodes + n, edges + m
+    if batch:
+        yield batch
+
+
+def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: int) -> dict[str, np.ndarray]:
+    """The padded numpy arrays of one batch (see the module docstring for the schema)."""
+    components = shape.graphs + 1
+    node_sizes = np.zeros(components, np.int64)
+    edge_sizes = np.zeros(components, np.int64)
+    feat = np.zeros((shape.nodes, feat_dim), np.float32)
+    opcode = np.zeros(shape.nodes, np.int32)
+    source = np.zeros(shape.edges, np.int64)
+    target = np.zeros(shape.edges, np.int64)
+    runtime = np.zeros((shape.graphs, shape.configs), np.float32)
+    if kind == "layout":
+        config = np.full((shape.nodes, shape.configs, LAYOUT_CONFIG_DIM), NOT_CONFIGURABLE, np.int8)
+    else:
+        config = np.zeros((components, shape.configs, TILE_CONFIG_DIM), np.float32)
+
+    node_offset = edge_offset = 0
+    for slot, item in enumerate(batch):
+        g, rows = item.graph, np.asarray(item.rows)
+        n, m, k = g.num_nodes, g.num_edges, len(rows)
+        node_sizes[slot], edge_sizes[slot] = n, m
+        feat[node_offset : node_offset + n] = g.node_feat
+        opcode[node_offset : node_offset + n] = g.node_opcode
+        edges = np.asarray(g.edge_index)
+        source[edge_offset : edge_offset + m] = edges[:, 1] + node_offset  # producer
+        target[edge_offset : edge_offset + m] = edges[:, 0] + node_offset  # consumer
+        chosen = np.asarray(g.config_feat[np.sort(rows)])[np.argsort(np.argsort(rows))]  # sorted reads from a memmap
+        if kind == "layout":
+            config[node_offset + np.asarray(g.config_node_pos), :k] = chosen.transpose(1, 0, 2)
+        else:
+            config[slot, :k] = chosen
+        runtime[slot, :k] = g.runtime[rows]
+        node_offset, edge_offset = node_offset + n, edge_offset + m
+
+    node_sizes[-1] = shape.nodes - node_offset
+    edge_sizes[-1] = shape.edges - edge_offset
+    source[edge_offset:] = shape.nodes - 1  # padding edges loop on the last padding node
+    target[edge_offset:] = shape.nodes - 1
+    return {
+        "node_sizes": node_sizes,
+        "edge_sizes": edge_sizes,
+        NODE_FEAT: feat,
+        OPCODE: opcode,
+        "source": source,
+        "target": target,
+        CONFIG: config,
+        "runtime": runtime,
+    }
+
+
+def array_signature(shape: BatchShape, kind: str, feat_dim: int):
+    """tf.TensorSpecs of :func:`to_arrays`' output, fully static."""
+    import tensorflow as tf
+
+    components = shape.graphs + 1
+    config = (
+        tf.TensorSpec((shape.nodes, shape.configs, LAYOUT_CONFIG_DIM), tf.int8)
+        if kind == "layout"
+        else tf.TensorSpec((components, shape.configs, TILE_CONFIG_DIM), tf.float32)
+    )
+    return {
+        "node_sizes": tf.TensorSpec((components,), tf.int64),
+        "edge_sizes": tf.TensorSpec((components,), tf.int64),
+        NODE_FEAT: tf.TensorSpec((shape.nodes, feat_dim), tf.float32),
+        OPCODE: tf.TensorSpec((shape.nodes,), tf.int32),
+        "source": tf.TensorSpec((shape.edges,), tf.int64),
+        "target": tf.TensorSpec((shape.edges,), tf.int64),
+        CONFIG: config,
+        "runtime": tf.TensorSpec((shape.graphs, shape.configs), tf.float32),
+    }
+
+
+def to_graph_tensor(arrays: dict, kind: str):
+    """Build the GraphTensor (and labels) from :func:`to_arrays` output, as tensors."""
+    import tensorflow as tf
+    import tensorflow_gnn as tfgnn
+
+    node_features = {NODE_FEAT: arrays[NODE_FEAT], OPCODE: arrays[OPCODE]}
+    context_features = {}
+    if kind == "layout":
+        node_features[CONFIG] = arrays[CONFIG]
+    else:
+        context_features[CONFIG] = arrays[CONFIG]
+    graph = tfgnn.GraphTensor.from_pieces(
+        context=tfgnn.Context.from_fields(features=context_features, sizes=tf.ones_like(arrays["node_sizes"])),
+        node_sets={NODES: tfgnn.NodeSet.from_fields(sizes=arrays["node_sizes"], features=node_features)},
+        edge_sets={
+            EDGES: tfgnn.EdgeSet.from_fields(
+                sizes=arrays["edge_sizes"],
+                adjacency=tfgnn.Adjacency.from_indices(source=(NODES, arrays["source"]), target=(NODES, arrays["target"])),
+            )
+        },
+    )
+    return graph, arrays["runtime"]
+
+
+def make_dataset(batches: callable, shape: BatchShape, kind: str, feat_dim: int):
+    """tf.data pipeline of (GraphTensor, runtime) from a generator function of batches of items."""
+    import tensorflow as tf
+
+    def generate():
+        for batch in batches():
+            yield to_arrays(batch, shape, kind, feat_dim)
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=array_signature(shape, kind, feat_dim))
+    return dataset.map(lambda arrays: to_graph_tensor(arrays, kind)).prefetch(2)

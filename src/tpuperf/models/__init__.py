@@ -1,0 +1,47 @@
+"""GNN ranking models: GraphSAGE, ChebNet, their ChebSAGE hybrid and the official-style baseline."""
+from __future__ import annotations
+
+from typing import Any
+
+from tpuperf.models.layers import (
+    ChebConv,
+    ChebSAGEConv,
+    ConfigEncoder,
+    GCNConv,
+    NodeEncoder,
+    ResidualBlock,
+    RuntimeHead,
+    SAGEConv,
+)
+from tpuperf.models.model import RankingModel
+
+# The official TpuGraphs baselines: layout = GCN-style residual net with config features
+# joined at the configurable nodes; tile = GraphSAGE with config features joined early.
+# Both run every layer per configuration.
+BASELINE_CONV = {"layout": "gcn", "tile": "sage"}
+
+
+def build_model(kind: str, model_params: dict[str, Any]) -> RankingModel:
+    """A RankingModel from one ``models.<name>`` section of params.yaml.
+
+    ``conv: baseline`` picks the official baseline's convolution for the collection's kind.
+    """
+    settings = dict(model_params)
+    if settings.get("conv") == "baseline":
+        settings["conv"] = BASELINE_CONV[kind]
+    return RankingModel(kind=kind, **settings)
+
+
+__all__ = [
+    "BASELINE_CONV",
+    "ChebConv",
+    "ChebSAGEConv",
+    "ConfigEncoder",
+    "GCNConv",
+    "NodeEncoder",
+    "RankingModel",
+    "ResidualBlock",
+    "RuntimeHead",
+    "SAGEConv",
+    "build_model",
+]

@@ -1,0 +1,257 @@
+"""Keras layers of the ranking GNNs, on tfgnn.GraphTensor batches (schema: tpuperf.graph).
+
+Every convolution maps ``(graph, state) -> new_state`` where ``state`` is either
+``[nodes, units]`` (config-independent) or ``[nodes, configs, units]`` (one state per node
+and configuration): tfgnn's broadcast/pool ops gather and segment along the node/edge axis
+only, so the same layer serves both and the configs of a graph share one graph structure.
+
+Edges point from producer (SOURCE) to consumer (TARGET). GraphSAGE aggregates the two
+directions separately (an op's inputs and its users play different roles); ChebNet works on
+the symmetrised graph, as spectral filters need a symmetric Laplacian.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+
+from tpuperf.graph import CONFIG, EDGES, NODES, NODE_FEAT, OPCODE, LAYOUT_CONFIG_CLASSES
+
+
+def _per_edge(weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """Reshape [edges] weights to broadcast against [edges, ...] messages."""
+    return tf.reshape(weights, [-1] + [1] * (like.shape.rank - 1))
+
+
+def _aggregate(graph: tfgnn.GraphTensor, state: tf.Tensor, towards: str, reduce: str, weights=None) -> tf.Tensor:
+    """Pool neighbour states along the edges into ``towards`` (TARGET: from producers)."""
+    source = tfgnn.SOURCE if towards == tfgnn.TARGET else tfgnn.TARGET
+    messages = tfgnn.broadcast_node_to_edges(graph, EDGES, source, feature_value=state)
+    if weights is not None:
+        messages = messages * _per_edge(weights, messages)
+    return tfgnn.pool_edges_to_node(graph, EDGES, towards, reduce, feature_value=messages)
+
+
+def symmetric_edge_weights(graph: tfgnn.GraphTensor, self_loops: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """Edge weights 1/sqrt(d_u d_v) of the symmetrised graph and each node's degree.
+
+    With ``self_loops`` the degree counts the node itself (Kipf & Welling's renormalisation).
+    Isolated nodes get weight 0 instead of a division by zero.
+    """
+    ones = tf.ones_like(graph.edge_sets[EDGES].adjacency.source, dtype=tf.float32)
+    degree = tfgnn.pool_edges_to_node(graph, EDGES, tfgnn.TARGET, "sum", feature_value=ones)
+    degree += tfgnn.pool_edges_to_node(graph, EDGES, tfgnn.SOURCE, "sum", feature_value=ones)
+    if self_loops:
+        degree += 1.0
+    inv_sqrt = tf.math.divide_no_nan(1.0, tf.sqrt(degree))
+    adjacency = graph.edge_sets[EDGES].adjacency
+    weights = tf.gather(inv_sqrt, adjacency.source) * tf.gather(inv_sqrt, adjacency.target)
+    return weights, degree
+
+
+def normalized_adjacency_product(graph: tfgnn.GraphTensor, state: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """D^-1/2 A D^-1/2 x on the symmetrised graph (both edge directions)."""
+    return _aggregate(graph, state, tfgnn.TARGET, "sum", weights) + _aggregate(graph, state, tfgnn.SOURCE, "sum", weights)
+
+
+def chebyshev_basis(graph: tfgnn.GraphTensor, state: tf.Tensor, order: int) -> list[tf.Tensor]:
+    """[T_0(L~)x, ..., T_{order-1}(L~)x] for the scaled Laplacian L~ = 2L/lambda_max - I.
+
+    With the normalised Laplacian L = I - D^-1/2 A D^-1/2 and lambda_max taken as 2 (its upper
+    bound, as in Defferrard et al. and common practice), L~ = -D^-1/2 A D^-1/2. The recurrence
+    T_k = 2 L~ T_{k-1} - T_{k-2} gives K-hop filters with K-1 sparse products.
+    """
+    weights, _ = symmetric_edge_weights(graph, self_loops=False)
+
+    def scaled_laplacian(x: tf.Tensor) -> tf.Tensor:
+        return -normalized_adjacency_product(graph, x, weights)
+
+    basis = [state]
+    if order > 1:
+        basis.append(scaled_laplacian(state))
+    for _ in range(2, order):
+        basis.append(2.0 * scaled_laplacian(basis[-1]) - basis[-2])
+    return basis
+
+
+class NodeEncoder(tf.keras.layers.Layer):
+    """Initial node state: opcode embedding joined with the normalised node features."""
+
+    def __init__(self, units: int, opcode_vocab: int = 128, opcode_dim: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.opcode_vocab, self.opcode_dim = units, opcode_vocab, opcode_dim
+        self.embedding = tf.keras.layers.Embedding(opcode_vocab, opcode_dim)
+        self.project = tf.keras.layers.Dense(units, activation="gelu")
+
+    def call(self, graph: tfgnn.GraphTensor) -> tf.Tensor:
+        nodes = graph.node_sets[NODES]
+        opcode = tf.clip_by_value(tf.cast(nodes[OPCODE], tf.int32), 0, self.opcode_vocab - 1)
+        return self.project(tf.concat([nodes[NODE_FEAT], self.embedding(opcode)], axis=-1))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "opcode_vocab": self.opcode_vocab, "opcode_dim": self.opcode_dim}
+
+
+class ConfigEncoder(tf.keras.layers.Layer):
+    """Per node and configuration, what the configuration adds to the node's state: [N, C, units].
+
+    tile: the kernel's tile sizes (a context feature) reach every node of the kernel.
+    layout: each configurable node's 18 minor-to-major slots are one-hot encoded (value -1..5);
+    other nodes carry -2, whose one-hot is all zeros, so they get exactly nothing.
+    """
+
+    def __init__(self, units: int, kind: str, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("tile", "layout"):
+            raise ValueError(f"kind must be 'tile' or 'layout', not {kind!r}")
+        self.units, self.kind = units, kind
+        self.project = tf.keras.layers.Dense(units, use_bias=False)
+
+    def call(self, graph: tfgnn.GraphTensor) -> tf.Tensor:
+        if self.kind == "tile":
+            config = tfgnn.broadcast_context_to_nodes(graph, NODES, feature_value=graph.context[CONFIG])
+            return self.project(config)
+        raw = tf.cast(graph.node_sets[NODES][CONFIG], tf.int32)  # [N, C, 18]
+        one_hot = tf.one_hot(raw + 1, LAYOUT_CONFIG_CLASSES)  # -2 -> index -1 -> zeros
+        shape = tf.shape(raw)
+        return self.project(tf.reshape(one_hot, [shape[0], shape[1], raw.shape[-1] * LAYOUT_CONFIG_CLASSES]))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "kind": self.kind}
+
+
+class SAGEConv(tf.keras.layers.Layer):
+    """GraphSAGE with mean aggregation, producers and consumers aggregated separately."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.project = tf.keras.layers.Dense(units)
+
+    def features(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> list[tf.Tensor]:
+        return [
+            state,
+            _aggregate(graph, state, tfgnn.TARGET, "mean"),  # from the op's inputs
+            _aggregate(graph, state, tfgnn.SOURCE, "mean"),  # from the op's users
+        ]
+
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
+        return self.project(tf.concat(self.features(graph, state), axis=-1))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class ChebConv(tf.keras.layers.Layer):
+    """ChebNet: sum_k W_k T_k(L~) x, an order-K polynomial spectral filter (K-hop support)."""
+
+    def __init__(self, units: int, order: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        if order < 1:
+            raise ValueError(f"Chebyshev order must be >= 1, got {order}")
+        self.units, self.order = units, order
+        self.project = tf.keras.layers.Dense(units)  # one Dense over the stacked basis = sum_k W_k T_k x
+
+    def features(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> list[tf.Tensor]:
+        return chebyshev_basis(graph, state, self.order)
+
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
+        return self.project(tf.concat(self.features(graph, state), axis=-1))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "order": self.order}
+
+
+class ChebSAGEConv(tf.keras.layers.Layer):
+    """ChebNet and GraphSAGE in one layer: their outputs are summed before the activation.
+
+    Summing W_cheb [T_0 x .. T_{K-1} x] + W_sage [x, mean_in, mean_out] is one Dense over the
+    concatenation of both feature sets (T_0 x = x is shared), which is how it is computed:
+    the spectral branch sees the smooth multi-hop structure of the undirected graph, the SAGE
+    branch keeps the direction of data flow that the symmetric Laplacian loses.
+    """
+
+    def __init__(self, units: int, order: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.order = units, order
+        self.project = tf.keras.layers.Dense(units)
+
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
+        cheb = chebyshev_basis(graph, state, self.order)
+        features = cheb + [
+            _aggregate(graph, state, tfgnn.TARGET, "mean"),
+            _aggregate(graph, state, tfgnn.SOURCE, "mean"),
+        ]
+        return self.project(tf.concat(features, axis=-1))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "order": self.order}
+
+
+class GCNConv(tf.keras.layers.Layer):
+    """Kipf & Welling GCN on the symmetrised graph with self-loops (the baseline's convolution)."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.project = tf.keras.layers.Dense(units)
+
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
+        weights, degree = symmetric_edge_weights(graph, self_loops=True)
+        self_term = state * _per_edge(tf.math.divide_no_nan(1.0, degree), state)
+        return self.project(normalized_adjacency_product(graph, state, weights) + self_term)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+CONVOLUTIONS = {"sage": SAGEConv, "cheb": ChebConv, "chebsage": ChebSAGEConv, "gcn": GCNConv}
+
+
+def make_convolution(kind: str, units: int, order: int, **kwargs) -> tf.keras.layers.Layer:
+    """A convolution by name: ``sage``, ``cheb``, ``chebsage`` or ``gcn``."""
+    if kind not in CONVOLUTIONS:
+        raise ValueError(f"unknown convolution {kind!r}; choose from {sorted(CONVOLUTIONS)}")
+    if kind in ("cheb", "chebsage"):
+        return CONVOLUTIONS[kind](units, order=order, **kwargs)
+    return CONVOLUTIONS[kind](units, **kwargs)
+
+
+class ResidualBlock(tf.keras.layers.Layer):
+    """x + dropout(gelu(conv(x))), then LayerNorm: keeps deep stacks trainable."""
+
+    def __init__(self, conv: str, units: int, order: int = 3, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_kind, self.units, self.order, self.dropout_rate = conv, units, order, dropout
+        self.conv = make_convolution(conv, units, order)
+        self.dropout = tf.keras.layers.Dropout(dropout)
+        self.norm = tf.keras.layers.LayerNormalization()
+
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor, training: bool = False) -> tf.Tensor:
+        update = self.dropout(tf.nn.gelu(self.conv(graph, state)), training=training)
+        return self.norm(state + update)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "conv": self.conv_kind,
+            "units": self.units,
+            "order": self.order,
+            "dropout": self.dropout_rate,
+        }
+
+
+class RuntimeHead(tf.keras.layers.Layer):
+    """Pools per-config node states to each graph and maps them to a runtime-like score."""
+
+    def __init__(self, units: int, reduce: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.reduce = units, reduce
+        self.hidden = tf.keras.layers.Dense(units, activation="gelu")
+        self.out = tf.keras.layers.Dense(1)
+
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
+        pooled = tfgnn.pool_nodes_to_context(graph, NODES, self.reduce, feature_value=state)
+        return tf.squeeze(self.out(self.hidden(pooled)), axis=-1)  # [components, C]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "reduce": self.reduce}

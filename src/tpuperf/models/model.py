@@ -1,0 +1,70 @@
+"""The ranking model: a config-independent GNN shared by all configs of a graph, then a
+config-dependent GNN per configuration, pooled to one runtime-like score per config.
+
+    h = NodeEncoder(graph)                        [N, D]    once per graph
+    h = ResidualBlock(conv)(h)  x shared_layers   [N, D]    once per graph
+    z = h + ConfigEncoder(graph)                  [N, C, D] configs join here
+    z = ResidualBlock(conv)(z)  x config_layers   [N, C, D] per config
+    score = RuntimeHead(z)                        [G, C]    lower = predicted faster
+
+The split is the speed lever: the shared layers run once for the C configs of a batch item.
+The official-style baseline is the same composition with ``shared_layers=0``: configuration
+features join at the input and every layer runs per configuration (tpuperf.models.build_model).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_gnn as tfgnn
+
+from tpuperf.models.layers import ConfigEncoder, NodeEncoder, ResidualBlock, RuntimeHead
+
+
+class RankingModel(tf.keras.Model):
+    """Scores every configuration of every graph in a padded batch; drops the padding component."""
+
+    def __init__(
+        self,
+        kind: str,
+        conv: str = "chebsage",
+        units: int = 64,
+        shared_layers: int = 2,
+        config_layers: int = 2,
+        cheb_order: int = 3,
+        opcode_vocab: int = 128,
+        opcode_dim: int = 16,
+        dropout: float = 0.0,
+        readout: str = "mean",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.settings = dict(
+            kind=kind,
+            conv=conv,
+            units=units,
+            shared_layers=shared_layers,
+            config_layers=config_layers,
+            cheb_order=cheb_order,
+            opcode_vocab=opcode_vocab,
+            opcode_dim=opcode_dim,
+            dropout=dropout,
+            readout=readout,
+        )
+        if config_layers < 1:
+            raise ValueError("config_layers must be >= 1: configurations need message passing to interact")
+        self.node_encoder = NodeEncoder(units, opcode_vocab, opcode_dim)
+        self.config_encoder = ConfigEncoder(units, kind)
+        self.shared_blocks = [ResidualBlock(conv, units, cheb_order, dropout) for _ in range(shared_layers)]
+        self.config_blocks = [ResidualBlock(conv, units, cheb_order, dropout) for _ in range(config_layers)]
+        self.head = RuntimeHead(units, readout)
+
+    def call(self, graph: tfgnn.GraphTensor, training: bool = False) -> tf.Tensor:
+        state = self.node_encoder(graph)
+        for block in self.shared_blocks:
+            state = block(graph, state, training=training)
+        state = tf.expand_dims(state, 1) + self.config_encoder(graph)
+        for block in self.config_blocks:
+            state = block(graph, state, training=training)
+        return self.head(graph, state)[:-1]  # the last component is padding
+
+    def get_config(self):
+        return dict(self.settings)
