@@ -1,0 +1,114 @@
+"""The competition's metrics (DESIGN.md section 2), in numpy/scipy so that scoring needs no TensorFlow.
+
+Conventions shared with the losses and the submission files:
+
+- ``pred`` is runtime-like: lower means predicted faster.
+- ``runtime`` is what the metric compares: runtime / normaliser for ``tile:xla``, runtime in ns
+  for ``layout:*``.
+- Ties in ``pred`` are broken by config index (stable sort), so a ranking is deterministic.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from tpuperf.collection import BY_NAME, Collection, get_collection
+
+TILE_TOP_K = 5
+
+
+def _vectors(pred: np.ndarray, runtime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred, dtype=np.float64)
+    runtime = np.asarray(runtime, dtype=np.float64)
+    if pred.ndim != 1 or pred.shape != runtime.shape:
+        raise ValueError(f"pred {pred.shape} and runtime {runtime.shape} must be 1-D and of equal length")
+    if pred.size == 0:
+        raise ValueError("no configurations to score")
+    if not np.isfinite(pred).all():
+        raise ValueError(f"{int((~np.isfinite(pred)).sum())} non-finite predictions")
+    if not (np.isfinite(runtime).all() and (runtime > 0).all()):
+        raise ValueError("runtimes must be finite and positive (unlabelled test data cannot be scored)")
+    return pred, runtime
+
+
+def rank_configs(pred: np.ndarray) -> np.ndarray:
+    """Config indices ordered predicted-fastest first (ascending ``pred``, ties by index)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.ndim != 1:
+        raise ValueError(f"pred must be 1-D, got shape {pred.shape}")
+    if not np.isfinite(pred).all():
+        raise ValueError(f"{int((~np.isfinite(pred)).sum())} non-finite predictions cannot be ranked")
+    return np.argsort(pred, kind="stable")
+
+
+def kendall_tau(pred: np.ndarray, runtime: np.ndarray) -> float:
+    """Kendall tau-b between predicted and true runtimes of one graph's configs (layout metric).
+
+    tau-b is scipy's default and what the Kaggle metric computes. It is undefined (scipy
+    returns NaN) when either side is constant or there is a single config; we return 0.0 then:
+    such a prediction carries no ordering information, which is what tau 0 (random) means,
+    and a NaN would silently poison a collection's mean.
+    """
+    pred, runtime = _vectors(pred, runtime)
+    if pred.size < 2:
+        return 0.0
+    tau = kendalltau(pred, runtime).statistic
+    return 0.0 if np.isnan(tau) else float(tau)
+
+
+def tile_score_of_ranking(ranking: np.ndarray, runtime: np.ndarray, k: int = TILE_TOP_K) -> float:
+    """``2 - min(runtime of the first k configs of ranking) / min(runtime)``; 1.0 is perfect.
+
+    This is the form a submission row gives (its top-k config ids). The paper's top-k slowdown
+    is ``1 - score``.
+    """
+    runtime = np.asarray(runtime, dtype=np.float64)
+    ranking = np.asarray(ranking)
+    if ranking.ndim != 1 or ranking.size == 0 or ranking.dtype.kind not in "iu":
+        raise ValueError(f"ranking must be a non-empty 1-D integer array, got {ranking.dtype} {ranking.shape}")
+    if ranking.min() < 0 or ranking.max() >= runtime.size:
+        raise ValueError(f"ranking ids {ranking.min()}..{ranking.max()} outside 0..{runtime.size - 1}")
+    if not (np.isfinite(runtime).all() and (runtime > 0).all()):
+        raise ValueError("runtimes must be finite and positive (unlabelled test data cannot be scored)")
+    return float(2.0 - runtime[ranking[:k]].min() / runtime.min())
+
+
+def tile_score(pred: np.ndarray, runtime: np.ndarray, k: int = TILE_TOP_K) -> float:
+    """Tile metric of one kernel from per-config predictions (see :func:`tile_score_of_ranking`)."""
+    pred, runtime = _vectors(pred, runtime)
+    return tile_score_of_ranking(rank_configs(pred), runtime, k)
+
+
+def graph_score(collection: Collection | str, pred: np.ndarray, runtime: np.ndarray) -> float:
+    """The metric of ``collection`` for one graph: tile score or Kendall tau."""
+    col = collection if isinstance(collection, Collection) else get_collection(collection)
+    return tile_score(pred, runtime) if col.is_tile else kendall_tau(pred, runtime)
+
+
+def collection_score(
+    collection: Collection | str, preds: Mapping[str, np.ndarray], runtimes: Mapping[str, np.ndarray]
+) -> float:
+    """Mean per-graph metric over the graphs of one collection; both mappings keyed by graph id."""
+    if set(preds) != set(runtimes):
+        only_pred = sorted(set(preds) - set(runtimes))[:5]
+        only_true = sorted(set(runtimes) - set(preds))[:5]
+        raise ValueError(f"graph ids differ: predicted only {only_pred}, labelled only {only_true}")
+    if not preds:
+        raise ValueError("no graphs to score")
+    return float(np.mean([graph_score(collection, preds[g], runtimes[g]) for g in preds]))
+
+
+def competition_score(scores: Mapping[str, float]) -> float:
+    """Mean of the per-collection scores (keys are collection names, e.g. ``tile:xla``).
+
+    This is the competition score only when all five collections are present; callers that
+    score a subset must say so.
+    """
+    unknown = sorted(set(scores) - set(BY_NAME))
+    if unknown:
+        raise ValueError(f"unknown collections {unknown}; known: {sorted(BY_NAME)}")
+    if not scores:
+        raise ValueError("no collection scores")
+    return float(np.mean(list(scores.values())))
