@@ -18,6 +18,18 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from tpuperf.config import load_params, section
+    from tpuperf.download import DataParams, DownloadError, download
+
+    try:
+        download(DataParams.from_section(section(load_params(args.params), "data")))
+    except DownloadError as exc:
+        print(f"tpuperf download failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tpuperf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -25,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check TpuGraphs .npz files (files or directories, recursive)")
     p.add_argument("paths", nargs="+", type=Path)
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("download", help="put the dataset + manifest.json at data.out (params: data.*)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_download)
 
     return parser
 

@@ -1,0 +1,392 @@
+"""The download stage: put one TpuGraphs dataset (real layout plus ``manifest.json``) at ``data.out``.
+
+Sources (``data.source`` in params.yaml):
+
+- ``kaggle``: the competition zip through the kaggle CLI, unzipped;
+- ``synthetic``: :func:`tpuperf.synthetic.write_dataset` (the embedded default);
+- ``local``: a directory that already has the real layout (``data.dir``), hard-linked or copied;
+- ``auto``: kaggle when Kaggle credentials exist, synthetic otherwise, announced loudly.
+
+The dataset is built in a hidden temporary directory beside the output, every file is validated,
+and only then is it renamed into place. A failure therefore never leaves a half-written dataset
+and never touches the previous one. The manifest holds no timestamp, so the same source gives the
+same bytes and DVC sees nothing new on a rerun.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from joblib import Parallel, delayed
+
+from tpuperf.collection import COLLECTIONS, SPLITS, Collection
+from tpuperf.dataset import DataFormatError, validate_file
+
+SOURCES = ("auto", "kaggle", "synthetic", "local")
+MANIFEST_NAME = "manifest.json"
+SAMPLE_SUBMISSION = "sample_submission.csv"
+SUBMISSION_HEADER = "ID,TopConfigs"
+MAX_LISTED = 5  # problems quoted in one error message
+ERROR_TAIL_LINES = 20  # lines of the kaggle CLI's output quoted when it fails
+
+
+class DownloadError(RuntimeError):
+    """The stage could not produce a dataset; the message names the cause and what to do."""
+
+
+def _listing(items: list[str]) -> str:
+    """The first few items of a long list, for a one-paragraph error message."""
+    if not items:
+        return "nothing"
+    more = f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
+    return "; ".join(items[:MAX_LISTED]) + more
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """The ``data`` section of params.yaml."""
+
+    source: str
+    out: Path
+    competition: str
+    local_dir: Path | None
+    preset: str
+    seed: int
+    jobs: int
+
+    @classmethod
+    def from_section(cls, data: dict[str, Any]) -> DataParams:
+        """Parse the ``data`` section, failing on a missing key or an unknown source."""
+        try:
+            source, synthetic = data["source"], data["synthetic"]
+            local_dir = data["dir"]
+            params = cls(
+                source=source,
+                out=Path(data["out"]),
+                competition=data["competition"],
+                local_dir=Path(local_dir) if local_dir else None,
+                preset=synthetic["preset"],
+                seed=int(synthetic["seed"]),
+                jobs=int(data["jobs"]),
+            )
+        except KeyError as exc:
+            raise KeyError(f"params.yaml: data section lacks the key {exc.args[0]!r}") from exc
+        if source not in SOURCES:
+            raise ValueError(f"params.yaml: data.source is {source!r}; expected one of {', '.join(SOURCES)}")
+        return params
+
+
+def _credential_files() -> list[Path]:
+    """Files the kaggle CLI (1.x and 2.x) reads credentials from."""
+    home = Path.home()
+    config_dir = os.environ.get("KAGGLE_CONFIG_DIR")
+    files = [Path(config_dir) / "kaggle.json"] if config_dir else [home / ".kaggle" / "kaggle.json"]
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    files += [xdg / "kaggle" / "kaggle.json", home / ".kaggle" / "access_token", home / ".kaggle" / "credentials.json"]
+    return files
+
+
+def kaggle_credentials() -> str | None:
+    """Where Kaggle credentials were found (env vars or a file), or None when there are none."""
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return "environment variables KAGGLE_USERNAME and KAGGLE_KEY"
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "environment variable KAGGLE_API_TOKEN"
+    for path in _credential_files():
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def _where_credentials_are_looked_for() -> str:
+    files = ", ".join(str(p) for p in _credential_files())
+    return f"KAGGLE_USERNAME+KAGGLE_KEY, KAGGLE_API_TOKEN, {files}"
+
+
+def resolve_source(requested: str) -> tuple[str, str]:
+    """The concrete source for ``requested`` and a sentence saying why it was chosen."""
+    if requested != "auto":
+        return requested, f"data.source is {requested!r}"
+    found = kaggle_credentials()
+    if found:
+        return "kaggle", f"data.source is 'auto' and Kaggle credentials were found ({found})"
+    return "synthetic", (
+        "data.source is 'auto' and no Kaggle credentials were found "
+        f"(looked for {_where_credentials_are_looked_for()})"
+    )
+
+
+def download(params: DataParams) -> dict[str, Any]:
+    """Build the dataset for ``params`` at ``params.out`` and return its manifest."""
+    source, reason = resolve_source(params.source)
+    _announce(source, reason, params)
+    out = params.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; the published dataset should not be
+        origin = _FILL[source](staging, params)
+        manifest = build_manifest(staging, source, params.source, origin, params.jobs)
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+        _publish(staging, out)
+    except DownloadError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        kept = " (the previous dataset there is untouched)" if out.exists() else ""
+        raise DownloadError(f"{exc} Nothing was written to {out}{kept}.") from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    counts = ", ".join(
+        f"{name} {sum(s['num_files'] for s in splits.values())}" for name, splits in manifest["collections"].items()
+    )
+    print(f"tpuperf download: wrote {manifest['num_files']} validated files to {out} ({counts}); see {out / MANIFEST_NAME}")
+    return manifest
+
+
+def _announce(source: str, reason: str, params: DataParams) -> None:
+    what = {
+        "kaggle": f"the real competition data ({params.competition}) through the kaggle CLI",
+        "synthetic": (
+            f"GENERATED data (preset {params.preset!r}, seed {params.seed}), not the competition's; "
+            "for real data set up Kaggle credentials or set data.source: local with data.dir"
+        ),
+        "local": f"the existing dataset in {params.local_dir}",
+    }[source]
+    banner = "=" * 78
+    print(f"{banner}\ntpuperf download: data source = {source.upper()}: {reason}.\nUsing {what}.\n{banner}", flush=True)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; an older ``out`` is moved aside first and removed last."""
+    if not (out.exists() or out.is_symlink()):
+        staging.rename(out)
+        return
+    old = out.parent / f".{out.name}-old-{os.getpid()}.tmp"
+    out.rename(old)
+    try:
+        staging.rename(out)
+    except OSError:
+        old.rename(out)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
+def _fill_synthetic(staging: Path, params: DataParams) -> dict[str, Any]:
+    from tpuperf.synthetic import write_dataset
+
+    write_dataset(staging, params.preset, params.seed)
+    return {"preset": params.preset, "seed": params.seed}
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link (no extra disk for a 6 GB dataset) and copy where linking is impossible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Link or copy every file under ``src``; directories are created afresh (not copying a
+    read-only mode from the source, which would make the output impossible to delete)."""
+    for dirpath, _dirs, names in os.walk(src):
+        target = dst / Path(dirpath).relative_to(src)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            _link_or_copy(Path(dirpath, name), target / name)
+
+
+def _fill_local(staging: Path, params: DataParams) -> dict[str, Any]:
+    src = params.local_dir
+    if src is None:
+        raise DownloadError(
+            "data.source is 'local' but data.dir is not set: point data.dir in params.yaml at a directory "
+            f"holding npz/... and {SAMPLE_SUBMISSION} (for example an unzipped Kaggle download)."
+        )
+    missing = [name for name in ("npz", SAMPLE_SUBMISSION) if not (src / name).exists()]
+    if missing:
+        raise DownloadError(
+            f"data.source is 'local' but data.dir {src} does not have the TpuGraphs layout: "
+            f"{' and '.join(missing)} missing (expected npz/<kind>/<source>/[<search>/]<split>/*.npz "
+            f"and {SAMPLE_SUBMISSION})."
+        )
+    _link_tree(src / "npz", staging / "npz")
+    _link_or_copy(src / SAMPLE_SUBMISSION, staging / SAMPLE_SUBMISSION)
+    return {"dir": str(src.resolve())}
+
+
+def _fill_kaggle(staging: Path, params: DataParams) -> dict[str, Any]:
+    exe = shutil.which("kaggle")
+    if exe is None:
+        raise DownloadError(
+            "data source is kaggle but the `kaggle` command is not on PATH: install it "
+            "(`pip install -r requirements.txt` pins it) or set data.source: synthetic in params.yaml."
+        )
+    if kaggle_credentials() is None:
+        raise DownloadError(
+            "data.source is 'kaggle' but no Kaggle credentials were found (looked for "
+            f"{_where_credentials_are_looked_for()}): create an API token at https://www.kaggle.com/settings "
+            "and save it as ~/.kaggle/kaggle.json or export KAGGLE_USERNAME and KAGGLE_KEY, or set "
+            "data.source: auto or synthetic to use generated data."
+        )
+    scratch = Path(tempfile.mkdtemp(prefix=".kaggle-download-", suffix=".tmp", dir=staging.parent))
+    try:
+        cmd = [exe, "competitions", "download", "-c", params.competition, "-p", str(scratch)]
+        print(f"tpuperf download: running {' '.join(cmd)} (about 6 GB for the real competition)", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        if proc.returncode != 0:
+            said = (proc.stderr.strip() or proc.stdout.strip() or "(no output)").splitlines()[-ERROR_TAIL_LINES:]
+            raise DownloadError(
+                f"the kaggle download failed (exit code {proc.returncode}) and said: {' | '.join(said)} -- "
+                "check the credentials, the network, and that you accepted the competition's rules on "
+                f"https://www.kaggle.com/competitions/{params.competition}/rules."
+            )
+        archive = _find_archive(scratch, params)
+        _extract_layout(archive, staging)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"competition": params.competition}
+
+
+def _find_archive(scratch: Path, params: DataParams) -> Path:
+    expected = scratch / f"{params.competition}.zip"
+    zips = sorted(scratch.glob("*.zip"))
+    if expected.exists():
+        return expected
+    if len(zips) == 1:
+        return zips[0]
+    found = ", ".join(p.name for p in sorted(scratch.iterdir())) or "nothing"
+    raise DownloadError(
+        f"the kaggle download exited 0 but did not leave exactly one zip ({expected.name} expected; found "
+        f"{found})."
+    )
+
+
+def _layout_prefix(names: list[str]) -> str | None:
+    """'' when the zip holds npz/... and the sample submission at its top, 'dir/' when one folder down."""
+    present = set(names)
+    candidates = [""] + sorted({n.split("/", 1)[0] + "/" for n in names if "/" in n})
+    for prefix in candidates:
+        has_npz = any(n.startswith(prefix + "npz/") and n.endswith(".npz") for n in names)
+        if has_npz and prefix + SAMPLE_SUBMISSION in present:
+            return prefix
+    return None
+
+
+def _extract_layout(archive: Path, dest: Path) -> None:
+    """Unpack the dataset part of the competition zip into ``dest`` (CRC-checked while reading)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [i for i in zf.infolist() if not i.is_dir()]
+            prefix = _layout_prefix([i.filename for i in members])
+            if prefix is None:
+                raise DownloadError(
+                    f"{archive.name} does not have the TpuGraphs layout: expected npz/... and {SAMPLE_SUBMISSION} "
+                    f"at its top level or one folder down, but it holds {_listing([i.filename for i in members])}."
+                )
+            for info in members:
+                rel = PurePosixPath(info.filename[len(prefix) :])
+                if not info.filename.startswith(prefix) or not (rel.parts[0] == "npz" or str(rel) == SAMPLE_SUBMISSION):
+                    continue
+                if ".." in rel.parts:
+                    raise DownloadError(f"{archive.name} holds an unsafe path {info.filename!r}.")
+                target = dest.joinpath(*rel.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise DownloadError(
+            f"the downloaded {archive.name} is corrupt or truncated ({exc}); the download was probably "
+            f"interrupted: run the stage again."
+        ) from exc
+
+
+def _layout_files(root: Path) -> list[tuple[Collection, str, Path]]:
+    """Every .npz of the real layout under ``root``; any .npz elsewhere is an error."""
+    files = [
+        (col, split, path) for col in COLLECTIONS for split in SPLITS for path in sorted(col.split_dir(root, split).glob("*.npz"))
+    ]
+    stray = sorted(set(root.rglob("*.npz")) - {path for _, _, path in files})
+    if stray:
+        raise DownloadError(
+            f"{len(stray)} .npz files are outside the TpuGraphs layout (npz/<kind>/<source>/[<search>/]<split>/): "
+            f"{_listing([str(p.relative_to(root)) for p in stray])}."
+        )
+    if not files:
+        raise DownloadError("the dataset holds no .npz files under npz/.")
+    return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_and_hash(root: Path, col: Collection, split: str, path: Path) -> tuple[str | None, str | None]:
+    """(sha256, None) for a valid file, (None, 'npz/...: field: problem') for an invalid one."""
+    try:
+        validate_file(path, col, split)
+    except DataFormatError as exc:
+        field = f"{exc.field}: " if exc.field else ""
+        return None, f"{path.relative_to(root)}: {field}{exc.problem}"
+    return _sha256(path), None
+
+
+def _sample_submission_rows(root: Path) -> int:
+    path = root / SAMPLE_SUBMISSION
+    if not path.is_file():
+        raise DownloadError(f"the dataset has no {SAMPLE_SUBMISSION}.")
+    with path.open() as fh:
+        header = fh.readline().strip()
+        rows = sum(1 for line in fh if line.strip())
+    if header != SUBMISSION_HEADER:
+        raise DownloadError(f"{SAMPLE_SUBMISSION}: header is {header!r}, expected {SUBMISSION_HEADER!r}.")
+    return rows
+
+
+def build_manifest(root: Path, source: str, requested: str, origin: dict[str, Any], jobs: int = 1) -> dict[str, Any]:
+    """Validate and checksum every file under ``root``; the manifest, or DownloadError naming the bad files.
+
+    Deterministic for a given dataset: sorted keys, no timestamps.
+    """
+    files = _layout_files(root)
+    rows = _sample_submission_rows(root)
+    results = Parallel(n_jobs=jobs, prefer="threads")(delayed(_check_and_hash)(root, *f) for f in files)
+    problems = [problem for _, problem in results if problem]
+    if problems:
+        raise DownloadError(
+            f"{len(problems)} of {len(files)} files failed validation: {_listing(problems)}."
+        )
+    collections: dict[str, Any] = {
+        col.name: {split: {"num_files": 0, "sha256": {}} for split in SPLITS} for col in COLLECTIONS
+    }
+    for (col, split, path), (sha, _) in zip(files, results):
+        entry = collections[col.name][split]
+        entry["num_files"] += 1
+        entry["sha256"][path.name] = sha
+    return {
+        "source": source,
+        "requested_source": requested,
+        "origin": origin,
+        "num_files": len(files),
+        "collections": collections,
+        SAMPLE_SUBMISSION: {"rows": rows, "sha256": _sha256(root / SAMPLE_SUBMISSION)},
+    }
+
+
+_FILL = {"kaggle": _fill_kaggle, "synthetic": _fill_synthetic, "local": _fill_local}
