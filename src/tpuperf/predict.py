@@ -1,0 +1,83 @@
+"""Score every configuration of cached graphs with a trained model, and write fold predictions.
+
+Prediction format (read by tpuperf.submission / ensemble.py): one parquet file per fold,
+``runs/<collection-slug>/<model>/fold_<k>/predictions.parquet``, columns ``split`` ("oof",
+"valid", "test"), ``graph_id``, ``config_id`` (index in the original .npz), ``pred``
+(float64, lower = predicted faster) and ``runtime`` (float64 target, 0 for test).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import polars as pl
+
+from tpuperf.graph import BatchItem, BatchShape, GraphRecord, pack, to_arrays, to_graph_tensor
+
+
+def chunk_items(graphs: Iterable[GraphRecord], configs: int, rows: dict[str, np.ndarray] | None = None) -> list[BatchItem]:
+    """Items covering every config of each graph (or only ``rows[graph_id]``) in chunks."""
+    items = []
+    for g in graphs:
+        selected = np.arange(g.num_configs) if rows is None else rows[g.graph_id]
+        for start in range(0, len(selected), configs):
+            items.append(BatchItem(g, selected[start : start + configs]))
+    return items
+
+
+class Scorer:
+    """A compiled forward pass over padded batches of one static shape."""
+
+    def __init__(self, model, shape: BatchShape, kind: str, feat_dim: int, jit_compile: bool = True):
+        import tensorflow as tf
+
+        self.shape, self.kind, self.feat_dim = shape, kind, feat_dim
+        self._forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
+        self._tf = tf
+
+    def score(self, graphs: Sequence[GraphRecord], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Predicted score for each config row of each graph (``rows`` restricts to a subset)."""
+        tf = self._tf
+        out = {g.graph_id: np.full(g.num_configs if rows is None else len(rows[g.graph_id]), np.nan) for g in graphs}
+        position = {g.graph_id: 0 for g in graphs}
+        for batch in pack(chunk_items(graphs, self.shape.configs, rows), self.shape):
+            arrays = to_arrays(batch, self.shape, self.kind, self.feat_dim)
+            graph, _ = to_graph_tensor({k: tf.constant(v) for k, v in arrays.items()}, self.kind)
+            scores = self._forward(graph).numpy()
+            for slot, item in enumerate(batch):
+                gid, k = item.graph.graph_id, len(item.rows)
+                out[gid][position[gid] : position[gid] + k] = scores[slot, :k]
+                position[gid] += k
+        for gid, values in out.items():
+            if not np.isfinite(values).all():
+                raise FloatingPointError(f"model produced non-finite scores for graph {gid}")
+        return out
+
+
+def prediction_frame(split: str, graphs: Sequence, scores: dict[str, np.ndarray]) -> pl.DataFrame:
+    """Rows of the prediction format for one split (graphs are tpuperf.cache.CachedGraph)."""
+    frames = [
+        pl.DataFrame(
+            {
+                "split": split,
+                "graph_id": g.graph_id,
+                "config_id": np.asarray(g.config_ids, np.int64),
+                "pred": scores[g.graph_id].astype(np.float64),
+                "runtime": np.asarray(g.runtime, np.float64),
+            }
+        )
+        for g in graphs
+    ]
+    return pl.concat(frames) if frames else pl.DataFrame(
+        schema={"split": pl.String, "graph_id": pl.String, "config_id": pl.Int64, "pred": pl.Float64, "runtime": pl.Float64}
+    )
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write next to the target and rename, so a kill never leaves a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)

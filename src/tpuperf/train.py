@@ -1,0 +1,347 @@
+"""K-fold training of one model on one collection, resumable after a kill.
+
+Folds split the TRAIN graphs; each fold trains on the others, early-stops on the held-out
+fold's competition metric (out-of-fold, OOF), and predicts OOF, valid and test configs with
+its best weights. Valid graphs are never used for any decision, so their scores are honest.
+
+Outputs (paths from params.yaml ``train.*``):
+    checkpoints/<slug>/<model>/fold_<k>/   resume state: weights + optimizer each epoch,
+                                           best weights, state.json (history, early stopping,
+                                           and a fingerprint of the settings it belongs to)
+    runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.predict
+    runs/<slug>/<model>/metrics.json       per-fold and mean OOF/valid scores, throughput
+    runs/<slug>/<model>/live/              dvclive learning curves (``dvc plots show``)
+
+Resume: a killed run restarts at the last finished epoch with the same weights, optimizer
+state, early-stopping state and data stream (batches are a pure function of seed, fold and
+epoch), so it reaches the same result as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import polars as pl
+
+import tpuperf  # noqa: F401  (tf-keras before TensorFlow)
+import tensorflow as tf
+from tpuperf.cache import CachedGraph, CollectionCache
+from tpuperf.collection import Collection, get_collection
+from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
+from tpuperf.metrics import graph_score
+from tpuperf.predict import Scorer, prediction_frame, write_parquet_atomic
+
+
+class TrainingError(RuntimeError):
+    """Training cannot proceed (bad inputs or a diverged run); nothing is published."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train`` section of params.yaml."""
+
+    folds: int = 3
+    seed: int = 0
+    epochs: int = 10
+    patience: int = 3
+    graphs_per_batch: int = 4
+    configs_per_graph: int = 32
+    predict_configs_per_graph: int = 128
+    samples_per_graph: dict = field(default_factory=lambda: {"tile": 1, "layout": 8})
+    batch_slack: float = 1.25
+    learning_rate: float = 1e-3
+    clip_norm: float = 1.0
+    loss: str = "listmle"
+    loss_args: dict = field(default_factory=dict)
+    eval_configs: int = 256
+    jit_compile: bool = True
+    verbose: int = 1
+    runs_dir: str = "runs"
+    checkpoints_dir: str = "checkpoints"
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any]) -> "TrainSettings":
+        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise KeyError(f"unknown train.* params: {unknown}")
+        return cls(**section)
+
+
+def assign_folds(graph_ids: Sequence[str], folds: int, seed: int) -> dict[str, int]:
+    """Shuffle graphs with ``seed`` and deal them round-robin into ``folds`` folds."""
+    if folds < 2:
+        raise TrainingError(f"train.folds must be >= 2, got {folds}")
+    if len(graph_ids) < folds:
+        raise TrainingError(f"only {len(graph_ids)} training graphs for {folds} folds: lower train.folds or add data")
+    order = np.random.default_rng(seed).permutation(sorted(graph_ids))
+    return {gid: i % folds for i, gid in enumerate(order)}
+
+
+def sample_items(graphs: Sequence[CachedGraph], configs: int, samples: int, rng: np.random.Generator) -> list[BatchItem]:
+    """``samples`` items per graph, each a random subset of ``configs`` configs, shuffled."""
+    items = []
+    for g in graphs:
+        for _ in range(samples):
+            rows = rng.choice(g.num_configs, size=min(configs, g.num_configs), replace=False)
+            items.append(BatchItem(g, rows))
+    return [items[i] for i in rng.permutation(len(items))]
+
+
+def batch_stream(
+    graphs: Sequence[CachedGraph], shape: BatchShape, samples: int, seed: int, start_batch: int = 0
+) -> Iterator[list[BatchItem]]:
+    """Endless deterministic training batches: round r is drawn with rng([seed, r]).
+
+    ``start_batch`` skips batches cheaply (no arrays are built) so a resumed run sees the
+    very batches an uninterrupted run would have.
+    """
+    produced = 0
+    for round_ in range(1 << 62):
+        rng = np.random.default_rng([seed, round_])
+        for batch in pack(sample_items(graphs, shape.configs, samples, rng), shape):
+            if produced >= start_batch:
+                yield batch
+            produced += 1
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def evaluate(scorer: Scorer, collection: Collection, graphs: Sequence[CachedGraph], rows: dict[str, np.ndarray] | None = None) -> float:
+    """Mean competition metric over graphs (optionally on a subset of each graph's configs)."""
+    scores = scorer.score(graphs, rows)
+    values = []
+    for g in graphs:
+        truth = np.asarray(g.runtime)[rows[g.graph_id]] if rows else np.asarray(g.runtime)
+        values.append(graph_score(collection, scores[g.graph_id], truth))
+    return float(np.mean(values))
+
+
+@dataclass
+class FoldState:
+    """What survives a kill: progress, early stopping and the learning curve."""
+
+    fingerprint: str
+    epochs_done: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    wait: int = 0
+    finished: bool = False
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_configs: int = 0
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> "FoldState":
+        if path.exists():
+            state = cls(**json.loads(path.read_text()))
+            if state.fingerprint == fingerprint:
+                return state
+            print(f"{path}: settings changed since this checkpoint; starting the fold afresh")
+        return cls(fingerprint)
+
+
+class FoldRunner:
+    """Trains one fold with Keras fit; checkpoints, evaluates and early-stops each epoch."""
+
+    def __init__(self, collection: Collection, model_name: str, model_params: dict, settings: TrainSettings,
+                 fold: int, train_graphs, oof_graphs, shape: BatchShape, predict_shape: BatchShape,
+                 feat_dim: int, ckpt_dir: Path, fingerprint: str, live):
+        from tpuperf.losses import get_loss
+        from tpuperf.models import build_model
+
+        self.collection, self.settings, self.fold = tf, collection, settings, fold
+        self.train_graphs, self.oof_graphs, self.shape = train_graphs, oof_graphs, shape
+        self.feat_dim, self.ckpt_dir, self.live, self.model_name = feat_dim, ckpt_dir, live, model_name
+        self.state_path = ckpt_dir / "state.json"
+        self.state = FoldState.load(self.state_path, fingerprint)
+        if self.state.epochs_done == 0:
+            for stale in ckpt_dir.glob("*"):
+                if stale.is_file():
+                    stale.unlink()
+
+        tf.keras.utils.set_random_seed(settings.seed * 1000 + fold)
+        self.model = build_model(collection.kind, model_params)
+        self.optimizer = tf.keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm)
+        self.model.compile(optimizer=self.optimizer, loss=get_loss(settings.loss, **settings.loss_args),
+                           jit_compile=settings.jit_compile)
+        self.scorer = Scorer(self.model, predict_shape, collection.kind, feat_dim, settings.jit_compile)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.best = tf.train.Checkpoint(model=self.model)
+        eval_rng = np.random.default_rng([settings.seed, fold, 7])
+        self.eval_rows = {
+            g.graph_id: np.sort(eval_rng.choice(g.num_configs, size=min(settings.eval_configs, g.num_configs), replace=False))
+            for g in oof_graphs
+        }
+
+    @property
+    def steps_per_epoch(self) -> int:
+        samples = self.settings.samples_per_graph[self.collection.kind]
+        return max(1, math.ceil(len(self.train_graphs) * samples / self.shape.graphs))
+
+    def _build(self) -> None:
+        """Create variables (model and optimizer slots) so checkpoints restore eagerly."""
+        first = next(iter(make_dataset(lambda: pack(
+            [BatchItem(self.train_graphs[0], np.arange(min(self.shape.configs, self.train_graphs[0].num_configs)))], self.shape),
+            self.shape, self.collection.kind, self.feat_dim)))
+        self.model(first[0])
+        self.optimizer.build(self.model.trainable_variables)
+
+    def run(self) -> FoldState:
+        self._build()
+        if self.state.epochs_done:
+            self.checkpoint.read(str(self.ckpt_dir / "last")).assert_existing_objects_matched()
+            print(f"fold {self.fold}: resuming after epoch {self.state.epochs_done}")
+        if not self.state.finished and self.state.epochs_done < self.settings.epochs:
+            samples = self.settings.samples_per_graph[self.collection.kind]
+            start = self.state.epochs_done * self.steps_per_epoch
+            dataset = make_dataset(
+                lambda: batch_stream(self.train_graphs, self.shape, samples, self.settings.seed * 1000 + self.fold, start),
+                self.shape, self.collection.kind, self.feat_dim)
+            self.model.fit(dataset, epochs=self.settings.epochs, initial_epoch=self.state.epochs_done,
+                           steps_per_epoch=self.steps_per_epoch, callbacks=[_EpochEnd(self)], verbose=self.settings.verbose)
+            self.state.finished = True
+            _write_json_atomic(self.state_path, asdict(self.state))
+        self.best.read(str(self.ckpt_dir / "best")).assert_existing_objects_matched()
+        return self.state
+
+    def end_epoch(self, epoch: int, logs: dict, seconds: float) -> None:
+        score = evaluate(self.scorer, self.collection, self.oof_graphs, self.eval_rows)
+        state = self.state
+        state.history.append({"epoch": epoch, "loss": float(logs["loss"]), "oof_score": score, "seconds": seconds})
+        state.train_seconds += seconds
+        state.train_configs += self.steps_per_epoch * self.shape.graphs * self.shape.configs
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.wait = score, epoch, 0
+            self.best.write(str(self.ckpt_dir / "best"))
+        else:
+            state.wait += 1
+        state.epochs_done = epoch + 1
+        if state.wait >= self.settings.patience:
+            self.model.stop_training = True
+            state.finished = True
+        self.checkpoint.write(str(self.ckpt_dir / "last"))
+        _write_json_atomic(self.state_path, asdict(state))
+        logs["oof_score"] = score
+        log_history(self.live, self.fold, [state.history[-1]])
+
+
+class _EpochEnd(tf.keras.callbacks.Callback):
+    """Keras callback glue: NaN guard per batch, evaluation + checkpoint per epoch."""
+
+    def __init__(self, runner: FoldRunner):
+        super().__init__()
+        self.runner = runner
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            r = self.runner
+            raise TrainingError(
+                f"{r.collection.name} {r.model_name} fold {r.fold}: loss became {loss} "
+                "(lower train.learning_rate or check the data); no predictions were written")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.runner.end_epoch(epoch, logs, time.perf_counter() - self.started)
+
+
+def log_history(live, fold: int, entries: list[dict]) -> None:
+    """Learning-curve points for dvclive, one series per fold, x = epoch."""
+    for entry in entries:
+        live.step = entry["epoch"]
+        live.log_metric(f"fold_{fold}/loss", entry["loss"])
+        live.log_metric(f"fold_{fold}/oof_score", entry["oof_score"])
+    live.make_summary()
+
+
+def train_collection(collection: Collection | str, model_name: str, params: dict) -> dict:
+    """Train every fold of one model on one collection; write predictions and metrics.json."""
+    from dvclive import Live
+
+    collection = collection if isinstance(collection, Collection) else get_collection(collection)
+    if model_name not in params.get("models", {}):
+        raise KeyError(f"params.yaml models has no {model_name!r} (have {sorted(params.get('models', {}))})")
+    settings = TrainSettings.from_params(params["train"])
+    model_params = params["models"][model_name]
+    cache = CollectionCache(params["preprocess"]["out"], collection)
+    splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
+    if not splits["train"]:
+        raise TrainingError(f"{cache.dir}: no training graphs")
+    fold_of = assign_folds([g.graph_id for g in splits["train"]], settings.folds, settings.seed)
+    all_graphs = [g for graphs in splits.values() for g in graphs]
+    shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.configs_per_graph, settings.batch_slack)
+    predict_shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.predict_configs_per_graph, settings.batch_slack)
+    feat_dim = cache.node_feat_dim
+    fingerprint = _fingerprint(model_params, asdict(settings), cache.stats)
+
+    run_dir = Path(settings.runs_dir) / collection.slug / model_name
+    ckpt_root = Path(settings.checkpoints_dir) / collection.slug / model_name
+    print(f"{collection.name} / {model_name}: {len(splits['train'])} train, {len(splits['valid'])} valid, "
+          f"{len(splits['test'])} test graphs; {settings.folds} folds; batch {shape}")
+    live = Live(dir=str(run_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
+    fold_metrics = []
+    for fold in range(settings.folds):
+        train_graphs = [g for g in splits["train"] if fold_of[g.graph_id] != fold]
+        oof_graphs = [g for g in splits["train"] if fold_of[g.graph_id] == fold]
+        ckpt_dir = ckpt_root / f"fold_{fold}"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        runner = FoldRunner(collection, model_name, model_params, settings, fold, train_graphs, oof_graphs,
+                            shape, predict_shape, feat_dim, ckpt_dir, fingerprint, live)
+        if runner.state.history:
+            log_history(live, fold, runner.state.history)  # replay curves of epochs already done
+        state = runner.run()
+        scored = {"oof": oof_graphs, "valid": splits["valid"], "test": splits["test"]}
+        scores = {split: runner.scorer.score(graphs) for split, graphs in scored.items()}
+        frame = pl.concat([prediction_frame(s, scored[s], scores[s]) for s in scored])
+        write_parquet_atomic(frame, run_dir / "predictions" / f"fold_{fold}.parquet")
+        fold_metrics.append({
+            "fold": fold,
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epochs_done,
+            "oof_score": _score_split(collection, scored["oof"], scores["oof"]),
+            "valid_score": _score_split(collection, scored["valid"], scores["valid"]),
+            "train_seconds": round(state.train_seconds, 2),
+            "train_configs_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),
+        })
+    live.end()
+    metrics = {
+        "collection": collection.name,
+        "model": model_name,
+        "metric": "tile_score" if collection.is_tile else "kendall_tau",
+        "folds": fold_metrics,
+        "oof_score": float(np.mean([f["oof_score"] for f in fold_metrics])),
+        "valid_score_mean_fold": _mean_or_none([f["valid_score"] for f in fold_metrics]),
+    }
+    _write_json_atomic(run_dir / "metrics.json", metrics)
+    print(f"{collection.name} / {model_name}: OOF {metrics['oof_score']:.4f}, valid (mean fold) "
+          f"{metrics['valid_score_mean_fold']}; wrote {run_dir}")
+    return metrics
+
+
+def _score_split(collection: Collection, graphs, scores) -> float | None:
+    if not graphs:
+        return None
+    return float(np.mean([graph_score(collection, scores[g.graph_id], np.asarray(g.runtime)) for g in graphs]))
+
+
+def _mean_or_none(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
