@@ -1,0 +1,162 @@
+"""The preprocessed per-collection cache that training reads, and its reader.
+
+Written by :mod:`tpuperf.preprocess` (the ``preprocess`` DVC stage) to ``<root>/<slug>/``
+(``cache/layout-nlp-random/`` by default). Every array is a plain ``.npy`` so that
+``np.load(mmap_mode="r")`` works: training samples a few configs of a big graph without
+reading the others. Layout on disk::
+
+    stats.json       the feature transform, fitted on TRAIN graphs only (see below)
+    index.parquet    one row per graph: split, graph_id, num_nodes, num_edges, num_configs,
+                     num_configs_original, num_config_nodes, path (graph dir relative to the
+                     cache), plus num_nodes_original and num_edges_original (before pruning)
+    report.json      files processed, skipped (with reasons), dedup and pruning totals
+    <split>/<graph_id>/
+        node_feat.npy        float32 (n', F')  transformed node features (kept columns only)
+        node_opcode.npy      int32 (n',)       HLO opcode ids, for an embedding
+        edge_index.npy       int32 (m', 2)     row [u, v] = u consumes v's output, pruned ids
+        node_ids.npy         int64 (n',)       original node id of each kept node (ascending,
+                                               so the topological order is preserved)
+        config_feat.npy      tile:   float32 (c', 24) transformed with the train stats
+                             layout: int8 (c', nc, 18) raw minor-to-major values -1..5,
+                                     unchanged, so the encoding is the same in every split
+        config_node_pos.npy  int32 (nc,)       layout only: position of each configurable
+                                               node in the pruned node order
+        runtime.npy          float64 (c',)     tile: runtime / normaliser; layout: runtime in
+                                               ns; zeros in test
+        config_ids.npy       int64 (c',)       index of each kept config in the original file
+
+``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``hops``, ``max_nodes``,
+``max_edges``, ``max_config_nodes`` (over all splits, after pruning: static padded shapes),
+``max_opcode``, ``node_feat_dim``, ``config_feat_shape`` (one config's trailing shape padded to
+the maxima: ``[24]`` for tile, ``[max_config_nodes, 18]`` for layout), the fit settings
+(``log1p_above``, ``std_floor``, ``num_train_graphs``) and, for ``node_feat`` and (tile)
+``config_feat``, the transform: ``columns`` (original column indices kept), ``log_columns``
+(original indices that get ``sign(x) * log1p(|x|)``), ``mean`` and ``std`` (one per kept
+column, after the log; the transform is ``(x' - mean) / std``).
+
+Only train graphs are deduplicated (valid/test keep every config, so ``config_ids`` is then
+``0..c-1``): see :mod:`tpuperf.preprocess` for why and which runtime a duplicate keeps.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import polars as pl
+
+from tpuperf.collection import Collection, get_collection
+
+FORMAT_VERSION = 1
+STATS_FILE = "stats.json"
+INDEX_FILE = "index.parquet"
+REPORT_FILE = "report.json"
+GRAPH_ARRAYS = ("node_feat", "node_opcode", "edge_index", "node_ids", "config_feat", "runtime", "config_ids")
+LAYOUT_ARRAYS = ("config_node_pos",)
+MEMMAPPED = ("config_feat", "runtime")
+REBUILD_HINT = "run `dvc repro preprocess` (or `tpuperf preprocess --collection <name>`)"
+
+
+class CacheError(FileNotFoundError):
+    """The cache is absent, incomplete or from another format version; says how to rebuild it."""
+
+
+@dataclass
+class CachedGraph:
+    """One preprocessed graph; ``config_feat`` and ``runtime`` are memory-mapped read-only."""
+
+    graph_id: str
+    split: str
+    node_feat: np.ndarray
+    node_opcode: np.ndarray
+    edge_index: np.ndarray
+    node_ids: np.ndarray
+    config_feat: np.ndarray
+    config_node_pos: np.ndarray | None  # None for tile
+    runtime: np.ndarray
+    config_ids: np.ndarray
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_feat)
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.edge_index)
+
+    @property
+    def num_configs(self) -> int:
+        return len(self.runtime)
+
+
+def graph_dir(split: str, graph_id: str) -> str:
+    """Directory of one graph relative to the collection's cache (the index's ``path``)."""
+    return f"{split}/{graph_id}"
+
+
+def array_names(collection: Collection) -> tuple[str, ...]:
+    """The ``.npy`` files every graph of this collection has."""
+    return GRAPH_ARRAYS if collection.is_tile else GRAPH_ARRAYS + LAYOUT_ARRAYS
+
+
+class CollectionCache:
+    """Reader of one collection's cache under ``root`` (e.g. ``cache``); fails early and
+    names the missing file when the cache has not been built."""
+
+    def __init__(self, root: Path | str, collection: Collection | str):
+        self.collection = collection if isinstance(collection, Collection) else get_collection(collection)
+        self.dir = Path(root) / self.collection.slug
+        for name in (STATS_FILE, INDEX_FILE):
+            self._require(self.dir / name)
+        version = self.stats.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CacheError(f"{self.dir / STATS_FILE}: format version {version}, reader expects {FORMAT_VERSION}: {REBUILD_HINT}")
+
+    @staticmethod
+    def _require(path: Path) -> None:
+        if not path.exists():
+            raise CacheError(f"{path} missing: {REBUILD_HINT}")
+
+    @cached_property
+    def stats(self) -> dict:
+        return json.loads((self.dir / STATS_FILE).read_text())
+
+    @cached_property
+    def index(self) -> pl.DataFrame:
+        return pl.read_parquet(self.dir / INDEX_FILE)
+
+    @cached_property
+    def _paths(self) -> dict[tuple[str, str], str]:
+        rows = self.index.select("split", "graph_id", "path").iter_rows()
+        return {(split, gid): path for split, gid, path in rows}
+
+    @property
+    def node_feat_dim(self) -> int:
+        return int(self.stats["node_feat_dim"])
+
+    @property
+    def config_feat_shape(self) -> tuple[int, ...]:
+        """One config's features padded to the maxima: ``(24,)`` tile, ``(max_config_nodes, 18)`` layout."""
+        return tuple(self.stats["config_feat_shape"])
+
+    def graph_ids(self, split: str) -> list[str]:
+        return self.index.filter(pl.col("split") == split)["graph_id"].to_list()
+
+    def load(self, split: str, graph_id: str) -> CachedGraph:
+        rel = self._paths.get((split, graph_id))
+        if rel is None:
+            raise KeyError(f"{self.collection.name}: no graph {graph_id!r} in split {split!r} of {self.dir / INDEX_FILE}")
+        arrays = {}
+        for name in array_names(self.collection):
+            path = self.dir / rel / f"{name}.npy"
+            self._require(path)
+            arrays[name] = np.load(path, mmap_mode="r" if name in MEMMAPPED else None)
+        arrays.setdefault("config_node_pos", None)
+        return CachedGraph(graph_id=graph_id, split=split, **arrays)
+
+    def graphs(self, split: str) -> Iterator[CachedGraph]:
+        for graph_id in self.graph_ids(split):
+            yield self.load(split, graph_id)

@@ -1,0 +1,565 @@
+"""Preprocessing stage: downloaded ``.npz`` files -> the per-collection cache of :mod:`tpuperf.cache`.
+
+Two passes over one collection, each file processed in a joblib worker:
+
+1. Read and validate every file (all splits), prune it, drop duplicate train configs, write
+   its arrays (node features still raw) into a temp dir next to the cache, and return the
+   per-column moments of its node features (and tile config features) when it is a TRAIN
+   graph. A big layout file's ``node_config_feat`` is streamed chunk by chunk into an int8
+   memory-mapped ``.npy``, so memory stays bounded by the chunk size whatever the file's size.
+2. Merge the train moments into the transform (``stats.json``) and rewrite every graph's
+   feature arrays transformed. Only train moments ever reach the transform: valid/test data
+   cannot leak into it. Pass 1 writes every split at once so that each file (up to GBs
+   compressed) is decompressed once for writing, not once for the stats and again for writing.
+
+Choices, and why:
+
+- Dedup keeps, among identical configurations of a TRAIN graph, the MINIMUM runtime and the
+  first occurrence's config id. Timing noise on a TPU is mostly additive slowdowns
+  (interference, clock changes), so the fastest measurement is the best estimate of the
+  config's true runtime. Valid and test keep every config: metrics and submissions need
+  every original index.
+- Pruning (layout) keeps the configurable nodes plus their k-hop neighbourhood on the
+  undirected graph, with the induced edges, in the original (topological) order. Statistics
+  are fitted on the pruned nodes: the nodes the model actually sees.
+- A column of (near-)zero spread on train (std < ``std_floor``) is centred but not scaled, so
+  a value that differs in valid/test stays in raw units instead of exploding.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import polars as pl
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from tpuperf import cache
+from tpuperf.collection import SPLITS, Collection
+from tpuperf.config import section
+from tpuperf.dataset import LAYOUT_CONFIG_DIM, DataFormatError, LayoutGraph, TileGraph, iter_chunks, load_graph, read_header
+
+log = logging.getLogger(__name__)
+
+LAYOUT_VALUE_RANGE = (-1, 5)  # minor-to-major entries: -1 = unused dim, else a dim index 0..5
+BAD_FILE_MODES = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """The ``preprocess`` section of params.yaml (except ``out``, the cache root)."""
+
+    hops: int = 2
+    jobs: int = 1
+    on_bad_file: str = "fail"
+    log1p_above: float = 100.0
+    std_floor: float = 1e-6
+    chunk_mb: int = 64
+
+    def __post_init__(self) -> None:
+        if self.on_bad_file not in BAD_FILE_MODES:
+            raise ValueError(f"preprocess.on_bad_file must be one of {BAD_FILE_MODES}, got {self.on_bad_file!r}")
+        if self.hops < 0:
+            raise ValueError(f"preprocess.hops must be >= 0, got {self.hops}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> PreprocessSettings:
+        p = section(params, "preprocess")
+        missing = [k for k in cls.__dataclass_fields__ if k not in p]
+        if missing:
+            raise KeyError(f"params.yaml: preprocess.{missing[0]} missing")
+        return cls(
+            hops=int(p["hops"]),
+            jobs=int(p["jobs"]),
+            on_bad_file=str(p["on_bad_file"]),
+            log1p_above=float(p["log1p_above"]),
+            std_floor=float(p["std_floor"]),
+            chunk_mb=int(p["chunk_mb"]),
+        )
+
+
+class PreprocessError(RuntimeError):
+    """The collection cannot be preprocessed as a whole (no train data, every file bad, ...)."""
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def k_hop_nodes(edge_index: np.ndarray, num_nodes: int, seeds: np.ndarray, hops: int) -> np.ndarray:
+    """Sorted ids of ``seeds`` plus every node within ``hops`` undirected edges; all nodes when hops = 0."""
+    if hops == 0:
+        return np.arange(num_nodes, dtype=np.int64)
+    u, v = edge_index[:, 0], edge_index[:, 1]
+    mask = np.zeros(num_nodes, dtype=bool)
+    mask[seeds] = True
+    for _ in range(hops):
+        reached = mask.copy()
+        reached[u[mask[v]]] = True
+        reached[v[mask[u]]] = True
+        if np.array_equal(reached, mask):
+            break
+        mask = reached
+    return np.flatnonzero(mask)
+
+
+def induced_edges(edge_index: np.ndarray, kept: np.ndarray, num_nodes: int) -> np.ndarray:
+    """Edges with both ends in ``kept`` (sorted ids), renumbered to positions in ``kept``."""
+    new_id = np.full(num_nodes, -1, dtype=np.int64)
+    new_id[kept] = np.arange(len(kept))
+    edges = new_id[edge_index]
+    return edges[(edges >= 0).all(axis=1)].astype(np.int32)
+
+
+# ---------------------------------------------------------------- dedup
+
+
+class ConfigDeduper:
+    """Drops configurations whose feature row repeats an earlier one, across streamed chunks.
+
+    Rows are keyed by a 128-bit BLAKE2 digest of their bytes (a collision is ~1e-29 likely for
+    a million rows), so memory grows with the number of distinct configs, not their size. A
+    repeat lowers the kept runtime to the minimum (see the module docstring for why).
+    """
+
+    def __init__(self, runtime: np.ndarray):
+        self._runtime_in = runtime
+        self._seen: dict[bytes, int] = {}
+        self.config_ids: list[int] = []
+        self.runtime: list[float] = []
+
+    def add(self, rows: np.ndarray, start: int) -> np.ndarray:
+        """Positions (in ``rows``) of rows not seen before; ``start`` is the first row's config id."""
+        rows = np.ascontiguousarray(rows.reshape(len(rows), -1))
+        new = []
+        for i, row in enumerate(rows):
+            key = hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+            config_id = start + i
+            pos = self._seen.get(key)
+            if pos is None:
+                self._seen[key] = len(self.config_ids)
+                self.config_ids.append(config_id)
+                self.runtime.append(self._runtime_in[config_id])
+                new.append(i)
+            else:
+                self.runtime[pos] = min(self.runtime[pos], self._runtime_in[config_id])
+        return np.asarray(new, dtype=np.int64)
+
+
+def _layout_codes(path: Path, chunk: np.ndarray) -> np.ndarray:
+    """The float minor-to-major values as int8, refusing anything but integers in -1..5."""
+    codes = chunk.astype(np.int8)
+    lo, hi = LAYOUT_VALUE_RANGE
+    if not np.array_equal(codes, chunk) or codes.min() < lo or codes.max() > hi:
+        bad = chunk[(chunk != codes) | (codes < lo) | (codes > hi)]
+        raise DataFormatError(path, "node_config_feat", f"value {bad.flat[0]} is not an integer in {lo}..{hi}")
+    return codes
+
+
+def _shrink_npy(path: Path, rows: int) -> None:
+    """Cut a C-order .npy to its first ``rows`` rows in place.
+
+    numpy pads every header with room for the first axis to grow to any size, so the header
+    rewritten with a smaller shape has the same length and the data need not move.
+    """
+    fmt = np.lib.format
+    with open(path, "r+b") as fh:
+        version = fmt.read_magic(fh)
+        shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(fh)
+        offset = fh.tell()
+        header = {"descr": fmt.dtype_to_descr(dtype), "fortran_order": fortran, "shape": (rows, *shape[1:])}
+        fh.seek(0)
+        (fmt.write_array_header_1_0 if version == (1, 0) else fmt.write_array_header_2_0)(fh, header)
+        if fh.tell() != offset:
+            raise RuntimeError(f"{path}: .npy header changed length when shrunk ({offset} -> {fh.tell()})")
+        fh.truncate(offset + rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+
+
+def _write_layout_configs(path: Path, out: Path, runtime: np.ndarray, dedup: bool, chunk_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stream ``node_config_feat`` into ``out`` (int8 .npy), dropping repeats when ``dedup``.
+
+    Returns (config_ids, runtime) of the configs written, in file order.
+    """
+    c, nc, _ = read_header(path)["node_config_feat"].shape
+    deduper = ConfigDeduper(runtime) if dedup else None
+    dest = np.lib.format.open_memmap(out, mode="w+", dtype=np.int8, shape=(c, nc, LAYOUT_CONFIG_DIM))
+    written = start = 0
+    for chunk in iter_chunks(path, "node_config_feat", chunk_bytes):
+        codes = _layout_codes(path, chunk)
+        if deduper is not None:
+            codes = codes[deduper.add(codes, start)]
+        dest[written : written + len(codes)] = codes
+        written += len(codes)
+        start += len(chunk)
+    dest.flush()
+    del dest
+    if written < c:
+        _shrink_npy(out, written)
+    if deduper is None:
+        return np.arange(c, dtype=np.int64), runtime.astype(np.float64)
+    return np.asarray(deduper.config_ids, dtype=np.int64), np.asarray(deduper.runtime, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- statistics and transform
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def column_moments(x: np.ndarray) -> pl.DataFrame:
+    """Per-column count, min, max, mean and M2 (sum of squared deviations) of ``x`` (rows = samples),
+    for the raw values and for their signed log1p; mergeable across files with :func:`merge_moments`."""
+    raw = pl.from_numpy(np.asarray(x, dtype=np.float64))
+    logged = raw.select(pl.all().sign() * pl.all().abs().log1p())
+    n = len(raw)
+
+    def agg(frame: pl.DataFrame, expr: pl.Expr) -> np.ndarray:
+        return frame.select(expr).to_numpy()[0]
+
+    return pl.DataFrame(
+        {
+            "column": np.arange(x.shape[1]),
+            "count": np.full(x.shape[1], n, dtype=np.int64),
+            "min": agg(raw, pl.all().min()),
+            "max": agg(raw, pl.all().max()),
+            "mean": agg(raw, pl.all().mean()),
+            "m2": agg(raw, pl.all().var(ddof=0)) * n,
+            "log_mean": agg(logged, pl.all().mean()),
+            "log_m2": agg(logged, pl.all().var(ddof=0)) * n,
+        }
+    )
+
+
+def merge_moments(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """Pool per-file moments exactly (Chan et al.'s parallel variance), one row per column."""
+    both = pl.concat(list(parts))
+    count = pl.col("count")
+    aggs = [count.sum().alias("count"), pl.col("min").min(), pl.col("max").max()]
+    for mean, m2 in (("mean", "m2"), ("log_mean", "log_m2")):
+        pooled = (count * pl.col(mean)).sum() / count.sum()
+        aggs += [pooled.alias(mean), (pl.col(m2).sum() + (count * (pl.col(mean) - pooled) ** 2).sum()).alias(m2)]
+    return both.group_by("column").agg(aggs).sort("column")
+
+
+def fit_transform(moments: pl.DataFrame, log1p_above: float, std_floor: float, drop_constant: bool) -> dict[str, Any]:
+    """The transform of one feature matrix from its pooled train moments (stored in stats.json)."""
+    m = moments.to_dict(as_series=False)
+    col_min, col_max = np.array(m["min"]), np.array(m["max"])
+    keep = col_max > col_min if drop_constant else np.ones(len(col_min), dtype=bool)
+    use_log = np.maximum(np.abs(col_min), np.abs(col_max)) > log1p_above
+    count = np.array(m["count"], dtype=np.float64)
+    mean = np.where(use_log, m["log_mean"], m["mean"])
+    std = np.sqrt(np.where(use_log, m["log_m2"], m["m2"]) / count)
+    std = np.where(std < std_floor, 1.0, std)
+    columns = np.flatnonzero(keep)
+    return {
+        "columns": columns.tolist(),
+        "log_columns": np.flatnonzero(keep & use_log).tolist(),
+        "mean": mean[keep].tolist(),
+        "std": std[keep].tolist(),
+        "dim": int(len(columns)),
+    }
+
+
+def apply_transform(x: np.ndarray, transform: dict[str, Any]) -> np.ndarray:
+    """Keep the transform's columns, signed-log1p its wide ones, standardise; float32."""
+    columns = np.asarray(transform["columns"], dtype=np.int64)
+    out = np.asarray(x, dtype=np.float64)[:, columns]
+    logged = np.isin(columns, transform["log_columns"])
+    out[:, logged] = signed_log1p(out[:, logged])
+    return ((out - np.asarray(transform["mean"])) / np.asarray(transform["std"])).astype(np.float32)
+
+
+# ---------------------------------------------------------------- per-file work
+
+
+@dataclass
+class GraphResult:
+    """What pass 1 returns for one file: its index row and, for train, its feature moments."""
+
+    row: dict[str, Any]
+    node_moments: pl.DataFrame | None = None
+    config_moments: pl.DataFrame | None = None
+
+
+@dataclass
+class BadFile:
+    """A file that failed validation (picklable, unlike the exception, for joblib workers)."""
+
+    path: str
+    field: str | None
+    problem: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.field}: {self.problem}" if self.field else self.problem
+
+
+def _save(dir_: Path, **arrays: np.ndarray) -> None:
+    for name, arr in arrays.items():
+        np.save(dir_ / f"{name}.npy", arr)
+
+
+def prepare_file(path: Path, collection: Collection, split: str, tmp: Path, settings: PreprocessSettings) -> GraphResult | BadFile:
+    """Pass 1 for one file: validate, prune, dedup (train), write raw arrays under ``tmp``."""
+    rel = cache.graph_dir(split, path.stem)
+    out = tmp / rel
+    out.mkdir(parents=True)
+    try:
+        return _prepare(path, collection, split, out, rel, settings)
+    except DataFormatError as exc:
+        shutil.rmtree(out)
+        return BadFile(str(exc.path), exc.field, exc.problem)
+
+
+def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str, settings: PreprocessSettings) -> GraphResult:
+    graph = load_graph(path, collection, split, load_configs=False)
+    n = len(graph.node_feat)
+    is_train = split == "train"
+    if isinstance(graph, LayoutGraph):
+        kept = k_hop_nodes(graph.edge_index, n, graph.node_config_ids, settings.hops)
+        config_node_pos = np.searchsorted(kept, graph.node_config_ids).astype(np.int32)
+        config_ids, runtime = _write_layout_configs(
+            path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
+        )
+        _save(out, config_node_pos=config_node_pos)
+        config_moments = None
+    else:
+        assert isinstance(graph, TileGraph)
+        kept = np.arange(n, dtype=np.int64)
+        target = graph.target
+        config_feat = graph.config_feat
+        if is_train:
+            deduper = ConfigDeduper(target)
+            config_feat = config_feat[deduper.add(config_feat, 0)]
+            config_ids, runtime = np.asarray(deduper.config_ids, dtype=np.int64), np.asarray(deduper.runtime)
+        else:
+            config_ids, runtime = np.arange(graph.num_configs, dtype=np.int64), target.astype(np.float64)
+        _save(out, config_feat=config_feat.astype(np.float32))
+        config_moments = column_moments(config_feat) if is_train else None
+    node_feat = graph.node_feat[kept].astype(np.float32)
+    edges = induced_edges(graph.edge_index, kept, n)
+    _save(
+        out,
+        node_feat=node_feat,
+        node_opcode=graph.node_opcode[kept].astype(np.int32),
+        edge_index=edges,
+        node_ids=kept.astype(np.int64),
+        runtime=runtime.astype(np.float64),
+        config_ids=config_ids,
+    )
+    row = {
+        "split": split,
+        "graph_id": path.stem,
+        "num_nodes": len(kept),
+        "num_edges": len(edges),
+        "num_configs": len(config_ids),
+        "num_configs_original": graph.num_configs,
+        "num_config_nodes": 0 if collection.is_tile else len(graph.node_config_ids),
+        "path": rel,
+        "num_nodes_original": n,
+        "num_edges_original": len(graph.edge_index),
+        "max_opcode": int(graph.node_opcode.max()),
+    }
+    return GraphResult(row, column_moments(node_feat) if is_train else None, config_moments)
+
+
+def finish_graph(dir_: Path, stats: dict[str, Any], is_tile: bool) -> None:
+    """Pass 2 for one graph: overwrite its raw feature arrays with the transformed ones."""
+    names = ("node_feat", "config_feat") if is_tile else ("node_feat",)
+    for name in names:
+        path = dir_ / f"{name}.npy"
+        np.save(path, apply_transform(np.load(path), stats[name]))
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class _Inputs:
+    data_dir: Path
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    missing_splits: list[str] = field(default_factory=list)
+
+
+def _find_inputs(data_root: Path, collection: Collection) -> _Inputs:
+    inputs = _Inputs(collection.split_dir(data_root, "train").parent)
+    for split in SPLITS:
+        d = collection.split_dir(data_root, split)
+        if d.is_dir():
+            inputs.files[split] = sorted(d.glob("*.npz"))
+        else:
+            inputs.missing_splits.append(split)
+            inputs.files[split] = []
+    if not inputs.files["train"]:
+        raise PreprocessError(
+            f"{collection.name}: no train .npz files under {collection.split_dir(data_root, 'train')}: "
+            "cannot fit the feature transform (run `dvc repro download` first?)"
+        )
+    return inputs
+
+
+def _parallel(jobs: int, tasks: list, desc: str, progress: bool) -> Iterable:
+    """Run joblib tasks with a progress bar, yielding results as they finish."""
+    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+    return tqdm(results, total=len(tasks), desc=desc, unit="graph", disable=not progress)
+
+
+def _build_stats(collection: Collection, results: list[GraphResult], settings: PreprocessSettings, index: pl.DataFrame) -> dict[str, Any]:
+    # sorted: pooled float sums must not depend on the order in which workers finished
+    train = sorted((r for r in results if r.row["split"] == "train"), key=lambda r: r.row["graph_id"])
+    if not train:
+        raise PreprocessError(f"{collection.name}: every train file was skipped: cannot fit the feature transform")
+    node = fit_transform(merge_moments(r.node_moments for r in train), settings.log1p_above, settings.std_floor, True)
+    max_config_nodes = int(index["num_config_nodes"].max())
+    stats: dict[str, Any] = {
+        "format_version": cache.FORMAT_VERSION,
+        "collection": collection.name,
+        "slug": collection.slug,
+        "hops": settings.hops,
+        "log1p_above": settings.log1p_above,
+        "std_floor": settings.std_floor,
+        "num_train_graphs": len(train),
+        "max_nodes": int(index["num_nodes"].max()),
+        "max_edges": int(index["num_edges"].max()),
+        "max_config_nodes": max_config_nodes,
+        "max_opcode": int(index["max_opcode"].max()),
+        "node_feat_dim": node["dim"],
+        "node_feat": node,
+    }
+    if collection.is_tile:
+        conf = fit_transform(merge_moments(r.config_moments for r in train), settings.log1p_above, settings.std_floor, False)
+        stats["config_feat"] = conf
+        stats["config_feat_shape"] = [conf["dim"]]
+    else:
+        stats["config_feat"] = {"encoding": "raw minor-to-major values -1..5 as int8, not transformed"}
+        stats["config_feat_shape"] = [max_config_nodes, LAYOUT_CONFIG_DIM]
+    return stats
+
+
+def _report(inputs: _Inputs, index: pl.DataFrame, bad: list[BadFile], settings: PreprocessSettings) -> dict[str, Any]:
+    per_split = {}
+    for split in SPLITS:
+        part = index.filter(pl.col("split") == split)
+        per_split[split] = {
+            "files": len(inputs.files[split]),
+            "graphs": len(part),
+            "configs_original": int(part["num_configs_original"].sum()),
+            "configs_kept": int(part["num_configs"].sum()),
+            "nodes_original": int(part["num_nodes_original"].sum()),
+            "nodes_kept": int(part["num_nodes"].sum()),
+            "edges_original": int(part["num_edges_original"].sum()),
+            "edges_kept": int(part["num_edges"].sum()),
+        }
+    return {
+        "data_dir": str(inputs.data_dir),
+        "missing_splits": inputs.missing_splits,
+        "settings": asdict(settings),
+        "splits": per_split,
+        "skipped": [{"path": b.path, "reason": b.reason} for b in bad],
+    }
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Put ``tmp`` at ``final``; an existing cache is removed only once the new one is in place."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def preprocess_collection(
+    data_root: Path | str,
+    out_root: Path | str,
+    collection: Collection,
+    settings: PreprocessSettings,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build ``<out_root>/<slug>/`` from ``<data_root>/npz/...``; returns the report (also saved).
+
+    Built in a temp dir beside the target and renamed into place at the end, so a failure
+    leaves the previous cache untouched and no partial directory.
+    """
+    data_root, out_root = Path(data_root), Path(out_root)
+    inputs = _find_inputs(data_root, collection)
+    counts = ", ".join(f"{s} {len(inputs.files[s])}" for s in SPLITS)
+    log.info("preprocess %s: %s (graphs: %s)", collection.name, inputs.data_dir, counts)
+    for split in inputs.missing_splits:
+        log.warning("  no %s split under %s: the cache will have no %s graphs", split, inputs.data_dir, split)
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    final = out_root / collection.slug
+    tmp = out_root / f".{collection.slug}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        tasks = [
+            delayed(prepare_file)(path, collection, split, tmp, settings)
+            for split in SPLITS
+            for path in inputs.files[split]
+        ]
+        results: list[GraphResult] = []
+        bad: list[BadFile] = []
+        for res in _parallel(settings.jobs, tasks, f"read {collection.slug}", progress):
+            if isinstance(res, BadFile):
+                if settings.on_bad_file == "fail":
+                    raise DataFormatError(res.path, res.field, res.problem)
+                bad.append(res)
+            else:
+                results.append(res)
+        split_order = pl.Enum(list(SPLITS))
+        index = (
+            pl.DataFrame([r.row for r in results])
+            .with_columns(pl.col("split").cast(split_order))
+            .sort("split", "graph_id")
+            .with_columns(pl.col("split").cast(pl.String))
+        )
+        stats = _build_stats(collection, results, settings, index)
+        finish = [delayed(finish_graph)(tmp / rel, stats, collection.is_tile) for rel in index["path"]]
+        for _ in _parallel(settings.jobs, finish, f"transform {collection.slug}", progress):
+            pass
+        report = _report(inputs, index, sorted(bad, key=lambda b: b.path), settings)
+        index.write_parquet(tmp / cache.INDEX_FILE)
+        (tmp / cache.STATS_FILE).write_text(json.dumps(stats, indent=1))
+        (tmp / cache.REPORT_FILE).write_text(json.dumps(report, indent=1))
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _log_summary(final, report, collection, settings)
+    return report
+
+
+def _log_summary(final: Path, report: dict[str, Any], collection: Collection, settings: PreprocessSettings) -> None:
+    for b in report["skipped"]:
+        log.warning("  skipped %s: %s", b["path"], b["reason"])
+    s = report["splits"]
+    tr = s["train"]
+    nodes_o = sum(v["nodes_original"] for v in s.values())
+    nodes_k = sum(v["nodes_kept"] for v in s.values())
+    edges_o = sum(v["edges_original"] for v in s.values())
+    edges_k = sum(v["edges_kept"] for v in s.values())
+    pruning = "full graphs kept" if collection.is_tile or settings.hops == 0 else f"{settings.hops}-hop pruning"
+    log.info(
+        "  wrote %s: %s graphs; train configs %d -> %d after dedup; nodes %d -> %d, edges %d -> %d (%s); %d file(s) skipped",
+        final,
+        "/".join(str(v["graphs"]) for v in s.values()),
+        tr["configs_original"],
+        tr["configs_kept"],
+        nodes_o,
+        nodes_k,
+        edges_o,
+        edges_k,
+        pruning,
+        len(report["skipped"]),
+    )

@@ -1,0 +1,399 @@
+"""Preprocessing: pruning, dedup, train-only stats, cache round trip, bad files, DVC no-op."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tpuperf.cache import CollectionCache
+from tpuperf.cli import main as cli_main
+from tpuperf.collection import SPLITS, get_collection
+from tpuperf.dataset import DataFormatError
+from tpuperf.preprocess import (
+    ConfigDeduper,
+    PreprocessError,
+    PreprocessSettings,
+    _write_layout_configs,
+    induced_edges,
+    k_hop_nodes,
+    preprocess_collection,
+    signed_log1p,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data"
+TILE = get_collection("tile:xla")
+LAYOUT = get_collection("layout:nlp:random")
+
+# Hand-made graph, rows [u, v] = u consumes v:  0-1-2-3-4-5-6 chain, plus 2 -> 7 -> 8.
+CHAIN_EDGES = np.array([[1, 0], [2, 1], [3, 2], [4, 3], [5, 4], [6, 5], [7, 2], [8, 7]], dtype=np.int64)
+
+
+def settings(**kw) -> PreprocessSettings:
+    base = dict(hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1)
+    return PreprocessSettings(**{**base, **kw})
+
+
+def write_layout(path: Path, node_feat, edges, config_ids, config_feat, runtime) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        node_feat=np.asarray(node_feat, dtype=np.float32),
+        node_opcode=(np.arange(len(node_feat)) % 7).astype(np.uint8),
+        edge_index=np.asarray(edges, dtype=np.int64),
+        node_config_ids=np.asarray(config_ids, dtype=np.int64),
+        node_config_feat=np.asarray(config_feat, dtype=np.float32),
+        config_runtime=np.asarray(runtime, dtype=np.int64),
+        node_splits=np.array([[0]], dtype=np.int64),
+    )
+
+
+def write_tile(path: Path, node_feat, edges, config_feat, runtime, normalizers) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        node_feat=np.asarray(node_feat, dtype=np.float32),
+        node_opcode=(np.arange(len(node_feat)) % 5).astype(np.uint8),
+        edge_index=np.asarray(edges, dtype=np.int64),
+        config_feat=np.asarray(config_feat, dtype=np.float32),
+        config_runtime=np.asarray(runtime, dtype=np.int64),
+        config_runtime_normalizers=np.asarray(normalizers, dtype=np.int64),
+    )
+
+
+def random_node_feat(rng: np.random.Generator, n: int) -> np.ndarray:
+    """140 columns: 0-9 small, 10-14 wide range (log1p), 15 constant, the rest zero."""
+    x = np.zeros((n, 140), dtype=np.float32)
+    x[:, :10] = rng.integers(0, 5, (n, 10))
+    x[:, 10:15] = rng.integers(1, 10**6, (n, 5))
+    x[:, 15] = 3.0
+    return x
+
+
+def layout_codes(rng: np.random.Generator, c: int, nc: int) -> np.ndarray:
+    return rng.integers(-1, 6, (c, nc, 18)).astype(np.float32)
+
+
+def make_layout_dataset(root: Path, seed: int = 0, graphs: dict | None = None) -> None:
+    rng = np.random.default_rng(seed)
+    for split, count in (graphs or {"train": 3, "valid": 1, "test": 1}).items():
+        for g in range(count):
+            n = 9 + g
+            edges = np.concatenate([CHAIN_EDGES, [[n - 1, 0]]]) if n > 9 else CHAIN_EDGES
+            runtime = rng.integers(1, 1000, 6) if split != "test" else np.zeros(6)
+            write_layout(
+                LAYOUT.split_dir(root, split) / f"{split}{g}.npz",
+                random_node_feat(rng, n), edges, [4, 8], layout_codes(rng, 6, 2), runtime,
+            )
+
+
+def make_tile_dataset(root: Path, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", 3), ("valid", 1), ("test", 1)):
+        for g in range(count):
+            n, c = 4 + g, 5
+            edges = np.array([[i + 1, i] for i in range(n - 1)])
+            conf = rng.integers(0, 300, (c, 24)).astype(np.float32)
+            runtime = rng.integers(1, 1000, c) if split != "test" else np.zeros(c)
+            norm = rng.integers(1, 10, c) if split != "test" else np.ones(c)
+            write_tile(TILE.split_dir(root, split) / f"{split}{g}.npz", random_node_feat(rng, n), edges, conf, runtime, norm)
+
+
+def stats_text(out: Path, collection) -> str:
+    return (out / collection.slug / "stats.json").read_text()
+
+
+# ---------------------------------------------------------------- pruning
+
+
+@pytest.mark.parametrize(
+    "seeds, hops, nodes, edges",
+    [
+        ([4], 0, list(range(9)), CHAIN_EDGES.tolist()),
+        ([4], 1, [3, 4, 5], [[1, 0], [2, 1]]),
+        ([4], 2, [2, 3, 4, 5, 6], [[1, 0], [2, 1], [3, 2], [4, 3]]),
+        ([0, 8], 1, [0, 1, 7, 8], [[1, 0], [3, 2]]),
+        ([0, 8], 2, [0, 1, 2, 7, 8], [[1, 0], [2, 1], [3, 2], [4, 3]]),
+    ],
+)
+def test_k_hop_pruning_on_hand_made_graph(seeds, hops, nodes, edges):
+    kept = k_hop_nodes(CHAIN_EDGES, 9, np.array(seeds), hops)
+    assert kept.tolist() == nodes
+    assert induced_edges(CHAIN_EDGES, kept, 9).tolist() == edges
+
+
+@pytest.mark.parametrize("hops, nodes", [(0, list(range(9))), (1, [3, 4, 5, 7, 8]), (2, [2, 3, 4, 5, 6, 7, 8])])
+def test_pruned_graph_in_cache_maps_back_to_original_ids(tmp_path, hops, nodes):
+    make_layout_dataset(tmp_path / "raw", graphs={"train": 1})
+    preprocess_collection(tmp_path / "raw", tmp_path / "cache", LAYOUT, settings(hops=hops), progress=False)
+    g = CollectionCache(tmp_path / "cache", LAYOUT).load("train", "train0")
+    assert g.node_ids.tolist() == nodes
+    assert g.node_ids[g.config_node_pos].tolist() == [4, 8]
+    original = {tuple(e) for e in CHAIN_EDGES.tolist() if e[0] in nodes and e[1] in nodes}
+    assert {tuple(e) for e in g.node_ids[g.edge_index].tolist()} == original
+    assert g.edge_index.dtype == np.int32 and g.node_feat.shape[0] == len(nodes)
+
+
+# ---------------------------------------------------------------- dedup
+
+
+def _rows(*labels: int) -> np.ndarray:
+    """Layout configs (c, 2, 18) where equal labels give identical rows."""
+    return np.stack([np.full((2, 18), lab, dtype=np.float32) for lab in labels])
+
+
+def test_dedup_keeps_min_runtime_and_first_config_id_across_chunks(tmp_path):
+    path = tmp_path / "g.npz"
+    runtime = np.array([5, 3, 2, 4, 7, 1], dtype=np.int64)
+    write_layout(path, np.zeros((9, 140)), CHAIN_EDGES, [4, 8], _rows(0, 1, 0, 2, 1, 0), runtime)
+    out = tmp_path / "config_feat.npy"
+    # one config row is 2*18*4 = 144 bytes: 150-byte chunks stream one config at a time
+    ids, kept_runtime = _write_layout_configs(path, out, runtime, dedup=True, chunk_bytes=150)
+    assert ids.tolist() == [0, 1, 3]
+    assert kept_runtime.tolist() == [1, 3, 4]
+    written = np.load(out, mmap_mode="r")
+    assert written.dtype == np.int8 and written.shape == (3, 2, 18)
+    np.testing.assert_array_equal(written[:, 0, 0], [0, 1, 2])
+
+
+def test_dedup_only_in_train_split(tmp_path):
+    raw = tmp_path / "raw"
+    runtime = [5, 3, 2, 4, 7, 1]
+    for split in SPLITS:
+        rt = np.zeros(6) if split == "test" else runtime
+        write_layout(LAYOUT.split_dir(raw, split) / "g.npz", np.ones((9, 140)) * np.arange(9)[:, None], CHAIN_EDGES, [4, 8], _rows(0, 1, 0, 2, 1, 0), rt)
+    report = preprocess_collection(raw, tmp_path / "cache", LAYOUT, settings(), progress=False)
+    cc = CollectionCache(tmp_path / "cache", LAYOUT)
+    train, valid = cc.load("train", "g"), cc.load("valid", "g")
+    assert train.config_ids.tolist() == [0, 1, 3] and train.runtime.tolist() == [1, 3, 4]
+    assert valid.config_ids.tolist() == list(range(6)) and valid.runtime.tolist() == runtime
+    assert cc.load("test", "g").num_configs == 6
+    assert report["splits"]["train"]["configs_original"] == 6 and report["splits"]["train"]["configs_kept"] == 3
+    row = cc.index.filter(cc.index["split"] == "train").row(0, named=True)
+    assert row["num_configs"] == 3 and row["num_configs_original"] == 6
+
+
+def test_tile_dedup_keeps_min_normalised_runtime(tmp_path):
+    raw = tmp_path / "raw"
+    conf = np.repeat(np.arange(4, dtype=np.float32)[[0, 1, 0, 1]][:, None], 24, axis=1)
+    edges = [[1, 0]]
+    write_tile(TILE.split_dir(raw, "train") / "k.npz", np.random.default_rng(0).random((2, 140)), edges, conf, [8, 9, 6, 30], [2, 3, 1, 3])
+    preprocess_collection(raw, tmp_path / "cache", TILE, settings(), progress=False)
+    g = CollectionCache(tmp_path / "cache", TILE).load("train", "k")
+    assert g.config_ids.tolist() == [0, 1]
+    assert g.runtime.tolist() == [4.0, 3.0]  # min(8/2, 6/1) and min(9/3, 30/3)
+
+
+def test_deduper_hashes_rows_not_objects():
+    d = ConfigDeduper(np.array([3.0, 1.0, 2.0]))
+    assert d.add(np.array([[1, 2], [1, 2], [2, 1]], dtype=np.int8), 0).tolist() == [0, 2]
+    assert d.config_ids == [0, 2] and d.runtime == [1.0, 2.0]
+
+
+# ---------------------------------------------------------------- leakage and transform
+
+
+@pytest.mark.parametrize("collection", [TILE, LAYOUT])
+def test_stats_fitted_on_train_only(tmp_path, collection):
+    make = make_tile_dataset if collection.is_tile else make_layout_dataset
+    raw = tmp_path / "raw"
+    make(raw)
+    preprocess_collection(raw, tmp_path / "a", collection, settings(), progress=False)
+
+    def perturb(split: str) -> None:
+        for path in collection.split_dir(raw, split).glob("*.npz"):
+            arrays = dict(np.load(path))
+            arrays["node_feat"] = arrays["node_feat"] * 1000 + 7
+            key = "config_feat" if collection.is_tile else "node_config_feat"
+            arrays[key] = arrays[key][::-1].copy()
+            np.savez_compressed(path, **arrays)
+
+    perturb("valid")
+    perturb("test")
+    preprocess_collection(raw, tmp_path / "b", collection, settings(), progress=False)
+    assert stats_text(tmp_path / "b", collection) == stats_text(tmp_path / "a", collection)
+    perturb("train")
+    preprocess_collection(raw, tmp_path / "c", collection, settings(), progress=False)
+    assert stats_text(tmp_path / "c", collection) != stats_text(tmp_path / "a", collection)
+
+
+def expected_transform(x: np.ndarray, train: np.ndarray, threshold: float, drop_constant: bool) -> np.ndarray:
+    """The documented transform, computed directly with numpy from the train rows."""
+    keep = train.max(0) > train.min(0) if drop_constant else np.ones(train.shape[1], dtype=bool)
+    wide = np.abs(train).max(0) > threshold
+    t = np.where(wide, signed_log1p(train.astype(np.float64)), train)
+    v = np.where(wide, signed_log1p(x.astype(np.float64)), x)
+    std = t.std(0)
+    std = np.where(std < 1e-6, 1.0, std)
+    return ((v - t.mean(0)) / std)[:, keep]
+
+
+def test_layout_cache_round_trip_equals_direct_computation(tmp_path):
+    raw = tmp_path / "raw"
+    make_layout_dataset(raw)
+    preprocess_collection(raw, tmp_path / "cache", LAYOUT, settings(hops=1), progress=False)
+    cc = CollectionCache(tmp_path / "cache", LAYOUT)
+    npz = {(s, p.stem): dict(np.load(p)) for s in SPLITS for p in LAYOUT.split_dir(raw, s).glob("*.npz")}
+    kept = {key: np.flatnonzero(np.isin(np.arange(len(d["node_feat"])), [3, 4, 5, 7, 8])) for key, d in npz.items()}
+    train = np.concatenate([d["node_feat"][kept[k]] for k, d in npz.items() if k[0] == "train"])
+    assert cc.stats["node_feat"]["columns"] == list(range(15))  # 15 constant, 16+ zero
+    assert cc.stats["node_feat"]["log_columns"] == list(range(10, 15))
+    assert cc.node_feat_dim == 15 and cc.config_feat_shape == (2, 18)
+    assert cc.stats["max_nodes"] == 5 and cc.stats["max_config_nodes"] == 2
+    assert sorted(cc.graph_ids("train")) == ["train0", "train1", "train2"]
+    for (split, gid), d in npz.items():
+        g = cc.load(split, gid)
+        assert g.node_ids.tolist() == kept[(split, gid)].tolist()
+        np.testing.assert_allclose(g.node_feat, expected_transform(d["node_feat"][g.node_ids], train, 100.0, True), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(g.node_opcode, d["node_opcode"][g.node_ids])
+        np.testing.assert_array_equal(g.config_feat, d["node_config_feat"][g.config_ids].astype(np.int8))
+        np.testing.assert_array_equal(g.runtime, d["config_runtime"][g.config_ids])
+        assert isinstance(g.config_feat, np.memmap) and isinstance(g.runtime, np.memmap)
+        assert g.node_ids[g.config_node_pos].tolist() == d["node_config_ids"].tolist()
+
+
+def test_tile_cache_round_trip_equals_direct_computation(tmp_path):
+    raw = tmp_path / "raw"
+    make_tile_dataset(raw)
+    preprocess_collection(raw, tmp_path / "cache", TILE, settings(), progress=False)
+    cc = CollectionCache(tmp_path / "cache", TILE)
+    npz = {(s, p.stem): dict(np.load(p)) for s in SPLITS for p in TILE.split_dir(raw, s).glob("*.npz")}
+    train_nodes = np.concatenate([d["node_feat"] for k, d in npz.items() if k[0] == "train"])
+    train_conf = np.concatenate([np.unique(d["config_feat"], axis=0) for k, d in npz.items() if k[0] == "train"])
+    assert cc.config_feat_shape == (24,) and cc.stats["config_feat"]["log_columns"] == list(range(24))
+    for (split, gid), d in npz.items():
+        g = cc.load(split, gid)
+        assert g.config_node_pos is None and g.node_ids.tolist() == list(range(len(d["node_feat"])))
+        np.testing.assert_allclose(g.node_feat, expected_transform(d["node_feat"], train_nodes, 100.0, True), rtol=1e-5, atol=1e-5)
+        conf = expected_transform(d["config_feat"][g.config_ids], train_conf, 100.0, False)
+        np.testing.assert_allclose(g.config_feat, conf, rtol=1e-5, atol=1e-5)
+        target = d["config_runtime"] / d["config_runtime_normalizers"]
+        np.testing.assert_allclose(g.runtime, target[g.config_ids])
+
+
+# ---------------------------------------------------------------- bad files, atomicity
+
+
+def test_bad_file_fail_keeps_previous_cache_and_leaves_no_temp(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "cache"
+    make_layout_dataset(raw)
+    preprocess_collection(raw, out, LAYOUT, settings(), progress=False)
+    before = stats_text(out, LAYOUT)
+    bad = LAYOUT.split_dir(raw, "valid") / "broken.npz"
+    bad.write_bytes(b"not a zip archive")
+    with pytest.raises(DataFormatError, match="broken.npz.*unreadable"):
+        preprocess_collection(raw, out, LAYOUT, settings(on_bad_file="fail"), progress=False)
+    assert stats_text(out, LAYOUT) == before
+    assert sorted(p.name for p in out.iterdir()) == [LAYOUT.slug]
+
+
+def test_bad_file_skip_is_reported(tmp_path, caplog):
+    raw, out = tmp_path / "raw", tmp_path / "cache"
+    make_layout_dataset(raw)
+    bad = LAYOUT.split_dir(raw, "train") / "outofrange.npz"
+    codes = layout_codes(np.random.default_rng(1), 6, 2)
+    codes[3, 1, 5] = 7  # minor-to-major entries must be -1..5
+    write_layout(bad, np.zeros((9, 140)), CHAIN_EDGES, [4, 8], codes, np.arange(1, 7))
+    with caplog.at_level(logging.INFO, logger="tpuperf.preprocess"):
+        report = preprocess_collection(raw, out, LAYOUT, settings(on_bad_file="skip", jobs=2), progress=False)
+    assert report["skipped"] == [{"path": str(bad), "reason": "node_config_feat: value 7.0 is not an integer in -1..5"}]
+    assert json.loads((out / LAYOUT.slug / "report.json").read_text())["skipped"] == report["skipped"]
+    assert "outofrange" not in CollectionCache(out, LAYOUT).graph_ids("train")
+    assert not (out / LAYOUT.slug / "train" / "outofrange").exists()
+    assert "skipped" in caplog.text and "outofrange.npz" in caplog.text
+
+
+def test_no_train_data_is_a_clear_error(tmp_path):
+    make_layout_dataset(tmp_path / "raw", graphs={"test": 1})
+    with pytest.raises(PreprocessError, match="no train .npz files"):
+        preprocess_collection(tmp_path / "raw", tmp_path / "cache", LAYOUT, settings(), progress=False)
+    assert not (tmp_path / "cache" / LAYOUT.slug).exists()
+
+
+def test_parallel_jobs_give_the_same_cache(tmp_path):
+    make_layout_dataset(tmp_path / "raw")
+    for jobs in (1, 2):
+        preprocess_collection(tmp_path / "raw", tmp_path / f"j{jobs}", LAYOUT, settings(jobs=jobs), progress=False)
+    assert stats_text(tmp_path / "j1", LAYOUT) == stats_text(tmp_path / "j2", LAYOUT)
+    a, b = CollectionCache(tmp_path / "j1", LAYOUT), CollectionCache(tmp_path / "j2", LAYOUT)
+    assert a.index.equals(b.index)
+    np.testing.assert_array_equal(a.load("valid", "valid0").node_feat, b.load("valid", "valid0").node_feat)
+
+
+# ---------------------------------------------------------------- real files, CLI, synthetic, DVC
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real TpuGraphs sample files not found at {REAL_DATA}")
+def test_real_layout_files(tmp_path):
+    col = get_collection("layout:xla:default")
+    preprocess_collection(REAL_DATA, tmp_path, col, settings(hops=2), progress=False)
+    cc = CollectionCache(tmp_path, col)
+    train = cc.load("train", "unet3d")
+    raw = np.load(col.split_dir(REAL_DATA, "train") / "unet3d.npz")
+    unique = np.unique(raw["node_config_feat"].reshape(len(raw["config_runtime"]), -1), axis=0)
+    assert train.num_configs == len(unique) < len(raw["config_runtime"])
+    assert train.num_nodes < len(raw["node_feat"])
+    test = cc.load("test", "cd708819d3f5103afd6460b15e74eaf3")
+    assert test.num_configs == 1000 and test.config_ids.tolist() == list(range(1000))
+    assert not test.runtime.any()
+
+
+def test_cli_reads_params(tmp_path):
+    make_tile_dataset(tmp_path / "raw")
+    params = {
+        "data": {"out": str(tmp_path / "raw")},
+        "preprocess": {"out": str(tmp_path / "cache"), "hops": 2, "jobs": 1, "on_bad_file": "fail", "log1p_above": 1e9, "std_floor": 1e-6, "chunk_mb": 8},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert cli_main(["preprocess", "--collection", "tile-xla", "--params", str(tmp_path / "params.yaml")]) == 0
+    assert CollectionCache(tmp_path / "cache", "tile:xla").stats["node_feat"]["log_columns"] == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tpuperf.synthetic") is None, reason="tpuperf.synthetic not available yet")
+def test_synthetic_tiny_end_to_end(tmp_path):
+    from tpuperf.synthetic import write_dataset
+
+    write_dataset(tmp_path / "raw", preset="tiny", seed=0)
+    for col in (TILE, LAYOUT):
+        report = preprocess_collection(tmp_path / "raw", tmp_path / "cache", col, settings(hops=2), progress=False)
+        cc = CollectionCache(tmp_path / "cache", col)
+        assert len(cc.index) == sum(v["graphs"] for v in report["splits"].values()) > 0
+        for g in cc.graphs("valid"):
+            assert g.num_nodes <= cc.stats["max_nodes"] and g.node_feat.shape[1] == cc.node_feat_dim
+            assert np.isfinite(g.node_feat).all() and g.num_configs == len(g.config_ids)
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_second_dvc_repro_does_no_work(tmp_path):
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["preprocess"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"preprocess": stage}}))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["preprocess"]["jobs"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": params["data"], "preprocess": params["preprocess"]}))
+    shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    raw = tmp_path / params["data"]["out"]
+    make_layout_dataset(raw)
+    make_tile_dataset(raw)
+    for col in ("layout:xla:random", "layout:xla:default", "layout:nlp:default"):
+        shutil.copytree(LAYOUT.split_dir(raw, "train").parent, get_collection(col).split_dir(raw, "train").parent)
+    _dvc(tmp_path, "init", "--no-scm")
+    first = _dvc(tmp_path, "repro", "preprocess")
+    assert first.count("Running stage") == 5
+    stamp = (tmp_path / "cache" / LAYOUT.slug / "stats.json").stat().st_mtime_ns
+    second = _dvc(tmp_path, "repro", "preprocess")
+    assert "Running stage" not in second and second.count("didn't change, skipping") == 5
+    assert (tmp_path / "cache" / LAYOUT.slug / "stats.json").stat().st_mtime_ns == stamp
