@@ -1,0 +1,90 @@
+"""The cache reader against a cache written by hand from the documented on-disk format."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tpuperf.cache import FORMAT_VERSION, CacheError, CollectionCache, graph_dir
+from tpuperf.collection import get_collection
+
+LAYOUT = get_collection("layout:xla:random")
+TILE = get_collection("tile:xla")
+
+
+def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) -> dict:
+    d = root / graph_dir(split, gid)
+    d.mkdir(parents=True)
+    arrays = {
+        "node_feat": np.arange(n * 3, dtype=np.float32).reshape(n, 3),
+        "node_opcode": np.arange(n, dtype=np.int32),
+        "edge_index": np.array([[i + 1, i] for i in range(n - 1)], dtype=np.int32).reshape(-1, 2),
+        "node_ids": np.arange(n, dtype=np.int64) * 2,
+        "config_feat": (np.zeros((c, 2, 18), np.int8) + np.arange(c, dtype=np.int8)[:, None, None]) if layout else np.ones((c, 24), np.float32),
+        "runtime": np.linspace(1, 2, c),
+        "config_ids": np.arange(c, dtype=np.int64) * 3,
+    }
+    if layout:
+        arrays["config_node_pos"] = np.array([0, n - 1], dtype=np.int32)
+    for name, arr in arrays.items():
+        np.save(d / f"{name}.npy", arr)
+    return {"split": split, "graph_id": gid, "num_nodes": n, "num_edges": n - 1, "num_configs": c,
+            "num_configs_original": c, "num_config_nodes": 2 if layout else 0, "path": graph_dir(split, gid)}
+
+
+def write_cache(root: Path, collection, layout: bool) -> Path:
+    d = root / collection.slug
+    rows = [write_graph(d, "train", "b", 4, 5, layout), write_graph(d, "train", "a", 3, 2, layout), write_graph(d, "test", "t", 2, 7, layout)]
+    pl.DataFrame(rows).write_parquet(d / "index.parquet")
+    shape = [2, 18] if layout else [24]
+    (d / "stats.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "node_feat_dim": 3, "config_feat_shape": shape}))
+    return d
+
+
+def test_reader_loads_graphs_with_memmapped_configs(tmp_path):
+    write_cache(tmp_path, LAYOUT, layout=True)
+    cc = CollectionCache(tmp_path, "layout-xla-random")
+    assert cc.graph_ids("train") == ["b", "a"] and cc.graph_ids("valid") == []
+    assert cc.node_feat_dim == 3 and cc.config_feat_shape == (2, 18)
+    g = cc.load("train", "b")
+    assert (g.graph_id, g.split, g.num_nodes, g.num_edges, g.num_configs) == ("b", "train", 4, 3, 5)
+    assert isinstance(g.config_feat, np.memmap) and isinstance(g.runtime, np.memmap)
+    assert not isinstance(g.node_feat, np.memmap)
+    assert g.config_feat[3, 1, 17] == 3 and g.config_ids.tolist() == [0, 3, 6, 9, 12]
+    assert g.config_node_pos.tolist() == [0, 3]
+    assert [x.graph_id for x in cc.graphs("test")] == ["t"]
+
+
+def test_tile_graphs_have_no_config_node_pos(tmp_path):
+    write_cache(tmp_path, TILE, layout=False)
+    g = CollectionCache(tmp_path, TILE).load("test", "t")
+    assert g.config_node_pos is None and g.config_feat.shape == (7, 24)
+
+
+def test_missing_cache_names_the_file_and_the_fix(tmp_path):
+    with pytest.raises(CacheError, match=r"layout-xla-random/stats.json missing: run `dvc repro preprocess`"):
+        CollectionCache(tmp_path, LAYOUT)
+    d = write_cache(tmp_path, LAYOUT, layout=True)
+    (d / "index.parquet").unlink()
+    with pytest.raises(CacheError, match=r"layout-xla-random/index.parquet missing"):
+        CollectionCache(tmp_path, LAYOUT)
+
+
+def test_incomplete_graph_and_unknown_graph(tmp_path):
+    d = write_cache(tmp_path, LAYOUT, layout=True)
+    (d / "train" / "a" / "runtime.npy").unlink()
+    cc = CollectionCache(tmp_path, LAYOUT)
+    with pytest.raises(CacheError, match=r"train/a/runtime.npy missing"):
+        cc.load("train", "a")
+    with pytest.raises(KeyError, match="no graph 'zz' in split 'valid'"):
+        cc.load("valid", "zz")
+
+
+def test_other_format_version_is_refused(tmp_path):
+    d = write_cache(tmp_path, LAYOUT, layout=True)
+    (d / "stats.json").write_text(json.dumps({"format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(CacheError, match="format version"):
+        CollectionCache(tmp_path, LAYOUT)
