@@ -1,0 +1,427 @@
+"""Fold predictions in, a Kaggle submission out: read, write, check, score and submit.
+
+Fold predictions (written by training, read here): one parquet file per fold at
+``runs/<collection-slug>/<model>/fold_<k>/predictions.parquet`` with columns
+
+- ``split``     str: ``oof`` (the fold's held-out train graphs), ``valid`` or ``test``
+- ``graph_id``  str: the .npz file stem
+- ``config_id`` int64: index of the config in the original .npz
+- ``pred``      float64: lower = predicted faster (finite)
+- ``runtime``   float64: runtime/normaliser for tile, runtime in ns for layout; 0 for test
+
+Submission CSV (DESIGN.md section 3): header ``ID,TopConfigs``; IDs ``tile:xla:<graph>`` and
+``layout:{xla,nlp}:{random,default}:<graph>``; ``;``-separated config ids, predicted-fastest first.
+A tile row lists the 5 predicted-fastest configs (all of them when the kernel has fewer than
+5); a layout row ranks every config of its file.
+
+The 1,001-config quirk: a few layout test files hold 1,001 configs although the sample row lists
+1,000 indices. We rank every config the file holds, so such a row has 1,001 entries (a full
+permutation of 0..1000): dropping one would leave the scorer without a rank for it. Given the
+data (``data_dir``), the checker therefore requires a layout row of exactly the file's config
+count and flags a 1,000-entry row for a 1,001-config file; without the data it can only require
+a permutation of 0..len-1.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from tpuperf.collection import COLLECTIONS, Collection, get_collection
+from tpuperf.dataset import iter_chunks, read_header
+from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs
+
+HEADER = "ID,TopConfigs"
+PREDICTIONS_FILE = "predictions.parquet"
+PREDICTION_SPLITS = ("oof", "valid", "test")
+PREDICTION_COLUMNS = ("split", "graph_id", "config_id", "pred", "runtime")
+MAX_LISTED = 20  # missing/extra IDs listed one per line before summarising the rest
+
+
+class PredictionFormatError(ValueError):
+    """A fold prediction file that is missing or malformed, naming the file."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class SubmissionError(ValueError):
+    """A submission that must not be written, scored or sent; ``problems`` lists why."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path, self.problems = Path(path), problems
+        super().__init__(f"{path}: {len(problems)} problem(s):\n" + "\n".join(problems))
+
+
+class KaggleError(RuntimeError):
+    """The kaggle CLI is missing or refused the submission."""
+
+
+# ---------------------------------------------------------------- fold predictions
+
+
+def _check_predictions(path: Path, df: pl.DataFrame) -> pl.DataFrame:
+    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
+    if missing:
+        raise PredictionFormatError(path, f"missing columns {missing} (has {df.columns})")
+    if df.height == 0:
+        raise PredictionFormatError(path, "no rows")
+    kinds = {"split": "string", "graph_id": "string", "config_id": "integer", "pred": "numeric", "runtime": "numeric"}
+    for col, kind in kinds.items():
+        dtype = df.schema[col]
+        ok = {"string": dtype == pl.String, "integer": dtype.is_integer(), "numeric": dtype.is_numeric()}[kind]
+        if not ok:
+            raise PredictionFormatError(path, f"column {col} has dtype {dtype}, expected {kind}")
+    df = df.select(
+        pl.col("split"),
+        pl.col("graph_id"),
+        pl.col("config_id").cast(pl.Int64),
+        pl.col("pred").cast(pl.Float64),
+        pl.col("runtime").cast(pl.Float64),
+    )
+    nulls = {c: n for c, n in zip(df.columns, df.null_count().row(0)) if n}
+    if nulls:
+        raise PredictionFormatError(path, f"null values {nulls}")
+    bad_splits = sorted(set(df["split"].unique()) - set(PREDICTION_SPLITS))
+    if bad_splits:
+        raise PredictionFormatError(path, f"unknown split values {bad_splits}; expected {list(PREDICTION_SPLITS)}")
+    bad_pred = df.filter(~pl.col("pred").is_finite())
+    if bad_pred.height:
+        graphs = sorted(set(bad_pred["graph_id"]))[:5]
+        raise PredictionFormatError(path, f"{bad_pred.height} NaN/inf preds (graphs {graphs})")
+    if (df["config_id"] < 0).any():
+        raise PredictionFormatError(path, "negative config_id")
+    unlabelled = df.filter((pl.col("split") != "test") & ~(pl.col("runtime") > 0))
+    if unlabelled.height:
+        raise PredictionFormatError(path, f"{unlabelled.height} oof/valid rows without a positive runtime")
+    dups = df.height - df.select("split", "graph_id", "config_id").n_unique()
+    if dups:
+        raise PredictionFormatError(path, f"{dups} duplicate (split, graph_id, config_id) rows")
+    return df
+
+
+def read_fold_predictions(runs_dir: Path | str) -> pl.DataFrame:
+    """Every fold's predictions under ``runs_dir``, with ``collection`` (name), ``model`` and ``fold``.
+
+    Raises FileNotFoundError when there are no fold directories and
+    :class:`PredictionFormatError` for a fold without predictions or with a malformed file.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir}: no such directory (train models first)")
+    fold_dirs = sorted(p for p in runs_dir.glob("*/*/fold_*") if p.is_dir())
+    if not fold_dirs:
+        raise FileNotFoundError(f"{runs_dir}: no <collection>/<model>/fold_<k>/ directories (train models first)")
+    frames = []
+    for fold_dir in fold_dirs:
+        path = fold_dir / PREDICTIONS_FILE
+        try:
+            collection = get_collection(fold_dir.parent.parent.name)
+        except ValueError as exc:
+            raise PredictionFormatError(path, str(exc)) from exc
+        suffix = fold_dir.name.removeprefix("fold_")
+        if not suffix.isdigit():
+            raise PredictionFormatError(path, f"fold directory {fold_dir.name!r} is not fold_<integer>")
+        if not path.exists():
+            raise PredictionFormatError(path, "missing: the fold's training or prediction did not finish")
+        try:
+            df = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise PredictionFormatError(path, f"unreadable parquet ({exc})") from exc
+        df = _check_predictions(path, df)
+        frames.append(
+            df.with_columns(
+                collection=pl.lit(collection.name), model=pl.lit(fold_dir.parent.name), fold=pl.lit(int(suffix))
+            )
+        )
+    return pl.concat(frames).select("collection", "model", "fold", *PREDICTION_COLUMNS)
+
+
+def rankings_from_predictions(df: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Submission ID -> config ids predicted-fastest first, from rows of one prediction per config.
+
+    ``df`` needs ``collection``, ``graph_id``, ``config_id`` and ``pred`` (e.g. one fold's test
+    rows, or an ensemble's combined scores). Ties in ``pred`` go to the lower config id.
+    """
+    dups = df.height - df.select("collection", "graph_id", "config_id").n_unique()
+    if dups:
+        raise ValueError(f"{dups} configs have more than one prediction; combine folds/models first")
+    rankings = {}
+    for (name, graph_id), group in df.sort("config_id").group_by(["collection", "graph_id"], maintain_order=True):
+        config_ids = group["config_id"].to_numpy()
+        try:
+            order = rank_configs(group["pred"].to_numpy())
+        except ValueError as exc:
+            raise ValueError(f"{name}:{graph_id}: {exc}") from exc
+        rankings[get_collection(name).submission_id(graph_id)] = config_ids[order]
+    return rankings
+
+
+# ---------------------------------------------------------------- submission files
+
+
+def parse_id(row_id: str) -> tuple[Collection, str]:
+    """Split ``layout:nlp:random:<graph>`` into its collection and graph id."""
+    for col in sorted(COLLECTIONS, key=lambda c: -len(c.name)):
+        prefix = f"{col.name}:"
+        if row_id.startswith(prefix) and len(row_id) > len(prefix):
+            return col, row_id[len(prefix) :]
+    raise ValueError(f"ID {row_id!r} does not start with a collection name ({', '.join(c.name for c in COLLECTIONS)})")
+
+
+def _read_rows(path: Path, problems: list[str]) -> list[tuple[int, str, str]] | None:
+    """(line number, ID, TopConfigs) of each data row, or None when unreadable or the header is
+    wrong; problems are appended.
+
+    Read line by line rather than with ``csv``: fields never need quoting, and a valid-split
+    layout row can exceed the csv module's field size limit.
+    """
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"cannot read {path}: {exc}")
+        return None
+    if not lines or lines[0].strip() != HEADER:
+        problems.append(f"line 1: header is {lines[0][:60] if lines else '(empty file)'!r}, expected {HEADER!r}")
+        return None
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        if len(fields) != 2:
+            problems.append(f"line {number}: {len(fields)} comma-separated fields, expected 2")
+            continue
+        rows.append((number, fields[0].strip(), fields[1].strip()))
+    return rows
+
+
+def _parse_ids(text: str) -> tuple[np.ndarray | None, str | None]:
+    tokens = text.split(";") if text else []
+    if not tokens:
+        return None, "no config ids"
+    bad = [t for t in tokens if not t.strip().lstrip("-").isdigit()]
+    if bad:
+        return None, f"{len(bad)} entries are not integers, e.g. {bad[:3]}"
+    return np.array([int(t) for t in tokens], dtype=np.int64), None
+
+
+def _describe(values: Iterable[int], limit: int = 5) -> str:
+    values = sorted(values)
+    shown = ", ".join(map(str, values[:limit]))
+    return f"{shown}, ... ({len(values)} in all)" if len(values) > limit else shown
+
+
+def _row_problems(collection: Collection, ids: np.ndarray, num_configs: int | None) -> list[str]:
+    """Problems of one row's config ids; ``num_configs`` is the file's count when known."""
+    problems = []
+    dups = [v for v, n in Counter(ids.tolist()).items() if n > 1]
+    if dups:
+        problems.append(f"repeated config ids {_describe(dups)}")
+    if collection.is_tile:
+        want = TILE_TOP_K if num_configs is None else min(TILE_TOP_K, num_configs)
+        if len(ids) != want:
+            problems.append(f"tile row has {len(ids)} config ids, expected {want}")
+        limit = num_configs
+    else:
+        limit = len(ids) if num_configs is None else num_configs
+        missing = set(range(limit)) - set(ids.tolist())
+        unranked = f" (unranked: {_describe(missing)})" if missing else ""
+        if len(ids) != limit:
+            problems.append(
+                f"layout row has {len(ids)} config ids but the file has {limit} configs; "
+                f"a row must rank every config of its file{unranked}"
+            )
+        elif missing:
+            problems.append(f"layout row is not a permutation of 0..{limit - 1}{unranked}")
+    outside = [v for v in set(ids.tolist()) if v < 0 or (limit is not None and v >= limit)]
+    if outside:
+        allowed = "non-negative" if limit is None else f"0..{limit - 1}"
+        problems.append(f"config ids outside {allowed}: {_describe(outside)}")
+    return problems
+
+
+def _set_problems(got: set[str], expected: set[str], source: str) -> list[str]:
+    problems = []
+    labelled = (("missing ID (in {} but not in the file)", expected - got), ("extra ID (not in {})", got - expected))
+    for label, ids in labelled:
+        ids = sorted(ids)
+        problems += [f"{label.format(source)}: {i}" for i in ids[:MAX_LISTED]]
+        if len(ids) > MAX_LISTED:
+            problems.append(f"... and {len(ids) - MAX_LISTED} more {label.split(' (')[0]}s")
+    return problems
+
+
+def _data_ids(data_dir: Path, split: str) -> dict[str, Path]:
+    """Submission ID -> .npz file for every file of ``split`` under ``data_dir/npz``."""
+    files = {}
+    for col in COLLECTIONS:
+        split_dir = col.split_dir(data_dir, split)
+        if split_dir.is_dir():
+            files.update({col.submission_id(p.stem): p for p in sorted(split_dir.glob("*.npz"))})
+    return files
+
+
+def _check(
+    path: Path | str, sample: Path | str | None, data_dir: Path | str | None, split: str
+) -> tuple[list[str], dict[str, np.ndarray], dict[str, Path]]:
+    """Problems, parsed rows (ID -> config ids) and data files (ID -> .npz) of a submission."""
+    problems: list[str] = []
+    rows = _read_rows(Path(path), problems)
+    if rows is None:
+        return problems, {}, {}
+    counts = Counter(row_id for _, row_id, _ in rows)
+    problems += [f"duplicate ID ({n} rows): {i}" for i, n in counts.items() if n > 1]
+
+    files: dict[str, Path] = {}
+    if data_dir is not None:
+        files = _data_ids(Path(data_dir), split)
+        if not files:
+            problems.append(f"{data_dir}: no {split} .npz files under npz/ (is it a TpuGraphs data directory?)")
+            return problems, {}, {}
+        problems += _set_problems(set(counts), set(files), f"the {split} files of {data_dir}")
+    if sample is not None:
+        sample_problems: list[str] = []
+        sample_rows = _read_rows(Path(sample), sample_problems)
+        problems += [f"sample {sample}: {p}" for p in sample_problems]
+        if sample_rows is not None:
+            problems += _set_problems(set(counts), {r for _, r, _ in sample_rows}, f"sample {Path(sample).name}")
+
+    parsed = {}
+    for number, row_id, text in rows:
+        try:
+            collection, _ = parse_id(row_id)
+        except ValueError as exc:
+            problems.append(f"line {number}: {exc}")
+            continue
+        ids, error = _parse_ids(text)
+        if error:
+            problems.append(f"line {number}: {row_id}: {error}")
+            continue
+        num_configs = read_header(files[row_id])["config_runtime"].shape[0] if row_id in files else None
+        problems += [f"line {number}: {row_id}: {p}" for p in _row_problems(collection, ids, num_configs)]
+        parsed[row_id] = ids
+    return problems, parsed, files
+
+
+def check_submission(
+    path: Path | str, sample: Path | str | None = None, data_dir: Path | str | None = None, split: str = "test"
+) -> list[str]:
+    """Every problem of a submission CSV, one message each; an empty list means valid.
+
+    Always: header, duplicate IDs, known ID prefixes, integer config ids, tile rows of 5
+    distinct ids, layout rows that are permutations. With ``sample``: exactly its ID set. With
+    ``data_dir`` (a TpuGraphs root with ``npz/``): exactly the ID set of its ``split`` files, ids
+    below each file's config count, and layout rows ranking every config (see the module
+    docstring on 1,001-config files).
+    """
+    return _check(path, sample, data_dir, split)[0]
+
+
+def write_submission(
+    rankings: Mapping[str, Sequence[int] | np.ndarray],
+    path: Path | str,
+    *,
+    sample: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    split: str = "test",
+) -> Path:
+    """Write ``rankings`` (submission ID -> config ids, predicted-fastest first) as a CSV.
+
+    Give each ID a full ranking: tile rows keep its first 5, layout rows all of it. The file
+    is written beside ``path``, checked with :func:`check_submission` (``sample``,
+    ``data_dir``, ``split`` as there), and renamed into place only when valid; otherwise
+    :class:`SubmissionError` is raised and nothing is left at ``path``.
+    """
+    path = Path(path)
+    lines = [HEADER]
+    for row_id, ranking in rankings.items():
+        collection, _ = parse_id(row_id)
+        ranking = np.asarray(ranking)
+        if ranking.ndim != 1 or (ranking.size and ranking.dtype.kind not in "iu"):
+            problem = f"{row_id}: ranking must be a 1-D array of integer config ids, got {ranking.dtype} {ranking.shape}"
+            raise SubmissionError(path, [problem])
+        kept = ranking[:TILE_TOP_K] if collection.is_tile else ranking
+        lines.append(f"{row_id},{';'.join(map(str, kept.tolist()))}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        problems = check_submission(tmp, sample=sample, data_dir=data_dir, split=split)
+        if problems:
+            raise SubmissionError(path, problems)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _load_runtime(path: Path, collection: Collection) -> np.ndarray:
+    runtime = np.concatenate(list(iter_chunks(path, "config_runtime"))).astype(np.float64)
+    if collection.is_tile:
+        runtime = runtime / np.concatenate(list(iter_chunks(path, "config_runtime_normalizers")))
+    return runtime
+
+
+def score_submission(path: Path | str, data_dir: Path | str, split: str = "valid") -> dict[str, float]:
+    """Competition metric of a submission-format CSV against the labelled ``split`` of ``data_dir``.
+
+    Returns ``{collection name: score}`` for each collection present and ``"mean"``: their mean,
+    the competition score when all five are present. The file must first pass
+    :func:`check_submission` against those files (else :class:`SubmissionError`).
+    """
+    problems, parsed, files = _check(path, None, data_dir, split)
+    if problems:
+        raise SubmissionError(path, problems)
+    preds: dict[Collection, dict[str, np.ndarray]] = {}
+    runtimes: dict[Collection, dict[str, np.ndarray]] = {}
+    for row_id, ids in parsed.items():
+        collection, graph_id = parse_id(row_id)
+        runtime = _load_runtime(files[row_id], collection)
+        if not (runtime > 0).all():
+            raise ValueError(f"{files[row_id]}: runtimes are not all positive; is {split!r} a labelled split?")
+        # A row's order as runtime-like scores: listed configs by position, unlisted ones
+        # (beyond a tile row's top 5) after them all. The metrics then see exactly the row.
+        pred = np.full(runtime.size, float(len(ids)))
+        pred[ids] = np.arange(len(ids))
+        preds.setdefault(collection, {})[graph_id] = pred
+        runtimes.setdefault(collection, {})[graph_id] = runtime
+    scores = {c.name: collection_score(c, preds[c], runtimes[c]) for c in COLLECTIONS if c in preds}
+    return {**scores, "mean": competition_score(scores)}
+
+
+# ---------------------------------------------------------------- Kaggle
+
+
+def submit(path: Path | str, message: str, competition: str, *, sample: Path | str | None = None) -> str:
+    """Check the file, then ``kaggle competitions submit``; returns the CLI's output.
+
+    Raises :class:`SubmissionError` for an invalid file (nothing is sent) and
+    :class:`KaggleError` when the kaggle CLI is missing or fails.
+    """
+    if not message.strip():
+        raise ValueError("a submission message is required (-m)")
+    problems = check_submission(path, sample=sample)
+    if problems:
+        raise SubmissionError(path, problems)
+    kaggle = shutil.which("kaggle")
+    if kaggle is None:
+        raise KaggleError("kaggle CLI not found on PATH (pip install kaggle; token in ~/.kaggle/kaggle.json)")
+    cmd = [kaggle, "competitions", "submit", "-c", competition, "-f", str(path), "-m", message]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        raise KaggleError(f"kaggle competitions submit failed (exit {done.returncode}): {output}")
+    return output
