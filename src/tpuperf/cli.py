@@ -64,6 +64,44 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_submission(args: argparse.Namespace) -> int:
+    from tpuperf.submission import check_submission
+
+    problems = check_submission(args.file, sample=args.sample, data_dir=args.data, split=args.split)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problem(s) in {args.file}" if problems else f"OK {args.file}")
+    return 1 if problems else 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from tpuperf.submission import SubmissionError, score_submission
+
+    try:
+        scores = score_submission(args.file, args.data, split=args.split)
+    except (SubmissionError, ValueError) as exc:
+        print(f"tpuperf score failed: {exc}", file=sys.stderr)
+        return 1
+    mean = scores.pop("mean")
+    for name, value in scores.items():
+        print(f"{name:<20} {value:.4f}")
+    print(f"{'mean':<20} {mean:.4f}  ({len(scores)} of 5 collections, {args.split} split)")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from tpuperf.config import load_params, section
+    from tpuperf.submission import KaggleError, SubmissionError, submit
+
+    try:
+        competition = args.competition or section(load_params(args.params), "data")["competition"]
+        print(submit(args.file, args.message, competition, sample=args.sample))
+    except (FileNotFoundError, KeyError, SubmissionError, KaggleError, ValueError) as exc:
+        print(f"tpuperf submit refused: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tpuperf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a key of models in params.yaml, e.g. chebsage")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("check-submission", help="check a submission CSV; one line per problem, exit 1 on any")
+    p.add_argument("file", type=Path)
+    p.add_argument("--sample", type=Path, help="sample_submission.csv whose ID set the file must match")
+    p.add_argument("--data", type=Path, help="TpuGraphs data dir (npz/...): check IDs and config counts")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split of --data the file is for")
+    p.set_defaults(func=_check_submission)
+
+    p = sub.add_parser("score", help="competition metric of a submission-format CSV against labelled data")
+    p.add_argument("file", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="TpuGraphs data dir with labelled npz/.../<split>/")
+    p.add_argument("--split", default="valid", choices=("train", "valid", "test"))
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("submit", help="check a submission, then send it with the kaggle CLI")
+    p.add_argument("file", type=Path)
+    p.add_argument("-m", "--message", required=True)
+    p.add_argument("--competition", help="Kaggle competition (default: data.competition in params.yaml)")
+    p.add_argument("--sample", type=Path, help="also require the sample's exact ID set")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_submit)
 
     return parser
 
