@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-from tpuperf.graph import BatchItem, BatchShape, GraphRecord, pack, to_arrays, to_graph_tensor
+from tpuperf.graph import BatchItem, BatchShape, GraphRecord, make_dataset, pack
 
 
 def chunk_items(graphs: Iterable[GraphRecord], configs: int, rows: dict[str, np.ndarray] | None = None) -> list[BatchItem]:
@@ -28,28 +28,36 @@ def chunk_items(graphs: Iterable[GraphRecord], configs: int, rows: dict[str, np.
 
 
 class Scorer:
-    """A compiled forward pass over padded batches of one static shape."""
+    """A compiled forward pass over padded batches of one static shape, on every replica.
 
-    def __init__(self, model, shape: BatchShape, kind: str, feat_dim: int, jit_compile: bool = True):
+    Under a multi-replica strategy each replica scores a different batch per step; the batch
+    list is padded with empty batches to a multiple of the replica count.
+    """
+
+    def __init__(self, model, shape: BatchShape, kind: str, feat_dim: int, strategy, jit_compile: bool = True):
         import tensorflow as tf
 
-        self.shape, self.kind, self.feat_dim = shape, kind, feat_dim
-        self._forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
-        self._tf = tf
+        self.shape, self.kind, self.feat_dim, self.strategy = shape, kind, feat_dim, strategy
+        forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
+        self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
 
     def score(self, graphs: Sequence[GraphRecord], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Predicted score for each config row of each graph (``rows`` restricts to a subset)."""
-        tf = self._tf
+        replicas = self.strategy.num_replicas_in_sync
+        batches = list(pack(chunk_items(graphs, self.shape.configs, rows), self.shape))
+        batches += [[] for _ in range(-len(batches) % replicas)]
+        dataset = self.strategy.distribute_datasets_from_function(
+            lambda _: make_dataset(lambda: iter(batches), self.shape, self.kind, self.feat_dim).map(lambda g, _: g))
         out = {g.graph_id: np.full(g.num_configs if rows is None else len(rows[g.graph_id]), np.nan) for g in graphs}
         position = {g.graph_id: 0 for g in graphs}
-        for batch in pack(chunk_items(graphs, self.shape.configs, rows), self.shape):
-            arrays = to_arrays(batch, self.shape, self.kind, self.feat_dim)
-            graph, _ = to_graph_tensor({k: tf.constant(v) for k, v in arrays.items()}, self.kind)
-            scores = self._forward(graph).numpy()
-            for slot, item in enumerate(batch):
-                gid, k = item.graph.graph_id, len(item.rows)
-                out[gid][position[gid] : position[gid] + k] = scores[slot, :k]
-                position[gid] += k
+        iterator = iter(dataset)
+        for step in range(len(batches) // replicas):
+            results = self.strategy.experimental_local_results(self._step(next(iterator)))
+            for replica, scores in enumerate(results):
+                for slot, item in enumerate(batches[step * replicas + replica]):
+                    gid, k = item.graph.graph_id, len(item.rows)
+                    out[gid][position[gid] : position[gid] + k] = scores.numpy()[slot, :k]
+                    position[gid] += k
         for gid, values in out.items():
             if not np.isfinite(values).all():
                 raise FloatingPointError(f"model produced non-finite scores for graph {gid}")

@@ -37,6 +37,7 @@ from tpuperf.collection import Collection, get_collection
 from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
 from tpuperf.metrics import graph_score
 from tpuperf.predict import Scorer, prediction_frame, write_parquet_atomic
+from tpuperf.strategy import select_strategy
 
 
 class TrainingError(RuntimeError):
@@ -62,6 +63,7 @@ class TrainSettings:
     loss_args: dict = field(default_factory=dict)
     eval_configs: int = 256
     jit_compile: bool = True
+    strategy: str = "auto"
     verbose: int = 1
     runs_dir: str = "runs"
     checkpoints_dir: str = "checkpoints"
@@ -161,13 +163,15 @@ class FoldRunner:
 
     def __init__(self, collection: Collection, model_name: str, model_params: dict, settings: TrainSettings,
                  fold: int, train_graphs, oof_graphs, shape: BatchShape, predict_shape: BatchShape,
-                 feat_dim: int, ckpt_dir: Path, fingerprint: str, live):
+                 feat_dim: int, ckpt_dir: Path, fingerprint: str, live, strategy: tf.distribute.Strategy):
         from tpuperf.losses import get_loss
         from tpuperf.models import build_model
 
         self.collection, self.settings, self.fold = tf, collection, settings, fold
         self.train_graphs, self.oof_graphs, self.shape = train_graphs, oof_graphs, shape
         self.feat_dim, self.ckpt_dir, self.live, self.model_name = feat_dim, ckpt_dir, live, model_name
+        self.strategy = strategy
+        self.replicas = self.strategy.num_replicas_in_sync
         self.state_path = ckpt_dir / "state.json"
         self.state = FoldState.load(self.state_path, fingerprint)
         if self.state.epochs_done == 0:
@@ -176,11 +180,12 @@ class FoldRunner:
                     stale.unlink()
 
         tf.keras.utils.set_random_seed(settings.seed * 1000 + fold)
-        self.model = build_model(collection.kind, model_params)
-        self.optimizer = tf.keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm)
-        self.model.compile(optimizer=self.optimizer, loss=get_loss(settings.loss, **settings.loss_args),
-                           jit_compile=settings.jit_compile)
-        self.scorer = Scorer(self.model, predict_shape, collection.kind, feat_dim, settings.jit_compile)
+        with self.strategy.scope():
+            self.model = build_model(collection.kind, model_params)
+            self.optimizer = tf.keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm)
+            self.model.compile(optimizer=self.optimizer, loss=get_loss(settings.loss, **settings.loss_args),
+                               jit_compile=settings.jit_compile)
+        self.scorer = Scorer(self.model, predict_shape, collection.kind, feat_dim, self.strategy, settings.jit_compile)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.best = tf.train.Checkpoint(model=self.model)
         eval_rng = np.random.default_rng([settings.seed, fold, 7])
@@ -192,15 +197,16 @@ class FoldRunner:
     @property
     def steps_per_epoch(self) -> int:
         samples = self.settings.samples_per_graph[self.collection.kind]
-        return max(1, math.ceil(len(self.train_graphs) * samples / self.shape.graphs))
+        return max(1, math.ceil(len(self.train_graphs) * samples / (self.shape.graphs * self.replicas)))
 
     def _build(self) -> None:
         """Create variables (model and optimizer slots) so checkpoints restore eagerly."""
-        first = next(iter(make_dataset(lambda: pack(
-            [BatchItem(self.train_graphs[0], np.arange(min(self.shape.configs, self.train_graphs[0].num_configs)))], self.shape),
-            self.shape, self.collection.kind, self.feat_dim)))
-        self.model(first[0])
-        self.optimizer.build(self.model.trainable_variables)
+        first = self.train_graphs[0]
+        dataset = make_dataset(lambda: pack([BatchItem(first, np.arange(1))], self.shape),
+                               self.shape, self.collection.kind, self.feat_dim)
+        with self.strategy.scope():
+            self.model(next(iter(dataset))[0])
+            self.optimizer.build(self.model.trainable_variables)
 
     def run(self) -> FoldState:
         self._build()
@@ -209,10 +215,10 @@ class FoldRunner:
             print(f"fold {self.fold}: resuming after epoch {self.state.epochs_done}")
         if not self.state.finished and self.state.epochs_done < self.settings.epochs:
             samples = self.settings.samples_per_graph[self.collection.kind]
-            start = self.state.epochs_done * self.steps_per_epoch
-            dataset = make_dataset(
+            start = self.state.epochs_done * self.steps_per_epoch * self.replicas
+            dataset = self.strategy.distribute_datasets_from_function(lambda _: make_dataset(
                 lambda: batch_stream(self.train_graphs, self.shape, samples, self.settings.seed * 1000 + self.fold, start),
-                self.shape, self.collection.kind, self.feat_dim)
+                self.shape, self.collection.kind, self.feat_dim))
             self.model.fit(dataset, epochs=self.settings.epochs, initial_epoch=self.state.epochs_done,
                            steps_per_epoch=self.steps_per_epoch, callbacks=[_EpochEnd(self)], verbose=self.settings.verbose)
             self.state.finished = True
@@ -225,7 +231,7 @@ class FoldRunner:
         state = self.state
         state.history.append({"epoch": epoch, "loss": float(logs["loss"]), "oof_score": score, "seconds": seconds})
         state.train_seconds += seconds
-        state.train_configs += self.steps_per_epoch * self.shape.graphs * self.shape.configs
+        state.train_configs += self.steps_per_epoch * self.replicas * self.shape.graphs * self.shape.configs
         if score > state.best_score:
             state.best_score, state.best_epoch, state.wait = score, epoch, 0
             self.best.write(str(self.ckpt_dir / "best"))
@@ -296,6 +302,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
     ckpt_root = Path(settings.checkpoints_dir) / collection.slug / model_name
     print(f"{collection.name} / {model_name}: {len(splits['train'])} train, {len(splits['valid'])} valid, "
           f"{len(splits['test'])} test graphs; {settings.folds} folds; batch {shape}")
+    strategy = select_strategy(settings.strategy)
     live = Live(dir=str(run_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
     fold_metrics = []
     for fold in range(settings.folds):
@@ -304,7 +311,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         ckpt_dir = ckpt_root / f"fold_{fold}"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         runner = FoldRunner(collection, model_name, model_params, settings, fold, train_graphs, oof_graphs,
-                            shape, predict_shape, feat_dim, ckpt_dir, fingerprint, live)
+                            shape, predict_shape, feat_dim, ckpt_dir, fingerprint, live, strategy)
         if runner.state.history:
             log_history(live, fold, runner.state.history)  # replay curves of epochs already done
         state = runner.run()
