@@ -114,26 +114,31 @@ def read_header(path: Path | str) -> dict[str, ArrayInfo]:
     """Shapes and dtypes of every array in an .npz without decompressing their data."""
     path = Path(path)
     infos = {}
+    key = None  # the member being read, so that a corrupt one is named
     try:
         with zipfile.ZipFile(path) as zf:
             for name in zf.namelist():
                 if not name.endswith(".npy"):
                     continue
+                key = name[: -len(".npy")]
                 with zf.open(name) as fh:
                     shape, _fortran, dtype = _read_npy_header(fh)
-                infos[name[: -len(".npy")]] = ArrayInfo(tuple(shape), np.dtype(dtype))
+                infos[key] = ArrayInfo(tuple(shape), np.dtype(dtype))
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
-        raise DataFormatError(path, None, f"unreadable or truncated archive ({exc})") from exc
+        raise DataFormatError(path, key, f"unreadable or truncated archive ({exc})") from exc
     return infos
 
 
-def iter_chunks(path: Path | str, key: str, max_bytes: int = STREAM_CHUNK_BYTES) -> Iterator[np.ndarray]:
-    """Stream an array of an .npz along its first axis in chunks of about ``max_bytes``.
+def iter_chunks(path: Path | str, key: str, max_bytes: int | None = None) -> Iterator[np.ndarray]:
+    """Stream an array of an .npz along its first axis in chunks of about ``max_bytes``
+    (default :data:`STREAM_CHUNK_BYTES`, read at call time).
 
     Memory stays bounded by the chunk size whatever the array's size; this is how big
-    layout files' ``node_config_feat`` are checked and preprocessed.
+    layout files' ``node_config_feat`` are checked and preprocessed. An array with no rows
+    yields one empty chunk, so callers always get at least one.
     """
     path = Path(path)
+    max_bytes = max_bytes or STREAM_CHUNK_BYTES
     try:
         with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
             shape, fortran, dtype = _read_npy_header(fh)
@@ -147,6 +152,8 @@ def iter_chunks(path: Path | str, key: str, max_bytes: int = STREAM_CHUNK_BYTES)
             row_bytes = max(row_items * dtype.itemsize, 1)
             rows_per_chunk = max(1, max_bytes // row_bytes)
             remaining = shape[0] if shape else 1
+            if remaining == 0:
+                yield np.empty(shape, dtype)
             while remaining > 0:
                 rows = min(rows_per_chunk, remaining)
                 yield _exact_array(path, key, fh.read(rows * row_bytes), (rows, *shape[1:]), dtype)
