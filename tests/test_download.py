@@ -1,0 +1,375 @@
+"""The download stage, each source, without network: kaggle goes through a fake ``kaggle`` executable."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tpuperf.cli import main
+from tpuperf.collection import COLLECTIONS, SPLITS
+from tpuperf.download import MANIFEST_NAME, DataParams, DownloadError, download, resolve_source
+
+COMPETITION = "predict-ai-model-runtime"
+
+FAKE_KAGGLE = """#!{python}
+# Stands in for the kaggle CLI: logs its arguments, then serves a zip or fails as told.
+import json, os, shutil, sys
+with open(os.environ["FAKE_KAGGLE_LOG"], "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+if os.environ.get("FAKE_KAGGLE_FAIL"):
+    print("403 - Forbidden: you must accept this competition's rules", file=sys.stderr)
+    sys.exit(1)
+args = sys.argv[1:]
+competition, dest = args[args.index("-c") + 1], args[args.index("-p") + 1]
+shutil.copy(os.environ["FAKE_KAGGLE_ZIP"], os.path.join(dest, competition + ".zip"))
+print("Downloading " + competition + ".zip to " + dest)
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_kaggle_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home and no KAGGLE_* variables, so that the machine's own setup never leaks in."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+class FakeKaggle:
+    """Controls the fake executable and reads back how it was called."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
+        self.log = root / "kaggle-calls.jsonl"
+        self.monkeypatch = monkeypatch
+        monkeypatch.setenv("FAKE_KAGGLE_LOG", str(self.log))
+
+    def serve(self, archive: Path) -> None:
+        self.monkeypatch.setenv("FAKE_KAGGLE_ZIP", str(archive))
+
+    def fail(self) -> None:
+        self.monkeypatch.setenv("FAKE_KAGGLE_FAIL", "1")
+
+    def calls(self) -> list[list[str]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
+@pytest.fixture
+def fake_kaggle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeKaggle:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "kaggle"
+    exe.write_text(FAKE_KAGGLE.format(python=sys.executable))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return FakeKaggle(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")
+
+
+def zip_dataset(root: Path, archive: Path, prefix: str = "") -> Path:
+    """The competition zip: the dataset's files at the top level (or under ``prefix``)."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            zf.write(path, prefix + path.relative_to(root).as_posix())
+    return archive
+
+
+def params_for(tmp_path: Path, source: str, **kw) -> DataParams:
+    base = DataParams(
+        source=source, out=tmp_path / "data" / "raw", competition=COMPETITION, local_dir=None, preset="tiny", seed=0, jobs=1
+    )
+    return replace(base, **kw)
+
+
+def leftovers(params: DataParams) -> list[str]:
+    """Anything the stage left beside its output (temporary directories would show here)."""
+    parent = params.out.parent
+    return sorted(p.name for p in parent.iterdir() if p != params.out) if parent.exists() else []
+
+
+def assert_same_dataset(out: Path, source_root: Path) -> None:
+    """``out`` holds exactly the source's files, byte for byte, plus the manifest."""
+    want = {p.relative_to(source_root).as_posix(): p.read_bytes() for p in source_root.rglob("*") if p.is_file()}
+    got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert got.pop(MANIFEST_NAME)
+    assert got == want
+
+
+def assert_manifest_describes(out: Path, manifest: dict, source: str, requested: str) -> None:
+    on_disk = json.loads((out / MANIFEST_NAME).read_text())
+    assert on_disk == manifest
+    assert manifest["source"] == source and manifest["requested_source"] == requested
+    total = 0
+    for col in COLLECTIONS:
+        for split in SPLITS:
+            entry = manifest["collections"][col.name][split]
+            files = sorted(col.split_dir(out, split).glob("*.npz"))
+            assert entry["num_files"] == len(files)
+            assert entry["sha256"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+            total += len(files)
+    assert manifest["num_files"] == total > 0
+    sample = out / "sample_submission.csv"
+    assert manifest["sample_submission.csv"] == {
+        "rows": len(sample.read_text().splitlines()) - 1,
+        "sha256": hashlib.sha256(sample.read_bytes()).hexdigest(),
+    }
+
+
+# ---------------------------------------------------------------- kaggle
+
+
+@pytest.mark.parametrize("prefix", ["", f"{COMPETITION}/"], ids=["top-level", "nested"])
+def test_kaggle_downloads_unzips_and_validates(tmp_path, tiny_dataset, fake_kaggle, credentials, prefix) -> None:
+    fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip", prefix))
+    params = params_for(tmp_path, "kaggle")
+    manifest = download(params)
+    [call] = fake_kaggle.calls()
+    assert call[:-1] == ["competitions", "download", "-c", COMPETITION, "-p"]
+    assert Path(call[-1]).parent == params.out.parent  # downloaded beside the output, same file system
+    assert_same_dataset(params.out, tiny_dataset)
+    assert_manifest_describes(params.out, manifest, "kaggle", "kaggle")
+    assert manifest["origin"] == {"competition": COMPETITION}
+    assert manifest["num_files"] == 10
+    assert leftovers(params) == []  # neither the staging dir nor the downloaded zip remain
+
+
+def test_kaggle_without_executable(tmp_path, credentials, monkeypatch) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    params = params_for(tmp_path, "kaggle")
+    with pytest.raises(DownloadError, match=r"`kaggle` command is not on PATH.*Nothing was written to"):
+        download(params)
+    assert not params.out.exists() and leftovers(params) == []
+
+
+def test_kaggle_without_credentials(tmp_path, tiny_dataset, fake_kaggle) -> None:
+    fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip"))
+    params = params_for(tmp_path, "kaggle")
+    with pytest.raises(DownloadError) as info:
+        download(params)
+    message = str(info.value)
+    assert "no Kaggle credentials were found" in message and "KAGGLE_USERNAME" in message and "kaggle.json" in message
+    assert fake_kaggle.calls() == []
+    assert not params.out.exists() and leftovers(params) == []
+
+
+def test_failed_download_shows_what_kaggle_said(tmp_path, fake_kaggle, credentials) -> None:
+    fake_kaggle.fail()
+    params = params_for(tmp_path, "kaggle")
+    with pytest.raises(DownloadError) as info:
+        download(params)
+    message = str(info.value)
+    assert "exit code 1" in message and "403 - Forbidden: you must accept this competition's rules" in message
+    assert f"Nothing was written to {params.out}." in message and "\n" not in message
+    assert not params.out.exists() and leftovers(params) == []
+
+
+def test_corrupt_zip(tmp_path, tiny_dataset, fake_kaggle, credentials) -> None:
+    archive = zip_dataset(tiny_dataset, tmp_path / "served.zip")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    fake_kaggle.serve(archive)
+    params = params_for(tmp_path, "kaggle")
+    with pytest.raises(DownloadError, match=rf"{COMPETITION}\.zip is corrupt or truncated"):
+        download(params)
+    assert not params.out.exists() and leftovers(params) == []
+
+
+def test_corrupt_member_inside_zip(tmp_path, tiny_dataset, fake_kaggle, credentials) -> None:
+    archive = zip_dataset(tiny_dataset, tmp_path / "served.zip")
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("sample_submission.csv")
+    data = bytearray(archive.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start : start + info.compress_size] = bytes(b ^ 0x55 for b in data[start : start + info.compress_size])
+    archive.write_bytes(bytes(data))
+    fake_kaggle.serve(archive)
+    params = params_for(tmp_path, "kaggle")
+    with pytest.raises(DownloadError, match="is corrupt or truncated"):
+        download(params)
+    assert not params.out.exists() and leftovers(params) == []
+
+
+def test_zip_without_the_layout(tmp_path, fake_kaggle, credentials) -> None:
+    archive = tmp_path / "served.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("train.csv", "a,b\n1,2\n")
+    fake_kaggle.serve(archive)
+    params = params_for(tmp_path, "kaggle")
+    with pytest.raises(DownloadError, match=r"does not have the TpuGraphs layout.*holds train\.csv"):
+        download(params)
+    assert not params.out.exists() and leftovers(params) == []
+
+
+def test_invalid_npz_inside_zip_keeps_previous_output(tmp_path, tiny_dataset, fake_kaggle, credentials, rewrite_npz) -> None:
+    bad = tiny_dataset / "npz/layout/nlp/default/train/train4.npz"
+    rewrite_npz(bad, config_runtime=np.zeros(4, np.int64))
+    fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip"))
+    params = params_for(tmp_path, "kaggle")
+    params.out.mkdir(parents=True)
+    (params.out / "previous.txt").write_text("from an earlier run")
+    with pytest.raises(DownloadError) as info:
+        download(params)
+    message = str(info.value)
+    assert "1 of 10 files failed validation" in message
+    assert "npz/layout/nlp/default/train/train4.npz: config_runtime: 4 non-positive runtimes in a train file" in message
+    assert "the previous dataset there is untouched" in message
+    assert [p.name for p in params.out.iterdir()] == ["previous.txt"]
+    assert leftovers(params) == []
+
+
+# ---------------------------------------------------------------- local
+
+
+def test_local_links_validates_and_replaces_previous_output(tmp_path, tiny_dataset) -> None:
+    params = params_for(tmp_path, "local", local_dir=tiny_dataset)
+    params.out.mkdir(parents=True)
+    (params.out / "stale.txt").write_text("old")
+    manifest = download(params)
+    assert_same_dataset(params.out, tiny_dataset)
+    assert_manifest_describes(params.out, manifest, "local", "local")
+    assert manifest["origin"] == {"dir": str(tiny_dataset.resolve())}
+    src, dst = tiny_dataset / "sample_submission.csv", params.out / "sample_submission.csv"
+    assert src.stat().st_ino == dst.stat().st_ino  # hard-linked, not copied
+    assert leftovers(params) == []
+    first = (params.out / MANIFEST_NAME).read_bytes()
+    download(params)
+    assert (params.out / MANIFEST_NAME).read_bytes() == first  # deterministic: no timestamps
+
+
+def test_local_real_files(tmp_path, shared_data) -> None:
+    params = params_for(tmp_path, "local", local_dir=shared_data, jobs=2)
+    manifest = download(params)
+    assert manifest["num_files"] == len(list(shared_data.rglob("*.npz")))
+    tile_test = len(list((shared_data / "npz/tile/xla/test").glob("*.npz")))
+    assert manifest["collections"]["tile:xla"]["test"]["num_files"] == tile_test > 0
+    rows = len((shared_data / "sample_submission.csv").read_text().splitlines()) - 1
+    assert manifest["sample_submission.csv"]["rows"] == rows > 0
+    assert not (params.out / "README.md").exists()  # only the layout is taken
+
+
+@pytest.mark.parametrize("problem", ["unset", "no npz", "no sample"])
+def test_local_without_the_layout(tmp_path, tiny_dataset, problem) -> None:
+    if problem == "no npz":
+        (tiny_dataset / "npz").rename(tiny_dataset / "arrays")
+    if problem == "no sample":
+        (tiny_dataset / "sample_submission.csv").unlink()
+    params = params_for(tmp_path, "local", local_dir=None if problem == "unset" else tiny_dataset)
+    expected = {"unset": "data.dir is not set", "no npz": "npz missing", "no sample": "sample_submission.csv missing"}
+    with pytest.raises(DownloadError, match=expected[problem]):
+        download(params)
+    assert not params.out.exists() and leftovers(params) == []
+
+
+def test_npz_outside_the_layout_is_rejected(tmp_path, tiny_dataset, write_graph) -> None:
+    stray = tiny_dataset / "npz" / "tile" / "xla" / "extra" / "x.npz"
+    stray.parent.mkdir()
+    write_graph(tmp_path, "tile:xla", "train").rename(stray)
+    params = params_for(tmp_path, "local", local_dir=tiny_dataset)
+    with pytest.raises(DownloadError, match=r"1 \.npz files are outside the TpuGraphs layout.*npz/tile/xla/extra/x\.npz"):
+        download(params)
+    assert not params.out.exists()
+
+
+# ---------------------------------------------------------------- auto and synthetic
+
+
+def test_auto_uses_kaggle_when_credentials_exist(tmp_path, tiny_dataset, fake_kaggle, no_kaggle_credentials, capsys) -> None:
+    token = no_kaggle_credentials / ".kaggle" / "kaggle.json"
+    token.parent.mkdir()
+    token.write_text('{"username": "someone", "key": "0123"}')
+    assert resolve_source("auto") == ("kaggle", f"data.source is 'auto' and Kaggle credentials were found ({token})")
+    fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip"))
+    params = params_for(tmp_path, "auto")
+    manifest = download(params)
+    assert manifest["source"] == "kaggle" and manifest["requested_source"] == "auto"
+    assert len(fake_kaggle.calls()) == 1
+    assert "data source = KAGGLE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["env", "token env", "config dir"])
+def test_credential_sources(tmp_path, monkeypatch, how) -> None:
+    assert resolve_source("auto")[0] == "synthetic"
+    if how == "env":
+        monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+        assert resolve_source("auto")[0] == "synthetic"  # a user name alone is not a credential
+        monkeypatch.setenv("KAGGLE_KEY", "0123")
+    elif how == "token env":
+        monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_0123")
+    else:
+        (tmp_path / "cfg").mkdir()
+        (tmp_path / "cfg" / "kaggle.json").write_text("{}")
+        monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
+    assert resolve_source("auto")[0] == "kaggle"
+    assert resolve_source("synthetic") == ("synthetic", "data.source is 'synthetic'")
+
+
+def test_auto_without_credentials_generates_synthetic_data_loudly(tmp_path, fake_kaggle, capsys) -> None:
+    params = params_for(tmp_path, "auto")
+    manifest = download(params)
+    out = capsys.readouterr().out
+    assert "data source = SYNTHETIC: data.source is 'auto' and no Kaggle credentials were found" in out
+    assert "GENERATED data (preset 'tiny', seed 0)" in out
+    assert fake_kaggle.calls() == []
+    assert_manifest_describes(params.out, manifest, "synthetic", "auto")
+    assert manifest["origin"] == {"preset": "tiny", "seed": 0}
+    assert all(manifest["collections"][c.name][s]["num_files"] > 0 for c in COLLECTIONS for s in SPLITS)
+    assert leftovers(params) == []
+
+
+def test_synthetic_is_reproducible(tmp_path) -> None:
+    first = download(params_for(tmp_path / "a", "synthetic"))
+    second = download(params_for(tmp_path / "b", "synthetic"))
+    assert first == second
+    a, b = tmp_path / "a" / "data" / "raw" / MANIFEST_NAME, tmp_path / "b" / "data" / "raw" / MANIFEST_NAME
+    assert a.read_bytes() == b.read_bytes()
+    other = download(params_for(tmp_path / "c", "synthetic", seed=1))
+    assert other["collections"] != first["collections"]
+
+
+# ---------------------------------------------------------------- params and CLI
+
+
+def write_params(tmp_path: Path, **data) -> Path:
+    section = {"source": "local", "dir": None, "out": str(tmp_path / "data" / "raw"), "competition": COMPETITION,
+               "synthetic": {"preset": "tiny", "seed": 0}, "jobs": 1, **data}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"data": section}))
+    return path
+
+
+def test_cli_download(tmp_path, tiny_dataset, capsys) -> None:
+    assert main(["download", "--params", str(write_params(tmp_path, dir=str(tiny_dataset)))]) == 0
+    assert "wrote 10 validated files" in capsys.readouterr().out
+    assert (tmp_path / "data" / "raw" / MANIFEST_NAME).exists()
+
+
+def test_cli_download_failure_is_one_clear_message(tmp_path, capsys) -> None:
+    assert main(["download", "--params", str(write_params(tmp_path, source="kaggle"))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tpuperf download failed: ") and err.count("\n") == 1
+    assert not (tmp_path / "data" / "raw").exists()
+
+
+def test_params_are_checked(tmp_path) -> None:
+    section = yaml.safe_load(write_params(tmp_path).read_text())["data"]
+    assert DataParams.from_section(section) == params_for(tmp_path, "local")
+    with pytest.raises(ValueError, match="data.source is 'ftp'"):
+        DataParams.from_section({**section, "source": "ftp"})
+    with pytest.raises(KeyError, match="lacks the key 'jobs'"):
+        DataParams.from_section({k: v for k, v in section.items() if k != "jobs"})
