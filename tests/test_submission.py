@@ -14,6 +14,7 @@ from tpuperf.submission import (
     SubmissionError,
     check_submission,
     parse_id,
+    prediction_path,
     rankings_from_predictions,
     read_fold_predictions,
     score_submission,
@@ -217,7 +218,7 @@ def test_score_refuses_unlabelled_split(tmp_path, data):
 
 
 def write_fold(runs: Path, slug: str, model: str, fold: int, frame: pl.DataFrame) -> Path:
-    path = runs / slug / model / f"fold_{fold}" / "predictions.parquet"
+    path = runs / slug / model / "predictions" / f"fold_{fold}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(path)
     return path
@@ -232,26 +233,49 @@ def fold_frame(pred=(0.2, 0.1)) -> pl.DataFrame:
 
 def test_read_fold_predictions(tmp_path):
     runs = tmp_path / "runs"
-    write_fold(runs, "tile-xla", "sage", 0, fold_frame())
+    assert write_fold(runs, "tile-xla", "sage", 0, fold_frame()) == prediction_path(runs, get_collection("tile:xla"), "sage", 0)
     write_fold(runs, "tile-xla", "sage", 1, fold_frame((0.3, 0.4)).cast({"config_id": pl.Int32}))
     df = read_fold_predictions(runs)
     assert df.columns == ["collection", "model", "fold", "split", "graph_id", "config_id", "pred", "runtime"]
     assert df.schema["config_id"] == pl.Int64
     assert df.select("collection", "model", "fold").unique().sort("fold").rows() == [("tile:xla", "sage", 0), ("tile:xla", "sage", 1)]
     assert df["pred"].to_list() == [0.2, 0.1, 0.3, 0.4]
+    assert read_fold_predictions(runs, 2, models=["sage"], collections=["tile:xla"]).height == 4
+    valid = fold_frame().with_columns(split=pl.lit("valid"), graph_id=pl.lit("v"), runtime=pl.lit(1.0))
+    write_fold(runs, "layout-xla-random", "sage", 0, pl.concat([fold_frame(), valid]))
+    df = read_fold_predictions(runs, collections=["layout-xla-random"], splits=["valid"])
+    assert df.select("collection", "split", "graph_id").unique().rows() == [("layout:xla:random", "valid", "v")]
+
+
+def test_read_fold_predictions_missing_folds_and_models(tmp_path):
+    runs = tmp_path / "runs"
+    for fold in (0, 2):
+        write_fold(runs, "tile-xla", "sage", fold, fold_frame())
+    assert read_fold_predictions(runs)["fold"].unique().sort().to_list() == [0, 2]  # no expected count: as found
+    with pytest.raises(PredictionFormatError, match=r"sage/predictions/fold_1.parquet: missing: tile:xla / sage has "
+                       r"fold_0.parquet, fold_2.parquet but train.folds is 3"):
+        read_fold_predictions(runs, 3)
+    write_fold(runs, "tile-xla", "sage", 1, fold_frame())
+    with pytest.raises(PredictionFormatError, match=r"fold_2.parquet: unexpected: train.folds is 2, so folds are 0..1"):
+        read_fold_predictions(runs, 2)
+    with pytest.raises(PredictionFormatError, match=r"tile-xla/cheb/predictions: missing: train cheb on tile:xla first"):
+        read_fold_predictions(runs, 3, collections=["tile:xla"], models=["sage", "cheb"])
+    with pytest.raises(PredictionFormatError, match=r"layout-xla-random/sage/predictions: missing"):
+        read_fold_predictions(runs, 3, models=["sage"])  # every collection is required
+    (runs / "tile-xla" / "gat" / "predictions").mkdir(parents=True)
+    with pytest.raises(PredictionFormatError, match=r"gat/predictions: no fold_<k>.parquet files"):
+        read_fold_predictions(runs)
 
 
 def test_read_fold_predictions_errors(tmp_path):
     runs = tmp_path / "runs"
     with pytest.raises(FileNotFoundError, match="train models first"):
         read_fold_predictions(runs)
-    (runs / "tile-xla" / "sage" / "fold_0").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="no <collection>"):
+    write_fold(runs, "tile-xla", "sage", 0, fold_frame())
+    with pytest.raises(FileNotFoundError, match="no <collection>/<model>/predictions/"):
         read_fold_predictions(runs / "tile-xla")
-    with pytest.raises(PredictionFormatError, match="fold_0/predictions.parquet: missing: the fold's training"):
-        read_fold_predictions(runs)
     write_fold(runs, "tile-xla", "sage", 0, fold_frame((np.nan, 0.1)))
-    with pytest.raises(PredictionFormatError, match=r"1 NaN/inf preds \(graphs \['k'\]\)"):
+    with pytest.raises(PredictionFormatError, match=r"fold_0.parquet: 1 NaN/inf preds \(graphs \['k'\]\)"):
         read_fold_predictions(runs)
     write_fold(runs, "tile-xla", "sage", 0, fold_frame().drop("pred"))
     with pytest.raises(PredictionFormatError, match=r"missing columns \['pred'\]"):
@@ -266,6 +290,14 @@ def test_read_fold_predictions_errors(tmp_path):
     with pytest.raises(PredictionFormatError, match="2 duplicate"):
         read_fold_predictions(runs)
     write_fold(runs, "tile-xla", "sage", 0, fold_frame())
+    (runs / "tile-xla" / "sage" / "predictions" / "fold_x.parquet").write_bytes(b"")
+    with pytest.raises(PredictionFormatError, match=r"fold_x.parquet: file name is not fold_<integer>.parquet"):
+        read_fold_predictions(runs)
+    (runs / "tile-xla" / "sage" / "predictions" / "fold_x.parquet").unlink()
+    (runs / "tile-xla" / "sage" / "predictions" / "fold_1.parquet").write_bytes(b"not parquet")
+    with pytest.raises(PredictionFormatError, match=r"fold_1.parquet: unreadable parquet"):
+        read_fold_predictions(runs)
+    (runs / "tile-xla" / "sage" / "predictions" / "fold_1.parquet").unlink()
     write_fold(runs, "tile-tpu", "sage", 0, fold_frame())
     with pytest.raises(PredictionFormatError, match="unknown collection 'tile-tpu'"):
         read_fold_predictions(runs)

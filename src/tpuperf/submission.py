@@ -1,7 +1,8 @@
 """Fold predictions in, a Kaggle submission out: read, write, check, score and submit.
 
 Fold predictions (written by training, read here): one parquet file per fold at
-``runs/<collection-slug>/<model>/fold_<k>/predictions.parquet`` with columns
+``runs/<collection-slug>/<model>/predictions/fold_<k>.parquet`` (k = 0 .. train.folds - 1) with
+columns
 
 - ``split``     str: ``oof`` (the fold's held-out train graphs), ``valid`` or ``test``
 - ``graph_id``  str: the .npz file stem
@@ -39,7 +40,7 @@ from tpuperf.dataset import iter_chunks, read_header
 from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs
 
 HEADER = "ID,TopConfigs"
-PREDICTIONS_FILE = "predictions.parquet"
+PREDICTIONS_DIR = "predictions"
 PREDICTION_SPLITS = ("oof", "valid", "test")
 PREDICTION_COLUMNS = ("split", "graph_id", "config_id", "pred", "runtime")
 MAX_LISTED = 20  # missing/extra IDs listed one per line before summarising the rest
@@ -108,40 +109,101 @@ def _check_predictions(path: Path, df: pl.DataFrame) -> pl.DataFrame:
     return df
 
 
-def read_fold_predictions(runs_dir: Path | str) -> pl.DataFrame:
-    """Every fold's predictions under ``runs_dir``, with ``collection`` (name), ``model`` and ``fold``.
+def prediction_path(runs_dir: Path | str, collection: Collection, model: str, fold: int) -> Path:
+    """Where training writes one fold's predictions."""
+    return Path(runs_dir, collection.slug, model, PREDICTIONS_DIR, f"fold_{fold}.parquet")
 
-    Raises FileNotFoundError when there are no fold directories and
-    :class:`PredictionFormatError` for a fold without predictions or with a malformed file.
+
+def _prediction_dirs(
+    runs_dir: Path, collections: Sequence[Collection] | None, models: Sequence[str] | None
+) -> list[tuple[Collection, str, Path]]:
+    """(collection, model, predictions dir) to read: the required ones, or those that exist."""
+    if models is not None:
+        found = []
+        for col in collections or COLLECTIONS:
+            for model in models:
+                pred_dir = runs_dir / col.slug / model / PREDICTIONS_DIR
+                if not pred_dir.is_dir():
+                    raise PredictionFormatError(pred_dir, f"missing: train {model} on {col.name} first")
+                found.append((col, model, pred_dir))
+        return found
+    slugs = [c.slug for c in collections] if collections is not None else ["*"]
+    dirs = sorted(p for slug in slugs for p in runs_dir.glob(f"{slug}/*/{PREDICTIONS_DIR}") if p.is_dir())
+    if not dirs:
+        raise FileNotFoundError(f"{runs_dir}: no <collection>/<model>/{PREDICTIONS_DIR}/ directories (train models first)")
+    found = []
+    for pred_dir in dirs:
+        try:
+            found.append((get_collection(pred_dir.parent.parent.name), pred_dir.parent.name, pred_dir))
+        except ValueError as exc:
+            raise PredictionFormatError(pred_dir, str(exc)) from exc
+    return found
+
+
+def _fold_files(pred_dir: Path, collection: Collection, model: str, folds: int | None) -> dict[int, Path]:
+    """fold -> file in one predictions dir; with ``folds``, exactly folds 0..folds-1."""
+    files = {}
+    for path in sorted(pred_dir.glob("fold_*.parquet")):
+        suffix = path.stem.removeprefix("fold_")
+        if not suffix.isdigit():
+            raise PredictionFormatError(path, "file name is not fold_<integer>.parquet")
+        files[int(suffix)] = path
+    if folds is None:
+        if not files:
+            raise PredictionFormatError(pred_dir, "no fold_<k>.parquet files (training did not finish)")
+        return files
+    have = ", ".join(p.name for p in files.values()) or "none"
+    for fold in range(folds):
+        if fold not in files:
+            raise PredictionFormatError(
+                pred_dir / f"fold_{fold}.parquet",
+                f"missing: {collection.name} / {model} has {have} but train.folds is {folds} "
+                "(training stopped early, or ran with fewer folds)",
+            )
+    extra = sorted(set(files) - set(range(folds)))
+    if extra:
+        raise PredictionFormatError(
+            files[extra[0]], f"unexpected: train.folds is {folds}, so folds are 0..{folds - 1} (stale file?)"
+        )
+    return files
+
+
+def read_fold_predictions(
+    runs_dir: Path | str,
+    folds: int | None = None,
+    *,
+    collections: Iterable[str] | None = None,
+    models: Sequence[str] | None = None,
+    splits: Iterable[str] | None = None,
+) -> pl.DataFrame:
+    """Fold predictions under ``runs_dir``, with ``collection`` (name), ``model`` and ``fold`` columns.
+
+    ``collections`` (names or slugs) restricts what is read. With ``models``, every
+    collection (all five unless restricted) x model must have a predictions directory; without,
+    whatever exists is read. With ``folds`` (``train.folds``), each collection x model must have
+    exactly ``fold_0 .. fold_<folds-1>``: a missing file is an error naming it, since an
+    ensemble silently missing folds would still look like a valid submission. ``splits`` keeps
+    only those rows (after the whole file is checked), bounding memory.
+
+    Raises FileNotFoundError when nothing was found to read and :class:`PredictionFormatError`
+    (naming the file) for missing or malformed predictions.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"{runs_dir}: no such directory (train models first)")
-    fold_dirs = sorted(p for p in runs_dir.glob("*/*/fold_*") if p.is_dir())
-    if not fold_dirs:
-        raise FileNotFoundError(f"{runs_dir}: no <collection>/<model>/fold_<k>/ directories (train models first)")
+    wanted = None if collections is None else [get_collection(c) for c in collections]
+    keep = None if splits is None else list(splits)
     frames = []
-    for fold_dir in fold_dirs:
-        path = fold_dir / PREDICTIONS_FILE
-        try:
-            collection = get_collection(fold_dir.parent.parent.name)
-        except ValueError as exc:
-            raise PredictionFormatError(path, str(exc)) from exc
-        suffix = fold_dir.name.removeprefix("fold_")
-        if not suffix.isdigit():
-            raise PredictionFormatError(path, f"fold directory {fold_dir.name!r} is not fold_<integer>")
-        if not path.exists():
-            raise PredictionFormatError(path, "missing: the fold's training or prediction did not finish")
-        try:
-            df = pl.read_parquet(path)
-        except (OSError, pl.exceptions.PolarsError) as exc:
-            raise PredictionFormatError(path, f"unreadable parquet ({exc})") from exc
-        df = _check_predictions(path, df)
-        frames.append(
-            df.with_columns(
-                collection=pl.lit(collection.name), model=pl.lit(fold_dir.parent.name), fold=pl.lit(int(suffix))
-            )
-        )
+    for collection, model, pred_dir in _prediction_dirs(runs_dir, wanted, models):
+        for fold, path in _fold_files(pred_dir, collection, model, folds).items():
+            try:
+                df = pl.read_parquet(path)
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                raise PredictionFormatError(path, f"unreadable parquet ({exc})") from exc
+            df = _check_predictions(path, df)
+            if keep is not None:
+                df = df.filter(pl.col("split").is_in(keep))
+            frames.append(df.with_columns(collection=pl.lit(collection.name), model=pl.lit(model), fold=pl.lit(fold)))
     return pl.concat(frames).select("collection", "model", "fold", *PREDICTION_COLUMNS)
 
 
