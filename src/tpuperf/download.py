@@ -186,7 +186,9 @@ def _publish(staging: Path, out: Path) -> None:
 def _fill_synthetic(staging: Path, params: DataParams) -> dict[str, Any]:
     from tpuperf.synthetic import write_dataset
 
+    staging.rmdir()  # the generator publishes its own output atomically and wants a fresh path
     write_dataset(staging, params.preset, params.seed)
+    staging.chmod(0o755)
     return {"preset": params.preset, "seed": params.seed}
 
 
