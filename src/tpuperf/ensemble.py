@@ -1,0 +1,345 @@
+"""Fold and model predictions -> one ranking per graph -> a checked submission CSV.
+
+Combining (per collection, per graph). Every member (one model's one fold) scores each config;
+its scores become normalised ranks ``r = rank / (n - 1)`` in [0, 1] (0 = predicted fastest,
+ties get their average rank), so that members whose raw scores live on different scales
+(ListMLE logits, log-runtimes) count alike and only their order matters. The ensemble score is
+the weighted mean of the members' ``r``; lower = faster, ties go to the lower config id.
+Within a model the folds share its weight equally.
+
+Model weights (``ensemble.weights``), per collection:
+
+- ``equal``: every model 1 / M.
+- ``oof``: ``softmax(oof_score / temperature)`` over the models, with ``oof_score`` from each
+  model's ``metrics.json`` (mean over folds of the held-out-fold score on train graphs).
+  Softmax because it needs no floor, copes with negative Kendall taus, and has one knob:
+  a model ahead by ``temperature`` gets e (2.7x) the weight; a large temperature tends to
+  ``equal``, a small one to picking the best model. Out-of-fold and not valid scores, so
+  that the valid scores reported in ``ensemble_metrics.json`` stay a held-out estimate.
+
+Report (``ensemble_metrics.json``): per collection, on the valid split and scored exactly as
+``tpuperf score`` would score the rows (metrics.py on the submission order), the ensemble, each
+model's fold ensemble and the mean of its folds, the mean single fold and the best single fold
+(picked on valid itself, so an optimistic reference), then their means over collections.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import polars as pl
+
+from tpuperf.collection import COLLECTIONS, Collection
+from tpuperf.metrics import collection_score, rank_configs
+from tpuperf.submission import (
+    PredictionFormatError,
+    rankings_from_predictions,
+    read_fold_predictions,
+    write_submission,
+)
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SCHEMES = ("equal", "oof")
+MEMBER = ("model", "fold")
+SAMPLE_SUBMISSION = "sample_submission.csv"
+SUBMISSION_FILES = {"test": "submission.csv", "valid": "valid_submission.csv"}
+METRICS_FILE = "ensemble_metrics.json"
+
+
+class EnsembleError(ValueError):
+    """Inputs that cannot be combined into an honest ensemble (bad params, metrics, coverage)."""
+
+
+@dataclass(frozen=True)
+class EnsembleSettings:
+    """What ``ensemble.py`` reads from params.yaml."""
+
+    models: tuple[str, ...]
+    weights: str
+    temperature: float
+    folds: int
+    runs_dir: Path
+    data_dir: Path
+    out_dir: Path
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> EnsembleSettings:
+        for name in ("ensemble", "train", "data", "models"):
+            if name not in params:
+                raise EnsembleError(f"params.yaml has no '{name}' section")
+        ens, train = params["ensemble"], params["train"]
+        missing = [k for k in ("models", "weights", "temperature", "out") if k not in ens]
+        if missing:
+            raise EnsembleError(f"params.yaml ensemble has no {missing} (models may be null: every model)")
+        models = tuple(ens["models"] or params["models"])
+        unknown = sorted(set(models) - set(params["models"]))
+        if unknown or not models:
+            raise EnsembleError(f"ensemble.models {list(models)}: unknown {unknown}; params.yaml models has {sorted(params['models'])}")
+        settings = cls(
+            models=models,
+            weights=ens["weights"],
+            temperature=float(ens["temperature"]),
+            folds=int(train["folds"]),
+            runs_dir=Path(train["runs_dir"]),
+            data_dir=Path(params["data"]["out"]),
+            out_dir=Path(ens["out"]),
+        )
+        if settings.weights not in WEIGHT_SCHEMES:
+            raise EnsembleError(f"ensemble.weights is {settings.weights!r}; expected one of {WEIGHT_SCHEMES}")
+        if not settings.temperature > 0:
+            raise EnsembleError(f"ensemble.temperature must be > 0, got {settings.temperature}")
+        if settings.folds < 1:
+            raise EnsembleError(f"train.folds must be >= 1, got {settings.folds}")
+        return settings
+
+
+# ---------------------------------------------------------------- weights
+
+
+def read_oof_score(runs_dir: Path | str, collection: Collection, model: str, folds: int) -> float:
+    """``oof_score`` of one model's ``metrics.json``, checked to belong to it and to all ``folds``."""
+    path = Path(runs_dir, collection.slug, model, "metrics.json")
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EnsembleError(f"{path}: missing: train {model} on {collection.name} first") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EnsembleError(f"{path}: unreadable ({exc})") from exc
+    if (metrics.get("collection"), metrics.get("model")) != (collection.name, model):
+        raise EnsembleError(f"{path}: written for {metrics.get('collection')} / {metrics.get('model')}, not {collection.name} / {model}")
+    if len(metrics.get("folds") or []) != folds:
+        raise EnsembleError(f"{path}: has {len(metrics.get('folds') or [])} folds but train.folds is {folds} (stale metrics?)")
+    score = metrics.get("oof_score")
+    if not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise EnsembleError(f"{path}: oof_score is {score!r}, not a finite number")
+    return float(score)
+
+
+def model_weights(oof_scores: Mapping[str, float], scheme: str, temperature: float = 1.0) -> dict[str, float]:
+    """Weight per model (summing to 1): equal, or softmax of out-of-fold score / temperature."""
+    if not oof_scores:
+        raise EnsembleError("no models to weight")
+    if scheme == "equal":
+        return {m: 1.0 / len(oof_scores) for m in oof_scores}
+    if scheme != "oof":
+        raise EnsembleError(f"unknown weight scheme {scheme!r}; expected one of {WEIGHT_SCHEMES}")
+    if not temperature > 0:
+        raise EnsembleError(f"temperature must be > 0, got {temperature}")
+    scores = np.array(list(oof_scores.values()), dtype=np.float64)
+    if not np.isfinite(scores).all():
+        raise EnsembleError(f"oof scores must be finite, got {dict(oof_scores)}")
+    z = np.exp((scores - scores.max()) / temperature)
+    return dict(zip(oof_scores, (z / z.sum()).tolist()))
+
+
+# ---------------------------------------------------------------- combining
+
+
+def rank_normalise(df: pl.DataFrame) -> pl.DataFrame:
+    """Replace ``pred`` by its normalised rank within each member's graph: (rank - 1) / (n - 1).
+
+    Groups are (model, fold, split, graph_id) and, when present, collection. Ties share their
+    average rank; a graph with one config gets 0.
+    """
+    keys = [k for k in ("collection", *MEMBER, "split", "graph_id") if k in df.columns]
+    n = pl.len().over(keys)
+    rank = pl.col("pred").rank("average").over(keys) - 1.0
+    return df.with_columns(pred=pl.when(n > 1).then(rank / (n - 1).cast(pl.Float64)).otherwise(0.0))
+
+
+def _check_coverage(df: pl.DataFrame) -> None:
+    """Every member of a collection must score exactly the same (graph, config) rows."""
+    members = df.group_by("collection").agg(members=pl.struct(list(MEMBER)).n_unique())
+    counts = df.group_by("collection", "graph_id", "config_id").agg(n=pl.len()).join(members, on="collection")
+    bad = counts.filter(pl.col("n") != pl.col("members"))
+    if bad.height == 0:
+        return
+    name, graph_id, config_id = bad.row(0)[:3]
+    rows = df.filter((pl.col("collection") == name) & (pl.col("graph_id") == graph_id) & (pl.col("config_id") == config_id))
+    have = set(rows.select(MEMBER).iter_rows())
+    every = set(df.filter(pl.col("collection") == name).select(MEMBER).unique().iter_rows())
+    missing = ", ".join(f"{m}/fold_{f}" for m, f in sorted(every - have))
+    raise EnsembleError(
+        f"{name}: graph {graph_id!r} config {config_id} has no prediction from {missing}; "
+        f"{bad.height} (graph, config) rows are not predicted by every model and fold"
+    )
+
+
+def combine(df: pl.DataFrame, weights: Mapping[str, float]) -> pl.DataFrame:
+    """Weighted mean of the members' normalised ranks, per (collection, graph_id, config_id).
+
+    ``df``: prediction rows of one split with ``collection``, ``model``, ``fold``, ``graph_id``,
+    ``config_id``, ``pred`` (and ``runtime``, kept). ``weights``: per model; each of its folds
+    gets an equal share. Returns one row per config with the combined ``pred`` (lower = faster).
+    """
+    if df.select("split").n_unique() > 1:
+        raise EnsembleError(f"combine one split at a time, got {sorted(df['split'].unique())}")
+    missing = sorted(set(df["model"].unique()) - set(weights))
+    if missing:
+        raise EnsembleError(f"no weight for models {missing}")
+    _check_coverage(df)
+    folds = df.group_by("collection", "model").agg(folds=pl.col("fold").n_unique())
+    weight = pl.DataFrame({"model": list(weights), "w": list(weights.values())}, schema={"model": pl.String, "w": pl.Float64})
+    ranked = rank_normalise(df).join(folds, on=["collection", "model"]).join(weight, on="model")
+    ranked = ranked.with_columns(w=pl.col("w") / pl.col("folds"))
+    return (
+        ranked.group_by("collection", "graph_id", "config_id")
+        .agg(pred=(pl.col("pred") * pl.col("w")).sum() / pl.col("w").sum(), runtime=pl.col("runtime").first())
+        .sort("collection", "graph_id", "config_id")
+    )
+
+
+# ---------------------------------------------------------------- valid scores
+
+
+def score_predictions(df: pl.DataFrame) -> dict[str, float]:
+    """Competition metric per collection of ranking each graph's configs by ``pred``.
+
+    Rows are ranked as a submission row would be (ascending ``pred``, ties to the lower config
+    id) and scored on those positions, so the result equals ``tpuperf score`` of the file.
+    """
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    runtimes: dict[str, dict[str, np.ndarray]] = {}
+    for (name, graph_id), group in df.sort("config_id").group_by(["collection", "graph_id"], maintain_order=True):
+        order = rank_configs(group["pred"].to_numpy())
+        position = np.empty(order.size, dtype=np.float64)
+        position[order] = np.arange(order.size)
+        preds.setdefault(name, {})[graph_id] = position
+        runtimes.setdefault(name, {})[graph_id] = group["runtime"].to_numpy()
+    return {name: collection_score(name, preds[name], runtimes[name]) for name in preds}
+
+
+def evaluate(valid: pl.DataFrame, weights: Mapping[str, float]) -> dict[str, Any]:
+    """Valid-split report of one collection's ensemble against its models and single folds."""
+    name = valid["collection"][0]
+    ensemble = score_predictions(combine(valid, weights))[name]
+    models: dict[str, Any] = {}
+    singles: dict[str, float] = {}
+    for model in weights:
+        rows = valid.filter(pl.col("model") == model)
+        folds = {f"fold_{f}": score_predictions(rows.filter(pl.col("fold") == f))[name] for f in sorted(rows["fold"].unique())}
+        singles.update({f"{model}/{f}": s for f, s in folds.items()})
+        models[model] = {
+            "weight": weights[model],
+            "fold_ensemble": score_predictions(combine(rows, {model: 1.0}))[name],
+            "mean_fold": float(np.mean(list(folds.values()))),
+            **folds,
+        }
+    best = max(singles, key=singles.get)
+    mean_fold = float(np.mean(list(singles.values())))
+    return {
+        "graphs": valid["graph_id"].n_unique(),
+        "ensemble": ensemble,
+        "mean_single_fold": mean_fold,
+        "best_single_fold": singles[best],
+        "best_single_fold_member": best,
+        "ensemble_minus_mean_fold": ensemble - mean_fold,
+        "ensemble_minus_best_fold": ensemble - singles[best],
+        "models": models,
+    }
+
+
+def summarise(per_collection: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Means over the scored collections (the competition score when all five are there)."""
+    scored = {n: c for n, c in per_collection.items() if c.get("graphs")}
+    if not scored:
+        return {"collections_scored": 0}
+    keys = ("ensemble", "mean_single_fold", "best_single_fold", "ensemble_minus_mean_fold", "ensemble_minus_best_fold")
+    summary: dict[str, Any] = {"collections_scored": len(scored), **{k: float(np.mean([c[k] for c in scored.values()])) for k in keys}}
+    models = next(iter(scored.values()))["models"]
+    for model in models:
+        summary[f"{model}_fold_ensemble"] = float(np.mean([c["models"][model]["fold_ensemble"] for c in scored.values()]))
+        summary[f"{model}_mean_fold"] = float(np.mean([c["models"][model]["mean_fold"] for c in scored.values()]))
+    return summary
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    submission: Path
+    metrics_path: Path
+    metrics: dict[str, Any]
+
+
+def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _describe_weights(weights: Mapping[str, float]) -> str:
+    return ", ".join(f"{m} {w:.3f}" for m, w in weights.items())
+
+
+def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | str | None = None) -> EnsembleResult:
+    """Combine every collection's fold predictions; write the ``split`` submission and the valid report.
+
+    The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
+    submission) and written only when valid (:class:`tpuperf.submission.SubmissionError`
+    otherwise). One collection is held in memory at a time.
+    """
+    if split not in SUBMISSION_FILES:
+        raise EnsembleError(f"split must be one of {sorted(SUBMISSION_FILES)}, got {split!r}")
+    out = Path(out) if out is not None else settings.out_dir / SUBMISSION_FILES[split]
+    rankings: dict[str, np.ndarray] = {}
+    report: dict[str, Any] = {}
+    for collection in COLLECTIONS:
+        df = read_fold_predictions(
+            settings.runs_dir, settings.folds, collections=[collection.name], models=settings.models, splits={split, "valid"}
+        )
+        oof = {m: read_oof_score(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
+        weights = model_weights(oof, settings.weights, settings.temperature)
+        target = df.filter(pl.col("split") == split)
+        if target.height == 0:
+            raise PredictionFormatError(settings.runs_dir / collection.slug, f"no {split} predictions for {collection.name}")
+        rankings.update(rankings_from_predictions(combine(target, weights)))
+        valid = df.filter(pl.col("split") == "valid")
+        report[collection.name] = {"oof_scores": oof, **evaluate(valid, weights)} if valid.height else {"graphs": 0}
+        line = (f"{collection.name}: {len(settings.models)} models x {settings.folds} folds, weights "
+                f"{settings.weights} ({_describe_weights(weights)}); {target['graph_id'].n_unique()} {split} graphs")
+        if valid.height:
+            r = report[collection.name]
+            line += (f"; valid: ensemble {r['ensemble']:.4f}, mean fold {r['mean_single_fold']:.4f}, "
+                     f"best fold {r['best_single_fold']:.4f} ({r['best_single_fold_member']})")
+        else:
+            line += "; no valid graphs to score"
+        log.info(line)
+
+    sample = settings.data_dir / SAMPLE_SUBMISSION if split == "test" else None
+    write_submission(rankings, out, sample=sample, data_dir=settings.data_dir, split=split)
+    checked = f"{settings.data_dir} {split} files" + (f" and {sample}" if sample else "")
+    log.info(f"wrote {out}: {len(rankings)} rows, checked against the {checked}")
+
+    metrics = {
+        "weights": settings.weights,
+        "temperature": settings.temperature,
+        "models": list(settings.models),
+        "folds": settings.folds,
+        "mean": summarise(report),
+        "collections": report,
+    }
+    metrics_path = settings.out_dir / METRICS_FILE
+    _write_json_atomic(metrics, metrics_path)
+    mean = metrics["mean"]
+    if mean["collections_scored"]:
+        log.info(f"valid, mean over {mean['collections_scored']} collections: ensemble {mean['ensemble']:.4f}, "
+                 f"mean single fold {mean['mean_single_fold']:.4f} ({mean['ensemble_minus_mean_fold']:+.4f}), "
+                 f"best single fold {mean['best_single_fold']:.4f}; wrote {metrics_path}")
+    return EnsembleResult(out, metrics_path, metrics)

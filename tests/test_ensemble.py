@@ -1,0 +1,339 @@
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from tpuperf.collection import COLLECTIONS, get_collection
+from tpuperf.ensemble import (
+    EnsembleError,
+    EnsembleSettings,
+    combine,
+    model_weights,
+    rank_normalise,
+    read_oof_score,
+    run_ensemble,
+    score_predictions,
+)
+from tpuperf.submission import PredictionFormatError, SubmissionError, check_submission, score_submission
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDS = 2
+MODELS = ("good", "bad")
+TEST_CONFIGS = {"tile:xla": 7, "layout:xla:random": 4, "layout:xla:default": 4, "layout:nlp:random": 4, "layout:nlp:default": 4}
+VALID_RUNTIME = {"tile": [30, 10, 40, 20, 50, 60, 70], "layout": [30, 10, 40, 20]}
+
+
+def members_frame(runtime, preds: dict[tuple[str, int], list[float]], collection="layout:xla:random", split="valid"):
+    """Prediction rows of one graph ``g``: ``preds[(model, fold)]`` scores its configs."""
+    frames = [
+        pl.DataFrame({
+            "collection": collection, "model": model, "fold": fold, "split": split, "graph_id": "g",
+            "config_id": np.arange(len(runtime), dtype=np.int64), "pred": np.asarray(p, float),
+            "runtime": np.asarray(runtime, float),
+        })
+        for (model, fold), p in preds.items()
+    ]
+    return pl.concat(frames)
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_rank_normalise_ties_averaged_and_monotone_invariant():
+    pred = np.array([0.3, -2.0, 0.3, 5.0, 1.0])
+    df = members_frame(np.arange(1, 6), {("m", 0): pred})
+    # ranks (ties averaged) 2.5, 1, 2.5, 5, 4 -> (rank - 1) / 4
+    assert rank_normalise(df)["pred"].to_list() == pytest.approx([0.375, 0.0, 0.375, 1.0, 0.75])
+    for transform in (lambda x: 3 * np.exp(x) + 7, lambda x: x**3, lambda x: np.arctan(x) - 100):
+        again = rank_normalise(members_frame(np.arange(1, 6), {("m", 0): transform(pred)}))
+        assert again["pred"].to_list() == rank_normalise(df)["pred"].to_list()
+    one = members_frame([5], {("m", 0): [42.0]})
+    assert rank_normalise(one)["pred"].to_list() == [0.0]
+
+
+def test_folds_perfect_and_reversed_by_hand():
+    runtime = [30, 10, 40, 20]  # true order: 1, 3, 0, 2
+    perfect = [3.0, 1.0, 4.0, 2.0]
+    reversed_ = [-3.0, -1.0, -4.0, -2.0]
+    df = members_frame(runtime, {("m", 0): perfect, ("m", 1): reversed_})
+    # normalised ranks: perfect r = [2/3, 0, 1, 1/3], reversed 1 - r: every config averages 1/2
+    combined = combine(df, {"m": 1.0})
+    assert combined["pred"].to_list() == pytest.approx([0.5] * 4)
+    # all tied -> submission order 0, 1, 2, 3; against true order: pairs (0,2), (1,2), (1,3) agree,
+    # (0,1), (0,3), (2,3) disagree -> tau 0, the mean of the folds' +1 and -1
+    assert score_predictions(combined) == pytest.approx({"layout:xla:random": 0.0})
+    assert score_predictions(df.filter(pl.col("fold") == 0)) == pytest.approx({"layout:xla:random": 1.0})
+    assert score_predictions(df.filter(pl.col("fold") == 1)) == pytest.approx({"layout:xla:random": -1.0})
+    # two models weighted 3:1 (perfect one first): 0.75 r + 0.25 (1 - r) = 0.25 + 0.5 r
+    two = members_frame(runtime, {("a", 0): perfect, ("b", 0): reversed_})
+    combined = combine(two, {"a": 0.75, "b": 0.25})
+    assert combined["pred"].to_list() == pytest.approx([0.25 + 0.5 * r for r in (2 / 3, 0, 1, 1 / 3)])
+    assert score_predictions(combined) == pytest.approx({"layout:xla:random": 1.0})
+    # within a model, folds share its weight: a's 2 folds count 0.75 / 2 each
+    three = members_frame(runtime, {("a", 0): perfect, ("a", 1): perfect, ("b", 0): reversed_})
+    assert combine(three, {"a": 0.75, "b": 0.25})["pred"].to_list() == pytest.approx(combined["pred"].to_list())
+
+
+def test_tile_ensemble_scored_on_its_top_5():
+    runtime = [30, 10, 40, 20, 50, 60, 5]  # best is config 6
+    df = members_frame(runtime, {("m", 0): [0, 1, 2, 3, 4, 5, 6]}, collection="tile:xla")
+    # top 5 by pred: configs 0..4, best of them 10 -> 2 - 10 / 5 = 0
+    assert score_predictions(df) == pytest.approx({"tile:xla": 0.0})
+    df = members_frame(runtime, {("m", 0): [0, 1, 2, 3, 9, 9, -1]}, collection="tile:xla")
+    assert score_predictions(df) == pytest.approx({"tile:xla": 1.0})
+
+
+def test_oof_weights_favour_the_better_model():
+    assert model_weights({"a": 0.6, "b": 0.4}, "equal") == {"a": 0.5, "b": 0.5}
+    w = model_weights({"a": 0.6, "b": 0.4}, "oof", temperature=0.1)
+    assert w["a"] == pytest.approx(np.exp(2) / (1 + np.exp(2))) and w["a"] + w["b"] == pytest.approx(1.0)
+    # shift-invariant, negative taus fine, small temperature ~ picks the best, large ~ equal
+    assert model_weights({"a": -0.4, "b": -0.6}, "oof", 0.1) == pytest.approx(w)
+    assert model_weights({"a": 0.6, "b": 0.4}, "oof", 1e-3)["a"] == pytest.approx(1.0)
+    assert model_weights({"a": 0.6, "b": 0.4}, "oof", 1e3)["a"] == pytest.approx(0.5, abs=1e-3)
+    with pytest.raises(EnsembleError, match="temperature must be > 0"):
+        model_weights({"a": 0.6}, "oof", 0.0)
+    with pytest.raises(EnsembleError, match="unknown weight scheme 'best'"):
+        model_weights({"a": 0.6}, "best")
+    with pytest.raises(EnsembleError, match="finite"):
+        model_weights({"a": float("nan"), "b": 0.1}, "oof", 0.1)
+
+
+def test_members_must_cover_the_same_configs():
+    df = members_frame([1, 2, 3], {("a", 0): [1, 2, 3], ("a", 1): [1, 2, 3], ("b", 0): [3, 2, 1]})
+    holed = df.filter(~((pl.col("model") == "a") & (pl.col("fold") == 1) & (pl.col("config_id") == 2)))
+    with pytest.raises(EnsembleError, match=r"graph 'g' config 2 has no prediction from a/fold_1; 1 \(graph, config\)"):
+        combine(holed, {"a": 0.5, "b": 0.5})
+    with pytest.raises(EnsembleError, match=r"no weight for models \['b'\]"):
+        combine(df, {"a": 1.0})
+
+
+# ---------------------------------------------------------------- whole runs on a tiny world
+
+
+def write_fold(runs: Path, collection: str, model: str, fold: int, frame: pl.DataFrame) -> None:
+    path = runs / get_collection(collection).slug / model / "predictions" / f"fold_{fold}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path)
+
+
+def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: int = FOLDS) -> Path:
+    path = runs / get_collection(collection).slug / model / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "collection": collection, "model": model, "metric": "x", "oof_score": oof,
+        "folds": [{"fold": k, "oof_score": oof} for k in range(folds)], "valid_score_mean_fold": None,
+    }))
+    return path
+
+
+def graph_rows(split: str, graph_id: str, pred, runtime) -> pl.DataFrame:
+    return pl.DataFrame({
+        "split": split, "graph_id": graph_id, "config_id": np.arange(len(pred), dtype=np.int64),
+        "pred": np.asarray(pred, np.float64), "runtime": np.asarray(runtime, np.float64),
+    })
+
+
+@pytest.fixture
+def world(tmp_path, write_graph) -> dict:
+    """Data (one valid, one test graph per collection, plus a 1,001-config layout:nlp:default test
+    file), a sample submission, and fold predictions of a perfect model ``good`` (OOF 0.8) and a
+    reversed one ``bad`` (OOF 0.2). Returns the params; paths are absolute."""
+    data, runs = tmp_path / "data", tmp_path / "runs"
+
+    def npz(name: str, split: str, graph: str, runtime) -> None:
+        c = len(runtime)
+        extra = ({"config_feat": np.zeros((c, 24), np.float32), "config_runtime_normalizers": np.ones(c, np.int64)}
+                 if get_collection(name).is_tile else {"node_config_feat": np.zeros((c, 2, 18), np.float32)})
+        write_graph(data, name, split, name=graph, config_runtime=np.asarray(runtime, np.int64), **extra)
+
+    sample = ["ID,TopConfigs"]
+    for col in COLLECTIONS:
+        valid_rt = np.array(VALID_RUNTIME[col.kind])
+        npz(col.name, "valid", "v", valid_rt)
+        tests = {"t": TEST_CONFIGS[col.name], **({"big": 1001} if col.name == "layout:nlp:default" else {})}
+        for graph, c in tests.items():
+            npz(col.name, "test", graph, np.zeros(c))
+            sample.append(f"{col.submission_id(graph)},{';'.join(map(str, range(5 if col.is_tile else min(c, 1000))))}")
+        for model, sign, oof in (("good", 1.0, 0.8), ("bad", -1.0, 0.2)):
+            write_metrics(runs, col.name, model, oof)
+            for fold in range(FOLDS):
+                # test scores: good ranks configs by id, bad by reversed id; fold 1 a monotone transform
+                frames = [graph_rows("valid", "v", sign * valid_rt * (fold + 1), valid_rt)]
+                frames += [graph_rows("test", g, sign * np.exp(np.arange(c) / 100.0 * (fold + 1)), np.zeros(c)) for g, c in tests.items()]
+                frames.append(graph_rows("oof", "o", [1.0, 2.0], [1.0, 2.0]))
+                write_fold(runs, col.name, model, fold, pl.concat(frames))
+    (data / "sample_submission.csv").write_text("\n".join(sample) + "\n")
+    return {
+        "data": {"out": str(data)},
+        "train": {"folds": FOLDS, "runs_dir": str(runs)},
+        "models": {m: {} for m in MODELS},
+        "ensemble": {"models": None, "weights": "oof", "temperature": 0.05, "out": str(tmp_path / "submissions")},
+    }
+
+
+def settings_of(params: dict, **ensemble) -> EnsembleSettings:
+    return EnsembleSettings.from_params({**params, "ensemble": {**params["ensemble"], **ensemble}})
+
+
+def test_run_ensemble_writes_a_checked_submission_and_report(world):
+    settings = settings_of(world)
+    assert settings.models == MODELS  # null: every key of models
+    result = run_ensemble(settings)
+    data = settings.data_dir
+    assert result.submission == settings.out_dir / "submission.csv"
+    assert check_submission(result.submission, sample=data / "sample_submission.csv", data_dir=data) == []
+    rows = dict(line.split(",") for line in result.submission.read_text().splitlines()[1:])
+    assert len(rows) == 6
+    # weights: softmax((0.8, 0.2) / 0.05) ~ (1, 6e-6): the good model's order, configs by id
+    assert rows["tile:xla:t"] == "0;1;2;3;4"
+    assert rows["layout:xla:random:t"] == "0;1;2;3"
+    big = rows["layout:nlp:default:big"].split(";")
+    assert big == [str(i) for i in range(1001)]  # the 1,001-config file: every config ranked
+
+    report = json.loads(result.metrics_path.read_text())
+    assert report == result.metrics
+    for name in TEST_CONFIGS:
+        col = report["collections"][name]
+        good = col["models"]["good"]
+        assert good["weight"] == pytest.approx(1 / (1 + np.exp(-12)))
+        assert good["fold_0"] == good["fold_1"] == good["fold_ensemble"] == good["mean_fold"] == pytest.approx(1.0)
+        assert col["ensemble"] == pytest.approx(1.0) and col["best_single_fold"] == pytest.approx(1.0)
+        assert col["best_single_fold_member"] == "good/fold_0"
+    layout = report["collections"]["layout:xla:random"]
+    assert layout["models"]["bad"]["mean_fold"] == pytest.approx(-1.0)
+    assert layout["mean_single_fold"] == pytest.approx(0.0) and layout["ensemble_minus_mean_fold"] == pytest.approx(1.0)
+    # tile, bad model: its top 5 are the slowest, configs 6, 5, 4, 2, 0 (70, 60, 50, 40, 30): 2 - 30 / 10
+    tile = report["collections"]["tile:xla"]
+    assert tile["models"]["bad"]["fold_0"] == pytest.approx(-1.0)
+    assert tile["mean_single_fold"] == pytest.approx(0.0)
+    assert report["mean"]["ensemble"] == pytest.approx(1.0)
+    assert report["mean"]["mean_single_fold"] == pytest.approx(0.0)
+    assert report["mean"]["good_fold_ensemble"] == pytest.approx(1.0) and report["mean"]["bad_mean_fold"] == pytest.approx(-1.0)
+    assert report["mean"]["collections_scored"] == 5
+
+
+def test_valid_submission_scores_as_reported(world):
+    settings = settings_of(world, weights="equal")
+    result = run_ensemble(settings, split="valid")
+    assert result.submission == settings.out_dir / "valid_submission.csv"
+    scores = score_submission(result.submission, settings.data_dir, split="valid")
+    report = result.metrics["collections"]
+    assert {n: scores[n] for n in TEST_CONFIGS} == pytest.approx({n: report[n]["ensemble"] for n in TEST_CONFIGS})
+    # equal weights of perfect and reversed: every config ties at 1/2 -> order by id, as by hand
+    assert report["layout:xla:random"]["ensemble"] == pytest.approx(0.0)
+    assert report["tile:xla"]["ensemble"] == pytest.approx(1.0)  # configs 0..4 hold the best, 10
+
+
+def rewrite_fold(world: dict, collection: str, model: str, fold: int, change) -> None:
+    path = Path(world["train"]["runs_dir"]) / get_collection(collection).slug / model / "predictions" / f"fold_{fold}.parquet"
+    change(pl.read_parquet(path)).write_parquet(path)
+
+
+def test_missing_fold_and_metrics_caught(world):
+    runs = Path(world["train"]["runs_dir"])
+    (runs / "layout-nlp-random" / "bad" / "predictions" / "fold_1.parquet").unlink()
+    with pytest.raises(PredictionFormatError, match=r"layout-nlp-random/bad/predictions/fold_1.parquet: missing: "
+                       r"layout:nlp:random / bad has fold_0.parquet but train.folds is 2"):
+        run_ensemble(settings_of(world))
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+    with pytest.raises(PredictionFormatError, match=r"tile-xla/gat/predictions: missing: train gat on tile:xla first"):
+        run_ensemble(settings_of({**world, "models": {"good": {}, "gat": {}}}, models=["good", "gat"]))
+    (runs / "tile-xla" / "bad" / "metrics.json").unlink()
+    with pytest.raises(EnsembleError, match=r"tile-xla/bad/metrics.json: missing: train bad on tile:xla first"):
+        run_ensemble(settings_of(world))
+    write_metrics(runs, "tile:xla", "bad", 0.2, folds=3)
+    with pytest.raises(EnsembleError, match="has 3 folds but train.folds is 2"):
+        read_oof_score(runs, get_collection("tile:xla"), "bad", FOLDS)
+
+
+def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):
+    data = Path(world["data"]["out"])
+    # a test file and predictions for it, but no sample row
+    write_graph(data, "tile:xla", "test", name="ghost", config_runtime=np.zeros(4, np.int64),
+                config_feat=np.zeros((4, 24), np.float32), config_runtime_normalizers=np.ones(4, np.int64))
+    for model in MODELS:
+        for fold in range(FOLDS):
+            rewrite_fold(world, "tile:xla", model, fold, lambda df: pl.concat([df, graph_rows("test", "ghost", [1.0, 2, 3, 4], np.zeros(4))]))
+    with pytest.raises(SubmissionError) as caught:
+        run_ensemble(settings_of(world))
+    assert caught.value.problems == ["extra ID (not in sample sample_submission.csv): tile:xla:ghost"]
+    # the reverse: a sample row (and test file) that no prediction covers
+    for model in MODELS:
+        for fold in range(FOLDS):
+            rewrite_fold(world, "tile:xla", model, fold, lambda df: df.filter(pl.col("graph_id") != "t"))
+    sample = data / "sample_submission.csv"
+    sample.write_text(sample.read_text() + "tile:xla:ghost,0;1;2;3\n")
+    with pytest.raises(SubmissionError) as caught:
+        run_ensemble(settings_of(world))
+    assert caught.value.problems == [
+        f"missing ID (in the test files of {data} but not in the file): tile:xla:t",
+        "missing ID (in sample sample_submission.csv but not in the file): tile:xla:t",
+    ]
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+
+
+def test_nan_scores_caught(world):
+    rewrite_fold(world, "layout:xla:default", "good", 1, lambda df: df.with_columns(
+        pred=pl.when(pl.col("config_id") == 2).then(float("nan")).otherwise(pl.col("pred"))))
+    with pytest.raises(PredictionFormatError, match=r"layout-xla-default/good/predictions/fold_1.parquet: 2 NaN/inf preds \(graphs \['t', 'v'\]\)"):
+        run_ensemble(settings_of(world))
+
+
+def test_layout_row_not_a_permutation_caught(world):
+    for model in MODELS:  # every member skips config 3 of the 4-config test graph
+        for fold in range(FOLDS):
+            rewrite_fold(world, "layout:xla:random", model, fold,
+                         lambda df: df.filter(~((pl.col("graph_id") == "t") & (pl.col("config_id") == 3))))
+    with pytest.raises(SubmissionError, match=r"layout:xla:random:t: layout row has 3 config ids but the file has 4 "
+                       r"configs; a row must rank every config of its file \(unranked: 3\)"):
+        run_ensemble(settings_of(world))
+    # one member alone skipping a config is caught before: the ensemble would average unlike sets
+    rewrite_fold(world, "layout:nlp:random", "bad", 0, lambda df: df.filter(~((pl.col("graph_id") == "t") & (pl.col("config_id") == 1))))
+    with pytest.raises(EnsembleError, match="layout:nlp:random: graph 't' config 1 has no prediction from bad/fold_0"):
+        run_ensemble(settings_of(world, models=["bad"]), split="test")
+
+
+def test_1001_config_file_must_be_ranked_fully(world):
+    for model in MODELS:
+        for fold in range(FOLDS):
+            rewrite_fold(world, "layout:nlp:default", model, fold,
+                         lambda df: df.filter(~((pl.col("graph_id") == "big") & (pl.col("config_id") == 1000))))
+    with pytest.raises(SubmissionError, match=r"layout:nlp:default:big: layout row has 1000 config ids but the file has 1001"):
+        run_ensemble(settings_of(world))
+
+
+def test_settings_errors(world):
+    with pytest.raises(EnsembleError, match=r"unknown \['gat'\]"):
+        settings_of(world, models=["good", "gat"])
+    with pytest.raises(EnsembleError, match="ensemble.weights is 'mean'"):
+        settings_of(world, weights="mean")
+    with pytest.raises(EnsembleError, match="temperature must be > 0"):
+        settings_of(world, temperature=-1)
+    with pytest.raises(EnsembleError, match=r"ensemble has no \['temperature'\]"):
+        EnsembleSettings.from_params({**world, "ensemble": {"models": None, "weights": "oof", "out": "x"}})
+
+
+def test_script(world, tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(world, sort_keys=False))
+    out = tmp_path / "elsewhere.csv"
+    done = subprocess.run([sys.executable, str(REPO / "ensemble.py"), "--params", str(params), "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert check_submission(out, data_dir=world["data"]["out"]) == []
+    log = done.stderr.splitlines()
+    assert log[0].startswith("tile:xla: 2 models x 2 folds, weights oof (good 1.000, bad 0.000); 1 test graphs; valid: ensemble 1.0000")
+    assert f"wrote {out}: 6 rows" in log[-2]
+    assert log[-1].startswith("valid, mean over 5 collections: ensemble 1.0000, mean single fold 0.0000 (+1.0000)")
+    (Path(world["train"]["runs_dir"]) / "tile-xla" / "good" / "predictions" / "fold_0.parquet").unlink()
+    main = runpy.run_path(str(REPO / "ensemble.py"))["main"]  # in-process: the failure path
+    assert main(["--params", str(params)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ensemble failed: ") and "tile-xla/good/predictions/fold_0.parquet: missing" in err
