@@ -311,3 +311,8 @@ def test_validate_cli_passes_valid_files_and_directories(tmp_path, tiny_dataset,
     single = write_graph(tmp_path / "other", LAYOUT, "valid")
     assert main(["validate", str(tiny_dataset), str(single)]) == 0
     assert capsys.readouterr().out.splitlines() == ["11 files checked, 11 valid, 0 bad"]
+
+
+def test_validate_cli_missing_path_is_a_usage_error(tmp_path, capsys) -> None:
+    assert main(["validate", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == f"tpuperf validate: {tmp_path / 'nowhere'}: no such file or directory\n"

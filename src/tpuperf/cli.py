@@ -11,7 +11,11 @@ from pathlib import Path
 def _validate(args: argparse.Namespace) -> int:
     from tpuperf.dataset import validate_paths
 
-    count, errors = validate_paths(args.paths)
+    try:
+        count, errors = validate_paths(args.paths)
+    except FileNotFoundError as exc:
+        print(f"tpuperf validate: {exc}", file=sys.stderr)
+        return 2
     for err in errors:
         print(f"BAD {err}")
     print(f"{count} files checked, {count - len(errors)} valid, {len(errors)} bad")
