@@ -22,6 +22,23 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _synth(args: argparse.Namespace) -> int:
+    import time
+
+    from tpuperf.dataset import find_npz
+    from tpuperf.synthetic import write_dataset
+
+    start = time.perf_counter()
+    try:
+        write_dataset(args.out, args.preset, args.seed, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        print(f"tpuperf synth: {exc}", file=sys.stderr)
+        return 1
+    files = len(find_npz([args.out]))
+    print(f"wrote {files} synthetic graphs (preset {args.preset!r}, seed {args.seed}) to {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def _preprocess(args: argparse.Namespace) -> int:
     import logging
 
@@ -113,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check TpuGraphs .npz files (files or directories, recursive)")
     p.add_argument("paths", nargs="+", type=Path)
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("synth", help="write a synthetic dataset in the real layout (hidden cost model: tpuperf.synthetic)")
+    p.add_argument("--out", type=Path, required=True, help="output directory (must not exist unless --overwrite)")
+    p.add_argument("--preset", default="small", choices=("tiny", "small", "real"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    p.set_defaults(func=_synth)
 
     p = sub.add_parser("download", help="put the dataset + manifest.json at data.out (params: data.*)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
