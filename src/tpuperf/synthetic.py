@@ -111,7 +111,6 @@ TILE_NOISE_SIGMA = 0.02
 LAYOUT_NOISE_SIGMA = 0.003
 DEFAULT_SEARCH_MUTATIONS = 3.0  # mean extra layout variables a default-search config changes
 LANES, SUBLANES = 128, 8
-SAMPLE_ROW_MAX = 1000  # the real sample lists at most 1,000 config indices per layout graph
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 ZIP_LEVEL = 1  # deflate level: 6x faster than the default 6, files about 2x larger
@@ -179,7 +178,7 @@ class Preset:
     tile_configs: tuple[int, int]
     layout_graphs: tuple[int, int, int]  # per layout collection: train, valid, test
     layout: dict[str, LayoutSize] = field(default_factory=dict)  # per source: xla, nlp
-    layout_test_configs: int | None = None  # None: test files draw from layout.configs too
+    layout_test_configs: int | None = None  # test files hold (and the sample lists) this many; None: drawn
     extra_config_test_file: bool = False  # one layout test file holds one config more than listed
 
 
@@ -273,6 +272,7 @@ class _Node:
     param_number: int | None = None
 
 
+NODES_PER_CONFIGURABLE = 4  # room for each configurable op's operands and consumers
 MAX_OVERSHOOT = 3  # the last op may add helper nodes (parameters, broadcasts) and the root
 PICK_WINDOW = 40  # ops take operands among the last this many nodes
 RECENCY = tuple(0.9**age for age in range(PICK_WINDOW + 1))
@@ -466,8 +466,8 @@ class _Builder:
 
 
 def _build_graph(rng: np.random.Generator, source: str, kind: str, n_nodes: int, n_configurable: int) -> list[_Node]:
-    """``n_nodes`` to ``n_nodes + MAX_OVERSHOOT`` nodes, about ``n_configurable`` of them dot /
-    convolution / reshape (at least one in a layout graph).
+    """``n_nodes`` to about ``n_nodes + MAX_OVERSHOOT`` nodes, ``n_configurable`` of them dot /
+    convolution / reshape (keep ``n_nodes`` >= ``NODES_PER_CONFIGURABLE`` x ``n_configurable``).
 
     Tile graphs (``n_configurable`` 0) end in an elementwise root; layout graphs in a tuple
     of every unconsumed op. Configurable ops are spread evenly through the program."""
@@ -477,13 +477,13 @@ def _build_graph(rng: np.random.Generator, source: str, kind: str, n_nodes: int,
     while len(b.nodes) < n_nodes - 1:
         left = n_nodes - 1 - len(b.nodes)
         need = n_configurable - b.n_configurable
-        if need > 0 and rng.random() < min(1.0, 2.5 * need / left):
+        if need > 0 and rng.random() < min(1.0, 3.0 * need / left):
             b.configurable_op(source)
         elif kind == "tile" and rng.random() < 0.05:
             b.configurable_op(source)  # fused kernels may hold a dot or convolution too
         else:
             b.plain_op()
-    if kind == "layout" and b.n_configurable == 0:
+    while b.n_configurable < n_configurable:  # rare: the budget ran out first
         b.configurable_op(source)
     if kind == "layout":
         b.tuple_root()
@@ -953,6 +953,8 @@ def _make(collection: Collection, split: str, gi: int, preset: Preset, rng: np.r
     if collection.is_tile:
         return make_tile_graph(rng, _draw(rng, (preset.tile_nodes[0], preset.tile_nodes[1] - MAX_OVERSHOOT)), _draw(rng, preset.tile_configs), labelled=labelled)
     size = preset.layout[collection.source]
+    n_configurable = _draw(rng, size.configurable)
+    n_nodes = _draw(rng, (max(size.nodes[0], NODES_PER_CONFIGURABLE * n_configurable), size.nodes[1] - MAX_OVERSHOOT))
     n_configs = _draw(rng, size.configs)
     if split == "test" and preset.layout_test_configs is not None:
         n_configs = preset.layout_test_configs
@@ -960,8 +962,8 @@ def _make(collection: Collection, split: str, gi: int, preset: Preset, rng: np.r
             n_configs += 1
     return make_layout_graph(
         rng,
-        _draw(rng, (size.nodes[0], size.nodes[1] - MAX_OVERSHOOT)),
-        _draw(rng, size.configurable),
+        n_nodes,
+        n_configurable,
         n_configs,
         source=collection.source,
         search=collection.search,
@@ -1005,7 +1007,7 @@ def write_dataset(out: Path | str, preset: str = "small", seed: int = 0, *, over
                     arrays = _make(col, split, gi, spec, rng)
                     write_graph(folder / f"{name}.npz", arrays)
                     if split == "test":
-                        listed = 5 if col.is_tile else min(len(arrays["config_runtime"]), SAMPLE_ROW_MAX)
+                        listed = 5 if col.is_tile else spec.layout_test_configs or len(arrays["config_runtime"])
                         rows.append(f"{col.submission_id(name)},{';'.join(map(str, range(listed)))}")
         (tmp / "sample_submission.csv").write_text("\n".join(rows) + "\n")
         if out.exists():
