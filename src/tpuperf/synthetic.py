@@ -42,8 +42,8 @@ Layout cost model (``layout_runtime``; ns, noise-free)
       kernel's input-feature dim is one of its two minor-most dims (the preferred minor dim
       depends on the op's shape, visible only in node features);
     - reduce: bytes x pad / HBM x ``STRIDED_REDUCE`` unless the reduced dim is minor;
-    - reshape: a bitcast (``BITCAST_FRACTION`` of a copy) when input and output both keep
-      their default layouts, a full copy otherwise.
+    - reshape: a bitcast (``BITCAST_FRACTION`` of a copy) when its input and output layouts
+      are both row-major (last dim minor), a full copy otherwise.
 
     ``random`` collections draw each configurable node's row as the default (-1, with a
     per-graph probability) or independent random permutations; ``default`` collections start
@@ -171,7 +171,10 @@ class LayoutSize:
 
 @dataclass(frozen=True)
 class Preset:
-    """How many graphs of which sizes one generated dataset holds (ranges inclusive)."""
+    """How many graphs of which sizes one generated dataset holds (ranges inclusive).
+
+    Tile config counts are upper bounds: a kernel whose shapes allow fewer distinct tilings
+    gets fewer (the real data has such kernels too)."""
 
     tile_graphs: tuple[int, int, int]  # train, valid, test
     tile_nodes: tuple[int, int]
@@ -570,7 +573,7 @@ def _flops(g: _Parsed, v: int) -> float:
 # Layout cost model
 # =============================================================================================
 class _Energy:
-    """A sum of factor tables over layout variables: const + sum_k table_k[X[:, vars_k]].
+    """A sum of factor tables over layout variables: const + sum_k table_k[X[vars_k]].
 
     A source is a variable id (>= 0) or a fixed layout ``-1 - perm_index`` (< 0)."""
 
@@ -598,9 +601,10 @@ class _Energy:
         self.factors[key] = self.factors[key] + table if key in self.factors else table
 
     def evaluate(self, values: np.ndarray) -> np.ndarray:
-        total = np.full(len(values), self.const)
+        """Energy of every config; ``values`` is (variables, configs)."""
+        total = np.full(values.shape[1], self.const)
         for key, table in self.factors.items():
-            total += table[tuple(values[:, k] for k in key)]
+            total += table[tuple(values[k] for k in key)]
         return total
 
 
@@ -669,7 +673,7 @@ def _layout_energy(g: _Parsed, config_ids: np.ndarray) -> tuple[_Energy, list[tu
     return energy, variables
 
 
-def _configurable_terms(energy: _Energy, g: _Parsed, v: int, src: list[int], pads: list[np.ndarray], out_var: int, in_var, ker_var) -> None:
+def _configurable_terms(energy: _Energy, g: _Parsed, v: int, src: list[int], pads: list[np.ndarray], out_var: int, in_var: int | None, ker_var: int | None) -> None:
     """Dot / convolution / reshape costs; a non-configurable one keeps its operands' layouts."""
     ops = g.operands[v]
     in_var = src[ops[0]] if in_var is None else in_var
@@ -693,12 +697,13 @@ def _configurable_terms(energy: _Energy, g: _Parsed, v: int, src: list[int], pad
 
 
 def _decode_configs(node_config_feat: np.ndarray, variables: list[tuple[int, int, int]]) -> np.ndarray:
-    """(c, 3 nc) perm indices of every layout variable; a group of -1 means the default."""
+    """(3 nc, c) perm indices of every layout variable, one contiguous row per variable;
+    a group of -1 means the default."""
     c = len(node_config_feat)
-    values = np.empty((c, len(variables)), np.int64)
+    values = np.empty((len(variables), c), np.int16)
     for k, (rank, default, col) in enumerate(variables):
         if rank <= 1:
-            values[:, k] = 0
+            values[k] = 0
             continue
         group = node_config_feat[:, k // 3, col : col + rank].astype(np.int64)
         is_default = (group == -1).all(1)
@@ -707,7 +712,7 @@ def _decode_configs(node_config_feat: np.ndarray, variables: list[tuple[int, int
         bad = ~is_default & ((idx < 0) | (group < 0).any(1))
         if bad.any():
             raise ValueError(f"node_config_feat: config {int(np.flatnonzero(bad)[0])}, node {k // 3}: not a layout of rank {rank}")
-        values[:, k] = np.where(is_default, default, idx)
+        values[k] = np.where(is_default, default, idx)
     return values
 
 
@@ -845,16 +850,31 @@ def make_tile_graph(rng: np.random.Generator, n_nodes: int, n_configs: int, *, l
 # Layout configs
 # =============================================================================================
 def _layout_values(rng: np.random.Generator, variables: list[tuple[int, int, int]], n_configs: int, search: str) -> tuple[np.ndarray, np.ndarray]:
-    """(c, 3 nc) perm indices and a (c, nc) mask of rows written as -1 (compiler default)."""
+    """(c, 3 nc) int16 perm indices and a (c, nc) mask of rows written as -1 (compiler default).
+
+    Small dtypes (int16 values, float32 draws) keep a real-scale graph's temporaries well
+    below the size of its node_config_feat."""
     nc = len(variables) // 3
-    n_perms = np.array([len(_perms(r)) for r, _, _ in variables])
-    defaults = np.array([d for _, d, _ in variables])
-    values = np.tile(defaults, (n_configs, 1))
+    n_perms = np.array([len(_perms(r)) for r, _, _ in variables], np.int16)
+    values = np.tile(np.array([d for _, d, _ in variables], np.int16), (n_configs, 1))
     if search == "random":
-        as_default = rng.random((n_configs, nc)) < rng.uniform(0.2, 0.6)
-        drawn = np.floor(rng.random((n_configs, len(variables))) * n_perms).astype(np.int64)
-        values = np.where(np.repeat(as_default, 3, axis=1), values, drawn)
+        as_default = rng.random((n_configs, nc), np.float32) < rng.uniform(0.2, 0.6)
+        drawn = (rng.random(values.shape, np.float32) * n_perms).astype(np.int16)
+        np.copyto(values, drawn, where=~np.repeat(as_default, 3, axis=1))
         return values, as_default
+    choosable = np.flatnonzero(n_perms > 1)
+    n_changes = np.minimum(1 + rng.poisson(DEFAULT_SEARCH_MUTATIONS, n_configs), len(choosable))
+    n_changes[0] = 0  # config 0 is the compiler default itself
+    keys = rng.random((n_configs, len(choosable)), np.float32)  # the n smallest keys of a row pick its variables
+    kth = np.sort(keys, axis=1)[np.arange(n_configs), np.maximum(n_changes - 1, 0)]
+    mutate = np.zeros(values.shape, bool)
+    mutate[:, choosable] = (keys <= kth[:, None]) & (n_changes[:, None] > 0)
+    del keys
+    offset = 1 + (rng.random(values.shape, np.float32) * (n_perms - 1)).astype(np.int16)
+    np.copyto(values, (values + offset) % np.maximum(n_perms, 1), where=mutate)
+    changed = mutate.reshape(n_configs, nc, 3).any(axis=2)
+    as_default = ~changed & (rng.random((n_configs, nc), np.float32) < 0.05)
+    return values, as_default
     choosable = np.flatnonzero(n_perms > 1)
     n_changes = np.minimum(1 + rng.poisson(DEFAULT_SEARCH_MUTATIONS, n_configs), len(choosable))
     n_changes[0] = 0  # config 0 is the compiler default itself
