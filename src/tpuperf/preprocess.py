@@ -6,7 +6,8 @@ Two passes over one collection, each file processed in a joblib worker:
    its arrays (node features still raw) into a temp dir next to the cache, and return the
    per-column moments of its node features (and tile config features) when it is a TRAIN
    graph. A big layout file's ``node_config_feat`` is streamed chunk by chunk into an int8
-   memory-mapped ``.npy``, so memory stays bounded by the chunk size whatever the file's size.
+   ``.npy`` (deduped on the way), so memory stays bounded by the chunk size whatever the
+   file's size; training then memory-maps that file.
 2. Merge the train moments into the transform (``stats.json``) and rewrite every graph's
    feature arrays transformed. Only train moments ever reach the transform: valid/test data
    cannot leak into it. Pass 1 writes every split at once so that each file (up to GBs
@@ -184,21 +185,25 @@ def _shrink_npy(path: Path, rows: int) -> None:
 def _write_layout_configs(path: Path, out: Path, runtime: np.ndarray, dedup: bool, chunk_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """Stream ``node_config_feat`` into ``out`` (int8 .npy), dropping repeats when ``dedup``.
 
+    Chunks are appended with plain buffered writes rather than through a memory map: a map's
+    written pages count in the process's RSS until it is closed (1 GB for a 60k x 1000-node
+    graph), while written file data leaves RSS at about the chunk size. The header is
+    written for all ``c`` configs and shrunk to the number kept at the end.
     Returns (config_ids, runtime) of the configs written, in file order.
     """
     c, nc, _ = read_header(path)["node_config_feat"].shape
     deduper = ConfigDeduper(runtime) if dedup else None
-    dest = np.lib.format.open_memmap(out, mode="w+", dtype=np.int8, shape=(c, nc, LAYOUT_CONFIG_DIM))
     written = start = 0
-    for chunk in iter_chunks(path, "node_config_feat", chunk_bytes):
-        codes = _layout_codes(path, chunk)
-        if deduper is not None:
-            codes = codes[deduper.add(codes, start)]
-        dest[written : written + len(codes)] = codes
-        written += len(codes)
-        start += len(chunk)
-    dest.flush()
-    del dest
+    with open(out, "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int8)), "fortran_order": False, "shape": (c, nc, LAYOUT_CONFIG_DIM)}
+        np.lib.format.write_array_header_1_0(fh, header)
+        for chunk in iter_chunks(path, "node_config_feat", chunk_bytes):
+            codes = _layout_codes(path, chunk)
+            if deduper is not None:
+                codes = codes[deduper.add(codes, start)]
+            fh.write(codes.tobytes())
+            written += len(codes)
+            start += len(chunk)
     if written < c:
         _shrink_npy(out, written)
     if deduper is None:
