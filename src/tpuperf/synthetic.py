@@ -108,7 +108,7 @@ MINOR_TILE_FLOORS = (32, 2)  # smallest tile an autotuner tries on the minor, se
 VMEM_BYTES = 2 << 20
 SPILL_SLOPE = 3.0
 TILE_NOISE_SIGMA = 0.02
-LAYOUT_NOISE_SIGMA = 0.003
+LAYOUT_NOISE_SIGMA = 0.002
 DEFAULT_SEARCH_MUTATIONS = 3.0  # mean extra layout variables a default-search config changes
 LANES, SUBLANES = 128, 8
 
