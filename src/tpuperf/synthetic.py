@@ -797,11 +797,13 @@ def _tile_choices(dim: int, floor: int) -> np.ndarray:
 
 
 def _sample_tiles(rng: np.random.Generator, dims: tuple[int, ...], layout: tuple[int, ...], n: int) -> np.ndarray:
-    """Up to n random tilings of a tensor into at most ``MAX_TILES`` tiles."""
+    """Up to n tilings of a tensor into at most ``MAX_TILES`` tiles; the first is the
+    whole tensor as one tile, so there is always at least one."""
     floors = [1] * len(dims)
     for rank_from_minor, floor in zip(layout, MINOR_TILE_FLOORS):
         floors[rank_from_minor] = floor
-    tiles = np.stack([rng.choice(_tile_choices(d, f), size=n) for d, f in zip(dims, floors)], axis=1).astype(np.float64)
+    tiles = np.stack([rng.choice(_tile_choices(d, f), size=n - 1) for d, f in zip(dims, floors)], axis=1)
+    tiles = np.concatenate([np.asarray(dims, np.float64)[None, :], tiles])
     return tiles[np.prod(np.ceil(np.asarray(dims) / tiles), axis=1) <= MAX_TILES]
 
 
@@ -833,7 +835,7 @@ def make_tile_graph(rng: np.random.Generator, n_nodes: int, n_configs: int, *, l
     config_feat[:, TILE_KERNEL : TILE_KERNEL + 8] = _tile_bounds(in_t)
     config_feat[:, TILE_OUTPUT : TILE_OUTPUT + 8] = _tile_bounds(out_t)
     _, first = np.unique(config_feat, axis=0, return_index=True)
-    config_feat = config_feat[np.sort(first)[:n_configs]]
+    config_feat = config_feat[rng.permutation(np.sort(first)[:n_configs])]  # the one-tile config anywhere
     c = len(config_feat)
     if labelled:
         default = np.zeros((1, 24), np.float32)
