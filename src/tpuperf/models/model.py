@@ -3,11 +3,13 @@ config-dependent GNN per configuration, pooled to one runtime-like score per con
 
     h = NodeEncoder(graph)                        [N, D]    once per graph
     h = ResidualBlock(conv)(h)  x shared_layers   [N, D]    once per graph
-    z = h + ConfigEncoder(graph)                  [N, C, D] configs join here
-    z = ResidualBlock(conv)(z)  x config_layers   [N, C, D] per config
+    z = Dense(h) + ConfigEncoder(graph)           [N, C, Dc] configs join here
+    z = ResidualBlock(conv)(z)  x config_layers   [N, C, Dc] per config
     score = RuntimeHead(z)                        [G, C]    lower = predicted faster
 
-The split is the speed lever: the shared layers run once for the C configs of a batch item.
+The split is the speed lever: the shared layers run once for the C configs of a batch item,
+and the per-config layers can be narrower (``config_units`` Dc < D): their cost is C times
+that of a shared layer of the same width.
 The official-style baseline is the same composition with ``shared_layers=0``: configuration
 features join at the input and every layer runs per configuration (tpuperf.models.build_model).
 """
@@ -27,6 +29,7 @@ class RankingModel(tf.keras.Model):
         kind: str,
         conv: str = "chebsage",
         units: int = 64,
+        config_units: int | None = None,
         shared_layers: int = 2,
         config_layers: int = 2,
         cheb_order: int = 3,
@@ -41,6 +44,7 @@ class RankingModel(tf.keras.Model):
             kind=kind,
             conv=conv,
             units=units,
+            config_units=config_units,
             shared_layers=shared_layers,
             config_layers=config_layers,
             cheb_order=cheb_order,
@@ -51,17 +55,19 @@ class RankingModel(tf.keras.Model):
         )
         if config_layers < 1:
             raise ValueError("config_layers must be >= 1: configurations need message passing to interact")
+        config_units = config_units or units
         self.node_encoder = NodeEncoder(units, opcode_vocab, opcode_dim)
-        self.config_encoder = ConfigEncoder(units, kind)
         self.shared_blocks = [ResidualBlock(conv, units, cheb_order, dropout) for _ in range(shared_layers)]
-        self.config_blocks = [ResidualBlock(conv, units, cheb_order, dropout) for _ in range(config_layers)]
-        self.head = RuntimeHead(units, readout)
+        self.to_config_width = tf.keras.layers.Dense(config_units)
+        self.config_encoder = ConfigEncoder(config_units, kind)
+        self.config_blocks = [ResidualBlock(conv, config_units, cheb_order, dropout) for _ in range(config_layers)]
+        self.head = RuntimeHead(config_units, readout)
 
     def call(self, graph: tfgnn.GraphTensor, training: bool = False) -> tf.Tensor:
         state = self.node_encoder(graph)
         for block in self.shared_blocks:
             state = block(graph, state, training=training)
-        state = tf.expand_dims(state, 1) + self.config_encoder(graph)
+        state = tf.expand_dims(self.to_config_width(state), 1) + self.config_encoder(graph)
         for block in self.config_blocks:
             state = block(graph, state, training=training)
         return self.head(graph, state)[:-1]  # the last component is padding

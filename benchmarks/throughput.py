@@ -1,0 +1,100 @@
+"""Training and inference throughput (configs/s) of each model on the same cached batches.
+
+Usage: python benchmarks/throughput.py [--cache cache] [--collection layout-xla-random]
+       [--models chebsage baseline] [--steps 20] [--params params.yaml]
+
+Every model sees the very same padded batches (same static shape), so the ratio between
+models is measured in one run on one machine. Configs/s counts real (unpadded) configs.
+Prints one line per model and the ratio of each to the baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import tpuperf  # noqa: F401
+import tensorflow as tf
+
+from tpuperf.cache import CollectionCache
+from tpuperf.config import load_params
+from tpuperf.graph import make_dataset, plan_batch_shape
+from tpuperf.losses import get_loss
+from tpuperf.models import build_model
+from tpuperf.train import TrainSettings, batch_stream
+
+
+def measure(model_params: dict, kind: str, train_batches, predict_batches, settings: TrainSettings) -> dict:
+    """Seconds per step after a warm-up step (compilation excluded) for train and predict."""
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(kind, model_params)
+    loss_fn = get_loss(settings.loss, **settings.loss_args)
+    optimizer = tf.keras.optimizers.Adam(settings.learning_rate)
+
+    @tf.function(jit_compile=settings.jit_compile)
+    def train_step(graph, runtime):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(runtime, model(graph, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    forward = tf.function(lambda graph: model(graph, training=False), jit_compile=settings.jit_compile)
+    out = {"params": int(0)}
+    for name, batches, fn in (("train", train_batches, lambda g, r: train_step(g, r)), ("predict", predict_batches, lambda g, r: forward(g))):
+        fn(*batches[0][0])  # compile
+        if name == "train":
+            out["params"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+        start = time.perf_counter()
+        for (graph, runtime), _ in batches[1:]:
+            result = fn(graph, runtime)
+        np.asarray(result)  # wait for the last step
+        seconds = time.perf_counter() - start
+        configs = sum(n for _, n in batches[1:])
+        out[f"{name}_configs_per_s"] = configs / seconds
+        out[f"{name}_ms_per_step"] = 1000 * seconds / (len(batches) - 1)
+    return out
+
+
+def collect(dataset_fn, steps: int) -> list:
+    batches = []
+    for graph, runtime in dataset_fn().take(steps + 1):
+        batches.append(((graph, runtime), int(np.count_nonzero(runtime.numpy()))))
+    return batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--cache", default=None, help="cache root (default: preprocess.out)")
+    parser.add_argument("--collection", default="layout-xla-random")
+    parser.add_argument("--models", nargs="+", default=["chebsage", "sage", "cheb", "baseline"])
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    settings = TrainSettings.from_params(params["train"])
+    cache = CollectionCache(args.cache or params["preprocess"]["out"], args.collection)
+    kind = cache.collection.kind
+    graphs = list(cache.graphs("train"))
+    shape = plan_batch_shape(graphs, settings.graphs_per_batch, settings.configs_per_graph, settings.batch_slack)
+    pshape = plan_batch_shape(graphs, settings.graphs_per_batch, settings.predict_configs_per_graph, settings.batch_slack)
+    samples = settings.samples_per_graph[kind]
+    train_batches = collect(lambda: make_dataset(lambda: batch_stream(graphs, shape, samples, 0), shape, kind, cache.node_feat_dim), args.steps)
+    predict_batches = collect(lambda: make_dataset(lambda: batch_stream(graphs, pshape, 1, 1), pshape, kind, cache.node_feat_dim), args.steps)
+    print(f"{cache.collection.name}: train batch {shape}, predict batch {pshape}, jit_compile={settings.jit_compile}, "
+          f"{args.steps} timed steps each")
+    results = {name: measure(params["models"][name], kind, train_batches, predict_batches, settings) for name in args.models}
+    base = results.get("baseline")
+    for name, r in results.items():
+        ratio = ""
+        if base and name != "baseline":
+            ratio = (f"  | vs baseline: train x{r['train_configs_per_s'] / base['train_configs_per_s']:.2f}, "
+                     f"predict x{r['predict_configs_per_s'] / base['predict_configs_per_s']:.2f}")
+        print(f"{name:>9}: {r['params']:>7} params, train {r['train_configs_per_s']:8.0f} configs/s "
+              f"({r['train_ms_per_step']:.0f} ms/step), predict {r['predict_configs_per_s']:8.0f} configs/s "
+              f"({r['predict_ms_per_step']:.0f} ms/step){ratio}")
+
+
+if __name__ == "__main__":
+    main()
