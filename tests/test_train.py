@@ -1,0 +1,166 @@
+"""K-fold training on a tiny synthetic cache: outputs, resume after an interruption, bad input."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from tpuperf.collection import get_collection
+from tpuperf.preprocess import PreprocessSettings, preprocess_collection
+from tpuperf.synthetic import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+COLLECTION = get_collection("layout:xla:random")
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    write_dataset(root / "data", preset="tiny", seed=0)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    settings = PreprocessSettings.from_params(params)
+    preprocess_collection(root / "data", root / "cache", COLLECTION, settings, progress=False)
+    return root / "cache"
+
+
+def small_params(cache: Path, out: Path, **train) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["preprocess"]["out"] = str(cache)
+    params["train"].update(dict(
+        folds=2, epochs=3, patience=5, graphs_per_batch=2, configs_per_graph=8, predict_configs_per_graph=16,
+        samples_per_graph={"tile": 1, "layout": 2}, eval_configs=16, jit_compile=False, verbose=0,
+        runs_dir=str(out / "runs"), checkpoints_dir=str(out / "checkpoints"),
+    ), **train)
+    for model in params["models"].values():
+        model.update(units=8, config_units=8, shared_layers=1, config_layers=1)
+    return params
+
+
+def test_folds_are_deterministic_balanced_and_need_enough_graphs():
+    from tpuperf.train import TrainingError, assign_folds
+
+    ids = [f"g{i}" for i in range(10)]
+    folds = assign_folds(ids, 3, seed=1)
+    assert folds == assign_folds(list(reversed(ids)), 3, seed=1)
+    assert sorted(np.bincount(list(folds.values()))) == [3, 3, 4]
+    assert folds != assign_folds(ids, 3, seed=2)
+    with pytest.raises(TrainingError, match="only 2 training graphs for 3 folds"):
+        assign_folds(["a", "b"], 3, seed=0)
+
+
+def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
+    from tpuperf.cache import CollectionCache
+    from tpuperf.graph import plan_batch_shape
+    from tpuperf.train import batch_stream
+
+    graphs = list(CollectionCache(tiny_cache, COLLECTION).graphs("train"))
+    shape = plan_batch_shape(graphs, 2, 8, 1.0)
+
+    def signature(batch):
+        return [(item.graph.graph_id, tuple(item.rows)) for item in batch]
+
+    stream = batch_stream(graphs, shape, samples=3, seed=5)
+    first = [signature(next(stream)) for _ in range(12)]
+    again = batch_stream(graphs, shape, samples=3, seed=5)
+    assert [signature(next(again)) for _ in range(12)] == first
+    resumed = batch_stream(graphs, shape, samples=3, seed=5, start_batch=7)
+    assert [signature(next(resumed)) for _ in range(5)] == first[7:]
+    assert len({gid for batch in first for gid, _ in batch}) == len(graphs)
+
+
+def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tmp_path):
+    from tpuperf.cache import CollectionCache
+    from tpuperf.train import train_collection
+
+    params = small_params(tiny_cache, tmp_path)
+    metrics = train_collection(COLLECTION, "chebsage", params)
+    run = tmp_path / "runs" / COLLECTION.slug / "chebsage"
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert [f["fold"] for f in metrics["folds"]] == [0, 1]
+    assert metrics["metric"] == "kendall_tau" and -1 <= metrics["oof_score"] <= 1
+
+    cache = CollectionCache(tiny_cache, COLLECTION)
+    oof_ids = set()
+    for fold in (0, 1):
+        frame = pl.read_parquet(run / "predictions" / f"fold_{fold}.parquet")
+        for split in ("valid", "test"):
+            part = frame.filter(pl.col("split") == split)
+            expected = sum(g.num_configs for g in cache.graphs(split))
+            assert part.height == expected
+            assert set(part["graph_id"]) == set(cache.graph_ids(split))
+        assert frame["pred"].is_finite().all()
+        oof_ids |= set(frame.filter(pl.col("split") == "oof")["graph_id"])
+    assert oof_ids == set(cache.graph_ids("train"))  # every train graph is out-of-fold exactly once
+    curves = run / "live" / "plots" / "metrics" / "fold_0" / "oof_score.tsv"
+    assert len(curves.read_text().strip().splitlines()) == 1 + params["train"]["epochs"]
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch):
+    from tpuperf import train
+
+    straight = train.train_collection(COLLECTION, "sage", small_params(tiny_cache, tmp_path / "a"))
+
+    real_end_epoch = train.FoldRunner.end_epoch
+    calls = {"n": 0}
+
+    def killed_after_second_epoch(self, epoch, logs, seconds):
+        real_end_epoch(self, epoch, logs, seconds)  # checkpoint written first, as in a real run
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(train.FoldRunner, "end_epoch", killed_after_second_epoch)
+    params_b = small_params(tiny_cache, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        train.train_collection(COLLECTION, "sage", params_b)
+    assert not (tmp_path / "b" / "runs" / COLLECTION.slug / "sage" / "metrics.json").exists()
+    state = json.loads((tmp_path / "b" / "checkpoints" / COLLECTION.slug / "sage" / "fold_0" / "state.json").read_text())
+    assert state["epochs_done"] == 2 and not state["finished"]
+
+    monkeypatch.setattr(train.FoldRunner, "end_epoch", real_end_epoch)
+    resumed = train.train_collection(COLLECTION, "sage", params_b)
+    for a, b in zip(straight["folds"], resumed["folds"]):
+        assert a["best_epoch"] == b["best_epoch"]
+        assert a["oof_score"] == pytest.approx(b["oof_score"], abs=1e-6)
+        assert a["valid_score"] == pytest.approx(b["valid_score"], abs=1e-6)
+    frame_a = pl.read_parquet(tmp_path / "a" / "runs" / COLLECTION.slug / "sage" / "predictions" / "fold_0.parquet")
+    frame_b = pl.read_parquet(tmp_path / "b" / "runs" / COLLECTION.slug / "sage" / "predictions" / "fold_0.parquet")
+    np.testing.assert_allclose(frame_a["pred"].to_numpy(), frame_b["pred"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_changed_settings_do_not_resume_a_stale_checkpoint(tiny_cache, tmp_path, capsys):
+    from tpuperf.train import train_collection
+
+    params = small_params(tiny_cache, tmp_path, epochs=1)
+    train_collection(COLLECTION, "cheb", params)
+    changed = copy.deepcopy(params)
+    changed["train"]["learning_rate"] = 0.01
+    train_collection(COLLECTION, "cheb", changed)
+    assert "settings changed since this checkpoint" in capsys.readouterr().out
+
+
+def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
+    from tpuperf.cache import CacheError
+    from tpuperf.train import TrainingError, train_collection
+
+    with pytest.raises(CacheError, match="missing: run `dvc repro preprocess`"):
+        train_collection(COLLECTION, "chebsage", small_params(tmp_path / "nowhere", tmp_path))
+    with pytest.raises(TrainingError, match="training graphs for 50 folds"):
+        train_collection(COLLECTION, "chebsage", small_params(tiny_cache, tmp_path, folds=50))
+    with pytest.raises(KeyError, match="no 'transformer'"):
+        train_collection(COLLECTION, "transformer", small_params(tiny_cache, tmp_path))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_nan_loss_stops_with_a_clear_error_and_no_predictions(tiny_cache, tmp_path):
+    from tpuperf.train import TrainingError, train_collection
+
+    params = small_params(tiny_cache, tmp_path, learning_rate=float("nan"))
+    with pytest.raises(TrainingError, match="loss became nan"):
+        train_collection(COLLECTION, "sage", params)
+    assert not (tmp_path / "runs" / COLLECTION.slug / "sage" / "predictions").exists()
