@@ -123,6 +123,34 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernels_build(args: argparse.Namespace) -> int:
+    from tpuperf.config import load_params
+    from tpuperf.kernels import KernelError, build_kernels
+
+    try:
+        build_kernels(load_params(args.params), args.out, collections=args.collections, models=args.models,
+                      download=args.download_wheels)
+    except (KernelError, FileNotFoundError, ValueError) as exc:
+        print(f"tpuperf kernels build failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _kernels_push(args: argparse.Namespace) -> int:
+    from tpuperf.config import load_params
+    from tpuperf.kernels import KernelError, KernelSettings, push_kernels
+
+    try:
+        wait = KernelSettings.from_params(load_params(args.params)).dataset_wait_seconds
+        pushed = push_kernels(args.dir, message=args.message, create=args.create, kernels_only=args.kernels_only,
+                              wait_seconds=wait)
+    except (KernelError, FileNotFoundError) as exc:
+        print(f"tpuperf kernels push failed: {exc}", file=sys.stderr)
+        return 1
+    print("pushed; watch with: " + "; ".join(f"kaggle kernels status {k}" for k in pushed))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tpuperf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=Path, help="also require the sample's exact ID set")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_submit)
+
+    p = sub.add_parser("kernels", help="Kaggle TPU kernels running this pipeline (kernels/README.md)")
+    ksub = p.add_subparsers(dest="kernels_command", required=True)
+    k = ksub.add_parser("build", help="write the wheel bundle dataset + one kernel folder per collection (params: kernels.*)")
+    k.add_argument("--out", type=Path, default=Path("build/kernels"))
+    k.add_argument("--params", type=Path, default=Path("params.yaml"))
+    k.add_argument("--collections", nargs="+", help="default: kernels.collections")
+    k.add_argument("--models", nargs="+", help="default: kernels.models")
+    k.add_argument("--download-wheels", action="store_true",
+                   help="pip download kernels/requirements-kernel.txt into kernels.wheelhouse first (needs the network)")
+    k.set_defaults(func=_kernels_build)
+    k = ksub.add_parser("push", help="kaggle datasets version (or create) the bundle, then kaggle kernels push each kernel")
+    k.add_argument("--dir", type=Path, default=Path("build/kernels"), help="output of tpuperf kernels build")
+    k.add_argument("--params", type=Path, default=Path("params.yaml"))
+    k.add_argument("-m", "--message", help="dataset version note (default: tpuperf version + source fingerprint)")
+    k.add_argument("--create", action="store_true", help="first push: kaggle datasets create instead of version")
+    k.add_argument("--kernels-only", action="store_true", help="push the kernels without a new bundle version")
+    k.set_defaults(func=_kernels_push)
 
     return parser
 

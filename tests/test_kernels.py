@@ -1,0 +1,398 @@
+"""Kaggle kernels without Kaggle: metadata, build + push through a fake ``kaggle`` executable, the
+built entry script run locally on tiny synthetic data, and the environment checks."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tpuperf import kernel_entry
+from tpuperf.cli import main
+from tpuperf.collection import COLLECTIONS, get_collection
+from tpuperf.kernel_entry import (
+    KernelEnvironmentError,
+    Requirement,
+    check_versions,
+    find_mount,
+    is_bundle,
+    plan_install,
+    read_manifest,
+)
+from tpuperf.kernels import (
+    KernelError,
+    KernelSettings,
+    build_kernels,
+    download_wheels,
+    plan_kernels,
+    read_requirements,
+    source_fingerprint,
+    wait_until_ready,
+)
+from tpuperf.submission import read_fold_predictions
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIREMENTS = REPO / "kernels" / "requirements-kernel.txt"
+USER = "someone"
+COMPETITION = "predict-ai-model-runtime"
+SLUGS = [f"tpuperf-{c.slug}" for c in COLLECTIONS]
+TINY_MODEL = {"conv": "sage", "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 2,
+              "opcode_vocab": 128, "opcode_dim": 4, "dropout": 0.0, "readout": "sum"}
+
+FAKE_KAGGLE = """#!{python}
+# Stands in for the kaggle CLI: logs its arguments and answers like the real one (or fails as told).
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_KAGGLE_LOG"], "a") as fh:
+    fh.write(json.dumps(args) + "\\n")
+if os.environ.get("FAKE_KAGGLE_FAIL") == " ".join(args[:2]):
+    print("Kernel push error: Notebook not found")  # the real CLI exits 0 on this
+    sys.exit(0)
+if args[:2] == ["datasets", "status"]:
+    state = os.environ["FAKE_KAGGLE_LOG"] + ".polls"
+    polls = int(open(state).read()) if os.path.exists(state) else 0
+    open(state, "w").write(str(polls + 1))
+    print("ready" if polls >= int(os.environ.get("FAKE_KAGGLE_PENDING", "0")) else "pending")
+elif args[:2] == ["kernels", "push"]:
+    print("Kernel version 1 successfully pushed.  Please check progress at https://www.kaggle.com/code/x")
+else:
+    print("Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/x")
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_kaggle_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def fake_wheelhouse(root: Path) -> Path:
+    """An empty (but well-named) wheel for every pin in the real requirements file."""
+    root.mkdir(parents=True, exist_ok=True)
+    for req in read_requirements(REQUIREMENTS):
+        zipfile.ZipFile(root / f"{req.name.replace('-', '_')}-{req.version}-py3-none-any.whl", "w").close()
+    return root
+
+
+def small_params(root: Path) -> dict:
+    """The repo's params.yaml with a tiny model, 2 folds, 1 epoch: what the kernels embed."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["models"] = {"tiny": TINY_MODEL}
+    params["train"].update(folds=2, epochs=1, graphs_per_batch=4, configs_per_graph=16, predict_configs_per_graph=64)
+    params["kernels"].update(username=USER, models=["tiny"], require_tpu=False, requirements=str(REQUIREMENTS),
+                             wheelhouse=str(fake_wheelhouse(root / "wheelhouse")))
+    params["kernels"]["overrides"] = {"data": {"jobs": 1}, "preprocess": {"jobs": 1},
+                                      "train": {"strategy": "auto", "jit_compile": True, "verbose": 0}}
+    return params
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tpuperf kernels build`` (the CLI) of the small params: five kernels and the bundle."""
+    root = tmp_path_factory.mktemp("kernels")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params(root)))
+    out = root / "build" / "kernels"
+    assert main(["kernels", "build", "--out", str(out), "--params", str(params)]) == 0
+    return out
+
+
+# ---------------------------------------------------------------- (1) metadata
+
+
+def test_kernel_metadata_fields(built: Path):
+    folders = sorted(p.name for p in built.iterdir() if p.is_dir() and p.name != "bundle")
+    assert folders == sorted(SLUGS)
+    slugify = pytest.importorskip("slugify").slugify
+    for slug in SLUGS:
+        meta = json.loads((built / slug / "kernel-metadata.json").read_text())
+        assert meta == {
+            "id": f"{USER}/{slug}", "title": meta["title"], "code_file": f"{slug}.py", "language": "python",
+            "kernel_type": "script", "is_private": True, "enable_gpu": False, "enable_tpu": True,
+            "enable_internet": False, "machine_shape": "TpuV5E8", "dataset_sources": [f"{USER}/tpuperf-bundle"],
+            "competition_sources": [COMPETITION], "kernel_sources": [], "model_sources": [],
+        }
+        assert slugify(meta["title"]) == slug and 5 <= len(meta["title"]) <= 50  # Kaggle links title and slug
+        assert (built / slug / meta["code_file"]).is_file()
+    dataset = json.loads((built / "bundle" / "dataset-metadata.json").read_text())
+    assert dataset == {"title": "tpuperf kernel bundle", "id": f"{USER}/tpuperf-bundle", "licenses": [{"name": "other"}]}
+
+
+def test_real_kaggle_cli_accepts_the_metadata(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The installed kaggle package's own kernels_push validation, up to the request it would send."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", "not-a-key")
+    extended = pytest.importorskip("kaggle.api.kaggle_api_extended")
+    sent = []
+
+    class Client:  # what build_kaggle_client() returns, reduced to the one call kernels_push makes
+        def __enter__(self):
+            self.kernels = type("K", (), {"kernels_api_client": type("A", (), {"save_kernel": lambda _, r: sent.append(r)})()})()
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    api = extended.KaggleApi()
+    monkeypatch.setattr(api, "build_kaggle_client", lambda: Client())
+    folder = built / "tpuperf-layout-nlp-random"
+    api.kernels_push(str(folder))
+    (request,) = sent
+    assert (request.slug, request.language, request.kernel_type) == (f"{USER}/tpuperf-layout-nlp-random", "python", "script")
+    assert (request.enable_tpu, request.enable_gpu, request.enable_internet, request.is_private) == (True, False, False, True)
+    assert request.machine_shape == "TpuV5E8"
+    assert request.competition_data_sources == [COMPETITION]
+    assert request.dataset_data_sources == [f"{USER}/tpuperf-bundle"]
+    assert request.text == (folder / "tpuperf-layout-nlp-random.py").read_text()
+
+
+def test_generated_script_is_kernel_entry_plus_config(built: Path):
+    script = (built / "tpuperf-tile-xla" / "tpuperf-tile-xla.py").read_text()
+    assert Path(kernel_entry.__file__).read_text() in script  # the module verbatim: no second copy to drift
+    tree = ast.parse(script)
+    (config_node,) = [n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "CONFIG"]
+    config = ast.literal_eval(config_node.value)
+    manifest = json.loads((built / "bundle" / "bundle.json").read_text())
+    assert config["collections"] == ["tile:xla"] and config["models"] == ["tiny"]
+    assert config["source_sha256"] == manifest["source_sha256"] == source_fingerprint(REPO / "src" / "tpuperf")
+    assert config["bundle_id"] == manifest["dataset_id"] == f"{USER}/tpuperf-bundle"
+    assert "kernels" not in config["params"]
+    assert config["params"]["train"]["strategy"] == "auto" and config["params"]["train"]["jit_compile"] is True
+    assert config["params"]["train"]["folds"] == 2  # the local train.folds, which ensemble.py checks
+
+
+def test_bundle_holds_the_package_wheel_and_the_extra_wheels(built: Path):
+    bundle = built / "bundle"
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    wheel = bundle / manifest["tpuperf_wheel"]
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        assert zf.read("tpuperf/kernel_entry.py") == (REPO / "src/tpuperf/kernel_entry.py").read_bytes()
+        entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert {"tpuperf/train.py", "tpuperf/cli.py", "tpuperf/models/model.py"} <= names
+    assert not any("__pycache__" in n for n in names)
+    assert "tpuperf = tpuperf.cli:main" in entry_points
+    pins = {(r["name"], r["version"]) for r in manifest["requirements"]}
+    assert ("tensorflow-gnn", "1.0.3") in pins and {v for n, v in pins if n == "tf-keras"} >= {"2.18.0", "2.21.0"}
+    wheels = {p.name for p in bundle.glob("*.whl")}
+    assert {f"{n.replace('-', '_')}-{v}-py3-none-any.whl" for n, v in pins} | {wheel.name} == wheels
+
+
+def test_per_model_kernels_and_title_limits():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["kernels"].update(username=USER, per_model=True)
+    settings = KernelSettings.from_params(params)
+    plans = plan_kernels(settings, COLLECTIONS, ["chebsage", "baseline"])
+    assert [p.slug for p in plans[:2]] == ["tpuperf-tile-xla-chebsage", "tpuperf-tile-xla-baseline"]
+    assert len(plans) == 10 and all(len(p.models) == 1 for p in plans)
+    params["kernels"].update(prefix="x" * 40)
+    with pytest.raises(KernelError, match="Kaggle accepts 5 to 50"):
+        plan_kernels(KernelSettings.from_params(params), COLLECTIONS, ["chebsage"])
+
+
+# ---------------------------------------------------------------- build refusals
+
+
+def test_build_refuses_missing_wheels_tensorflow_pins_and_no_username(tmp_path: Path):
+    params = small_params(tmp_path)
+    (Path(params["kernels"]["wheelhouse"]) / "tf_keras-2.18.0-py3-none-any.whl").unlink()
+    with pytest.raises(KernelError, match=r"has no wheel for tf-keras==2\.18\.0: run `tpuperf kernels build --download-wheels`"):
+        build_kernels(params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    bad = tmp_path / "req.txt"
+    bad.write_text("tensorflow-tpu==2.18.0\n")
+    with pytest.raises(KernelError, match="tensorflow-tpu must not be bundled"):
+        read_requirements(bad)
+    bad.write_text("polars>=1\n")
+    with pytest.raises(KernelError, match=r"req.txt:1: 'polars>=1' is not an exact pin"):
+        read_requirements(bad)
+    params["kernels"]["username"] = None
+    with pytest.raises(KernelError, match="set kernels.username in params.yaml or export KAGGLE_USERNAME"):
+        build_kernels(params, tmp_path / "out")
+
+
+def test_download_wheels_commands(tmp_path: Path):
+    calls = []
+
+    def run(cmd, **_):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    reqs = [Requirement("tf-keras", "2.18.0", True), Requirement("tf-keras", "2.21.0", True),
+            Requirement("polars", "2.1.0", False), Requirement("dvclive", "3.49.1", False)]
+    download_wheels(reqs, tmp_path / "wh", ["3.10", "3.11"], ["manylinux2014_x86_64"], run)
+    common = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--platform",
+              "manylinux2014_x86_64", "--implementation", "cp", "--only-binary=:all:"]
+    expected = [common + ["--python-version", v, "--dest", str(tmp_path / "wh"), *specs]
+                for v in ("3.10", "3.11")
+                for specs in (["--no-deps", "tf-keras==2.18.0"], ["--no-deps", "tf-keras==2.21.0"], ["polars==2.1.0", "dvclive==3.49.1"])]
+    assert calls == expected
+
+
+# ---------------------------------------------------------------- (2) push through a fake kaggle
+
+
+@pytest.fixture
+def fake_kaggle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "kaggle"
+    exe.write_text(FAKE_KAGGLE.format(python=sys.executable))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    log = tmp_path / "kaggle-calls.jsonl"
+    monkeypatch.setenv("FAKE_KAGGLE_LOG", str(log))
+    return log
+
+
+def calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_push_versions_the_bundle_waits_then_pushes_each_kernel(built: Path, fake_kaggle: Path, capsys):
+    params = REPO / "params.yaml"
+    assert main(["kernels", "push", "--dir", str(built), "--params", str(params)]) == 0
+    manifest = json.loads((built / "bundle" / "bundle.json").read_text())
+    note = f"tpuperf 0.1.0 source {manifest['source_sha256'][:12]}"
+    assert calls(fake_kaggle) == [
+        ["datasets", "version", "-p", str(built / "bundle"), "-m", note, "--dir-mode", "zip"],
+        ["datasets", "status", f"{USER}/tpuperf-bundle"],
+        *[["kernels", "push", "-p", str(built / slug)] for slug in sorted(SLUGS)],
+    ]
+    assert f"kaggle kernels status {USER}/tpuperf-tile-xla" in capsys.readouterr().out
+
+    fake_kaggle.unlink()
+    assert main(["kernels", "push", "--dir", str(built), "--params", str(params), "--create", "-m", "first"]) == 0
+    assert calls(fake_kaggle)[0] == ["datasets", "create", "-p", str(built / "bundle"), "--dir-mode", "zip"]
+    fake_kaggle.unlink()
+    assert main(["kernels", "push", "--dir", str(built), "--params", str(params), "--kernels-only"]) == 0
+    assert [c[:2] for c in calls(fake_kaggle)] == [["kernels", "push"]] * 5
+
+
+def test_push_failures_are_clear(built: Path, fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    params = REPO / "params.yaml"
+    monkeypatch.setenv("FAKE_KAGGLE_FAIL", "kernels push")
+    assert main(["kernels", "push", "--dir", str(built), "--params", str(params)]) == 1
+    err = capsys.readouterr().err
+    assert "kaggle kernels push (tpuperf-layout-nlp-default) failed (exit code 0)" in err
+    assert "Kernel push error: Notebook not found" in err
+    assert [c[:2] for c in calls(fake_kaggle)][-1] == ["kernels", "push"]  # stopped at the first failure
+    assert sum(c[:2] == ["kernels", "push"] for c in calls(fake_kaggle)) == 1
+
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent.parent / "no-such-bin"))
+    assert main(["kernels", "push", "--dir", str(built), "--params", str(params)]) == 1
+    assert "the `kaggle` command is not on PATH" in capsys.readouterr().err
+    assert main(["kernels", "push", "--dir", str(built / "nothing"), "--params", str(params)]) == 1
+    assert "run `tpuperf kernels build` first" in capsys.readouterr().err
+
+
+def test_wait_until_ready_polls(fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FAKE_KAGGLE_PENDING", "2")
+    wait_until_ready("kaggle", f"{USER}/tpuperf-bundle", timeout=60, run=subprocess.run, poll_seconds=0)
+    assert calls(fake_kaggle) == [["datasets", "status", f"{USER}/tpuperf-bundle"]] * 3
+    monkeypatch.setenv("FAKE_KAGGLE_PENDING", "100")
+    with pytest.raises(KernelError, match="still 'pending' after 0 s.*--kernels-only"):
+        wait_until_ready("kaggle", f"{USER}/tpuperf-bundle", timeout=0, run=subprocess.run, poll_seconds=0)
+
+
+# ---------------------------------------------------------------- (3) the entry script, locally
+
+
+def test_entry_script_runs_the_pipeline_locally(built: Path, tmp_path: Path):
+    """The built tile-xla kernel on CPU, against tiny synthetic data laid out as Kaggle mounts it."""
+    from tpuperf.synthetic import write_dataset
+
+    data = tmp_path / "input" / COMPETITION
+    write_dataset(data, preset="tiny", seed=0)
+    working = tmp_path / "working"
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}  # the script must set it
+    env.update(TPUPERF_KERNEL_INPUT=str(tmp_path / "input"), TPUPERF_KERNEL_BUNDLE=str(built / "bundle"),
+               TPUPERF_KERNEL_WORKING=str(working), TPUPERF_KERNEL_SCRATCH=str(tmp_path / "scratch"),
+               TPUPERF_KERNEL_SKIP_INSTALL="1", CUDA_VISIBLE_DEVICES="")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(built / "tpuperf-tile-xla" / "tpuperf-tile-xla.py")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert seconds < 120
+
+    report = json.loads((working / "kernel_report.json").read_text())
+    assert report["status"] == "ok" and report["tpu"] is False
+    assert [s["step"] for s in report["steps"]] == ["download", "preprocess --collection tile:xla",
+                                                    "train --collection tile:xla --model tiny"]
+    assert report["versions"]["keras"] == "tf_keras"
+    run_params = yaml.safe_load((working / "kernel_params.yaml").read_text())
+    assert run_params["data"]["source"] == "local" and run_params["data"]["dir"] == str(data)
+    assert run_params["train"]["runs_dir"] == str(working / "runs")
+    assert (run_params["train"]["strategy"], run_params["train"]["jit_compile"]) == ("auto", True)
+
+    preds = read_fold_predictions(working / "runs", folds=2, collections=["tile:xla"], models=["tiny"])
+    collection = get_collection("tile:xla")
+    for split in ("valid", "test"):
+        files = sorted(collection.split_dir(data, split).glob("*.npz"))
+        assert files
+        for path in files:
+            with np.load(path) as npz:
+                configs = len(npz["config_runtime"])
+            for fold in (0, 1):
+                rows = preds.filter((preds["split"] == split) & (preds["graph_id"] == path.stem) & (preds["fold"] == fold))
+                assert sorted(rows["config_id"].to_list()) == list(range(configs)), (split, path.stem, fold)
+    metrics = json.loads((working / "runs" / "tile-xla" / "tiny" / "metrics.json").read_text())
+    assert [f["fold"] for f in metrics["folds"]] == [0, 1] and metrics["metric"] == "tile_score"
+
+
+# ---------------------------------------------------------------- (4) environment checks
+
+
+def test_version_check_refuses_a_mismatched_tf_keras():
+    check_versions("2.18.1", "2.18.0", "1")  # same major.minor: fine
+    check_versions("2.21.0+tpu", "2.21.0", "1")
+    with pytest.raises(KernelEnvironmentError) as err:
+        check_versions("2.18.1", "2.21.0", "1")
+    assert "tf-keras 2.21.0 does not match TensorFlow 2.18.1 (their major.minor must be equal)" in str(err.value)
+    assert "add tf-keras==2.18.* to kernels/requirements-kernel.txt" in str(err.value)
+    with pytest.raises(KernelEnvironmentError, match="tf-keras is not installed"):
+        check_versions("2.18.1", None, "1")
+    with pytest.raises(KernelEnvironmentError, match="TF_USE_LEGACY_KERAS is None, must be '1' before TensorFlow is imported"):
+        check_versions("2.18.1", "2.18.0", None)
+    with pytest.raises(KernelEnvironmentError, match="TensorFlow is not installed in this image"):
+        check_versions(None, "2.18.0", "1")
+
+
+def test_install_plan_adds_only_what_is_missing():
+    bundled = [Requirement("tensorflow-gnn", "1.0.3", True), Requirement("tf-keras", "2.18.0", True),
+               Requirement("tf-keras", "2.21.0", True), Requirement("polars", "2.1.0", False),
+               Requirement("dvclive", "3.49.1", False)]
+    image = {"tf-keras": "2.15.0", "polars": "1.9.0"}  # tf-keras of another TF, polars present
+    plan = plan_install(bundled, "0.1.0", "2.18.1", image.get)
+    assert plan.no_deps == ["tf-keras==2.18.0", "tensorflow-gnn==1.0.3", "tpuperf==0.1.0"]
+    assert plan.resolved == ["dvclive==3.49.1"]
+    ready = {"tf-keras": "2.18.3", "tensorflow-gnn": "1.0.2", "polars": "1.9.0", "dvclive": "3.0"}
+    assert plan_install(bundled, "0.1.0", "2.18.1", ready.get).specs == ["tpuperf==0.1.0"]
+    with pytest.raises(KernelEnvironmentError, match=r"TensorFlow 2\.19\.0 and tf-keras 2\.15\.0, but the bundle's "
+                                                     r"tf-keras wheels are 2\.18\.0, 2\.21\.0: add tf-keras==2\.19\.\*"):
+        plan_install(bundled, "0.1.0", "2.19.0", image.get)
+
+
+def test_bundle_is_found_and_must_match_the_kernel(tmp_path: Path, capsys):
+    bundle = tmp_path / "input" / "datasets" / USER / "tpuperf-bundle"  # a mount path other than the default
+    bundle.mkdir(parents=True)
+    (bundle / "bundle.json").write_text(json.dumps({"dataset_id": f"{USER}/tpuperf-bundle", "source_sha256": "a" * 64}))
+    found = find_mount(tmp_path / "input", "tpuperf-bundle", lambda d: is_bundle(d, f"{USER}/tpuperf-bundle"), "the bundle")
+    assert found == bundle and "is absent, using" in capsys.readouterr().out
+    with pytest.raises(KernelEnvironmentError, match=r"the competition data is not mounted: .*\(datasets\)"):
+        find_mount(tmp_path / "input", COMPETITION, kernel_entry.is_dataset_root, "the competition data")
+    config = {"source_sha256": "b" * 64, "bundle_id": f"{USER}/tpuperf-bundle"}
+    with pytest.raises(KernelEnvironmentError, match="holds tpuperf source aaaaaaaaaaaa but this kernel was built with "
+                                                     "bbbbbbbbbbbb: the new dataset version is still processing"):
+        read_manifest(bundle, config)
