@@ -313,9 +313,14 @@ def check_accelerator(require_tpu: bool) -> bool:
 
     found = find_tpu() is not None
     if require_tpu and not found:
+        # TPU VM chips appear as /dev/accel* (v2-v4) or /dev/vfio/<n> (v5e and later): says which side is missing
+        devices = sorted(str(p) for p in [*Path("/dev").glob("accel*"), *Path("/dev/vfio").glob("[0-9]*")])
         raise KernelEnvironmentError(
-            "TensorFlow sees no TPU (is the kernel's accelerator a TPU, and is the image's TensorFlow a TPU build, "
-            "not tensorflow-cpu?). Set kernels.require_tpu: false in params.yaml to train on the host CPU instead")
+            f"TensorFlow sees no TPU (TPU device files: {', '.join(devices) or 'none'}; TensorFlow distribution(s): "
+            f"{', '.join(importlib.metadata.packages_distributions().get('tensorflow', [])) or 'none'}). Without device "
+            "files the kernel did not get a TPU; with them, the image's TensorFlow is not a TPU build or "
+            "tpuperf.strategy.find_tpu missed a TPU VM's local TPU. Set kernels.require_tpu: false in params.yaml "
+            "to train on the host CPU instead")
     print(f"accelerator: {'TPU' if found else 'none found; the default strategy will run on the CPU'}", flush=True)
     return found
 
