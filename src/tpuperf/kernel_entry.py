@@ -205,8 +205,7 @@ def install_bundle(bundle: Path, plan: InstallPlan, scratch: Path) -> None:
     if not wheel_dirs:
         raise KernelEnvironmentError(f"{bundle} holds no .whl files: was the bundle dataset pushed by `tpuperf kernels push`?")
     links = [arg for d in wheel_dirs for arg in ("--find-links", str(d))]
-    if plan.no_deps:
-        _pip(links + ["--no-deps", "--force-reinstall", *plan.no_deps])
+    _pip(links + ["--no-deps", "--force-reinstall", *plan.no_deps])  # never empty: tpuperf is always installed
     if plan.resolved:
         pins: dict[str, str] = {}  # the first of duplicate installs is the one Python imports
         for dist in importlib.metadata.distributions():
