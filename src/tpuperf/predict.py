@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-from tpuperf.graph import BatchItem, BatchShape, GraphRecord, make_dataset, pack
+from tpuperf.graph import BatchItem, BatchShape, GraphRecord, make_dataset, pack, to_arrays, to_graph_tensor
 
 
 def chunk_items(graphs: Iterable[GraphRecord], configs: int, rows: dict[str, np.ndarray] | None = None) -> list[BatchItem]:
@@ -40,28 +40,40 @@ class Scorer:
         self.shape, self.kind, self.feat_dim, self.strategy = shape, kind, feat_dim, strategy
         forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
         self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
+        self._tf = tf
 
     def score(self, graphs: Sequence[GraphRecord], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Predicted score for each config row of each graph (``rows`` restricts to a subset)."""
         replicas = self.strategy.num_replicas_in_sync
         batches = list(pack(chunk_items(graphs, self.shape.configs, rows), self.shape))
         batches += [[] for _ in range(-len(batches) % replicas)]
-        dataset = self.strategy.distribute_datasets_from_function(
-            lambda _: make_dataset(lambda: iter(batches), self.shape, self.kind, self.feat_dim).map(lambda g, _: g))
         out = {g.graph_id: np.full(g.num_configs if rows is None else len(rows[g.graph_id]), np.nan) for g in graphs}
         position = {g.graph_id: 0 for g in graphs}
-        iterator = iter(dataset)
-        for step in range(len(batches) // replicas):
-            results = self.strategy.experimental_local_results(self._step(next(iterator)))
+        for step, results in enumerate(self._run(batches)):
             for replica, scores in enumerate(results):
                 for slot, item in enumerate(batches[step * replicas + replica]):
                     gid, k = item.graph.graph_id, len(item.rows)
-                    out[gid][position[gid] : position[gid] + k] = scores.numpy()[slot, :k]
+                    out[gid][position[gid] : position[gid] + k] = scores[slot, :k]
                     position[gid] += k
         for gid, values in out.items():
             if not np.isfinite(values).all():
                 raise FloatingPointError(f"model produced non-finite scores for graph {gid}")
         return out
+
+    def _run(self, batches: list[list[BatchItem]]):
+        """Per step, each replica's [graphs, configs] scores as numpy arrays."""
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:  # no tf.data/distribution machinery: it costs more than small batches do
+            for batch in batches:
+                arrays = to_arrays(batch, self.shape, self.kind, self.feat_dim)
+                graph, _ = to_graph_tensor({k: self._tf.constant(v) for k, v in arrays.items()}, self.kind)
+                yield [self._step(graph).numpy()]
+            return
+        dataset = self.strategy.distribute_datasets_from_function(
+            lambda _: make_dataset(lambda: iter(batches), self.shape, self.kind, self.feat_dim).map(lambda g, _: g))
+        iterator = iter(dataset)
+        for _ in range(len(batches) // replicas):
+            yield [r.numpy() for r in self.strategy.experimental_local_results(self._step(next(iterator)))]
 
 
 def prediction_frame(split: str, graphs: Sequence, scores: dict[str, np.ndarray]) -> pl.DataFrame:
