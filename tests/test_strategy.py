@@ -24,6 +24,30 @@ def test_explicit_choices_that_cannot_be_met_fail_loudly(choice, message):
         select_strategy(choice)
 
 
+def test_a_tpu_vm_is_found_through_its_local_devices(monkeypatch):
+    """On a TPU VM the default resolver finds nothing; the local chips must be used."""
+    from tpuperf import strategy as strategy_module
+
+    made = []
+
+    class FakeResolver:
+        def __init__(self, tpu=None):
+            made.append(tpu)
+
+        def master(self):
+            return ""
+
+        def cluster_spec(self):
+            return tf.train.ClusterSpec({})
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", FakeResolver)
+    monkeypatch.setattr(strategy_module, "local_tpu_devices", lambda: ["/dev/accel0"])
+    assert isinstance(find_tpu(), FakeResolver) and made == [None, "local"]
+    monkeypatch.setattr(strategy_module, "local_tpu_devices", lambda: [])
+    made.clear()
+    assert find_tpu() is None and made == [None]
+
+
 def test_unknown_choice_is_rejected():
     with pytest.raises(ValueError, match="train.strategy"):
         select_strategy("cluster")

@@ -16,7 +16,7 @@ Installing (internet is off): only what the TPU image lacks, from the bundle dat
 - requirements marked no-deps (tensorflow-gnn, tf-keras: their metadata asks for a distribution
   named ``tensorflow``, which pip would try to install over ``tensorflow-tpu``/``-cpu``) and tpuperf
   itself: ``--no-deps``;
-- the rest (e.g. polars, dvclive): with their dependencies, constrained to the version of every
+- the rest (e.g. polars): with their dependencies, constrained to the version of every
   distribution already installed, so pip can add packages but never change one.
 
 Paths (environment variables override the Kaggle defaults; the tests run the script locally):

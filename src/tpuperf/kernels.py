@@ -4,7 +4,7 @@ Design (kernels/README.md has the user's side):
 
 - The code goes to Kaggle as a DATASET, the *bundle*: a wheel of tpuperf built from src/ with
   ``pip wheel --no-deps``, the wheels the TPU image lacks (kernels/requirements-kernel.txt:
-  tensorflow-gnn, the tf-keras builds, polars, dvclive...; fetched into ``kernels.wheelhouse`` by
+  tensorflow-gnn, the tf-keras builds, polars...; fetched into ``kernels.wheelhouse`` by
   ``--download-wheels``), ``bundle.json`` (tpuperf version, source fingerprint, requirements) and
   ``dataset-metadata.json``. A kernel has internet off and installs from it with
   ``pip install --no-index`` (:mod:`tpuperf.kernel_entry`). Wheels rather than a script that

@@ -7,6 +7,7 @@ compiles one program per batch shape.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import tpuperf  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
@@ -15,15 +16,27 @@ log = logging.getLogger(__name__)
 CHOICES = ("auto", "tpu", "gpus", "default")
 
 
+def local_tpu_devices() -> list[str]:
+    """TPU chips attached to this host (a TPU VM, as on Kaggle's TpuV5E8), by their device files."""
+    return sorted(str(p) for pattern in ("/dev/accel*", "/dev/vfio/[0-9]*") for p in Path("/").glob(pattern.lstrip("/")))
+
+
 def find_tpu():
-    """A connected TPU cluster resolver, or None when no TPU is reachable."""
+    """A TPU cluster resolver, or None when no TPU is reachable.
+
+    A TPU node (TPU_NAME / metadata server) answers the default resolver with a master
+    address; a TPU VM has its chips locally and needs ``tpu="local"``, which is only tried
+    when TPU device files exist (elsewhere it would not fail, only mislead).
+    """
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        if resolver.master() or resolver.cluster_spec().as_dict():
+            return resolver
     except (ValueError, RuntimeError, tf.errors.NotFoundError):
-        return None
-    if not resolver.master() and not resolver.cluster_spec().as_dict():
-        return None
-    return resolver
+        pass
+    if local_tpu_devices():
+        return tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
+    return None
 
 
 def select_strategy(choice: str = "auto") -> tf.distribute.Strategy:

@@ -64,6 +64,7 @@ class TrainSettings:
     eval_configs: int = 256
     jit_compile: bool = True
     strategy: str = "auto"
+    live: bool = True  # dvclive learning curves (the Kaggle kernel turns them off: dvclive pulls in dvc)
     verbose: int = 1
     runs_dir: str = "runs"
     checkpoints_dir: str = "checkpoints"
@@ -261,7 +262,8 @@ class FoldRunner:
         self.kit.checkpoint.write(str(self.ckpt_dir / "last"))
         _write_json_atomic(self.state_path, asdict(state))
         logs["oof_score"] = score
-        log_history(self.live, self.fold, [state.history[-1]])
+        if self.live is not None:
+            log_history(self.live, self.fold, [state.history[-1]])
 
 
 class _EpochEnd(tf.keras.callbacks.Callback):
@@ -297,8 +299,6 @@ def log_history(live, fold: int, entries: list[dict]) -> None:
 
 def train_collection(collection: Collection | str, model_name: str, params: dict) -> dict:
     """Train every fold of one model on one collection; write predictions and metrics.json."""
-    from dvclive import Live
-
     collection = collection if isinstance(collection, Collection) else get_collection(collection)
     if model_name not in params.get("models", {}):
         raise KeyError(f"params.yaml models has no {model_name!r} (have {sorted(params.get('models', {}))})")
@@ -320,7 +320,11 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
     print(f"{collection.name} / {model_name}: {len(splits['train'])} train, {len(splits['valid'])} valid, "
           f"{len(splits['test'])} test graphs; {settings.folds} folds; batch {shape}")
     strategy = select_strategy(settings.strategy)
-    live = Live(dir=str(run_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
+    live = None
+    if settings.live:
+        from dvclive import Live
+
+        live = Live(dir=str(run_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
     kit = ModelKit(collection, model_params, settings, strategy, shape, predict_shape, feat_dim, splits["train"][0])
     fold_metrics = []
     for fold in range(settings.folds):
@@ -330,7 +334,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         runner = FoldRunner(kit, model_name, settings, fold, train_graphs, oof_graphs, shape, feat_dim,
                             ckpt_dir, fingerprint, live)
-        if runner.state.history:
+        if runner.state.history and live is not None:
             log_history(live, fold, runner.state.history)  # replay curves of epochs already done
         state = runner.run()
         scored = {"oof": oof_graphs, "valid": splits["valid"], "test": splits["test"]}
@@ -346,7 +350,8 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
             "train_seconds": round(state.train_seconds, 2),
             "train_config_slots_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),
         })
-    live.end()
+    if live is not None:
+        live.end()
     metrics = {
         "collection": collection.name,
         "model": model_name,
