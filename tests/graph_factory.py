@@ -1,35 +1,12 @@
-"""Tiny random preprocessed graphs for model and batching tests (no files involved)."""
+"""Tiny random preprocessed graphs (tpuperf.cache.CachedGraph) for model and batching tests, no files."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass
-class FakeGraph:
-    graph_id: str
-    node_feat: np.ndarray
-    node_opcode: np.ndarray
-    edge_index: np.ndarray
-    config_feat: np.ndarray
-    config_node_pos: np.ndarray | None
-    runtime: np.ndarray
-
-    @property
-    def num_nodes(self) -> int:
-        return len(self.node_feat)
-
-    @property
-    def num_edges(self) -> int:
-        return len(self.edge_index)
-
-    @property
-    def num_configs(self) -> int:
-        return len(self.runtime)
+from tpuperf.cache import CachedGraph
 
 
-def fake_graph(rng: np.random.Generator, kind: str, nodes: int, configs: int, feat_dim: int = 6, name: str = "g") -> FakeGraph:
+def fake_graph(rng: np.random.Generator, kind: str, nodes: int, configs: int, feat_dim: int = 6, name: str = "g") -> CachedGraph:
     """A random DAG in topological order: each node consumes one or two earlier nodes."""
     edges = []
     for u in range(1, nodes):
@@ -42,12 +19,15 @@ def fake_graph(rng: np.random.Generator, kind: str, nodes: int, configs: int, fe
     else:
         pos = None
         config_feat = rng.normal(size=(configs, 24)).astype(np.float32)
-    return FakeGraph(
-        name,
-        rng.normal(size=(nodes, feat_dim)).astype(np.float32),
-        rng.integers(0, 20, size=nodes).astype(np.int32),
-        edge_index,
-        config_feat,
-        pos,
-        rng.uniform(1.0, 2.0, size=configs),
+    return CachedGraph(
+        graph_id=name,
+        split="train",
+        node_feat=rng.normal(size=(nodes, feat_dim)).astype(np.float32),
+        node_opcode=rng.integers(0, 20, size=nodes).astype(np.int32),
+        edge_index=edge_index,
+        node_ids=np.arange(nodes),
+        config_feat=config_feat,
+        config_node_pos=pos,
+        runtime=rng.uniform(1.0, 2.0, size=configs),
+        config_ids=np.arange(configs),
     )

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
+
+from tpuperf.cache import CachedGraph
 
 NODES, EDGES = "op", "feeds"
 NODE_FEAT, OPCODE, CONFIG = "feat", "opcode", "config"
@@ -25,27 +27,6 @@ LAYOUT_CONFIG_DIM = 18
 LAYOUT_CONFIG_CLASSES = 7  # minor-to-major values -1..5
 NOT_CONFIGURABLE = -2  # one-hot of (-2 + 1) = -1 is all zeros
 TILE_CONFIG_DIM = 24
-
-
-class GraphRecord(Protocol):
-    """What batching needs of a preprocessed graph (tpuperf.cache.CachedGraph has it)."""
-
-    graph_id: str
-    node_feat: np.ndarray
-    node_opcode: np.ndarray
-    edge_index: np.ndarray
-    config_feat: np.ndarray
-    config_node_pos: np.ndarray | None
-    runtime: np.ndarray
-
-    @property
-    def num_nodes(self) -> int: ...
-
-    @property
-    def num_edges(self) -> int: ...
-
-    @property
-    def num_configs(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -66,11 +47,11 @@ class BatchShape:
 class BatchItem:
     """One graph and the rows of its cached configurations scored in this batch."""
 
-    graph: GraphRecord
+    graph: CachedGraph
     rows: np.ndarray
 
 
-def plan_batch_shape(graphs: Iterable[GraphRecord], graphs_per_batch: int, configs: int, slack: float) -> BatchShape:
+def plan_batch_shape(graphs: Iterable[CachedGraph], graphs_per_batch: int, configs: int, slack: float) -> BatchShape:
     """Budgets that fit the largest graph and, on average, ``graphs_per_batch`` graphs.
 
     ``slack`` > 1 leaves room so packing rarely closes a batch early; budgets are rounded up
@@ -206,7 +187,7 @@ def to_graph_tensor(arrays: dict, kind: str):
     return graph, arrays["runtime"]
 
 
-def make_dataset(batches: callable, shape: BatchShape, kind: str, feat_dim: int):
+def make_dataset(batches: Callable[[], Iterable[list[BatchItem]]], shape: BatchShape, kind: str, feat_dim: int):
     """tf.data pipeline of (GraphTensor, runtime) from a generator function of batches of items."""
     import tensorflow as tf
 

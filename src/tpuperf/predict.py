@@ -14,10 +14,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-from tpuperf.graph import BatchItem, BatchShape, GraphRecord, make_dataset, pack, to_arrays, to_graph_tensor
+from tpuperf.cache import CachedGraph
+from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, to_arrays, to_graph_tensor
 
 
-def chunk_items(graphs: Iterable[GraphRecord], configs: int, rows: dict[str, np.ndarray] | None = None) -> list[BatchItem]:
+def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.ndarray] | None = None) -> list[BatchItem]:
     """Items covering every config of each graph (or only ``rows[graph_id]``) in chunks."""
     items = []
     for g in graphs:
@@ -42,7 +43,7 @@ class Scorer:
         self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
         self._tf = tf
 
-    def score(self, graphs: Sequence[GraphRecord], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def score(self, graphs: Sequence[CachedGraph], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Predicted score for each config row of each graph (``rows`` restricts to a subset)."""
         replicas = self.strategy.num_replicas_in_sync
         batches = list(pack(chunk_items(graphs, self.shape.configs, rows), self.shape))
