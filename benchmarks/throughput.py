@@ -1,18 +1,27 @@
 """Training and inference throughput (configs/s) of each model on the same cached batches.
 
-Usage: python benchmarks/throughput.py [--cache cache] [--collection layout-xla-random]
-       [--models chebsage baseline] [--steps 20] [--params params.yaml]
+Usage: python benchmarks/throughput.py [--cache cache] [--collection layout-xla-random ...]
+       [--models chebsage baseline] [--steps 20] [--params params.yaml] [--json out.json]
 
 Every model sees the very same padded batches (same static shape), so the ratio between
 models is measured in one run on one machine. Configs/s counts real (unpadded) configs.
 Prints one line per model and the ratio of each to the baseline.
+
+Memory: ``rss_before_mb`` is the process RSS before the model is built (TensorFlow runtime and
+the collected batches) and ``peak_rss_mb`` the process's peak RSS (ru_maxrss) right after the
+timed training steps. A peak is per process, so it describes one model only when the process
+measures one model (benchmarks/claims.py runs one process per model).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import time
+from pathlib import Path
 
 import numpy as np
+import psutil
 
 import tpuperf  # noqa: F401
 import tensorflow as tf
@@ -27,6 +36,7 @@ from tpuperf.train import TrainSettings, batch_stream
 
 def measure(model_params: dict, kind: str, train_batches, predict_batches, settings: TrainSettings) -> dict:
     """Seconds per step after a warm-up step (compilation excluded) for train and predict."""
+    rss_before = psutil.Process().memory_info().rss / 2**20
     tf.keras.utils.set_random_seed(0)
     model = build_model(kind, model_params)
     loss_fn = get_loss(settings.loss, **settings.loss_args)
@@ -40,7 +50,7 @@ def measure(model_params: dict, kind: str, train_batches, predict_batches, setti
         return loss
 
     forward = tf.function(lambda graph: model(graph, training=False), jit_compile=settings.jit_compile)
-    out = {"params": int(0)}
+    out = {"params": 0, "rss_before_mb": rss_before}
     for name, batches, fn in (("train", train_batches, lambda g, r: train_step(g, r)), ("predict", predict_batches, lambda g, r: forward(g))):
         fn(*batches[0][0])  # compile
         if name == "train":
@@ -53,6 +63,8 @@ def measure(model_params: dict, kind: str, train_batches, predict_batches, setti
         configs = sum(n for _, n in batches[1:])
         out[f"{name}_configs_per_s"] = configs / seconds
         out[f"{name}_ms_per_step"] = 1000 * seconds / (len(batches) - 1)
+        if name == "train":
+            out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return out
 
 
@@ -63,28 +75,24 @@ def collect(dataset_fn, steps: int) -> list:
     return batches
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--cache", default=None, help="cache root (default: preprocess.out)")
-    parser.add_argument("--collection", default="layout-xla-random")
-    parser.add_argument("--models", nargs="+", default=["chebsage", "sage", "cheb", "baseline"])
-    parser.add_argument("--steps", type=int, default=20)
-    args = parser.parse_args()
-
-    params = load_params(args.params)
+def throughput(params: dict, cache_root: str, collection: str, models: list[str], steps: int) -> dict[str, dict]:
+    """Per model: configs/s of training and inference on the same ``steps`` batches of ``collection``."""
     settings = TrainSettings.from_params(params["train"])
-    cache = CollectionCache(args.cache or params["preprocess"]["out"], args.collection)
+    cache = CollectionCache(cache_root, collection)
     kind = cache.collection.kind
     graphs = list(cache.graphs("train"))
     shape = plan_batch_shape(graphs, settings.graphs_per_batch, settings.configs_per_graph, settings.batch_slack)
     pshape = plan_batch_shape(graphs, settings.graphs_per_batch, settings.predict_configs_per_graph, settings.batch_slack)
     samples = settings.samples_per_graph[kind]
-    train_batches = collect(lambda: make_dataset(lambda: batch_stream(graphs, shape, samples, 0), shape, kind, cache.node_feat_dim), args.steps)
-    predict_batches = collect(lambda: make_dataset(lambda: batch_stream(graphs, pshape, 1, 1), pshape, kind, cache.node_feat_dim), args.steps)
+    train_batches = collect(lambda: make_dataset(lambda: batch_stream(graphs, shape, samples, 0), shape, kind, cache.node_feat_dim), steps)
+    predict_batches = collect(lambda: make_dataset(lambda: batch_stream(graphs, pshape, 1, 1), pshape, kind, cache.node_feat_dim), steps)
     print(f"{cache.collection.name}: train batch {shape}, predict batch {pshape}, jit_compile={settings.jit_compile}, "
-          f"{args.steps} timed steps each")
-    results = {name: measure(params["models"][name], kind, train_batches, predict_batches, settings) for name in args.models}
+          f"{steps} timed steps each")
+    return {name: measure(params["models"][name], kind, train_batches, predict_batches, settings) for name in models}
+
+
+def report(results: dict[str, dict]) -> None:
+    """One line per model with its ratio to the baseline (when measured)."""
     base = results.get("baseline")
     for name, r in results.items():
         ratio = ""
@@ -93,7 +101,26 @@ def main() -> None:
                      f"predict x{r['predict_configs_per_s'] / base['predict_configs_per_s']:.2f}")
         print(f"{name:>9}: {r['params']:>7} params, train {r['train_configs_per_s']:8.0f} configs/s "
               f"({r['train_ms_per_step']:.0f} ms/step), predict {r['predict_configs_per_s']:8.0f} configs/s "
-              f"({r['predict_ms_per_step']:.0f} ms/step){ratio}")
+              f"({r['predict_ms_per_step']:.0f} ms/step), peak RSS {r['peak_rss_mb']:.0f} MB{ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--cache", default=None, help="cache root (default: preprocess.out)")
+    parser.add_argument("--collection", nargs="+", default=["layout-xla-random"])
+    parser.add_argument("--models", nargs="+", default=["chebsage", "sage", "cheb", "baseline"])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--json", type=Path, default=None, help="also write {collection: {model: figures}} here")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    results = {}
+    for collection in args.collection:
+        results[collection] = throughput(params, args.cache or params["preprocess"]["out"], collection, args.models, args.steps)
+        report(results[collection])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

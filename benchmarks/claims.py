@@ -1,0 +1,573 @@
+"""Measure the project description's claims (../shared/seed.txt) against the official-style baseline.
+
+One run generates (or reads) one dataset, trains every planned (collection, model, loss, seed)
+with the project's own k-fold trainer on the same cached graphs, scores the valid split, times
+training and inference of each model on identical batches (benchmarks/throughput.py, one
+process per model for its peak RSS), and writes ``<out>/RESULTS.md`` plus ``<out>/plots/*.png``.
+The figures and the definitions behind each verdict are in benchmarks/claims_analysis.py.
+
+    python benchmarks/claims.py                   # default plan: synthetic small preset, ~30 min on 2 cores
+    python benchmarks/claims.py --quick --out /tmp/claims   # smoke run: tiny preset, 1 seed, 1 epoch
+    python benchmarks/claims.py --data DIR        # a local real-layout dataset (needs train + valid splits)
+
+Everything not overridden by the plan (printed at start and written to RESULTS.md) comes from
+``--params`` (params.yaml). The test split is never used: it is unlabelled, and scoring it would
+only cost time. Runs execute ``--jobs`` at a time in worker processes.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import psutil
+import yaml
+
+import claims_analysis as ca
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SPLITS_USED = ("train", "valid")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one benchmark run trains and measures."""
+
+    name: str
+    preset: str  # synthetic preset when no --data
+    seeds: tuple[int, ...]
+    models: tuple[str, ...]
+    model_collections: tuple[str, ...]  # 1. models (ListMLE) and 3. convergence
+    losses: tuple[str, ...]  # 2. losses, with chebsage
+    loss_collections: tuple[str, ...]
+    error_models: tuple[str, ...]  # 3b. MAPE of MSE-trained models
+    error_collections: tuple[str, ...]
+    train: dict = field(default_factory=dict)  # overrides of params.yaml train.*
+    model_overrides: dict = field(default_factory=dict)  # applied to every models.<name>
+    throughput_steps: int = 20
+    jobs: int = 2
+
+    def runs(self) -> list["Run"]:
+        """Every training run the sections need, each once (a run can serve several sections)."""
+        wanted = [Run(c, m, "listmle", s) for c in self.model_collections for m in self.models for s in self.seeds]
+        wanted += [Run(c, ca.OURS, loss, s) for c in self.loss_collections for loss in self.losses for s in self.seeds]
+        wanted += [Run(c, m, "mse", s) for c in self.error_collections for m in self.error_models for s in self.seeds]
+        unique = list(dict.fromkeys(wanted))
+        return sorted(unique, key=lambda r: r.model != ca.BASELINE)  # slowest (baseline) first: better packing
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.model_collections + self.loss_collections + self.error_collections))
+
+
+PLANS = {
+    "default": Plan(
+        name="default",
+        preset="small",
+        seeds=(0, 1, 2),
+        models=("chebsage", "sage", "cheb", "baseline"),
+        model_collections=("tile:xla", "layout:xla:random", "layout:nlp:default"),
+        losses=("listmle", "pairwise", "mse"),
+        loss_collections=("layout:xla:random",),
+        error_models=("chebsage", "baseline"),
+        error_collections=("layout:xla:random",),
+        train={"folds": 2, "epochs": 6, "patience": 6, "eval_configs": 64},
+        throughput_steps=20,
+    ),
+    "quick": Plan(
+        name="quick",
+        preset="tiny",
+        seeds=(0,),
+        models=("chebsage", "baseline"),
+        model_collections=("layout:xla:random",),
+        losses=(),
+        loss_collections=(),
+        error_models=(),
+        error_collections=(),
+        train={"folds": 2, "epochs": 1, "patience": 1, "eval_configs": 16, "configs_per_graph": 8,
+               "predict_configs_per_graph": 32, "samples_per_graph": {"tile": 1, "layout": 1}},
+        model_overrides={"units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1, "opcode_dim": 4},
+        throughput_steps=2,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    collection: str
+    model: str
+    loss: str
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        return f"{self.loss}/seed{self.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.collection} / {self.model} / {self.loss} / seed {self.seed}"
+
+
+# ---------------------------------------------------------------- data
+
+
+def data_view(source: Path, collections: tuple[str, ...], view: Path) -> Path:
+    """A real-layout directory of symlinks to the train and valid splits of ``collections`` only."""
+    from tpuperf.collection import get_collection
+
+    for name in collections:
+        collection = get_collection(name)
+        for split in SPLITS_USED:
+            target = collection.split_dir(source, split)
+            if not target.is_dir() or not any(target.glob("*.npz")):
+                raise SystemExit(f"{target}: no .npz files; the benchmark trains on train and scores valid, so "
+                                 f"{name} needs both splits under {source}")
+            link = collection.split_dir(view, split)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target.resolve(), target_is_directory=True)
+    return view
+
+
+def prepare(plan: Plan, params: dict, data: Path | None, work: Path) -> tuple[str, dict[str, dict[str, int]]]:
+    """Dataset (generated unless ``data``) -> train/valid view -> preprocessed cache; returns a description."""
+    from tpuperf.cache import CollectionCache
+    from tpuperf.preprocess import PreprocessSettings, preprocess_collection
+    from tpuperf.synthetic import write_dataset
+
+    if data is None:
+        data = work / "data"
+        write_dataset(data, plan.preset, seed=0)
+        described = f"synthetic preset `{plan.preset}` (tpuperf.synthetic, seed 0)"
+    else:
+        described = f"local dataset `{data}`"
+    view = data_view(data, plan.collections, work / "view")
+    settings = PreprocessSettings.from_params(params)
+    counts = {}
+    for name in plan.collections:
+        preprocess_collection(view, params["preprocess"]["out"], _collection(name), settings, progress=False)
+        cache = CollectionCache(params["preprocess"]["out"], name)
+        counts[name] = {split: len(cache.graph_ids(split)) for split in SPLITS_USED}
+    return described, counts
+
+
+def _collection(name: str):
+    from tpuperf.collection import get_collection
+
+    return get_collection(name)
+
+
+def run_params(base: dict, plan: Plan, work: Path) -> dict:
+    """params.yaml with the plan's overrides and the benchmark's own cache, runs and checkpoints."""
+    params = copy.deepcopy(base)
+    params["preprocess"]["out"] = str(work / "cache")
+    params["train"].update(plan.train, verbose=0)
+    for name in params["models"]:
+        params["models"][name].update({k: v for k, v in plan.model_overrides.items() if k in params["models"][name]})
+    return params
+
+
+# ---------------------------------------------------------------- training (worker processes)
+
+
+def train_run(run: Run, params: dict, work: Path, keep_scatter: bool) -> dict:
+    """Train one run with the project's trainer and reduce its outputs to a record (claims_analysis)."""
+    import polars as pl
+
+    from tpuperf.ensemble import combine, score_predictions
+    from tpuperf.submission import read_fold_predictions
+    from tpuperf.train import train_collection
+
+    params = copy.deepcopy(params)
+    runs_dir, ckpt_dir = work / "runs" / run.tag, work / "checkpoints" / run.tag
+    params["train"].update(seed=run.seed, loss=run.loss, runs_dir=str(runs_dir), checkpoints_dir=str(ckpt_dir))
+    folds = params["train"]["folds"]
+    started = time.perf_counter()
+    metrics = train_collection(run.collection, run.model, params)
+    wall = time.perf_counter() - started
+
+    collection = _collection(run.collection)
+    histories = [json.loads((ckpt_dir / collection.slug / run.model / f"fold_{k}" / "state.json").read_text())["history"]
+                 for k in range(folds)]
+    valid = read_fold_predictions(runs_dir, folds, collections=[collection.name], models=[run.model], splits={"valid"})
+    record = {
+        "collection": run.collection, "model": run.model, "loss": run.loss, "seed": run.seed,
+        "valid_score": metrics["valid_score_mean_fold"],
+        "valid_ensemble": score_predictions(combine(valid, {run.model: 1.0}))[collection.name],
+        "oof_score": metrics["oof_score"],
+        "fold_valid_scores": [f["valid_score"] for f in metrics["folds"]],
+        "wall_seconds": wall,
+        "histories": histories,
+        "mape": None,
+    }
+    if run.loss == "mse":
+        record["mape"] = float(np.mean([
+            np.mean([ca.graph_mape(g["pred"].to_numpy(), g["runtime"].to_numpy())
+                     for _, g in valid.filter(pl.col("fold") == k).group_by("graph_id")])
+            for k in range(folds)
+        ]))
+    if keep_scatter:
+        graph = sorted(valid["graph_id"].unique())[0]
+        rows = valid.filter((pl.col("fold") == 0) & (pl.col("graph_id") == graph)).sort("config_id")
+        record["scatter"] = {"graph_id": graph, "pred": rows["pred"].to_list(), "runtime": rows["runtime"].to_list()}
+    return record
+
+
+def train_all(plan: Plan, params: dict, work: Path) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Run every planned training run, ``plan.jobs`` at a time; returns records and failures."""
+    runs = plan.runs()
+    records, failures = [], []
+    context = multiprocessing.get_context("spawn")  # no forked TensorFlow state; the parent never imports TF
+    with ProcessPoolExecutor(max_workers=plan.jobs, mp_context=context) as pool:
+        futures = {pool.submit(train_run, run, params, work, run.seed == plan.seeds[0]): run for run in runs}
+        for done, future in enumerate(as_completed(futures), 1):
+            run = futures[future]
+            try:
+                record = future.result()
+            except Exception as exc:  # one failed run must not discard the others; it is reported
+                failures.append((str(run), f"{type(exc).__name__}: {exc}"))
+                print(f"[{done}/{len(runs)}] FAILED {run}: {exc}", flush=True)
+                continue
+            records.append(record)
+            print(f"[{done}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, "
+                  f"{record['wall_seconds']:.0f} s", flush=True)
+    return records, failures
+
+
+# ---------------------------------------------------------------- throughput (one process per model)
+
+
+def measure_speed(plan: Plan, params_path: Path, cache: Path, work: Path) -> dict[str, dict[str, dict]]:
+    """benchmarks/throughput.py per model, in its own process (isolated peak RSS), on the same batches."""
+    results: dict[str, dict[str, dict]] = {}
+    for model in plan.models:
+        out = work / f"throughput_{model}.json"
+        cmd = [sys.executable, str(HERE / "throughput.py"), "--params", str(params_path), "--cache", str(cache),
+               "--collection", *plan.model_collections, "--models", model, "--steps", str(plan.throughput_steps),
+               "--json", str(out)]
+        subprocess.run(cmd, check=True)
+        for collection, figures in json.loads(out.read_text()).items():
+            results.setdefault(collection, {}).update(figures)
+    return results
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> dict[str, str]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "tree": "uncommitted changes in the working tree" if git("status", "--porcelain", "--untracked-files=no") else "clean",
+        "cpus": str(os.cpu_count()),
+        "ram": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "python": platform.python_version(),
+        "tensorflow": version("tensorflow"),
+        "tfgnn": version("tensorflow-gnn"),
+        "cpu_model": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                           if line.startswith("model name")), platform.processor() or "unknown"),
+    }
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _cell(records: list[dict], field: str, digits: int = 3, expected: int | None = None) -> str:
+    values = [r[field] for r in records if r[field] is not None]
+    return ca.fmt(*ca.mean_std(values), digits=digits, n=len(values), expected=expected)
+
+
+def _mean_cell(records: list[dict], collections, field: str, expected: int, digits: int = 3) -> str:
+    means = ca.per_seed_means(records, collections, field)
+    return ca.fmt(*ca.mean_std(list(means.values())), digits=digits, n=len(means), expected=expected)
+
+
+def section_models(plan: Plan, records: list[dict]) -> list[str]:
+    cols, n = plan.model_collections, len(plan.seeds)
+    lines = ["## 1. Models (ListMLE loss)", "",
+             f"Valid score, mean ± std over {n} seed(s); per seed, the mean over the {plan.train['folds']} fold models "
+             "of each fold's valid score (tile score for tile:xla, Kendall tau for layout). *Fold ensemble*: the "
+             "rank-normalised ensemble of a run's folds (tpuperf.ensemble), mean over seeds and collections. "
+             "*vs baseline*: relative improvement of the mean score, `ours / baseline - 1`.", ""]
+    rows = []
+    for model in plan.models:
+        mine = ca.select(records, model=model, loss="listmle")
+        rel = ca.compare(records, cols, "valid_score", {"model": model, "loss": "listmle"},
+                         {"model": ca.BASELINE, "loss": "listmle"}, lower_is_better=False)
+        rows.append([model, *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
+                     _mean_cell(mine, cols, "valid_score", n), _mean_cell(mine, cols, "valid_ensemble", n),
+                     _mean_cell(mine, cols, "oof_score", n), "—" if model == ca.BASELINE else ca.pct(rel)])
+    return lines + _table(["model", *cols, "mean", "fold ensemble", "OOF (train folds)", "vs baseline"], rows) + [""]
+
+
+def section_losses(plan: Plan, records: list[dict]) -> list[str]:
+    lines = ["## 2. Losses (chebsage)", ""]
+    if not plan.losses:
+        return lines + ["Not measured in this plan.", ""]
+    cols, n = plan.loss_collections, len(plan.seeds)
+    lines += ["Valid score of chebsage trained with each loss, mean ± std over seeds. *ListMLE vs this*: "
+              "`listmle / this - 1` of the mean score.", ""]
+    rows = []
+    for loss in plan.losses:
+        mine = ca.select(records, model=ca.OURS, loss=loss)
+        rel = ca.compare(records, cols, "valid_score", {"model": ca.OURS, "loss": "listmle"},
+                         {"model": ca.OURS, "loss": loss}, lower_is_better=False)
+        rows.append([loss, *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
+                     _mean_cell(mine, cols, "valid_score", n), "—" if loss == "listmle" else ca.pct(rel)])
+    return lines + _table(["loss", *cols, "mean", "ListMLE vs this"], rows) + [""]
+
+
+def section_error(plan: Plan, records: list[dict]) -> list[str]:
+    lines = ["## 3. Runtime-prediction error (MSE-trained models)", ""]
+    if not plan.error_models:
+        return lines + ["Not measured in this plan.", ""]
+    cols, n = plan.error_collections, len(plan.seeds)
+    lines += ["Only a model trained with the `mse` loss predicts a runtime (it regresses log runtime); ListMLE and "
+              "pairwise scores have no runtime scale, so no runtime error is defined for them. MAPE on valid: mean "
+              "over graphs of mean over configs of `|exp(pred) - y| / y` (y = runtime / normaliser for tile, runtime "
+              "in ns for layout), mean over folds, then mean ± std over seeds. *vs baseline*: relative reduction "
+              "`1 - ours / baseline` of the mean MAPE.", ""]
+    rows = []
+    for model in plan.error_models:
+        mine = ca.select(records, model=model, loss="mse")
+        rel = ca.compare(records, cols, "mape", {"model": model, "loss": "mse"}, {"model": ca.BASELINE, "loss": "mse"},
+                         lower_is_better=True)
+        rows.append([model, *(_cell(ca.select(mine, collection=c), "mape", expected=n) for c in cols),
+                     *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
+                     "—" if model == ca.BASELINE else ca.pct(rel)])
+    return lines + _table(["model", *(f"MAPE {c}" for c in cols), *(f"score {c}" for c in cols), "MAPE vs baseline"], rows) + [""]
+
+
+def section_convergence(plan: Plan, records: list[dict]) -> list[str]:
+    cols = plan.model_collections
+    lines = ["## 4. Convergence (ListMLE loss)", "",
+             "Per cell (collection x seed x fold), the target is the baseline's best per-epoch OOF score (the trainer "
+             f"scores {plan.train.get('eval_configs')} configs of each held-out train graph after every epoch; valid is "
+             "scored only at the end, so convergence is judged out-of-fold). Epochs and training seconds (the trainer's "
+             "per-epoch wall time, excluding the epoch-end evaluation) until the first epoch at or above the target, "
+             "averaged over the cells where it was reached. The one epoch per run that includes XLA compilation (the "
+             "first of fold 0; later folds reuse the compiled step) is counted at the run's median epoch time; the "
+             "removed compile time is shown apart. The baseline row is the baseline reaching its own best.", ""]
+    base = ca.convergence(records, ca.BASELINE, cols, "listmle")
+    rows = []
+    for model in plan.models:
+        cells = ca.convergence(records, model, cols, "listmle")
+        reached = [c for c in cells if c.epochs is not None]
+        secs, epochs, _, _ = ca.convergence_speedup(cells, base)
+        compile_s = [ca.steady_histories(r["histories"])[1] for r in ca.select(records, model=model, loss="listmle")]
+        rows.append([model, f"{len(reached)}/{len(cells)}",
+                     ca.fmt(*ca.mean_std([c.epochs for c in reached]), digits=1) if reached else "not reached",
+                     ca.fmt(*ca.mean_std([c.seconds for c in reached]), digits=1) if reached else "not reached",
+                     "—" if model == ca.BASELINE else ca.pct(epochs), "—" if model == ca.BASELINE else ca.pct(secs),
+                     ca.fmt(*ca.mean_std(compile_s), digits=1)])
+    lines += _table(["model", "cells reached", "epochs to target", "seconds to target",
+                     "fewer epochs vs baseline", "less time vs baseline", "compile s per run (excluded)"], rows)
+    lines += ["", "*fewer epochs / less time vs baseline*: `1 - sum(ours) / sum(baseline)` over the cells the model "
+              "reached (negative: slower than the baseline).", ""]
+    return lines
+
+
+def section_speed(plan: Plan, records: list[dict], speed: dict) -> list[str]:
+    lines = ["## 5. Speed and memory", "",
+             f"benchmarks/throughput.py on the same {plan.throughput_steps} padded batches for every model (after one "
+             "warm-up step that compiles), one process per model: configs/s counts real configs. *ratio*: ours / "
+             "baseline, measured in this run. *RSS before*: the process (TensorFlow runtime + batches) before the model "
+             "is built; *peak RSS*: the process peak right after the timed training steps.", ""]
+    rows = []
+    for collection, models in speed.items():
+        base = models.get(ca.BASELINE)
+        for model, r in models.items():
+            ratio = (lambda key: "—" if model == ca.BASELINE or not base else f"x{r[key] / base[key]:.2f}")
+            rows.append([collection, model, f"{r['params']:,}", f"{r['train_configs_per_s']:.0f}", ratio("train_configs_per_s"),
+                         f"{r['predict_configs_per_s']:.0f}", ratio("predict_configs_per_s"),
+                         f"{r['rss_before_mb']:.0f} MB", f"{r['peak_rss_mb']:.0f} MB"])
+    lines += _table(["collection", "model", "weights", "train configs/s", "train ratio", "inference configs/s",
+                     "inference ratio", "RSS before", "peak RSS (training)"], rows)
+    lines += ["", f"End to end, one k-fold training run (training, per-epoch evaluation, scoring every OOF and valid "
+              f"config; {plan.jobs} runs at a time share the machine), wall seconds, mean ± std over runs:", ""]
+    rows = [[m, *(_cell(ca.select(records, model=m, loss="listmle", collection=c), "wall_seconds", digits=0)
+                  for c in plan.model_collections)] for m in plan.models]
+    return lines + _table(["model", *plan.model_collections], rows) + [""]
+
+
+def claim_lines(plan: Plan, records: list[dict]) -> list[str]:
+    """One line per claim of seed.txt: reached or not, the figure, and how it was computed."""
+    def verdict(value: float, goal: float) -> str:
+        return "n/a" if math.isnan(value) else ("**reached**" if value >= goal else "**not reached**")
+
+    cols = plan.model_collections
+    acc = ca.compare(records, cols, "valid_score", {"model": ca.OURS, "loss": "listmle"},
+                     {"model": ca.BASELINE, "loss": "listmle"}, lower_is_better=False)
+    rows = [["15% better runtime-prediction accuracy than baseline", verdict(acc, 0.15), ca.pct(acc),
+             f"accuracy = mean valid score over {', '.join(cols)} (Kendall tau / tile score), mean over seeds; "
+             "chebsage / baseline - 1, both ListMLE"]]
+    if plan.error_models:
+        err = ca.compare(records, plan.error_collections, "mape", {"model": ca.OURS, "loss": "mse"},
+                         {"model": ca.BASELINE, "loss": "mse"}, lower_is_better=True)
+        rows.append(["18% lower estimation error than baseline", verdict(err, 0.18), ca.pct(err),
+                     f"1 - MAPE(chebsage) / MAPE(baseline), valid MAPE of exp(predicted log runtime), both MSE-trained, "
+                     f"on {', '.join(plan.error_collections)}, mean over seeds"])
+    else:
+        rows.append(["18% lower estimation error than baseline", "not measured", "—", "no MSE-trained runs in this plan"])
+    if {"listmle", "mse"} <= set(plan.losses):
+        parts = []
+        for other in (x for x in plan.losses if x != "listmle"):
+            rel = ca.compare(records, plan.loss_collections, "valid_score", {"model": ca.OURS, "loss": "listmle"},
+                             {"model": ca.OURS, "loss": other}, lower_is_better=False)
+            parts.append((other, rel))
+        text = "; ".join(f"{'reached' if r >= 0.10 else 'not reached'} vs {o} ({ca.pct(r)})" for o, r in parts)
+        mse = dict(parts)["mse"]
+        rows.append(["ListMLE improves ranking by 10%", verdict(mse, 0.10) + " (vs MSE)", text,
+                     f"chebsage valid score (Kendall tau) on {', '.join(plan.loss_collections)}, mean over seeds; "
+                     "listmle / other - 1"])
+    else:
+        rows.append(["ListMLE improves ranking by 10%", "not measured", "—", "no loss ablation in this plan"])
+    ours = ca.convergence(records, ca.OURS, cols, "listmle")
+    base = ca.convergence(records, ca.BASELINE, cols, "listmle")
+    secs, epochs, hit, total = ca.convergence_speedup(ours, base)
+    conv = secs if hit == total else -math.inf
+    rows.append(["12% faster convergence", verdict(conv, 0.12) if total else "n/a",
+                 f"{ca.pct(secs)} training time, {ca.pct(epochs)} epochs; target reached in {hit}/{total} cells",
+                 "1 - sum of chebsage's training seconds (compile excluded) to reach the baseline's best OOF score / the "
+                 "baseline's own seconds to its best, over cells (collection x seed x fold); reached only if every cell "
+                 "reached it"])
+    return ["## Claims of the project description", ""] + _table(["claim", "verdict", "measured", "how"], rows) + [""]
+
+
+def render(plan: Plan, args: argparse.Namespace, info: dict, records: list[dict], failures: list, speed: dict) -> str:
+    m = info["machine"]
+    counts = "; ".join(f"{c}: {v['train']} train / {v['valid']} valid graphs" for c, v in info["counts"].items())
+    overrides = ", ".join(f"{k}={v}" for k, v in plan.train.items())
+    lines = [
+        "# Claims benchmark: ChebSAGE (and SAGE, Cheb) vs the official-style baseline", "",
+        "_Generated by `benchmarks/claims.py`; do not edit by hand. Definitions: benchmarks/claims_analysis.py._", "",
+        f"- Command: `{info['command']}`",
+        f"- Commit: `{m['commit']}` ({m['tree']}); date {info['date']}",
+        f"- Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram']} RAM; Python {m['python']}, TensorFlow "
+        f"{m['tensorflow']}, tensorflow-gnn {m['tfgnn']}; 1-min load average {info['load'][0]:.1f} at start, "
+        f"{info['load'][1]:.1f} at end (other jobs may share the machine)",
+        f"- Wall time: {info['wall'] / 60:.1f} min (data + preprocess {info['phases']['data']:.0f} s, training "
+        f"{info['phases']['train']:.0f} s, throughput {info['phases']['speed']:.0f} s)",
+        f"- Data: {info['data']}; train + valid splits only; {counts}",
+        f"- Plan `{plan.name}`: seeds {list(plan.seeds)}; train.* overrides {overrides}"
+        + (f"; model overrides {plan.model_overrides}" if plan.model_overrides else "")
+        + f"; everything else from `{args.params}`; {len(records)} training runs, {plan.jobs} at a time",
+        "",
+    ]
+    lines += claim_lines(plan, records)
+    lines += section_models(plan, records) + section_losses(plan, records) + section_error(plan, records)
+    lines += section_convergence(plan, records) + section_speed(plan, records, speed)
+    lines += ["## Plots", "", "![learning curves](plots/learning_curves.png)", "",
+              "![predicted vs true runtime](plots/pred_vs_true.png)", ""]
+    if failures:
+        lines += ["## Failed runs", "", *(f"- {run}: {error}" for run, error in failures), ""]
+    return "\n".join(lines)
+
+
+def scatter_panels(plan: Plan, records: list[dict]) -> list[dict]:
+    """MSE-trained chebsage and baseline when planned (predicted runtimes), else the ListMLE runs (scores)."""
+    loss, collection = ("mse", plan.error_collections[0]) if plan.error_models else ("listmle", plan.model_collections[0])
+    panels = []
+    for model in (ca.OURS, ca.BASELINE):
+        found = [r for r in ca.select(records, collection=collection, model=model, loss=loss) if "scatter" in r]
+        if found:
+            s = found[0]["scatter"]
+            panels.append({"title": f"{model} ({loss}), {collection}\nvalid graph {s['graph_id'][:10]}, fold 0",
+                           "pred": s["pred"], "runtime": s["runtime"], "is_runtime": loss == "mse"})
+    return panels
+
+
+def print_plan(plan: Plan, runs: list[Run]) -> None:
+    print(f"claims benchmark, plan {plan.name!r}: {len(runs)} training runs, {plan.jobs} at a time, "
+          f"seeds {list(plan.seeds)}, train overrides {plan.train}")
+    print(f"  1. models {list(plan.models)} x {list(plan.model_collections)} (listmle); 4. convergence from their histories")
+    print(f"  2. losses {list(plan.losses)} x {list(plan.loss_collections)} (chebsage)")
+    print(f"  3. MSE-trained {list(plan.error_models)} x {list(plan.error_collections)} (MAPE)")
+    print(f"  5. throughput: {plan.throughput_steps} steps per model on {list(plan.model_collections)}, one process per model")
+    for run in runs:
+        print(f"     {run}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny preset, 1 seed, 1 epoch, tiny models")
+    parser.add_argument("--data", type=Path, default=None, help="local real-layout dataset (default: synthetic)")
+    parser.add_argument("--out", type=Path, default=HERE, help="RESULTS.md and plots/ go here (default: benchmarks/)")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (train.seed = 0..n-1)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per fold (patience follows)")
+    parser.add_argument("--jobs", type=int, default=None, help="training runs at a time")
+    parser.add_argument("--work", type=Path, default=None, help="keep data/cache/runs here (default: a temp dir, removed)")
+    args = parser.parse_args(argv)
+
+    plan = PLANS["quick" if args.quick else "default"]
+    changes: dict = {}
+    if args.seeds is not None:
+        changes["seeds"] = tuple(range(args.seeds))
+    if args.epochs is not None:
+        changes["train"] = {**plan.train, "epochs": args.epochs, "patience": args.epochs}
+    if args.jobs is not None:
+        changes["jobs"] = args.jobs
+    plan = Plan(**{**plan.__dict__, **changes})
+    print_plan(plan, plan.runs())
+
+    from tpuperf.config import load_params
+
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        raise SystemExit(f"--work {args.work} is not empty: give a new or empty directory")
+    work = args.work or Path(tempfile.mkdtemp(prefix="tpuperf-claims-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        params = run_params(load_params(args.params), plan, work)
+        params_path = work / "params.yaml"
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        data_description, counts = prepare(plan, params, args.data, work)
+        t_data = time.perf_counter()
+        records, failures = train_all(plan, params, work)
+        t_train = time.perf_counter()
+        speed = measure_speed(plan, params_path, work / "cache", work)
+        t_speed = time.perf_counter()
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    info = {
+        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(), "load": (load_start, os.getloadavg()[0]),
+        "wall": t_speed - started,
+        "phases": {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train},
+        "data": data_description, "counts": counts,
+    }
+    out = args.out
+    ca.plot_learning_curves(records, plan.model_collections, plan.models, "listmle", out / "plots" / "learning_curves.png")
+    ca.plot_pred_vs_true(scatter_panels(plan, records), out / "plots" / "pred_vs_true.png")
+    (out / "RESULTS.md").write_text(render(plan, args, info, records, failures, speed))
+    print(f"wrote {out / 'RESULTS.md'} and {out / 'plots'} in {info['wall'] / 60:.1f} min")
+    if failures:
+        raise SystemExit(f"{len(failures)} training run(s) failed; see the Failed runs section of {out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

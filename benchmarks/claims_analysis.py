@@ -1,0 +1,248 @@
+"""Figures, verdicts and plots of benchmarks/claims.py, from plain run records (no TensorFlow).
+
+A run record is a dict written by one training run (one collection x model x loss x seed):
+``collection``, ``model``, ``loss``, ``seed``, ``valid_score`` (mean over folds of the valid
+metric), ``valid_ensemble`` (rank-normalised fold ensemble on valid), ``oof_score``,
+``mape`` (valid MAPE, MSE-trained runs only, else None), ``wall_seconds`` and ``histories``
+(per fold, the trainer's per-epoch ``{epoch, loss, oof_score, seconds}``).
+
+Definitions used in RESULTS.md (and tested in tests/test_benchmarks.py):
+
+- score: the competition metric on the valid split, Kendall tau for layout:*, tile score
+  (2 - best of the predicted top 5 / best) for tile:xla; "accuracy" of a model is its mean score
+  over the benchmarked collections (the competition score restricted to them).
+- relative improvement: ``ours / baseline - 1`` of a higher-is-better figure; relative
+  reduction: ``1 - ours / baseline`` of a lower-is-better one.
+- MAPE: mean over valid graphs of mean over configs of ``|exp(pred) - y| / y``; an MSE-trained
+  model predicts ``log y`` (y = runtime / normaliser for tile, runtime in ns for layout).
+- convergence cell: one (collection, seed, fold); its target is the baseline's best per-epoch
+  OOF score there; a model reaches it at the first epoch whose OOF score is >= target. Its
+  seconds are the trainer's per-epoch training seconds summed up to that epoch, with the one
+  epoch that includes XLA compilation (a run's first epoch of its first fold: folds share the
+  compiled step) counted at the run's median epoch time (see :func:`steady_histories`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+BASELINE = "baseline"
+OURS = "chebsage"
+
+
+def select(records: Iterable[dict], **where) -> list[dict]:
+    """Records whose fields equal every ``where`` value."""
+    return [r for r in records if all(r[k] == v for k, v in where.items())]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; NaN for fewer than two values)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return math.nan, math.nan
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else math.nan
+
+
+def fmt(mean: float, std: float = math.nan, digits: int = 3, n: int | None = None, expected: int | None = None) -> str:
+    """``0.123 ± 0.004``; says ``n=k`` when fewer values than expected went into it."""
+    if math.isnan(mean):
+        return "n/a"
+    text = f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+    return text + (f" (n={n})" if n is not None and expected is not None and n != expected else "")
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:+.1f}%"
+
+
+def relative_improvement(ours: float, base: float) -> float:
+    """``ours / base - 1`` for higher-is-better figures; NaN when the baseline is not positive."""
+    return ours / base - 1.0 if base > 0 else math.nan
+
+
+def relative_reduction(ours: float, base: float) -> float:
+    """``1 - ours / base`` for lower-is-better figures (errors, seconds); NaN when base is not positive."""
+    return 1.0 - ours / base if base > 0 else math.nan
+
+
+def graph_mape(log_pred: np.ndarray, runtime: np.ndarray) -> float:
+    """Mean absolute percentage error of ``exp(log_pred)`` against ``runtime`` over one graph's configs."""
+    runtime = np.asarray(runtime, dtype=np.float64)
+    if runtime.size == 0 or not (runtime > 0).all():
+        raise ValueError("MAPE needs positive runtimes (unlabelled test rows cannot be scored)")
+    with np.errstate(over="ignore"):
+        estimate = np.exp(np.asarray(log_pred, dtype=np.float64))
+    return float(np.mean(np.abs(estimate - runtime) / runtime))
+
+
+def per_seed_means(records: list[dict], collections: Sequence[str], field: str) -> dict[int, float]:
+    """Per seed, the mean of ``field`` over ``collections`` (only seeds that have all of them)."""
+    out = {}
+    for seed in sorted({r["seed"] for r in records}):
+        values = [select(records, seed=seed, collection=c) for c in collections]
+        if all(len(v) == 1 and v[0][field] is not None for v in values):
+            out[seed] = float(np.mean([v[0][field] for v in values]))
+    return out
+
+
+def compare(records: list[dict], collections: Sequence[str], field: str, ours: dict, base: dict, lower_is_better: bool) -> float:
+    """Relative change of ours vs base on the mean of ``field`` over collections and shared seeds."""
+    mine = per_seed_means(select(records, **ours), collections, field)
+    theirs = per_seed_means(select(records, **base), collections, field)
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return math.nan
+    a, b = np.mean([mine[s] for s in seeds]), np.mean([theirs[s] for s in seeds])
+    return relative_reduction(a, b) if lower_is_better else relative_improvement(a, b)
+
+
+# ---------------------------------------------------------------- convergence
+
+
+@dataclass(frozen=True)
+class Reach:
+    """When one model reached the baseline's best OOF score in one cell (None: never)."""
+
+    collection: str
+    seed: int
+    fold: int
+    target: float
+    epochs: int | None
+    seconds: float | None
+
+
+def reach(history: list[dict], target: float) -> tuple[int | None, float | None]:
+    """(epochs, cumulative training seconds) up to the first epoch with OOF score >= target."""
+    seconds = 0.0
+    for i, entry in enumerate(history):
+        seconds += entry["seconds"]
+        if entry["oof_score"] >= target:
+            return i + 1, seconds
+    return None, None
+
+
+def steady_histories(histories: list[list[dict]]) -> tuple[list[list[dict]], float]:
+    """Histories with the compile epoch (fold 0, epoch 0) re-timed at the median of the other epochs.
+
+    Returns them and the seconds removed (the compile overhead; 0 when there is no other epoch
+    to take a median from, in which case nothing is changed).
+    """
+    others = [e["seconds"] for h in histories for e in (h[1:] if h is histories[0] else h)]
+    if not histories or not histories[0] or not others:
+        return histories, 0.0
+    typical = float(np.median(others))
+    first = histories[0][0]
+    fixed = [[{**first, "seconds": typical}, *histories[0][1:]], *histories[1:]]
+    return fixed, max(first["seconds"] - typical, 0.0)
+
+
+def convergence(records: list[dict], model: str, collections: Sequence[str], loss: str) -> list[Reach]:
+    """Per (collection, seed, fold) where both ran: when ``model`` reached the baseline's best OOF score."""
+    cells = []
+    for collection in collections:
+        for base in select(records, collection=collection, model=BASELINE, loss=loss):
+            mine = select(records, collection=collection, model=model, loss=loss, seed=base["seed"])
+            if not mine:
+                continue
+            pairs = zip(steady_histories(base["histories"])[0], steady_histories(mine[0]["histories"])[0])
+            for fold, (b_hist, m_hist) in enumerate(pairs):
+                if not b_hist:
+                    continue
+                target = max(e["oof_score"] for e in b_hist)
+                cells.append(Reach(collection, base["seed"], fold, target, *reach(m_hist, target)))
+    return cells
+
+
+def convergence_speedup(ours: list[Reach], base: list[Reach]) -> tuple[float, float, int, int]:
+    """(relative reduction in seconds, in epochs, cells ours reached, cells) to the baseline's best.
+
+    Sums over the cells both reached (the baseline always reaches its own best), so a slow
+    cell weighs by its seconds; cells ours never reached count against the verdict, not here.
+    """
+    by_cell = {(r.collection, r.seed, r.fold): r for r in base}
+    pairs = [(r, by_cell[(r.collection, r.seed, r.fold)]) for r in ours if r.epochs is not None]
+    if not pairs:
+        return math.nan, math.nan, 0, len(ours)
+    seconds = relative_reduction(sum(a.seconds for a, _ in pairs), sum(b.seconds for _, b in pairs))
+    epochs = relative_reduction(sum(a.epochs for a, _ in pairs), sum(b.epochs for _, b in pairs))
+    return seconds, epochs, len(pairs), len(ours)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def mean_curve(histories: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs 1..E, mean OOF score, std) over folds/seeds; shorter (early-stopped) curves count while they last."""
+    length = max((len(h) for h in histories), default=0)
+    table = np.full((len(histories), length), np.nan)
+    for i, h in enumerate(histories):
+        table[i, : len(h)] = [e["oof_score"] for e in h]
+    counts = np.sum(~np.isnan(table), axis=0)
+    mean = np.nansum(table, axis=0) / np.maximum(counts, 1)
+    std = np.sqrt(np.nansum((table - mean) ** 2, axis=0) / np.maximum(counts, 1))
+    return np.arange(1, length + 1), mean, std
+
+
+def plot_learning_curves(records: list[dict], collections: Sequence[str], models: Sequence[str], loss: str, path: Path) -> None:
+    """One panel per collection: mean OOF score per epoch of each model (band: ±1 std over seeds x folds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(collections), figsize=(5 * len(collections), 3.8), squeeze=False)
+    for ax, collection in zip(axes[0], collections):
+        for model in models:
+            histories = [h for r in select(records, collection=collection, model=model, loss=loss) for h in r["histories"]]
+            if not histories:
+                continue
+            x, mean, std = mean_curve(histories)
+            style = "--" if model == BASELINE else "-"
+            ax.plot(x, mean, style, marker="o", ms=3, label=model)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+        ax.set(title=collection, xlabel="epoch", ylabel="OOF score (tile score / Kendall tau)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Learning curves ({loss} loss; mean over seeds x folds)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pred_vs_true(panels: list[dict], path: Path) -> None:
+    """Scatter of each panel's predictions against true runtimes of one valid graph.
+
+    A panel: ``title``, ``pred``, ``runtime``, ``is_runtime`` (True: pred is log runtime, plotted
+    as exp(pred) on log-log axes with y = x; False: a ranking score, which has no runtime scale).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        runtime = np.asarray(panel["runtime"], dtype=np.float64)
+        pred = np.asarray(panel["pred"], dtype=np.float64)
+        if panel["is_runtime"]:
+            with np.errstate(over="ignore"):
+                estimate = np.exp(pred)
+            ax.scatter(runtime, estimate, s=6, alpha=0.5)
+            low, high = min(runtime.min(), estimate.min()), max(runtime.max(), estimate.max())
+            ax.plot([low, high], [low, high], "k--", lw=1, label="y = x")
+            ax.set(xscale="log", yscale="log", ylabel="predicted runtime exp(pred)")
+            ax.legend(fontsize=8)
+        else:
+            ax.scatter(runtime, pred, s=6, alpha=0.5)
+            ax.set(xscale="log", ylabel="predicted score (ranking only, no runtime scale)")
+        ax.set(title=panel["title"], xlabel="true runtime")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,150 @@
+"""benchmarks/claims.py: the figures behind each claim verdict, the report, and a --quick end-to-end run."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import claims  # noqa: E402
+import claims_analysis as ca  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def history(scores: list[float], seconds: list[float]) -> list[dict]:
+    return [{"epoch": i, "loss": 1.0, "oof_score": s, "seconds": t} for i, (s, t) in enumerate(zip(scores, seconds))]
+
+
+def record(collection: str, model: str, loss: str, seed: int, score: float, histories=None, mape=None) -> dict:
+    return {"collection": collection, "model": model, "loss": loss, "seed": seed, "valid_score": score,
+            "valid_ensemble": score + 0.01, "oof_score": score, "wall_seconds": 10.0, "mape": mape,
+            "histories": histories or [history([score], [1.0])]}
+
+
+def test_graph_mape_is_the_mean_relative_error_of_exp_pred():
+    runtime = np.array([100.0, 200.0])
+    assert ca.graph_mape(np.log([110.0, 150.0]), runtime) == pytest.approx((0.1 + 0.25) / 2)
+    with pytest.raises(ValueError, match="positive"):
+        ca.graph_mape(np.zeros(2), np.array([1.0, 0.0]))
+
+
+def test_relative_figures_and_formatting():
+    assert ca.relative_improvement(0.46, 0.40) == pytest.approx(0.15)
+    assert ca.relative_reduction(0.82, 1.0) == pytest.approx(0.18)
+    assert math.isnan(ca.relative_improvement(0.3, -0.1))  # a negative baseline tau has no relative scale
+    assert ca.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert ca.fmt(0.5, 0.25, digits=2, n=2, expected=3) == "0.50 ± 0.25 (n=2)"
+    assert ca.pct(0.153) == "+15.3%"
+
+
+def test_reach_counts_epochs_and_seconds_up_to_the_first_epoch_at_target():
+    h = history([0.1, 0.3, 0.5], [2.0, 3.0, 4.0])
+    assert ca.reach(h, 0.3) == (2, 5.0)
+    assert ca.reach(h, 0.6) == (None, None)
+
+
+def test_steady_histories_retimes_only_the_compile_epoch():
+    fold0, fold1 = history([0.1, 0.2], [20.0, 2.0]), history([0.1, 0.2], [3.0, 4.0])
+    fixed, removed = ca.steady_histories([fold0, fold1])
+    assert [e["seconds"] for e in fixed[0]] == [3.0, 2.0]  # median of 2, 3, 4
+    assert fixed[1] == fold1 and removed == 17.0
+    assert ca.steady_histories([history([0.1], [9.0])]) == ([history([0.1], [9.0])], 0.0)
+
+
+def test_convergence_against_the_baselines_best_per_fold():
+    base = record("layout:xla:random", "baseline", "listmle", 0, 0.3,
+                  [history([0.1, 0.2, 0.4], [1.0, 1.0, 1.0]), history([0.2, 0.3, 0.1], [1.0, 1.0, 1.0])])
+    ours = record("layout:xla:random", "chebsage", "listmle", 0, 0.4,
+                  [history([0.4, 0.5, 0.5], [1.0, 1.0, 1.0]), history([0.1, 0.2, 0.25], [1.0, 1.0, 1.0])])
+    cells = ca.convergence([base, ours], "chebsage", ["layout:xla:random"], "listmle")
+    assert [(c.fold, c.target, c.epochs) for c in cells] == [(0, 0.4, 1), (1, 0.3, None)]
+    base_cells = ca.convergence([base, ours], "baseline", ["layout:xla:random"], "listmle")
+    assert [c.epochs for c in base_cells] == [3, 2]
+    seconds, epochs, hit, total = ca.convergence_speedup(cells, base_cells)
+    assert (seconds, epochs, hit, total) == (pytest.approx(2 / 3), pytest.approx(2 / 3), 1, 2)
+
+
+def test_compare_uses_per_seed_means_over_collections_and_shared_seeds():
+    records = [
+        record("tile:xla", "chebsage", "listmle", 0, 0.9), record("layout:xla:random", "chebsage", "listmle", 0, 0.3),
+        record("tile:xla", "baseline", "listmle", 0, 0.8), record("layout:xla:random", "baseline", "listmle", 0, 0.2),
+        record("tile:xla", "chebsage", "listmle", 1, 0.0),  # seed 1 lacks a collection and a baseline: ignored
+    ]
+    rel = ca.compare(records, ["tile:xla", "layout:xla:random"], "valid_score", {"model": "chebsage"}, {"model": "baseline"}, False)
+    assert rel == pytest.approx(0.6 / 0.5 - 1)
+
+
+def test_mean_curve_averages_unequal_lengths_while_they_last():
+    x, mean, std = ca.mean_curve([history([0.0, 1.0], [1, 1]), history([1.0], [1])])
+    assert x.tolist() == [1, 2] and mean.tolist() == [0.5, 1.0] and std.tolist() == [0.5, 0.0]
+
+
+def _fabricated_results(plan: claims.Plan) -> list[dict]:
+    """Records where chebsage beats the baseline by 20% and its MAPE is 30% lower; ListMLE beats MSE by 5%."""
+    records = []
+    for seed in plan.seeds:
+        for c in plan.model_collections:
+            for m, score in (("chebsage", 0.48), ("sage", 0.42), ("cheb", 0.41), ("baseline", 0.40)):
+                curve = [score * 0.5, score, score]
+                records.append(record(c, m, "listmle", seed, score, [history(curve, [1.0, 1.0, 1.0])] * 2))
+        for c in plan.loss_collections:
+            records.append(record(c, "chebsage", "pairwise", seed, 0.47))
+        for c in plan.error_collections:
+            records.append(record(c, "chebsage", "mse", seed, 0.4572, mape=0.07))
+            records.append(record(c, "baseline", "mse", seed, 0.30, mape=0.10))
+    return records
+
+
+def test_report_states_each_claim_with_its_figure_and_verdict():
+    plan = claims.Plan(**{**claims.PLANS["default"].__dict__, "seeds": (0, 1)})
+    records = _fabricated_results(plan)
+    lines = "\n".join(claims.claim_lines(plan, records))
+    rows = {line.split("|")[1].strip(): line for line in lines.splitlines() if line.startswith("| ") and "claim" not in line[:8]}
+    assert "**reached**" in rows["15% better runtime-prediction accuracy than baseline"]
+    assert "+20.0%" in rows["15% better runtime-prediction accuracy than baseline"]
+    assert "**reached**" in rows["18% lower estimation error than baseline"] and "+30.0%" in rows["18% lower estimation error than baseline"]
+    listmle = rows["ListMLE improves ranking by 10%"]
+    assert "**not reached** (vs MSE)" in listmle and "+5.0%" in listmle and "+2.1%" in listmle
+    # identical curves: chebsage reaches the baseline's best at the same epoch, 0% faster
+    assert "**not reached**" in rows["12% faster convergence"] and "+0.0% training time" in rows["12% faster convergence"]
+
+
+def test_render_has_every_section_even_when_the_plan_skips_some():
+    plan = claims.PLANS["quick"]
+    records = _fabricated_results(plan)
+    speed = {"layout:xla:random": {m: {"params": 10, "train_configs_per_s": v, "predict_configs_per_s": 2 * v,
+                                        "rss_before_mb": 600.0, "peak_rss_mb": 900.0}
+                                    for m, v in (("chebsage", 300.0), ("baseline", 200.0))}}
+    info = {"command": "python benchmarks/claims.py --quick", "date": "today", "load": (1.0, 2.0), "wall": 60.0,
+            "phases": {"data": 1.0, "train": 50.0, "speed": 9.0}, "data": "synthetic", "machine": claims.machine(),
+            "counts": {"layout:xla:random": {"train": 6, "valid": 3}}}
+    text = claims.render(plan, claims.argparse.Namespace(params="params.yaml"), info, records, [("a run", "boom")], speed)
+    for heading in ("## Claims", "## 1. Models", "## 2. Losses", "## 3. Runtime-prediction error", "## 4. Convergence",
+                    "## 5. Speed and memory", "## Plots", "## Failed runs"):
+        assert heading in text
+    assert "| layout:xla:random | chebsage | 10 | 300 | x1.50 | 600 | x1.50 | 600 MB | 900 MB |" in text
+    assert "Not measured in this plan." in text and "- a run: boom" in text
+
+
+@pytest.mark.slow
+def test_quick_run_writes_results_and_plots(tmp_path: Path):
+    """The whole benchmark on the tiny preset (~1.5 min on 2 shared cores: two trainings, two throughput processes)."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "- Command: `python " in text and "--quick" in text and "- Commit: `" in text and "2 training runs" in text
+    for claim in ("15% better runtime-prediction accuracy", "18% lower estimation error", "ListMLE improves ranking",
+                  "12% faster convergence"):
+        assert f"| {claim}" in text
+    assert "| chebsage | " in text and "| baseline | " in text
+    assert "| layout:xla:random | baseline |" in text  # speed table
+    for plot in ("learning_curves.png", "pred_vs_true.png"):
+        assert (tmp_path / "plots" / plot).read_bytes()[:8] == PNG_MAGIC
