@@ -313,7 +313,8 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
     shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.configs_per_graph, settings.batch_slack)
     predict_shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.predict_configs_per_graph, settings.batch_slack)
     feat_dim = cache.node_feat_dim
-    fingerprint = _fingerprint(model_params, asdict(settings), cache.stats)
+    cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
+    fingerprint = _fingerprint(model_params, {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats)
 
     run_dir = Path(settings.runs_dir) / collection.slug / model_name
     ckpt_root = Path(settings.checkpoints_dir) / collection.slug / model_name
