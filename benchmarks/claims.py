@@ -83,7 +83,7 @@ PLANS = {
         preset="small",
         seeds=(0, 1, 2),
         models=("chebsage", "sage", "cheb", "baseline"),
-        model_collections=("tile:xla", "layout:xla:random", "layout:nlp:default"),
+        model_collections=("tile:xla", "layout:xla:random"),
         losses=("listmle", "pairwise", "mse"),
         loss_collections=("layout:xla:random",),
         error_models=("chebsage", "baseline"),
@@ -214,13 +214,15 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool) -> dict:
         "wall_seconds": wall,
         "histories": histories,
         "mape": None,
+        "mape_scaled": None,
     }
     if run.loss == "mse":
-        record["mape"] = float(np.mean([
-            np.mean([ca.graph_mape(g["pred"].to_numpy(), g["runtime"].to_numpy())
-                     for _, g in valid.filter(pl.col("fold") == k).group_by("graph_id")])
-            for k in range(folds)
-        ]))
+        for key, scaled in (("mape", False), ("mape_scaled", True)):
+            record[key] = float(np.mean([
+                np.mean([ca.graph_mape(g["pred"].to_numpy(), g["runtime"].to_numpy(), scaled)
+                         for _, g in valid.filter(pl.col("fold") == k).group_by("graph_id")])
+                for k in range(folds)
+            ]))
     if keep_scatter:
         graph = sorted(valid["graph_id"].unique())[0]
         rows = valid.filter((pl.col("fold") == 0) & (pl.col("graph_id") == graph)).sort("config_id")
@@ -253,16 +255,16 @@ def train_all(plan: Plan, params: dict, work: Path) -> tuple[list[dict], list[tu
 
 
 def measure_speed(plan: Plan, params_path: Path, cache: Path, work: Path) -> dict[str, dict[str, dict]]:
-    """benchmarks/throughput.py per model, in its own process (isolated peak RSS), on the same batches."""
+    """benchmarks/throughput.py per model and collection, each in its own process (isolated peak RSS);
+    every model of a collection sees the same batches."""
     results: dict[str, dict[str, dict]] = {}
-    for model in plan.models:
-        out = work / f"throughput_{model}.json"
-        cmd = [sys.executable, str(HERE / "throughput.py"), "--params", str(params_path), "--cache", str(cache),
-               "--collection", *plan.model_collections, "--models", model, "--steps", str(plan.throughput_steps),
-               "--json", str(out)]
-        subprocess.run(cmd, check=True)
-        for collection, figures in json.loads(out.read_text()).items():
-            results.setdefault(collection, {}).update(figures)
+    for collection in plan.model_collections:
+        for model in plan.models:
+            out = work / f"throughput_{_collection(collection).slug}_{model}.json"
+            cmd = [sys.executable, str(HERE / "throughput.py"), "--params", str(params_path), "--cache", str(cache),
+                   "--collection", collection, "--models", model, "--steps", str(plan.throughput_steps), "--json", str(out)]
+            subprocess.run(cmd, check=True)
+            results.setdefault(collection, {}).update(json.loads(out.read_text())[collection])
     return results
 
 
@@ -345,16 +347,20 @@ def section_error(plan: Plan, records: list[dict]) -> list[str]:
               "pairwise scores have no runtime scale, so no runtime error is defined for them. MAPE on valid: mean "
               "over graphs of mean over configs of `|exp(pred) - y| / y` (y = runtime / normaliser for tile, runtime "
               "in ns for layout), mean over folds, then mean ± std over seeds. *vs baseline*: relative reduction "
-              "`1 - ours / baseline` of the mean MAPE.", ""]
+              "`1 - ours / baseline` of the mean MAPE. *MAPE, level fitted*: the same after scaling each graph's "
+              "predictions by the median of `y / exp(pred)` over its configs, i.e. the error left once the per-graph "
+              "runtime level is right (how well the model tells configs apart in runtime terms).", ""]
     rows = []
     for model in plan.error_models:
         mine = ca.select(records, model=model, loss="mse")
         rel = ca.compare(records, cols, "mape", {"model": model, "loss": "mse"}, {"model": ca.BASELINE, "loss": "mse"},
                          lower_is_better=True)
         rows.append([model, *(_cell(ca.select(mine, collection=c), "mape", expected=n) for c in cols),
+                     *(_cell(ca.select(mine, collection=c), "mape_scaled", expected=n) for c in cols),
                      *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
                      "—" if model == ca.BASELINE else ca.pct(rel)])
-    return lines + _table(["model", *(f"MAPE {c}" for c in cols), *(f"score {c}" for c in cols), "MAPE vs baseline"], rows) + [""]
+    return lines + _table(["model", *(f"MAPE {c}" for c in cols), *(f"MAPE, level fitted, {c}" for c in cols),
+                           *(f"score {c}" for c in cols), "MAPE vs baseline"], rows) + [""]
 
 
 def section_convergence(plan: Plan, records: list[dict]) -> list[str]:
@@ -389,7 +395,7 @@ def section_convergence(plan: Plan, records: list[dict]) -> list[str]:
 def section_speed(plan: Plan, records: list[dict], speed: dict) -> list[str]:
     lines = ["## 5. Speed and memory", "",
              f"benchmarks/throughput.py on the same {plan.throughput_steps} padded batches for every model (after one "
-             "warm-up step that compiles), one process per model: configs/s counts real configs. *ratio*: ours / "
+             "warm-up step that compiles), one process per model and collection: configs/s counts real configs. *ratio*: ours / "
              "baseline, measured in this run. *RSS before*: the process (TensorFlow runtime + batches) before the model "
              "is built; *peak RSS*: the process peak right after the timed training steps.", ""]
     rows = []
@@ -434,11 +440,11 @@ def claim_lines(plan: Plan, records: list[dict]) -> list[str]:
             rel = ca.compare(records, plan.loss_collections, "valid_score", {"model": ca.OURS, "loss": "listmle"},
                              {"model": ca.OURS, "loss": other}, lower_is_better=False)
             parts.append((other, rel))
-        text = "; ".join(f"{'reached' if r >= 0.10 else 'not reached'} vs {o} ({ca.pct(r)})" for o, r in parts)
-        mse = dict(parts)["mse"]
-        rows.append(["ListMLE improves ranking by 10%", verdict(mse, 0.10) + " (vs MSE)", text,
+        text = "; ".join(f"vs {o} {ca.pct(r)}" for o, r in parts)
+        worst = min(r for _, r in parts)
+        rows.append(["ListMLE improves ranking by 10%", verdict(worst, 0.10), text,
                      f"chebsage valid score (Kendall tau) on {', '.join(plan.loss_collections)}, mean over seeds; "
-                     "listmle / other - 1"])
+                     "listmle / other - 1 for each other loss; reached only if >= 10% against every one"])
     else:
         rows.append(["ListMLE improves ranking by 10%", "not measured", "—", "no loss ablation in this plan"])
     ours = ca.convergence(records, ca.OURS, cols, "listmle")
@@ -502,7 +508,7 @@ def print_plan(plan: Plan, runs: list[Run]) -> None:
     print(f"  1. models {list(plan.models)} x {list(plan.model_collections)} (listmle); 4. convergence from their histories")
     print(f"  2. losses {list(plan.losses)} x {list(plan.loss_collections)} (chebsage)")
     print(f"  3. MSE-trained {list(plan.error_models)} x {list(plan.error_collections)} (MAPE)")
-    print(f"  5. throughput: {plan.throughput_steps} steps per model on {list(plan.model_collections)}, one process per model")
+    print(f"  5. throughput: {plan.throughput_steps} steps per model on {list(plan.model_collections)}, one process each")
     for run in runs:
         print(f"     {run}")
 

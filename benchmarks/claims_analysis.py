@@ -14,7 +14,8 @@ Definitions used in RESULTS.md (and tested in tests/test_benchmarks.py):
 - relative improvement: ``ours / baseline - 1`` of a higher-is-better figure; relative
   reduction: ``1 - ours / baseline`` of a lower-is-better one.
 - MAPE: mean over valid graphs of mean over configs of ``|exp(pred) - y| / y``; an MSE-trained
-  model predicts ``log y`` (y = runtime / normaliser for tile, runtime in ns for layout).
+  model predicts ``log y`` (y = runtime / normaliser for tile, runtime in ns for layout). A
+  percentage error is unchanged by a per-graph normaliser of both sides.
 - convergence cell: one (collection, seed, fold); its target is the baseline's best per-epoch
   OOF score there; a model reaches it at the first epoch whose OOF score is >= target. Its
   seconds are the trainer's per-epoch training seconds summed up to that epoch, with the one
@@ -69,13 +70,20 @@ def relative_reduction(ours: float, base: float) -> float:
     return 1.0 - ours / base if base > 0 else math.nan
 
 
-def graph_mape(log_pred: np.ndarray, runtime: np.ndarray) -> float:
-    """Mean absolute percentage error of ``exp(log_pred)`` against ``runtime`` over one graph's configs."""
+def graph_mape(log_pred: np.ndarray, runtime: np.ndarray, fit_level: bool = False) -> float:
+    """Mean absolute percentage error of ``exp(log_pred)`` against ``runtime`` over one graph's configs.
+
+    ``fit_level`` first scales the estimates by the median of ``runtime / estimate``: what is left
+    is the error in the differences between configs, not in the graph's overall runtime level.
+    """
     runtime = np.asarray(runtime, dtype=np.float64)
     if runtime.size == 0 or not (runtime > 0).all():
         raise ValueError("MAPE needs positive runtimes (unlabelled test rows cannot be scored)")
+    log_pred = np.asarray(log_pred, dtype=np.float64)
+    if fit_level:
+        log_pred = log_pred + np.median(np.log(runtime) - log_pred)
     with np.errstate(over="ignore"):
-        estimate = np.exp(np.asarray(log_pred, dtype=np.float64))
+        estimate = np.exp(log_pred)
     return float(np.mean(np.abs(estimate - runtime) / runtime))
 
 
@@ -193,6 +201,7 @@ def plot_learning_curves(records: list[dict], collections: Sequence[str], models
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(collections), figsize=(5 * len(collections), 3.8), squeeze=False)
     for ax, collection in zip(axes[0], collections):
@@ -204,7 +213,9 @@ def plot_learning_curves(records: list[dict], collections: Sequence[str], models
             style = "--" if model == BASELINE else "-"
             ax.plot(x, mean, style, marker="o", ms=3, label=model)
             ax.fill_between(x, mean - std, mean + std, alpha=0.15)
-        ax.set(title=collection, xlabel="epoch", ylabel="OOF score (tile score / Kendall tau)")
+        metric = "tile score" if collection.startswith("tile") else "Kendall tau"
+        ax.set(title=collection, xlabel="epoch", ylabel=f"OOF {metric}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Learning curves ({loss} loss; mean over seeds x folds)")
