@@ -1,6 +1,8 @@
 """Shared fixtures: the real TpuGraphs files (when present) and tiny valid files in the real layout."""
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +25,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("real_npz", files, ids=[str(f.relative_to(root)) for f in files])
     else:
         metafunc.parametrize("real_npz", [pytest.param(None, marks=pytest.mark.skip(reason=ABSENT_REASON))])
+
+
+def put_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, script: str) -> Path:
+    """Write an executable ``name`` into ``tmp_path/bin`` and put that folder first on PATH.
+
+    How the tests stand in for the kaggle CLI, which cannot reach Kaggle here.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    exe = bin_dir / name
+    exe.write_text(script)
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return exe
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import sys
 import zipfile
 from dataclasses import replace
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, SPLITS
 from tpuperf.download import MANIFEST_NAME, DataParams, DownloadError, download, resolve_source
@@ -66,12 +66,7 @@ class FakeKaggle:
 
 @pytest.fixture
 def fake_kaggle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeKaggle:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "kaggle"
-    exe.write_text(FAKE_KAGGLE.format(python=sys.executable))
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    put_on_path(tmp_path, monkeypatch, "kaggle", FAKE_KAGGLE.format(python=sys.executable))
     return FakeKaggle(tmp_path, monkeypatch)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import stat
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import put_on_path
 from tpuperf import kernel_entry
 from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, get_collection
@@ -244,12 +244,7 @@ def test_download_wheels_commands(tmp_path: Path):
 
 @pytest.fixture
 def fake_kaggle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "kaggle"
-    exe.write_text(FAKE_KAGGLE.format(python=sys.executable))
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    put_on_path(tmp_path, monkeypatch, "kaggle", FAKE_KAGGLE.format(python=sys.executable))
     log = tmp_path / "kaggle-calls.jsonl"
     monkeypatch.setenv("FAKE_KAGGLE_LOG", str(log))
     return log

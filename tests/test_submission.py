@@ -1,11 +1,10 @@
-import os
-import stat
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from conftest import put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import get_collection, locate
 from tpuperf.submission import (
@@ -306,13 +305,9 @@ def test_read_fold_predictions_errors(tmp_path):
 @pytest.fixture
 def fake_kaggle(tmp_path, monkeypatch):
     """A ``kaggle`` executable on PATH that records its argv (one per line) and exits with $FAKE_RC."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     record = tmp_path / "argv.txt"
-    exe = bin_dir / "kaggle"
-    exe.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "Successfully submitted"\nexit ${{FAKE_RC:-0}}\n')
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    put_on_path(tmp_path, monkeypatch, "kaggle",
+                f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "Successfully submitted"\nexit ${{FAKE_RC:-0}}\n')
     return record
 
 
