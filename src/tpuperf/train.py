@@ -35,7 +35,7 @@ import tensorflow as tf
 from tpuperf.cache import CachedGraph, CollectionCache
 from tpuperf.collection import Collection, get_collection
 from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
-from tpuperf.metrics import graph_score
+from tpuperf.metrics import collection_score
 from tpuperf.predict import Scorer, prediction_frame, write_parquet_atomic
 from tpuperf.strategy import select_strategy
 
@@ -125,14 +125,13 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def evaluate(scorer: Scorer, collection: Collection, graphs: Sequence[CachedGraph], rows: dict[str, np.ndarray] | None = None) -> float:
+def mean_score(collection: Collection, graphs: Sequence[CachedGraph], scores: dict[str, np.ndarray],
+               rows: dict[str, np.ndarray] | None = None) -> float | None:
     """Mean competition metric over graphs (optionally on a subset of each graph's configs)."""
-    scores = scorer.score(graphs, rows)
-    values = []
-    for g in graphs:
-        truth = np.asarray(g.runtime)[rows[g.graph_id]] if rows else np.asarray(g.runtime)
-        values.append(graph_score(collection, scores[g.graph_id], truth))
-    return float(np.mean(values))
+    if not graphs:
+        return None
+    truth = {g.graph_id: np.asarray(g.runtime)[rows[g.graph_id]] if rows else np.asarray(g.runtime) for g in graphs}
+    return collection_score(collection, scores, truth)
 
 
 @dataclass
@@ -245,7 +244,7 @@ class FoldRunner:
         return self.state
 
     def end_epoch(self, epoch: int, logs: dict, seconds: float) -> None:
-        score = evaluate(self.scorer, self.collection, self.oof_graphs, self.eval_rows)
+        score = mean_score(self.collection, self.oof_graphs, self.scorer.score(self.oof_graphs, self.eval_rows), self.eval_rows)
         state = self.state
         state.history.append({"epoch": epoch, "loss": float(logs["loss"]), "oof_score": score, "seconds": seconds})
         state.train_seconds += seconds
@@ -346,8 +345,8 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
             "fold": fold,
             "best_epoch": state.best_epoch,
             "epochs_run": state.epochs_done,
-            "oof_score": _score_split(collection, scored["oof"], scores["oof"]),
-            "valid_score": _score_split(collection, scored["valid"], scores["valid"]),
+            "oof_score": mean_score(collection, scored["oof"], scores["oof"]),
+            "valid_score": mean_score(collection, scored["valid"], scores["valid"]),
             "train_seconds": round(state.train_seconds, 2),
             "train_config_slots_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),
         })
@@ -365,12 +364,6 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
     print(f"{collection.name} / {model_name}: OOF {metrics['oof_score']:.4f}, valid (mean fold) "
           f"{metrics['valid_score_mean_fold']}; wrote {run_dir}")
     return metrics
-
-
-def _score_split(collection: Collection, graphs, scores) -> float | None:
-    if not graphs:
-        return None
-    return float(np.mean([graph_score(collection, scores[g.graph_id], np.asarray(g.runtime)) for g in graphs]))
 
 
 def _mean_or_none(values: list) -> float | None:

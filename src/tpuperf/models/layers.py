@@ -31,6 +31,11 @@ def _aggregate(graph: tfgnn.GraphTensor, state: tf.Tensor, towards: str, reduce:
     return tfgnn.pool_edges_to_node(graph, EDGES, towards, reduce, feature_value=messages)
 
 
+def directional_means(graph: tfgnn.GraphTensor, state: tf.Tensor) -> list[tf.Tensor]:
+    """[mean over the op's inputs (producers), mean over its users (consumers)]."""
+    return [_aggregate(graph, state, tfgnn.TARGET, "mean"), _aggregate(graph, state, tfgnn.SOURCE, "mean")]
+
+
 def symmetric_edge_weights(graph: tfgnn.GraphTensor, self_loops: bool) -> tuple[tf.Tensor, tf.Tensor]:
     """Edge weights 1/sqrt(d_u d_v) of the symmetrised graph and each node's degree.
 
@@ -128,11 +133,7 @@ class SAGEConv(tf.keras.layers.Layer):
         self.project = tf.keras.layers.Dense(units)
 
     def features(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> list[tf.Tensor]:
-        return [
-            state,
-            _aggregate(graph, state, tfgnn.TARGET, "mean"),  # from the op's inputs
-            _aggregate(graph, state, tfgnn.SOURCE, "mean"),  # from the op's users
-        ]
+        return [state, *directional_means(graph, state)]
 
     def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
         return self.project(tf.concat(self.features(graph, state), axis=-1))
@@ -176,11 +177,7 @@ class ChebSAGEConv(tf.keras.layers.Layer):
         self.project = tf.keras.layers.Dense(units)
 
     def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
-        cheb = chebyshev_basis(graph, state, self.order)
-        features = cheb + [
-            _aggregate(graph, state, tfgnn.TARGET, "mean"),
-            _aggregate(graph, state, tfgnn.SOURCE, "mean"),
-        ]
+        features = chebyshev_basis(graph, state, self.order) + directional_means(graph, state)
         return self.project(tf.concat(features, axis=-1))
 
     def get_config(self):
