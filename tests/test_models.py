@@ -102,15 +102,47 @@ def test_config_scores_follow_their_config(rng, kind):
     assert np.std(base) > 1e-4
 
 
-def test_layout_non_configurable_nodes_get_no_config_signal(rng):
+@pytest.mark.parametrize("interaction", [0, 3])
+def test_layout_non_configurable_nodes_get_no_config_signal(rng, interaction):
     g = fake_graph(rng, "layout", 8, 2)
     shape = BatchShape(1, 16, 32, 2)
     graph, _ = graph_tensor([BatchItem(g, np.arange(2))], shape, "layout")
-    enc = L.ConfigEncoder(4, "layout")
-    out = enc(graph).numpy()
+    enc = L.ConfigEncoder(4, "layout", interaction)
+    out = enc(graph, tf.random.normal([16, 5])).numpy()
     others = np.setdiff1d(np.arange(16), g.config_node_pos)
     assert np.all(out[others] == 0)
     assert np.abs(out[g.config_node_pos]).sum() > 0
+
+
+def test_layout_config_interaction_is_a_gather_of_node_value_embeddings(rng):
+    """Position p of slot group g holding value v contributes W[g, p] e[n, g, v]."""
+    g = fake_graph(rng, "layout", 8, 3)
+    graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(1, 8, 32, 3), "layout")
+    node_state = rng.normal(size=(8, 5)).astype(np.float32)
+    k = 2
+    enc = L.ConfigEncoder(4, "layout", interaction=k)
+    out = enc(graph, tf.constant(node_state)).numpy()
+
+    raw = graph.node_sets["op"]["config"].numpy().astype(int)  # [N, C, 18]
+    assert (raw >= -1).any() and (raw == -2).any()
+    one_hot = np.eye(7)[np.clip(raw + 1, 0, 6)] * (raw >= -1)[..., None]
+    w_side, b_side = (v.numpy() for v in enc.node_side.weights)
+    values = (node_state @ w_side + b_side).reshape(8, 3, 7, k)  # e[n, g, v]
+    mix = enc.position_mix.numpy()  # W[g, p]: [3, 6, k, k]
+    mixed = np.zeros((8, 3, k))
+    for n, c, slot in zip(*np.nonzero(raw >= -1)):
+        mixed[n, c] += values[n, slot // 6, raw[n, c, slot] + 1] @ mix[slot // 6, slot % 6]
+    expected = one_hot.reshape(8, 3, -1) @ enc.project.kernel.numpy() + mixed @ enc.project_interaction.kernel.numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["tile", "layout"])
+def test_config_interaction_keeps_padding_invariance(rng, kind):
+    g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")
+    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1, "config_interaction": 4})
+    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
+    together, _ = graph_tensor([BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind)
+    np.testing.assert_allclose(model(together).numpy()[1, :5], model(alone).numpy()[0], rtol=1e-4, atol=1e-5)
 
 
 def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
@@ -125,7 +157,7 @@ def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
 @pytest.mark.parametrize("cls,args", [
     (L.SAGEConv, {"units": 4}), (L.ChebConv, {"units": 4, "order": 2}), (L.ChebSAGEConv, {"units": 4, "order": 3}),
     (L.GCNConv, {"units": 4}), (L.NodeEncoder, {"units": 4, "opcode_vocab": 32, "opcode_dim": 3}),
-    (L.ConfigEncoder, {"units": 4, "kind": "layout"}), (L.ResidualBlock, {"conv": "cheb", "units": 4, "order": 2, "dropout": 0.1}),
+    (L.ConfigEncoder, {"units": 4, "kind": "layout", "interaction": 2}), (L.ResidualBlock, {"conv": "cheb", "units": 4, "order": 2, "dropout": 0.1}),
     (L.RuntimeHead, {"units": 4, "reduce": "sum"}),
 ])
 def test_layers_round_trip_get_config(cls, args):

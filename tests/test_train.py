@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tpuperf.collection import get_collection
+from tpuperf.metrics import collection_score
 from tpuperf.preprocess import PreprocessSettings, preprocess_collection
 from tpuperf.synthetic import write_dataset
 
@@ -94,7 +95,16 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
             assert part.height == expected
             assert set(part["graph_id"]) == set(cache.graph_ids(split))
         assert frame["pred"].is_finite().all()
-        oof_ids |= set(frame.filter(pl.col("split") == "oof")["graph_id"])
+        oof = frame.filter(pl.col("split") == "oof")
+        oof_ids |= set(oof["graph_id"])
+        eval_configs = params["train"]["eval_configs"]
+        graphs = {g.graph_id: g for g in cache.graphs("train")}
+        for gid, part in oof.group_by("graph_id"):  # the best epoch's early-stopping sample
+            assert part.height == min(eval_configs, graphs[gid[0]].num_configs)
+        by_graph = {gid[0]: part.sort("config_id") for gid, part in oof.group_by("graph_id")}
+        oof_score = collection_score(COLLECTION, {g: p["pred"].to_numpy() for g, p in by_graph.items()},
+                                     {g: p["runtime"].to_numpy() for g, p in by_graph.items()})
+        assert oof_score == pytest.approx(metrics["folds"][fold]["oof_score"], abs=1e-9)
     assert oof_ids == set(cache.graph_ids("train"))  # every train graph is out-of-fold exactly once
     curves = run / "live" / "plots" / "metrics" / "fold_0" / "oof_score.tsv"
     assert len(curves.read_text().strip().splitlines()) == 1 + params["train"]["epochs"]

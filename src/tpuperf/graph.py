@@ -24,6 +24,7 @@ from tpuperf.cache import CachedGraph
 NODES, EDGES = "op", "feeds"
 NODE_FEAT, OPCODE, CONFIG = "feat", "opcode", "config"
 LAYOUT_CONFIG_DIM = 18
+LAYOUT_GROUP_SIZE = 6  # output, input and kernel layouts: 6 minor-to-major slots each
 LAYOUT_CONFIG_CLASSES = 7  # minor-to-major values -1..5
 NOT_CONFIGURABLE = -2  # one-hot of (-2 + 1) = -1 is all zeros
 TILE_CONFIG_DIM = 24

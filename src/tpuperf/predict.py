@@ -3,7 +3,9 @@
 Prediction format (read by tpuperf.submission / ensemble.py): one parquet file per fold,
 ``runs/<collection-slug>/<model>/predictions/fold_<k>.parquet``, columns ``split`` ("oof",
 "valid", "test"), ``graph_id``, ``config_id`` (index in the original .npz), ``pred``
-(float64, lower = predicted faster) and ``runtime`` (float64 target, 0 for test).
+(float64, lower = predicted faster) and ``runtime`` (float64 target, 0 for test). Valid and
+test rows cover every config; oof rows the ``train.eval_configs`` configs per held-out graph that
+early stopping scored (tpuperf.train).
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ class Scorer:
         self.shape, self.kind, self.feat_dim, self.strategy = shape, kind, feat_dim, strategy
         forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
         self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
+        # one replica: the GraphTensor is built inside the traced function; built eagerly per
+        # batch it cost as much Python time as the forward pass itself
+        self._single_step = tf.function(lambda arrays: forward(to_graph_tensor(arrays, kind)[0]), autograph=False)
         self._tf = tf
 
     def score(self, graphs: Sequence[CachedGraph], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -67,8 +72,7 @@ class Scorer:
         if replicas == 1:  # no tf.data/distribution machinery: it costs more than small batches do
             for batch in batches:
                 arrays = to_arrays(batch, self.shape, self.kind, self.feat_dim)
-                graph, _ = to_graph_tensor({k: self._tf.constant(v) for k, v in arrays.items()}, self.kind)
-                yield [self._step(graph).numpy()]
+                yield [self._single_step({k: self._tf.constant(v) for k, v in arrays.items()}).numpy()]
             return
         dataset = self.strategy.distribute_datasets_from_function(
             lambda _: make_dataset(lambda: iter(batches), self.shape, self.kind, self.feat_dim).map(lambda g, _: g))
@@ -77,16 +81,22 @@ class Scorer:
             yield [r.numpy() for r in self.strategy.experimental_local_results(self._step(next(iterator)))]
 
 
-def prediction_frame(split: str, graphs: Sequence, scores: dict[str, np.ndarray]) -> pl.DataFrame:
-    """Rows of the prediction format for one split (graphs are tpuperf.cache.CachedGraph)."""
+def prediction_frame(split: str, graphs: Sequence, scores: dict[str, np.ndarray],
+                     rows: dict[str, np.ndarray] | None = None) -> pl.DataFrame:
+    """Rows of the prediction format for one split (graphs are tpuperf.cache.CachedGraph);
+    ``rows`` restricts each graph to the config rows its scores belong to."""
+    def pick(g, values) -> np.ndarray:
+        values = np.asarray(values)
+        return values if rows is None else values[rows[g.graph_id]]
+
     frames = [
         pl.DataFrame(
             {
                 "split": split,
                 "graph_id": g.graph_id,
-                "config_id": np.asarray(g.config_ids, np.int64),
+                "config_id": pick(g, g.config_ids).astype(np.int64),
                 "pred": scores[g.graph_id].astype(np.float64),
-                "runtime": np.asarray(g.runtime, np.float64),
+                "runtime": pick(g, g.runtime).astype(np.float64),
             }
         )
         for g in graphs

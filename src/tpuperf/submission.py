@@ -4,7 +4,7 @@ Fold predictions (written by training, read here): one parquet file per fold at
 ``runs/<collection-slug>/<model>/predictions/fold_<k>.parquet`` (k = 0 .. train.folds - 1) with
 columns
 
-- ``split``     str: ``oof`` (the fold's held-out train graphs), ``valid`` or ``test``
+- ``split``     str: ``oof`` (the fold's held-out train graphs, ``train.eval_configs`` sampled configs each), ``valid`` or ``test``
 - ``graph_id``  str: the .npz file stem
 - ``config_id`` int64: index of the config in the original .npz
 - ``pred``      float64: lower = predicted faster (finite)

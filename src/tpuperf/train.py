@@ -1,8 +1,10 @@
 """K-fold training of one model on one collection, resumable after a kill.
 
 Folds split the TRAIN graphs; each fold trains on the others, early-stops on the held-out
-fold's competition metric (out-of-fold, OOF), and predicts OOF, valid and test configs with
-its best weights. Valid graphs are never used for any decision, so their scores are honest.
+fold's competition metric (out-of-fold, OOF) on ``train.eval_configs`` sampled configs per
+held-out graph, and predicts every valid and test config with its best weights; the best epoch's
+OOF scores are the fold's OOF predictions (scoring the held-out graphs again would repeat them).
+Valid graphs are never used for any decision, so their scores are honest.
 
 Outputs (paths from params.yaml ``train.*``):
     checkpoints/<slug>/<model>/fold_<k>/   resume state: weights + optimizer each epoch,
@@ -209,6 +211,7 @@ class FoldRunner:
         self.strategy = kit.strategy
         self.replicas = self.strategy.num_replicas_in_sync
         self.state_path = ckpt_dir / "state.json"
+        self.best_oof_path = ckpt_dir / "best_oof.parquet"  # the best epoch's OOF scores = the fold's OOF predictions
         self.state = FoldState.load(self.state_path, fingerprint)
         if self.state.epochs_done == 0:
             for stale in ckpt_dir.glob("*"):
@@ -241,10 +244,14 @@ class FoldRunner:
             self.state.finished = True
             _write_json_atomic(self.state_path, asdict(self.state))
         self.kit.best.read(str(self.ckpt_dir / "best")).assert_existing_objects_matched()
+        if not self.best_oof_path.exists():  # a checkpoint written before OOF predictions were kept
+            scores = self.scorer.score(self.oof_graphs, self.eval_rows)
+            write_parquet_atomic(prediction_frame("oof", self.oof_graphs, scores, self.eval_rows), self.best_oof_path)
         return self.state
 
     def end_epoch(self, epoch: int, logs: dict, seconds: float) -> None:
-        score = mean_score(self.collection, self.oof_graphs, self.scorer.score(self.oof_graphs, self.eval_rows), self.eval_rows)
+        scores = self.scorer.score(self.oof_graphs, self.eval_rows)
+        score = mean_score(self.collection, self.oof_graphs, scores, self.eval_rows)
         state = self.state
         state.history.append({"epoch": epoch, "loss": float(logs["loss"]), "oof_score": score, "seconds": seconds})
         state.train_seconds += seconds
@@ -252,6 +259,7 @@ class FoldRunner:
         if score > state.best_score:
             state.best_score, state.best_epoch, state.wait = score, epoch, 0
             self.kit.best.write(str(self.ckpt_dir / "best"))
+            write_parquet_atomic(prediction_frame("oof", self.oof_graphs, scores, self.eval_rows), self.best_oof_path)
         else:
             state.wait += 1
         state.epochs_done = epoch + 1
@@ -337,15 +345,15 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         if runner.state.history and live is not None:
             log_history(live, fold, runner.state.history)  # replay curves of epochs already done
         state = runner.run()
-        scored = {"oof": oof_graphs, "valid": splits["valid"], "test": splits["test"]}
+        scored = {"valid": splits["valid"], "test": splits["test"]}
         scores = {split: runner.scorer.score(graphs) for split, graphs in scored.items()}
-        frame = pl.concat([prediction_frame(s, scored[s], scores[s]) for s in scored])
+        frame = pl.concat([pl.read_parquet(runner.best_oof_path)] + [prediction_frame(s, scored[s], scores[s]) for s in scored])
         write_parquet_atomic(frame, run_dir / "predictions" / f"fold_{fold}.parquet")
         fold_metrics.append({
             "fold": fold,
             "best_epoch": state.best_epoch,
             "epochs_run": state.epochs_done,
-            "oof_score": mean_score(collection, scored["oof"], scores["oof"]),
+            "oof_score": state.best_score,
             "valid_score": mean_score(collection, scored["valid"], scores["valid"]),
             "train_seconds": round(state.train_seconds, 2),
             "train_config_slots_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
-from tpuperf.graph import CONFIG, EDGES, NODES, NODE_FEAT, OPCODE, LAYOUT_CONFIG_CLASSES
+from tpuperf.graph import CONFIG, EDGES, LAYOUT_CONFIG_CLASSES, LAYOUT_CONFIG_DIM, LAYOUT_GROUP_SIZE, NODES, NODE_FEAT, OPCODE
 
 
 def _per_edge(weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
@@ -102,26 +102,56 @@ class ConfigEncoder(tf.keras.layers.Layer):
     tile: the kernel's tile sizes (a context feature) reach every node of the kernel.
     layout: each configurable node's 18 minor-to-major slots are one-hot encoded (value -1..5);
     other nodes carry -2, whose one-hot is all zeros, so they get exactly nothing.
+
+    With ``interaction`` k > 0 (layout only) the encoding also depends on the node's
+    config-independent state h [N, D], because what a layout costs depends on the shapes it
+    applies to: a learned gather. For each slot group g (output, input, kernel) the node maps h
+    to an embedding e[g, v] (k wide) per slot value v (a dimension index, or -1); the value at
+    position p of the group selects e[g, value], mixed by a per-position matrix W[g, p], and the
+    18 results are summed and projected. So "dimension 2 is minor" can mean "a dimension of
+    size 3 is minor", which a config term added to a node term cannot express. Tile configs
+    ignore it: they reach every node as a context feature already (a bilinear tile variant
+    measured no better).
     """
 
-    def __init__(self, units: int, kind: str, **kwargs):
+    def __init__(self, units: int, kind: str, interaction: int = 0, **kwargs):
         super().__init__(**kwargs)
         if kind not in ("tile", "layout"):
             raise ValueError(f"kind must be 'tile' or 'layout', not {kind!r}")
-        self.units, self.kind = units, kind
+        self.units, self.kind, self.interaction = units, kind, interaction
         self.project = tf.keras.layers.Dense(units, use_bias=False)
+        if interaction and kind == "layout":
+            self.groups = LAYOUT_CONFIG_DIM // LAYOUT_GROUP_SIZE
+            self.node_side = tf.keras.layers.Dense(self.groups * LAYOUT_CONFIG_CLASSES * interaction)
+            self.position_mix = self.add_weight(
+                name="position_mix", shape=(self.groups, LAYOUT_GROUP_SIZE, interaction, interaction),
+                initializer=tf.keras.initializers.GlorotUniform())
+            self.project_interaction = tf.keras.layers.Dense(units, use_bias=False)
 
-    def call(self, graph: tfgnn.GraphTensor) -> tf.Tensor:
+    def call(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None = None) -> tf.Tensor:
         if self.kind == "tile":
             config = tfgnn.broadcast_context_to_nodes(graph, NODES, feature_value=graph.context[CONFIG])
             return self.project(config)
         raw = tf.cast(graph.node_sets[NODES][CONFIG], tf.int32)  # [N, C, 18]
         one_hot = tf.one_hot(raw + 1, LAYOUT_CONFIG_CLASSES)  # -2 -> index -1 -> zeros
-        shape = tf.shape(raw)
-        return self.project(tf.reshape(one_hot, [shape[0], shape[1], raw.shape[-1] * LAYOUT_CONFIG_CLASSES]))
+        nodes, configs = tf.shape(raw)[0], tf.shape(raw)[1]
+        one_hot = tf.reshape(one_hot, [nodes, configs, LAYOUT_CONFIG_DIM * LAYOUT_CONFIG_CLASSES])
+        encoded = self.project(one_hot)
+        if not self.interaction:
+            return encoded
+        # W[g, p] e[n, g, v] for every (g, p, v) once per node, then per config a gather of its 18
+        # (g, p, value) rows: configs pay k-wide gathers, not a 126-wide product per node.
+        values = tf.reshape(self.node_side(node_state), [nodes, self.groups, LAYOUT_CONFIG_CLASSES, self.interaction])
+        per_node = tf.reshape(tf.einsum("ngvk,gpkr->ngpvr", values, self.position_mix), [nodes, -1, self.interaction])
+        per_node = tf.pad(per_node, [[0, 0], [0, 1], [0, 0]])  # a zero row for the -2 of non-configurable nodes
+        slot_base = LAYOUT_CONFIG_CLASSES * tf.range(LAYOUT_CONFIG_DIM)
+        index = tf.where(raw >= -1, raw + 1 + slot_base, LAYOUT_CONFIG_DIM * LAYOUT_CONFIG_CLASSES)
+        picked = tf.gather(per_node, tf.reshape(index, [nodes, -1]), batch_dims=1)  # [N, C * 18, k]
+        mixed = tf.reduce_sum(tf.reshape(picked, [nodes, configs, LAYOUT_CONFIG_DIM, self.interaction]), axis=2)
+        return encoded + self.project_interaction(mixed)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "kind": self.kind}
+        return {**super().get_config(), "units": self.units, "kind": self.kind, "interaction": self.interaction}
 
 
 class SAGEConv(tf.keras.layers.Layer):

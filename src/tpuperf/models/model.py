@@ -3,13 +3,15 @@ config-dependent GNN per configuration, pooled to one runtime-like score per con
 
     h = NodeEncoder(graph)                        [N, D]    once per graph
     h = ResidualBlock(conv)(h)  x shared_layers   [N, D]    once per graph
-    z = Dense(h) + ConfigEncoder(graph)           [N, C, Dc] configs join here
+    z = Dense(h) + ConfigEncoder(graph, h)        [N, C, Dc] configs join here
     z = ResidualBlock(conv)(z)  x config_layers   [N, C, Dc] per config
     score = RuntimeHead(z)                        [G, C]    lower = predicted faster
 
 The split is the speed lever: the shared layers run once for the C configs of a batch item,
 and the per-config layers can be narrower (``config_units`` Dc < D): their cost is C times
 that of a shared layer of the same width.
+ConfigEncoder's ``config_interaction`` (layout) lets a layout's encoding depend on h, i.e. on
+the shapes the layout applies to (a learned gather, tpuperf.models.layers.ConfigEncoder).
 The official-style baseline is the same composition with ``shared_layers=0``: configuration
 features join at the input and every layer runs per configuration (tpuperf.models.build_model).
 """
@@ -37,6 +39,7 @@ class RankingModel(tf.keras.Model):
         opcode_dim: int = 16,
         dropout: float = 0.0,
         readout: str = "mean",
+        config_interaction: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -52,6 +55,7 @@ class RankingModel(tf.keras.Model):
             opcode_dim=opcode_dim,
             dropout=dropout,
             readout=readout,
+            config_interaction=config_interaction,
         )
         if config_layers < 1:
             raise ValueError("config_layers must be >= 1: configurations need message passing to interact")
@@ -59,15 +63,16 @@ class RankingModel(tf.keras.Model):
         self.node_encoder = NodeEncoder(units, opcode_vocab, opcode_dim)
         self.shared_blocks = [ResidualBlock(conv, units, cheb_order, dropout) for _ in range(shared_layers)]
         self.to_config_width = tf.keras.layers.Dense(config_units)
-        self.config_encoder = ConfigEncoder(config_units, kind)
+        self.config_encoder = ConfigEncoder(config_units, kind, config_interaction)
         self.config_blocks = [ResidualBlock(conv, config_units, cheb_order, dropout) for _ in range(config_layers)]
         self.head = RuntimeHead(config_units, readout)
 
-    def call(self, graph: tfgnn.GraphTensor, training: bool = False) -> tf.Tensor:
+    @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow here: skipping
+    def call(self, graph: tfgnn.GraphTensor, training: bool = False) -> tf.Tensor:  # autograph saves seconds per trace
         state = self.node_encoder(graph)
         for block in self.shared_blocks:
             state = block(graph, state, training=training)
-        state = tf.expand_dims(self.to_config_width(state), 1) + self.config_encoder(graph)
+        state = tf.expand_dims(self.to_config_width(state), 1) + self.config_encoder(graph, state)
         for block in self.config_blocks:
             state = block(graph, state, training=training)
         return self.head(graph, state)[:-1]  # the last component is padding
