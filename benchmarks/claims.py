@@ -3,7 +3,8 @@
 One run generates (or reads) one dataset, trains every planned (collection, model, loss, seed)
 with the project's own k-fold trainer on the same cached graphs, scores the valid split, times
 training and inference of each model on identical batches (benchmarks/throughput.py, one
-process per model for its peak RSS), and writes ``<out>/RESULTS.md`` plus ``<out>/plots/*.png``.
+process per model for its peak RSS), and writes ``<out>/RESULTS.md``, ``<out>/plots/*.png`` and the
+raw per-run records ``<out>/results.json``.
 The figures and the definitions behind each verdict are in benchmarks/claims_analysis.py.
 
     python benchmarks/claims.py                   # default plan: synthetic small preset, ~30 min on 2 cores
@@ -571,6 +572,8 @@ def main(argv: list[str] | None = None) -> None:
     ca.plot_learning_curves(records, plan.model_collections, plan.models, "listmle", out / "plots" / "learning_curves.png")
     ca.plot_pred_vs_true(scatter_panels(plan, records), out / "plots" / "pred_vs_true.png")
     (out / "RESULTS.md").write_text(render(plan, args, info, records, failures, speed))
+    raw = {"info": info, "plan": plan.__dict__, "records": records, "failures": failures, "speed": speed}
+    (out / "results.json").write_text(json.dumps(raw, indent=1, default=str))  # re-render or re-analyse without re-running
     print(f"wrote {out / 'RESULTS.md'} and {out / 'plots'} in {info['wall'] / 60:.1f} min")
     if failures:
         raise SystemExit(f"{len(failures)} training run(s) failed; see the Failed runs section of {out / 'RESULTS.md'}")

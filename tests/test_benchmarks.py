@@ -1,6 +1,7 @@
 """benchmarks/claims.py: the figures behind each claim verdict, the report, and a --quick end-to-end run."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -153,3 +154,5 @@ def test_quick_run_writes_results_and_plots(tmp_path: Path):
     assert "| layout:xla:random | baseline |" in text  # speed table
     for plot in ("learning_curves.png", "pred_vs_true.png"):
         assert (tmp_path / "plots" / plot).read_bytes()[:8] == PNG_MAGIC
+    raw = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["model"], r["collection"]) for r in raw["records"]} == {("chebsage", "layout:xla:random"), ("baseline", "layout:xla:random")}
