@@ -407,8 +407,9 @@ def section_speed(plan: Plan, records: list[dict], speed: dict) -> list[str]:
                          f"{r['rss_before_mb']:.0f} MB", f"{r['peak_rss_mb']:.0f} MB"])
     lines += _table(["collection", "model", "weights", "train configs/s", "train ratio", "inference configs/s",
                      "inference ratio", "RSS before", "peak RSS (training)"], rows)
-    lines += ["", f"End to end, one k-fold training run (training, per-epoch evaluation, scoring every OOF and valid "
-              f"config; {plan.jobs} runs at a time share the machine), wall seconds, mean ± std over runs:", ""]
+    lines += ["", f"End to end, one k-fold training run (training, per-epoch evaluation on the held-out fold, whose best "
+              f"epoch's scores are the OOF predictions, and scoring every valid config; {plan.jobs} runs at a time share "
+              "the machine), wall seconds, mean ± std over runs:", ""]
     rows = [[m, *(_cell(ca.select(records, model=m, loss="listmle", collection=c), "wall_seconds", digits=0)
                   for c in plan.model_collections)] for m in plan.models]
     return lines + _table(["model", *plan.model_collections], rows) + [""]
@@ -515,6 +516,22 @@ def print_plan(plan: Plan, runs: list[Run]) -> None:
         print(f"     {run}")
 
 
+def write_outputs(raw: dict, out: Path) -> None:
+    """RESULTS.md and the plots from one run's raw results (a fresh run or a saved results.json)."""
+    plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["plan"].items()})
+    records, failures = raw["records"], [tuple(f) for f in raw["failures"]]
+    ca.plot_learning_curves(records, plan.model_collections, plan.models, "listmle", out / "plots" / "learning_curves.png")
+    ca.plot_pred_vs_true(scatter_panels(plan, records), out / "plots" / "pred_vs_true.png")
+    args = argparse.Namespace(params=raw["params"])
+    (out / "RESULTS.md").write_text(render(plan, args, raw["info"], records, failures, raw["speed"]))
+
+
+def render_saved(results_json: Path, out: Path) -> None:
+    """Re-render an earlier run (e.g. after a wording or analysis change) without training again."""
+    write_outputs(json.loads(results_json.read_text()), out)
+    print(f"re-rendered {out / 'RESULTS.md'} and {out / 'plots'} from {results_json}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny preset, 1 seed, 1 epoch, tiny models")
@@ -525,7 +542,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per fold (patience follows)")
     parser.add_argument("--jobs", type=int, default=None, help="training runs at a time")
     parser.add_argument("--work", type=Path, default=None, help="keep data/cache/runs here (default: a temp dir, removed)")
+    parser.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="no training: write RESULTS.md and plots to --out from a results.json of an earlier run")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        render_saved(args.render, args.out)
+        return
 
     plan = PLANS["quick" if args.quick else "default"]
     changes: dict = {}
@@ -568,13 +590,11 @@ def main(argv: list[str] | None = None) -> None:
         "phases": {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train},
         "data": data_description, "counts": counts,
     }
-    out = args.out
-    ca.plot_learning_curves(records, plan.model_collections, plan.models, "listmle", out / "plots" / "learning_curves.png")
-    ca.plot_pred_vs_true(scatter_panels(plan, records), out / "plots" / "pred_vs_true.png")
-    (out / "RESULTS.md").write_text(render(plan, args, info, records, failures, speed))
-    raw = {"info": info, "plan": plan.__dict__, "records": records, "failures": failures, "speed": speed}
-    (out / "results.json").write_text(json.dumps(raw, indent=1, default=str))  # re-render or re-analyse without re-running
-    print(f"wrote {out / 'RESULTS.md'} and {out / 'plots'} in {info['wall'] / 60:.1f} min")
+    raw = {"info": info, "params": str(args.params), "plan": plan.__dict__, "records": records, "failures": failures,
+           "speed": speed}
+    write_outputs(raw, args.out)
+    (args.out / "results.json").write_text(json.dumps(raw, indent=1))  # re-render (--render) without re-running
+    print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'plots'} in {info['wall'] / 60:.1f} min")
     if failures:
         raise SystemExit(f"{len(failures)} training run(s) failed; see the Failed runs section of {out / 'RESULTS.md'}")
 

@@ -156,3 +156,6 @@ def test_quick_run_writes_results_and_plots(tmp_path: Path):
         assert (tmp_path / "plots" / plot).read_bytes()[:8] == PNG_MAGIC
     raw = json.loads((tmp_path / "results.json").read_text())
     assert {(r["model"], r["collection"]) for r in raw["records"]} == {("chebsage", "layout:xla:random"), ("baseline", "layout:xla:random")}
+    again = tmp_path / "again"
+    claims.main(["--render", str(tmp_path / "results.json"), "--out", str(again)])  # no training
+    assert (again / "RESULTS.md").read_text() == text
