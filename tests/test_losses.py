@@ -6,7 +6,7 @@ from tpuperf.losses import ListMLELoss, LogMSELoss, PairwiseHingeLoss, get_loss
 import tensorflow as tf  # after tpuperf, which selects tf-keras
 
 RANKING = [ListMLELoss(), PairwiseHingeLoss(margin=0.5)]
-ALL = RANKING + [LogMSELoss()]
+ALL = RANKING + [LogMSELoss(), LogMSELoss(center=True, name="mse_centred")]
 
 
 def _value(loss, y_true, y_pred) -> float:
@@ -38,6 +38,18 @@ def test_pairwise_hinge_hand_computed():
 def test_log_mse_hand_computed():
     y_true = [[np.e, 1.0, 0.0]]  # log -> 1, 0, padded
     assert _value(LogMSELoss(), y_true, [[3.0, 1.0, 99.0]]) == pytest.approx((4 + 1) / 2)
+
+
+def test_centred_log_mse_hand_computed_and_blind_to_each_graphs_level():
+    y_true = [[np.e, 1.0, 0.0], [np.e ** 3, np.e, np.e ** 2]]  # log: (1, 0, pad), (3, 1, 2); centred: (.5, -.5), (1, -1, 0)
+    y_pred = [[3.0, 1.0, 99.0], [0.0, 0.0, 0.0]]  # centred: (1, -1), (0, 0, 0)
+    expected = ((1 - 0.5) ** 2 + (-1 + 0.5) ** 2 + 1 + 1 + 0) / 5
+    centred = LogMSELoss(center=True)
+    assert _value(centred, y_true, y_pred) == pytest.approx(expected)
+    rescaled = np.array(y_true) * np.array([[5.0], [0.01]])  # another runtime level per graph
+    shifted = np.array(y_pred) + np.array([[4.0], [-2.0]])
+    assert _value(centred, rescaled, shifted) == pytest.approx(expected, rel=1e-5)
+    assert _value(LogMSELoss(), rescaled, shifted) != pytest.approx(_value(LogMSELoss(), y_true, y_pred))
 
 
 @pytest.mark.parametrize("loss", RANKING, ids=lambda l: l.name)
@@ -107,5 +119,7 @@ def test_get_loss_and_config_round_trip():
     assert isinstance(clone, PairwiseHingeLoss) and clone.margin == 0.25
     assert isinstance(get_loss("listmle"), ListMLELoss)
     assert isinstance(get_loss("mse"), LogMSELoss)
+    centred = tf.keras.losses.deserialize(tf.keras.losses.serialize(get_loss("mse", center=True)))
+    assert isinstance(centred, LogMSELoss) and centred.center
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         get_loss("hinge")

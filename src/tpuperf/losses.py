@@ -85,18 +85,33 @@ class LogMSELoss(tf.keras.losses.Loss):
 
     A model trained with it predicts log runtime, so its outputs are comparable across graphs
     and a percentage error (MAPE) of ``exp(y_pred)`` means something. 0 when nothing is valid.
+
+    ``center=True``: both sides are centred per graph (minus their mean over the graph's valid
+    configs), i.e. the target is runtime normalised by the graph's geometric-mean runtime. The
+    model then spends nothing on each graph's runtime level, which dominates the plain loss
+    (levels differ by orders of magnitude between graphs, configs of one graph by percents), and
+    learns how configs differ; its outputs have no absolute level.
     """
 
-    def __init__(self, name: str = "mse", **kwargs):
+    def __init__(self, center: bool = False, name: str = "mse", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.center = bool(center)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         y_true = tf.cast(y_true, tf.float32)
         y_pred = tf.cast(y_pred, tf.float32)
         mask = _mask(y_true)
         log_true = tf.math.log(tf.where(mask, y_true, 1.0))
+        if self.center:
+            weight = tf.cast(mask, tf.float32)
+            count = tf.reduce_sum(weight, axis=-1, keepdims=True)
+            log_true = log_true - tf.math.divide_no_nan(tf.reduce_sum(log_true * weight, axis=-1, keepdims=True), count)
+            y_pred = y_pred - tf.math.divide_no_nan(tf.reduce_sum(y_pred * weight, axis=-1, keepdims=True), count)
         err = tf.where(mask, tf.square(y_pred - log_true), 0.0)
         return tf.math.divide_no_nan(tf.reduce_sum(err), tf.reduce_sum(tf.cast(mask, tf.float32)))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "center": self.center}
 
 
 LOSSES = {"listmle": ListMLELoss, "pairwise": PairwiseHingeLoss, "mse": LogMSELoss}
