@@ -101,14 +101,14 @@ class LogMSELoss(tf.keras.losses.Loss):
         y_true = tf.cast(y_true, tf.float32)
         y_pred = tf.cast(y_pred, tf.float32)
         mask = _mask(y_true)
+        weight = tf.cast(mask, tf.float32)
         log_true = tf.math.log(tf.where(mask, y_true, 1.0))
         if self.center:
-            weight = tf.cast(mask, tf.float32)
             count = tf.reduce_sum(weight, axis=-1, keepdims=True)
             log_true = log_true - tf.math.divide_no_nan(tf.reduce_sum(log_true * weight, axis=-1, keepdims=True), count)
             y_pred = y_pred - tf.math.divide_no_nan(tf.reduce_sum(y_pred * weight, axis=-1, keepdims=True), count)
         err = tf.where(mask, tf.square(y_pred - log_true), 0.0)
-        return tf.math.divide_no_nan(tf.reduce_sum(err), tf.reduce_sum(tf.cast(mask, tf.float32)))
+        return tf.math.divide_no_nan(tf.reduce_sum(err), tf.reduce_sum(weight))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "center": self.center}

@@ -245,9 +245,12 @@ class FoldRunner:
             _write_json_atomic(self.state_path, asdict(self.state))
         self.kit.best.read(str(self.ckpt_dir / "best")).assert_existing_objects_matched()
         if not self.best_oof_path.exists():  # a checkpoint written before OOF predictions were kept
-            scores = self.scorer.score(self.oof_graphs, self.eval_rows)
-            write_parquet_atomic(prediction_frame("oof", self.oof_graphs, scores, self.eval_rows), self.best_oof_path)
+            self.write_best_oof(self.scorer.score(self.oof_graphs, self.eval_rows))
         return self.state
+
+    def write_best_oof(self, scores: dict[str, np.ndarray]) -> None:
+        """The best weights' scores of the evaluated OOF configs: the fold's OOF predictions."""
+        write_parquet_atomic(prediction_frame("oof", self.oof_graphs, scores, self.eval_rows), self.best_oof_path)
 
     def end_epoch(self, epoch: int, logs: dict, seconds: float) -> None:
         scores = self.scorer.score(self.oof_graphs, self.eval_rows)
@@ -259,7 +262,7 @@ class FoldRunner:
         if score > state.best_score:
             state.best_score, state.best_epoch, state.wait = score, epoch, 0
             self.kit.best.write(str(self.ckpt_dir / "best"))
-            write_parquet_atomic(prediction_frame("oof", self.oof_graphs, scores, self.eval_rows), self.best_oof_path)
+            self.write_best_oof(scores)
         else:
             state.wait += 1
         state.epochs_done = epoch + 1
