@@ -1,6 +1,7 @@
 """Preprocessing: pruning, dedup, train-only stats, cache round trip, bad files, DVC no-op."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -156,12 +157,16 @@ def test_dedup_keeps_min_runtime_and_first_config_id_across_chunks(tmp_path):
     write_layout(path, np.zeros((9, 140)), CHAIN_EDGES, [4, 8], _rows(0, 1, 0, 2, 1, 0), runtime)
     out = tmp_path / "config_feat.npy"
     # one config row is 2*18*4 = 144 bytes: 150-byte chunks stream one config at a time
-    ids, kept_runtime = _write_layout_configs(path, out, runtime, dedup=True, chunk_bytes=150)
+    ids, kept_runtime, digest = _write_layout_configs(path, out, runtime, dedup=True, chunk_bytes=150)
     assert ids.tolist() == [0, 1, 3]
     assert kept_runtime.tolist() == [1, 3, 4]
     written = np.load(out, mmap_mode="r")
     assert written.dtype == np.int8 and written.shape == (3, 2, 18)
     np.testing.assert_array_equal(written[:, 0, 0], [0, 1, 2])
+    # the digest covers exactly the kept rows, whatever the chunking
+    assert digest.tobytes() == hashlib.blake2b(np.ascontiguousarray(written).tobytes(), digest_size=16).digest()
+    _, _, one_chunk = _write_layout_configs(path, tmp_path / "again.npy", runtime, dedup=True, chunk_bytes=1 << 20)
+    np.testing.assert_array_equal(one_chunk, digest)
 
 
 def test_dedup_only_in_train_split(tmp_path):
@@ -326,6 +331,35 @@ def test_parallel_jobs_give_the_same_cache(tmp_path):
     a, b = CollectionCache(tmp_path / "j1", LAYOUT), CollectionCache(tmp_path / "j2", LAYOUT)
     assert a.index.equals(b.index)
     np.testing.assert_array_equal(a.load("valid", "valid0").node_feat, b.load("valid", "valid0").node_feat)
+
+
+def test_content_hash_follows_the_written_arrays(tmp_path):
+    raw = tmp_path / "raw"
+    make_layout_dataset(raw)
+    make_tile_dataset(raw)
+
+    def hashes(out: str, collection, **kw) -> dict[str, str]:
+        preprocess_collection(raw, tmp_path / out, collection, settings(**kw), progress=False)
+        return CollectionCache(tmp_path / out, collection).content_hashes("train")
+
+    for collection in (LAYOUT, TILE):
+        first = hashes("a", collection)
+        assert len(first) == 3 and len(set(first.values())) == 3
+        assert all(len(h) == 32 and int(h, 16) >= 0 for h in first.values())
+        assert hashes("b", collection, jobs=2, chunk_mb=2) == first  # same data, same hashes
+        path = collection.split_dir(raw, "train") / "train1.npz"
+        with np.load(path) as npz:
+            runtime = npz["config_runtime"]
+        relabelled = np.roll(runtime, 1)
+        assert not np.array_equal(relabelled, runtime)
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        np.savez_compressed(path, **{**arrays, "config_runtime": relabelled})
+        changed = hashes("c", collection)
+        assert changed["train1"] != first["train1"]
+        assert {g: h for g, h in changed.items() if g != "train1"} == {g: h for g, h in first.items() if g != "train1"}
+    wider = hashes("d", LAYOUT, hops=2)  # the 9-node graphs keep more nodes with 2 hops
+    assert wider["train0"] != hashes("e", LAYOUT)["train0"]
 
 
 # ---------------------------------------------------------------- real files, CLI, synthetic, DVC

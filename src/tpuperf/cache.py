@@ -8,7 +8,8 @@ reading the others. Layout on disk::
     stats.json       the feature transform, fitted on TRAIN graphs only (see below)
     index.parquet    one row per graph: split, graph_id, num_nodes, num_edges, num_configs,
                      num_configs_original, num_config_nodes, path (graph dir relative to the
-                     cache), plus num_nodes_original and num_edges_original (before pruning)
+                     cache), num_nodes_original and num_edges_original (before pruning), and
+                     content_hash: see :class:`ContentHash`
     report.json      files processed, skipped (with reasons), dedup and pruning totals
     <split>/<graph_id>/
         node_feat.npy        float32 (n', F')  transformed node features (kept columns only)
@@ -34,11 +35,18 @@ the maxima: ``[24]`` for tile, ``[max_config_nodes, 18]`` for layout), the fit s
 (original indices that get ``sign(x) * log1p(|x|)``), ``mean`` and ``std`` (one per kept
 column, after the log; the transform is ``(x' - mean) / std``).
 
+A graph's ``content_hash`` (32 hex digits) is a BLAKE2b-128 digest of every array preprocess
+writes for it, taken as the bytes are written (pass 1, so ``node_feat`` and tile ``config_feat``
+before the transform: the transform itself is in ``stats.json``). A checkpoint is tied to the
+hashes of the graphs it trained on plus ``stats.json`` (:mod:`tpuperf.train`), so relabelled
+runtimes, other configs or another pruning invalidate it without re-reading the cache.
+
 Only train graphs are deduplicated (valid/test keep every config, so ``config_ids`` is then
 ``0..c-1``): see :mod:`tpuperf.preprocess` for why and which runtime a duplicate keeps.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -50,7 +58,7 @@ import polars as pl
 
 from tpuperf.collection import Collection, get_collection
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: index.parquet has content_hash
 STATS_FILE = "stats.json"
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"
@@ -90,6 +98,24 @@ class CachedGraph:
     @property
     def num_configs(self) -> int:
         return len(self.runtime)
+
+
+class ContentHash:
+    """Incremental BLAKE2b-128 digest of one graph's cache arrays (the index's ``content_hash``).
+
+    Each array contributes its name, dtype, shape and bytes, so equal hashes mean equal arrays.
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.blake2b(digest_size=16)
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        self._digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        self._digest.update(array.tobytes())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def graph_dir(split: str, graph_id: str) -> str:
@@ -141,6 +167,11 @@ class CollectionCache:
     def config_feat_shape(self) -> tuple[int, ...]:
         """One config's features padded to the maxima: ``(24,)`` tile, ``(max_config_nodes, 18)`` layout."""
         return tuple(self.stats["config_feat_shape"])
+
+    def content_hashes(self, split: str) -> dict[str, str]:
+        """``{graph_id: content_hash}`` of one split's graphs (see :class:`ContentHash`)."""
+        rows = self.index.filter(pl.col("split") == split).select("graph_id", "content_hash").iter_rows()
+        return dict(rows)
 
     def graph_ids(self, split: str) -> list[str]:
         return self.index.filter(pl.col("split") == split)["graph_id"].to_list()

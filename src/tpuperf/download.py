@@ -28,6 +28,7 @@ from typing import Any
 
 from joblib import Parallel, delayed
 
+from tpuperf.atomic import publish_dir, staging_dir
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 from tpuperf.dataset import DataFormatError, validate_file
 
@@ -130,14 +131,12 @@ def download(params: DataParams) -> dict[str, Any]:
     source, reason = resolve_source(params.source)
     _announce(source, reason, params)
     out = params.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent))
+    staging = staging_dir(out)
     try:
-        staging.chmod(0o755)  # mkdtemp makes it private; the published dataset should not be
         origin = _FILL[source](staging, params)
         manifest = build_manifest(staging, source, params.source, origin, params.jobs)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
-        _publish(staging, out)
+        publish_dir(staging, out)
     except DownloadError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         kept = " (the previous dataset there is untouched)" if out.exists() else ""
@@ -165,30 +164,11 @@ def _announce(source: str, reason: str, params: DataParams) -> None:
     print(f"{banner}\ntpuperf download: data source = {source.upper()}: {reason}.\nUsing {what}.\n{banner}", flush=True)
 
 
-def _publish(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an older ``out`` is moved aside first and removed last."""
-    if not (out.exists() or out.is_symlink()):
-        staging.rename(out)
-        return
-    old = out.parent / f".{out.name}-old-{os.getpid()}.tmp"
-    out.rename(old)
-    try:
-        staging.rename(out)
-    except OSError:
-        old.rename(out)
-        raise
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
-
-
 def _fill_synthetic(staging: Path, params: DataParams) -> dict[str, Any]:
     from tpuperf.synthetic import write_dataset
 
     staging.rmdir()  # the generator publishes its own output atomically and wants a fresh path
     write_dataset(staging, params.preset, params.seed)
-    staging.chmod(0o755)
     return {"preset": params.preset, "seed": params.seed}
 
 

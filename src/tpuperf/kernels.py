@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 
 import tpuperf
 from tpuperf import kernel_entry
+from tpuperf.atomic import publish_dir, staging_dir
 from tpuperf.collection import Collection, get_collection
 from tpuperf.kernel_entry import BUNDLE_MANIFEST, Requirement, normalise
 
@@ -330,8 +331,7 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
     run_params = deep_merge({k: v for k, v in params.items() if k != "kernels"}, settings.overrides)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         bundle = tmp / BUNDLE_DIR
         wheel, fingerprint = build_tpuperf_wheel(repo or repo_root(), bundle, run)
@@ -357,10 +357,7 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
                 "source_sha256": fingerprint, "require_tpu": settings.require_tpu, "params": run_params,
             }
             (folder / meta["code_file"]).write_text(render_script(config))
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

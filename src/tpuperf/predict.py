@@ -9,8 +9,6 @@ early stopping scored (tpuperf.train).
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -104,11 +102,3 @@ def prediction_frame(split: str, graphs: Sequence, scores: dict[str, np.ndarray]
     return pl.concat(frames) if frames else pl.DataFrame(
         schema={"split": pl.String, "graph_id": pl.String, "config_id": pl.Int64, "pred": pl.Float64, "runtime": pl.Float64}
     )
-
-
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write next to the target and rename, so a kill never leaves a truncated file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from tpuperf import cache
+from tpuperf.atomic import publish_dir, staging_dir
 from tpuperf.collection import SPLITS, Collection
 from tpuperf.config import section
 from tpuperf.dataset import LAYOUT_CONFIG_DIM, DataFormatError, LayoutGraph, TileGraph, iter_chunks, load_graph, read_header
@@ -182,17 +182,20 @@ def _shrink_npy(path: Path, rows: int) -> None:
         fh.truncate(offset + rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
 
 
-def _write_layout_configs(path: Path, out: Path, runtime: np.ndarray, dedup: bool, chunk_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+def _write_layout_configs(path: Path, out: Path, runtime: np.ndarray, dedup: bool, chunk_bytes: int
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stream ``node_config_feat`` into ``out`` (int8 .npy), dropping repeats when ``dedup``.
 
     Chunks are appended with plain buffered writes rather than through a memory map: a map's
     written pages count in the process's RSS until it is closed (1 GB for a 60k x 1000-node
     graph), while written file data leaves RSS at about the chunk size. The header is
     written for all ``c`` configs and shrunk to the number kept at the end.
-    Returns (config_ids, runtime) of the configs written, in file order.
+    Returns (config_ids, runtime) of the configs written, in file order, and the BLAKE2b-128
+    digest of the written int8 rows (uint8 (16,), for the graph's content hash).
     """
     c, nc, _ = read_header(path)["node_config_feat"].shape
     deduper = ConfigDeduper(runtime) if dedup else None
+    digest = hashlib.blake2b(digest_size=16)
     written = start = 0
     with open(out, "wb") as fh:
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int8)), "fortran_order": False, "shape": (c, nc, LAYOUT_CONFIG_DIM)}
@@ -201,14 +204,17 @@ def _write_layout_configs(path: Path, out: Path, runtime: np.ndarray, dedup: boo
             codes = _layout_codes(path, chunk)
             if deduper is not None:
                 codes = codes[deduper.add(codes, start)]
-            fh.write(codes.tobytes())
+            data = codes.tobytes()
+            fh.write(data)
+            digest.update(data)
             written += len(codes)
             start += len(chunk)
     if written < c:
         _shrink_npy(out, written)
+    rows = np.frombuffer(digest.digest(), dtype=np.uint8)
     if deduper is None:
-        return np.arange(c, dtype=np.int64), runtime.astype(np.float64)
-    return np.asarray(deduper.config_ids, dtype=np.int64), np.asarray(deduper.runtime, dtype=np.float64)
+        return np.arange(c, dtype=np.int64), runtime.astype(np.float64), rows
+    return np.asarray(deduper.config_ids, dtype=np.int64), np.asarray(deduper.runtime, dtype=np.float64), rows
 
 
 # ---------------------------------------------------------------- statistics and transform
@@ -307,9 +313,11 @@ class BadFile:
         return f"{self.field}: {self.problem}" if self.field else self.problem
 
 
-def _save(dir_: Path, **arrays: np.ndarray) -> None:
+def _save(dir_: Path, content: cache.ContentHash, **arrays: np.ndarray) -> None:
+    """Save each array as ``<name>.npy`` and add it to the graph's ``content`` hash."""
     for name, arr in arrays.items():
         np.save(dir_ / f"{name}.npy", arr)
+        content.add(name, arr)
 
 
 def prepare_file(path: Path, collection: Collection, split: str, tmp: Path, settings: PreprocessSettings) -> GraphResult | BadFile:
@@ -328,13 +336,15 @@ def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str
     graph = load_graph(path, collection, split, load_configs=False)
     n = len(graph.node_feat)
     is_train = split == "train"
+    content = cache.ContentHash()
     if isinstance(graph, LayoutGraph):
         kept = k_hop_nodes(graph.edge_index, n, graph.node_config_ids, settings.hops)
         config_node_pos = np.searchsorted(kept, graph.node_config_ids).astype(np.int32)
-        config_ids, runtime = _write_layout_configs(
+        config_ids, runtime, config_digest = _write_layout_configs(
             path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
         )
-        _save(out, config_node_pos=config_node_pos)
+        content.add("config_feat.blake2b", config_digest)
+        _save(out, content, config_node_pos=config_node_pos)
         config_moments = None
     else:
         assert isinstance(graph, TileGraph)
@@ -347,12 +357,13 @@ def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str
             config_ids, runtime = np.asarray(deduper.config_ids, dtype=np.int64), np.asarray(deduper.runtime)
         else:
             config_ids, runtime = np.arange(graph.num_configs, dtype=np.int64), target.astype(np.float64)
-        _save(out, config_feat=config_feat.astype(np.float32))
+        _save(out, content, config_feat=config_feat.astype(np.float32))
         config_moments = column_moments(config_feat) if is_train else None
     node_feat = graph.node_feat[kept].astype(np.float32)
     edges = induced_edges(graph.edge_index, kept, n)
     _save(
         out,
+        content,
         node_feat=node_feat,
         node_opcode=graph.node_opcode[kept].astype(np.int32),
         edge_index=edges,
@@ -372,6 +383,7 @@ def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str
         "num_nodes_original": n,
         "num_edges_original": len(graph.edge_index),
         "max_opcode": int(graph.node_opcode.max()),
+        "content_hash": content.hexdigest(),
     }
     return GraphResult(row, column_moments(node_feat) if is_train else None, config_moments)
 
@@ -472,16 +484,6 @@ def _report(inputs: _Inputs, index: pl.DataFrame, bad: list[BadFile], settings: 
     }
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Put ``tmp`` at ``final``; an existing cache is removed only once the new one is in place."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def preprocess_collection(
     data_root: Path | str,
     out_root: Path | str,
@@ -502,11 +504,8 @@ def preprocess_collection(
     for split in inputs.missing_splits:
         log.warning("  no %s split under %s: the cache will have no %s graphs", split, inputs.data_dir, split)
 
-    out_root.mkdir(parents=True, exist_ok=True)
     final = out_root / collection.slug
-    tmp = out_root / f".{collection.slug}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = staging_dir(final)
     try:
         tasks = [
             delayed(prepare_file)(path, collection, split, tmp, settings)
@@ -537,7 +536,7 @@ def preprocess_collection(
         index.write_parquet(tmp / cache.INDEX_FILE)
         (tmp / cache.STATS_FILE).write_text(json.dumps(stats, indent=1))
         (tmp / cache.REPORT_FILE).write_text(json.dumps(report, indent=1))
-        _replace_dir(tmp, final)
+        publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -24,10 +24,8 @@ a permutation of 0..len-1.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -35,6 +33,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from tpuperf.atomic import write_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.dataset import iter_chunks, read_header
 from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs
@@ -413,21 +412,14 @@ def write_submission(
             raise SubmissionError(path, [problem])
         kept = ranking[:TILE_TOP_K] if collection.is_tile else ranking
         lines.append(f"{row_id},{';'.join(map(str, kept.tolist()))}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+
+    def write_checked(tmp: Path) -> None:
+        tmp.write_text("\n".join(lines) + "\n")
         problems = check_submission(tmp, sample=sample, data_dir=data_dir, split=split)
         if problems:
             raise SubmissionError(path, problems)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return write_atomic(path, write_checked)
 
 
 def _load_runtime(path: Path, collection: Collection) -> np.ndarray:

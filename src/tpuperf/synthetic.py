@@ -82,9 +82,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import os
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -92,6 +90,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tpuperf.atomic import publish_dir, staging_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
@@ -952,9 +951,7 @@ def write_graph(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
     """Write one .npz byte-for-byte reproducibly (fixed zip timestamps), atomically.
 
     Arrays stream into deflated zip members, so no second copy of a big array is made."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for key, arr in arrays.items():
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_DATE)
@@ -963,9 +960,8 @@ def write_graph(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
                 info._compresslevel = ZIP_LEVEL  # no public setter before Python 3.13
                 with zf.open(info, "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write)
 
 
 def _draw(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
@@ -1017,8 +1013,7 @@ def write_dataset(out: Path | str, preset: str = "small", seed: int = 0, *, over
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would carry over to the published directory
+    tmp = staging_dir(out)
     try:
         rows = ["ID,TopConfigs"]
         for ci, col in enumerate(COLLECTIONS):
@@ -1034,13 +1029,7 @@ def write_dataset(out: Path | str, preset: str = "small", seed: int = 0, *, over
                         listed = 5 if col.is_tile else spec.layout_test_configs or len(arrays["config_runtime"])
                         rows.append(f"{col.submission_id(name)},{';'.join(map(str, range(listed)))}")
         (tmp / "sample_submission.csv").write_text("\n".join(rows) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,11 +33,12 @@ import polars as pl
 
 import tpuperf  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
+from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.cache import CachedGraph, CollectionCache
 from tpuperf.collection import Collection, get_collection
 from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
 from tpuperf.metrics import collection_score
-from tpuperf.predict import Scorer, prediction_frame, write_parquet_atomic
+from tpuperf.predict import Scorer, prediction_frame
 from tpuperf.strategy import select_strategy
 
 
@@ -118,13 +118,6 @@ def batch_stream(
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def mean_score(collection: Collection, graphs: Sequence[CachedGraph], scores: dict[str, np.ndarray],
@@ -242,7 +235,7 @@ class FoldRunner:
             self.model.fit(dataset, epochs=self.settings.epochs, initial_epoch=self.state.epochs_done,
                            steps_per_epoch=self.steps_per_epoch, callbacks=[_EpochEnd(self)], verbose=self.settings.verbose)
             self.state.finished = True
-            _write_json_atomic(self.state_path, asdict(self.state))
+            write_json_atomic(self.state_path, asdict(self.state), sort_keys=True)
         self.kit.best.read(str(self.ckpt_dir / "best")).assert_existing_objects_matched()
         if not self.best_oof_path.exists():  # a checkpoint written before OOF predictions were kept
             self.write_best_oof(self.scorer.score(self.oof_graphs, self.eval_rows))
@@ -250,7 +243,7 @@ class FoldRunner:
 
     def write_best_oof(self, scores: dict[str, np.ndarray]) -> None:
         """The best weights' scores of the evaluated OOF configs: the fold's OOF predictions."""
-        write_parquet_atomic(prediction_frame("oof", self.oof_graphs, scores, self.eval_rows), self.best_oof_path)
+        write_atomic(self.best_oof_path, prediction_frame("oof", self.oof_graphs, scores, self.eval_rows).write_parquet)
 
     def end_epoch(self, epoch: int, logs: dict, seconds: float) -> None:
         scores = self.scorer.score(self.oof_graphs, self.eval_rows)
@@ -270,7 +263,7 @@ class FoldRunner:
             self.model.stop_training = True
             state.finished = True
         self.kit.checkpoint.write(str(self.ckpt_dir / "last"))
-        _write_json_atomic(self.state_path, asdict(state))
+        write_json_atomic(self.state_path, asdict(state), sort_keys=True)
         logs["oof_score"] = score
         if self.live is not None:
             log_history(self.live, self.fold, [state.history[-1]])
@@ -351,7 +344,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         scored = {"valid": splits["valid"], "test": splits["test"]}
         scores = {split: runner.scorer.score(graphs) for split, graphs in scored.items()}
         frame = pl.concat([pl.read_parquet(runner.best_oof_path)] + [prediction_frame(s, scored[s], scores[s]) for s in scored])
-        write_parquet_atomic(frame, run_dir / "predictions" / f"fold_{fold}.parquet")
+        write_atomic(run_dir / "predictions" / f"fold_{fold}.parquet", frame.write_parquet)
         fold_metrics.append({
             "fold": fold,
             "best_epoch": state.best_epoch,
@@ -371,7 +364,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         "oof_score": float(np.mean([f["oof_score"] for f in fold_metrics])),
         "valid_score_mean_fold": _mean_or_none([f["valid_score"] for f in fold_metrics]),
     }
-    _write_json_atomic(run_dir / "metrics.json", metrics)
+    write_json_atomic(run_dir / "metrics.json", metrics, sort_keys=True)
     print(f"{collection.name} / {model_name}: OOF {metrics['oof_score']:.4f}, valid (mean fold) "
           f"{metrics['valid_score_mean_fold']}; wrote {run_dir}")
     return metrics

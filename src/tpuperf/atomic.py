@@ -1,0 +1,90 @@
+"""Atomic writes of files and directories that honour the user's umask.
+
+Every output of the pipeline (cache, checkpoints state, predictions, metrics, submissions,
+datasets, kernel folders) is written next to its target and renamed into place, so a kill or
+an error never leaves a half-written file or directory. Temp files are created with a plain
+``open`` (mode 0666 minus the umask) rather than :func:`tempfile.mkstemp` (always 0600,
+which ``os.replace`` would carry to the published file); staging directories likewise with
+``mkdir`` (0777 minus the umask) rather than :func:`tempfile.mkdtemp` (0700).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _sibling(path: Path, tag: str) -> Path:
+    """A fresh hidden name beside ``path`` (pid + random suffix: concurrent writers never collide)."""
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def write_atomic(path: Path | str, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` to create a temp file beside ``path``, fsync it and rename it to ``path``.
+
+    ``write`` receives the temp path (which does not exist yet) and must create it, e.g.
+    ``frame.write_parquet``; it may also check what it wrote and raise to refuse it. On any
+    exception the temp file is removed and ``path`` is left as it was. Creates the parent
+    directory. Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`write_atomic`)."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: Path | str, payload: Any, indent: int = 2, sort_keys: bool = False) -> Path:
+    """Write ``payload`` as JSON (plus a final newline) to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(payload, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def staging_dir(final: Path | str) -> Path:
+    """Create an empty hidden directory beside ``final`` to build it in (umask-honouring mode).
+
+    Fill it, then :func:`publish_dir` it; remove it with ``shutil.rmtree`` on failure.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(final, "staging")
+    tmp.mkdir()
+    return tmp
+
+
+def publish_dir(staging: Path | str, final: Path | str) -> Path:
+    """Put the directory ``staging`` at ``final``, replacing what is there.
+
+    The previous ``final`` (a directory, file or symlink) is moved aside first and deleted
+    only once ``staging`` is in place; if the swap fails it is moved back, so ``final`` is
+    never missing nor half-replaced. Returns ``final``.
+    """
+    staging, final = Path(staging), Path(final)
+    if not (final.exists() or final.is_symlink()):
+        staging.rename(final)
+        return final
+    old = _sibling(final, "old")
+    final.rename(old)
+    try:
+        staging.rename(final)
+    except BaseException:
+        old.rename(final)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+    return final
