@@ -27,6 +27,10 @@ def test_listmle_mean_over_rankable_graphs_only():
     batch = _value(ListMLELoss(), [[1, 2, 3], [5, 0, 0]], [[0.5, 0.0, 1.0], [1.0, 2.0, 3.0]])
     assert batch == pytest.approx(one, rel=1e-6)
     assert _value(ListMLELoss(), [[5, 0, 0]], [[1.0, 2.0, 3.0]]) == 0.0
+    # Nor does a graph whose valid configs all share one runtime (its index-ordered ties are no order)
+    flat = _value(ListMLELoss(), [[1, 2, 3], [4, 4, 4]], [[0.5, 0.0, 1.0], [3.0, 1.0, 2.0]])
+    assert flat == pytest.approx(one, rel=1e-6)
+    assert _value(ListMLELoss(), [[4, 4, 0]], [[3.0, 1.0, 2.0]]) == 0.0
 
 
 def test_pairwise_hinge_hand_computed():

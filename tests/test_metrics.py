@@ -6,10 +6,12 @@ from tpuperf.metrics import (
     collection_score,
     competition_score,
     graph_score,
+    has_ranking,
     kendall_tau,
     rank_configs,
     tile_score,
     tile_score_of_ranking,
+    unranked_graphs,
 )
 
 
@@ -29,10 +31,54 @@ def test_kendall_tau_is_tau_b_with_ties():
     assert kendall_tau(pred, runtime) == pytest.approx(kendalltau(pred, runtime).statistic)
 
 
-def test_kendall_tau_undefined_cases_are_zero():
-    assert kendall_tau([5, 5, 5], [1, 2, 3]) == 0.0  # constant predictions
-    assert kendall_tau([1, 2, 3], [7, 7, 7]) == 0.0  # constant runtimes
-    assert kendall_tau([1.0], [3.0]) == 0.0  # single config
+def test_kendall_tau_constant_predictions_zero_constant_runtimes_undefined():
+    assert kendall_tau([5, 5, 5], [1, 2, 3]) == 0.0  # constant predictions: no ordering information
+    with pytest.raises(ValueError, match="fewer than 2 distinct runtimes"):
+        kendall_tau([1, 2, 3], [7, 7, 7])  # constant runtimes
+    with pytest.raises(ValueError, match="fewer than 2 distinct runtimes"):
+        kendall_tau([1.0], [3.0])  # single config
+
+
+def test_has_ranking_and_unranked_graphs():
+    assert has_ranking([1.0, 2.0]) and has_ranking([3, 3, 3, 4])
+    assert not has_ranking([3.0]) and not has_ranking([5, 5, 5]) and not has_ranking(np.array([]))
+    assert unranked_graphs({"b": np.ones(4), "a": np.array([2.0]), "c": np.arange(1.0, 4.0)}) == ["a", "b"]
+
+
+@pytest.mark.parametrize("collection", ["layout:xla:random", "tile:xla"])
+def test_collection_score_leaves_out_constant_runtime_graphs(collection):
+    # "a" is ranked perfectly, "b" reversed; "flat" (all equal) and "one" (a single config) have no order
+    preds = {"a": np.arange(7.0), "b": -np.arange(7.0), "flat": np.arange(7.0)[::-1], "one": np.array([0.5])}
+    runtimes = {"a": np.arange(1.0, 8.0), "b": np.arange(1.0, 8.0), "flat": np.full(7, 4.0), "one": np.array([9.0])}
+    expected = np.mean([graph_score(collection, preds[g], runtimes[g]) for g in ("a", "b")])
+    assert expected == pytest.approx(0.0 if collection != "tile:xla" else (1.0 + (2 - 3 / 1)) / 2)
+    assert collection_score(collection, preds, runtimes) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="none of the 2 graph\\(s\\) has 2 distinct runtimes"):
+        collection_score(collection, {g: preds[g] for g in ("flat", "one")}, {g: runtimes[g] for g in ("flat", "one")})
+
+
+def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
+    """The real layout:xla:random train file openai_v0_rnn_optimized: 20 identical configs."""
+    from tpuperf.cache import CollectionCache
+    from tpuperf.collection import get_collection
+    from tpuperf.preprocess import PreprocessSettings, preprocess_collection
+
+    col = get_collection("layout:xla:random")
+    source = col.split_dir(shared_data, "train") / "openai_v0_rnn_optimized.npz"
+    if not source.exists():
+        pytest.skip(f"{source} not in the shared real files")
+    raw = tmp_path / "raw"
+    col.split_dir(raw, "train").mkdir(parents=True)
+    (col.split_dir(raw, "train") / source.name).symlink_to(source)  # read in place, never copied
+    settings = PreprocessSettings(hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=64)
+    preprocess_collection(raw, tmp_path / "cache", col, settings, progress=False)
+    graph = CollectionCache(tmp_path / "cache", col).load("train", "openai_v0_rnn_optimized")
+    assert graph.num_configs == 1 and not has_ranking(graph.runtime)
+    assert unranked_graphs({graph.graph_id: graph.runtime}) == [graph.graph_id]
+    ranked = np.array([1.0, 2.0, 3.0])
+    preds = {graph.graph_id: np.zeros(1), "other": ranked}
+    runtimes = {graph.graph_id: np.asarray(graph.runtime), "other": ranked}
+    assert collection_score(col, preds, runtimes) == pytest.approx(1.0)  # the one-config graph is not a 0 in the mean
 
 
 def test_kendall_tau_rejects_bad_input():

@@ -96,8 +96,11 @@ def _check_submission(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    import logging
+
     from tpuperf.submission import SubmissionError, score_submission
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         scores = score_submission(args.file, args.data, split=args.split)
     except (SubmissionError, ValueError) as exc:

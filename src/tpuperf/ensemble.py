@@ -36,7 +36,7 @@ import polars as pl
 
 from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, Collection
-from tpuperf.metrics import collection_score, rank_configs
+from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.submission import (
     PredictionFormatError,
     rankings_from_predictions,
@@ -234,8 +234,11 @@ def evaluate(valid: pl.DataFrame, weights: Mapping[str, float]) -> dict[str, Any
         }
     best = max(singles, key=singles.get)
     mean_fold = float(np.mean(list(singles.values())))
+    runtimes = {gid: group["runtime"].to_numpy() for (gid,), group in
+                valid.filter(pl.col("model") == valid["model"][0], pl.col("fold") == valid["fold"][0]).group_by("graph_id")}
     return {
         "graphs": valid["graph_id"].n_unique(),
+        "graphs_excluded_constant_runtime": len(unranked_graphs(runtimes)),
         "ensemble": ensemble,
         "mean_single_fold": mean_fold,
         "best_single_fold": singles[best],
@@ -304,6 +307,9 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             r = report[collection.name]
             line += (f"; valid: ensemble {r['ensemble']:.4f}, mean fold {r['mean_single_fold']:.4f}, "
                      f"best fold {r['best_single_fold']:.4f} ({r['best_single_fold_member']})")
+            if r["graphs_excluded_constant_runtime"]:
+                line += (f"; {r['graphs_excluded_constant_runtime']} valid graph(s) with fewer than 2 distinct "
+                         "runtimes left out of the scores")
         else:
             line += "; no valid graphs to score"
         log.info(line)

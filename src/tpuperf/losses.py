@@ -29,8 +29,9 @@ class ListMLELoss(tf.keras.losses.Loss):
     With scores ``s = -y_pred`` and valid configs sorted by true runtime ascending, the loss of
     one graph is ``sum_i logsumexp(s[i:]) - s[i]``: each position's config must beat all slower
     ones. Reverse cumulative logsumexp keeps it stable for large scores. Ties in the true
-    runtime are ordered by config index. Averaged over graphs with at least 2 valid configs
-    (others carry no order); 0 when no graph qualifies.
+    runtime are ordered by config index. Averaged over graphs whose valid configs have at
+    least 2 distinct runtimes (others carry no order: their index-ordered ties would be noise);
+    0 when no graph qualifies.
     """
 
     def __init__(self, name: str = "listmle", **kwargs):
@@ -46,7 +47,9 @@ class ListMLELoss(tf.keras.losses.Loss):
         scores = tf.where(sorted_mask, -tf.gather(y_pred, order, batch_dims=1), _FILL)
         tail = tf.math.cumulative_logsumexp(scores, axis=1, reverse=True)
         nll = tf.reduce_sum(tf.where(sorted_mask, tail - scores, 0.0), axis=1)
-        ranked = tf.cast(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) >= 2, tf.float32)
+        fastest = tf.reduce_min(tf.where(mask, y_true, tf.float32.max), axis=1)
+        slowest = tf.reduce_max(tf.where(mask, y_true, 0.0), axis=1)
+        ranked = tf.cast(slowest > fastest, tf.float32)  # 2+ distinct runtimes among the valid configs
         return tf.math.divide_no_nan(tf.reduce_sum(nll * ranked), tf.reduce_sum(ranked))
 
 

@@ -6,6 +6,12 @@ Conventions shared with the losses and the submission files:
 - ``runtime`` is what the metric compares: runtime / normaliser for ``tile:xla``, runtime in ns
   for ``layout:*``.
 - Ties in ``pred`` are broken by config index (stable sort), so a ranking is deterministic.
+- A graph whose configs have fewer than 2 distinct runtimes has no order to predict
+  (:func:`has_ranking`): Kendall tau is undefined there, and the tile score is 1.0 whatever
+  the prediction, so such graphs say nothing about a model. :func:`collection_score` leaves
+  them out of the mean (for tile too), and training leaves them out of its batches and
+  out-of-fold scores (:mod:`tpuperf.train`). Example: a real layout:xla:random train file,
+  ``openai_v0_rnn_optimized``, holds 20 identical configs, one after deduplication.
 """
 from __future__ import annotations
 
@@ -33,6 +39,17 @@ def _vectors(pred: np.ndarray, runtime: np.ndarray) -> tuple[np.ndarray, np.ndar
     return pred, runtime
 
 
+def has_ranking(runtime: np.ndarray) -> bool:
+    """True when the 1-D ``runtime`` holds at least 2 distinct values (see the module docstring)."""
+    runtime = np.asarray(runtime)
+    return runtime.size >= 2 and bool((runtime != runtime.flat[0]).any())
+
+
+def unranked_graphs(runtimes: Mapping[str, np.ndarray]) -> list[str]:
+    """Sorted ids of the graphs (``{graph_id: runtime}``) without 2 distinct runtimes."""
+    return sorted(g for g, runtime in runtimes.items() if not has_ranking(runtime))
+
+
 def rank_configs(pred: np.ndarray) -> np.ndarray:
     """Config indices ordered predicted-fastest first (ascending ``pred``, ties by index)."""
     pred = np.asarray(pred, dtype=np.float64)
@@ -46,14 +63,16 @@ def rank_configs(pred: np.ndarray) -> np.ndarray:
 def kendall_tau(pred: np.ndarray, runtime: np.ndarray) -> float:
     """Kendall tau-b between predicted and true runtimes of one graph's configs (layout metric).
 
-    tau-b is scipy's default and what the Kaggle metric computes. It is undefined (scipy
-    returns NaN) when either side is constant or there is a single config; we return 0.0 then:
-    such a prediction carries no ordering information, which is what tau 0 (random) means,
-    and a NaN would silently poison a collection's mean.
+    tau-b is scipy's default and what the Kaggle metric computes. Constant predictions give
+    0.0 (scipy: NaN): they carry no ordering information, which is what tau 0 (random) means.
+
+    Raises:
+        ValueError: fewer than 2 distinct runtimes (a single config, or all equal): tau is
+            undefined and no score is right; :func:`collection_score` skips such graphs.
     """
     pred, runtime = _vectors(pred, runtime)
-    if pred.size < 2:
-        return 0.0
+    if not has_ranking(runtime):
+        raise ValueError(f"Kendall tau is undefined for {runtime.size} config(s) with fewer than 2 distinct runtimes")
     tau = kendalltau(pred, runtime).statistic
     return 0.0 if np.isnan(tau) else float(tau)
 
@@ -90,14 +109,24 @@ def graph_score(collection: Collection | str, pred: np.ndarray, runtime: np.ndar
 def collection_score(
     collection: Collection | str, preds: Mapping[str, np.ndarray], runtimes: Mapping[str, np.ndarray]
 ) -> float:
-    """Mean per-graph metric over the graphs of one collection; both mappings keyed by graph id."""
+    """Mean per-graph metric over the graphs of one collection; both mappings keyed by graph id.
+
+    Graphs without 2 distinct runtimes (:func:`unranked_graphs`) are left out of the mean.
+
+    Raises:
+        ValueError: the ids differ, there is no graph, or no graph has 2 distinct runtimes.
+    """
     if set(preds) != set(runtimes):
         only_pred = sorted(set(preds) - set(runtimes))[:5]
         only_true = sorted(set(runtimes) - set(preds))[:5]
         raise ValueError(f"graph ids differ: predicted only {only_pred}, labelled only {only_true}")
     if not preds:
         raise ValueError("no graphs to score")
-    return float(np.mean([graph_score(collection, preds[g], runtimes[g]) for g in preds]))
+    unranked = set(unranked_graphs(runtimes))
+    if len(unranked) == len(preds):
+        raise ValueError(f"none of the {len(preds)} graph(s) has 2 distinct runtimes (e.g. {sorted(unranked)[:3]}): "
+                         "nothing to rank, so the score is undefined")
+    return float(np.mean([graph_score(collection, preds[g], runtimes[g]) for g in preds if g not in unranked]))
 
 
 def competition_score(scores: Mapping[str, float]) -> float:

@@ -24,6 +24,7 @@ a permutation of 0..len-1.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from collections import Counter
@@ -36,7 +37,9 @@ import polars as pl
 from tpuperf.atomic import write_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.dataset import iter_chunks, read_header
-from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs
+from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs, unranked_graphs
+
+log = logging.getLogger(__name__)
 
 HEADER = "ID,TopConfigs"
 PREDICTIONS_DIR = "predictions"
@@ -452,6 +455,10 @@ def score_submission(path: Path | str, data_dir: Path | str, split: str = "valid
         pred[ids] = np.arange(len(ids))
         preds.setdefault(collection, {})[graph_id] = pred
         runtimes.setdefault(collection, {})[graph_id] = runtime
+    left_out = {c.name: len(unranked_graphs(runtimes[c])) for c in COLLECTIONS if c in runtimes}
+    if any(left_out.values()):
+        log.info("graphs with fewer than 2 distinct runtimes left out of the scores (nothing to rank): %s",
+                 ", ".join(f"{name} {n}" for name, n in left_out.items() if n))
     scores = {c.name: collection_score(c, preds[c], runtimes[c]) for c in COLLECTIONS if c in preds}
     return {**scores, "mean": competition_score(scores)}
 

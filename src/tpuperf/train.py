@@ -9,14 +9,24 @@ Valid graphs are never used for any decision, so their scores are honest.
 Outputs (paths from params.yaml ``train.*``):
     checkpoints/<slug>/<model>/fold_<k>/   resume state: weights + optimizer each epoch,
                                            best weights, state.json (history, early stopping,
-                                           and a fingerprint of the settings it belongs to)
+                                           and a fingerprint of the data and settings it
+                                           belongs to)
     runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.predict
     runs/<slug>/<model>/metrics.json       per-fold and mean OOF/valid scores, throughput
     runs/<slug>/<model>/live/              dvclive learning curves (``dvc plots show``)
 
 Resume: a killed run restarts at the last finished epoch with the same weights, optimizer
 state, early-stopping state and data stream (batches are a pure function of seed, fold and
-epoch), so it reaches the same result as an uninterrupted run.
+epoch), so it reaches the same result as an uninterrupted run. A checkpoint is reused only for
+exactly what it was made from: its fingerprint covers the model and train settings, the cache's
+``stats.json`` (feature transform and preprocess settings such as ``hops``) and the content hash
+of every train graph (graphs, configs, runtimes; see :class:`tpuperf.cache.ContentHash`), so
+relabelled or re-pruned data starts every fold afresh. Valid and test graphs are scored again
+from the best weights on every run, so their predictions always follow the current cache.
+
+Train graphs without 2 distinct runtimes (:func:`tpuperf.metrics.has_ranking`) are left out of
+the folds (training batches and OOF scores); valid ones out of the valid score. Both counts are
+in metrics.json (``graphs_excluded_constant_runtime``) and logged once per run.
 """
 from __future__ import annotations
 
@@ -37,7 +47,7 @@ from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.cache import CachedGraph, CollectionCache
 from tpuperf.collection import Collection, get_collection
 from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
-from tpuperf.metrics import collection_score
+from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
 from tpuperf.predict import Scorer, prediction_frame
 from tpuperf.strategy import select_strategy
 
@@ -122,10 +132,11 @@ def _fingerprint(*parts: Any) -> str:
 
 def mean_score(collection: Collection, graphs: Sequence[CachedGraph], scores: dict[str, np.ndarray],
                rows: dict[str, np.ndarray] | None = None) -> float | None:
-    """Mean competition metric over graphs (optionally on a subset of each graph's configs)."""
-    if not graphs:
-        return None
+    """Mean competition metric over graphs (optionally on a subset of each graph's configs);
+    None when no graph has 2 distinct runtimes (:func:`tpuperf.metrics.collection_score`)."""
     truth = {g.graph_id: np.asarray(g.runtime)[rows[g.graph_id]] if rows else np.asarray(g.runtime) for g in graphs}
+    if not any(has_ranking(runtime) for runtime in truth.values()):
+        return None
     return collection_score(collection, scores, truth)
 
 
@@ -149,7 +160,7 @@ class FoldState:
             state = cls(**json.loads(path.read_text()))
             if state.fingerprint == fingerprint:
                 return state
-            print(f"{path}: settings changed since this checkpoint; starting the fold afresh")
+            print(f"{path}: training data or settings changed since this checkpoint; starting the fold afresh")
         return cls(fingerprint)
 
 
@@ -215,6 +226,9 @@ class FoldRunner:
             g.graph_id: np.sort(eval_rng.choice(g.num_configs, size=min(settings.eval_configs, g.num_configs), replace=False))
             for g in oof_graphs
         }
+        if not any(has_ranking(np.asarray(g.runtime)[self.eval_rows[g.graph_id]]) for g in oof_graphs):
+            raise TrainingError(f"fold {fold}: none of its {len(oof_graphs)} held-out graphs has 2 distinct runtimes among "
+                                "its evaluated configs, so early stopping has no score: raise train.eval_configs")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -309,15 +323,23 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
     model_params = params["models"][model_name]
     cache = CollectionCache(params["preprocess"]["out"], collection)
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
+    excluded = {split: unranked_graphs({g.graph_id: g.runtime for g in splits[split]}) for split in ("train", "valid")}
+    if excluded["train"] or excluded["valid"]:
+        print(f"{collection.name}: left out {len(excluded['train'])} train graph(s) (of folds, training batches and OOF "
+              f"scores) and {len(excluded['valid'])} valid graph(s) (of the valid score) with fewer than 2 distinct "
+              f"runtimes, nothing to rank: {excluded['train'] + excluded['valid']}")
+    dropped = set(excluded["train"])
+    splits["train"] = [g for g in splits["train"] if g.graph_id not in dropped]
     if not splits["train"]:
-        raise TrainingError(f"{cache.dir}: no training graphs")
+        raise TrainingError(f"{cache.dir}: no training graphs with 2 distinct runtimes")
     fold_of = assign_folds([g.graph_id for g in splits["train"]], settings.folds, settings.seed)
     all_graphs = [g for graphs in splits.values() for g in graphs]
     shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.configs_per_graph, settings.batch_slack)
     predict_shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.predict_configs_per_graph, settings.batch_slack)
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
-    fingerprint = _fingerprint(model_params, {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats)
+    fingerprint = _fingerprint(model_params, {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats,
+                               cache.content_hashes("train"))
 
     run_dir = Path(settings.runs_dir) / collection.slug / model_name
     ckpt_root = Path(settings.checkpoints_dir) / collection.slug / model_name
@@ -363,6 +385,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         "folds": fold_metrics,
         "oof_score": float(np.mean([f["oof_score"] for f in fold_metrics])),
         "valid_score_mean_fold": _mean_or_none([f["valid_score"] for f in fold_metrics]),
+        "graphs_excluded_constant_runtime": {split: len(ids) for split, ids in excluded.items()},
     }
     write_json_atomic(run_dir / "metrics.json", metrics, sort_keys=True)
     print(f"{collection.name} / {model_name}: OOF {metrics['oof_score']:.4f}, valid (mean fold) "
