@@ -121,3 +121,18 @@ def write_graph() -> Callable[..., Path]:
 def rewrite_npz() -> Callable[..., Path]:
     """``rewrite_npz(path, drop=(), **arrays) -> Path``."""
     return _rewrite_npz
+
+
+@pytest.fixture
+def umask() -> Callable[[int], int]:
+    """``umask(mask)`` sets the process umask for the rest of the test (the old one is restored)."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.fixture
+def file_modes() -> Callable[[Path], set[str]]:
+    """``file_modes(root) -> {"0o644", ...}``: the permission bits of every file under ``root``."""
+    return lambda root: {oct(p.stat().st_mode & 0o777) for p in Path(root).rglob("*") if p.is_file()}

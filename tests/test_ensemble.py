@@ -14,6 +14,7 @@ from tpuperf.ensemble import (
     EnsembleError,
     EnsembleSettings,
     combine,
+    evaluate,
     model_weights,
     rank_normalise,
     read_oof_score,
@@ -112,6 +113,17 @@ def test_members_must_cover_the_same_configs():
         combine(holed, {"a": 0.5, "b": 0.5})
     with pytest.raises(EnsembleError, match=r"no weight for models \['b'\]"):
         combine(df, {"a": 1.0})
+
+
+def test_constant_runtime_valid_graph_left_out_of_the_report():
+    ranked = members_frame([30, 10, 40, 20], {("a", 0): [3, 1, 4, 2], ("a", 1): [4, 1, 3, 2]})
+    flat = members_frame([5, 5, 5, 5], {("a", 0): [1, 2, 3, 4], ("a", 1): [4, 3, 2, 1]}).with_columns(graph_id=pl.lit("flat"))
+    report = evaluate(pl.concat([ranked, flat]), {"a": 1.0})
+    assert report["graphs"] == 2 and report["graphs_excluded_constant_runtime"] == 1
+    # scored on the ranked graph only: fold 0 is its true order; fold 1 has 5 of 6 pairs concordant
+    assert report["models"]["a"]["fold_0"] == pytest.approx(1.0)
+    assert report["models"]["a"]["fold_1"] == pytest.approx(4 / 6)
+    assert report["mean_single_fold"] == pytest.approx(5 / 6)
 
 
 # ---------------------------------------------------------------- whole runs on a tiny world
@@ -217,6 +229,14 @@ def test_run_ensemble_writes_a_checked_submission_and_report(world):
     assert report["mean"]["mean_single_fold"] == pytest.approx(0.0)
     assert report["mean"]["good_fold_ensemble"] == pytest.approx(1.0) and report["mean"]["bad_mean_fold"] == pytest.approx(-1.0)
     assert report["mean"]["collections_scored"] == 5
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, "0o644"), (0o077, "0o600")])
+def test_outputs_follow_the_umask(world, umask, file_modes, mask, mode):
+    umask(mask)
+    result = run_ensemble(settings_of(world))
+    assert file_modes(result.submission.parent) == {mode}
+    assert {result.submission.name, result.metrics_path.name} <= {p.name for p in result.submission.parent.iterdir()}
 
 
 def test_valid_submission_scores_as_reported(world):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -74,13 +75,15 @@ def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
     assert len({gid for batch in first for gid, _ in batch}) == len(graphs)
 
 
-def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tmp_path):
+def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tmp_path, umask, file_modes):
     from tpuperf.cache import CollectionCache
     from tpuperf.train import train_collection
 
+    umask(0o022)
     params = small_params(tiny_cache, tmp_path)
     metrics = train_collection(COLLECTION, "chebsage", params)
     run = tmp_path / "runs" / COLLECTION.slug / "chebsage"
+    assert file_modes(tmp_path / "runs") == file_modes(tmp_path / "checkpoints") == {"0o644"}
     assert json.loads((run / "metrics.json").read_text()) == metrics
     assert [f["fold"] for f in metrics["folds"]] == [0, 1]
     assert metrics["metric"] == "kendall_tau" and -1 <= metrics["oof_score"] <= 1
@@ -143,15 +146,90 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
     np.testing.assert_allclose(frame_a["pred"].to_numpy(), frame_b["pred"].to_numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_changed_settings_do_not_resume_a_stale_checkpoint(tiny_cache, tmp_path, capsys):
+def build_cache(data: Path, cache: Path, **changes) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    settings = dataclasses.replace(PreprocessSettings.from_params(params), **changes)
+    preprocess_collection(data, cache, COLLECTION, settings, progress=False)
+
+
+def fold_frames(run: Path) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(path) for path in sorted((run / "predictions").glob("fold_*.parquet"))])
+
+
+def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, capsys, rewrite_npz, umask, file_modes):
+    from tpuperf.cache import CollectionCache
     from tpuperf.train import train_collection
 
-    params = small_params(tiny_cache, tmp_path, epochs=1)
-    train_collection(COLLECTION, "cheb", params)
+    umask(0o077)  # every file the run writes must follow it
+    data, cache, run = tmp_path / "data", tmp_path / "cache", tmp_path / "runs" / COLLECTION.slug / "cheb"
+    write_dataset(data, preset="tiny", seed=0)
+    build_cache(data, cache)
+    params = small_params(cache, tmp_path, epochs=1)
+    first = train_collection(COLLECTION, "cheb", params)
+    capsys.readouterr()
+
+    def again(p: dict = params) -> tuple[dict, int, int]:
+        metrics = train_collection(COLLECTION, "cheb", p)
+        out = capsys.readouterr().out
+        return metrics, out.count("data or settings changed since this checkpoint"), out.count("resuming after epoch 1")
+
+    build_cache(data, cache)  # the same data preprocessed again: every fold resumes
+    metrics, afresh, resumed = again()
+    assert (afresh, resumed) == (0, 2)
+    assert [f["oof_score"] for f in metrics["folds"]] == [f["oof_score"] for f in first["folds"]]
+    assert metrics["valid_score_mean_fold"] == pytest.approx(first["valid_score_mean_fold"], abs=1e-6)
+
+    path = sorted(COLLECTION.split_dir(data, "train").glob("*.npz"))[0]  # relabelled runtimes, same features
+    old = CollectionCache(cache, COLLECTION).load("train", path.stem)
+    old_runtime = dict(zip(old.config_ids.tolist(), np.asarray(old.runtime).tolist()))
+    with np.load(path) as npz:
+        runtime = npz["config_runtime"]
+    rewrite_npz(path, config_runtime=runtime[::-1].copy())
+    build_cache(data, cache)
+    metrics, afresh, resumed = again()
+    assert (afresh, resumed) == (2, 0)
+    new = CollectionCache(cache, COLLECTION).load("train", path.stem)
+    new_runtime = dict(zip(new.config_ids.tolist(), np.asarray(new.runtime).tolist()))
+    oof = fold_frames(run).filter(pl.col("split") == "oof", pl.col("graph_id") == path.stem)
+    assert oof.height > 0
+    assert oof["runtime"].to_list() == [new_runtime[c] for c in oof["config_id"]]  # the new labels, not the old
+    assert oof["runtime"].to_list() != [old_runtime.get(c) for c in oof["config_id"]]
+
+    build_cache(data, cache, hops=2)  # another pruning
+    assert again()[1:] == (2, 0)
     changed = copy.deepcopy(params)
-    changed["train"]["learning_rate"] = 0.01
-    train_collection(COLLECTION, "cheb", changed)
-    assert "settings changed since this checkpoint" in capsys.readouterr().out
+    changed["train"]["learning_rate"] = 0.01  # another setting
+    assert again(changed)[1:] == (2, 0)
+    assert file_modes(tmp_path / "runs") == file_modes(tmp_path / "checkpoints") == {"0o600"}
+
+
+def test_constant_runtime_graphs_are_left_out_and_counted(tmp_path, capsys, rewrite_npz):
+    from tpuperf.cache import CollectionCache
+    from tpuperf.metrics import kendall_tau
+    from tpuperf.train import train_collection
+
+    data, cache, run = tmp_path / "data", tmp_path / "cache", tmp_path / "runs" / COLLECTION.slug / "sage"
+    write_dataset(data, preset="tiny", seed=0)
+    flat = {split: sorted(COLLECTION.split_dir(data, split).glob("*.npz"))[0] for split in ("train", "valid")}
+    for path in flat.values():
+        with np.load(path) as npz:
+            rewrite_npz(path, config_runtime=np.full_like(npz["config_runtime"], 5000))
+    build_cache(data, cache)
+    metrics = train_collection(COLLECTION, "sage", small_params(cache, tmp_path, epochs=1))
+    assert capsys.readouterr().out.count("fewer than 2 distinct runtimes") == 1
+    assert metrics["graphs_excluded_constant_runtime"] == {"train": 1, "valid": 1}
+    assert json.loads((run / "metrics.json").read_text())["graphs_excluded_constant_runtime"] == {"train": 1, "valid": 1}
+
+    valid = {g.graph_id: np.asarray(g.runtime) for g in CollectionCache(cache, COLLECTION).graphs("valid")}
+    for fold in (0, 1):
+        frame = pl.read_parquet(run / "predictions" / f"fold_{fold}.parquet")
+        assert flat["train"].stem not in set(frame.filter(pl.col("split") == "oof")["graph_id"])  # in no fold
+        rows = frame.filter(pl.col("split") == "valid")
+        assert set(rows["graph_id"]) == set(valid)  # still predicted (the submission needs every graph)
+        taus = [kendall_tau(rows.filter(pl.col("graph_id") == g).sort("config_id")["pred"].to_numpy(), runtime)
+                for g, runtime in valid.items() if g != flat["valid"].stem]
+        assert len(taus) == len(valid) - 1
+        assert metrics["folds"][fold]["valid_score"] == pytest.approx(np.mean(taus), abs=1e-9)
 
 
 def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):

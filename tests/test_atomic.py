@@ -1,0 +1,72 @@
+"""Atomic writers: all or nothing, and files/directories created with the user's umask."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tpuperf.atomic import publish_dir, staging_dir, write_atomic, write_json_atomic, write_text_atomic
+from tpuperf.synthetic import write_dataset
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, "0o644", "0o755"), (0o077, "0o600", "0o700")])
+def test_files_and_directories_follow_the_umask(tmp_path, umask, file_modes, mask, file_mode, dir_mode):
+    umask(mask)
+    write_text_atomic(tmp_path / "out" / "a.txt", "hello\n")
+    write_json_atomic(tmp_path / "out" / "b.json", {"x": 1})
+    write_atomic(tmp_path / "out" / "c.parquet", pl.DataFrame({"x": [1, 2]}).write_parquet)
+    stage = staging_dir(tmp_path / "pub")
+    np.save(stage / "f.npy", np.arange(3))
+    publish_dir(stage, tmp_path / "pub")
+    assert file_modes(tmp_path) == {file_mode}
+    assert oct((tmp_path / "pub").stat().st_mode & 0o777) == dir_mode
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt", "b.json", "c.parquet"]  # no temp left
+    assert json.loads((tmp_path / "out" / "b.json").read_text()) == {"x": 1}
+    assert pl.read_parquet(tmp_path / "out" / "c.parquet")["x"].to_list() == [1, 2]
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = write_text_atomic(tmp_path / "a.txt", "old\n")
+
+    def half_then_fail(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("checker refused it")
+
+    with pytest.raises(RuntimeError, match="checker refused it"):
+        write_atomic(target, half_then_fail)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_publish_dir_replaces_whole_and_restores_on_failure(tmp_path, monkeypatch):
+    final = tmp_path / "d"
+    final.mkdir()
+    (final / "stale.txt").write_text("stale")
+    stage = staging_dir(final)
+    (stage / "new.txt").write_text("new")
+    publish_dir(stage, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # the old copy is gone
+
+    stage = staging_dir(final)
+    real_rename = type(stage).rename
+
+    def refuse_staging(self, target):
+        if self == stage:
+            raise OSError("disk full")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(type(stage), "rename", refuse_staging)
+    with pytest.raises(OSError, match="disk full"):
+        publish_dir(stage, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]  # the previous version is back in place
+
+
+@pytest.mark.parametrize("mask, file_mode", [(0o022, "0o644"), (0o077, "0o600")])
+def test_synthetic_dataset_follows_the_umask(tmp_path, umask, file_modes, mask, file_mode):
+    umask(mask)
+    write_dataset(tmp_path / "data", preset="tiny", seed=0)
+    assert file_modes(tmp_path / "data") == {file_mode}
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
