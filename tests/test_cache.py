@@ -32,7 +32,8 @@ def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) 
     for name, arr in arrays.items():
         np.save(d / f"{name}.npy", arr)
     return {"split": split, "graph_id": gid, "num_nodes": n, "num_edges": n - 1, "num_configs": c,
-            "num_configs_original": c, "num_config_nodes": 2 if layout else 0, "path": graph_dir(split, gid)}
+            "num_configs_original": c, "num_config_nodes": 2 if layout else 0, "path": graph_dir(split, gid),
+            "content_hash": f"{split}-{gid}-hash"}
 
 
 def write_cache(root: Path, collection, layout: bool) -> Path:
@@ -56,6 +57,8 @@ def test_reader_loads_graphs_with_memmapped_configs(tmp_path):
     assert g.config_feat[3, 1, 17] == 3 and g.config_ids.tolist() == [0, 3, 6, 9, 12]
     assert g.config_node_pos.tolist() == [0, 3]
     assert [x.graph_id for x in cc.graphs("test")] == ["t"]
+    assert cc.content_hashes("train") == {"b": "train-b-hash", "a": "train-a-hash"}
+    assert cc.content_hashes("valid") == {}
 
 
 def test_tile_graphs_have_no_config_node_pos(tmp_path):
@@ -87,4 +90,13 @@ def test_other_format_version_is_refused(tmp_path):
     d = write_cache(tmp_path, LAYOUT, layout=True)
     (d / "stats.json").write_text(json.dumps({"format_version": FORMAT_VERSION + 1}))
     with pytest.raises(CacheError, match="format version"):
+        CollectionCache(tmp_path, LAYOUT)
+
+
+def test_cache_without_content_hashes_is_refused_with_the_fix(tmp_path):
+    """A format-1 cache has no content_hash: reusing it could resume a checkpoint on stale data."""
+    assert FORMAT_VERSION == 2
+    d = write_cache(tmp_path, LAYOUT, layout=True)
+    (d / "stats.json").write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(CacheError, match=r"stats.json: format version 1, reader expects 2: run `dvc repro preprocess`"):
         CollectionCache(tmp_path, LAYOUT)
