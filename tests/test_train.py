@@ -245,6 +245,15 @@ def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_oof_fold_without_a_ranking_to_score_is_refused(tiny_cache, tmp_path):
+    from tpuperf.train import TrainingError, train_collection
+
+    # one evaluated config per held-out graph: early stopping would have nothing to rank
+    with pytest.raises(TrainingError, match="fold 0: none of its .* held-out graphs has 2 distinct runtimes.*train.eval_configs"):
+        train_collection(COLLECTION, "sage", small_params(tiny_cache, tmp_path, eval_configs=1, live=False))
+    assert not (tmp_path / "runs" / COLLECTION.slug / "sage" / "predictions").exists()
+
+
 def test_nan_loss_stops_with_a_clear_error_and_no_predictions(tiny_cache, tmp_path):
     from tpuperf.train import TrainingError, train_collection
 
