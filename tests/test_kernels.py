@@ -18,6 +18,7 @@ import yaml
 from conftest import put_on_path
 from tpuperf import kernel_entry
 from tpuperf.cli import main
+from tpuperf.kaggle_cli import kaggle_failure
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.kernel_entry import (
     KernelEnvironmentError,
@@ -52,6 +53,7 @@ FAKE_KAGGLE = """#!{python}
 # Stands in for the kaggle CLI: logs its arguments and answers like the real one (or fails as told).
 import json, os, sys
 args = sys.argv[1:]
+owner = os.environ.get("FAKE_KAGGLE_OWNER", "someone")  # account in the URLs the CLI prints
 with open(os.environ["FAKE_KAGGLE_LOG"], "a") as fh:
     fh.write(json.dumps(args) + "\\n")
 if os.environ.get("FAKE_KAGGLE_FAIL") == " ".join(args[:2]):
@@ -61,11 +63,12 @@ if args[:2] == ["datasets", "status"]:
     state = os.environ["FAKE_KAGGLE_LOG"] + ".polls"
     polls = int(open(state).read()) if os.path.exists(state) else 0
     open(state, "w").write(str(polls + 1))
-    print("ready" if polls >= int(os.environ.get("FAKE_KAGGLE_PENDING", "0")) else "pending")
+    done = os.environ.get("FAKE_KAGGLE_STATUS", "ready")
+    print(done if polls >= int(os.environ.get("FAKE_KAGGLE_PENDING", "0")) else "pending")
 elif args[:2] == ["kernels", "push"]:
-    print("Kernel version 1 successfully pushed.  Please check progress at https://www.kaggle.com/code/x")
+    print(f"Kernel version 1 successfully pushed.  Please check progress at https://www.kaggle.com/code/{{owner}}/k")
 else:
-    print("Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/x")
+    print(f"Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/{{owner}}/b")
 """
 
 
@@ -289,6 +292,38 @@ def test_push_failures_are_clear(built: Path, fake_kaggle: Path, monkeypatch: py
     assert "the `kaggle` command is not on PATH" in capsys.readouterr().err
     assert main(["kernels", "push", "--dir", str(built / "nothing"), "--params", str(params)]) == 1
     assert "run `tpuperf kernels build` first" in capsys.readouterr().err
+
+
+def test_success_output_naming_an_error_slug_is_a_success(built: Path, fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch):
+    """An account such as no-error-lab appears in the URLs of successful pushes: not a failure."""
+    monkeypatch.setenv("FAKE_KAGGLE_OWNER", "no-error-lab")
+    assert main(["kernels", "push", "--dir", str(built), "--params", str(REPO / "params.yaml")]) == 0
+    assert [c[:2] for c in calls(fake_kaggle)] == [["datasets", "version"], ["datasets", "status"]] + [["kernels", "push"]] * 5
+
+
+@pytest.mark.parametrize("returncode, output, failure", [
+    (0, "Kernel version 3 successfully pushed.  Please check progress at https://www.kaggle.com/code/no-error-lab/k\n", None),
+    (0, "Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/me/error-bundle\n", None),
+    (0, "ready\n", None),
+    (0, "Kernel push error: Notebook not found\n", "Kernel push error: Notebook not found"),
+    (0, "Kernel push error: see previous output\n", "Kernel push error: see previous output"),
+    (0, "Starting upload\nDataset version creation error: Invalid licence\n", "Dataset version creation error: Invalid licence"),
+    (0, "Dataset creation error: slug taken\n", "Dataset creation error: slug taken"),
+    (0, "The following are not valid dataset sources and could not be added to the kernel: ['me/b']\nKernel version 2 "
+        "successfully pushed.", "The following are not valid dataset sources and could not be added to the kernel: ['me/b']"),
+    (0, "403 - Forbidden\n", "403 - Forbidden"),
+    (0, "Could not submit to competition\n", "Could not submit to competition"),
+    (1, "403 Client Error: Forbidden for url: https://www.kaggle.com/api/v1/x\n", "exit code 1"),
+])
+def test_kaggle_failure_reads_the_cli_messages_precisely(returncode: int, output: str, failure: str | None):
+    assert kaggle_failure(returncode, output) == failure
+
+
+def test_wait_until_ready_stops_when_kaggle_failed_the_version(fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FAKE_KAGGLE_STATUS", "failed")
+    with pytest.raises(KernelError, match=r"reports the new version of someone/tpuperf-bundle as 'failed'"):
+        wait_until_ready("kaggle", f"{USER}/tpuperf-bundle", timeout=60, run=subprocess.run, poll_seconds=0)
+    assert len(calls(fake_kaggle)) == 1
 
 
 def test_wait_until_ready_polls(fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch):

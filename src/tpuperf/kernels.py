@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 import tpuperf
 from tpuperf import kernel_entry
 from tpuperf.collection import Collection, get_collection
+from tpuperf.kaggle_cli import kaggle_failure
 from tpuperf.kernel_entry import BUNDLE_MANIFEST, Requirement, normalise
 
 BUNDLE_DIR = "bundle"
@@ -374,14 +375,16 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
 
 
 def _run(cmd: list[str], run: Runner, what: str, *, kaggle: bool = False) -> str:
-    """Run ``cmd``; its output, or KernelError quoting it. The kaggle CLI reports some errors
-    ("Kernel push error: ...") with exit code 0, so for it the word ``error`` is a failure too."""
+    """Run ``cmd``; its output, or KernelError quoting it. The kaggle CLI reports some failures
+    ("Kernel push error: ...") with exit code 0, so for it those lines are failures too
+    (:func:`tpuperf.kaggle_cli.kaggle_failure`)."""
     try:
         proc = run(cmd, capture_output=True, text=True, errors="replace")
     except FileNotFoundError as exc:
         raise KernelError(f"{what}: cannot run {cmd[0]} ({exc})") from exc
     said = (proc.stdout or "") + (proc.stderr or "")
-    if proc.returncode != 0 or (kaggle and re.search(r"\berror\b", said, re.IGNORECASE)):
+    failed = kaggle_failure(proc.returncode, said) if kaggle else proc.returncode != 0
+    if failed:
         tail = " | ".join(said.strip().splitlines()[-OUTPUT_TAIL_LINES:]) or "(no output)"
         raise KernelError(f"{what} failed (exit code {proc.returncode}): `{' '.join(cmd)}` said: {tail}")
     return said
@@ -403,6 +406,9 @@ def wait_until_ready(exe: str, dataset_id: str, timeout: int, run: Runner, poll_
         status = _run([exe, "datasets", "status", dataset_id], run, "kaggle datasets status", kaggle=True).strip().lower()
         if status.endswith("ready"):
             return
+        if status.endswith(("failed", "deleted")):
+            raise KernelError(f"Kaggle reports the new version of {dataset_id} as {status!r}: look at the dataset's "
+                              "page, then push the bundle again with `tpuperf kernels push`")
         if time.monotonic() >= deadline:
             raise KernelError(f"{dataset_id} is still {status!r} after {timeout} s: push the kernels later with "
                               "`tpuperf kernels push --kernels-only`")
