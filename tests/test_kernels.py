@@ -33,6 +33,7 @@ from tpuperf.kernels import (
     KernelError,
     KernelSettings,
     build_kernels,
+    bundled_wheels,
     download_wheels,
     plan_kernels,
     read_requirements,
@@ -234,12 +235,68 @@ def test_download_wheels_commands(tmp_path: Path):
     reqs = [Requirement("tf-keras", "2.18.0", True), Requirement("tf-keras", "2.21.0", True),
             Requirement("polars", "2.1.0", False), Requirement("dvclive", "3.49.1", False)]
     download_wheels(reqs, tmp_path / "wh", ["3.10", "3.11"], ["manylinux2014_x86_64"], run)
+    dests = {c[c.index("--dest") + 1] for c in calls}
+    (fresh,) = dests  # one new directory beside the wheelhouse, renamed into place at the end
+    assert Path(fresh).parent == tmp_path and not Path(fresh).exists() and (tmp_path / "wh").is_dir()
     common = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--platform",
               "manylinux2014_x86_64", "--implementation", "cp", "--only-binary=:all:"]
-    expected = [common + ["--python-version", v, "--dest", str(tmp_path / "wh"), *specs]
+    expected = [common + ["--python-version", v, "--dest", fresh, *specs]
                 for v in ("3.10", "3.11")
                 for specs in (["--no-deps", "tf-keras==2.18.0"], ["--no-deps", "tf-keras==2.21.0"], ["polars==2.1.0", "dvclive==3.49.1"])]
     assert calls == expected
+
+
+def test_download_wheels_failure_names_the_python_and_keeps_the_wheelhouse(tmp_path: Path):
+    wheelhouse = tmp_path / "wh"
+    wheelhouse.mkdir()
+    (wheelhouse / "old-1.0-py3-none-any.whl").write_bytes(b"")
+
+    def run(cmd, **_):
+        version = cmd[cmd.index("--python-version") + 1]
+        Path(cmd[cmd.index("--dest") + 1], f"new-{version}.whl").write_bytes(b"")
+        if version == "3.10":
+            return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for polars==2.1.0\n")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    with pytest.raises(KernelError) as err:
+        download_wheels([Requirement("polars", "2.1.0", False)], wheelhouse, ["3.12", "3.10"], ["manylinux2014_x86_64"], run)
+    assert "pip download for Python 3.10 (needs the network) failed (exit code 1)" in str(err.value)
+    assert "No matching distribution found for polars==2.1.0" in str(err.value)
+    assert "needs wheels for every kernels.python_versions (3.12, 3.10): pin a version that has them, or drop Python 3.10" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wh"]  # no half-filled directory left
+    assert [p.name for p in wheelhouse.iterdir()] == ["old-1.0-py3-none-any.whl"]
+
+
+def compatible_tags(python_version: str, platforms: list[str]) -> set:
+    """Wheel tags a CPython ``python_version`` on one of ``platforms`` installs."""
+    from packaging import tags
+
+    version = tuple(int(x) for x in python_version.split("."))
+    return {*tags.cpython_tags(version, platforms=platforms), *tags.compatible_tags(version, platforms=platforms)}
+
+
+def test_real_pip_download_of_the_bundle_resolves_for_every_configured_python(tmp_path: Path):
+    """The real `pip download` (PyPI) of kernels/requirements-kernel.txt for the repo's
+    kernels.python_versions and platforms: every requirement and dependency gets a wheel each
+    configured Python can install. A pin without wheels for one of them fails, naming it."""
+    from packaging.utils import parse_wheel_filename
+
+    settings = KernelSettings.from_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    requirements = read_requirements(REPO / settings.requirements)
+    wheelhouse = tmp_path / "wheelhouse"
+    download_wheels(requirements, wheelhouse, settings.python_versions, settings.platforms)
+    wheels = bundled_wheels(requirements, wheelhouse)  # raises when a pin has no wheel
+    parsed = [parse_wheel_filename(p.name) for p in wheels]
+    names = {name for name, *_ in parsed}
+    assert {"tensorflow-gnn", "tf-keras", "polars"} <= names
+    for version in settings.python_versions:
+        usable = compatible_tags(version, settings.platforms)
+        for name in names:
+            assert any(tags & usable for n, _, _, tags in parsed if n == name), (version, name)
+
+    with pytest.raises(KernelError, match=r"pip download for Python 3.10 .*Requires-Python >=3.11.*drop Python 3.10"):
+        download_wheels([Requirement("polars", "2.1.0", False)], tmp_path / "other", ["3.10"], settings.platforms)
+    assert not (tmp_path / "other").exists()
 
 
 # ---------------------------------------------------------------- (2) push through a fake kaggle

@@ -156,19 +156,40 @@ def wheel_identity(path: Path) -> tuple[str, str]:
 
 def download_wheels(requirements: Sequence[Requirement], wheelhouse: Path, python_versions: Sequence[str],
                     platforms: Sequence[str], run: Runner = subprocess.run) -> None:
-    """``pip download`` the requirements (binary wheels for the kernel's Python versions and
-    platforms) into ``wheelhouse``: each no-deps pin alone (pip refuses two pins of one name, as
-    the tf-keras builds are, in one call), the others together with their dependencies."""
-    wheelhouse.mkdir(parents=True, exist_ok=True)
+    """``pip download`` the requirements (binary wheels for each of the kernel's Python versions,
+    any of the platforms) and make them the ``wheelhouse``: each no-deps pin alone (pip refuses
+    two pins of one name, as the tf-keras builds are, in one call), the others together with
+    their dependencies. Every pin must resolve for every Python version.
+
+    All or nothing: the wheels are fetched into a new directory beside ``wheelhouse``, which
+    replaces it (stale wheels of older pins included) only when every download succeeded.
+    Raises :class:`KernelError` naming the Python version whose download failed.
+    """
     target = [arg for p in platforms for arg in ("--platform", p)] + ["--implementation", "cp", "--only-binary=:all:"]
     calls = [["--no-deps", r.spec] for r in requirements if r.no_deps]
     resolved = [r.spec for r in requirements if not r.no_deps]
     calls += [resolved] if resolved else []
-    for version in python_versions:
-        for specs in calls:
-            cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", *target,
-                   "--python-version", version, "--dest", str(wheelhouse), *specs]
-            _run(cmd, run, "pip download (needs the network)")
+    wheelhouse.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{wheelhouse.name}-", suffix=".tmp", dir=wheelhouse.parent))
+    try:
+        for version in python_versions:
+            for specs in calls:
+                cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", *target,
+                       "--python-version", version, "--dest", str(fresh), *specs]
+                try:
+                    _run(cmd, run, f"pip download for Python {version} (needs the network)")
+                except KernelError as exc:
+                    raise KernelError(
+                        f"{exc} -- each pin of kernels.requirements needs wheels for every kernels.python_versions "
+                        f"({', '.join(python_versions)}): pin a version that has them, or drop Python {version} "
+                        "from params.yaml; the wheelhouse was left as it was") from exc
+        fresh.chmod(0o755)  # mkdtemp makes it private
+        if wheelhouse.exists():
+            shutil.rmtree(wheelhouse)
+        fresh.rename(wheelhouse)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
 
 
 def bundled_wheels(requirements: Sequence[Requirement], wheelhouse: Path) -> list[Path]:
