@@ -29,6 +29,7 @@ waits until Kaggle has processed it, then pushes each kernel.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import tpuperf
 from tpuperf import kernel_entry
@@ -154,6 +155,23 @@ def wheel_identity(path: Path) -> tuple[str, str]:
     return normalise(parts[0]), parts[1]
 
 
+@contextlib.contextmanager
+def _replaced_dir(target: Path) -> Iterator[Path]:
+    """A new directory beside ``target`` to fill: it replaces ``target`` whole when the block
+    succeeds and is removed when it raises (``target`` then stays as it was)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def download_wheels(requirements: Sequence[Requirement], wheelhouse: Path, python_versions: Sequence[str],
                     platforms: Sequence[str], run: Runner = subprocess.run) -> None:
     """``pip download`` the requirements (binary wheels for each of the kernel's Python versions,
@@ -169,9 +187,7 @@ def download_wheels(requirements: Sequence[Requirement], wheelhouse: Path, pytho
     calls = [["--no-deps", r.spec] for r in requirements if r.no_deps]
     resolved = [r.spec for r in requirements if not r.no_deps]
     calls += [resolved] if resolved else []
-    wheelhouse.parent.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=f".{wheelhouse.name}-", suffix=".tmp", dir=wheelhouse.parent))
-    try:
+    with _replaced_dir(wheelhouse) as fresh:
         for version in python_versions:
             for specs in calls:
                 cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", *target,
@@ -183,13 +199,6 @@ def download_wheels(requirements: Sequence[Requirement], wheelhouse: Path, pytho
                         f"{exc} -- each pin of kernels.requirements needs wheels for every kernels.python_versions "
                         f"({', '.join(python_versions)}): pin a version that has them, or drop Python {version} "
                         "from params.yaml; the wheelhouse was left as it was") from exc
-        fresh.chmod(0o755)  # mkdtemp makes it private
-        if wheelhouse.exists():
-            shutil.rmtree(wheelhouse)
-        fresh.rename(wheelhouse)
-    except BaseException:
-        shutil.rmtree(fresh, ignore_errors=True)
-        raise
 
 
 def bundled_wheels(requirements: Sequence[Requirement], wheelhouse: Path) -> list[Path]:
@@ -352,9 +361,7 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
     run_params = deep_merge({k: v for k, v in params.items() if k != "kernels"}, settings.overrides)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent))
-    try:
+    with _replaced_dir(out) as tmp:
         bundle = tmp / BUNDLE_DIR
         wheel, fingerprint = build_tpuperf_wheel(repo or repo_root(), bundle, run)
         for path in wheels:
@@ -379,13 +386,6 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
                 "source_sha256": fingerprint, "require_tpu": settings.require_tpu, "params": run_params,
             }
             (folder / meta["code_file"]).write_text(render_script(config))
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = sum(p.stat().st_size for p in (out / BUNDLE_DIR).iterdir()) / 1e6
     print(f"tpuperf kernels build: bundle {settings.bundle_id} ({len(wheels) + 1} wheels, {size:.1f} MB, source "
           f"{fingerprint[:12]}) and {len(plans)} kernels in {out}: {', '.join(p.slug for p in plans)}")
