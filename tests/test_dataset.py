@@ -163,6 +163,33 @@ def test_bad_file_is_rejected_naming_file_field_problem(tmp_path, write_graph, r
         assert_names(info.value, path, field, problem)
 
 
+@pytest.mark.parametrize("stored", ["rank 2", "rank 1", "absent"])
+def test_node_splits_of_either_rank_or_absent_is_accepted(tmp_path, write_graph, rewrite_npz, stored) -> None:
+    """The real files store node_splits (1, k), the official README describes (k,); it is an unused hint."""
+    path = write_graph(tmp_path, LAYOUT, "train")
+    splits = {"rank 2": np.array([[0, 3]], np.int64), "rank 1": np.array([0, 3], np.int64)}.get(stored)
+    rewrite_npz(path, drop=("node_splits",), **({} if splits is None else {"node_splits": splits}))
+    validate_file(path)
+    graph = load_graph(path)
+    if splits is None:
+        assert graph.node_splits is None
+    else:
+        assert graph.node_splits.shape == splits.shape
+        np.testing.assert_array_equal(graph.node_splits, splits)
+    assert graph.num_configs == 4 and len(graph.node_config_ids) == 2
+
+
+@pytest.mark.parametrize("bad, problem", [(np.zeros((1, 1, 2), np.int64), "rank 3 (shape (1, 1, 2)), expected rank 1 or 2"),
+                                          (np.int64(0), "rank 0 (shape ()), expected rank 1 or 2"),
+                                          (np.array([0.0, 3.0]), "is not integer"),
+                                          (np.array([0, 7]), "outside 0..6")])
+def test_node_splits_of_other_ranks_dtypes_or_values_is_refused(tmp_path, write_graph, rewrite_npz, bad, problem) -> None:
+    path = rewrite_npz(write_graph(tmp_path, LAYOUT, "train"), node_splits=bad)
+    with pytest.raises(DataFormatError) as info:
+        validate_file(path)
+    assert_names(info.value, path, "node_splits", problem)
+
+
 @pytest.mark.parametrize("collection", [TILE, "layout:nlp:default"])
 def test_test_files_with_zero_runtimes_pass(tmp_path, write_graph, collection) -> None:
     graph = load_graph(write_graph(tmp_path, collection, "test"))

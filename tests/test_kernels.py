@@ -18,6 +18,7 @@ import yaml
 from conftest import put_on_path
 from tpuperf import kernel_entry
 from tpuperf.cli import main
+from tpuperf.kaggle_cli import kaggle_failure
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.kernel_entry import (
     KernelEnvironmentError,
@@ -32,6 +33,7 @@ from tpuperf.kernels import (
     KernelError,
     KernelSettings,
     build_kernels,
+    bundled_wheels,
     download_wheels,
     plan_kernels,
     read_requirements,
@@ -52,6 +54,7 @@ FAKE_KAGGLE = """#!{python}
 # Stands in for the kaggle CLI: logs its arguments and answers like the real one (or fails as told).
 import json, os, sys
 args = sys.argv[1:]
+owner = os.environ.get("FAKE_KAGGLE_OWNER", "someone")  # account in the URLs the CLI prints
 with open(os.environ["FAKE_KAGGLE_LOG"], "a") as fh:
     fh.write(json.dumps(args) + "\\n")
 if os.environ.get("FAKE_KAGGLE_FAIL") == " ".join(args[:2]):
@@ -61,11 +64,12 @@ if args[:2] == ["datasets", "status"]:
     state = os.environ["FAKE_KAGGLE_LOG"] + ".polls"
     polls = int(open(state).read()) if os.path.exists(state) else 0
     open(state, "w").write(str(polls + 1))
-    print("ready" if polls >= int(os.environ.get("FAKE_KAGGLE_PENDING", "0")) else "pending")
+    done = os.environ.get("FAKE_KAGGLE_STATUS", "ready")
+    print(done if polls >= int(os.environ.get("FAKE_KAGGLE_PENDING", "0")) else "pending")
 elif args[:2] == ["kernels", "push"]:
-    print("Kernel version 1 successfully pushed.  Please check progress at https://www.kaggle.com/code/x")
+    print(f"Kernel version 1 successfully pushed.  Please check progress at https://www.kaggle.com/code/{{owner}}/k")
 else:
-    print("Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/x")
+    print(f"Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/{{owner}}/b")
 """
 
 
@@ -231,12 +235,68 @@ def test_download_wheels_commands(tmp_path: Path):
     reqs = [Requirement("tf-keras", "2.18.0", True), Requirement("tf-keras", "2.21.0", True),
             Requirement("polars", "2.1.0", False), Requirement("dvclive", "3.49.1", False)]
     download_wheels(reqs, tmp_path / "wh", ["3.10", "3.11"], ["manylinux2014_x86_64"], run)
+    dests = {c[c.index("--dest") + 1] for c in calls}
+    (fresh,) = dests  # one new directory beside the wheelhouse, renamed into place at the end
+    assert Path(fresh).parent == tmp_path and not Path(fresh).exists() and (tmp_path / "wh").is_dir()
     common = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--platform",
               "manylinux2014_x86_64", "--implementation", "cp", "--only-binary=:all:"]
-    expected = [common + ["--python-version", v, "--dest", str(tmp_path / "wh"), *specs]
+    expected = [common + ["--python-version", v, "--dest", fresh, *specs]
                 for v in ("3.10", "3.11")
                 for specs in (["--no-deps", "tf-keras==2.18.0"], ["--no-deps", "tf-keras==2.21.0"], ["polars==2.1.0", "dvclive==3.49.1"])]
     assert calls == expected
+
+
+def test_download_wheels_failure_names_the_python_and_keeps_the_wheelhouse(tmp_path: Path):
+    wheelhouse = tmp_path / "wh"
+    wheelhouse.mkdir()
+    (wheelhouse / "old-1.0-py3-none-any.whl").write_bytes(b"")
+
+    def run(cmd, **_):
+        version = cmd[cmd.index("--python-version") + 1]
+        Path(cmd[cmd.index("--dest") + 1], f"new-{version}.whl").write_bytes(b"")
+        if version == "3.10":
+            return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for polars==2.1.0\n")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    with pytest.raises(KernelError) as err:
+        download_wheels([Requirement("polars", "2.1.0", False)], wheelhouse, ["3.12", "3.10"], ["manylinux2014_x86_64"], run)
+    assert "pip download for Python 3.10 (needs the network) failed (exit code 1)" in str(err.value)
+    assert "No matching distribution found for polars==2.1.0" in str(err.value)
+    assert "needs wheels for every kernels.python_versions (3.12, 3.10): pin a version that has them, or drop Python 3.10" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wh"]  # no half-filled directory left
+    assert [p.name for p in wheelhouse.iterdir()] == ["old-1.0-py3-none-any.whl"]
+
+
+def compatible_tags(python_version: str, platforms: list[str]) -> set:
+    """Wheel tags a CPython ``python_version`` on one of ``platforms`` installs."""
+    from packaging import tags
+
+    version = tuple(int(x) for x in python_version.split("."))
+    return {*tags.cpython_tags(version, platforms=platforms), *tags.compatible_tags(version, platforms=platforms)}
+
+
+def test_real_pip_download_of_the_bundle_resolves_for_every_configured_python(tmp_path: Path):
+    """The real `pip download` (PyPI) of kernels/requirements-kernel.txt for the repo's
+    kernels.python_versions and platforms: every requirement and dependency gets a wheel each
+    configured Python can install. A pin without wheels for one of them fails, naming it."""
+    from packaging.utils import parse_wheel_filename
+
+    settings = KernelSettings.from_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    requirements = read_requirements(REPO / settings.requirements)
+    wheelhouse = tmp_path / "wheelhouse"
+    download_wheels(requirements, wheelhouse, settings.python_versions, settings.platforms)
+    wheels = bundled_wheels(requirements, wheelhouse)  # raises when a pin has no wheel
+    parsed = [parse_wheel_filename(p.name) for p in wheels]
+    names = {name for name, *_ in parsed}
+    assert {"tensorflow-gnn", "tf-keras", "polars"} <= names
+    for version in settings.python_versions:
+        usable = compatible_tags(version, settings.platforms)
+        for name in names:
+            assert any(tags & usable for n, _, _, tags in parsed if n == name), (version, name)
+
+    with pytest.raises(KernelError, match=r"pip download for Python 3.10 .*Requires-Python >=3.11.*drop Python 3.10"):
+        download_wheels([Requirement("polars", "2.1.0", False)], tmp_path / "other", ["3.10"], settings.platforms)
+    assert not (tmp_path / "other").exists()
 
 
 # ---------------------------------------------------------------- (2) push through a fake kaggle
@@ -289,6 +349,38 @@ def test_push_failures_are_clear(built: Path, fake_kaggle: Path, monkeypatch: py
     assert "the `kaggle` command is not on PATH" in capsys.readouterr().err
     assert main(["kernels", "push", "--dir", str(built / "nothing"), "--params", str(params)]) == 1
     assert "run `tpuperf kernels build` first" in capsys.readouterr().err
+
+
+def test_success_output_naming_an_error_slug_is_a_success(built: Path, fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch):
+    """An account such as no-error-lab appears in the URLs of successful pushes: not a failure."""
+    monkeypatch.setenv("FAKE_KAGGLE_OWNER", "no-error-lab")
+    assert main(["kernels", "push", "--dir", str(built), "--params", str(REPO / "params.yaml")]) == 0
+    assert [c[:2] for c in calls(fake_kaggle)] == [["datasets", "version"], ["datasets", "status"]] + [["kernels", "push"]] * 5
+
+
+@pytest.mark.parametrize("returncode, output, failure", [
+    (0, "Kernel version 3 successfully pushed.  Please check progress at https://www.kaggle.com/code/no-error-lab/k\n", None),
+    (0, "Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/me/error-bundle\n", None),
+    (0, "ready\n", None),
+    (0, "Kernel push error: Notebook not found\n", "Kernel push error: Notebook not found"),
+    (0, "Kernel push error: see previous output\n", "Kernel push error: see previous output"),
+    (0, "Starting upload\nDataset version creation error: Invalid licence\n", "Dataset version creation error: Invalid licence"),
+    (0, "Dataset creation error: slug taken\n", "Dataset creation error: slug taken"),
+    (0, "The following are not valid dataset sources and could not be added to the kernel: ['me/b']\nKernel version 2 "
+        "successfully pushed.", "The following are not valid dataset sources and could not be added to the kernel: ['me/b']"),
+    (0, "403 - Forbidden\n", "403 - Forbidden"),
+    (0, "Could not submit to competition\n", "Could not submit to competition"),
+    (1, "403 Client Error: Forbidden for url: https://www.kaggle.com/api/v1/x\n", "exit code 1"),
+])
+def test_kaggle_failure_reads_the_cli_messages_precisely(returncode: int, output: str, failure: str | None):
+    assert kaggle_failure(returncode, output) == failure
+
+
+def test_wait_until_ready_stops_when_kaggle_failed_the_version(fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FAKE_KAGGLE_STATUS", "failed")
+    with pytest.raises(KernelError, match=r"reports the new version of someone/tpuperf-bundle as 'failed'"):
+        wait_until_ready("kaggle", f"{USER}/tpuperf-bundle", timeout=60, run=subprocess.run, poll_seconds=0)
+    assert len(calls(fake_kaggle)) == 1
 
 
 def test_wait_until_ready_polls(fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch):

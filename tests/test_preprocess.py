@@ -316,6 +316,24 @@ def test_bad_file_skip_is_reported(tmp_path, caplog):
     assert "skipped" in caplog.text and "outofrange.npz" in caplog.text
 
 
+def test_node_splits_rank_1_rank_2_or_absent_preprocess_with_on_bad_file_fail(tmp_path):
+    """node_splits is a hint the pipeline does not use: 1-D (the official README), 2-D (the real
+    files) or missing must not mark a file bad, so on_bad_file: fail still builds the cache."""
+    raw, out = tmp_path / "raw", tmp_path / "cache"
+    make_layout_dataset(raw)  # train0..2 store node_splits (1, 1), valid0 and test0 too
+    files = sorted(LAYOUT.split_dir(raw, "train").glob("*.npz"))
+    for path, stored in zip(files, ({"node_splits": np.array([0, 5], np.int64)}, {}, None)):
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files if k != "node_splits" or stored is None}
+        np.savez_compressed(path, **arrays, **(stored or {}))
+    with np.load(files[0]) as a, np.load(files[1]) as b, np.load(files[2]) as c:
+        assert a["node_splits"].shape == (2,) and "node_splits" not in b.files and c["node_splits"].shape == (1, 1)
+    report = preprocess_collection(raw, out, LAYOUT, settings(on_bad_file="fail"), progress=False)
+    assert report["skipped"] == []
+    assert sorted(CollectionCache(out, LAYOUT).graph_ids("train")) == ["train0", "train1", "train2"]
+    assert report["splits"]["train"]["graphs"] == 3
+
+
 def test_no_train_data_is_a_clear_error(tmp_path):
     make_layout_dataset(tmp_path / "raw", graphs={"test": 1})
     with pytest.raises(PreprocessError, match="no train .npz files"):

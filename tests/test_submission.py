@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
 from conftest import put_on_path
 from tpuperf.cli import main
@@ -16,6 +17,7 @@ from tpuperf.submission import (
     prediction_path,
     rankings_from_predictions,
     read_fold_predictions,
+    row_length,
     score_submission,
     submit,
     write_submission,
@@ -68,6 +70,7 @@ FULL_RANKINGS = {
     "layout:xla:random:g1": np.array([2, 0, 3, 1]),
     "layout:nlp:default:big": np.arange(1001)[::-1],
 }
+FULL_ROWS = ["tile:xla:k1,6;5;4;3;2", "layout:xla:random:g1,2;0;3;1", "layout:nlp:default:big," + ";".join(map(str, range(1000, -1, -1)))]
 
 
 def test_parse_id():
@@ -120,6 +123,78 @@ def test_one_thousand_entries_for_a_1001_config_file_is_flagged(tmp_path, data):
     ]
 
 
+def test_row_length_is_the_one_rule():
+    tile, layout = get_collection("tile:xla"), get_collection("layout:nlp:default")
+    assert [row_length(tile, n) for n in (1, 2, 3, 5, 7, 1282)] == [1, 2, 3, 5, 5, 5]
+    assert [row_length(layout, n) for n in (1, 4, 1000, 1001)] == [1, 4, 1000, 1001]
+    with pytest.raises(ValueError, match="at least one config, got 0"):
+        row_length(tile, 0)
+
+
+def test_tile_kernel_with_fewer_than_5_configs_writer_checker_scorer_agree(tmp_path, data):
+    write_npz(data, "tile:xla", "test", "k3", np.zeros(3))
+    out = write_submission({**FULL_RANKINGS, "tile:xla:k3": np.array([2, 0, 1])}, tmp_path / "s.csv", data_dir=data)
+    assert out.read_text().splitlines()[1:] == [*FULL_ROWS, "tile:xla:k3,2;0;1"]  # every config of the kernel
+    assert check_submission(out, data_dir=data) == []
+    assert check_submission(out) == [  # without config counts a short tile row cannot be verified
+        "line 5: tile:xla:k3: tile row has 3 config ids, expected 5 (fewer only for a kernel with fewer configs: "
+        "check against the data, --data)"]
+    padded = write_csv(tmp_path / "p.csv", [*FULL_ROWS, "tile:xla:k3,0;1;2;3;4"])
+    assert check_submission(padded, data_dir=data) == [
+        "line 5: tile:xla:k3: tile row has 5 config ids but the kernel has 3 configs: expected 3, the predicted fastest first",
+        "line 5: tile:xla:k3: config ids outside 0..2: 3, 4",
+    ]
+    short = write_csv(tmp_path / "q.csv", [*FULL_ROWS, "tile:xla:k3,2;0"])
+    assert check_submission(short, data_dir=data) == [
+        "line 5: tile:xla:k3: tile row has 2 config ids but the kernel has 3 configs: expected 3, the predicted fastest first"]
+
+    root = tmp_path / "labelled"  # the scorer reads the same rows: 3 ids score, 5 are refused
+    write_npz(root, "tile:xla", "valid", "k3", [30, 10, 20])
+    write_npz(root, "tile:xla", "valid", "k7", [70, 60, 50, 40, 30, 20, 10])
+    rows = write_submission({"tile:xla:k3": np.array([0, 2, 1]), "tile:xla:k7": np.arange(7)}, tmp_path / "v.csv",
+                            data_dir=root, split="valid")
+    assert rows.read_text().splitlines()[1:] == ["tile:xla:k3,0;2;1", "tile:xla:k7,0;1;2;3;4"]
+    # k3 lists every config: best 10 -> 2 - 10/10 = 1; k7's top 5 best 30 -> 2 - 30/10 = -1
+    assert score_submission(rows, root, split="valid") == pytest.approx({"tile:xla": 0.0, "mean": 0.0})
+    with pytest.raises(SubmissionError, match=r"tile:xla:k3: config ids outside 0..2: 3, 4"):
+        score_submission(write_csv(tmp_path / "w.csv", ["tile:xla:k3,0;1;2;3;4", "tile:xla:k7,0;1;2;3;4"]), root, split="valid")
+
+
+def test_submit_runs_the_full_data_check_and_sends_nothing_it_refuses(tmp_path, data, fake_kaggle, capsys):
+    write_npz(data, "tile:xla", "test", "k3", np.zeros(3))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"out": str(data), "competition": "comp"}}))
+    refused = {
+        "3-config kernel, ids out of range": [*FULL_ROWS, "tile:xla:k3,0;1;2;3;4"],
+        "1,000 ids for the 1,001-config file": [*FULL_ROWS[:2], "layout:nlp:default:big," + ";".join(map(str, range(1000))),
+                                                "tile:xla:k3,2;0;1"],
+        "a test file without a row": FULL_ROWS,
+    }
+    for case, rows in refused.items():
+        sub = write_csv(tmp_path / "bad.csv", rows)
+        problems = check_submission(sub, data_dir=data)
+        assert problems, case
+        assert main(["submit", str(sub), "-m", "m", "--params", str(params)]) == 1, case
+        assert not fake_kaggle.exists(), case  # nothing was sent
+        err = capsys.readouterr().err
+        assert err.startswith(f"tpuperf submit refused: {sub}: {len(problems)} problem(s):") and all(p in err for p in problems)
+
+    good = write_csv(tmp_path / "good.csv", [*FULL_ROWS, "tile:xla:k3,2;0;1"])  # what check-submission --data accepts
+    assert main(["check-submission", str(good), "--data", str(data)]) == 0
+    assert main(["submit", str(good), "-m", "m", "--params", str(params)]) == 0
+    assert fake_kaggle.read_text().splitlines() == ["competitions", "submit", "-c", "comp", "-f", str(good), "-m", "m"]
+
+    fake_kaggle.unlink()
+    nowhere = tmp_path / "nowhere"
+    params.write_text(yaml.safe_dump({"data": {"out": str(nowhere), "competition": "comp"}}))
+    capsys.readouterr()
+    assert main(["submit", str(good), "-m", "m", "--params", str(params)]) == 1
+    assert f"{nowhere}: no data directory to check the submission against (data.out in {params})" in capsys.readouterr().err
+    assert not fake_kaggle.exists()
+    assert main(["submit", str(good), "-m", "m", "--params", str(params), "--data", str(data)]) == 0  # the override
+    assert fake_kaggle.exists()
+
+
 def test_missing_extra_and_duplicate_ids(tmp_path):
     sample = write_csv(tmp_path / "sample.csv", ["tile:xla:a,0;1;2;3;4", "tile:xla:b,0;1;2;3;4"])
     sub = write_csv(tmp_path / "s.csv", ["tile:xla:a,0;1;2;3;4", "tile:xla:c,0;1;2;3;4", "tile:xla:a,4;3;2;1;0"])
@@ -145,7 +220,8 @@ def test_bad_rows_each_caught(tmp_path, data):
     ]
     problems = check_submission(write_csv(tmp_path / "s.csv", rows))
     assert problems == [
-        "line 2: tile:xla:k1: tile row has 4 config ids, expected 5",
+        "line 2: tile:xla:k1: tile row has 4 config ids, expected 5 (fewer only for a kernel with fewer configs: "
+        "check against the data, --data)",
         "line 3: layout:xla:random:g1: repeated config ids 1",
         "line 3: layout:xla:random:g1: layout row is not a permutation of 0..3 (unranked: 2)",
         "line 4: layout:nlp:default:big: 1 entries are not integers, e.g. ['nan']",
@@ -173,7 +249,11 @@ def test_write_refuses_invalid_file_and_leaves_nothing(tmp_path, data):
     with pytest.raises(SubmissionError, match="missing ID"):
         write_submission({"tile:xla:k1": np.arange(7)}, target, data_dir=data)
     with pytest.raises(SubmissionError, match="integer config ids"):
-        write_submission({"tile:xla:k1": np.array([0.5, 1.0])}, target)
+        write_submission({"tile:xla:k1": np.array([0.5, 1.0])}, target, data_dir=data)
+    with pytest.raises(SubmissionError, match=r"tile:xla:k1: ranking of 8 has repeated ids or ids outside 0..6 beyond the 5"):
+        write_submission({**FULL_RANKINGS, "tile:xla:k1": np.array([6, 5, 4, 3, 2, 1, 0, 7])}, target, data_dir=data)
+    with pytest.raises(SubmissionError, match=r"layout:xla:random:g1: ranking of 5 has repeated ids"):
+        write_submission({**FULL_RANKINGS, "layout:xla:random:g1": np.array([2, 0, 3, 1, 2])}, target, data_dir=data)
     assert list(target.parent.iterdir()) == []
 
 
@@ -311,40 +391,47 @@ def fake_kaggle(tmp_path, monkeypatch):
     return record
 
 
-def test_submit_calls_kaggle(tmp_path, fake_kaggle):
-    sub = write_csv(tmp_path / "s.csv", ["tile:xla:a,0;1;2;3;4"])
-    out = submit(sub, "fold ensemble v1", "predict-ai-model-runtime")
+def test_submit_calls_kaggle(tmp_path, data, fake_kaggle):
+    sub = write_submission(FULL_RANKINGS, tmp_path / "s.csv", data_dir=data)
+    out = submit(sub, "fold ensemble v1", "predict-ai-model-runtime", data_dir=data)
     assert out == "Successfully submitted"
     assert fake_kaggle.read_text().splitlines() == [
         "competitions", "submit", "-c", "predict-ai-model-runtime", "-f", str(sub), "-m", "fold ensemble v1"]
 
 
-def test_submit_refuses_invalid_file_and_reports_kaggle_failure(tmp_path, fake_kaggle, monkeypatch):
-    bad = write_csv(tmp_path / "bad.csv", ["tile:xla:a,0;1;2;3"])
-    with pytest.raises(SubmissionError, match="tile row has 4 config ids"):
-        submit(bad, "m", "c")
+def test_submit_refuses_invalid_file_and_reports_kaggle_failure(tmp_path, data, fake_kaggle, monkeypatch):
+    bad = write_csv(tmp_path / "bad.csv", ["tile:xla:k1,0;1;2;3", *FULL_ROWS[1:]])
+    with pytest.raises(SubmissionError, match="tile row has 4 config ids but the kernel has 7 configs: expected 5"):
+        submit(bad, "m", "c", data_dir=data)
     assert not fake_kaggle.exists()  # nothing was sent
-    good = write_csv(tmp_path / "s.csv", ["tile:xla:a,0;1;2;3;4"])
+    good = write_submission(FULL_RANKINGS, tmp_path / "s.csv", data_dir=data)
     monkeypatch.setenv("FAKE_RC", "1")
-    with pytest.raises(KaggleError, match=r"failed \(exit 1\): Successfully submitted"):
-        submit(good, "m", "c")
+    with pytest.raises(KaggleError, match=r"failed \(exit code 1\): Successfully submitted"):
+        submit(good, "m", "c", data_dir=data)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(KaggleError, match="kaggle CLI not found on PATH"):
-        submit(good, "m", "c")
+        submit(good, "m", "c", data_dir=data)
+
+
+def test_submit_reports_a_failure_the_cli_prints_with_exit_0(tmp_path, data, monkeypatch):
+    put_on_path(tmp_path, monkeypatch, "kaggle", '#!/bin/sh\necho "Could not submit to competition"\nexit 0\n')
+    good = write_submission(FULL_RANKINGS, tmp_path / "s.csv", data_dir=data)
+    with pytest.raises(KaggleError, match=r"failed \(Could not submit to competition\)"):
+        submit(good, "m", "c", data_dir=data)
 
 
 def test_cli(tmp_path, data, fake_kaggle, capsys):
-    good = write_submission(FULL_RANKINGS, tmp_path / "good.csv")
+    good = write_submission(FULL_RANKINGS, tmp_path / "good.csv", data_dir=data)
     bad = write_csv(tmp_path / "bad.csv", ["tile:xla:k1,0;1;2;3", "tile:xla:k1,0;1;2;3;4"])
     assert main(["check-submission", str(good), "--data", str(data)]) == 0
     assert "OK" in capsys.readouterr().out
     assert main(["check-submission", str(bad), "--sample", str(good)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert "duplicate ID (2 rows): tile:xla:k1" in out and "line 2: tile:xla:k1: tile row has 4 config ids, expected 5" in out
+    assert "duplicate ID (2 rows): tile:xla:k1" in out and any(p.startswith("line 2: tile:xla:k1: tile row has 4 config ids, expected 5") for p in out)
     assert out[-1] == "4 problem(s) in " + str(bad)
-    assert main(["submit", str(good), "-m", "msg", "--competition", "comp"]) == 0
+    assert main(["submit", str(good), "-m", "msg", "--competition", "comp", "--data", str(data)]) == 0
     assert fake_kaggle.read_text().splitlines()[3] == "comp"
-    assert main(["submit", str(bad), "-m", "msg", "--competition", "comp"]) == 1
+    assert main(["submit", str(bad), "-m", "msg", "--competition", "comp", "--data", str(data)]) == 1
 
     root = tmp_path / "valid_data"
     write_npz(root, "tile:xla", "valid", "k", [5, 4, 3, 2, 1, 9])

@@ -13,8 +13,9 @@ import json
 import os
 import secrets
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -53,16 +54,24 @@ def write_json_atomic(path: Path | str, payload: Any, indent: int = 2, sort_keys
     return write_text_atomic(path, json.dumps(payload, indent=indent, sort_keys=sort_keys) + "\n")
 
 
-def staging_dir(final: Path | str) -> Path:
-    """Create an empty hidden directory beside ``final`` to build it in (umask-honouring mode).
+@contextmanager
+def replaced_dir(final: Path | str) -> Iterator[Path]:
+    """Build a directory that replaces ``final`` whole, or not at all.
 
-    Fill it, then :func:`publish_dir` it; remove it with ``shutil.rmtree`` on failure.
+    Yields an empty hidden staging directory beside ``final`` (umask-honouring mode) to fill;
+    when the block succeeds it is published with :func:`publish_dir`, when the block raises it
+    is removed and ``final`` stays as it was.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(final, "staging")
-    tmp.mkdir()
-    return tmp
+    staging = _sibling(final, "staging")
+    staging.mkdir()
+    try:
+        yield staging
+        publish_dir(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def publish_dir(staging: Path | str, final: Path | str) -> Path:

@@ -118,8 +118,14 @@ def _submit(args: argparse.Namespace) -> int:
     from tpuperf.submission import KaggleError, SubmissionError, submit
 
     try:
-        competition = args.competition or section(load_params(args.params), "data")["competition"]
-        print(submit(args.file, args.message, competition, sample=args.sample))
+        data = section(load_params(args.params), "data") if args.competition is None or args.data is None else {}
+        competition = args.competition or data["competition"]
+        data_dir = args.data or Path(data["out"])
+        if not data_dir.is_dir():
+            raise FileNotFoundError(f"{data_dir}: no data directory to check the submission against "
+                                    f"({'--data' if args.data else f'data.out in {args.params}'}): run `tpuperf download` "
+                                    "(or `dvc repro download`) first, or pass --data")
+        print(submit(args.file, args.message, competition, data_dir=data_dir, sample=args.sample))
     except (FileNotFoundError, KeyError, SubmissionError, KaggleError, ValueError) as exc:
         print(f"tpuperf submit refused: {exc}", file=sys.stderr)
         return 1
@@ -197,10 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="valid", choices=("train", "valid", "test"))
     p.set_defaults(func=_score)
 
-    p = sub.add_parser("submit", help="check a submission, then send it with the kaggle CLI")
+    p = sub.add_parser("submit", help="check a submission as check-submission --data does, then send it with the kaggle CLI")
     p.add_argument("file", type=Path)
     p.add_argument("-m", "--message", required=True)
     p.add_argument("--competition", help="Kaggle competition (default: data.competition in params.yaml)")
+    p.add_argument("--data", type=Path, help="TpuGraphs data dir whose test files the file must match (default: data.out in params.yaml)")
     p.add_argument("--sample", type=Path, help="also require the sample's exact ID set")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_submit)

@@ -21,7 +21,7 @@ TILE_CONFIG_DIM = 24
 LAYOUT_CONFIG_DIM = 18
 STREAM_CHUNK_BYTES = 64 << 20
 
-# field -> (dtype kind: "f" float / "i" integer, rank, fixed trailing dims or None)
+# field -> (dtype kind: "f" float / "i" integer, rank (or the ranks allowed), fixed trailing dims or None)
 COMMON_FIELDS = {
     "node_feat": ("f", 2, (NODE_FEAT_DIM,)),
     "node_opcode": ("i", 1, ()),
@@ -36,7 +36,9 @@ LAYOUT_FIELDS = {
     "node_config_ids": ("i", 1, ()),
     "node_config_feat": ("f", 3, (None, LAYOUT_CONFIG_DIM)),
 }
-OPTIONAL_LAYOUT_FIELDS = {"node_splits": ("i", 2, (None,))}
+# node_splits is a segmentation hint the pipeline does not use: the real files store it (1, k), the
+# official dataset README describes it (k,); either, or none, is accepted.
+OPTIONAL_LAYOUT_FIELDS = {"node_splits": ("i", (1, 2), ())}
 
 
 class DataFormatError(ValueError):
@@ -89,7 +91,7 @@ class LayoutGraph:
     node_config_ids: np.ndarray  # (nc,) ids of configurable nodes
     node_config_feat: np.ndarray | None  # (c, nc, 18); None when read with load_configs=False
     config_runtime: np.ndarray  # (c,)
-    node_splits: np.ndarray | None = None  # (1, k)
+    node_splits: np.ndarray | None = None  # (1, k) or (k,) as stored; None when absent (unused hint)
 
     @property
     def num_configs(self) -> int:
@@ -187,9 +189,11 @@ def _check_header(path: Path, infos: dict[str, ArrayInfo], fields: dict, require
         if not kind_ok:
             want = "integer" if kind == "i" else "floating-point"
             raise DataFormatError(path, field, f"dtype {info.dtype} is not {want}")
-        if len(info.shape) != rank:
-            raise DataFormatError(path, field, f"rank {len(info.shape)} (shape {info.shape}), expected rank {rank}")
-        for axis, want in enumerate(trailing, start=rank - len(trailing)):
+        ranks = rank if isinstance(rank, tuple) else (rank,)
+        if len(info.shape) not in ranks:
+            expected = " or ".join(map(str, ranks))
+            raise DataFormatError(path, field, f"rank {len(info.shape)} (shape {info.shape}), expected rank {expected}")
+        for axis, want in enumerate(trailing, start=len(info.shape) - len(trailing)):
             if want is not None and info.shape[axis] != want:
                 raise DataFormatError(path, field, f"shape {info.shape}: axis {axis} should be {want}")
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from joblib import Parallel, delayed
 
-from tpuperf.atomic import publish_dir, staging_dir
+from tpuperf.atomic import replaced_dir
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 from tpuperf.dataset import DataFormatError, validate_file
 
@@ -131,19 +131,14 @@ def download(params: DataParams) -> dict[str, Any]:
     source, reason = resolve_source(params.source)
     _announce(source, reason, params)
     out = params.out
-    staging = staging_dir(out)
     try:
-        origin = _FILL[source](staging, params)
-        manifest = build_manifest(staging, source, params.source, origin, params.jobs)
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
-        publish_dir(staging, out)
+        with replaced_dir(out) as staging:
+            origin = _FILL[source](staging, params)
+            manifest = build_manifest(staging, source, params.source, origin, params.jobs)
+            (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
     except DownloadError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         kept = " (the previous dataset there is untouched)" if out.exists() else ""
         raise DownloadError(f"{exc} Nothing was written to {out}{kept}.") from exc
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     counts = ", ".join(
         f"{name} {sum(s['num_files'] for s in splits.values())}" for name, splits in manifest["collections"].items()
     )

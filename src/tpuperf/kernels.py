@@ -45,8 +45,9 @@ from typing import Any, Callable, Sequence
 
 import tpuperf
 from tpuperf import kernel_entry
-from tpuperf.atomic import publish_dir, staging_dir
+from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection, get_collection
+from tpuperf.kaggle_cli import kaggle_failure
 from tpuperf.kernel_entry import BUNDLE_MANIFEST, Requirement, normalise
 
 BUNDLE_DIR = "bundle"
@@ -156,19 +157,31 @@ def wheel_identity(path: Path) -> tuple[str, str]:
 
 def download_wheels(requirements: Sequence[Requirement], wheelhouse: Path, python_versions: Sequence[str],
                     platforms: Sequence[str], run: Runner = subprocess.run) -> None:
-    """``pip download`` the requirements (binary wheels for the kernel's Python versions and
-    platforms) into ``wheelhouse``: each no-deps pin alone (pip refuses two pins of one name, as
-    the tf-keras builds are, in one call), the others together with their dependencies."""
-    wheelhouse.mkdir(parents=True, exist_ok=True)
+    """``pip download`` the requirements (binary wheels for each of the kernel's Python versions,
+    any of the platforms) and make them the ``wheelhouse``: each no-deps pin alone (pip refuses
+    two pins of one name, as the tf-keras builds are, in one call), the others together with
+    their dependencies. Every pin must resolve for every Python version.
+
+    All or nothing: the wheels are fetched into a new directory beside ``wheelhouse``, which
+    replaces it (stale wheels of older pins included) only when every download succeeded.
+    Raises :class:`KernelError` naming the Python version whose download failed.
+    """
     target = [arg for p in platforms for arg in ("--platform", p)] + ["--implementation", "cp", "--only-binary=:all:"]
     calls = [["--no-deps", r.spec] for r in requirements if r.no_deps]
     resolved = [r.spec for r in requirements if not r.no_deps]
     calls += [resolved] if resolved else []
-    for version in python_versions:
-        for specs in calls:
-            cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", *target,
-                   "--python-version", version, "--dest", str(wheelhouse), *specs]
-            _run(cmd, run, "pip download (needs the network)")
+    with replaced_dir(wheelhouse) as fresh:
+        for version in python_versions:
+            for specs in calls:
+                cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", *target,
+                       "--python-version", version, "--dest", str(fresh), *specs]
+                try:
+                    _run(cmd, run, f"pip download for Python {version} (needs the network)")
+                except KernelError as exc:
+                    raise KernelError(
+                        f"{exc} -- each pin of kernels.requirements needs wheels for every kernels.python_versions "
+                        f"({', '.join(python_versions)}): pin a version that has them, or drop Python {version} "
+                        "from params.yaml; the wheelhouse was left as it was") from exc
 
 
 def bundled_wheels(requirements: Sequence[Requirement], wheelhouse: Path) -> list[Path]:
@@ -331,8 +344,7 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
     run_params = deep_merge({k: v for k, v in params.items() if k != "kernels"}, settings.overrides)
 
     out = Path(out)
-    tmp = staging_dir(out)
-    try:
+    with replaced_dir(out) as tmp:
         bundle = tmp / BUNDLE_DIR
         wheel, fingerprint = build_tpuperf_wheel(repo or repo_root(), bundle, run)
         for path in wheels:
@@ -357,10 +369,6 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
                 "source_sha256": fingerprint, "require_tpu": settings.require_tpu, "params": run_params,
             }
             (folder / meta["code_file"]).write_text(render_script(config))
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = sum(p.stat().st_size for p in (out / BUNDLE_DIR).iterdir()) / 1e6
     print(f"tpuperf kernels build: bundle {settings.bundle_id} ({len(wheels) + 1} wheels, {size:.1f} MB, source "
           f"{fingerprint[:12]}) and {len(plans)} kernels in {out}: {', '.join(p.slug for p in plans)}")
@@ -371,14 +379,16 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
 
 
 def _run(cmd: list[str], run: Runner, what: str, *, kaggle: bool = False) -> str:
-    """Run ``cmd``; its output, or KernelError quoting it. The kaggle CLI reports some errors
-    ("Kernel push error: ...") with exit code 0, so for it the word ``error`` is a failure too."""
+    """Run ``cmd``; its output, or KernelError quoting it. The kaggle CLI reports some failures
+    ("Kernel push error: ...") with exit code 0, so for it those lines are failures too
+    (:func:`tpuperf.kaggle_cli.kaggle_failure`)."""
     try:
         proc = run(cmd, capture_output=True, text=True, errors="replace")
     except FileNotFoundError as exc:
         raise KernelError(f"{what}: cannot run {cmd[0]} ({exc})") from exc
     said = (proc.stdout or "") + (proc.stderr or "")
-    if proc.returncode != 0 or (kaggle and re.search(r"\berror\b", said, re.IGNORECASE)):
+    failed = kaggle_failure(proc.returncode, said) if kaggle else proc.returncode != 0
+    if failed:
         tail = " | ".join(said.strip().splitlines()[-OUTPUT_TAIL_LINES:]) or "(no output)"
         raise KernelError(f"{what} failed (exit code {proc.returncode}): `{' '.join(cmd)}` said: {tail}")
     return said
@@ -400,6 +410,9 @@ def wait_until_ready(exe: str, dataset_id: str, timeout: int, run: Runner, poll_
         status = _run([exe, "datasets", "status", dataset_id], run, "kaggle datasets status", kaggle=True).strip().lower()
         if status.endswith("ready"):
             return
+        if status.endswith(("failed", "deleted")):
+            raise KernelError(f"Kaggle reports the new version of {dataset_id} as {status!r}: look at the dataset's "
+                              "page, then push the bundle again with `tpuperf kernels push`")
         if time.monotonic() >= deadline:
             raise KernelError(f"{dataset_id} is still {status!r} after {timeout} s: push the kernels later with "
                               "`tpuperf kernels push --kernels-only`")

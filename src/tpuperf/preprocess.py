@@ -42,7 +42,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from tpuperf import cache
-from tpuperf.atomic import publish_dir, staging_dir
+from tpuperf.atomic import replaced_dir
 from tpuperf.collection import SPLITS, Collection
 from tpuperf.config import section
 from tpuperf.dataset import LAYOUT_CONFIG_DIM, DataFormatError, LayoutGraph, TileGraph, iter_chunks, load_graph, read_header
@@ -505,8 +505,7 @@ def preprocess_collection(
         log.warning("  no %s split under %s: the cache will have no %s graphs", split, inputs.data_dir, split)
 
     final = out_root / collection.slug
-    tmp = staging_dir(final)
-    try:
+    with replaced_dir(final) as tmp:
         tasks = [
             delayed(prepare_file)(path, collection, split, tmp, settings)
             for split in SPLITS
@@ -536,10 +535,6 @@ def preprocess_collection(
         index.write_parquet(tmp / cache.INDEX_FILE)
         (tmp / cache.STATS_FILE).write_text(json.dumps(stats, indent=1))
         (tmp / cache.REPORT_FILE).write_text(json.dumps(report, indent=1))
-        publish_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _log_summary(final, report, collection, settings)
     return report
 

@@ -12,15 +12,21 @@ columns
 
 Submission CSV (DESIGN.md section 3): header ``ID,TopConfigs``; IDs ``tile:xla:<graph>`` and
 ``layout:{xla,nlp}:{random,default}:<graph>``; ``;``-separated config ids, predicted-fastest first.
-A tile row lists the 5 predicted-fastest configs (all of them when the kernel has fewer than
-5); a layout row ranks every config of its file.
+What a row must list is decided in one place, :func:`row_length`, from its file's config count
+and used by the writer, the checker and the scorer: distinct ids in 0..n-1, ``min(5, n)`` of them
+for a tile kernel (the competition asks for the 5 predicted fastest; a kernel with fewer than 5
+configs has no 5 distinct ids, so its row lists all of them) and all ``n`` for a layout file.
 
 The 1,001-config quirk: a few layout test files hold 1,001 configs although the sample row lists
 1,000 indices. We rank every config the file holds, so such a row has 1,001 entries (a full
 permutation of 0..1000): dropping one would leave the scorer without a rank for it. Given the
 data (``data_dir``), the checker therefore requires a layout row of exactly the file's config
-count and flags a 1,000-entry row for a 1,001-config file; without the data it can only require
-a permutation of 0..len-1.
+count and flags a 1,000-entry row for a 1,001-config file.
+
+Without the data the checker cannot know a file's config count: it can only require a layout row
+to be a permutation of 0..len-1 and a tile row to hold 5 ids. That partial check is never enough
+to write or send a file: :func:`write_submission` and :func:`submit` always check against the
+data.
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ import polars as pl
 from tpuperf.atomic import write_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.dataset import iter_chunks, read_header
+from tpuperf.kaggle_cli import kaggle_failure
 from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs, unranked_graphs
 
 log = logging.getLogger(__name__)
@@ -284,6 +291,20 @@ def _describe(values: Iterable[int], limit: int = 5) -> str:
     return f"{shown}, ... ({len(values)} in all)" if len(values) > limit else shown
 
 
+def row_length(collection: Collection, num_configs: int) -> int:
+    """How many config ids the row of a file with ``num_configs`` configs lists: ``min(5, n)`` for
+    tile (the 5 predicted fastest, or every config of a smaller kernel), ``n`` for layout (a
+    permutation of all of them). The ids are distinct and in ``0..num_configs-1``."""
+    if num_configs < 1:
+        raise ValueError(f"a file has at least one config, got {num_configs}")
+    return min(TILE_TOP_K, num_configs) if collection.is_tile else num_configs
+
+
+def _num_configs(path: Path) -> int:
+    """Config count of one .npz, from its header."""
+    return read_header(path)["config_runtime"].shape[0]
+
+
 def _row_problems(collection: Collection, ids: np.ndarray, num_configs: int | None) -> list[str]:
     """Problems of one row's config ids; ``num_configs`` is the file's count when known."""
     problems = []
@@ -291,9 +312,13 @@ def _row_problems(collection: Collection, ids: np.ndarray, num_configs: int | No
     if dups:
         problems.append(f"repeated config ids {_describe(dups)}")
     if collection.is_tile:
-        want = TILE_TOP_K if num_configs is None else min(TILE_TOP_K, num_configs)
-        if len(ids) != want:
-            problems.append(f"tile row has {len(ids)} config ids, expected {want}")
+        if num_configs is None:
+            if len(ids) != TILE_TOP_K:
+                problems.append(f"tile row has {len(ids)} config ids, expected {TILE_TOP_K} (fewer only for a kernel "
+                                "with fewer configs: check against the data, --data)")
+        elif len(ids) != row_length(collection, num_configs):
+            problems.append(f"tile row has {len(ids)} config ids but the kernel has {num_configs} configs: "
+                            f"expected {row_length(collection, num_configs)}, the predicted fastest first")
         limit = num_configs
     else:
         limit = len(ids) if num_configs is None else num_configs
@@ -349,7 +374,8 @@ def _check(
     if data_dir is not None:
         files = _data_ids(Path(data_dir), split)
         if not files:
-            problems.append(f"{data_dir}: no {split} .npz files under npz/ (is it a TpuGraphs data directory?)")
+            problems.append(f"{data_dir}: no {split} .npz files under npz/ (is it a TpuGraphs data directory? "
+                            "`tpuperf download` puts the dataset at data.out of params.yaml)")
             return problems, {}, {}
         problems += _set_problems(set(counts), set(files), f"the {split} files of {data_dir}")
     if sample is not None:
@@ -370,7 +396,7 @@ def _check(
         if error:
             problems.append(f"line {number}: {row_id}: {error}")
             continue
-        num_configs = read_header(files[row_id])["config_runtime"].shape[0] if row_id in files else None
+        num_configs = _num_configs(files[row_id]) if row_id in files else None
         problems += [f"line {number}: {row_id}: {p}" for p in _row_problems(collection, ids, num_configs)]
         parsed[row_id] = ids
     return problems, parsed, files
@@ -381,11 +407,13 @@ def check_submission(
 ) -> list[str]:
     """Every problem of a submission CSV, one message each; an empty list means valid.
 
-    Always: header, duplicate IDs, known ID prefixes, integer config ids, tile rows of 5
-    distinct ids, layout rows that are permutations. With ``sample``: exactly its ID set. With
-    ``data_dir`` (a TpuGraphs root with ``npz/``): exactly the ID set of its ``split`` files, ids
-    below each file's config count, and layout rows ranking every config (see the module
-    docstring on 1,001-config files).
+    Always: header, duplicate IDs, known ID prefixes, integer config ids. With ``sample``:
+    exactly its ID set. With ``data_dir`` (a TpuGraphs root with ``npz/``), the full check:
+    exactly the ID set of its ``split`` files, and each row what :func:`row_length` asks of its
+    file (distinct ids below the file's config count; ``min(5, n)`` for tile, all ``n`` for
+    layout: see the module docstring on 1,001-config files). Without ``data_dir`` rows are only
+    checked as far as possible without config counts (tile: 5 distinct ids; layout: a
+    permutation of 0..len-1).
     """
     return _check(path, sample, data_dir, split)[0]
 
@@ -394,18 +422,20 @@ def write_submission(
     rankings: Mapping[str, Sequence[int] | np.ndarray],
     path: Path | str,
     *,
+    data_dir: Path | str,
     sample: Path | str | None = None,
-    data_dir: Path | str | None = None,
     split: str = "test",
 ) -> Path:
     """Write ``rankings`` (submission ID -> config ids, predicted-fastest first) as a CSV.
 
-    Give each ID a full ranking: tile rows keep its first 5, layout rows all of it. The file
-    is written beside ``path``, checked with :func:`check_submission` (``sample``,
-    ``data_dir``, ``split`` as there), and renamed into place only when valid; otherwise
-    :class:`SubmissionError` is raised and nothing is left at ``path``.
+    Give each ID a full ranking: each row keeps its first :func:`row_length` ids, with the
+    config count of the ID's file under ``data_dir`` (the ``split`` files; TpuGraphs layout).
+    The file is written beside ``path``, fully checked with :func:`check_submission`
+    (``sample``, ``data_dir``, ``split`` as there), and renamed into place only when valid;
+    otherwise :class:`SubmissionError` is raised and nothing is left at ``path``.
     """
     path = Path(path)
+    files = _data_ids(Path(data_dir), split)
     lines = [HEADER]
     for row_id, ranking in rankings.items():
         collection, _ = parse_id(row_id)
@@ -413,7 +443,15 @@ def write_submission(
         if ranking.ndim != 1 or (ranking.size and ranking.dtype.kind not in "iu"):
             problem = f"{row_id}: ranking must be a 1-D array of integer config ids, got {ranking.dtype} {ranking.shape}"
             raise SubmissionError(path, [problem])
-        kept = ranking[:TILE_TOP_K] if collection.is_tile else ranking
+        kept = ranking
+        if row_id in files:  # an ID without a file keeps its whole ranking: the check below refuses it by name
+            num_configs = _num_configs(files[row_id])
+            kept = ranking[: row_length(collection, num_configs)]
+            dropped = ranking[kept.size :]
+            if dropped.size and (np.unique(ranking).size != ranking.size or dropped.min() < 0 or dropped.max() >= num_configs):
+                problem = (f"{row_id}: ranking of {ranking.size} has repeated ids or ids outside 0..{num_configs - 1} "
+                           f"beyond the {kept.size} the row keeps")
+                raise SubmissionError(path, [problem])
         lines.append(f"{row_id},{';'.join(map(str, kept.tolist()))}")
 
     def write_checked(tmp: Path) -> None:
@@ -466,15 +504,19 @@ def score_submission(path: Path | str, data_dir: Path | str, split: str = "valid
 # ---------------------------------------------------------------- Kaggle
 
 
-def submit(path: Path | str, message: str, competition: str, *, sample: Path | str | None = None) -> str:
-    """Check the file, then ``kaggle competitions submit``; returns the CLI's output.
+def submit(
+    path: Path | str, message: str, competition: str, *, data_dir: Path | str, sample: Path | str | None = None
+) -> str:
+    """Check the file against the test files of ``data_dir`` (the full check of
+    :func:`check_submission`, plus ``sample``'s ID set when given), then ``kaggle competitions
+    submit``; returns the CLI's output.
 
-    Raises :class:`SubmissionError` for an invalid file (nothing is sent) and
-    :class:`KaggleError` when the kaggle CLI is missing or fails.
+    Raises :class:`SubmissionError` for a file that check refuses (nothing is sent) and
+    :class:`KaggleError` when the kaggle CLI is missing or reports a failure.
     """
     if not message.strip():
         raise ValueError("a submission message is required (-m)")
-    problems = check_submission(path, sample=sample)
+    problems = check_submission(path, sample=sample, data_dir=data_dir, split="test")
     if problems:
         raise SubmissionError(path, problems)
     kaggle = shutil.which("kaggle")
@@ -483,6 +525,7 @@ def submit(path: Path | str, message: str, competition: str, *, sample: Path | s
     cmd = [kaggle, "competitions", "submit", "-c", competition, "-f", str(path), "-m", message]
     done = subprocess.run(cmd, capture_output=True, text=True)
     output = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        raise KaggleError(f"kaggle competitions submit failed (exit {done.returncode}): {output}")
+    failure = kaggle_failure(done.returncode, output)
+    if failure:
+        raise KaggleError(f"kaggle competitions submit failed ({failure}): {output}")
     return output

@@ -82,7 +82,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import shutil
 import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -90,7 +89,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tpuperf.atomic import publish_dir, staging_dir, write_atomic
+from tpuperf.atomic import replaced_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
@@ -1012,9 +1011,7 @@ def write_dataset(out: Path | str, preset: str = "small", seed: int = 0, *, over
     spec, out = PRESETS[preset], Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = staging_dir(out)
-    try:
+    with replaced_dir(out) as tmp:
         rows = ["ID,TopConfigs"]
         for ci, col in enumerate(COLLECTIONS):
             for si, split in enumerate(SPLITS):
@@ -1029,7 +1026,3 @@ def write_dataset(out: Path | str, preset: str = "small", seed: int = 0, *, over
                         listed = 5 if col.is_tile else spec.layout_test_configs or len(arrays["config_runtime"])
                         rows.append(f"{col.submission_id(name)},{';'.join(map(str, range(listed)))}")
         (tmp / "sample_submission.csv").write_text("\n".join(rows) + "\n")
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
