@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tpuperf.atomic import publish_dir, staging_dir, write_atomic, write_json_atomic, write_text_atomic
+from tpuperf.atomic import replaced_dir, write_atomic, write_json_atomic, write_text_atomic
 from tpuperf.synthetic import write_dataset
 
 
@@ -17,9 +17,8 @@ def test_files_and_directories_follow_the_umask(tmp_path, umask, file_modes, mas
     write_text_atomic(tmp_path / "out" / "a.txt", "hello\n")
     write_json_atomic(tmp_path / "out" / "b.json", {"x": 1})
     write_atomic(tmp_path / "out" / "c.parquet", pl.DataFrame({"x": [1, 2]}).write_parquet)
-    stage = staging_dir(tmp_path / "pub")
-    np.save(stage / "f.npy", np.arange(3))
-    publish_dir(stage, tmp_path / "pub")
+    with replaced_dir(tmp_path / "pub") as stage:
+        np.save(stage / "f.npy", np.arange(3))
     assert file_modes(tmp_path) == {file_mode}
     assert oct((tmp_path / "pub").stat().st_mode & 0o777) == dir_mode
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt", "b.json", "c.parquet"]  # no temp left
@@ -40,28 +39,35 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-def test_publish_dir_replaces_whole_and_restores_on_failure(tmp_path, monkeypatch):
+def test_replaced_dir_replaces_whole_and_restores_on_failure(tmp_path, monkeypatch):
     final = tmp_path / "d"
     final.mkdir()
     (final / "stale.txt").write_text("stale")
-    stage = staging_dir(final)
-    (stage / "new.txt").write_text("new")
-    publish_dir(stage, final)
+    with replaced_dir(final) as stage:
+        (stage / "new.txt").write_text("new")
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # the old copy is gone
 
-    stage = staging_dir(final)
-    real_rename = type(stage).rename
+    with pytest.raises(RuntimeError, match="half built"):
+        with replaced_dir(final) as stage:
+            (stage / "half.txt").write_text("half")
+            raise RuntimeError("half built")
+    assert [p.name for p in final.iterdir()] == ["new.txt"]  # a failed block changes nothing
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # and leaves no staging directory
+
+    real_rename = type(final).rename
 
     def refuse_staging(self, target):
-        if self == stage:
+        if self.name.startswith(".d.staging"):
             raise OSError("disk full")
         return real_rename(self, target)
 
-    monkeypatch.setattr(type(stage), "rename", refuse_staging)
+    monkeypatch.setattr(type(final), "rename", refuse_staging)
     with pytest.raises(OSError, match="disk full"):
-        publish_dir(stage, final)
+        with replaced_dir(final) as stage:
+            (stage / "newer.txt").write_text("newer")
     assert [p.name for p in final.iterdir()] == ["new.txt"]  # the previous version is back in place
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
 
 
 @pytest.mark.parametrize("mask, file_mode", [(0o022, "0o644"), (0o077, "0o600")])
