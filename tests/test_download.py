@@ -86,7 +86,8 @@ def zip_dataset(root: Path, archive: Path, prefix: str = "") -> Path:
 
 def params_for(tmp_path: Path, source: str, **kw) -> DataParams:
     base = DataParams(
-        source=source, out=tmp_path / "data" / "raw", competition=COMPETITION, local_dir=None, preset="tiny", seed=0, jobs=1
+        source=source, out=tmp_path / "data" / "raw", fingerprint=tmp_path / "data" / "source.json", competition=COMPETITION,
+        local_dir=None, preset="tiny", seed=0, jobs=1,
     )
     return replace(base, **kw)
 
@@ -341,7 +342,8 @@ def test_synthetic_is_reproducible(tmp_path) -> None:
 
 
 def write_params(tmp_path: Path, **data) -> Path:
-    section = {"source": "local", "dir": None, "out": str(tmp_path / "data" / "raw"), "competition": COMPETITION,
+    section = {"source": "local", "dir": None, "out": str(tmp_path / "data" / "raw"),
+               "fingerprint": str(tmp_path / "data" / "source.json"), "competition": COMPETITION,
                "synthetic": {"preset": "tiny", "seed": 0}, "jobs": 1, **data}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"data": section}))
