@@ -23,10 +23,10 @@ from tpuperf.download import (
     MANIFEST_NAME,
     DataParams,
     DownloadError,
+    data_fingerprint,
     download,
     resolve_source,
-    source_fingerprint,
-    write_fingerprint,
+    write_data_fingerprint,
 )
 
 COMPETITION = "predict-ai-model-runtime"
@@ -386,12 +386,12 @@ def test_params_are_checked(tmp_path) -> None:
 # ---------------------------------------------------------------- source fingerprint and DVC staleness
 
 
-def test_fingerprint_of_each_source(tmp_path, tiny_dataset, credentials) -> None:
-    assert source_fingerprint(params_for(tmp_path, "kaggle")) == {"source": "kaggle", "competition": COMPETITION}
-    assert source_fingerprint(params_for(tmp_path, "auto")) == {"source": "kaggle", "competition": COMPETITION}
-    assert source_fingerprint(params_for(tmp_path, "synthetic", seed=3)) == {"source": "synthetic", "preset": "tiny", "seed": 3}
+def test_fingerprint_of_each_source(tmp_path, tiny_dataset, credentials, monkeypatch) -> None:
+    assert data_fingerprint(params_for(tmp_path, "kaggle")) == {"source": "kaggle", "competition": COMPETITION}
+    assert data_fingerprint(params_for(tmp_path, "auto")) == {"source": "kaggle", "competition": COMPETITION}
+    assert data_fingerprint(params_for(tmp_path, "synthetic", seed=3)) == {"source": "synthetic", "preset": "tiny", "seed": 3}
     params = params_for(tmp_path, "local", local_dir=tiny_dataset)
-    fingerprint = write_fingerprint(params)
+    fingerprint = write_data_fingerprint(params)
     assert json.loads(params.fingerprint.read_text()) == fingerprint
     assert fingerprint["source"] == "local" and fingerprint["dir"] == str(tiny_dataset.resolve())
     # exactly the files download takes, with size, mtime and inode
@@ -402,11 +402,13 @@ def test_fingerprint_of_each_source(tmp_path, tiny_dataset, credentials) -> None
     assert set(listed) == taken | {"sample_submission.csv"}
     sample = (tiny_dataset / "sample_submission.csv").stat()
     assert listed["sample_submission.csv"] == [sample.st_size, sample.st_mtime_ns, sample.st_ino]
-    assert source_fingerprint(params) == fingerprint  # downloading (hard links) does not change it
+    assert data_fingerprint(params) == fingerprint  # downloading (hard links) does not change it
+    monkeypatch.chdir(tiny_dataset.parent)  # a relative data.dir is relative to the working directory (DVC: the repo)
+    assert data_fingerprint(replace(params, local_dir=Path(tiny_dataset.name))) == fingerprint
     (tiny_dataset / "notes.txt").write_text("not part of the dataset")
-    assert source_fingerprint(params) == fingerprint
+    assert data_fingerprint(params) == fingerprint
     os.utime(tiny_dataset / "sample_submission.csv", ns=(sample.st_atime_ns, sample.st_mtime_ns + 1))
-    assert source_fingerprint(params) != fingerprint
+    assert data_fingerprint(params) != fingerprint
 
 
 def test_cli_fingerprint_refusal_writes_nothing(tmp_path, capsys) -> None:

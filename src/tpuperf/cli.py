@@ -74,11 +74,11 @@ def _download(args: argparse.Namespace) -> int:
 
 def _fingerprint(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params, section
-    from tpuperf.download import DataParams, DownloadError, write_fingerprint
+    from tpuperf.download import DataParams, DownloadError, write_data_fingerprint
 
     params = DataParams.from_section(section(load_params(args.params), "data"))
     try:
-        fingerprint = write_fingerprint(params)
+        fingerprint = write_data_fingerprint(params)
     except DownloadError as exc:
         print(f"tpuperf fingerprint failed: {exc} Nothing was written to {params.fingerprint}.", file=sys.stderr)
         return 1

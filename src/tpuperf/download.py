@@ -154,7 +154,7 @@ def download(params: DataParams) -> dict[str, Any]:
     return manifest
 
 
-def source_fingerprint(params: DataParams) -> dict[str, Any]:
+def data_fingerprint(params: DataParams) -> dict[str, Any]:
     """What :func:`download` would build the dataset from, computed in milliseconds without network.
 
     The ``fingerprint`` stage (``always_changed`` in dvc.yaml) writes it on every ``dvc repro`` and
@@ -186,9 +186,9 @@ def source_fingerprint(params: DataParams) -> dict[str, Any]:
     return {"source": source, "dir": str(src.resolve()), "files": files}
 
 
-def write_fingerprint(params: DataParams) -> dict[str, Any]:
-    """Write :func:`source_fingerprint` to ``params.fingerprint`` (JSON, atomically) and return it."""
-    fingerprint = source_fingerprint(params)
+def write_data_fingerprint(params: DataParams) -> dict[str, Any]:
+    """Write :func:`data_fingerprint` to ``params.fingerprint`` (JSON, atomically) and return it."""
+    fingerprint = data_fingerprint(params)
     path = params.fingerprint
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
