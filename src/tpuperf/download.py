@@ -28,6 +28,7 @@ from typing import Any
 
 from joblib import Parallel, delayed
 
+from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 from tpuperf.dataset import DataFormatError, validate_file
 
@@ -189,16 +190,7 @@ def data_fingerprint(params: DataParams) -> dict[str, Any]:
 def write_data_fingerprint(params: DataParams) -> dict[str, Any]:
     """Write :func:`data_fingerprint` to ``params.fingerprint`` (JSON, atomically) and return it."""
     fingerprint = data_fingerprint(params)
-    path = params.fingerprint
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(fingerprint, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_json_atomic(fingerprint, params.fingerprint)
     return fingerprint
 
 

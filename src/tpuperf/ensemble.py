@@ -27,8 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,6 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 
+from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, Collection
 from tpuperf.metrics import collection_score, rank_configs
 from tpuperf.submission import (
@@ -271,19 +270,6 @@ class EnsembleResult:
     metrics: dict[str, Any]
 
 
-def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _describe_weights(weights: Mapping[str, float]) -> str:
     return ", ".join(f"{m} {w:.3f}" for m, w in weights.items())
 
@@ -336,7 +322,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
         "collections": report,
     }
     metrics_path = settings.out_dir / METRICS_FILE
-    _write_json_atomic(metrics, metrics_path)
+    write_json_atomic(metrics, metrics_path)
     mean = metrics["mean"]
     if mean["collections_scored"]:
         log.info(f"valid, mean over {mean['collections_scored']} collections: ensemble {mean['ensemble']:.4f}, "
