@@ -76,3 +76,12 @@ def test_synthetic_dataset_follows_the_umask(tmp_path, umask, file_modes, mask, 
     write_dataset(tmp_path / "data", preset="tiny", seed=0)
     assert file_modes(tmp_path / "data") == {file_mode}
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def test_unserialisable_json_keeps_the_old_file(tmp_path):
+    path = write_json_atomic(tmp_path / "new" / "x.json", {"a": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": [1, 2]} and path.read_text().endswith("}\n")
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temporary left

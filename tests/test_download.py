@@ -4,6 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import zipfile
 from dataclasses import replace
@@ -16,7 +19,15 @@ import yaml
 from conftest import put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, SPLITS
-from tpuperf.download import MANIFEST_NAME, DataParams, DownloadError, download, resolve_source
+from tpuperf.download import (
+    MANIFEST_NAME,
+    DataParams,
+    DownloadError,
+    data_fingerprint,
+    download,
+    resolve_source,
+    write_data_fingerprint,
+)
 
 COMPETITION = "predict-ai-model-runtime"
 
@@ -86,7 +97,8 @@ def zip_dataset(root: Path, archive: Path, prefix: str = "") -> Path:
 
 def params_for(tmp_path: Path, source: str, **kw) -> DataParams:
     base = DataParams(
-        source=source, out=tmp_path / "data" / "raw", competition=COMPETITION, local_dir=None, preset="tiny", seed=0, jobs=1
+        source=source, out=tmp_path / "data" / "raw", fingerprint=tmp_path / "data" / "source.json", competition=COMPETITION,
+        local_dir=None, preset="tiny", seed=0, jobs=1,
     )
     return replace(base, **kw)
 
@@ -341,7 +353,8 @@ def test_synthetic_is_reproducible(tmp_path) -> None:
 
 
 def write_params(tmp_path: Path, **data) -> Path:
-    section = {"source": "local", "dir": None, "out": str(tmp_path / "data" / "raw"), "competition": COMPETITION,
+    section = {"source": "local", "dir": None, "out": str(tmp_path / "data" / "raw"),
+               "fingerprint": str(tmp_path / "data" / "source.json"), "competition": COMPETITION,
                "synthetic": {"preset": "tiny", "seed": 0}, "jobs": 1, **data}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"data": section}))
@@ -368,3 +381,117 @@ def test_params_are_checked(tmp_path) -> None:
         DataParams.from_section({**section, "source": "ftp"})
     with pytest.raises(KeyError, match="lacks the key 'jobs'"):
         DataParams.from_section({k: v for k, v in section.items() if k != "jobs"})
+
+
+# ---------------------------------------------------------------- source fingerprint and DVC staleness
+
+
+def test_fingerprint_of_each_source(tmp_path, tiny_dataset, credentials, monkeypatch) -> None:
+    assert data_fingerprint(params_for(tmp_path, "kaggle")) == {"source": "kaggle", "competition": COMPETITION}
+    assert data_fingerprint(params_for(tmp_path, "auto")) == {"source": "kaggle", "competition": COMPETITION}
+    assert data_fingerprint(params_for(tmp_path, "synthetic", seed=3)) == {"source": "synthetic", "preset": "tiny", "seed": 3}
+    params = params_for(tmp_path, "local", local_dir=tiny_dataset)
+    fingerprint = write_data_fingerprint(params)
+    assert json.loads(params.fingerprint.read_text()) == fingerprint
+    assert fingerprint["source"] == "local" and fingerprint["dir"] == str(tiny_dataset.resolve())
+    # exactly the files download takes, with size, mtime and inode
+    manifest = download(params)
+    listed = {row[0]: row[1:] for row in fingerprint["files"]}
+    taken = {f"{col.split_dir(Path(), split).as_posix()}/{name}" for col in COLLECTIONS for split in SPLITS
+             for name in manifest["collections"][col.name][split]["sha256"]}
+    assert set(listed) == taken | {"sample_submission.csv"}
+    sample = (tiny_dataset / "sample_submission.csv").stat()
+    assert listed["sample_submission.csv"] == [sample.st_size, sample.st_mtime_ns, sample.st_ino]
+    assert data_fingerprint(params) == fingerprint  # downloading (hard links) does not change it
+    monkeypatch.chdir(tiny_dataset.parent)  # a relative data.dir is relative to the working directory (DVC: the repo)
+    assert data_fingerprint(replace(params, local_dir=Path(tiny_dataset.name))) == fingerprint
+    (tiny_dataset / "notes.txt").write_text("not part of the dataset")
+    assert data_fingerprint(params) == fingerprint
+    os.utime(tiny_dataset / "sample_submission.csv", ns=(sample.st_atime_ns, sample.st_mtime_ns + 1))
+    assert data_fingerprint(params) != fingerprint
+
+
+def test_cli_fingerprint_refusal_writes_nothing(tmp_path, capsys) -> None:
+    assert main(["fingerprint", "--params", str(write_params(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tpuperf fingerprint failed: data.source is 'local' but data.dir is not set")
+    assert "Nothing was written to" in err and not (tmp_path / "data").exists()
+
+
+REPO = Path(__file__).resolve().parents[1]
+CONSUMER = {  # stands in for preprocess: re-runs only when data/raw's content changes
+    "cmd": "python -c \"import pathlib; pathlib.Path('consumed.txt').write_text(pathlib.Path('data/raw/manifest.json').read_text())\"",
+    "deps": ["data/raw"],
+    "outs": ["consumed.txt"],
+}
+
+
+def dvc(project: Path, *args: str) -> str:
+    """``dvc ARGS`` in ``project``; the stages' ``tpuperf`` runs this checkout's code."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def ran(log: str) -> set[str]:
+    """Stages DVC ran or, having seen the same deps before, restored from its run cache."""
+    return {a or b for a, b in re.findall(r"Running stage '([^']+)'|Stage '([^']+)' is cached - skipping run", log)}
+
+
+def dvc_project(tmp_path: Path, **data) -> Path:
+    """A scratch DVC project with the real fingerprint and download stages of dvc.yaml, plus CONSUMER."""
+    project = tmp_path / "project"
+    project.mkdir()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "fingerprint": stages["fingerprint"], "download": stages["download"], "consumer": CONSUMER}}))
+    section = {**yaml.safe_load((REPO / "params.yaml").read_text())["data"], "jobs": 1, **data}
+    (project / "params.yaml").write_text(yaml.safe_dump({"data": section}))
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    dvc(project, "init", "--no-scm")
+    return project
+
+
+def test_dvc_reruns_download_when_a_local_file_changes(tmp_path, tiny_dataset, write_graph) -> None:
+    """Runs the real stages in a scratch DVC project (~20 s)."""
+    project = dvc_project(tmp_path, source="local", dir=str(tiny_dataset))
+    assert ran(dvc(project, "repro")) == {"fingerprint", "download", "consumer"}
+    again = dvc(project, "repro")
+    assert ran(again) == {"fingerprint"} and "Stage 'download' didn't change" in again
+
+    # a new mtime on unchanged content: download re-runs, its output is identical, the consumer is skipped
+    sample = tiny_dataset / "sample_submission.csv"
+    os.utime(sample, ns=(sample.stat().st_atime_ns, sample.stat().st_mtime_ns + 10**9))
+    log = dvc(project, "repro")
+    assert ran(log) == {"fingerprint", "download"} and "Stage 'consumer' didn't change" in log
+
+    # changed content: everything downstream re-runs and sees the new file
+    changed = write_graph(tiny_dataset, "tile:xla", "train", name="train0", seed=99)
+    assert ran(dvc(project, "repro")) == {"fingerprint", "download", "consumer"}
+    raw = project / "data" / "raw"
+    assert_same_dataset(raw, tiny_dataset)
+    assert (project / "consumed.txt").read_text() == (raw / MANIFEST_NAME).read_text()
+    sha = json.loads((raw / MANIFEST_NAME).read_text())["collections"]["tile:xla"]["train"]["sha256"]["train0.npz"]
+    assert sha == hashlib.sha256(changed.read_bytes()).hexdigest()
+
+    # a file added, then one removed
+    added = write_graph(tiny_dataset, "layout:nlp:random", "valid", name="extra")
+    assert ran(dvc(project, "repro")) == {"fingerprint", "download", "consumer"}
+    assert (raw / added.relative_to(tiny_dataset)).is_file()
+    added.unlink()  # back to a state DVC has seen: download and consumer come from its run cache
+    assert ran(dvc(project, "repro")) == {"fingerprint", "download", "consumer"}
+    assert_same_dataset(raw, tiny_dataset)
+    assert (project / "consumed.txt").read_text() == (raw / MANIFEST_NAME).read_text()
+
+
+def test_dvc_does_not_download_kaggle_again(tmp_path, tiny_dataset, fake_kaggle, credentials) -> None:
+    """Runs the real stages in a scratch DVC project with the fake kaggle CLI (~10 s)."""
+    fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip"))
+    project = dvc_project(tmp_path, source="kaggle")
+    assert ran(dvc(project, "repro")) == {"fingerprint", "download", "consumer"}
+    assert len(fake_kaggle.calls()) == 1
+    again = dvc(project, "repro")
+    assert ran(again) == {"fingerprint"} and "Stage 'download' didn't change" in again
+    assert len(fake_kaggle.calls()) == 1

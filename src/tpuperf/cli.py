@@ -72,6 +72,21 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fingerprint(args: argparse.Namespace) -> int:
+    from tpuperf.config import load_params, section
+    from tpuperf.download import DataParams, DownloadError, write_data_fingerprint
+
+    params = DataParams.from_section(section(load_params(args.params), "data"))
+    try:
+        fingerprint = write_data_fingerprint(params)
+    except DownloadError as exc:
+        print(f"tpuperf fingerprint failed: {exc} Nothing was written to {params.fingerprint}.", file=sys.stderr)
+        return 1
+    listed = f", {len(fingerprint['files'])} files listed" if "files" in fingerprint else ""
+    print(f"tpuperf fingerprint: data source {fingerprint['source']}{listed} -> {params.fingerprint}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from tpuperf.cache import CacheError
     from tpuperf.config import load_params
@@ -178,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", help="put the dataset + manifest.json at data.out (params: data.*)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_download)
+
+    p = sub.add_parser("fingerprint", help="write data.fingerprint: what download would fetch (no network; params: data.*)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_fingerprint)
 
     p = sub.add_parser("preprocess", help="build cache/<collection>/ from the downloaded data (params: preprocess.*, data.out)")
     p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")

@@ -28,7 +28,7 @@ from typing import Any
 
 from joblib import Parallel, delayed
 
-from tpuperf.atomic import replaced_dir
+from tpuperf.atomic import replaced_dir, write_json_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 from tpuperf.dataset import DataFormatError, validate_file
 
@@ -58,6 +58,7 @@ class DataParams:
 
     source: str
     out: Path
+    fingerprint: Path
     competition: str
     local_dir: Path | None
     preset: str
@@ -73,6 +74,7 @@ class DataParams:
             params = cls(
                 source=source,
                 out=Path(data["out"]),
+                fingerprint=Path(data["fingerprint"]),
                 competition=data["competition"],
                 local_dir=Path(local_dir) if local_dir else None,
                 preset=synthetic["preset"],
@@ -146,6 +148,45 @@ def download(params: DataParams) -> dict[str, Any]:
     return manifest
 
 
+def data_fingerprint(params: DataParams) -> dict[str, Any]:
+    """What :func:`download` would build the dataset from, computed in milliseconds without network.
+
+    The ``fingerprint`` stage (``always_changed`` in dvc.yaml) writes it on every ``dvc repro`` and
+    the download stage depends on the file, so DVC re-runs the download exactly when it changes:
+
+    - ``kaggle``: the competition slug (the competition's data never changes, so no re-download);
+    - ``synthetic``: the generator preset and seed;
+    - ``local``: the resolved ``data.dir`` and, per file the stage takes from it (sorted
+      ``[relative path, size in bytes, mtime in ns, inode]``). These are the signals DVC's own
+      state database trusts to skip rehashing a file; hashing the contents instead would read
+      ~6 GB on every repro. A false alarm (e.g. a copy with new inodes) costs one re-run of
+      download, whose output is byte-identical, so DVC still skips everything downstream. The blind
+      spot is an in-place rewrite to the same size with the old mtime restored (``touch -r``,
+      ``rsync -a`` of another version): ``dvc repro -f -s download`` then forces the stage.
+
+    ``auto`` is resolved first, so Kaggle credentials appearing switch the source on the next repro.
+    Raises DownloadError for ``local`` without a valid ``data.dir``.
+    """
+    source, _ = resolve_source(params.source)
+    if source == "kaggle":
+        return {"source": source, "competition": params.competition}
+    if source == "synthetic":
+        return {"source": source, "preset": params.preset, "seed": params.seed}
+    src = _local_dir(params)
+    files = []
+    for rel in _local_files(src):
+        st = src.joinpath(*rel.parts).stat()
+        files.append([str(rel), st.st_size, st.st_mtime_ns, st.st_ino])
+    return {"source": source, "dir": str(src.resolve()), "files": files}
+
+
+def write_data_fingerprint(params: DataParams) -> dict[str, Any]:
+    """Write :func:`data_fingerprint` to ``params.fingerprint`` (JSON, atomically) and return it."""
+    fingerprint = data_fingerprint(params)
+    write_json_atomic(params.fingerprint, fingerprint)
+    return fingerprint
+
+
 def _announce(source: str, reason: str, params: DataParams) -> None:
     what = {
         "kaggle": f"the real competition data ({params.competition}) through the kaggle CLI",
@@ -175,17 +216,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    """Link or copy every file under ``src``; directories are created afresh (not copying a
-    read-only mode from the source, which would make the output impossible to delete)."""
-    for dirpath, _dirs, names in os.walk(src):
-        target = dst / Path(dirpath).relative_to(src)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            _link_or_copy(Path(dirpath, name), target / name)
-
-
-def _fill_local(staging: Path, params: DataParams) -> dict[str, Any]:
+def _local_dir(params: DataParams) -> Path:
+    """``data.dir``, checked to have the real layout, for ``data.source: local``."""
     src = params.local_dir
     if src is None:
         raise DownloadError(
@@ -199,8 +231,27 @@ def _fill_local(staging: Path, params: DataParams) -> dict[str, Any]:
             f"{' and '.join(missing)} missing (expected npz/<kind>/<source>/[<search>/]<split>/*.npz "
             f"and {SAMPLE_SUBMISSION})."
         )
-    _link_tree(src / "npz", staging / "npz")
-    _link_or_copy(src / SAMPLE_SUBMISSION, staging / SAMPLE_SUBMISSION)
+    return src
+
+
+def _local_files(src: Path) -> list[PurePosixPath]:
+    """Every file the local source takes from ``src`` (all under npz/, and the sample submission),
+    relative to ``src``, sorted. Symlinked files count (they are followed), symlinked folders do not."""
+    files = [PurePosixPath(SAMPLE_SUBMISSION)]
+    for dirpath, _dirs, names in os.walk(src / "npz"):
+        folder = PurePosixPath(Path(dirpath).relative_to(src).as_posix())
+        files += [folder / name for name in names]
+    return sorted(files)
+
+
+def _fill_local(staging: Path, params: DataParams) -> dict[str, Any]:
+    """Link or copy the local files; folders are created afresh (not copying a read-only mode
+    from the source, which would make the output impossible to delete)."""
+    src = _local_dir(params)
+    for rel in _local_files(src):
+        target = staging.joinpath(*rel.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(src.joinpath(*rel.parts), target)
     return {"dir": str(src.resolve())}
 
 
