@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -256,6 +257,22 @@ def _model_dirs(model: Path) -> dict[Collection, Path]:
     return found
 
 
+@lru_cache(maxsize=8)
+def _load(directory: Path, stamp: tuple[int, int]) -> ExportedModel:
+    """Loaded exports are reused across :func:`rank` calls while their manifest is unchanged
+    (``stamp``: its mtime and inode; an export replaces the whole directory, manifest included)."""
+    return ExportedModel(directory)
+
+
+def load_export(directory: Path) -> ExportedModel:
+    """The export at ``directory``, loaded once per process and version of it."""
+    try:
+        st = (directory / MANIFEST).stat()
+    except OSError:
+        return ExportedModel(directory)  # raises the missing-manifest error
+    return _load(directory.resolve(), (st.st_mtime_ns, st.st_ino))
+
+
 def rank(files: Iterable[Path | str], model: Path | str, collection: str | None = None, top: int | None = None) -> list[Ranking]:
     """Rank every configuration of each TpuGraphs ``.npz`` in ``files``, fastest first.
 
@@ -290,7 +307,7 @@ def rank(files: Iterable[Path | str], model: Path | str, collection: str | None 
         if c not in dirs:
             have = ", ".join(d.name for d in dirs)
             raise ModelExportError(f"{f}: is {c.name} but {model} holds a model for {have} only")
-    loaded = {c: ExportedModel(dirs[c]) for c in dict.fromkeys(per_file)}
+    loaded = {c: load_export(dirs[c]) for c in dict.fromkeys(per_file)}
     graphs = [prepare_graph(f, c, loaded[c].stats) for f, c in zip(files, per_file)]
     rankings = []
     for c, exported in loaded.items():
