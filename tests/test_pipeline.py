@@ -1,6 +1,8 @@
-"""End to end: the real dvc.yaml on a tiny config, from synthetic download to a checked submission."""
+"""End to end: the real dvc.yaml on a tiny config, from synthetic download to a checked submission,
+and the exported models ranking the test files as the submission does."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -8,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tpuperf.collection import get_collection
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,6 +54,17 @@ def test_dvc_pipeline_to_submission_on_tiny_config(tmp_path):
     sample = (tmp_path / "data" / "raw" / "sample_submission.csv").read_text().strip().splitlines()
     assert rows[0] == "ID,TopConfigs" and len(rows) == len(sample)
     assert "problem" not in check.lower()
+    # item 3 of issue #15: the exported models rank every test file exactly as submission.csv does
+    export = run(tmp_path, sys.executable, "-m", "dvc", "repro", "--single-item", "--glob", "export@*")
+    assert export.count("Running stage 'export@") == 5
+    test_files = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "data/raw/npz").glob("**/test/*.npz"))
+    done = subprocess.run(["tpuperf", "rank", *test_files, "--format", "json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranked = json.loads(done.stdout)
+    from_rank = {get_collection(r["collection"]).submission_id(Path(r["file"]).stem): ";".join(map(str, r["config_ids"]))
+                 for r in ranked}
+    assert from_rank == dict(row.split(",") for row in rows[1:])
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300).stdout
     for collection in ("tile-xla", "layout-xla-random", "layout-nlp-default"):

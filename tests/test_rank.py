@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,10 @@ from tpuperf.ranker import ExportedModel, ModelExportError, build_member_model, 
 from conftest import SHARED_DATA, _rewrite_npz, _write_graph
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import rank_speed  # noqa: E402
+from rank_speed import write_untrained_members  # noqa: E402
 COLLECTIONS = ("tile:xla", "layout:xla:default", "layout:nlp:random")
 MODELS = ("chebsage", "sage")
 REAL_TEST = {
@@ -47,26 +52,6 @@ def tiny_params(root: Path) -> dict:
     return params
 
 
-def fake_training(params: dict, collection, oof: dict[str, float]) -> None:
-    """Fold checkpoints (random weights, one seed per member) and metrics.json, as training writes them."""
-    import tensorflow as tf
-
-    cache = CollectionCache(params["preprocess"]["out"], collection)
-    for i, model_name in enumerate(MODELS):
-        for fold in range(params["train"]["folds"]):
-            tf.keras.utils.set_random_seed(10 * i + fold)
-            model = build_member_model(collection.kind, params["models"][model_name], cache.node_feat_dim)
-            fold_dir = Path(params["train"]["checkpoints_dir"], collection.slug, model_name, f"fold_{fold}")
-            fold_dir.mkdir(parents=True)
-            tf.train.Checkpoint(model=model).write(str(fold_dir / "best"))
-            (fold_dir / "state.json").write_text(json.dumps({"finished": True}))
-        metrics = {"collection": collection.name, "model": model_name, "oof_score": oof[model_name],
-                   "folds": [{"fold": f} for f in range(params["train"]["folds"])]}
-        run_dir = Path(params["train"]["runs_dir"], collection.slug, model_name)
-        run_dir.mkdir(parents=True)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics))
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, dict]:
     """A tiny synthetic train set per collection (plus the real test files when present, linked
@@ -83,7 +68,7 @@ def exported(tmp_path_factory) -> tuple[Path, dict]:
             for f in REAL_TEST[name].glob("*.npz"):
                 (col.split_dir(data, "test") / f.name).symlink_to(f)
         preprocess_collection(data, params["preprocess"]["out"], col, PreprocessSettings.from_params(params), progress=False)
-        fake_training(params, col, {"chebsage": 0.3, "sage": 0.25})
+        write_untrained_members(params, col)  # oof scores chebsage 0.3, sage 0.25
         export_collection(params, col)
     return root, params
 
@@ -305,3 +290,12 @@ def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exporte
         export_collection(params, get_collection("tile:xla"))
     assert (root / "models/tile-xla/manifest.json").read_bytes() == before
     assert [p.name for p in (root / "models").iterdir() if p.name.startswith(".")] == []
+
+
+def test_speed_benchmark_quick_run_reports_load_and_rank_times(capsys):
+    assert rank_speed.main(["--quick", "--repeats", "1"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["collection"] for r in results] == ["layout:xla:random", "tile:xla"]
+    assert [r["configs"] for r in results] == [50, 100]
+    for r in results:
+        assert r["load_s"] > 0 and r["rank_s"] == pytest.approx(r["prepare_s"] + r["score_s"], abs=2e-3)
