@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +36,7 @@ from tpuperf.collection import Collection
 from tpuperf.config import section
 from tpuperf.ensemble import EnsembleSettings, model_weights, read_oof_score
 from tpuperf.graph import plan_batch_shape
-from tpuperf.preprocess import _replace_dir
+from tpuperf.preprocess import _replace_dir, staging_dir
 from tpuperf.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
 
 log = logging.getLogger(__name__)
@@ -97,11 +96,8 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     weights = model_weights(oof, ens.weights, ens.temperature)
     ckpt_root = Path(train["checkpoints_dir"]) / collection.slug
 
-    out_root.mkdir(parents=True, exist_ok=True)
     final = out_root / collection.slug
-    tmp = out_root / f".{collection.slug}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = staging_dir(final)
     try:
         models = {}
         for name in ens.models:

@@ -518,6 +518,15 @@ def _report(inputs: _Inputs, index: pl.DataFrame, bad: list[BadFile], settings: 
     }
 
 
+def staging_dir(final: Path) -> Path:
+    """A fresh empty directory beside ``final`` to build it in (then :func:`_replace_dir`)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Put ``tmp`` at ``final``; an existing cache is removed only once the new one is in place."""
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -548,11 +557,8 @@ def preprocess_collection(
     for split in inputs.missing_splits:
         log.warning("  no %s split under %s: the cache will have no %s graphs", split, inputs.data_dir, split)
 
-    out_root.mkdir(parents=True, exist_ok=True)
     final = out_root / collection.slug
-    tmp = out_root / f".{collection.slug}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = staging_dir(final)
     try:
         tasks = [
             delayed(prepare_file)(path, collection, split, tmp, settings)
