@@ -14,7 +14,7 @@ read + validation + transform + scoring, including tracing and compiling the for
 the graph's batch shape, paid once per shape) and the median of the following calls (the
 steady per-graph time, what the goal is about), split into preparing and scoring.
 
-    python benchmarks/rank_speed.py [--repeats 3] [--quick]
+    python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
 """
 from __future__ import annotations
 
@@ -106,8 +106,13 @@ def measure(kind: str, root: Path, params: dict, repeats: int, sizes: dict, rng:
     nodes, configurable, configs, goal = sizes[kind]
     export_dir = build_export(root, params, kind, rng)
     program = root / f"new_{kind}_program.npz"
-    arrays = (make_layout_graph(rng, nodes, configurable, configs, labelled=False) if kind == "layout"
-              else make_tile_graph(rng, nodes, configs, labelled=False))
+    if kind == "layout":
+        arrays = make_layout_graph(rng, nodes, configurable, configs, labelled=False)
+    else:  # a kernel's shapes allow only a few hundred distinct tiles: repeat them up to `configs` rows
+        arrays = make_tile_graph(rng, nodes, configs, labelled=False)
+        rows = rng.integers(0, len(arrays["config_feat"]), configs)
+        arrays.update(config_feat=arrays["config_feat"][rows], config_runtime=np.zeros(configs, np.int64),
+                      config_runtime_normalizers=np.ones(configs, np.int64))
     write_graph(program, arrays)
     collection = get_collection(COLLECTIONS[kind])
 
@@ -133,6 +138,8 @@ def measure(kind: str, root: Path, params: dict, repeats: int, sizes: dict, rng:
         "nodes_after_pruning": graph.num_nodes,
         "configs": int(ranking.num_configs),
         "members": sum(len(f) for f in model.folds.values()),
+        "jit_compile": model.jit_compile,
+        "batch_shape": str(model._shape_groups([graph])[0][0]),
         "batch_shape_stored_fits": model.shape.fits(graph.num_nodes, graph.num_edges, 1),
         "load_s": round(load, 3),
         "first_rank_s": round(first_prep + first_score, 3),
@@ -148,19 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed rank calls after the first (median reported)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small graphs, one tiny model, no XLA")
+    parser.add_argument("--models", nargs="+", help="ensemble members' models (default: ensemble.models of params.yaml)")
+    parser.add_argument("--jit", choices=("params", "on", "off"), default="params", help="train.jit_compile of the export")
+    parser.add_argument("--kinds", nargs="+", choices=("layout", "tile"), default=["layout", "tile"])
     args = parser.parse_args(argv)
     sizes = SIZES["quick" if args.quick else "full"]
     rng = np.random.default_rng(0)
     results = []
-    print(f"cpu cores: {os.cpu_count()}")
-    for kind in ("layout", "tile"):
+    print(f"cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start")
+    for kind in args.kinds:
         with tempfile.TemporaryDirectory() as tmp:
             params = bench_params(Path(tmp), args.quick)
+            if args.models:
+                params["ensemble"]["models"] = args.models
+            if args.jit != "params":
+                params["train"]["jit_compile"] = args.jit == "on"
             r = measure(kind, Path(tmp), params, args.repeats, sizes, rng)
         results.append(r)
         goal = "" if r["goal_s"] is None else f" (goal <= {r['goal_s']} s: {'met' if r['goal_met'] else 'NOT met'})"
         print(f"{r['collection']}: {r['nodes']} nodes ({r['nodes_after_pruning']} after pruning), {r['configs']} configs, "
-              f"{r['members']} members; load {r['load_s']} s; first rank {r['first_rank_s']} s; "
+              f"{r['members']} members, jit {r['jit_compile']}, {r['batch_shape']}; load {r['load_s']} s; first rank {r['first_rank_s']} s; "
               f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}")
     print(json.dumps(results))
     return 0
