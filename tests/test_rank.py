@@ -255,6 +255,14 @@ def test_model_made_by_another_version(exported, tmp_path):
         ExportedModel(model)
 
 
+def test_manifest_without_a_field(exported, tmp_path):
+    root, params = exported
+    model = copy_export(root, tmp_path)
+    edit_manifest(model, lambda m: m.pop("stats"))
+    with pytest.raises(ModelExportError, match=rf"{model}/manifest.json: no \['stats'\] \(a partial or hand-edited export"):
+        ExportedModel(model)
+
+
 def test_model_from_other_features(exported, tmp_path):
     """A transform keeping one column fewer than the weights were trained on cannot load."""
     root, params = exported

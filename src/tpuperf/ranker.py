@@ -47,6 +47,7 @@ from tpuperf.graph import BatchItem, BatchShape, plan_batch_shape, to_arrays, to
 
 EXPORT_FORMAT = 1
 MANIFEST = "manifest.json"
+MANIFEST_KEYS = ("collection", "models", "stats", "batch_shape", "planning", "jit_compile")
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
 
 
@@ -151,6 +152,9 @@ class ExportedModel:
             raise ModelExportError(
                 f"{manifest_path}: made by tpuperf {made[1]} (export format {made[0]}); this is tpuperf "
                 f"{tpuperf.__version__} (format {EXPORT_FORMAT}): re-export it with `tpuperf export`")
+        missing = [k for k in MANIFEST_KEYS if k not in m]
+        if missing:
+            raise ModelExportError(f"{manifest_path}: no {missing} (a partial or hand-edited export: re-export it)")
         self.collection = get_collection(m["collection"])
         self.stats = m["stats"]
         self.feat_dim = int(self.stats["node_feat_dim"])
