@@ -1,7 +1,9 @@
 """End to end: the real dvc.yaml on a tiny config, from download to a checked submission,
-on synthetic data and on the real TpuGraphs files of ../shared/data."""
+on synthetic data and on the real TpuGraphs files of ../shared/data, and the exported models
+ranking the test files as the submission does."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import ABSENT_REASON, SHARED_DATA
-from tpuperf.collection import COLLECTIONS, SPLITS
+from tpuperf.collection import COLLECTIONS, SPLITS, get_collection
 from tpuperf.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +71,17 @@ def repro_to_checked_submission(project: Path) -> list[str]:
     sample = (project / "data" / "raw" / "sample_submission.csv").read_text().strip().splitlines()
     assert rows[0] == "ID,TopConfigs" and len(rows) == len(sample)
     assert check.strip() == f"OK {submission}"
+    # issue #15 item 3: the exported models rank every test file exactly as submission.csv does
+    export = run(project, sys.executable, "-m", "dvc", "repro", "--single-item", "--glob", "export@*")
+    assert export.count("Running stage 'export@") == 5
+    test_files = sorted(str(p.relative_to(project)) for p in (project / "data/raw/npz").glob("**/test/*.npz"))
+    done = subprocess.run(["tpuperf", "rank", *test_files, "--format", "json"], cwd=project, capture_output=True,
+                          text=True, timeout=600, env=os.environ | {"PYTHONPATH": str(project / "src")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranked = json.loads(done.stdout)
+    from_rank = {get_collection(r["collection"]).submission_id(Path(r["file"]).stem): ";".join(map(str, r["config_ids"]))
+                 for r in ranked}
+    assert from_rank == dict(row.split(",") for row in rows[1:])
     shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=project,
                            capture_output=True, text=True, timeout=300).stdout
     for collection in ("tile-xla", "layout-xla-random", "layout-nlp-default"):

@@ -9,3 +9,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+
+def rank(files, model, collection=None, top=None):
+    """Rank the configurations of TpuGraphs ``.npz`` files with an exported model, fastest first.
+
+    Same as ``tpuperf rank``; see :func:`tpuperf.ranker.rank` for arguments, return value
+    (a list of :class:`tpuperf.ranker.Ranking`) and errors. TensorFlow is imported on first use.
+    """
+    from tpuperf.ranker import rank as _rank
+
+    return _rank(files, model, collection=collection, top=top)

@@ -100,6 +100,56 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import logging
+
+    from tpuperf.cache import CacheError
+    from tpuperf.collection import get_collection
+    from tpuperf.config import load_params
+    from tpuperf.ensemble import EnsembleError
+    from tpuperf.export import ExportError, export_collection
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        export_collection(load_params(args.params), get_collection(args.collection))
+    except (CacheError, EnsembleError, ExportError, KeyError) as exc:
+        print(f"tpuperf export failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    from tpuperf.config import load_params, section
+    from tpuperf.dataset import DataFormatError
+    from tpuperf.ranker import ModelExportError, rank
+
+    try:
+        model = args.model or Path(section(load_params(args.params), "export")["out"])
+        rankings = rank(args.files, model, collection=args.collection, top=args.top)
+    except (DataFormatError, ModelExportError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"tpuperf rank failed: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        json.dump([r.to_dict() for r in rankings], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["file", "collection", "rank", "config_id", "relative_runtime"])
+        for r in rankings:
+            for i, (config, rel) in enumerate(zip(r.config_ids, r.relative_runtime)):
+                writer.writerow([r.path, r.collection, i, int(config), repr(float(rel))])
+    else:
+        for r in rankings:
+            print(f"# {r.path}: {r.collection}, {len(r.config_ids)} of {r.num_configs} configs, fastest first")
+            print("rank config_id relative_runtime")
+            for i, (config, rel) in enumerate(zip(r.config_ids, r.relative_runtime)):
+                print(f"{i} {int(config)} {rel:.6g}")
+    return 0
+
+
 def _check_submission(args: argparse.Namespace) -> int:
     from tpuperf.submission import check_submission
 
@@ -208,6 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a key of models in params.yaml, e.g. chebsage")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("export", help="write <export.out>/<collection>/: the ensemble's models, weights and transform (tpuperf.export)")
+    p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("rank", help="rank every configuration of new .npz programs with an exported model, fastest first")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--model", type=Path, help="an export dir, or the root holding one per collection (default: export.out)")
+    p.add_argument("--collection", help="collection of every file (default: from its path, or the model's when it has one)")
+    p.add_argument("--top", type=int, help="configs listed per file (default: 5 for tile, all for layout)")
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="read for export.out when --model is absent")
+    p.set_defaults(func=_rank)
 
     p = sub.add_parser("check-submission", help="check a submission CSV; one line per problem, exit 1 on any")
     p.add_argument("file", type=Path)

@@ -332,14 +332,62 @@ def prepare_file(path: Path, collection: Collection, split: str, tmp: Path, sett
         return BadFile(str(exc.path), exc.field, exc.problem)
 
 
+def prune(graph: TileGraph | LayoutGraph, hops: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The nodes and edges the model sees: ``(kept, edges, config_node_pos)``.
+
+    ``kept`` int64 (n',): sorted original ids of the kept nodes (every node of a tile graph; a
+    layout graph's configurable nodes and their ``hops``-hop neighbourhood, all when 0);
+    ``edges`` int32 (m', 2): induced edges renumbered to positions in ``kept``;
+    ``config_node_pos`` int32 (nc,): layout only (None for tile), each configurable node's
+    position in ``kept``.
+    """
+    n = len(graph.node_feat)
+    if isinstance(graph, LayoutGraph):
+        kept = k_hop_nodes(graph.edge_index, n, graph.node_config_ids, hops)
+        config_node_pos = np.searchsorted(kept, graph.node_config_ids).astype(np.int32)
+    else:
+        kept, config_node_pos = np.arange(n, dtype=np.int64), None
+    return kept, induced_edges(graph.edge_index, kept, n), config_node_pos
+
+
+def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any]) -> cache.CachedGraph:
+    """One raw file as the cache would hold it in the test split, built in memory.
+
+    Validates the file (:func:`tpuperf.dataset.load_graph`; runtimes may be absent as zeros),
+    prunes it with ``stats["hops"]`` and applies the stored transform ``stats`` (the
+    ``stats.json`` of the model's training cache), keeping every configuration, exactly as
+    :func:`preprocess_collection` treats a test file. ``graph_id`` is the path. Layout
+    configurations are fully loaded (c x nc x 18 int8 in memory). Raises
+    :class:`~tpuperf.dataset.DataFormatError` naming the file and field.
+    """
+    path = Path(path)
+    graph = load_graph(path, collection, "test")
+    kept, edges, config_node_pos = prune(graph, int(stats["hops"]))
+    if isinstance(graph, LayoutGraph):
+        config_feat = _layout_codes(path, graph.node_config_feat)
+    else:
+        config_feat = apply_transform(graph.config_feat.astype(np.float32), stats["config_feat"])
+    return cache.CachedGraph(
+        graph_id=str(path),
+        split="test",
+        node_feat=apply_transform(graph.node_feat[kept].astype(np.float32), stats["node_feat"]),
+        node_opcode=graph.node_opcode[kept].astype(np.int32),
+        edge_index=edges,
+        node_ids=kept,
+        config_feat=config_feat,
+        config_node_pos=config_node_pos,
+        runtime=graph.target.astype(np.float64),
+        config_ids=np.arange(graph.num_configs, dtype=np.int64),
+    )
+
+
 def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str, settings: PreprocessSettings) -> GraphResult:
     graph = load_graph(path, collection, split, load_configs=False)
     n = len(graph.node_feat)
     is_train = split == "train"
     content = cache.ContentHash()
+    kept, edges, config_node_pos = prune(graph, settings.hops)
     if isinstance(graph, LayoutGraph):
-        kept = k_hop_nodes(graph.edge_index, n, graph.node_config_ids, settings.hops)
-        config_node_pos = np.searchsorted(kept, graph.node_config_ids).astype(np.int32)
         config_ids, runtime, config_digest = _write_layout_configs(
             path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
         )
@@ -348,7 +396,6 @@ def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str
         config_moments = None
     else:
         assert isinstance(graph, TileGraph)
-        kept = np.arange(n, dtype=np.int64)
         target = graph.target
         config_feat = graph.config_feat
         if is_train:
@@ -360,7 +407,6 @@ def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str
         _save(out, content, config_feat=config_feat.astype(np.float32))
         config_moments = column_moments(config_feat) if is_train else None
     node_feat = graph.node_feat[kept].astype(np.float32)
-    edges = induced_edges(graph.edge_index, kept, n)
     _save(
         out,
         content,

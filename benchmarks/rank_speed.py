@@ -1,0 +1,184 @@
+"""Speed of `tpuperf rank` on new programs (prints figures; not a timed test).
+
+Goal (issue #15): rank all configurations of one graph on 2 CPU cores, excluding the one-time
+load, in <= 2 s for a 1,000-config layout graph of 20,000 nodes and <= 0.5 s for a 2,000-config
+tile kernel. Graphs are drawn with the synthetic generator (tpuperf.synthetic) and written as
+.npz outside any dataset, like a compiler engineer's new program; the model is an export
+(tpuperf.export) of params.yaml's ensemble (``ensemble.models`` x ``train.folds`` members, model
+sizes and ``train.predict_configs_per_graph`` / ``jit_compile`` as there) with untrained
+weights, whose values do not change the cost. The export's transform is fitted on a few small
+train graphs of the same collection.
+
+Printed per collection: load (build every member + read weights), the first rank call (file
+read + validation + transform + scoring, including tracing and compiling the forward pass for
+the graph's batch shape, paid once per shape) and the median of the following calls (the
+steady per-graph time, what the goal is about), split into preparing and scoring.
+
+    python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tpuperf.collection import get_collection
+from tpuperf.synthetic import make_layout_graph, make_tile_graph, write_graph
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {  # (nodes, configurable nodes, configs) of the ranked graph; goal in seconds
+    "full": {"layout": (20_000, 600, 1_000, 2.0), "tile": (40, 0, 2_000, 0.5)},
+    "quick": {"layout": (400, 20, 50, None), "tile": (20, 0, 100, None)},
+}
+COLLECTIONS = {"layout": "layout:xla:random", "tile": "tile:xla"}
+
+
+def write_untrained_members(params: dict, collection, seed: int = 0) -> None:
+    """What training leaves for the export stage, with fresh (untrained) weights: each member's
+    ``checkpoints/<slug>/<model>/fold_<k>/best`` + a finished state.json, and each model's
+    metrics.json with an oof_score (model i gets 0.3 - 0.05 i)."""
+    import tensorflow as tf
+
+    from tpuperf.cache import CollectionCache
+    from tpuperf.ranker import build_member_model
+
+    feat_dim = CollectionCache(params["preprocess"]["out"], collection).node_feat_dim
+    folds = params["train"]["folds"]
+    for i, name in enumerate(params["ensemble"]["models"]):
+        for fold in range(folds):
+            tf.keras.utils.set_random_seed(seed + 10 * i + fold)
+            model = build_member_model(collection.kind, params["models"][name], feat_dim)
+            fold_dir = Path(params["train"]["checkpoints_dir"], collection.slug, name, f"fold_{fold}")
+            fold_dir.mkdir(parents=True)
+            tf.train.Checkpoint(model=model).write(str(fold_dir / "best"))
+            (fold_dir / "state.json").write_text(json.dumps({"finished": True}))
+        run_dir = Path(params["train"]["runs_dir"], collection.slug, name)
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({
+            "collection": collection.name, "model": name, "oof_score": 0.3 - 0.05 * i,
+            "folds": [{"fold": f} for f in range(folds)]}))
+
+
+def bench_params(root: Path, quick: bool) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["out"] = str(root / "data")
+    params["preprocess"].update(out=str(root / "cache"), jobs=1)
+    params["train"].update(runs_dir=str(root / "runs"), checkpoints_dir=str(root / "checkpoints"))
+    params["export"]["out"] = str(root / "models")
+    params["ensemble"]["models"] = params["ensemble"]["models"] or list(params["models"])
+    if quick:
+        params["ensemble"]["models"] = params["ensemble"]["models"][:1]
+        params["train"]["jit_compile"] = False
+        for model in params["models"].values():
+            model.update(units=8, config_units=8, shared_layers=1, config_layers=1)
+    return params
+
+
+def build_export(root: Path, params: dict, kind: str, rng: np.random.Generator) -> Path:
+    """Three small train graphs -> cache -> untrained members -> export; returns the export dir."""
+    from tpuperf.export import export_collection
+    from tpuperf.preprocess import PreprocessSettings, preprocess_collection
+
+    collection = get_collection(COLLECTIONS[kind])
+    train_dir = collection.split_dir(params["data"]["out"], "train")
+    train_dir.mkdir(parents=True)
+    for i in range(3):
+        arrays = make_layout_graph(rng, 400, 20, 40) if kind == "layout" else make_tile_graph(rng, 20, 40)
+        write_graph(train_dir / f"train{i}.npz", arrays)
+    preprocess_collection(params["data"]["out"], params["preprocess"]["out"], collection,
+                          PreprocessSettings.from_params(params), progress=False)
+    write_untrained_members(params, collection)
+    return export_collection(params, collection)
+
+
+def measure(kind: str, root: Path, params: dict, repeats: int, sizes: dict, rng: np.random.Generator) -> dict:
+    from tpuperf.preprocess import prepare_graph
+    from tpuperf.ranker import ExportedModel
+
+    nodes, configurable, configs, goal = sizes[kind]
+    export_dir = build_export(root, params, kind, rng)
+    program = root / f"new_{kind}_program.npz"
+    if kind == "layout":
+        arrays = make_layout_graph(rng, nodes, configurable, configs, labelled=False)
+    else:  # a kernel's shapes allow only a few hundred distinct tiles: repeat them up to `configs` rows
+        arrays = make_tile_graph(rng, nodes, configs, labelled=False)
+        rows = rng.integers(0, len(arrays["config_feat"]), configs)
+        arrays.update(config_feat=arrays["config_feat"][rows], config_runtime=np.zeros(configs, np.int64),
+                      config_runtime_normalizers=np.ones(configs, np.int64))
+    write_graph(program, arrays)
+    collection = get_collection(COLLECTIONS[kind])
+
+    start = time.perf_counter()
+    model = ExportedModel(export_dir)
+    load = time.perf_counter() - start
+
+    def once() -> tuple[float, float, object]:
+        t0 = time.perf_counter()
+        graph = prepare_graph(program, collection, model.stats)
+        t1 = time.perf_counter()
+        ranking = model.rank_graphs([graph])[0]
+        return t1 - t0, time.perf_counter() - t1, ranking
+
+    first_prep, first_score, ranking = once()
+    runs = [once() for _ in range(repeats)]
+    prep = statistics.median(r[0] for r in runs)
+    score = statistics.median(r[1] for r in runs)
+    graph = prepare_graph(program, collection, model.stats)
+    return {
+        "collection": collection.name,
+        "nodes": len(arrays["node_feat"]),
+        "nodes_after_pruning": graph.num_nodes,
+        "configs": int(ranking.num_configs),
+        "members": sum(len(f) for f in model.folds.values()),
+        "jit_compile": model.jit_compile,
+        "batch_shape": str(model._shape_groups([graph])[0][0]),
+        "batch_shape_stored_fits": model.shape.fits(graph.num_nodes, graph.num_edges, 1),
+        "load_s": round(load, 3),
+        "first_rank_s": round(first_prep + first_score, 3),
+        "rank_s": round(prep + score, 3),
+        "prepare_s": round(prep, 3),
+        "score_s": round(score, 3),
+        "goal_s": goal,
+        "goal_met": None if goal is None else prep + score <= goal,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="timed rank calls after the first (median reported)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: small graphs, one tiny model, no XLA")
+    parser.add_argument("--models", nargs="+", help="ensemble members' models (default: ensemble.models of params.yaml)")
+    parser.add_argument("--jit", choices=("params", "on", "off"), default="params", help="train.jit_compile of the export")
+    parser.add_argument("--kinds", nargs="+", choices=("layout", "tile"), default=["layout", "tile"])
+    args = parser.parse_args(argv)
+    sizes = SIZES["quick" if args.quick else "full"]
+    rng = np.random.default_rng(0)
+    results = []
+    print(f"cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start")
+    for kind in args.kinds:
+        with tempfile.TemporaryDirectory() as tmp:
+            params = bench_params(Path(tmp), args.quick)
+            if args.models:
+                params["ensemble"]["models"] = args.models
+            if args.jit != "params":
+                params["train"]["jit_compile"] = args.jit == "on"
+            r = measure(kind, Path(tmp), params, args.repeats, sizes, rng)
+        results.append(r)
+        goal = "" if r["goal_s"] is None else f" (goal <= {r['goal_s']} s: {'met' if r['goal_met'] else 'NOT met'})"
+        print(f"{r['collection']}: {r['nodes']} nodes ({r['nodes_after_pruning']} after pruning), {r['configs']} configs, "
+              f"{r['members']} members, jit {r['jit_compile']}, {r['batch_shape']}; load {r['load_s']} s; first rank {r['first_rank_s']} s; "
+              f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

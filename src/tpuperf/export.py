@@ -1,0 +1,127 @@
+"""The ``export`` stage: one collection's trained ensemble -> a self-contained model directory.
+
+    tpuperf export --collection tile:xla      # writes <export.out>/tile-xla/ (format: tpuperf.ranker)
+
+What goes in is what ``ensemble.py`` combines for the submission: the ``ensemble.models``, each
+with its ``train.folds`` best-epoch checkpoints (``checkpoints/<slug>/<model>/fold_<k>/best``),
+weighted by :func:`tpuperf.ensemble.model_weights` from their out-of-fold scores; the cache's
+``stats.json`` (feature transform, pruning hops); and the batch shape training predicted with
+(:func:`tpuperf.graph.plan_batch_shape` over the cache's graphs with ``train.graphs_per_batch``,
+``train.predict_configs_per_graph`` and ``train.batch_slack``), so that ranking a test file
+reproduces its submission row.
+
+A separate stage rather than part of ``ensemble``: it reads the checkpoints and one
+collection's cache, so it runs per collection, only when that collection's models or
+cache change, and the ensemble stays a cheap pass over parquet files. Weights are stored as
+plain arrays (``model.get_weights()`` order) rather than a Keras SavedModel: the subclassed
+model is rebuilt from its params.yaml settings, which survives tf-keras upgrades.
+The directory is written under a temp name and renamed into place: a failure leaves the
+previous export untouched and nothing half-written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import tpuperf
+from tpuperf.cache import INDEX_FILE, STATS_FILE, CollectionCache
+from tpuperf.atomic import replaced_dir
+from tpuperf.collection import Collection
+from tpuperf.config import section
+from tpuperf.ensemble import EnsembleSettings, model_weights, read_oof_score
+from tpuperf.graph import plan_batch_shape
+from tpuperf.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """The trained models cannot be exported (missing or unfinished checkpoints); names the path."""
+
+
+def _sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(cache_dir: Path) -> dict[str, str]:
+    """``data``: hash of the cache's stats.json and index.parquet (the transform and the graphs it
+    was fitted on); ``code``: hash of the tpuperf package's source files."""
+    package = Path(tpuperf.__file__).parent
+    return {
+        "data": _sha256([cache_dir / STATS_FILE, cache_dir / INDEX_FILE]),
+        "code": _sha256(sorted(package.rglob("*.py"), key=lambda p: str(p.relative_to(package)))),
+    }
+
+
+def _fold_checkpoint(ckpt_root: Path, model: str, fold: int) -> Path:
+    fold_dir = ckpt_root / model / f"fold_{fold}"
+    state_path = fold_dir / "state.json"
+    if not state_path.is_file():
+        raise ExportError(f"{state_path}: missing: train {model} first (`dvc repro train`)")
+    if not json.loads(state_path.read_text()).get("finished"):
+        raise ExportError(f"{state_path}: fold {fold} of {model} has not finished training")
+    best = fold_dir / "best"
+    if not Path(f"{best}.index").is_file():
+        raise ExportError(f"{best}.index: missing: fold {fold} of {model} has no best checkpoint")
+    return best
+
+
+def export_collection(params: dict[str, Any], collection: Collection) -> Path:
+    """Write ``<export.out>/<slug>/`` for ``collection`` from params.yaml's settings; returns it.
+
+    Raises :class:`ExportError` for a missing/unfinished fold, and the cache's and ensemble's
+    errors (:class:`tpuperf.cache.CacheError`, :class:`tpuperf.ensemble.EnsembleError`) for a
+    missing cache or metrics.
+    """
+    import tensorflow as tf
+
+    ens = EnsembleSettings.from_params(params)
+    train = section(params, "train")
+    out_root = Path(section(params, "export")["out"])
+    cache = CollectionCache(section(params, "preprocess")["out"], collection)
+    graphs = [g for split in ("train", "valid", "test") for g in cache.graphs(split)]
+    shape = plan_batch_shape(graphs, train["graphs_per_batch"], train["predict_configs_per_graph"], train["batch_slack"])
+    oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
+    weights = model_weights(oof, ens.weights, ens.temperature)
+    ckpt_root = Path(train["checkpoints_dir"]) / collection.slug
+
+    final = out_root / collection.slug
+    with replaced_dir(final) as tmp:
+        models = {}
+        for name in ens.models:
+            params_m = section(params, "models")[name]
+            model = build_member_model(collection.kind, params_m, cache.node_feat_dim)
+            (tmp / name).mkdir()
+            for fold in range(ens.folds):
+                best = _fold_checkpoint(ckpt_root, name, fold)
+                # the best checkpoint also holds the optimizer slots the compiled model tracked: not needed
+                tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched().expect_partial()
+                np.savez(tmp / name / f"fold_{fold}.npz", **{f"{i:04d}": w for i, w in enumerate(model.get_weights())})
+            models[name] = {"params": params_m, "weight": weights[name], "oof_score": oof[name], "folds": list(range(ens.folds))}
+        manifest = {
+            "format_version": EXPORT_FORMAT,
+            "tpuperf_version": tpuperf.__version__,
+            "collection": collection.name,
+            "models": models,
+            "ensemble": {"weights": ens.weights, "temperature": ens.temperature},
+            "loss": train["loss"],
+            "batch_shape": asdict(shape),
+            "planning": {k: train[k] for k in ("graphs_per_batch", "predict_configs_per_graph", "batch_slack")},
+            "jit_compile": bool(train["jit_compile"]),
+            "stats": cache.stats,
+            "fingerprint": fingerprint(cache.dir),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    log.info("wrote %s: %s x %d folds, weights %s, batch %s", final, ", ".join(ens.models), ens.folds,
+             ", ".join(f"{m} {w:.3f}" for m, w in weights.items()), shape)
+    return final

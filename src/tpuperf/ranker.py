@@ -1,0 +1,321 @@
+"""Rank the configurations of new programs with an exported model (``tpuperf rank``, :func:`tpuperf.rank`).
+
+An exported model (written by :mod:`tpuperf.export`, the ``export`` DVC stage) is one directory
+per collection, ``<export.out>/<collection-slug>/``::
+
+    manifest.json          format and tpuperf version, collection, the ensemble's models with
+                           their params.yaml settings, weights and folds, the batch shape the
+                           pipeline predicted with, jit_compile, the preprocessing transform
+                           (the cache's whole stats.json: feature columns, log columns, means,
+                           stds, hops) and a fingerprint of the data and code that made it
+    <model>/fold_<k>.npz   one member's weights: arrays ``0000``, ``0001``, ... in the order of
+                           ``model.get_weights()`` of ``build_model(kind, params)``
+
+Loading needs neither the cache nor the training code: each model is rebuilt with
+:func:`tpuperf.models.build_model` and its folds' weights are assigned in turn to one instance
+(one traced forward pass per model, not per fold).
+
+Ranking a file applies :func:`tpuperf.preprocess.prepare_graph` (the very transform and pruning
+the pipeline applied to test files), scores every configuration with every member through
+:class:`tpuperf.predict.Scorer` and combines the members with :func:`tpuperf.ensemble.combine`
+(per-member rank normalisation, the ensemble's model weights, folds sharing their model's
+weight), so a dataset test file gets the ranking of ``submissions/submission.csv``.
+
+``relative_runtime``: per config, ``exp(sum_m w_m (s_m(config) - s_m(best)))`` over members m
+with weights w_m (summing to 1), where s_m is member m's raw score and ``best`` the ensemble's
+top config; 1.0 for the top config. It is a predicted runtime ratio when the models regress log
+runtime (``train.loss: mse``); for ranking losses (listmle, pairwise) the scores have no unit
+and it only says how decisively the models separate a config from the best (the manifest's
+``loss`` tells which).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import polars as pl
+
+import tpuperf
+from tpuperf.cache import CachedGraph
+from tpuperf.collection import COLLECTIONS, Collection, get_collection, locate
+from tpuperf.dataset import LAYOUT_FIELDS, TILE_FIELDS, DataFormatError, read_header
+from tpuperf.graph import BatchItem, BatchShape, plan_batch_shape, to_arrays, to_graph_tensor
+
+EXPORT_FORMAT = 1
+MANIFEST = "manifest.json"
+MANIFEST_KEYS = ("collection", "models", "stats", "batch_shape", "planning", "jit_compile")
+TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
+
+
+class ModelExportError(ValueError):
+    """An exported model that is missing, malformed or does not fit the input; names the file."""
+
+
+@dataclass
+class Ranking:
+    """One file's configurations, predicted fastest first.
+
+    ``config_ids`` int64 (k,): indices into the file's configurations; ``relative_runtime``
+    float64 (k,): see the module docstring (1.0 first, non-decreasing is not guaranteed for
+    ranking losses); ``num_configs``: configurations in the file (k <= num_configs).
+    """
+
+    path: Path
+    collection: str
+    config_ids: np.ndarray
+    relative_runtime: np.ndarray
+    num_configs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path),
+            "collection": self.collection,
+            "num_configs": self.num_configs,
+            "config_ids": self.config_ids.tolist(),
+            "relative_runtime": self.relative_runtime.tolist(),
+        }
+
+
+def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
+    """A 2-node, 1-config graph of ``kind`` whose only use is creating a model's variables."""
+    layout = kind == "layout"
+    return CachedGraph(
+        graph_id="sample",
+        split=TEST_SPLIT,
+        node_feat=np.zeros((2, feat_dim), np.float32),
+        node_opcode=np.zeros(2, np.int32),
+        edge_index=np.array([[1, 0]], np.int32),
+        node_ids=np.arange(2, dtype=np.int64),
+        config_feat=np.full((1, 1, 18), -1, np.int8) if layout else np.zeros((1, 24), np.float32),
+        config_node_pos=np.zeros(1, np.int32) if layout else None,
+        runtime=np.ones(1),
+        config_ids=np.zeros(1, np.int64),
+    )
+
+
+def build_member_model(kind: str, model_params: dict[str, Any], feat_dim: int):
+    """``build_model(kind, model_params)`` with its variables created (called on :func:`sample_graph`)."""
+    from tpuperf.models import build_model
+
+    shape = BatchShape(graphs=1, nodes=3, edges=1, configs=1)
+    model = build_model(kind, model_params)
+    graph, _ = to_graph_tensor(to_arrays([BatchItem(sample_graph(kind, feat_dim), np.arange(1))], shape, kind, feat_dim), kind)
+    model(graph)
+    return model
+
+
+def detect_collection(path: Path, given: Collection | None, model_collection: Collection | None) -> Collection:
+    """The collection of one input file: ``given``, else its place in the dataset layout, else
+    the model's (when the model ranks a single collection). Raises :class:`ModelExportError`
+    when the path and ``given`` disagree or nothing tells, and
+    :class:`~tpuperf.dataset.DataFormatError` when the file's arrays are of the other kind."""
+    from_path, _ = locate(path)
+    if given is not None and from_path is not None and given != from_path:
+        raise ModelExportError(f"{path}: its path says {from_path.name} but the collection given is {given.name}")
+    collection = given or from_path or model_collection
+    if collection is None:
+        raise ModelExportError(f"{path}: cannot tell its collection from the path: pass --collection (e.g. layout:xla:random)")
+    keys = set(read_header(path))
+    other = LAYOUT_FIELDS if collection.is_tile else TILE_FIELDS
+    if keys & set(other) and not keys & set(TILE_FIELDS if collection.is_tile else LAYOUT_FIELDS):
+        found = "layout" if collection.is_tile else "tile"
+        raise DataFormatError(path, None, f"holds {found} arrays ({', '.join(sorted(keys & set(other)))}), not {collection.name}'s")
+    return collection
+
+
+class ExportedModel:
+    """One collection's exported ensemble, loaded for ranking (no cache, no training code).
+
+    Raises :class:`ModelExportError` naming the file when the directory is not an export, was
+    written by another tpuperf or export format version, or its weights do not fit the models
+    its manifest describes (other features or model settings).
+    """
+
+    def __init__(self, directory: Path | str):
+        import tensorflow as tf
+
+        self.dir = Path(directory)
+        manifest_path = self.dir / MANIFEST
+        if not manifest_path.is_file():
+            raise ModelExportError(f"{manifest_path}: missing: not an exported model (run `dvc repro export` or `tpuperf export`)")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelExportError(f"{manifest_path}: unreadable ({exc})") from exc
+        m = self.manifest
+        made = (m.get("format_version"), m.get("tpuperf_version"))
+        if made != (EXPORT_FORMAT, tpuperf.__version__):
+            raise ModelExportError(
+                f"{manifest_path}: made by tpuperf {made[1]} (export format {made[0]}); this is tpuperf "
+                f"{tpuperf.__version__} (format {EXPORT_FORMAT}): re-export it with `tpuperf export`")
+        missing = [k for k in MANIFEST_KEYS if k not in m]
+        if missing:
+            raise ModelExportError(f"{manifest_path}: no {missing} (a partial or hand-edited export: re-export it)")
+        self.collection = get_collection(m["collection"])
+        self.stats = m["stats"]
+        self.feat_dim = int(self.stats["node_feat_dim"])
+        if self.feat_dim != len(self.stats["node_feat"]["columns"]):
+            raise ModelExportError(f"{manifest_path}: node_feat_dim {self.feat_dim} but the transform keeps "
+                                   f"{len(self.stats['node_feat']['columns'])} columns")
+        self.shape = BatchShape(**m["batch_shape"])
+        self.planning = m["planning"]
+        self.jit_compile = bool(m["jit_compile"])
+        self.strategy = tf.distribute.get_strategy()
+        self.models: dict[str, Any] = {}
+        self.folds: dict[str, dict[int, list[np.ndarray]]] = {}
+        self.weights = {name: float(spec["weight"]) for name, spec in m["models"].items()}
+        for name, spec in m["models"].items():
+            model = build_member_model(self.collection.kind, spec["params"], self.feat_dim)
+            self.models[name] = model
+            self.folds[name] = {int(k): self._read_weights(self.dir / name / f"fold_{k}.npz", model) for k in spec["folds"]}
+        self._scorers: dict[tuple[str, BatchShape], Any] = {}
+
+    def _read_weights(self, path: Path, model) -> list[np.ndarray]:
+        try:
+            with np.load(path) as npz:
+                arrays = [npz[k] for k in sorted(npz.files)]
+        except (OSError, ValueError) as exc:
+            raise ModelExportError(f"{path}: unreadable weights ({exc})") from exc
+        want = [w.shape for w in model.get_weights()]
+        got = [a.shape for a in arrays]
+        if want != got:
+            first = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+            detail = (f"variable {first} ({model.weights[first].name}) is {got[first] if first < len(got) else 'missing'}, "
+                      f"the model built from the manifest needs {want[first] if first < len(want) else 'none'}")
+            raise ModelExportError(f"{path}: {len(got)} arrays do not fit the model's {len(want)}: {detail} "
+                                   "(made from other features or model settings?)")
+        return arrays
+
+    def _scorer(self, name: str, shape: BatchShape):
+        from tpuperf.predict import Scorer
+
+        key = (name, shape)
+        if key not in self._scorers:
+            self._scorers[key] = Scorer(self.models[name], shape, self.collection.kind, self.feat_dim, self.strategy, self.jit_compile)
+        return self._scorers[key]
+
+    def _shape_groups(self, graphs: Sequence[CachedGraph]) -> list[tuple[BatchShape, list[CachedGraph]]]:
+        """Graphs that fit the pipeline's predict shape share it (scores then equal the pipeline's
+        test predictions); a bigger graph gets a shape planned for it alone, as training plans one."""
+        fit = [g for g in graphs if self.shape.fits(g.num_nodes, g.num_edges, 1)]
+        groups = [(self.shape, fit)] if fit else []
+        p = self.planning
+        for g in graphs:
+            if not self.shape.fits(g.num_nodes, g.num_edges, 1):
+                groups.append((plan_batch_shape([g], p["graphs_per_batch"], self.shape.configs, p["batch_slack"]), [g]))
+        return groups
+
+    def member_scores(self, graphs: Sequence[CachedGraph]) -> pl.DataFrame:
+        """Every member's raw score of every config: rows of the prediction format plus
+        ``collection``, ``model`` and ``fold`` (what :func:`tpuperf.ensemble.combine` reads)."""
+        from tpuperf.predict import prediction_frame
+
+        frames = []
+        for name, folds in self.folds.items():
+            for fold, arrays in folds.items():
+                self.models[name].set_weights(arrays)
+                for shape, group in self._shape_groups(graphs):
+                    scores = self._scorer(name, shape).score(group)
+                    frames.append(prediction_frame(TEST_SPLIT, group, scores).with_columns(
+                        collection=pl.lit(self.collection.name), model=pl.lit(name), fold=pl.lit(fold)))
+        return pl.concat(frames)
+
+    def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None) -> list[Ranking]:
+        """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each."""
+        from tpuperf.ensemble import combine
+        from tpuperf.submission import rankings_from_predictions
+
+        members = self.member_scores(graphs)
+        orders = rankings_from_predictions(combine(members, self.weights))
+        share = members.group_by("model").agg(folds=pl.col("fold").n_unique())
+        member_weight = {m: self.weights[m] / f for m, f in share.iter_rows()}
+        rankings = []
+        for g in graphs:
+            order = orders[self.collection.submission_id(g.graph_id)]
+            gap = np.zeros(g.num_configs)
+            for (model, _fold), rows in members.filter(pl.col("graph_id") == g.graph_id).sort("config_id").group_by(
+                    ["model", "fold"], maintain_order=True):
+                pred = rows["pred"].to_numpy()
+                gap += member_weight[model] * (pred - pred[order[0]])
+            keep = order if top is None else order[:top]
+            rankings.append(Ranking(Path(g.graph_id), self.collection.name, keep.astype(np.int64), np.exp(gap[keep]), g.num_configs))
+        return rankings
+
+
+def _model_dirs(model: Path) -> dict[Collection, Path]:
+    """Collection -> export directory: ``model`` itself when it is one, else its collection subdirs."""
+    if (model / MANIFEST).is_file():
+        name = json.loads((model / MANIFEST).read_text()).get("collection")
+        try:
+            return {get_collection(name): model}
+        except (TypeError, ValueError) as exc:
+            raise ModelExportError(f"{model / MANIFEST}: collection {name!r}: {exc}") from None
+    found = {c: model / c.slug for c in COLLECTIONS if (model / c.slug / MANIFEST).is_file()}
+    if not found:
+        raise ModelExportError(f"{model}: no {MANIFEST} in it or in a <collection-slug>/ subdirectory: "
+                               "export the models first (`dvc repro export` or `tpuperf export`)")
+    return found
+
+
+@lru_cache(maxsize=8)
+def _load(directory: Path, stamp: tuple[int, int]) -> ExportedModel:
+    """Loaded exports are reused across :func:`rank` calls while their manifest is unchanged
+    (``stamp``: its mtime and inode; an export replaces the whole directory, manifest included)."""
+    return ExportedModel(directory)
+
+
+def load_export(directory: Path) -> ExportedModel:
+    """The export at ``directory``, loaded once per process and version of it."""
+    try:
+        st = (directory / MANIFEST).stat()
+    except OSError:
+        return ExportedModel(directory)  # raises the missing-manifest error
+    return _load(directory.resolve(), (st.st_mtime_ns, st.st_ino))
+
+
+def rank(files: Iterable[Path | str], model: Path | str, collection: str | None = None, top: int | None = None) -> list[Ranking]:
+    """Rank every configuration of each TpuGraphs ``.npz`` in ``files``, fastest first.
+
+    ``model``: an export directory of one collection, or the export root holding one per
+    collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
+    file; without it each file's collection comes from its path in the dataset layout, or is the
+    model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
+    file; None keeps ``TILE_TOP_K`` (5) for tile and every config for layout. Runtimes in the
+    files may be zero.
+
+    Raises :class:`~tpuperf.dataset.DataFormatError` (missing or malformed arrays, a file of the
+    other kind), :class:`ModelExportError` (no export for the file's collection, an export of
+    another version, weights that do not fit) and ValueError for a bad ``collection`` or
+    ``top``. Every file is checked before any is scored.
+    """
+    from tpuperf.metrics import TILE_TOP_K
+    from tpuperf.preprocess import prepare_graph
+
+    if top is not None and top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    files = list(dict.fromkeys(Path(f) for f in files))  # a file named twice is ranked once
+    if not files:
+        raise ValueError("no files to rank")
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such file")
+    dirs = _model_dirs(Path(model))
+    given = get_collection(collection) if collection is not None else None
+    only = next(iter(dirs)) if len(dirs) == 1 else None
+    per_file = [detect_collection(f, given, only) for f in files]
+    for f, c in zip(files, per_file):
+        if c not in dirs:
+            have = ", ".join(d.name for d in dirs)
+            raise ModelExportError(f"{f}: is {c.name} but {model} holds a model for {have} only")
+    loaded = {c: load_export(dirs[c]) for c in dict.fromkeys(per_file)}
+    graphs = [prepare_graph(f, c, loaded[c].stats) for f, c in zip(files, per_file)]
+    rankings = []
+    for c, exported in loaded.items():
+        mine = [g for g, gc in zip(graphs, per_file) if gc == c]
+        rankings += exported.rank_graphs(mine, top if top is not None else (TILE_TOP_K if c.is_tile else None))
+    by_path = {r.path: r for r in rankings}
+    return [by_path[f] for f in files]

@@ -1,0 +1,309 @@
+"""tpuperf export + tpuperf rank: an exported ensemble ranks new files (real TpuGraphs test files
+included) exactly as the pipeline would; bad inputs fail naming the file or the mismatch."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+import tpuperf
+from tpuperf.cache import CollectionCache
+from tpuperf.cli import main as cli_main
+from tpuperf.collection import get_collection
+from tpuperf.dataset import DataFormatError, read_header
+from tpuperf.export import ExportError, export_collection
+from tpuperf.preprocess import PreprocessSettings, prepare_graph, preprocess_collection
+from tpuperf.ranker import ExportedModel, ModelExportError, build_member_model, load_export
+
+from conftest import SHARED_DATA, _rewrite_npz, _write_graph
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import rank_speed  # noqa: E402
+from rank_speed import write_untrained_members  # noqa: E402
+COLLECTIONS = ("tile:xla", "layout:xla:default", "layout:nlp:random")
+MODELS = ("chebsage", "sage")
+REAL_TEST = {
+    "tile:xla": SHARED_DATA / "npz/tile/xla/test",
+    "layout:xla:default": SHARED_DATA / "npz/layout/xla/default/test",
+    "layout:nlp:random": SHARED_DATA / "npz/layout/nlp/random/test",
+}
+
+
+def tiny_params(root: Path) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["out"] = str(root / "data")
+    params["preprocess"].update(out=str(root / "cache"), jobs=1)
+    params["train"].update(folds=2, runs_dir=str(root / "runs"), checkpoints_dir=str(root / "checkpoints"),
+                           graphs_per_batch=2, predict_configs_per_graph=16, jit_compile=False)
+    for model in params["models"].values():
+        model.update(units=8, config_units=8, shared_layers=1, config_layers=1)
+    params["ensemble"]["models"] = list(MODELS)
+    params["export"]["out"] = str(root / "models")
+    return params
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, dict]:
+    """A tiny synthetic train set per collection (plus the real test files when present, linked
+    into the dataset so the cache holds them), preprocessed, with exported random-weight models."""
+    root = tmp_path_factory.mktemp("rank")
+    params = tiny_params(root)
+    data = Path(params["data"]["out"])
+    for name in COLLECTIONS:
+        col = get_collection(name)
+        for i in range(3):
+            _write_graph(data, name, "train", name=f"train{i}", seed=i, nodes=8)
+        _write_graph(data, name, "test", name="synthetic_test", seed=50)
+        if REAL_TEST[name].is_dir():
+            for f in REAL_TEST[name].glob("*.npz"):
+                (col.split_dir(data, "test") / f.name).symlink_to(f)
+        preprocess_collection(data, params["preprocess"]["out"], col, PreprocessSettings.from_params(params), progress=False)
+        write_untrained_members(params, col)  # oof scores chebsage 0.3, sage 0.25
+        export_collection(params, col)
+    return root, params
+
+
+def test_export_writes_manifest_and_one_weight_file_per_member(exported):
+    root, params = exported
+    manifest = json.loads((root / "models/layout-xla-default/manifest.json").read_text())
+    assert manifest["collection"] == "layout:xla:default" and manifest["tpuperf_version"] == tpuperf.__version__
+    weights = {m: s["weight"] for m, s in manifest["models"].items()}
+    z = np.exp(np.array([0.3, 0.25]) / params["ensemble"]["temperature"])
+    assert weights == pytest.approx(dict(zip(MODELS, z / z.sum())))  # softmax of oof / temperature, as ensemble.py
+    assert manifest["stats"]["hops"] == params["preprocess"]["hops"] and manifest["batch_shape"]["configs"] == 16
+    assert sorted(p.name for p in (root / "models/layout-xla-default/sage").iterdir()) == ["fold_0.npz", "fold_1.npz"]
+    assert set(manifest["fingerprint"]) == {"data", "code"}
+
+
+def test_prepare_graph_equals_the_preprocessed_cache(exported, shared_data):
+    """The in-memory transform of a raw file is the preprocess stage's, array for array (real files)."""
+    root, params = exported
+    for name in COLLECTIONS:
+        cache = CollectionCache(params["preprocess"]["out"], name)
+        for f in sorted(REAL_TEST[name].glob("*.npz")):
+            cached = cache.load("test", f.stem)
+            fresh = prepare_graph(f, get_collection(name), cache.stats)
+            for field in ("node_feat", "node_opcode", "edge_index", "node_ids", "config_feat", "config_ids", "config_node_pos"):
+                a, b = getattr(cached, field), getattr(fresh, field)
+                assert (a is None and b is None) or (np.array_equal(a, b) and a.dtype == b.dtype), (f, field)
+
+
+def test_rank_matches_the_member_scores_of_the_cached_graphs(exported, shared_data):
+    """Ranking real test files = combining every member's scores of the cache's graphs the way ensemble.py does."""
+    from tpuperf.ensemble import combine
+    from tpuperf.submission import rankings_from_predictions
+
+    root, params = exported
+    for name in COLLECTIONS:
+        col = get_collection(name)
+        files = sorted(REAL_TEST[name].glob("*.npz"))
+        model = load_export(root / "models" / col.slug)
+        cache = CollectionCache(params["preprocess"]["out"], col)
+        cached = [cache.load("test", f.stem) for f in files]
+        expected = rankings_from_predictions(combine(model.member_scores(cached), model.weights))
+        for f, r in zip(files, tpuperf.rank(files, root / "models", top=100_000)):
+            assert r.collection == name and r.path == f
+            assert np.array_equal(r.config_ids, expected[col.submission_id(f.stem)])
+            assert sorted(r.config_ids.tolist()) == list(range(r.num_configs))
+            assert r.relative_runtime[0] == 1.0 and np.isfinite(r.relative_runtime).all()
+
+
+def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shared_data):
+    root, _ = exported
+    tile = sorted(REAL_TEST["tile:xla"].glob("*.npz"))
+    layout = sorted(REAL_TEST["layout:xla:default"].glob("*.npz"))
+    rankings = tpuperf.rank(tile + layout, root / "models")
+    assert [len(r.config_ids) for r in rankings] == [5] * len(tile) + [r.num_configs for r in rankings[len(tile):]]
+    assert [r.num_configs for r in rankings] == [read_header(f)["config_runtime"].shape[0] for f in tile + layout]
+    top2 = tpuperf.rank(tile, root / "models", top=2)
+    assert [r.config_ids.tolist() for r in top2] == [r.config_ids[:2].tolist() for r in rankings[: len(tile)]]
+
+
+def test_chunking_does_not_change_scores(exported):
+    """Scores of a graph do not depend on how its configs are split into batches."""
+    from tpuperf.graph import BatchShape
+    from tpuperf.predict import Scorer
+    import tensorflow as tf
+
+    root, params = exported
+    model = load_export(root / "models/layout-xla-default")
+    graph = prepare_graph(Path(params["data"]["out"], "npz/layout/xla/default/test/synthetic_test.npz"),
+                          get_collection("layout:xla:default"), model.stats)
+    net = model.models["chebsage"]
+    net.set_weights(model.folds["chebsage"][0])
+    whole = Scorer(net, BatchShape(2, 64, 64, 4), "layout", model.feat_dim, tf.distribute.get_strategy(), False).score([graph])
+    split = Scorer(net, BatchShape(2, 64, 64, 1), "layout", model.feat_dim, tf.distribute.get_strategy(), False).score([graph])
+    assert np.allclose(whole[graph.graph_id], split[graph.graph_id], rtol=1e-5, atol=1e-6)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli_main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_formats_agree_with_the_api(exported, capsys):
+    root, params = exported
+    files = [str(get_collection(n).split_dir(params["data"]["out"], "test") / "synthetic_test.npz") for n in COLLECTIONS]
+    api = tpuperf.rank(files, root / "models")
+    code, text, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"))
+    assert code == 0
+    blocks = [b for b in text.split("# ")[1:]]
+    for r, block in zip(api, blocks):
+        rows = [line.split() for line in block.strip().splitlines()[2:]]
+        assert [int(row[1]) for row in rows] == r.config_ids.tolist()
+        assert [float(row[2]) for row in rows] == pytest.approx(r.relative_runtime.tolist(), rel=1e-5)
+    code, out, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"), "--format", "csv")
+    table = list(csv.DictReader(io.StringIO(out)))
+    for r in api:
+        mine = [row for row in table if row["file"] == str(r.path)]
+        assert [int(row["config_id"]) for row in mine] == r.config_ids.tolist()
+        assert [int(row["rank"]) for row in mine] == list(range(len(r.config_ids)))
+        assert [float(row["relative_runtime"]) for row in mine] == r.relative_runtime.tolist()
+    code, out, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"), "--format", "json")
+    assert json.loads(out) == [r.to_dict() for r in api]
+
+
+def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported, tmp_path):
+    root, params = exported
+    src = get_collection("layout:nlp:random").split_dir(params["data"]["out"], "test") / "synthetic_test.npz"
+    loose = tmp_path / "my_program.npz"
+    shutil.copy(src, loose)
+    with pytest.raises(ModelExportError, match=r"my_program.npz: cannot tell its collection from the path: pass --collection"):
+        tpuperf.rank([loose], root / "models")
+    by_arg = tpuperf.rank([loose], root / "models", collection="layout:nlp:random")[0]
+    in_layout = tpuperf.rank([src], root / "models")[0]
+    assert np.array_equal(by_arg.config_ids, in_layout.config_ids)
+    # a model dir of one collection tells it too
+    assert np.array_equal(tpuperf.rank([loose], root / "models/layout-nlp-random")[0].config_ids, in_layout.config_ids)
+
+
+# ---------------------------------------------------------------- bad inputs: clear errors, nothing written
+
+
+def test_file_of_another_collection_than_the_model(exported, capsys):
+    root, params = exported
+    tile = get_collection("tile:xla").split_dir(params["data"]["out"], "test") / "synthetic_test.npz"
+    with pytest.raises(ModelExportError, match=rf"{tile}: is tile:xla but {root}/models/layout-xla-default holds a model for layout:xla:default only"):
+        tpuperf.rank([tile], root / "models/layout-xla-default")
+    code, out, err = run_cli(capsys, "rank", str(tile), "--model", str(root / "models/layout-xla-default"))
+    assert code == 1 and out == "" and "tpuperf rank failed:" in err and "is tile:xla" in err
+    layout = get_collection("layout:xla:default").split_dir(params["data"]["out"], "test") / "synthetic_test.npz"
+    with pytest.raises(ModelExportError, match="its path says layout:xla:default but the collection given is layout:nlp:random"):
+        tpuperf.rank([layout], root / "models", collection="layout:nlp:random")
+
+
+def test_file_with_the_other_kind_of_arrays(exported, tmp_path):
+    root, params = exported
+    tile = tmp_path / "kernel.npz"
+    shutil.copy(get_collection("tile:xla").split_dir(params["data"]["out"], "test") / "synthetic_test.npz", tile)
+    with pytest.raises(DataFormatError, match=r"kernel.npz: holds tile arrays \(config_feat, config_runtime_normalizers\), not layout:nlp:random's"):
+        tpuperf.rank([tile], root / "models", collection="layout:nlp:random")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"drop": ("node_opcode",)}, r"node_opcode: missing key"),
+    ({"node_feat": np.zeros((6, 139), np.float32)}, r"node_feat: shape \(6, 139\): axis 1 should be 140"),
+    ({"node_config_feat": np.full((4, 2, 18), 7.0, np.float32)}, r"node_config_feat: value 7.0 is not an integer in -1..5"),
+    ({"edge_index": np.array([[0, 9]], np.int64)}, r"edge_index: ids range 0..9 outside 0..5"),
+])
+def test_missing_or_malformed_arrays(exported, tmp_path, change, message):
+    root, params = exported
+    path = _write_graph(tmp_path, "layout:xla:default", "test", name="bad")
+    _rewrite_npz(path, **change)
+    with pytest.raises(DataFormatError, match=f"{path}: {message}"):
+        tpuperf.rank([path], root / "models")
+
+
+def test_every_file_is_checked_before_output(exported, tmp_path, capsys):
+    root, params = exported
+    good = get_collection("tile:xla").split_dir(params["data"]["out"], "test") / "synthetic_test.npz"
+    bad = _rewrite_npz(_write_graph(tmp_path, "tile:xla", "test", name="bad"), drop=("config_feat",))
+    code, out, err = run_cli(capsys, "rank", str(good), str(bad), "--model", str(root / "models"))
+    assert code == 1 and out == "" and f"{bad}: config_feat: missing key" in err
+
+
+def copy_export(root: Path, tmp_path: Path) -> Path:
+    model = tmp_path / "layout-xla-default"
+    shutil.copytree(root / "models/layout-xla-default", model)
+    return model
+
+
+def edit_manifest(model: Path, edit) -> None:
+    path = model / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_model_made_by_another_version(exported, tmp_path):
+    root, params = exported
+    model = copy_export(root, tmp_path)
+    edit_manifest(model, lambda m: m.update(tpuperf_version="0.0.1"))
+    with pytest.raises(ModelExportError, match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 1\); this is "
+                                               rf"tpuperf {tpuperf.__version__} \(format 1\): re-export it"):
+        ExportedModel(model)
+
+
+def test_manifest_without_a_field(exported, tmp_path):
+    root, params = exported
+    model = copy_export(root, tmp_path)
+    edit_manifest(model, lambda m: m.pop("stats"))
+    with pytest.raises(ModelExportError, match=rf"{model}/manifest.json: no \['stats'\] \(a partial or hand-edited export"):
+        ExportedModel(model)
+
+
+def test_model_from_other_features(exported, tmp_path):
+    """A transform keeping one column fewer than the weights were trained on cannot load."""
+    root, params = exported
+    model = copy_export(root, tmp_path)
+
+    def drop_column(m):
+        node = m["stats"]["node_feat"]
+        for key in ("columns", "mean", "std"):
+            node[key] = node[key][1:]
+        node["dim"] -= 1
+        m["stats"]["node_feat_dim"] -= 1
+
+    edit_manifest(model, drop_column)
+    with pytest.raises(ModelExportError, match=rf"{model}/chebsage/fold_0.npz: \d+ arrays do not fit the model's \d+: variable \d+ "
+                                               r".* is \(\d+, 8\), the model built from the manifest needs \(\d+, 8\) "
+                                               r"\(made from other features or model settings\?\)"):
+        ExportedModel(model)
+
+
+def test_not_an_export(tmp_path, exported):
+    with pytest.raises(ModelExportError, match=rf"{tmp_path}: no manifest.json in it or in a <collection-slug>/ subdirectory"):
+        tpuperf.rank([exported[1]["data"]["out"] + "/npz/tile/xla/test/synthetic_test.npz"], tmp_path)
+
+
+def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exported, tmp_path):
+    root, params = exported
+    params = {**params, "train": {**params["train"], "checkpoints_dir": str(tmp_path / "checkpoints")}}
+    shutil.copytree(Path(root, "checkpoints"), tmp_path / "checkpoints")
+    state = tmp_path / "checkpoints/tile-xla/sage/fold_1/state.json"
+    state.write_text(json.dumps({"finished": False}))
+    before = (root / "models/tile-xla/manifest.json").read_bytes()
+    with pytest.raises(ExportError, match=rf"{state}: fold 1 of sage has not finished training"):
+        export_collection(params, get_collection("tile:xla"))
+    assert (root / "models/tile-xla/manifest.json").read_bytes() == before
+    assert [p.name for p in (root / "models").iterdir() if p.name.startswith(".")] == []
+
+
+def test_speed_benchmark_quick_run_reports_load_and_rank_times(capsys):
+    assert rank_speed.main(["--quick", "--repeats", "1"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["collection"] for r in results] == ["layout:xla:random", "tile:xla"]
+    assert [r["configs"] for r in results] == [50, 100]
+    for r in results:
+        assert r["load_s"] > 0 and r["rank_s"] == pytest.approx(r["prepare_s"] + r["score_s"], abs=2e-3)
