@@ -63,8 +63,17 @@ def closure(tree: ast.AST, importer: str) -> set[Path]:
         seen.add(name)
         path = module_file(name)
         importer = f"{name}.__init__" if path.name == "__init__.py" else name  # `from . import` in a package
-        todo |= imported_modules(ast.parse(path.read_text()), importer) - seen
+        tree = ast.parse(path.read_text())
+        if name == PACKAGE:  # importing tpuperf runs its top level; its functions are the Python API
+            tree = top_level(tree)  # (tpuperf.rank), which no stage command calls
+        todo |= imported_modules(tree, importer) - seen
     return {module_file(name) for name in seen}
+
+
+def top_level(tree: ast.Module, keep: list[ast.stmt] = ()) -> ast.Module:
+    """``tree`` without its function and class bodies (what importing it runs), plus ``keep``."""
+    body = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))] + list(keep)
+    return ast.Module(body=body, type_ignores=[])
 
 
 def command_files(cmd: str) -> set[Path]:
@@ -80,8 +89,7 @@ def command_files(cmd: str) -> set[Path]:
         handler = build_parser().parse_args(argv[1:]).func.__name__
         handlers = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == handler]
         assert handlers, f"{cli}: the handler {handler} of {cmd!r} is not a top-level function there"
-        body = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))] + handlers
-        return {cli} | closure(ast.Module(body=body, type_ignores=[]), f"{PACKAGE}.cli")
+        return {cli} | closure(top_level(tree, handlers), f"{PACKAGE}.cli")
     if argv[0] in ("python", "python3") and argv[1].endswith(".py"):
         script = REPO / argv[1]
         return {script} | closure(ast.parse(script.read_text()), "")
