@@ -244,14 +244,15 @@ def test_layers_round_trip_get_config(cls, args):
         assert clone.get_config()[key] == value
 
 
-@pytest.mark.parametrize("kind", ["tile", "layout"])
-def test_train_step_compiles_with_xla(rng, kind):
+@pytest.mark.parametrize("kind,attention", [("tile", 0), ("layout", 0), ("layout", 2)])
+def test_train_step_compiles_with_xla(rng, kind, attention):
     """The whole forward + backward + update compiles with jit_compile=True on static shapes."""
     from tpuperf.losses import get_loss
 
     g = fake_graph(rng, kind, 10, 4)
     graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4), kind)
-    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1})
+    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
+                               "config_attention": attention, "attention_heads": 2})
     loss_fn = get_loss("listmle")
     optimizer = tf.keras.optimizers.Adam(1e-2)
     model(graph)
