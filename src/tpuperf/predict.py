@@ -20,6 +20,11 @@ from tpuperf.cache import CachedGraph
 from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, to_arrays, to_graph_tensor
 
 
+def selected_rows(g: CachedGraph, rows: dict[str, np.ndarray] | None) -> np.ndarray:
+    """The config rows of ``g`` to score: all of them, or ``rows[g.graph_id]``."""
+    return np.arange(g.num_configs) if rows is None else np.asarray(rows[g.graph_id])
+
+
 def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.ndarray] | None = None,
                 references: int = 0) -> list[BatchItem]:
     """Items covering every config of each graph (or only ``rows[graph_id]``) in chunks of ``configs``.
@@ -34,7 +39,7 @@ def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.
                          "raise train.predict_configs_per_graph or lower the model's config_attention in params.yaml")
     items = []
     for g in graphs:
-        selected = np.arange(g.num_configs) if rows is None else np.asarray(rows[g.graph_id])
+        selected = selected_rows(g, rows)
         spread = np.linspace(0, len(selected) - 1, min(references, len(selected))).astype(np.int64)
         lead, rest = selected[spread], np.delete(selected, spread)
         step = configs - len(lead)
@@ -70,11 +75,11 @@ class Scorer:
         replicas = self.strategy.num_replicas_in_sync
         batches = list(pack(chunk_items(graphs, self.shape.configs, rows, self.references), self.shape))
         batches += [[] for _ in range(-len(batches) % replicas)]
-        out = {g.graph_id: np.full(g.num_configs if rows is None else len(rows[g.graph_id]), np.nan) for g in graphs}
-        position = {}  # per graph: config row -> its index in out (reference rows recur in every chunk)
+        out, position = {}, {}  # position: per graph, config row -> its index in out (references recur)
         for g in graphs:
+            selected = selected_rows(g, rows)
+            out[g.graph_id] = np.full(len(selected), np.nan)
             position[g.graph_id] = np.full(g.num_configs, -1, np.int64)
-            selected = np.arange(g.num_configs) if rows is None else np.asarray(rows[g.graph_id])
             position[g.graph_id][selected] = np.arange(len(selected))
         for step, results in enumerate(self._run(batches)):
             for replica, scores in enumerate(results):
