@@ -87,7 +87,7 @@ class Plan:
 PLANS = {
     "default": Plan(
         name="default",
-        preset="small",
+        preset="medium",
         seeds=(0, 1, 2),
         models=("chebsage", "sage", "cheb", "baseline"),
         model_collections=("tile:xla", "layout:xla:random"),
