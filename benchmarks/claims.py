@@ -7,7 +7,7 @@ process per model for its peak RSS), and writes ``<out>/RESULTS.md``, ``<out>/pl
 raw per-run records ``<out>/results.json``.
 The figures and the definitions behind each verdict are in benchmarks/claims_analysis.py.
 
-    python benchmarks/claims.py                   # default plan: synthetic small preset, ~30 min on 2 cores
+    python benchmarks/claims.py                   # default plan: synthetic medium preset
     python benchmarks/claims.py --quick --out /tmp/claims   # smoke run: tiny preset, 1 seed, 1 epoch
     python benchmarks/claims.py --data DIR        # a local real-layout dataset (needs train + valid splits)
 

@@ -9,8 +9,9 @@ unused node and edge budget. Every tensor therefore has the same shape in every 
 Schema: node set ``op`` with ``feat`` [N, F] float32, ``opcode`` [N] int32 and, for layout,
 ``config`` [N, C, 18] int8 (raw minor-to-major values, -2 on non-configurable nodes); edge
 set ``feeds`` from producer (source) to consumer (target); context ``config`` [graphs+1, C, 24]
-float32 for tile and context ``config_mask`` [graphs+1, C] float32 (1 = a real config of the item,
-0 = a padded slot; from the item's config count, so known at test time too). Labels are [graphs, C] float32 runtimes with 0 marking padded configs.
+float32 for tile and context ``config_mask`` [graphs+1, C] float32 (1 = a real config of the
+item, 0 = a padded slot; from the item's config count, so known at test time too). Labels are
+[graphs, C] float32 runtimes with 0 marking padded configs.
 """
 from __future__ import annotations
 
