@@ -7,7 +7,7 @@ process per model for its peak RSS), and writes ``<out>/RESULTS.md``, ``<out>/pl
 raw per-run records ``<out>/results.json``.
 The figures and the definitions behind each verdict are in benchmarks/claims_analysis.py.
 
-    python benchmarks/claims.py                   # default plan: synthetic small preset, ~30 min on 2 cores
+    python benchmarks/claims.py                   # default plan: synthetic medium preset
     python benchmarks/claims.py --quick --out /tmp/claims   # smoke run: tiny preset, 1 seed, 1 epoch
     python benchmarks/claims.py --data DIR        # a local real-layout dataset (needs train + valid splits)
 
@@ -87,7 +87,7 @@ class Plan:
 PLANS = {
     "default": Plan(
         name="default",
-        preset="small",
+        preset="medium",
         seeds=(0, 1, 2),
         models=("chebsage", "sage", "cheb", "baseline"),
         model_collections=("tile:xla", "layout:xla:random"),
@@ -516,15 +516,20 @@ def render(plan: Plan, args: argparse.Namespace, info: dict, records: list[dict]
 
 
 def scatter_panels(plan: Plan, records: list[dict]) -> list[dict]:
-    """MSE-trained chebsage and baseline when planned (predicted runtimes), else the ListMLE runs (scores)."""
-    loss, collection = ("mse", plan.error_collections[0]) if plan.error_models else ("listmle", plan.model_collections[0])
+    """One panel per model with a kept scatter: the ListMLE runs on the first layout collection of
+    the model plan (else its first), then the MSE-trained runs (predicted log runtimes)."""
+    layout = [c for c in plan.model_collections if c.startswith("layout")]
+    runs = [("listmle", (layout or list(plan.model_collections))[0], plan.models)]
+    if plan.error_models:
+        runs.append(("mse", plan.error_collections[0], plan.error_models))
     panels = []
-    for model in (ca.OURS, ca.BASELINE):
-        found = [r for r in ca.select(records, collection=collection, model=model, loss=loss) if "scatter" in r]
-        if found:
-            s = found[0]["scatter"]
-            panels.append({"title": f"{model} ({loss}), {collection}\nvalid graph {s['graph_id'][:10]}, fold 0",
-                           "pred": s["pred"], "runtime": s["runtime"], "is_runtime": loss == "mse"})
+    for loss, collection, models in runs:
+        for model in models:
+            found = [r for r in ca.select(records, collection=collection, model=model, loss=loss) if "scatter" in r]
+            if found:
+                s = found[0]["scatter"]
+                panels.append({"title": f"{model} ({loss}), {collection}\nvalid graph {s['graph_id'][:10]}, fold 0",
+                               "pred": s["pred"], "runtime": s["runtime"], "is_runtime": loss == "mse"})
     return panels
 
 

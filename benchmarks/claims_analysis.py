@@ -225,33 +225,59 @@ def plot_learning_curves(records: list[dict], collections: Sequence[str], models
     plt.close(fig)
 
 
-def plot_pred_vs_true(panels: list[dict], path: Path) -> None:
-    """Scatter of each panel's predictions against true runtimes of one valid graph.
+def normalised_pair(pred: np.ndarray, runtime: np.ndarray, is_log_runtime: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) runtime of one graph's configs, each divided by the graph's geometric mean.
 
-    A panel: ``title``, ``pred``, ``runtime``, ``is_runtime`` (True: pred is log runtime, plotted
-    as exp(pred) on log-log axes with y = x; False: a ranking score, which has no runtime scale).
+    true = runtime / geomean(runtime). A log-runtime prediction (MSE-trained) gives
+    exp(pred - mean(pred)): its level is fitted, its spread is the model's own. A ranking score has
+    no runtime scale, so its level and scale are fitted: exp(a (pred - mean(pred))) with a the
+    least-squares slope of log(true) on pred. Neither changes the order of the configs.
+    Raises ValueError on non-positive runtimes (unlabelled rows).
+    """
+    runtime, pred = np.asarray(runtime, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    if runtime.size == 0 or not (runtime > 0).all():
+        raise ValueError("normalised runtimes need positive runtimes (unlabelled test rows cannot be plotted)")
+    log_true = np.log(runtime) - np.log(runtime).mean()
+    centred = pred - pred.mean()
+    slope = 1.0 if is_log_runtime else float(centred @ log_true / max(centred @ centred, 1e-300))
+    return np.exp(log_true), np.exp(slope * centred)
+
+
+def plot_pred_vs_true(panels: list[dict], path: Path) -> None:
+    """One panel per model: per-graph normalised predicted vs true runtime of one valid graph.
+
+    A panel: ``title``, ``pred``, ``runtime``, ``is_runtime`` (True: pred is a log runtime, False:
+    a ranking score; see :func:`normalised_pair`). Both axes are log-scaled to the panel's data,
+    with y = x; the title adds the graph's Kendall tau (tpuperf.metrics.kendall_tau).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        runtime = np.asarray(panel["runtime"], dtype=np.float64)
-        pred = np.asarray(panel["pred"], dtype=np.float64)
-        if panel["is_runtime"]:
-            with np.errstate(over="ignore"):
-                estimate = np.exp(pred)
-            ax.scatter(runtime, estimate, s=6, alpha=0.5)
-            low, high = min(runtime.min(), estimate.min()), max(runtime.max(), estimate.max())
-            ax.plot([low, high], [low, high], "k--", lw=1, label="y = x")
-            ax.set(xscale="log", yscale="log", ylabel="predicted runtime exp(pred)")
-            ax.legend(fontsize=8)
-        else:
-            ax.scatter(runtime, pred, s=6, alpha=0.5)
-            ax.set(xscale="log", ylabel="predicted score (ranking only, no runtime scale)")
-        ax.set(title=panel["title"], xlabel="true runtime")
+    from tpuperf.metrics import kendall_tau
+
+    columns = min(len(panels), 4)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, panel in zip(axes.flat, panels):
+        true, estimate = normalised_pair(panel["pred"], panel["runtime"], panel["is_runtime"])
+        low, high = min(true.min(), estimate.min()), max(true.max(), estimate.max())
+        margin = (high / low) ** 0.04
+        ax.scatter(true, estimate, s=6, alpha=0.5)
+        ax.plot([low, high], [low, high], "k--", lw=1, label="y = x")
+        fitted = "exp(pred - mean)" if panel["is_runtime"] else "score, level + scale fitted"
+        ax.set(xscale="log", yscale="log", xlim=(low / margin, high * margin), ylim=(low / margin, high * margin),
+               xlabel="true runtime / graph geometric mean", ylabel=f"predicted, same ({fitted})",
+               title=f"{panel['title']}\nKendall tau {kendall_tau(panel['pred'], panel['runtime']):.3f}")
+        ax.title.set_fontsize(9)
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers: the range is often within one decade
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

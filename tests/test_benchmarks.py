@@ -40,6 +40,34 @@ def test_graph_mape_is_the_mean_relative_error_of_exp_pred():
         ca.graph_mape(np.zeros(2), np.array([1.0, 0.0]))
 
 
+def test_normalised_pair_divides_by_the_geometric_mean_and_fits_scores():
+    runtime = np.array([1.0, 4.0, 16.0])  # geometric mean 4
+    true, est = ca.normalised_pair(np.log([2.0, 8.0, 8.0]), runtime, is_log_runtime=True)
+    np.testing.assert_allclose(true, [0.25, 1.0, 4.0])
+    np.testing.assert_allclose(est, np.array([2.0, 8.0, 8.0]) / 128 ** (1 / 3))  # level only: the spread stays
+    # a ranking score linear in log runtime maps back exactly, whatever its sign-preserving scale and offset
+    _, est = ca.normalised_pair(3.0 * np.log(runtime) + 7.0, runtime, is_log_runtime=False)
+    np.testing.assert_allclose(est, [0.25, 1.0, 4.0])
+    _, flat = ca.normalised_pair(np.zeros(3), runtime, is_log_runtime=False)
+    np.testing.assert_allclose(flat, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        ca.normalised_pair(np.zeros(2), np.array([1.0, 0.0]), is_log_runtime=True)
+
+
+def test_scatter_panels_one_per_model_with_a_kept_scatter(tmp_path: Path):
+    plan = claims.PLANS["default"]  # models on tile:xla and layout:xla:random: the layout one is shown
+    scatter = {"graph_id": "g" * 12, "pred": [0.0, 1.0, 2.0], "runtime": [1.0, 3.0, 2.0]}
+    records = [dict(record(c, m, loss, 0, 0.3), scatter=scatter) for c, m, loss in (
+        ("layout:xla:random", "chebsage", "listmle"), ("layout:xla:random", "baseline", "listmle"),
+        ("layout:xla:random", "baseline", "mse"), ("tile:xla", "sage", "listmle"))]
+    records.append(record("layout:xla:random", "chebsage", "listmle", 1, 0.3))  # no scatter kept
+    panels = claims.scatter_panels(plan, records)
+    assert [(p["title"].split()[0], p["is_runtime"]) for p in panels] == [("chebsage", False), ("baseline", False), ("baseline", True)]
+    path = tmp_path / "pred_vs_true.png"
+    ca.plot_pred_vs_true(panels, path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
 def test_relative_figures_and_formatting():
     assert ca.relative_improvement(0.46, 0.40) == pytest.approx(0.15)
     assert ca.relative_reduction(0.82, 1.0) == pytest.approx(0.18)

@@ -9,6 +9,7 @@ from graph_factory import fake_graph
 from tpuperf.graph import BatchItem, BatchShape, pack, to_arrays, to_graph_tensor
 from tpuperf.models import build_model
 from tpuperf.models import layers as L
+from tpuperf.predict import Scorer, chunk_items
 
 FEAT = 6
 
@@ -145,6 +146,80 @@ def test_config_interaction_keeps_padding_invariance(rng, kind):
     np.testing.assert_allclose(model(together).numpy()[1, :5], model(alone).numpy()[0], rtol=1e-4, atol=1e-5)
 
 
+def test_config_attention_matches_dense_reference(rng):
+    """Each config attends to the real configs among the first `references` slots of its graph."""
+    graphs, configs, units, heads, refs = 3, 6, 8, 2, 3
+    x = rng.normal(size=(graphs, configs, units)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0], [0] * 6], np.float32)  # last: empty slot
+    layer = L.ConfigAttention(units, refs, heads)
+    out = layer(tf.constant(x), tf.constant(mask)).numpy()
+
+    (wq, bq), (wk, bk), (wv, bv) = ((d.kernel.numpy(), d.bias.numpy()) for d in
+                                    (layer.attention._query_dense, layer.attention._key_dense, layer.attention._value_dense))
+    wo, bo = layer.attention._output_dense.kernel.numpy(), layer.attention._output_dense.bias.numpy()
+    gamma, beta = layer.norm.gamma.numpy(), layer.norm.beta.numpy()
+    for g in range(2):  # the empty slot's output is unused
+        keys = [c for c in range(refs) if mask[g, c]]
+        attended = np.zeros((configs, units))
+        for h in range(heads):
+            q = x[g] @ wq[:, h] + bq[h]
+            k = x[g, keys] @ wk[:, h] + bk[h]
+            v = x[g, keys] @ wv[:, h] + bv[h]
+            logits = q @ k.T / np.sqrt(units // heads)
+            weights = np.exp(logits - logits.max(1, keepdims=True))
+            attended += (weights / weights.sum(1, keepdims=True)) @ v @ wo[h]
+        y = x[g] + attended + bo
+        y = (y - y.mean(1, keepdims=True)) / np.sqrt(y.var(1, keepdims=True) + layer.norm.epsilon)
+        np.testing.assert_allclose(out[g], y * gamma + beta, rtol=1e-4, atol=1e-4)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind", ["tile", "layout"])
+def test_config_attention_scores_depend_on_references_only(rng, kind):
+    """With attention a config's score changes with its graph's references, not with other configs."""
+    g = fake_graph(rng, kind, 10, 8)
+    model = build_model(kind, {"conv": "sage", "units": 8, "shared_layers": 1, "config_layers": 1,
+                               "config_attention": 2, "attention_heads": 2})
+    shape = BatchShape(1, 16, 32, 5)
+
+    def scores(rows):
+        return model(graph_tensor([BatchItem(g, np.array(rows))], shape, kind)[0]).numpy()[0, : len(rows)]
+
+    base = scores([0, 1, 2, 3, 4])
+    np.testing.assert_allclose(scores([0, 1, 4, 5])[:3], base[[0, 1, 4]], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(scores([0, 1, 6, 3, 7])[[0, 1, 3]], base[[0, 1, 3]], rtol=1e-4, atol=1e-5)
+    assert np.abs(scores([2, 3, 4])[2] - base[4]) > 1e-4  # other references, another score
+
+
+def test_chunk_items_lead_every_chunk_with_the_same_references(rng):
+    g = fake_graph(rng, "tile", 5, 11)
+    items = chunk_items([g], configs=5, references=3)
+    assert [i.rows.tolist() for i in items] == [[0, 5, 10, 1, 2], [0, 5, 10, 3, 4], [0, 5, 10, 6, 7], [0, 5, 10, 8, 9]]
+    assert [i.rows.tolist() for i in chunk_items([g], 5, {g.graph_id: np.array([7, 2])}, references=3)] == [[7, 2]]
+    assert [i.rows.tolist() for i in chunk_items([g], 6, {g.graph_id: np.array([], np.int64)}, references=3)] == []
+    assert [i.rows.tolist() for i in chunk_items([g], 8, references=0)] == [list(range(8)), [8, 9, 10]]
+    with pytest.raises(ValueError, match="config_attention"):
+        chunk_items([g], configs=3, references=3)
+
+
+@pytest.mark.parametrize("kind", ["tile", "layout"])
+def test_attention_scoring_does_not_depend_on_chunking(rng, kind):
+    """Scorer results are the same for any chunk size and batch mates: chunks share references."""
+    graphs = [fake_graph(rng, kind, 9, 23, name="a"), fake_graph(rng, kind, 6, 4, name="b")]
+    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
+                               "config_attention": 3, "attention_heads": 2})
+    strategy = tf.distribute.get_strategy()
+    results = [Scorer(model, BatchShape(graphs_per_batch, 32, 64, configs), kind, FEAT, strategy, jit_compile=False).score(graphs)
+               for graphs_per_batch, configs in ((1, 5), (2, 8), (3, 24))]
+    for other in results[1:]:
+        for gid in ("a", "b"):
+            np.testing.assert_allclose(other[gid], results[0][gid], rtol=1e-4, atol=1e-5)
+    rows = {"a": np.array([20, 3, 9, 4, 11, 0]), "b": np.array([2])}
+    subset = Scorer(model, BatchShape(1, 32, 64, 4), kind, FEAT, strategy, jit_compile=False).score(graphs, rows)
+    assert subset["a"].shape == (6,) and subset["b"].shape == (1,)
+    assert np.std(results[0]["a"]) > 1e-4
+
+
 def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
     graphs = [fake_graph(rng, "tile", n, 2, name=str(n)) for n in (5, 9, 3, 7)]
     shape = BatchShape(graphs=2, nodes=16, edges=64, configs=2)
@@ -159,6 +234,8 @@ def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
     (L.GCNConv, {"units": 4}), (L.NodeEncoder, {"units": 4, "opcode_vocab": 32, "opcode_dim": 3}),
     (L.ConfigEncoder, {"units": 4, "kind": "layout", "interaction": 2}), (L.ResidualBlock, {"conv": "cheb", "units": 4, "order": 2, "dropout": 0.1}),
     (L.RuntimeHead, {"units": 4, "reduce": "sum"}),
+    (L.RuntimeHead, {"units": 4, "reduce": "mean", "attention_references": 2, "attention_heads": 2}),
+    (L.ConfigAttention, {"units": 4, "references": 3, "heads": 2}),
 ])
 def test_layers_round_trip_get_config(cls, args):
     layer = cls(**args)
@@ -167,14 +244,15 @@ def test_layers_round_trip_get_config(cls, args):
         assert clone.get_config()[key] == value
 
 
-@pytest.mark.parametrize("kind", ["tile", "layout"])
-def test_train_step_compiles_with_xla(rng, kind):
+@pytest.mark.parametrize("kind,attention", [("tile", 0), ("layout", 0), ("layout", 2)])
+def test_train_step_compiles_with_xla(rng, kind, attention):
     """The whole forward + backward + update compiles with jit_compile=True on static shapes."""
     from tpuperf.losses import get_loss
 
     g = fake_graph(rng, kind, 10, 4)
     graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4), kind)
-    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1})
+    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
+                               "config_attention": attention, "attention_heads": 2})
     loss_fn = get_loss("listmle")
     optimizer = tf.keras.optimizers.Adam(1e-2)
     model(graph)

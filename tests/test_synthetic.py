@@ -33,10 +33,17 @@ def graphs(root: Path, collection, split: str) -> list:
 def test_layout_and_counts(tiny) -> None:
     preset = syn.PRESETS["tiny"]
     for col in COLLECTIONS:
-        counts = preset.tile_graphs if col.is_tile else preset.layout_graphs
+        counts = preset.tile_graphs if col.is_tile else preset.layout_graphs[col.source]
         for split, want in zip(SPLITS, counts):
             assert len(list(col.split_dir(tiny, split).glob("*.npz"))) == want, (col.name, split)
     assert sorted(p.name for p in tiny.iterdir()) == ["npz", "sample_submission.csv"]
+
+
+def test_medium_preset_has_the_real_graph_counts_per_collection() -> None:
+    counts = {col.name: [syn._graph_count(syn.PRESETS["medium"], col, split) for split in SPLITS] for col in COLLECTIONS}
+    assert counts == {"tile:xla": [600, 150, 150],
+                      "layout:xla:random": [69, 7, 8], "layout:xla:default": [69, 7, 8],
+                      "layout:nlp:random": [200, 20, 17], "layout:nlp:default": [200, 20, 17]}
 
 
 def test_every_file_is_valid_with_real_dtypes(tiny) -> None:

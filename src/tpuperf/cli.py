@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic dataset in the real layout (hidden cost model: tpuperf.synthetic)")
     p.add_argument("--out", type=Path, required=True, help="output directory (must not exist unless --overwrite)")
-    p.add_argument("--preset", default="small", choices=("tiny", "small", "real"))
+    p.add_argument("--preset", default="small", choices=("tiny", "small", "medium", "real"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     p.set_defaults(func=_synth)

@@ -9,7 +9,9 @@ unused node and edge budget. Every tensor therefore has the same shape in every 
 Schema: node set ``op`` with ``feat`` [N, F] float32, ``opcode`` [N] int32 and, for layout,
 ``config`` [N, C, 18] int8 (raw minor-to-major values, -2 on non-configurable nodes); edge
 set ``feeds`` from producer (source) to consumer (target); context ``config`` [graphs+1, C, 24]
-float32 for tile. Labels are [graphs, C] float32 runtimes with 0 marking padded configs.
+float32 for tile and context ``config_mask`` [graphs+1, C] float32 (1 = a real config of the
+item, 0 = a padded slot; from the item's config count, so known at test time too). Labels are
+[graphs, C] float32 runtimes with 0 marking padded configs.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 from tpuperf.cache import CachedGraph
 
 NODES, EDGES = "op", "feeds"
-NODE_FEAT, OPCODE, CONFIG = "feat", "opcode", "config"
+NODE_FEAT, OPCODE, CONFIG, CONFIG_MASK = "feat", "opcode", "config", "config_mask"
 LAYOUT_CONFIG_DIM = 18
 LAYOUT_GROUP_SIZE = 6  # output, input and kernel layouts: 6 minor-to-major slots each
 LAYOUT_CONFIG_CLASSES = 7  # minor-to-major values -1..5
@@ -103,6 +105,7 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
     source = np.zeros(shape.edges, np.int64)
     target = np.zeros(shape.edges, np.int64)
     runtime = np.zeros((shape.graphs, shape.configs), np.float32)
+    config_mask = np.zeros((components, shape.configs), np.float32)
     if kind == "layout":
         config = np.full((shape.nodes, shape.configs, LAYOUT_CONFIG_DIM), NOT_CONFIGURABLE, np.int8)
     else:
@@ -124,6 +127,7 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
         else:
             config[slot, :k] = chosen
         runtime[slot, :k] = g.runtime[rows]
+        config_mask[slot, :k] = 1.0
         node_offset, edge_offset = node_offset + n, edge_offset + m
 
     node_sizes[-1] = shape.nodes - node_offset
@@ -138,6 +142,7 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
         "source": source,
         "target": target,
         CONFIG: config,
+        CONFIG_MASK: config_mask,
         "runtime": runtime,
     }
 
@@ -160,6 +165,7 @@ def array_signature(shape: BatchShape, kind: str, feat_dim: int):
         "source": tf.TensorSpec((shape.edges,), tf.int64),
         "target": tf.TensorSpec((shape.edges,), tf.int64),
         CONFIG: config,
+        CONFIG_MASK: tf.TensorSpec((components, shape.configs), tf.float32),
         "runtime": tf.TensorSpec((shape.graphs, shape.configs), tf.float32),
     }
 
@@ -170,7 +176,7 @@ def to_graph_tensor(arrays: dict, kind: str):
     import tensorflow_gnn as tfgnn
 
     node_features = {NODE_FEAT: arrays[NODE_FEAT], OPCODE: arrays[OPCODE]}
-    context_features = {}
+    context_features = {CONFIG_MASK: arrays[CONFIG_MASK]}
     if kind == "layout":
         node_features[CONFIG] = arrays[CONFIG]
     else:

@@ -18,18 +18,39 @@ from tpuperf.cache import CachedGraph
 from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, to_arrays, to_graph_tensor
 
 
-def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.ndarray] | None = None) -> list[BatchItem]:
-    """Items covering every config of each graph (or only ``rows[graph_id]``) in chunks."""
+def selected_rows(g: CachedGraph, rows: dict[str, np.ndarray] | None) -> np.ndarray:
+    """The config rows of ``g`` to score: all of them, or ``rows[g.graph_id]``."""
+    return np.arange(g.num_configs) if rows is None else np.asarray(rows[g.graph_id])
+
+
+def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.ndarray] | None = None,
+                references: int = 0) -> list[BatchItem]:
+    """Items covering every config of each graph (or only ``rows[graph_id]``) in chunks of ``configs``.
+
+    With ``references`` R > 0 every chunk of a graph leads with the same R reference rows,
+    spread evenly over the selected rows (so a file sorted by anything still gives a spread-out
+    set), followed by up to ``configs - R`` of the other rows: the reference set of a
+    ConfigAttention model. Raises ValueError unless R < ``configs``.
+    """
+    if references >= configs:
+        raise ValueError(f"{references} attention references leave no room for other configs in chunks of {configs}: "
+                         "raise train.predict_configs_per_graph or lower the model's config_attention in params.yaml")
     items = []
     for g in graphs:
-        selected = np.arange(g.num_configs) if rows is None else rows[g.graph_id]
-        for start in range(0, len(selected), configs):
-            items.append(BatchItem(g, selected[start : start + configs]))
+        selected = selected_rows(g, rows)
+        spread = np.linspace(0, len(selected) - 1, min(references, len(selected))).astype(np.int64)
+        lead, rest = selected[spread], np.delete(selected, spread)
+        step = configs - len(lead)
+        starts = range(0, len(rest), step) if len(rest) else range(min(len(lead), 1))  # references only: one chunk
+        items.extend(BatchItem(g, np.concatenate([lead, rest[start : start + step]])) for start in starts)
     return items
 
 
 class Scorer:
     """A compiled forward pass over padded batches of one static shape, on every replica.
+
+    A model with config attention (``model.attention_references`` R > 0) sees each graph in
+    chunks that all lead with the graph's R reference configs (:func:`chunk_items`).
 
     Under a multi-replica strategy each replica scores a different batch per step; the batch
     list is padded with empty batches to a multiple of the replica count.
@@ -39,6 +60,7 @@ class Scorer:
         import tensorflow as tf
 
         self.shape, self.kind, self.feat_dim, self.strategy = shape, kind, feat_dim, strategy
+        self.references = model.attention_references
         forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
         self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
         # one replica: the GraphTensor is built inside the traced function; built eagerly per
@@ -49,16 +71,19 @@ class Scorer:
     def score(self, graphs: Sequence[CachedGraph], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Predicted score for each config row of each graph (``rows`` restricts to a subset)."""
         replicas = self.strategy.num_replicas_in_sync
-        batches = list(pack(chunk_items(graphs, self.shape.configs, rows), self.shape))
+        batches = list(pack(chunk_items(graphs, self.shape.configs, rows, self.references), self.shape))
         batches += [[] for _ in range(-len(batches) % replicas)]
-        out = {g.graph_id: np.full(g.num_configs if rows is None else len(rows[g.graph_id]), np.nan) for g in graphs}
-        position = {g.graph_id: 0 for g in graphs}
+        out, position = {}, {}  # position: per graph, config row -> its index in out (references recur)
+        for g in graphs:
+            selected = selected_rows(g, rows)
+            out[g.graph_id] = np.full(len(selected), np.nan)
+            position[g.graph_id] = np.full(g.num_configs, -1, np.int64)
+            position[g.graph_id][selected] = np.arange(len(selected))
         for step, results in enumerate(self._run(batches)):
             for replica, scores in enumerate(results):
                 for slot, item in enumerate(batches[step * replicas + replica]):
-                    gid, k = item.graph.graph_id, len(item.rows)
-                    out[gid][position[gid] : position[gid] + k] = scores[slot, :k]
-                    position[gid] += k
+                    gid = item.graph.graph_id
+                    out[gid][position[gid][item.rows]] = scores[slot, : len(item.rows)]
         for gid, values in out.items():
             if not np.isfinite(values).all():
                 raise FloatingPointError(f"model produced non-finite scores for graph {gid}")

@@ -177,7 +177,7 @@ class Preset:
     tile_graphs: tuple[int, int, int]  # train, valid, test
     tile_nodes: tuple[int, int]
     tile_configs: tuple[int, int]
-    layout_graphs: tuple[int, int, int]  # per layout collection: train, valid, test
+    layout_graphs: dict[str, tuple[int, int, int]]  # per source (xla, nlp), per layout collection: train, valid, test
     layout: dict[str, LayoutSize] = field(default_factory=dict)  # per source: xla, nlp
     layout_test_configs: int | None = None  # test files hold (and the sample lists) this many; None: drawn
     extra_config_test_file: bool = False  # one layout test file holds one config more than listed
@@ -188,25 +188,40 @@ PRESETS: dict[str, Preset] = {
         tile_graphs=(6, 3, 3),
         tile_nodes=(10, 40),
         tile_configs=(10, 40),
-        layout_graphs=(6, 3, 3),
+        layout_graphs={s: (6, 3, 3) for s in ("xla", "nlp")},
         layout={s: LayoutSize((10, 40), (3, 8), (20, 60)) for s in ("xla", "nlp")},
     ),
     "small": Preset(
         tile_graphs=(150, 40, 40),
         tile_nodes=(10, 80),
         tile_configs=(50, 300),
-        layout_graphs=(24, 8, 8),
+        layout_graphs={s: (24, 8, 8) for s in ("xla", "nlp")},
         layout={s: LayoutSize((80, 600), (10, 40), (200, 1000)) for s in ("xla", "nlp")},
         # real test files hold 1,000 configs; 300 keeps the default CPU pipeline within 15 minutes
         # (scoring test configs with four models dominated it) while keeping the +1 quirk file
         layout_test_configs=300,
         extra_config_test_file=True,
     ),
+    # the real dataset's graph counts per layout collection (TpuGraphs Table 1: xla 69/7/8, nlp
+    # 200/20/17 train/valid/test) at moderate graph sizes (real: xla ~14k, nlp ~5.7k nodes), and
+    # enough tile kernels that a valid score measures generalisation to unseen kernels
+    "medium": Preset(
+        tile_graphs=(600, 150, 150),
+        tile_nodes=(10, 80),
+        tile_configs=(50, 300),
+        layout_graphs={"xla": (69, 7, 8), "nlp": (200, 20, 17)},
+        layout={
+            "xla": LayoutSize((200, 1200), (20, 80), (300, 1500)),
+            "nlp": LayoutSize((150, 800), (15, 60), (300, 1500)),
+        },
+        layout_test_configs=1000,
+        extra_config_test_file=True,
+    ),
     "real": Preset(
         tile_graphs=(20, 5, 5),
         tile_nodes=(5, 80),
         tile_configs=(500, 3000),
-        layout_graphs=(2, 1, 1),
+        layout_graphs={s: (2, 1, 1) for s in ("xla", "nlp")},
         layout={
             "xla": LayoutSize((8000, 20000), (50, 300), (2000, 10000)),
             "nlp": LayoutSize((5000, 40000), (100, 500), (10000, 30000)),
@@ -996,7 +1011,7 @@ def _quirk_collection() -> Collection:
 
 
 def _graph_count(preset: Preset, collection: Collection, split: str) -> int:
-    counts = preset.tile_graphs if collection.is_tile else preset.layout_graphs
+    counts = preset.tile_graphs if collection.is_tile else preset.layout_graphs[collection.source]
     return counts[SPLITS.index(split)]
 
 

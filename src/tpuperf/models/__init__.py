@@ -6,6 +6,7 @@ from typing import Any
 from tpuperf.models.layers import (
     ChebConv,
     ChebSAGEConv,
+    ConfigAttention,
     ConfigEncoder,
     GCNConv,
     NodeEncoder,
@@ -36,6 +37,7 @@ __all__ = [
     "BASELINE_CONV",
     "ChebConv",
     "ChebSAGEConv",
+    "ConfigAttention",
     "ConfigEncoder",
     "GCNConv",
     "NodeEncoder",

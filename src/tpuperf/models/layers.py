@@ -14,7 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
-from tpuperf.graph import CONFIG, EDGES, LAYOUT_CONFIG_CLASSES, LAYOUT_CONFIG_DIM, LAYOUT_GROUP_SIZE, NODES, NODE_FEAT, OPCODE
+from tpuperf.graph import CONFIG, CONFIG_MASK, EDGES, LAYOUT_CONFIG_CLASSES, LAYOUT_CONFIG_DIM, LAYOUT_GROUP_SIZE, NODES, NODE_FEAT, OPCODE
 
 
 def _per_edge(weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
@@ -267,18 +267,62 @@ class ResidualBlock(tf.keras.layers.Layer):
         }
 
 
-class RuntimeHead(tf.keras.layers.Layer):
-    """Pools per-config node states to each graph and maps them to a runtime-like score."""
+class ConfigAttention(tf.keras.layers.Layer):
+    """Cross-config attention: each config's graph embedding attends to its graph's reference configs.
 
-    def __init__(self, units: int, reduce: str = "mean", **kwargs):
+    ``call(pooled [G, C, D] float32, mask [G, C] float32) -> [G, C, D]``: LayerNorm(x +
+    MultiHeadAttention(query=x, key=value=x)), where the keys of graph g are its slots c <
+    ``references`` with mask[g, c] = 1 (the first real configs of the item). A config's output
+    therefore depends on itself and on its graph's reference configs only, not on which other
+    configs share its batch item: scoring stays exactly invariant to how a graph's configs are
+    chunked as long as every chunk leads with the same references (tpuperf.predict.chunk_items).
+    Training items are random config samples, so their first ``references`` are a random
+    reference set. A component without real configs (an empty slot, the padding component)
+    attends uniformly over masked slots; its output is finite and discarded.
+    """
+
+    def __init__(self, units: int, references: int, heads: int, **kwargs):
+        super().__init__(**kwargs)
+        if references < 1 or heads < 1:
+            raise ValueError(f"config attention needs references >= 1 and heads >= 1, got {references} and {heads}")
+        if units % heads:
+            raise ValueError(f"attention heads ({heads}) must divide the config units ({units})")
+        self.units, self.references, self.heads = units, references, heads
+        self.attention = tf.keras.layers.MultiHeadAttention(heads, units // heads)
+        self.norm = tf.keras.layers.LayerNormalization()
+
+    def call(self, pooled: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        is_reference = tf.range(tf.shape(mask)[1]) < self.references  # [C]
+        keys = tf.logical_and(mask > 0, is_reference[tf.newaxis, :])  # [G, C]
+        attend = tf.broadcast_to(keys[:, tf.newaxis, :], tf.concat([tf.shape(mask), tf.shape(mask)[1:]], 0))
+        return self.norm(pooled + self.attention(pooled, pooled, attention_mask=attend))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "references": self.references, "heads": self.heads}
+
+
+class RuntimeHead(tf.keras.layers.Layer):
+    """Pools per-config node states to each graph and maps them to a runtime-like score.
+
+    With ``attention_references`` R > 0 the pooled config embeddings pass a ConfigAttention
+    (R references, ``attention_heads`` heads) before the score MLP; 0 keeps configs independent.
+    """
+
+    def __init__(self, units: int, reduce: str = "mean", attention_references: int = 0, attention_heads: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.units, self.reduce = units, reduce
+        self.attention_references, self.attention_heads = attention_references, attention_heads
+        self.attention = ConfigAttention(units, attention_references, attention_heads) if attention_references else None
         self.hidden = tf.keras.layers.Dense(units, activation="gelu")
         self.out = tf.keras.layers.Dense(1)
 
     def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
         pooled = tfgnn.pool_nodes_to_context(graph, NODES, self.reduce, feature_value=state)
+        if self.attention is not None:
+            pooled = self.attention(pooled, graph.context[CONFIG_MASK])
         return tf.squeeze(self.out(self.hidden(pooled)), axis=-1)  # [components, C]
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "reduce": self.reduce}
+        return {**super().get_config(), "units": self.units, "reduce": self.reduce,
+                "attention_references": self.attention_references, "attention_heads": self.attention_heads}

@@ -6,6 +6,8 @@ config-dependent GNN per configuration, pooled to one runtime-like score per con
     z = Dense(h) + ConfigEncoder(graph, h)        [N, C, Dc] configs join here
     z = ResidualBlock(conv)(z)  x config_layers   [N, C, Dc] per config
     score = RuntimeHead(z)                        [G, C]    lower = predicted faster
+                                                            (pooled [G, C, Dc]; with config_attention
+                                                            R > 0 configs attend to R references first)
 
 The split is the speed lever: the shared layers run once for the C configs of a batch item,
 and the per-config layers can be narrower (``config_units`` Dc < D): their cost is C times
@@ -40,6 +42,8 @@ class RankingModel(tf.keras.Model):
         dropout: float = 0.0,
         readout: str = "mean",
         config_interaction: int = 0,
+        config_attention: int = 0,
+        attention_heads: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -56,6 +60,8 @@ class RankingModel(tf.keras.Model):
             dropout=dropout,
             readout=readout,
             config_interaction=config_interaction,
+            config_attention=config_attention,
+            attention_heads=attention_heads,
         )
         if config_layers < 1:
             raise ValueError("config_layers must be >= 1: configurations need message passing to interact")
@@ -65,7 +71,7 @@ class RankingModel(tf.keras.Model):
         self.to_config_width = tf.keras.layers.Dense(config_units)
         self.config_encoder = ConfigEncoder(config_units, kind, config_interaction)
         self.config_blocks = [ResidualBlock(conv, config_units, cheb_order, dropout) for _ in range(config_layers)]
-        self.head = RuntimeHead(config_units, readout)
+        self.head = RuntimeHead(config_units, readout, config_attention, attention_heads)
 
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow here: skipping
     def call(self, graph: tfgnn.GraphTensor, training: bool = False) -> tf.Tensor:  # autograph saves seconds per trace
@@ -76,6 +82,11 @@ class RankingModel(tf.keras.Model):
         for block in self.config_blocks:
             state = block(graph, state, training=training)
         return self.head(graph, state)[:-1]  # the last component is padding
+
+    @property
+    def attention_references(self) -> int:
+        """How many leading configs of each batch item are attention references (0: no attention)."""
+        return self.settings["config_attention"]
 
     def get_config(self):
         return dict(self.settings)
