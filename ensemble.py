@@ -4,7 +4,7 @@
 
 ``--split valid`` writes submissions/valid_submission.csv instead, for
 ``tpuperf score submissions/valid_submission.csv --data data/raw --split valid``.
-How folds and models are combined: src/tpuperf/ensemble.py.
+How folds and models are combined: src/tpuperf/submission/ensemble.py.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from tpuperf.config import load_params
-from tpuperf.ensemble import EnsembleError, EnsembleSettings, run_ensemble
-from tpuperf.submission import PredictionFormatError, SubmissionError
+from tpuperf.submission.ensemble import EnsembleError, EnsembleSettings, run_ensemble
+from tpuperf.submission.csv import PredictionFormatError, SubmissionError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,14 +152,14 @@ def data_view(source: Path, collections: tuple[str, ...], view: Path) -> Path:
 
 def prepare(plan: Plan, params: dict, data: Path | None, work: Path) -> tuple[str, dict[str, dict[str, int]]]:
     """Dataset (generated unless ``data``) -> train/valid view -> preprocessed cache; returns a description."""
-    from tpuperf.cache import CollectionCache
-    from tpuperf.preprocess import PreprocessSettings, preprocess_collection
-    from tpuperf.synthetic import write_dataset
+    from tpuperf.data.cache import CollectionCache
+    from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
+    from tpuperf.data.synthetic import write_dataset
 
     if data is None:
         data = work / "data"
         write_dataset(data, plan.preset, seed=0)
-        described = f"synthetic preset `{plan.preset}` (tpuperf.synthetic, seed 0)"
+        described = f"synthetic preset `{plan.preset}` (tpuperf.data.synthetic, seed 0)"
     else:
         described = f"local dataset `{data}`"
     view = data_view(data, plan.collections, work / "view")
@@ -195,9 +195,9 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
     """Train one run with the project's trainer and reduce its outputs to a record (claims_analysis)."""
     import polars as pl
 
-    from tpuperf.ensemble import combine, score_predictions
-    from tpuperf.submission import read_fold_predictions
-    from tpuperf.train import train_collection
+    from tpuperf.submission.ensemble import combine, score_predictions
+    from tpuperf.submission.csv import read_fold_predictions
+    from tpuperf.training.trainer import train_collection
 
     params = copy.deepcopy(params)
     runs_dir, ckpt_dir = work / "runs" / run.tag, work / "checkpoints" / run.tag
@@ -316,7 +316,7 @@ def section_models(plan: Plan, records: list[dict]) -> list[str]:
     lines = ["## 1. Models (ListMLE loss)", "",
              f"Valid score, mean ± std over {n} seed(s); per seed, the mean over the {plan.train['folds']} fold models "
              "of each fold's valid score (tile score for tile:xla, Kendall tau for layout). *Fold ensemble*: the "
-             "rank-normalised ensemble of a run's folds (tpuperf.ensemble), mean over seeds and collections. "
+             "rank-normalised ensemble of a run's folds (tpuperf.submission.ensemble), mean over seeds and collections. "
              "*vs baseline*: relative improvement of the mean score, `ours / baseline - 1`.", ""]
     rows = []
     for model in plan.models:

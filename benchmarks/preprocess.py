@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from tpuperf.collection import COLLECTIONS, get_collection
-from tpuperf.dataset import read_header
-from tpuperf.preprocess import PreprocessSettings, preprocess_collection
+from tpuperf.data.npz import read_header
+from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
 
 GIB = 1 << 30
 RSS_TARGET = 4 * GIB
@@ -36,7 +36,7 @@ OWN_WRITER = "the benchmark's own streaming"
 CHILD = """
 import sys
 from tpuperf.collection import get_collection
-from tpuperf.preprocess import PreprocessSettings, preprocess_collection
+from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
 preprocess_collection(sys.argv[1], sys.argv[2], get_collection("layout:nlp:random"),
                       PreprocessSettings(hops=int(sys.argv[3]), jobs=1), progress=False)
 """
@@ -93,20 +93,20 @@ def write_big_layout_graph(path: Path, nodes: int, config_nodes: int, configs: i
 
 
 def write_big_graph(path: Path, args: argparse.Namespace) -> None:
-    """The real-scale graph, from tpuperf.synthetic's single-graph writer when it exists
+    """The real-scale graph, from tpuperf.data.synthetic's single-graph writer when it exists
     (its hidden cost model gives realistic runtimes), else from the streaming writer above."""
     if _generator() == OWN_WRITER:
         write_big_layout_graph(path, args.nodes, args.config_nodes, args.configs, args.dup_fraction, seed=0)
         return
-    from tpuperf.synthetic import make_layout_graph, write_graph
+    from tpuperf.data.synthetic import make_layout_graph, write_graph
 
     rng = np.random.default_rng(0)
     write_graph(path, make_layout_graph(rng, args.nodes, args.config_nodes, args.configs, source="nlp", search="random"))
 
 
 def _generator() -> str:
-    synthetic = importlib.util.find_spec("tpuperf.synthetic")
-    return "tpuperf.synthetic.make_layout_graph" if synthetic is not None else OWN_WRITER
+    synthetic = importlib.util.find_spec("tpuperf.data.synthetic")
+    return "tpuperf.data.synthetic.make_layout_graph" if synthetic is not None else OWN_WRITER
 
 
 def _run_measured(cmd: list[str]) -> tuple[float, int]:
@@ -151,7 +151,7 @@ def measure_big(work: Path, args: argparse.Namespace) -> None:
 
 
 def measure_throughput(work: Path, preset: str, hops: int) -> None:
-    from tpuperf.synthetic import write_dataset
+    from tpuperf.data.synthetic import write_dataset
 
     raw = work / preset
     write_dataset(raw, preset=preset, seed=0)

@@ -2,9 +2,9 @@
 
 Goal (issue #15): rank all configurations of one graph on 2 CPU cores, excluding the one-time
 load, in <= 2 s for a 1,000-config layout graph of 20,000 nodes and <= 0.5 s for a 2,000-config
-tile kernel. Graphs are drawn with the synthetic generator (tpuperf.synthetic) and written as
+tile kernel. Graphs are drawn with the synthetic generator (tpuperf.data.synthetic) and written as
 .npz outside any dataset, like a compiler engineer's new program; the model is an export
-(tpuperf.export) of params.yaml's ensemble (``ensemble.models`` x ``train.folds`` members, model
+(tpuperf.ranking.export) of params.yaml's ensemble (``ensemble.models`` x ``train.folds`` members, model
 sizes and ``train.predict_configs_per_graph`` / ``jit_compile`` as there) with untrained
 weights, whose values do not change the cost. The export's transform is fitted on a few small
 train graphs of the same collection.
@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from tpuperf.collection import get_collection
-from tpuperf.synthetic import make_layout_graph, make_tile_graph, write_graph
+from tpuperf.data.synthetic import make_layout_graph, make_tile_graph, write_graph
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {  # (nodes, configurable nodes, configs) of the ranked graph; goal in seconds
@@ -47,8 +47,8 @@ def write_untrained_members(params: dict, collection, seed: int = 0) -> None:
     metrics.json with an oof_score (model i gets 0.3 - 0.05 i)."""
     import tensorflow as tf
 
-    from tpuperf.cache import CollectionCache
-    from tpuperf.ranker import build_member_model
+    from tpuperf.data.cache import CollectionCache
+    from tpuperf.ranking.ranker import build_member_model
 
     feat_dim = CollectionCache(params["preprocess"]["out"], collection).node_feat_dim
     folds = params["train"]["folds"]
@@ -84,8 +84,8 @@ def bench_params(root: Path, quick: bool) -> dict:
 
 def build_export(root: Path, params: dict, kind: str, rng: np.random.Generator) -> Path:
     """Three small train graphs -> cache -> untrained members -> export; returns the export dir."""
-    from tpuperf.export import export_collection
-    from tpuperf.preprocess import PreprocessSettings, preprocess_collection
+    from tpuperf.ranking.export import export_collection
+    from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
 
     collection = get_collection(COLLECTIONS[kind])
     train_dir = collection.split_dir(params["data"]["out"], "train")
@@ -100,8 +100,8 @@ def build_export(root: Path, params: dict, kind: str, rng: np.random.Generator) 
 
 
 def measure(kind: str, root: Path, params: dict, repeats: int, sizes: dict, rng: np.random.Generator) -> dict:
-    from tpuperf.preprocess import prepare_graph
-    from tpuperf.ranker import ExportedModel
+    from tpuperf.data.preprocess import prepare_graph
+    from tpuperf.ranking.ranker import ExportedModel
 
     nodes, configurable, configs, goal = sizes[kind]
     export_dir = build_export(root, params, kind, rng)

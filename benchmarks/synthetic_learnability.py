@@ -3,7 +3,7 @@
 Generates a preset into a temporary directory and scores three rankings of every valid graph
 per collection (mean Kendall tau for layout, mean ``2 - min(top-5)/min`` for tile):
 
-- oracle: the noise-free hidden cost model (``tpuperf.synthetic``), an upper bound that falls
+- oracle: the noise-free hidden cost model (``tpuperf.data.synthetic``), an upper bound that falls
   short of 1 only through the measurement noise;
 - config-only: ridge regression of log runtime on config features aggregated per config,
   fit on the train split; it cannot see the graph, so it should land well below the oracle;
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from tpuperf.collection import COLLECTIONS, Collection
-from tpuperf.dataset import LayoutGraph, TileGraph, load_graph
+from tpuperf.data.npz import LayoutGraph, TileGraph, load_graph
 from tpuperf.metrics import collection_score
-from tpuperf.synthetic import layout_runtime, tile_runtime, write_dataset
+from tpuperf.data.synthetic import layout_runtime, tile_runtime, write_dataset
 
 LAYOUT_VALUES = np.arange(-1, 6)  # values a minor-to-major slot can hold
 

@@ -26,12 +26,12 @@ import psutil
 import tpuperf  # noqa: F401
 import tensorflow as tf
 
-from tpuperf.cache import CollectionCache
+from tpuperf.data.cache import CollectionCache
 from tpuperf.config import load_params
-from tpuperf.graph import make_dataset, plan_batch_shape
-from tpuperf.losses import get_loss
+from tpuperf.training.batches import make_dataset, plan_batch_shape
+from tpuperf.training.losses import get_loss
 from tpuperf.models import build_model
-from tpuperf.train import TrainSettings, batch_stream
+from tpuperf.training.trainer import TrainSettings, batch_stream
 
 
 def measure(model_params: dict, kind: str, train_batches, predict_batches, settings: TrainSettings) -> dict:

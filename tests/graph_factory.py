@@ -1,9 +1,9 @@
-"""Tiny random preprocessed graphs (tpuperf.cache.CachedGraph) for model and batching tests, no files."""
+"""Tiny random preprocessed graphs (tpuperf.data.cache.CachedGraph) for model and batching tests, no files."""
 from __future__ import annotations
 
 import numpy as np
 
-from tpuperf.cache import CachedGraph
+from tpuperf.data.cache import CachedGraph
 
 
 def fake_graph(rng: np.random.Generator, kind: str, nodes: int, configs: int, feat_dim: int = 6, name: str = "g") -> CachedGraph:

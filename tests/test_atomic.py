@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from tpuperf.atomic import replaced_dir, write_atomic, write_json_atomic, write_text_atomic
-from tpuperf.synthetic import write_dataset
+from tpuperf.data.synthetic import write_dataset
 
 
 @pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, "0o644", "0o755"), (0o077, "0o600", "0o700")])

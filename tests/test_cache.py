@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tpuperf.cache import FORMAT_VERSION, CacheError, CollectionCache, graph_dir
+from tpuperf.data.cache import FORMAT_VERSION, CacheError, CollectionCache, graph_dir
 from tpuperf.collection import get_collection
 
 LAYOUT = get_collection("layout:xla:random")

@@ -9,10 +9,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from tpuperf import dataset
+from tpuperf.data import npz as dataset
 from tpuperf.cli import main
 from tpuperf.collection import get_collection, locate
-from tpuperf.dataset import (
+from tpuperf.data.npz import (
     NODE_FEAT_DIM,
     DataFormatError,
     LayoutGraph,

@@ -19,7 +19,7 @@ import yaml
 from conftest import put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, SPLITS
-from tpuperf.download import (
+from tpuperf.data.download import (
     MANIFEST_NAME,
     DataParams,
     DownloadError,

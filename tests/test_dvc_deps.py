@@ -128,12 +128,12 @@ def test_stage_deps_cover_every_module_its_command_imports(name):
 def test_closure_follows_imports_inside_functions_and_packages():
     """The walker itself: train's handler reaches models/ only through imports inside train.py's functions."""
     files = {str(p.relative_to(SRC)) for p in command_files("tpuperf train --collection tile-xla --model chebsage")}
-    assert {"tpuperf/__init__.py", "tpuperf/cli.py", "tpuperf/train.py", "tpuperf/models/__init__.py",
-            "tpuperf/models/layers.py", "tpuperf/graph.py", "tpuperf/cache.py", "tpuperf/config.py",
-            "tpuperf/losses.py"} <= files
-    assert "tpuperf/kernels.py" not in files and "tpuperf/download.py" not in files  # other handlers' imports
+    assert {"tpuperf/__init__.py", "tpuperf/cli.py", "tpuperf/training/trainer.py", "tpuperf/models/__init__.py",
+            "tpuperf/models/layers.py", "tpuperf/training/batches.py", "tpuperf/data/cache.py", "tpuperf/config.py",
+            "tpuperf/training/losses.py"} <= files
+    assert "tpuperf/kaggle/kernels.py" not in files and "tpuperf/data/download.py" not in files  # other handlers' imports
     download = {str(p.relative_to(SRC)) for p in command_files("tpuperf download")}
-    assert "tpuperf/synthetic.py" in download and "tpuperf/train.py" not in download
+    assert "tpuperf/data/synthetic.py" in download and "tpuperf/training/trainer.py" not in download
     tree = ast.parse("from . import layers\nfrom ..cache import CachedGraph\nimport os")
     assert imported_modules(tree, "tpuperf.models.model") == {"tpuperf", "tpuperf.models", "tpuperf.models.layers",
-                                                               "tpuperf.cache"}
+                                                               "tpuperf.data.cache"}

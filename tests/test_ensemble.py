@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tpuperf.collection import COLLECTIONS, get_collection
-from tpuperf.ensemble import (
+from tpuperf.submission.ensemble import (
     EnsembleError,
     EnsembleSettings,
     combine,
@@ -21,7 +21,7 @@ from tpuperf.ensemble import (
     run_ensemble,
     score_predictions,
 )
-from tpuperf.submission import PredictionFormatError, SubmissionError, check_submission, score_submission
+from tpuperf.submission.csv import PredictionFormatError, SubmissionError, check_submission, score_submission
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDS = 2
@@ -361,7 +361,7 @@ def test_script(world, tmp_path, capsys):
 
 def test_synthetic_dataset_end_to_end(tmp_path):
     """Noisy members on a tiny synthetic dataset: the file is valid, and scores as reported."""
-    synthetic = pytest.importorskip("tpuperf.synthetic", reason="tpuperf.synthetic not available")
+    synthetic = pytest.importorskip("tpuperf.data.synthetic", reason="tpuperf.data.synthetic not available")
     data, runs = tmp_path / "data", tmp_path / "runs"
     synthetic.write_dataset(data, preset="tiny", seed=0)
     rng = np.random.default_rng(0)

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from conftest import put_on_path
-from tpuperf import kernel_entry
+from tpuperf.kaggle import kernel_entry
 from tpuperf.cli import main
-from tpuperf.kaggle_cli import kaggle_failure
+from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.collection import COLLECTIONS, get_collection
-from tpuperf.kernel_entry import (
+from tpuperf.kaggle.kernel_entry import (
     KernelEnvironmentError,
     Requirement,
     check_versions,
@@ -29,7 +29,7 @@ from tpuperf.kernel_entry import (
     plan_install,
     read_manifest,
 )
-from tpuperf.kernels import (
+from tpuperf.kaggle.kernels import (
     KernelError,
     KernelSettings,
     build_kernels,
@@ -40,7 +40,7 @@ from tpuperf.kernels import (
     source_fingerprint,
     wait_until_ready,
 )
-from tpuperf.submission import read_fold_predictions
+from tpuperf.submission.csv import read_fold_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "kernels" / "requirements-kernel.txt"
@@ -181,9 +181,9 @@ def test_bundle_holds_the_package_wheel_and_the_extra_wheels(built: Path):
     wheel = bundle / manifest["tpuperf_wheel"]
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        assert zf.read("tpuperf/kernel_entry.py") == (REPO / "src/tpuperf/kernel_entry.py").read_bytes()
+        assert zf.read("tpuperf/kaggle/kernel_entry.py") == (REPO / "src/tpuperf/kaggle/kernel_entry.py").read_bytes()
         entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert {"tpuperf/train.py", "tpuperf/cli.py", "tpuperf/models/model.py"} <= names
+    assert {"tpuperf/training/trainer.py", "tpuperf/cli.py", "tpuperf/models/model.py"} <= names
     assert not any("__pycache__" in n for n in names)
     assert "tpuperf = tpuperf.cli:main" in entry_points
     pins = {(r["name"], r["version"]) for r in manifest["requirements"]}
@@ -397,7 +397,7 @@ def test_wait_until_ready_polls(fake_kaggle: Path, monkeypatch: pytest.MonkeyPat
 
 def test_entry_script_runs_the_pipeline_locally(built: Path, tmp_path: Path):
     """The built tile-xla kernel on CPU, against tiny synthetic data laid out as Kaggle mounts it."""
-    from tpuperf.synthetic import write_dataset
+    from tpuperf.data.synthetic import write_dataset
 
     data = tmp_path / "input" / COMPETITION
     write_dataset(data, preset="tiny", seed=0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tpuperf.losses import ListMLELoss, LogMSELoss, PairwiseHingeLoss, get_loss
+from tpuperf.training.losses import ListMLELoss, LogMSELoss, PairwiseHingeLoss, get_loss
 
 import tensorflow as tf  # after tpuperf, which selects tf-keras
 

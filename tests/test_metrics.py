@@ -59,9 +59,9 @@ def test_collection_score_leaves_out_constant_runtime_graphs(collection):
 
 def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
     """The real layout:xla:random train file openai_v0_rnn_optimized: 20 identical configs."""
-    from tpuperf.cache import CollectionCache
+    from tpuperf.data.cache import CollectionCache
     from tpuperf.collection import get_collection
-    from tpuperf.preprocess import PreprocessSettings, preprocess_collection
+    from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
 
     col = get_collection("layout:xla:random")
     source = col.split_dir(shared_data, "train") / "openai_v0_rnn_optimized.npz"

@@ -6,10 +6,10 @@ import tpuperf  # noqa: F401  (selects tf-keras before TensorFlow loads)
 import tensorflow as tf
 
 from graph_factory import fake_graph
-from tpuperf.graph import BatchItem, BatchShape, pack, to_arrays, to_graph_tensor
+from tpuperf.training.batches import BatchItem, BatchShape, pack, to_arrays, to_graph_tensor
 from tpuperf.models import build_model
 from tpuperf.models import layers as L
-from tpuperf.predict import Scorer, chunk_items
+from tpuperf.training.scoring import Scorer, chunk_items
 
 FEAT = 6
 
@@ -247,7 +247,7 @@ def test_layers_round_trip_get_config(cls, args):
 @pytest.mark.parametrize("kind,attention", [("tile", 0), ("layout", 0), ("layout", 2)])
 def test_train_step_compiles_with_xla(rng, kind, attention):
     """The whole forward + backward + update compiles with jit_compile=True on static shapes."""
-    from tpuperf.losses import get_loss
+    from tpuperf.training.losses import get_loss
 
     g = fake_graph(rng, kind, 10, 4)
     graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4), kind)

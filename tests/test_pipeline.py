@@ -17,7 +17,7 @@ import yaml
 
 from conftest import ABSENT_REASON, SHARED_DATA
 from tpuperf.collection import COLLECTIONS, SPLITS, get_collection
-from tpuperf.synthetic import write_dataset
+from tpuperf.data.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDS = 2

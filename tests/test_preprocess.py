@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tpuperf.cache import CollectionCache
+from tpuperf.data.cache import CollectionCache
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import SPLITS, get_collection
-from tpuperf.dataset import DataFormatError
-from tpuperf.preprocess import (
+from tpuperf.data.npz import DataFormatError
+from tpuperf.data.preprocess import (
     ConfigDeduper,
     PreprocessError,
     PreprocessSettings,
@@ -307,7 +307,7 @@ def test_bad_file_skip_is_reported(tmp_path, caplog):
     codes = layout_codes(np.random.default_rng(1), 6, 2)
     codes[3, 1, 5] = 7  # minor-to-major entries must be -1..5
     write_layout(bad, np.zeros((9, 140)), CHAIN_EDGES, [4, 8], codes, np.arange(1, 7))
-    with caplog.at_level(logging.INFO, logger="tpuperf.preprocess"):
+    with caplog.at_level(logging.INFO, logger="tpuperf.data.preprocess"):
         report = preprocess_collection(raw, out, LAYOUT, settings(on_bad_file="skip", jobs=2), progress=False)
     assert report["skipped"] == [{"path": str(bad), "reason": "node_config_feat: value 7.0 is not an integer in -1..5"}]
     assert json.loads((out / LAYOUT.slug / "report.json").read_text())["skipped"] == report["skipped"]
@@ -409,9 +409,9 @@ def test_cli_reads_params(tmp_path):
     assert CollectionCache(tmp_path / "cache", "tile:xla").stats["node_feat"]["log_columns"] == []
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tpuperf.synthetic") is None, reason="tpuperf.synthetic not available yet")
+@pytest.mark.skipif(importlib.util.find_spec("tpuperf.data.synthetic") is None, reason="tpuperf.data.synthetic not available yet")
 def test_synthetic_tiny_end_to_end(tmp_path):
-    from tpuperf.synthetic import write_dataset
+    from tpuperf.data.synthetic import write_dataset
 
     write_dataset(tmp_path / "raw", preset="tiny", seed=0)
     for col in (TILE, LAYOUT):

@@ -15,13 +15,13 @@ import pytest
 import yaml
 
 import tpuperf
-from tpuperf.cache import CollectionCache
+from tpuperf.data.cache import CollectionCache
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import get_collection
-from tpuperf.dataset import DataFormatError, read_header
-from tpuperf.export import ExportError, export_collection
-from tpuperf.preprocess import PreprocessSettings, prepare_graph, preprocess_collection
-from tpuperf.ranker import ExportedModel, ModelExportError, build_member_model, load_export
+from tpuperf.data.npz import DataFormatError, read_header
+from tpuperf.ranking.export import ExportError, export_collection
+from tpuperf.data.preprocess import PreprocessSettings, prepare_graph, preprocess_collection
+from tpuperf.ranking.ranker import ExportedModel, ModelExportError, build_member_model, load_export
 
 from conftest import SHARED_DATA, _rewrite_npz, _write_graph
 
@@ -100,8 +100,8 @@ def test_prepare_graph_equals_the_preprocessed_cache(exported, shared_data):
 
 def test_rank_matches_the_member_scores_of_the_cached_graphs(exported, shared_data):
     """Ranking real test files = combining every member's scores of the cache's graphs the way ensemble.py does."""
-    from tpuperf.ensemble import combine
-    from tpuperf.submission import rankings_from_predictions
+    from tpuperf.submission.ensemble import combine
+    from tpuperf.submission.csv import rankings_from_predictions
 
     root, params = exported
     for name in COLLECTIONS:
@@ -131,8 +131,8 @@ def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shar
 
 def test_chunking_does_not_change_scores(exported):
     """Scores of a graph do not depend on how its configs are split into batches."""
-    from tpuperf.graph import BatchShape
-    from tpuperf.predict import Scorer
+    from tpuperf.training.batches import BatchShape
+    from tpuperf.training.scoring import Scorer
     import tensorflow as tf
 
     root, params = exported

@@ -8,7 +8,7 @@ import pytest
 import tpuperf  # noqa: F401
 import tensorflow as tf
 
-from tpuperf.strategy import find_tpu, select_strategy
+from tpuperf.training.strategy import find_tpu, select_strategy
 
 
 def test_auto_on_cpu_is_the_default_strategy():
@@ -26,7 +26,7 @@ def test_explicit_choices_that_cannot_be_met_fail_loudly(choice, message):
 
 def test_a_tpu_vm_is_found_through_its_local_devices(monkeypatch):
     """On a TPU VM the default resolver finds nothing; the local chips must be used."""
-    from tpuperf import strategy as strategy_module
+    from tpuperf.training import strategy as strategy_module
 
     made = []
 
@@ -66,9 +66,9 @@ def test_two_replicas_score_like_one():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from graph_factory import fake_graph
-        from tpuperf.graph import plan_batch_shape
+        from tpuperf.training.batches import plan_batch_shape
         from tpuperf.models import build_model
-        from tpuperf.predict import Scorer
+        from tpuperf.training.scoring import Scorer
         rng = np.random.default_rng(0)
         graphs = [fake_graph(rng, "layout", n, 7, name=f"g{i}") for i, n in enumerate((9, 14, 5, 11, 8))]
         shape = plan_batch_shape(graphs, 2, 4, 1.0)

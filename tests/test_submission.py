@@ -8,7 +8,7 @@ import yaml
 from conftest import put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import get_collection, locate
-from tpuperf.submission import (
+from tpuperf.submission.csv import (
     KaggleError,
     PredictionFormatError,
     SubmissionError,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from tpuperf import synthetic as syn
+from tpuperf.data import synthetic as syn
 from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, SPLITS, locate
-from tpuperf.dataset import LayoutGraph, TileGraph, find_npz, load_graph, validate_file
-from tpuperf.synthetic import Op, _Node, _node_arrays, layout_runtime, tile_runtime, write_dataset, write_graph
+from tpuperf.data.npz import LayoutGraph, TileGraph, find_npz, load_graph, validate_file
+from tpuperf.data.synthetic import Op, _Node, _node_arrays, layout_runtime, tile_runtime, write_dataset, write_graph
 
 
 @pytest.fixture(scope="module")

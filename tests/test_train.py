@@ -13,8 +13,8 @@ import yaml
 
 from tpuperf.collection import get_collection
 from tpuperf.metrics import collection_score
-from tpuperf.preprocess import PreprocessSettings, preprocess_collection
-from tpuperf.synthetic import write_dataset
+from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
+from tpuperf.data.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTION = get_collection("layout:xla:random")
@@ -44,7 +44,7 @@ def small_params(cache: Path, out: Path, **train) -> dict:
 
 
 def test_folds_are_deterministic_balanced_and_need_enough_graphs():
-    from tpuperf.train import TrainingError, assign_folds
+    from tpuperf.training.trainer import TrainingError, assign_folds
 
     ids = [f"g{i}" for i in range(10)]
     folds = assign_folds(ids, 3, seed=1)
@@ -56,9 +56,9 @@ def test_folds_are_deterministic_balanced_and_need_enough_graphs():
 
 
 def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
-    from tpuperf.cache import CollectionCache
-    from tpuperf.graph import plan_batch_shape
-    from tpuperf.train import batch_stream
+    from tpuperf.data.cache import CollectionCache
+    from tpuperf.training.batches import plan_batch_shape
+    from tpuperf.training.trainer import batch_stream
 
     graphs = list(CollectionCache(tiny_cache, COLLECTION).graphs("train"))
     shape = plan_batch_shape(graphs, 2, 8, 1.0)
@@ -76,8 +76,8 @@ def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
 
 
 def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tmp_path, umask, file_modes):
-    from tpuperf.cache import CollectionCache
-    from tpuperf.train import train_collection
+    from tpuperf.data.cache import CollectionCache
+    from tpuperf.training.trainer import train_collection
 
     umask(0o022)
     params = small_params(tiny_cache, tmp_path)
@@ -114,7 +114,7 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch):
-    from tpuperf import train
+    from tpuperf.training import trainer as train
 
     straight = train.train_collection(COLLECTION, "sage", small_params(tiny_cache, tmp_path / "a"))
 
@@ -157,8 +157,8 @@ def fold_frames(run: Path) -> pl.DataFrame:
 
 
 def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, capsys, rewrite_npz, umask, file_modes):
-    from tpuperf.cache import CollectionCache
-    from tpuperf.train import train_collection
+    from tpuperf.data.cache import CollectionCache
+    from tpuperf.training.trainer import train_collection
 
     umask(0o077)  # every file the run writes must follow it
     data, cache, run = tmp_path / "data", tmp_path / "cache", tmp_path / "runs" / COLLECTION.slug / "cheb"
@@ -204,9 +204,9 @@ def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, caps
 
 
 def test_constant_runtime_graphs_are_left_out_and_counted(tmp_path, capsys, rewrite_npz):
-    from tpuperf.cache import CollectionCache
+    from tpuperf.data.cache import CollectionCache
     from tpuperf.metrics import kendall_tau
-    from tpuperf.train import train_collection
+    from tpuperf.training.trainer import train_collection
 
     data, cache, run = tmp_path / "data", tmp_path / "cache", tmp_path / "runs" / COLLECTION.slug / "sage"
     write_dataset(data, preset="tiny", seed=0)
@@ -233,8 +233,8 @@ def test_constant_runtime_graphs_are_left_out_and_counted(tmp_path, capsys, rewr
 
 
 def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
-    from tpuperf.cache import CacheError
-    from tpuperf.train import TrainingError, train_collection
+    from tpuperf.data.cache import CacheError
+    from tpuperf.training.trainer import TrainingError, train_collection
 
     with pytest.raises(CacheError, match="missing: run `dvc repro preprocess`"):
         train_collection(COLLECTION, "chebsage", small_params(tmp_path / "nowhere", tmp_path))
@@ -246,7 +246,7 @@ def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
 
 
 def test_oof_fold_without_a_ranking_to_score_is_refused(tiny_cache, tmp_path):
-    from tpuperf.train import TrainingError, train_collection
+    from tpuperf.training.trainer import TrainingError, train_collection
 
     # one evaluated config per held-out graph: early stopping would have nothing to rank
     with pytest.raises(TrainingError, match="fold 0: none of its .* held-out graphs has 2 distinct runtimes.*train.eval_configs"):
@@ -255,7 +255,7 @@ def test_oof_fold_without_a_ranking_to_score_is_refused(tiny_cache, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_no_predictions(tiny_cache, tmp_path):
-    from tpuperf.train import TrainingError, train_collection
+    from tpuperf.training.trainer import TrainingError, train_collection
 
     params = small_params(tiny_cache, tmp_path, learning_rate=float("nan"))
     with pytest.raises(TrainingError, match="loss became nan"):

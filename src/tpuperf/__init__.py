@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 def rank(files, model, collection=None, top=None):
     """Rank the configurations of TpuGraphs ``.npz`` files with an exported model, fastest first.
 
-    Same as ``tpuperf rank``; see :func:`tpuperf.ranker.rank` for arguments, return value
-    (a list of :class:`tpuperf.ranker.Ranking`) and errors. TensorFlow is imported on first use.
+    Same as ``tpuperf rank``; see :func:`tpuperf.ranking.ranker.rank` for arguments, return value
+    (a list of :class:`tpuperf.ranking.ranker.Ranking`) and errors. TensorFlow is imported on first use.
     """
-    from tpuperf.ranker import rank as _rank
+    from tpuperf.ranking.ranker import rank as _rank
 
     return _rank(files, model, collection=collection, top=top)

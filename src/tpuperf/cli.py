@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from tpuperf.dataset import validate_paths
+    from tpuperf.data.npz import validate_paths
 
     try:
         count, errors = validate_paths(args.paths)
@@ -25,8 +25,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     import time
 
-    from tpuperf.dataset import find_npz
-    from tpuperf.synthetic import write_dataset
+    from tpuperf.data.npz import find_npz
+    from tpuperf.data.synthetic import write_dataset
 
     start = time.perf_counter()
     try:
@@ -44,8 +44,8 @@ def _preprocess(args: argparse.Namespace) -> int:
 
     from tpuperf.collection import get_collection
     from tpuperf.config import load_params, section
-    from tpuperf.dataset import DataFormatError
-    from tpuperf.preprocess import PreprocessError, PreprocessSettings, preprocess_collection
+    from tpuperf.data.npz import DataFormatError
+    from tpuperf.data.preprocess import PreprocessError, PreprocessSettings, preprocess_collection
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     params = load_params(args.params)
@@ -62,7 +62,7 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params, section
-    from tpuperf.download import DataParams, DownloadError, download
+    from tpuperf.data.download import DataParams, DownloadError, download
 
     try:
         download(DataParams.from_section(section(load_params(args.params), "data")))
@@ -74,7 +74,7 @@ def _download(args: argparse.Namespace) -> int:
 
 def _fingerprint(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params, section
-    from tpuperf.download import DataParams, DownloadError, write_data_fingerprint
+    from tpuperf.data.download import DataParams, DownloadError, write_data_fingerprint
 
     params = DataParams.from_section(section(load_params(args.params), "data"))
     try:
@@ -88,9 +88,9 @@ def _fingerprint(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tpuperf.cache import CacheError
+    from tpuperf.data.cache import CacheError
     from tpuperf.config import load_params
-    from tpuperf.train import TrainingError, train_collection
+    from tpuperf.training.trainer import TrainingError, train_collection
 
     try:
         train_collection(args.collection, args.model, load_params(args.params))
@@ -103,11 +103,11 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import logging
 
-    from tpuperf.cache import CacheError
+    from tpuperf.data.cache import CacheError
     from tpuperf.collection import get_collection
     from tpuperf.config import load_params
-    from tpuperf.ensemble import EnsembleError
-    from tpuperf.export import ExportError, export_collection
+    from tpuperf.submission.ensemble import EnsembleError
+    from tpuperf.ranking.export import ExportError, export_collection
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -123,8 +123,8 @@ def _rank(args: argparse.Namespace) -> int:
     import json
 
     from tpuperf.config import load_params, section
-    from tpuperf.dataset import DataFormatError
-    from tpuperf.ranker import ModelExportError, rank
+    from tpuperf.data.npz import DataFormatError
+    from tpuperf.ranking.ranker import ModelExportError, rank
 
     try:
         model = args.model or Path(section(load_params(args.params), "export")["out"])
@@ -151,7 +151,7 @@ def _rank(args: argparse.Namespace) -> int:
 
 
 def _check_submission(args: argparse.Namespace) -> int:
-    from tpuperf.submission import check_submission
+    from tpuperf.submission.csv import check_submission
 
     problems = check_submission(args.file, sample=args.sample, data_dir=args.data, split=args.split)
     for problem in problems:
@@ -163,7 +163,7 @@ def _check_submission(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     import logging
 
-    from tpuperf.submission import SubmissionError, score_submission
+    from tpuperf.submission.csv import SubmissionError, score_submission
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -180,7 +180,7 @@ def _score(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params, section
-    from tpuperf.submission import KaggleError, SubmissionError, submit
+    from tpuperf.submission.csv import KaggleError, SubmissionError, submit
 
     try:
         data = section(load_params(args.params), "data") if args.competition is None or args.data is None else {}
@@ -199,7 +199,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _kernels_build(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params
-    from tpuperf.kernels import KernelError, build_kernels
+    from tpuperf.kaggle.kernels import KernelError, build_kernels
 
     try:
         build_kernels(load_params(args.params), args.out, collections=args.collections, models=args.models,
@@ -212,7 +212,7 @@ def _kernels_build(args: argparse.Namespace) -> int:
 
 def _kernels_push(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params
-    from tpuperf.kernels import KernelError, KernelSettings, push_kernels
+    from tpuperf.kaggle.kernels import KernelError, KernelSettings, push_kernels
 
     try:
         wait = KernelSettings.from_params(load_params(args.params)).dataset_wait_seconds
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path)
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("synth", help="write a synthetic dataset in the real layout (hidden cost model: tpuperf.synthetic)")
+    p = sub.add_parser("synth", help="write a synthetic dataset in the real layout (hidden cost model: tpuperf.data.synthetic)")
     p.add_argument("--out", type=Path, required=True, help="output directory (must not exist unless --overwrite)")
     p.add_argument("--preset", default="small", choices=("tiny", "small", "medium", "real"))
     p.add_argument("--seed", type=int, default=0)
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("export", help="write <export.out>/<collection>/: the ensemble's models, weights and transform (tpuperf.export)")
+    p = sub.add_parser("export", help="write <export.out>/<collection>/: the ensemble's models, weights and transform (tpuperf.ranking.export)")
     p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_export)

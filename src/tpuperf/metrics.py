@@ -10,7 +10,7 @@ Conventions shared with the losses and the submission files:
   (:func:`has_ranking`): Kendall tau is undefined there, and the tile score is 1.0 whatever
   the prediction, so such graphs say nothing about a model. :func:`collection_score` leaves
   them out of the mean (for tile too), and training leaves them out of its batches and
-  out-of-fold scores (:mod:`tpuperf.train`). Example: a real layout:xla:random train file,
+  out-of-fold scores (:mod:`tpuperf.training.trainer`). Example: a real layout:xla:random train file,
   ``openai_v0_rnn_optimized``, holds 20 identical configs, one after deduplication.
 """
 from __future__ import annotations

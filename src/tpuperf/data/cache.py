@@ -1,6 +1,6 @@
 """The preprocessed per-collection cache that training reads, and its reader.
 
-Written by :mod:`tpuperf.preprocess` (the ``preprocess`` DVC stage) to ``<root>/<slug>/``
+Written by :mod:`tpuperf.data.preprocess` (the ``preprocess`` DVC stage) to ``<root>/<slug>/``
 (``cache/layout-nlp-random/`` by default). Every array is a plain ``.npy`` so that
 ``np.load(mmap_mode="r")`` works: training samples a few configs of a big graph without
 reading the others. Layout on disk::
@@ -38,11 +38,11 @@ column, after the log; the transform is ``(x' - mean) / std``).
 A graph's ``content_hash`` (32 hex digits) is a BLAKE2b-128 digest of every array preprocess
 writes for it, taken as the bytes are written (pass 1, so ``node_feat`` and tile ``config_feat``
 before the transform: the transform itself is in ``stats.json``). A checkpoint is tied to the
-hashes of the graphs it trained on plus ``stats.json`` (:mod:`tpuperf.train`), so relabelled
+hashes of the graphs it trained on plus ``stats.json`` (:mod:`tpuperf.training.trainer`), so relabelled
 runtimes, other configs or another pruning invalidate it without re-reading the cache.
 
 Only train graphs are deduplicated (valid/test keep every config, so ``config_ids`` is then
-``0..c-1``): see :mod:`tpuperf.preprocess` for why and which runtime a duplicate keeps.
+``0..c-1``): see :mod:`tpuperf.data.preprocess` for why and which runtime a duplicate keeps.
 """
 from __future__ import annotations
 

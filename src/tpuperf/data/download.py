@@ -3,7 +3,7 @@
 Sources (``data.source`` in params.yaml):
 
 - ``kaggle``: the competition zip through the kaggle CLI, unzipped;
-- ``synthetic``: :func:`tpuperf.synthetic.write_dataset` (the embedded default);
+- ``synthetic``: :func:`tpuperf.data.synthetic.write_dataset` (the embedded default);
 - ``local``: a directory that already has the real layout (``data.dir``), hard-linked or copied;
 - ``auto``: kaggle when Kaggle credentials exist, synthetic otherwise, announced loudly.
 
@@ -30,7 +30,7 @@ from joblib import Parallel, delayed
 
 from tpuperf.atomic import replaced_dir, write_json_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
-from tpuperf.dataset import DataFormatError, validate_file
+from tpuperf.data.npz import DataFormatError, validate_file
 
 SOURCES = ("auto", "kaggle", "synthetic", "local")
 MANIFEST_NAME = "manifest.json"
@@ -201,7 +201,7 @@ def _announce(source: str, reason: str, params: DataParams) -> None:
 
 
 def _fill_synthetic(staging: Path, params: DataParams) -> dict[str, Any]:
-    from tpuperf.synthetic import write_dataset
+    from tpuperf.data.synthetic import write_dataset
 
     staging.rmdir()  # the generator publishes its own output atomically and wants a fresh path
     write_dataset(staging, params.preset, params.seed)

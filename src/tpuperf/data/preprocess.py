@@ -1,4 +1,4 @@
-"""Preprocessing stage: downloaded ``.npz`` files -> the per-collection cache of :mod:`tpuperf.cache`.
+"""Preprocessing stage: downloaded ``.npz`` files -> the per-collection cache of :mod:`tpuperf.data.cache`.
 
 Two passes over one collection, each file processed in a joblib worker:
 
@@ -41,11 +41,11 @@ import polars as pl
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from tpuperf import cache
+from tpuperf.data import cache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import SPLITS, Collection
 from tpuperf.config import section
-from tpuperf.dataset import LAYOUT_CONFIG_DIM, DataFormatError, LayoutGraph, TileGraph, iter_chunks, load_graph, read_header
+from tpuperf.data.npz import LAYOUT_CONFIG_DIM, DataFormatError, LayoutGraph, TileGraph, iter_chunks, load_graph, read_header
 
 log = logging.getLogger(__name__)
 
@@ -353,12 +353,12 @@ def prune(graph: TileGraph | LayoutGraph, hops: int) -> tuple[np.ndarray, np.nda
 def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any]) -> cache.CachedGraph:
     """One raw file as the cache would hold it in the test split, built in memory.
 
-    Validates the file (:func:`tpuperf.dataset.load_graph`; runtimes may be absent as zeros),
+    Validates the file (:func:`tpuperf.data.npz.load_graph`; runtimes may be absent as zeros),
     prunes it with ``stats["hops"]`` and applies the stored transform ``stats`` (the
     ``stats.json`` of the model's training cache), keeping every configuration, exactly as
     :func:`preprocess_collection` treats a test file. ``graph_id`` is the path. Layout
     configurations are fully loaded (c x nc x 18 int8 in memory). Raises
-    :class:`~tpuperf.dataset.DataFormatError` naming the file and field.
+    :class:`~tpuperf.data.npz.DataFormatError` naming the file and field.
     """
     path = Path(path)
     graph = load_graph(path, collection, "test")

@@ -2,7 +2,7 @@
 download -> preprocess -> train one collection's models with the tpuperf CLI code (the very calls
 DVC makes) and leave ``runs/<slug>/<model>/`` in the working directory.
 
-``tpuperf kernels build`` (:mod:`tpuperf.kernels`) writes this module's source verbatim into
+``tpuperf kernels build`` (:mod:`tpuperf.kaggle.kernels`) writes this module's source verbatim into
 each kernel's script, followed by that kernel's ``CONFIG`` and ``main(CONFIG)``. There is no other
 copy to keep in step. The script runs before tpuperf is installed, so this module imports only
 the standard library at the top; tpuperf and TensorFlow are imported inside functions, after the
@@ -115,7 +115,7 @@ def check_imports(distributions: list[str]) -> dict[str, str]:
         guess = dist.replace("-", "_")
         modules += [guess] if guess in tops else tops
     try:
-        for module in [*modules, "tpuperf.download", "tpuperf.preprocess", "tpuperf.train"]:
+        for module in [*modules, "tpuperf.data.download", "tpuperf.data.preprocess", "tpuperf.training.trainer"]:
             importlib.import_module(module)
     except ImportError as exc:
         raise KernelEnvironmentError(
@@ -308,7 +308,7 @@ def prepare_environment(config: dict, paths: Paths) -> dict:
 
 def check_accelerator(require_tpu: bool) -> bool:
     """Whether TensorFlow sees a TPU (the test tpuperf's strategy selection uses)."""
-    from tpuperf.strategy import find_tpu
+    from tpuperf.training.strategy import find_tpu
 
     found = find_tpu() is not None
     if require_tpu and not found:
@@ -318,7 +318,7 @@ def check_accelerator(require_tpu: bool) -> bool:
             f"TensorFlow sees no TPU (TPU device files: {', '.join(devices) or 'none'}; TensorFlow distribution(s): "
             f"{', '.join(importlib.metadata.packages_distributions().get('tensorflow', [])) or 'none'}). Without device "
             "files the kernel did not get a TPU; with them, the image's TensorFlow is not a TPU build or "
-            "tpuperf.strategy.find_tpu missed a TPU VM's local TPU. Set kernels.require_tpu: false in params.yaml "
+            "tpuperf.training.strategy.find_tpu missed a TPU VM's local TPU. Set kernels.require_tpu: false in params.yaml "
             "to train on the host CPU instead")
     print(f"accelerator: {'TPU' if found else 'none found; the default strategy will run on the CPU'}", flush=True)
     return found

@@ -1,4 +1,4 @@
-"""Keras layers of the ranking GNNs, on tfgnn.GraphTensor batches (schema: tpuperf.graph).
+"""Keras layers of the ranking GNNs, on tfgnn.GraphTensor batches (schema: tpuperf.training.batches).
 
 Every convolution maps ``(graph, state) -> new_state`` where ``state`` is either
 ``[nodes, units]`` (config-independent) or ``[nodes, configs, units]`` (one state per node
@@ -14,7 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
-from tpuperf.graph import CONFIG, CONFIG_MASK, EDGES, LAYOUT_CONFIG_CLASSES, LAYOUT_CONFIG_DIM, LAYOUT_GROUP_SIZE, NODES, NODE_FEAT, OPCODE
+from tpuperf.training.batches import CONFIG, CONFIG_MASK, EDGES, LAYOUT_CONFIG_CLASSES, LAYOUT_CONFIG_DIM, LAYOUT_GROUP_SIZE, NODES, NODE_FEAT, OPCODE
 
 
 def _per_edge(weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
@@ -275,7 +275,7 @@ class ConfigAttention(tf.keras.layers.Layer):
     ``references`` with mask[g, c] = 1 (the first real configs of the item). A config's output
     therefore depends on itself and on its graph's reference configs only, not on which other
     configs share its batch item: scoring stays exactly invariant to how a graph's configs are
-    chunked as long as every chunk leads with the same references (tpuperf.predict.chunk_items).
+    chunked as long as every chunk leads with the same references (tpuperf.training.scoring.chunk_items).
     Training items are random config samples, so their first ``references`` are a random
     reference set. A component without real configs (an empty slot, the padding component)
     attends uniformly over masked slots; its output is finite and discarded.

@@ -1,12 +1,12 @@
 """The ``export`` stage: one collection's trained ensemble -> a self-contained model directory.
 
-    tpuperf export --collection tile:xla      # writes <export.out>/tile-xla/ (format: tpuperf.ranker)
+    tpuperf export --collection tile:xla      # writes <export.out>/tile-xla/ (format: tpuperf.ranking.ranker)
 
 What goes in is what ``ensemble.py`` combines for the submission: the ``ensemble.models``, each
 with its ``train.folds`` best-epoch checkpoints (``checkpoints/<slug>/<model>/fold_<k>/best``),
-weighted by :func:`tpuperf.ensemble.model_weights` from their out-of-fold scores; the cache's
+weighted by :func:`tpuperf.submission.ensemble.model_weights` from their out-of-fold scores; the cache's
 ``stats.json`` (feature transform, pruning hops); and the batch shape training predicted with
-(:func:`tpuperf.graph.plan_batch_shape` over the cache's graphs with ``train.graphs_per_batch``,
+(:func:`tpuperf.training.batches.plan_batch_shape` over the cache's graphs with ``train.graphs_per_batch``,
 ``train.predict_configs_per_graph`` and ``train.batch_slack``), so that ranking a test file
 reproduces its submission row.
 
@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 
 import tpuperf
-from tpuperf.cache import INDEX_FILE, STATS_FILE, CollectionCache
+from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection
 from tpuperf.config import section
-from tpuperf.ensemble import EnsembleSettings, model_weights, read_oof_score
-from tpuperf.graph import plan_batch_shape
-from tpuperf.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
+from tpuperf.submission.ensemble import EnsembleSettings, model_weights, read_oof_score
+from tpuperf.training.batches import plan_batch_shape
+from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     """Write ``<export.out>/<slug>/`` for ``collection`` from params.yaml's settings; returns it.
 
     Raises :class:`ExportError` for a missing/unfinished fold, and the cache's and ensemble's
-    errors (:class:`tpuperf.cache.CacheError`, :class:`tpuperf.ensemble.EnsembleError`) for a
+    errors (:class:`tpuperf.data.cache.CacheError`, :class:`tpuperf.submission.ensemble.EnsembleError`) for a
     missing cache or metrics.
     """
     import tensorflow as tf

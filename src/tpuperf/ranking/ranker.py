@@ -1,6 +1,6 @@
 """Rank the configurations of new programs with an exported model (``tpuperf rank``, :func:`tpuperf.rank`).
 
-An exported model (written by :mod:`tpuperf.export`, the ``export`` DVC stage) is one directory
+An exported model (written by :mod:`tpuperf.ranking.export`, the ``export`` DVC stage) is one directory
 per collection, ``<export.out>/<collection-slug>/``::
 
     manifest.json          format and tpuperf version, collection, the ensemble's models with
@@ -15,9 +15,9 @@ Loading needs neither the cache nor the training code: each model is rebuilt wit
 :func:`tpuperf.models.build_model` and its folds' weights are assigned in turn to one instance
 (one traced forward pass per model, not per fold).
 
-Ranking a file applies :func:`tpuperf.preprocess.prepare_graph` (the very transform and pruning
+Ranking a file applies :func:`tpuperf.data.preprocess.prepare_graph` (the very transform and pruning
 the pipeline applied to test files), scores every configuration with every member through
-:class:`tpuperf.predict.Scorer` and combines the members with :func:`tpuperf.ensemble.combine`
+:class:`tpuperf.training.scoring.Scorer` and combines the members with :func:`tpuperf.submission.ensemble.combine`
 (per-member rank normalisation, the ensemble's model weights, folds sharing their model's
 weight), so a dataset test file gets the ranking of ``submissions/submission.csv``.
 
@@ -40,10 +40,10 @@ import numpy as np
 import polars as pl
 
 import tpuperf
-from tpuperf.cache import CachedGraph
+from tpuperf.data.cache import CachedGraph
 from tpuperf.collection import COLLECTIONS, Collection, get_collection, locate
-from tpuperf.dataset import LAYOUT_FIELDS, TILE_FIELDS, DataFormatError, read_header
-from tpuperf.graph import BatchItem, BatchShape, plan_batch_shape, to_arrays, to_graph_tensor
+from tpuperf.data.npz import LAYOUT_FIELDS, TILE_FIELDS, DataFormatError, read_header
+from tpuperf.training.batches import BatchItem, BatchShape, plan_batch_shape, to_arrays, to_graph_tensor
 
 EXPORT_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -112,7 +112,7 @@ def detect_collection(path: Path, given: Collection | None, model_collection: Co
     """The collection of one input file: ``given``, else its place in the dataset layout, else
     the model's (when the model ranks a single collection). Raises :class:`ModelExportError`
     when the path and ``given`` disagree or nothing tells, and
-    :class:`~tpuperf.dataset.DataFormatError` when the file's arrays are of the other kind."""
+    :class:`~tpuperf.data.npz.DataFormatError` when the file's arrays are of the other kind."""
     from_path, _ = locate(path)
     if given is not None and from_path is not None and given != from_path:
         raise ModelExportError(f"{path}: its path says {from_path.name} but the collection given is {given.name}")
@@ -191,7 +191,7 @@ class ExportedModel:
         return arrays
 
     def _scorer(self, name: str, shape: BatchShape):
-        from tpuperf.predict import Scorer
+        from tpuperf.training.scoring import Scorer
 
         key = (name, shape)
         if key not in self._scorers:
@@ -211,8 +211,8 @@ class ExportedModel:
 
     def member_scores(self, graphs: Sequence[CachedGraph]) -> pl.DataFrame:
         """Every member's raw score of every config: rows of the prediction format plus
-        ``collection``, ``model`` and ``fold`` (what :func:`tpuperf.ensemble.combine` reads)."""
-        from tpuperf.predict import prediction_frame
+        ``collection``, ``model`` and ``fold`` (what :func:`tpuperf.submission.ensemble.combine` reads)."""
+        from tpuperf.training.scoring import prediction_frame
 
         frames = []
         for name, folds in self.folds.items():
@@ -226,8 +226,8 @@ class ExportedModel:
 
     def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None) -> list[Ranking]:
         """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each."""
-        from tpuperf.ensemble import combine
-        from tpuperf.submission import rankings_from_predictions
+        from tpuperf.submission.ensemble import combine
+        from tpuperf.submission.csv import rankings_from_predictions
 
         members = self.member_scores(graphs)
         orders = rankings_from_predictions(combine(members, self.weights))
@@ -287,13 +287,13 @@ def rank(files: Iterable[Path | str], model: Path | str, collection: str | None 
     file; None keeps ``TILE_TOP_K`` (5) for tile and every config for layout. Runtimes in the
     files may be zero.
 
-    Raises :class:`~tpuperf.dataset.DataFormatError` (missing or malformed arrays, a file of the
+    Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
     other kind), :class:`ModelExportError` (no export for the file's collection, an export of
     another version, weights that do not fit) and ValueError for a bad ``collection`` or
     ``top``. Every file is checked before any is scored.
     """
     from tpuperf.metrics import TILE_TOP_K
-    from tpuperf.preprocess import prepare_graph
+    from tpuperf.data.preprocess import prepare_graph
 
     if top is not None and top < 1:
         raise ValueError(f"top must be >= 1, got {top}")

@@ -42,8 +42,8 @@ import polars as pl
 
 from tpuperf.atomic import write_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
-from tpuperf.dataset import iter_chunks, read_header
-from tpuperf.kaggle_cli import kaggle_failure
+from tpuperf.data.npz import iter_chunks, read_header
+from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs, unranked_graphs
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ import polars as pl
 from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, Collection
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
-from tpuperf.submission import (
+from tpuperf.submission.csv import (
     PredictionFormatError,
     rankings_from_predictions,
     read_fold_predictions,
@@ -281,7 +281,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     """Combine every collection's fold predictions; write the ``split`` submission and the valid report.
 
     The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
-    submission) and written only when valid (:class:`tpuperf.submission.SubmissionError`
+    submission) and written only when valid (:class:`tpuperf.submission.csv.SubmissionError`
     otherwise). One collection is held in memory at a time.
     """
     if split not in SUBMISSION_FILES:

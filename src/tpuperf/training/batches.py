@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tpuperf.cache import CachedGraph
+from tpuperf.data.cache import CachedGraph
 
 NODES, EDGES = "op", "feeds"
 NODE_FEAT, OPCODE, CONFIG, CONFIG_MASK = "feat", "opcode", "config", "config_mask"

@@ -1,11 +1,11 @@
 """Score every configuration of cached graphs with a trained model, and write fold predictions.
 
-Prediction format (read by tpuperf.submission / ensemble.py): one parquet file per fold,
+Prediction format (read by tpuperf.submission.csv / ensemble.py): one parquet file per fold,
 ``runs/<collection-slug>/<model>/predictions/fold_<k>.parquet``, columns ``split`` ("oof",
 "valid", "test"), ``graph_id``, ``config_id`` (index in the original .npz), ``pred``
 (float64, lower = predicted faster) and ``runtime`` (float64 target, 0 for test). Valid and
 test rows cover every config; oof rows the ``train.eval_configs`` configs per held-out graph that
-early stopping scored (tpuperf.train).
+early stopping scored (tpuperf.training.trainer).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-from tpuperf.cache import CachedGraph
-from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, to_arrays, to_graph_tensor
+from tpuperf.data.cache import CachedGraph
+from tpuperf.training.batches import BatchItem, BatchShape, make_dataset, pack, to_arrays, to_graph_tensor
 
 
 def selected_rows(g: CachedGraph, rows: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -106,7 +106,7 @@ class Scorer:
 
 def prediction_frame(split: str, graphs: Sequence, scores: dict[str, np.ndarray],
                      rows: dict[str, np.ndarray] | None = None) -> pl.DataFrame:
-    """Rows of the prediction format for one split (graphs are tpuperf.cache.CachedGraph);
+    """Rows of the prediction format for one split (graphs are tpuperf.data.cache.CachedGraph);
     ``rows`` restricts each graph to the config rows its scores belong to."""
     def pick(g, values) -> np.ndarray:
         values = np.asarray(values)

@@ -11,7 +11,7 @@ Outputs (paths from params.yaml ``train.*``):
                                            best weights, state.json (history, early stopping,
                                            and a fingerprint of the data and settings it
                                            belongs to)
-    runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.predict
+    runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.training.scoring
     runs/<slug>/<model>/metrics.json       per-fold and mean OOF/valid scores, throughput
     runs/<slug>/<model>/live/              dvclive learning curves (``dvc plots show``)
 
@@ -20,7 +20,7 @@ state, early-stopping state and data stream (batches are a pure function of seed
 epoch), so it reaches the same result as an uninterrupted run. A checkpoint is reused only for
 exactly what it was made from: its fingerprint covers the model and train settings, the cache's
 ``stats.json`` (feature transform and preprocess settings such as ``hops``) and the content hash
-of every train graph (graphs, configs, runtimes; see :class:`tpuperf.cache.ContentHash`), so
+of every train graph (graphs, configs, runtimes; see :class:`tpuperf.data.cache.ContentHash`), so
 relabelled or re-pruned data starts every fold afresh. Valid and test graphs are scored again
 from the best weights on every run, so their predictions always follow the current cache.
 
@@ -44,12 +44,12 @@ import polars as pl
 import tpuperf  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
 from tpuperf.atomic import write_atomic, write_json_atomic
-from tpuperf.cache import CachedGraph, CollectionCache
+from tpuperf.data.cache import CachedGraph, CollectionCache
 from tpuperf.collection import Collection, get_collection
-from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
+from tpuperf.training.batches import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
-from tpuperf.predict import Scorer, prediction_frame
-from tpuperf.strategy import select_strategy
+from tpuperf.training.scoring import Scorer, prediction_frame
+from tpuperf.training.strategy import select_strategy
 
 
 class TrainingError(RuntimeError):
@@ -174,7 +174,7 @@ class ModelKit:
 
     def __init__(self, collection: Collection, model_params: dict, settings: TrainSettings, strategy: tf.distribute.Strategy,
                  shape: BatchShape, predict_shape: BatchShape, feat_dim: int, sample_graph: CachedGraph):
-        from tpuperf.losses import get_loss
+        from tpuperf.training.losses import get_loss
         from tpuperf.models import build_model
 
         self.collection, self.model_params, self.strategy = collection, model_params, strategy
