@@ -52,13 +52,13 @@ def imported_modules(tree: ast.AST, importer: str) -> set[str]:
     return {name for name in found if module_file(name)}
 
 
-def closure(tree: ast.AST, importer: str) -> set[Path]:
-    """Files of every tpuperf module reachable from ``tree`` through imports."""
+def closure(tree: ast.AST, importer: str, skip: set[str] = frozenset()) -> set[Path]:
+    """Files of every tpuperf module reachable from ``tree`` through imports (not through ``skip``)."""
     seen: set[str] = set()
     todo = imported_modules(tree, importer)
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in skip:
             continue
         seen.add(name)
         path = module_file(name)
@@ -134,6 +134,26 @@ def test_closure_follows_imports_inside_functions_and_packages():
     assert "tpuperf/kaggle/kernels.py" not in files and "tpuperf/data/download.py" not in files  # other handlers' imports
     download = {str(p.relative_to(SRC)) for p in command_files("tpuperf download")}
     assert "tpuperf/data/synthetic.py" in download and "tpuperf/training/trainer.py" not in download
-    tree = ast.parse("from . import layers\nfrom ..cache import CachedGraph\nimport os")
+    tree = ast.parse("from . import layers\nfrom ..data.cache import CachedGraph\nimport os")
     assert imported_modules(tree, "tpuperf.models.model") == {"tpuperf", "tpuperf.models", "tpuperf.models.layers",
-                                                               "tpuperf.data.cache"}
+                                                               "tpuperf.data", "tpuperf.data.cache"}
+
+
+
+def test_no_import_cycle():
+    """No module reaches itself through imports (also those inside functions), except back through
+    the ``__init__`` of a package it lives in (re-exports); e.g. the Kaggle kernel's entry code
+    does not import the CLI that builds it."""
+    cycles = []
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name == PACKAGE:  # its top level imports nothing of ours; tpuperf.rank is the Python API
+            continue
+        packages = {".".join(parts[:i]) for i in range(1, len(parts))}  # its own packages: not followed
+        importer = f"{name}.__init__" if parts[-1] == "__init__" else name
+        if path in closure(ast.parse(path.read_text()), importer, skip=packages):
+            cycles.append(name)
+    assert not cycles, f"modules that import themselves through other modules: {cycles}"
+    entry = closure(ast.parse((SRC / PACKAGE / "kaggle" / "kernel_entry.py").read_text()), f"{PACKAGE}.kaggle.kernel_entry")
+    assert SRC / PACKAGE / "cli.py" not in entry and SRC / PACKAGE / "training" / "trainer.py" in entry

@@ -356,7 +356,7 @@ def test_script(world, tmp_path, capsys):
     main = runpy.run_path(str(REPO / "ensemble.py"))["main"]  # in-process: the failure path
     assert main(["--params", str(params)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("ensemble failed: ") and "tile-xla/good/predictions/fold_0.parquet: missing" in err
+    assert err.startswith("tpuperf ensemble failed: ") and "tile-xla/good/predictions/fold_0.parquet: missing" in err
 
 
 def test_synthetic_dataset_end_to_end(tmp_path):

@@ -8,8 +8,8 @@ import yaml
 from conftest import put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import get_collection, locate
+from tpuperf.kaggle.submit import KaggleError, submit
 from tpuperf.submission.csv import (
-    KaggleError,
     PredictionFormatError,
     SubmissionError,
     check_submission,
@@ -19,7 +19,6 @@ from tpuperf.submission.csv import (
     read_fold_predictions,
     row_length,
     score_submission,
-    submit,
     write_submission,
 )
 
@@ -177,7 +176,7 @@ def test_submit_runs_the_full_data_check_and_sends_nothing_it_refuses(tmp_path, 
         assert main(["submit", str(sub), "-m", "m", "--params", str(params)]) == 1, case
         assert not fake_kaggle.exists(), case  # nothing was sent
         err = capsys.readouterr().err
-        assert err.startswith(f"tpuperf submit refused: {sub}: {len(problems)} problem(s):") and all(p in err for p in problems)
+        assert err.startswith(f"tpuperf submit failed: {sub}: {len(problems)} problem(s):") and all(p in err for p in problems)
 
     good = write_csv(tmp_path / "good.csv", [*FULL_ROWS, "tile:xla:k3,2;0;1"])  # what check-submission --data accepts
     assert main(["check-submission", str(good), "--data", str(data)]) == 0

@@ -1,11 +1,23 @@
 """The ``tpuperf`` command. Each subcommand is a thin wrapper over a library function;
 DVC stages call these same subcommands. Heavy modules (TensorFlow) are imported inside the
-handlers so that light commands such as ``validate`` start fast."""
+handlers so that light commands such as ``validate`` start fast. Errors become exit codes here
+only, in :func:`main` (:mod:`tpuperf.errors`)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from tpuperf.errors import EXPECTED, UsageError
+
+DESCRIPTION = """\
+Rank the XLA compiler configurations of TPU programs (TpuGraphs .npz graphs) by predicted
+runtime, with graph neural networks trained on measured runtimes.
+
+The pipeline (each step a DVC stage; `dvc repro` runs them all, settings in params.yaml):
+  download -> preprocess -> train (k folds per collection x model) -> ensemble (submission.csv)
+  -> export (a self-contained model) -> rank (new programs' configurations, fastest first).
+Around it: validate data files, check/score/submit a submission, run the pipeline on Kaggle TPUs."""
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -14,8 +26,7 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         count, errors = validate_paths(args.paths)
     except FileNotFoundError as exc:
-        print(f"tpuperf validate: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     for err in errors:
         print(f"BAD {err}")
     print(f"{count} files checked, {count - len(errors)} valid, {len(errors)} bad")
@@ -29,11 +40,7 @@ def _synth(args: argparse.Namespace) -> int:
     from tpuperf.data.synthetic import write_dataset
 
     start = time.perf_counter()
-    try:
-        write_dataset(args.out, args.preset, args.seed, overwrite=args.overwrite)
-    except FileExistsError as exc:
-        print(f"tpuperf synth: {exc}", file=sys.stderr)
-        return 1
+    write_dataset(args.out, args.preset, args.seed, overwrite=args.overwrite)
     files = len(find_npz([args.out]))
     print(f"wrote {files} synthetic graphs (preset {args.preset!r}, seed {args.seed}) to {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
@@ -43,32 +50,19 @@ def _preprocess(args: argparse.Namespace) -> int:
     import logging
 
     from tpuperf.collection import get_collection
-    from tpuperf.config import load_params, section
-    from tpuperf.data.npz import DataFormatError
-    from tpuperf.data.preprocess import PreprocessError, PreprocessSettings, preprocess_collection
+    from tpuperf.config import load_params
+    from tpuperf.data.preprocess import preprocess_stage
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    params = load_params(args.params)
-    settings = PreprocessSettings.from_params(params)
-    try:
-        preprocess_collection(
-            section(params, "data")["out"], section(params, "preprocess")["out"], get_collection(args.collection), settings
-        )
-    except (DataFormatError, PreprocessError) as exc:
-        print(f"preprocess failed: {exc}", file=sys.stderr)
-        return 1
+    preprocess_stage(load_params(args.params), get_collection(args.collection))
     return 0
 
 
 def _download(args: argparse.Namespace) -> int:
-    from tpuperf.config import load_params, section
-    from tpuperf.data.download import DataParams, DownloadError, download
+    from tpuperf.config import load_params
+    from tpuperf.data.download import download_stage
 
-    try:
-        download(DataParams.from_section(section(load_params(args.params), "data")))
-    except DownloadError as exc:
-        print(f"tpuperf download failed: {exc}", file=sys.stderr)
-        return 1
+    download_stage(load_params(args.params))
     return 0
 
 
@@ -80,41 +74,40 @@ def _fingerprint(args: argparse.Namespace) -> int:
     try:
         fingerprint = write_data_fingerprint(params)
     except DownloadError as exc:
-        print(f"tpuperf fingerprint failed: {exc} Nothing was written to {params.fingerprint}.", file=sys.stderr)
-        return 1
+        raise DownloadError(f"{exc} Nothing was written to {params.fingerprint}.") from exc
     listed = f", {len(fingerprint['files'])} files listed" if "files" in fingerprint else ""
     print(f"tpuperf fingerprint: data source {fingerprint['source']}{listed} -> {params.fingerprint}")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tpuperf.data.cache import CacheError
     from tpuperf.config import load_params
-    from tpuperf.training.trainer import TrainingError, train_collection
+    from tpuperf.training.trainer import train_collection
 
-    try:
-        train_collection(args.collection, args.model, load_params(args.params))
-    except (CacheError, TrainingError, KeyError) as exc:
-        print(f"tpuperf train failed: {exc}", file=sys.stderr)
-        return 1
+    train_collection(args.collection, args.model, load_params(args.params))
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    import logging
+
+    from tpuperf.config import load_params
+    from tpuperf.submission.ensemble import EnsembleSettings, run_ensemble
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run_ensemble(EnsembleSettings.from_params(load_params(args.params)), split=args.split, out=args.out)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     import logging
 
-    from tpuperf.data.cache import CacheError
     from tpuperf.collection import get_collection
     from tpuperf.config import load_params
-    from tpuperf.submission.ensemble import EnsembleError
-    from tpuperf.ranking.export import ExportError, export_collection
+    from tpuperf.ranking.export import export_collection
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        export_collection(load_params(args.params), get_collection(args.collection))
-    except (CacheError, EnsembleError, ExportError, KeyError) as exc:
-        print(f"tpuperf export failed: {exc}", file=sys.stderr)
-        return 1
+    export_collection(load_params(args.params), get_collection(args.collection))
     return 0
 
 
@@ -123,15 +116,10 @@ def _rank(args: argparse.Namespace) -> int:
     import json
 
     from tpuperf.config import load_params, section
-    from tpuperf.data.npz import DataFormatError
-    from tpuperf.ranking.ranker import ModelExportError, rank
+    from tpuperf.ranking.ranker import rank
 
-    try:
-        model = args.model or Path(section(load_params(args.params), "export")["out"])
-        rankings = rank(args.files, model, collection=args.collection, top=args.top)
-    except (DataFormatError, ModelExportError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"tpuperf rank failed: {exc}", file=sys.stderr)
-        return 1
+    model = args.model or Path(section(load_params(args.params), "export")["out"])
+    rankings = rank(args.files, model, collection=args.collection, top=args.top)
     if args.format == "json":
         json.dump([r.to_dict() for r in rankings], sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -163,14 +151,10 @@ def _check_submission(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     import logging
 
-    from tpuperf.submission.csv import SubmissionError, score_submission
+    from tpuperf.submission.csv import score_submission
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        scores = score_submission(args.file, args.data, split=args.split)
-    except (SubmissionError, ValueError) as exc:
-        print(f"tpuperf score failed: {exc}", file=sys.stderr)
-        return 1
+    scores = score_submission(args.file, args.data, split=args.split)
     mean = scores.pop("mean")
     for name, value in scores.items():
         print(f"{name:<20} {value:.4f}")
@@ -180,53 +164,41 @@ def _score(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params, section
-    from tpuperf.submission.csv import KaggleError, SubmissionError, submit
+    from tpuperf.kaggle.submit import submit
 
-    try:
-        data = section(load_params(args.params), "data") if args.competition is None or args.data is None else {}
-        competition = args.competition or data["competition"]
-        data_dir = args.data or Path(data["out"])
-        if not data_dir.is_dir():
-            raise FileNotFoundError(f"{data_dir}: no data directory to check the submission against "
-                                    f"({'--data' if args.data else f'data.out in {args.params}'}): run `tpuperf download` "
-                                    "(or `dvc repro download`) first, or pass --data")
-        print(submit(args.file, args.message, competition, data_dir=data_dir, sample=args.sample))
-    except (FileNotFoundError, KeyError, SubmissionError, KaggleError, ValueError) as exc:
-        print(f"tpuperf submit refused: {exc}", file=sys.stderr)
-        return 1
+    data = section(load_params(args.params), "data") if args.competition is None or args.data is None else {}
+    competition = args.competition or data["competition"]
+    data_dir = args.data or Path(data["out"])
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no data directory to check the submission against "
+                                f"({'--data' if args.data else f'data.out in {args.params}'}): run `tpuperf download` "
+                                "(or `dvc repro download`) first, or pass --data")
+    print(submit(args.file, args.message, competition, data_dir=data_dir, sample=args.sample))
     return 0
 
 
 def _kernels_build(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params
-    from tpuperf.kaggle.kernels import KernelError, build_kernels
+    from tpuperf.kaggle.kernels import build_kernels
 
-    try:
-        build_kernels(load_params(args.params), args.out, collections=args.collections, models=args.models,
-                      download=args.download_wheels)
-    except (KernelError, FileNotFoundError, ValueError) as exc:
-        print(f"tpuperf kernels build failed: {exc}", file=sys.stderr)
-        return 1
+    build_kernels(load_params(args.params), args.out, collections=args.collections, models=args.models,
+                  download=args.download_wheels)
     return 0
 
 
 def _kernels_push(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params
-    from tpuperf.kaggle.kernels import KernelError, KernelSettings, push_kernels
+    from tpuperf.kaggle.kernels import KernelSettings, push_kernels
 
-    try:
-        wait = KernelSettings.from_params(load_params(args.params)).dataset_wait_seconds
-        pushed = push_kernels(args.dir, message=args.message, create=args.create, kernels_only=args.kernels_only,
-                              wait_seconds=wait)
-    except (KernelError, FileNotFoundError) as exc:
-        print(f"tpuperf kernels push failed: {exc}", file=sys.stderr)
-        return 1
+    wait = KernelSettings.from_params(load_params(args.params)).dataset_wait_seconds
+    pushed = push_kernels(args.dir, message=args.message, create=args.create, kernels_only=args.kernels_only,
+                          wait_seconds=wait)
     print("pushed; watch with: " + "; ".join(f"kaggle kernels status {k}" for k in pushed))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tpuperf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tpuperf", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check TpuGraphs .npz files (files or directories, recursive)")
@@ -258,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a key of models in params.yaml, e.g. chebsage")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("ensemble", help="every collection's fold predictions -> the checked submission CSV (params: ensemble.*)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--split", choices=("test", "valid"), default="test", help="which split's rows to write")
+    p.add_argument("--out", type=Path, help="CSV path (default: <ensemble.out>/submission.csv or valid_submission.csv)")
+    p.set_defaults(func=_ensemble)
 
     p = sub.add_parser("export", help="write <export.out>/<collection>/: the ensemble's models, weights and transform (tpuperf.ranking.export)")
     p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")
@@ -317,8 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; its exit code (:mod:`tpuperf.errors`): 0 done, 1 an expected failure,
+    2 a usage error, each failure as one line ``tpuperf <command>[ failed]: <message>`` on stderr."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    command = " ".join(filter(None, (args.command, getattr(args, "kernels_command", None))))
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"tpuperf {command}: {exc}", file=sys.stderr)
+        return 2
+    except EXPECTED as exc:
+        print(f"tpuperf {command} failed: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

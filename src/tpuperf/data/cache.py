@@ -57,6 +57,7 @@ import numpy as np
 import polars as pl
 
 from tpuperf.collection import Collection, get_collection
+from tpuperf.errors import TpuperfError
 
 FORMAT_VERSION = 2  # 2: index.parquet has content_hash
 STATS_FILE = "stats.json"
@@ -68,7 +69,7 @@ MEMMAPPED = ("config_feat", "runtime")
 REBUILD_HINT = "run `dvc repro preprocess` (or `tpuperf preprocess --collection <name>`)"
 
 
-class CacheError(FileNotFoundError):
+class CacheError(TpuperfError, FileNotFoundError):
     """The cache is absent, incomplete or from another format version; says how to rebuild it."""
 
 

@@ -30,7 +30,9 @@ from joblib import Parallel, delayed
 
 from tpuperf.atomic import replaced_dir, write_json_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
+from tpuperf.config import section
 from tpuperf.data.npz import DataFormatError, validate_file
+from tpuperf.errors import TpuperfError
 
 SOURCES = ("auto", "kaggle", "synthetic", "local")
 MANIFEST_NAME = "manifest.json"
@@ -40,7 +42,7 @@ MAX_LISTED = 5  # problems quoted in one error message
 ERROR_TAIL_LINES = 20  # lines of the kaggle CLI's output quoted when it fails
 
 
-class DownloadError(RuntimeError):
+class DownloadError(TpuperfError, RuntimeError):
     """The stage could not produce a dataset; the message names the cause and what to do."""
 
 
@@ -178,6 +180,12 @@ def data_fingerprint(params: DataParams) -> dict[str, Any]:
         st = src.joinpath(*rel.parts).stat()
         files.append([str(rel), st.st_size, st.st_mtime_ns, st.st_ino])
     return {"source": source, "dir": str(src.resolve()), "files": files}
+
+
+def download_stage(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``download`` stage (``tpuperf download``, the Kaggle kernel): :func:`download` with the
+    ``data`` section of the loaded params.yaml; the manifest. Raises :class:`DownloadError`."""
+    return download(DataParams.from_section(section(params, "data")))
 
 
 def write_data_fingerprint(params: DataParams) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from tpuperf.collection import Collection, locate
+from tpuperf.errors import TpuperfError
 
 NODE_FEAT_DIM = 140
 TILE_CONFIG_DIM = 24
@@ -41,7 +42,7 @@ LAYOUT_FIELDS = {
 OPTIONAL_LAYOUT_FIELDS = {"node_splits": ("i", (1, 2), ())}
 
 
-class DataFormatError(ValueError):
+class DataFormatError(TpuperfError, ValueError):
     """A TpuGraphs file that cannot be used, naming the file, the field and the problem."""
 
     def __init__(self, path: Path | str, field: str | None, problem: str):

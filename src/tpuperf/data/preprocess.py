@@ -46,6 +46,7 @@ from tpuperf.atomic import replaced_dir
 from tpuperf.collection import SPLITS, Collection
 from tpuperf.config import section
 from tpuperf.data.npz import LAYOUT_CONFIG_DIM, DataFormatError, LayoutGraph, TileGraph, iter_chunks, load_graph, read_header
+from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class PreprocessSettings:
         )
 
 
-class PreprocessError(RuntimeError):
+class PreprocessError(TpuperfError, RuntimeError):
     """The collection cannot be preprocessed as a whole (no train data, every file bad, ...)."""
 
 
@@ -528,6 +529,14 @@ def _report(inputs: _Inputs, index: pl.DataFrame, bad: list[BadFile], settings: 
         "splits": per_split,
         "skipped": [{"path": b.path, "reason": b.reason} for b in bad],
     }
+
+
+def preprocess_stage(params: dict[str, Any], collection: Collection) -> dict[str, Any]:
+    """The ``preprocess`` stage of one collection (``tpuperf preprocess``, the Kaggle kernel):
+    :func:`preprocess_collection` from ``data.out`` to ``preprocess.out`` with the loaded
+    params.yaml's ``preprocess`` settings; the report. Raises what it raises."""
+    settings = PreprocessSettings.from_params(params)
+    return preprocess_collection(section(params, "data")["out"], section(params, "preprocess")["out"], collection, settings)
 
 
 def preprocess_collection(

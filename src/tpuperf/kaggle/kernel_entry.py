@@ -1,6 +1,6 @@
 """What runs inside a Kaggle TPU kernel: install the bundle offline, check the environment, then
-download -> preprocess -> train one collection's models with the tpuperf CLI code (the very calls
-DVC makes) and leave ``runs/<slug>/<model>/`` in the working directory.
+download -> preprocess -> train one collection's models with the library calls of the DVC stages'
+``tpuperf`` subcommands and leave ``runs/<slug>/<model>/`` in the working directory.
 
 ``tpuperf kernels build`` (:mod:`tpuperf.kaggle.kernels`) writes this module's source verbatim into
 each kernel's script, followed by that kernel's ``CONFIG`` and ``main(CONFIG)``. There is no other
@@ -325,21 +325,34 @@ def check_accelerator(require_tpu: bool) -> bool:
 
 
 def run_pipeline(config: dict, params_path: Path) -> list[dict]:
-    """download -> preprocess -> train per collection and model, as DVC's stages call them."""
-    from tpuperf.cli import main as tpuperf
+    """download -> preprocess -> train per collection and model: the library calls the DVC stages'
+    ``tpuperf`` subcommands make (not the CLI itself, which imports this module's builder)."""
+    import logging
 
-    steps = [["download"]]
-    for collection in config["collections"]:
-        steps.append(["preprocess", "--collection", collection])
-        steps += [["train", "--collection", collection, "--model", model] for model in config["models"]]
+    from tpuperf.collection import get_collection
+    from tpuperf.config import load_params
+    from tpuperf.data.download import download_stage
+    from tpuperf.data.preprocess import preprocess_stage
+    from tpuperf.errors import EXPECTED
+    from tpuperf.training.trainer import train_collection
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    params = load_params(params_path)
+    steps: list[tuple[str, Callable[[], object]]] = [("download", lambda: download_stage(params))]
+    for name in config["collections"]:
+        collection = get_collection(name)
+        steps.append((f"preprocess --collection {name}", lambda c=collection: preprocess_stage(params, c)))
+        steps += [(f"train --collection {name} --model {model}", lambda m=model, n=name: train_collection(n, m, params))
+                  for model in config["models"]]
     done = []
-    for step in steps:
-        print(f"\n=== tpuperf {' '.join(step)} ===", flush=True)
+    for step, run in steps:
+        print(f"\n=== tpuperf {step} ===", flush=True)
         start = time.perf_counter()
-        code = tpuperf([*step, "--params", str(params_path)])
-        done.append({"step": " ".join(step), "exit_code": code, "seconds": round(time.perf_counter() - start, 1)})
-        if code != 0:
-            raise KernelEnvironmentError(f"`tpuperf {' '.join(step)}` failed with exit code {code} (its message is above)")
+        try:
+            run()
+        except EXPECTED as exc:
+            raise KernelEnvironmentError(f"`tpuperf {step}` failed: {exc}") from exc
+        done.append({"step": step, "seconds": round(time.perf_counter() - start, 1)})
     return done
 
 

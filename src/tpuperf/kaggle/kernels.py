@@ -49,6 +49,7 @@ from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection, get_collection
 from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.kaggle.kernel_entry import BUNDLE_MANIFEST, Requirement, normalise
+from tpuperf.errors import TpuperfError
 
 BUNDLE_DIR = "bundle"
 KERNEL_METADATA = "kernel-metadata.json"
@@ -62,7 +63,7 @@ OUTPUT_TAIL_LINES = 20  # lines of a failing command's output quoted in the erro
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
-class KernelError(RuntimeError):
+class KernelError(TpuperfError, RuntimeError):
     """Building or pushing kernels failed; the message names the cause and the fix."""
 
 

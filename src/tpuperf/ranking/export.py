@@ -37,11 +37,12 @@ from tpuperf.config import section
 from tpuperf.submission.ensemble import EnsembleSettings, model_weights, read_oof_score
 from tpuperf.training.batches import plan_batch_shape
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
+from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(TpuperfError, RuntimeError):
     """The trained models cannot be exported (missing or unfinished checkpoints); names the path."""
 
 

@@ -44,6 +44,7 @@ from tpuperf.data.cache import CachedGraph
 from tpuperf.collection import COLLECTIONS, Collection, get_collection, locate
 from tpuperf.data.npz import LAYOUT_FIELDS, TILE_FIELDS, DataFormatError, read_header
 from tpuperf.training.batches import BatchItem, BatchShape, plan_batch_shape, to_arrays, to_graph_tensor
+from tpuperf.errors import TpuperfError
 
 EXPORT_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -51,7 +52,7 @@ MANIFEST_KEYS = ("collection", "models", "stats", "batch_shape", "planning", "ji
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
 
 
-class ModelExportError(ValueError):
+class ModelExportError(TpuperfError, ValueError):
     """An exported model that is missing, malformed or does not fit the input; names the file."""
 
 

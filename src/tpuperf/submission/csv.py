@@ -1,4 +1,5 @@
-"""Fold predictions in, a Kaggle submission out: read, write, check, score and submit.
+"""Fold predictions in, a Kaggle submission out: read, write, check and score (sent by
+:func:`tpuperf.kaggle.submit.submit`).
 
 Fold predictions (written by training, read here): one parquet file per fold at
 ``runs/<collection-slug>/<model>/predictions/fold_<k>.parquet`` (k = 0 .. train.folds - 1) with
@@ -25,14 +26,12 @@ count and flags a 1,000-entry row for a 1,001-config file.
 
 Without the data the checker cannot know a file's config count: it can only require a layout row
 to be a permutation of 0..len-1 and a tile row to hold 5 ids. That partial check is never enough
-to write or send a file: :func:`write_submission` and :func:`submit` always check against the
+to write or send a file: :func:`write_submission` and :func:`tpuperf.kaggle.submit.submit` always check against the
 data.
 """
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -43,8 +42,8 @@ import polars as pl
 from tpuperf.atomic import write_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.data.npz import iter_chunks, read_header
-from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs, unranked_graphs
+from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ PREDICTION_COLUMNS = ("split", "graph_id", "config_id", "pred", "runtime")
 MAX_LISTED = 20  # missing/extra IDs listed one per line before summarising the rest
 
 
-class PredictionFormatError(ValueError):
+class PredictionFormatError(TpuperfError, ValueError):
     """A fold prediction file that is missing or malformed, naming the file."""
 
     def __init__(self, path: Path | str, problem: str):
@@ -63,16 +62,12 @@ class PredictionFormatError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
-class SubmissionError(ValueError):
+class SubmissionError(TpuperfError, ValueError):
     """A submission that must not be written, scored or sent; ``problems`` lists why."""
 
     def __init__(self, path: Path | str, problems: list[str]):
         self.path, self.problems = Path(path), problems
         super().__init__(f"{path}: {len(problems)} problem(s):\n" + "\n".join(problems))
-
-
-class KaggleError(RuntimeError):
-    """The kaggle CLI is missing or refused the submission."""
 
 
 # ---------------------------------------------------------------- fold predictions
@@ -499,33 +494,3 @@ def score_submission(path: Path | str, data_dir: Path | str, split: str = "valid
                  ", ".join(f"{name} {n}" for name, n in left_out.items() if n))
     scores = {c.name: collection_score(c, preds[c], runtimes[c]) for c in COLLECTIONS if c in preds}
     return {**scores, "mean": competition_score(scores)}
-
-
-# ---------------------------------------------------------------- Kaggle
-
-
-def submit(
-    path: Path | str, message: str, competition: str, *, data_dir: Path | str, sample: Path | str | None = None
-) -> str:
-    """Check the file against the test files of ``data_dir`` (the full check of
-    :func:`check_submission`, plus ``sample``'s ID set when given), then ``kaggle competitions
-    submit``; returns the CLI's output.
-
-    Raises :class:`SubmissionError` for a file that check refuses (nothing is sent) and
-    :class:`KaggleError` when the kaggle CLI is missing or reports a failure.
-    """
-    if not message.strip():
-        raise ValueError("a submission message is required (-m)")
-    problems = check_submission(path, sample=sample, data_dir=data_dir, split="test")
-    if problems:
-        raise SubmissionError(path, problems)
-    kaggle = shutil.which("kaggle")
-    if kaggle is None:
-        raise KaggleError("kaggle CLI not found on PATH (pip install kaggle; token in ~/.kaggle/kaggle.json)")
-    cmd = [kaggle, "competitions", "submit", "-c", competition, "-f", str(path), "-m", message]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    output = (done.stdout + done.stderr).strip()
-    failure = kaggle_failure(done.returncode, output)
-    if failure:
-        raise KaggleError(f"kaggle competitions submit failed ({failure}): {output}")
-    return output

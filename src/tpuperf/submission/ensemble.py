@@ -36,6 +36,7 @@ import polars as pl
 
 from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, Collection
+from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.submission.csv import (
     PredictionFormatError,
@@ -53,7 +54,7 @@ SUBMISSION_FILES = {"test": "submission.csv", "valid": "valid_submission.csv"}
 METRICS_FILE = "ensemble_metrics.json"
 
 
-class EnsembleError(ValueError):
+class EnsembleError(TpuperfError, ValueError):
     """Inputs that cannot be combined into an honest ensemble (bad params, metrics, coverage)."""
 
 

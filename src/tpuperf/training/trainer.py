@@ -50,9 +50,10 @@ from tpuperf.training.batches import BatchItem, BatchShape, make_dataset, pack, 
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
 from tpuperf.training.scoring import Scorer, prediction_frame
 from tpuperf.training.strategy import select_strategy
+from tpuperf.errors import TpuperfError
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TpuperfError, RuntimeError):
     """Training cannot proceed (bad inputs or a diverged run); nothing is published."""
 
 
