@@ -196,7 +196,7 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
     import polars as pl
 
     from tpuperf.submission.ensemble import combine, score_predictions
-    from tpuperf.submission.csv import read_fold_predictions
+    from tpuperf.runs import STATE_FILE, fold_checkpoint_dir, read_fold_predictions
     from tpuperf.training.trainer import train_collection
 
     params = copy.deepcopy(params)
@@ -209,7 +209,7 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
     wall = time.perf_counter() - started
 
     collection = _collection(run.collection)
-    histories = [json.loads((ckpt_dir / collection.slug / run.model / f"fold_{k}" / "state.json").read_text())["history"]
+    histories = [json.loads((fold_checkpoint_dir(ckpt_dir, collection, run.model, k) / STATE_FILE).read_text())["history"]
                  for k in range(folds)]
     valid = read_fold_predictions(runs_dir, folds, collections=[collection.name], models=[run.model], splits={"valid"})
     record = {

@@ -49,6 +49,7 @@ def write_untrained_members(params: dict, collection, seed: int = 0) -> None:
 
     from tpuperf.data.cache import CollectionCache
     from tpuperf.ranking.ranker import build_member_model
+    from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, metrics_path
 
     feat_dim = CollectionCache(params["preprocess"]["out"], collection).node_feat_dim
     folds = params["train"]["folds"]
@@ -56,13 +57,13 @@ def write_untrained_members(params: dict, collection, seed: int = 0) -> None:
         for fold in range(folds):
             tf.keras.utils.set_random_seed(seed + 10 * i + fold)
             model = build_member_model(collection.kind, params["models"][name], feat_dim)
-            fold_dir = Path(params["train"]["checkpoints_dir"], collection.slug, name, f"fold_{fold}")
+            fold_dir = fold_checkpoint_dir(params["train"]["checkpoints_dir"], collection, name, fold)
             fold_dir.mkdir(parents=True)
-            tf.train.Checkpoint(model=model).write(str(fold_dir / "best"))
-            (fold_dir / "state.json").write_text(json.dumps({"finished": True}))
-        run_dir = Path(params["train"]["runs_dir"], collection.slug, name)
-        run_dir.mkdir(parents=True)
-        (run_dir / "metrics.json").write_text(json.dumps({
+            tf.train.Checkpoint(model=model).write(str(fold_dir / BEST_CHECKPOINT))
+            (fold_dir / STATE_FILE).write_text(json.dumps({"finished": True}))
+        metrics = metrics_path(params["train"]["runs_dir"], collection, name)
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text(json.dumps({
             "collection": collection.name, "model": name, "oof_score": 0.3 - 0.05 * i,
             "folds": [{"fold": f} for f in range(folds)]}))
 

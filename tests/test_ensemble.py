@@ -21,7 +21,8 @@ from tpuperf.submission.ensemble import (
     run_ensemble,
     score_predictions,
 )
-from tpuperf.submission.csv import PredictionFormatError, SubmissionError, check_submission, score_submission
+from tpuperf.runs import PredictionFormatError
+from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDS = 2

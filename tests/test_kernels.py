@@ -40,7 +40,7 @@ from tpuperf.kaggle.kernels import (
     source_fingerprint,
     wait_until_ready,
 )
-from tpuperf.submission.csv import read_fold_predictions
+from tpuperf.runs import read_fold_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "kernels" / "requirements-kernel.txt"

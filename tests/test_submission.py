@@ -9,14 +9,12 @@ from conftest import put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import get_collection, locate
 from tpuperf.kaggle.submit import KaggleError, submit
+from tpuperf.runs import PredictionFormatError, prediction_path, read_fold_predictions
 from tpuperf.submission.csv import (
-    PredictionFormatError,
     SubmissionError,
     check_submission,
     parse_id,
-    prediction_path,
     rankings_from_predictions,
-    read_fold_predictions,
     row_length,
     score_submission,
     write_submission,

@@ -37,6 +37,7 @@ from tpuperf.config import section
 from tpuperf.submission.ensemble import EnsembleSettings, model_weights, read_oof_score
 from tpuperf.training.batches import plan_batch_shape
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
+from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir
 from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,14 @@ def fingerprint(cache_dir: Path) -> dict[str, str]:
     }
 
 
-def _fold_checkpoint(ckpt_root: Path, model: str, fold: int) -> Path:
-    fold_dir = ckpt_root / model / f"fold_{fold}"
-    state_path = fold_dir / "state.json"
+def _fold_checkpoint(checkpoints_dir: Path | str, collection: Collection, model: str, fold: int) -> Path:
+    fold_dir = fold_checkpoint_dir(checkpoints_dir, collection, model, fold)
+    state_path = fold_dir / STATE_FILE
     if not state_path.is_file():
         raise ExportError(f"{state_path}: missing: train {model} first (`dvc repro train`)")
     if not json.loads(state_path.read_text()).get("finished"):
         raise ExportError(f"{state_path}: fold {fold} of {model} has not finished training")
-    best = fold_dir / "best"
+    best = fold_dir / BEST_CHECKPOINT
     if not Path(f"{best}.index").is_file():
         raise ExportError(f"{best}.index: missing: fold {fold} of {model} has no best checkpoint")
     return best
@@ -94,7 +95,6 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     shape = plan_batch_shape(graphs, train["graphs_per_batch"], train["predict_configs_per_graph"], train["batch_slack"])
     oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
     weights = model_weights(oof, ens.weights, ens.temperature)
-    ckpt_root = Path(train["checkpoints_dir"]) / collection.slug
 
     final = out_root / collection.slug
     with replaced_dir(final) as tmp:
@@ -104,7 +104,7 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
             model = build_member_model(collection.kind, params_m, cache.node_feat_dim)
             (tmp / name).mkdir()
             for fold in range(ens.folds):
-                best = _fold_checkpoint(ckpt_root, name, fold)
+                best = _fold_checkpoint(train["checkpoints_dir"], collection, name, fold)
                 # the best checkpoint also holds the optimizer slots the compiled model tracked: not needed
                 tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched().expect_partial()
                 np.savez(tmp / name / f"fold_{fold}.npz", **{f"{i:04d}": w for i, w in enumerate(model.get_weights())})

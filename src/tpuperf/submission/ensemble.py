@@ -38,12 +38,8 @@ from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, Collection
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
-from tpuperf.submission.csv import (
-    PredictionFormatError,
-    rankings_from_predictions,
-    read_fold_predictions,
-    write_submission,
-)
+from tpuperf.runs import PredictionFormatError, metrics_path, read_fold_predictions
+from tpuperf.submission.csv import rankings_from_predictions, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +102,7 @@ class EnsembleSettings:
 
 def read_oof_score(runs_dir: Path | str, collection: Collection, model: str, folds: int) -> float:
     """``oof_score`` of one model's ``metrics.json``, checked to belong to it and to all ``folds``."""
-    path = Path(runs_dir, collection.slug, model, "metrics.json")
+    path = metrics_path(runs_dir, collection, model)
     try:
         metrics = json.loads(path.read_text())
     except FileNotFoundError:

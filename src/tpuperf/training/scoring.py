@@ -1,6 +1,6 @@
 """Score every configuration of cached graphs with a trained model, and write fold predictions.
 
-Prediction format (read by tpuperf.submission.csv / ensemble.py): one parquet file per fold,
+Prediction format (defined, read and checked in tpuperf.runs): one parquet file per fold,
 ``runs/<collection-slug>/<model>/predictions/fold_<k>.parquet``, columns ``split`` ("oof",
 "valid", "test"), ``graph_id``, ``config_id`` (index in the original .npz), ``pred``
 (float64, lower = predicted faster) and ``runtime`` (float64 target, 0 for test). Valid and

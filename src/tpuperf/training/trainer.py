@@ -11,7 +11,7 @@ Outputs (paths from params.yaml ``train.*``):
                                            best weights, state.json (history, early stopping,
                                            and a fingerprint of the data and settings it
                                            belongs to)
-    runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.training.scoring
+    runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.runs
     runs/<slug>/<model>/metrics.json       per-fold and mean OOF/valid scores, throughput
     runs/<slug>/<model>/live/              dvclive learning curves (``dvc plots show``)
 

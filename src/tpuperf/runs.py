@@ -1,0 +1,216 @@
+"""The run artifacts: what training writes and the ensemble, export, benchmarks and Kaggle kernels
+read. Their paths and file formats are defined here only.
+
+    <train.runs_dir>/<slug>/<model>/
+        predictions/fold_<k>.parquet   one fold's predictions (format below), k = 0 .. train.folds - 1
+        metrics.json                   per-fold and mean OOF/valid scores (read: ensemble.read_oof_score)
+        live/                          dvclive plots
+    <train.checkpoints_dir>/<slug>/<model>/fold_<k>/
+        state.json                     history, early stopping, ``finished``
+        best.*                         the best epoch's weights (a tf.train.Checkpoint prefix)
+
+``<slug>`` is the collection's slug (``layout-nlp-random``), ``<model>`` a key of ``models`` in
+params.yaml.
+
+Fold prediction format (written by :mod:`tpuperf.training.trainer` from
+:func:`tpuperf.training.scoring.prediction_frame`): one parquet file per fold with columns
+
+- ``split``     str: ``oof`` (the fold's held-out train graphs, ``train.eval_configs`` sampled configs each), ``valid`` or ``test``
+- ``graph_id``  str: the .npz file stem
+- ``config_id`` int64: index of the config in the original .npz
+- ``pred``      float64: lower = predicted faster (finite)
+- ``runtime``   float64: runtime/normaliser for tile, runtime in ns for layout; 0 for test
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import polars as pl
+
+from tpuperf.collection import COLLECTIONS, Collection, get_collection
+from tpuperf.errors import TpuperfError
+
+PREDICTIONS_DIR = "predictions"
+METRICS_FILE = "metrics.json"
+LIVE_DIR = "live"
+STATE_FILE = "state.json"
+BEST_CHECKPOINT = "best"
+PREDICTION_SPLITS = ("oof", "valid", "test")
+PREDICTION_COLUMNS = ("split", "graph_id", "config_id", "pred", "runtime")
+
+
+class PredictionFormatError(TpuperfError, ValueError):
+    """A fold prediction file that is missing or malformed, naming the file."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+# ---------------------------------------------------------------- paths
+
+
+def run_dir(runs_dir: Path | str, collection: Collection, model: str) -> Path:
+    """``<runs_dir>/<slug>/<model>``: one model's outputs on one collection."""
+    return Path(runs_dir, collection.slug, model)
+
+
+def predictions_dir(runs_dir: Path | str, collection: Collection, model: str) -> Path:
+    return run_dir(runs_dir, collection, model) / PREDICTIONS_DIR
+
+
+def fold_file(fold: int) -> str:
+    """``fold_<k>.parquet``: the name of fold ``k``'s predictions in its predictions dir."""
+    return f"fold_{fold}.parquet"
+
+
+def prediction_path(runs_dir: Path | str, collection: Collection, model: str, fold: int) -> Path:
+    """Where training writes one fold's predictions."""
+    return predictions_dir(runs_dir, collection, model) / fold_file(fold)
+
+
+def metrics_path(runs_dir: Path | str, collection: Collection, model: str) -> Path:
+    return run_dir(runs_dir, collection, model) / METRICS_FILE
+
+
+def fold_checkpoint_dir(checkpoints_dir: Path | str, collection: Collection, model: str, fold: int) -> Path:
+    """``<checkpoints_dir>/<slug>/<model>/fold_<k>``: the fold's resume state and best weights
+    (:data:`STATE_FILE`, :data:`BEST_CHECKPOINT`)."""
+    return Path(checkpoints_dir, collection.slug, model, f"fold_{fold}")
+
+
+# ---------------------------------------------------------------- fold predictions
+
+
+def _check_predictions(path: Path, df: pl.DataFrame) -> pl.DataFrame:
+    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
+    if missing:
+        raise PredictionFormatError(path, f"missing columns {missing} (has {df.columns})")
+    if df.height == 0:
+        raise PredictionFormatError(path, "no rows")
+    kinds = {"split": "string", "graph_id": "string", "config_id": "integer", "pred": "numeric", "runtime": "numeric"}
+    for col, kind in kinds.items():
+        dtype = df.schema[col]
+        ok = {"string": dtype == pl.String, "integer": dtype.is_integer(), "numeric": dtype.is_numeric()}[kind]
+        if not ok:
+            raise PredictionFormatError(path, f"column {col} has dtype {dtype}, expected {kind}")
+    df = df.select(
+        pl.col("split"),
+        pl.col("graph_id"),
+        pl.col("config_id").cast(pl.Int64),
+        pl.col("pred").cast(pl.Float64),
+        pl.col("runtime").cast(pl.Float64),
+    )
+    nulls = {c: n for c, n in zip(df.columns, df.null_count().row(0)) if n}
+    if nulls:
+        raise PredictionFormatError(path, f"null values {nulls}")
+    bad_splits = sorted(set(df["split"].unique()) - set(PREDICTION_SPLITS))
+    if bad_splits:
+        raise PredictionFormatError(path, f"unknown split values {bad_splits}; expected {list(PREDICTION_SPLITS)}")
+    bad_pred = df.filter(~pl.col("pred").is_finite())
+    if bad_pred.height:
+        graphs = sorted(set(bad_pred["graph_id"]))[:5]
+        raise PredictionFormatError(path, f"{bad_pred.height} NaN/inf preds (graphs {graphs})")
+    if (df["config_id"] < 0).any():
+        raise PredictionFormatError(path, "negative config_id")
+    unlabelled = df.filter((pl.col("split") != "test") & ~(pl.col("runtime") > 0))
+    if unlabelled.height:
+        raise PredictionFormatError(path, f"{unlabelled.height} oof/valid rows without a positive runtime")
+    dups = df.height - df.select("split", "graph_id", "config_id").n_unique()
+    if dups:
+        raise PredictionFormatError(path, f"{dups} duplicate (split, graph_id, config_id) rows")
+    return df
+
+
+def _prediction_dirs(
+    runs_dir: Path, collections: Sequence[Collection] | None, models: Sequence[str] | None
+) -> list[tuple[Collection, str, Path]]:
+    """(collection, model, predictions dir) to read: the required ones, or those that exist."""
+    if models is not None:
+        found = []
+        for col in collections or COLLECTIONS:
+            for model in models:
+                pred_dir = predictions_dir(runs_dir, col, model)
+                if not pred_dir.is_dir():
+                    raise PredictionFormatError(pred_dir, f"missing: train {model} on {col.name} first")
+                found.append((col, model, pred_dir))
+        return found
+    slugs = [c.slug for c in collections] if collections is not None else ["*"]
+    dirs = sorted(p for slug in slugs for p in runs_dir.glob(f"{slug}/*/{PREDICTIONS_DIR}") if p.is_dir())
+    if not dirs:
+        raise FileNotFoundError(f"{runs_dir}: no <collection>/<model>/{PREDICTIONS_DIR}/ directories (train models first)")
+    found = []
+    for pred_dir in dirs:
+        try:
+            found.append((get_collection(pred_dir.parent.parent.name), pred_dir.parent.name, pred_dir))
+        except ValueError as exc:
+            raise PredictionFormatError(pred_dir, str(exc)) from exc
+    return found
+
+
+def _fold_files(pred_dir: Path, collection: Collection, model: str, folds: int | None) -> dict[int, Path]:
+    """fold -> file in one predictions dir; with ``folds``, exactly folds 0..folds-1."""
+    files = {}
+    for path in sorted(pred_dir.glob("fold_*.parquet")):
+        suffix = path.stem.removeprefix("fold_")
+        if not suffix.isdigit():
+            raise PredictionFormatError(path, "file name is not fold_<integer>.parquet")
+        files[int(suffix)] = path
+    if folds is None:
+        if not files:
+            raise PredictionFormatError(pred_dir, "no fold_<k>.parquet files (training did not finish)")
+        return files
+    have = ", ".join(p.name for p in files.values()) or "none"
+    for fold in range(folds):
+        if fold not in files:
+            raise PredictionFormatError(
+                pred_dir / fold_file(fold),
+                f"missing: {collection.name} / {model} has {have} but train.folds is {folds} "
+                "(training stopped early, or ran with fewer folds)",
+            )
+    extra = sorted(set(files) - set(range(folds)))
+    if extra:
+        raise PredictionFormatError(
+            files[extra[0]], f"unexpected: train.folds is {folds}, so folds are 0..{folds - 1} (stale file?)"
+        )
+    return files
+
+
+def read_fold_predictions(
+    runs_dir: Path | str,
+    folds: int | None = None,
+    *,
+    collections: Iterable[str] | None = None,
+    models: Sequence[str] | None = None,
+    splits: Iterable[str] | None = None,
+) -> pl.DataFrame:
+    """Fold predictions under ``runs_dir``, with ``collection`` (name), ``model`` and ``fold`` columns.
+
+    ``collections`` (names or slugs) restricts what is read. With ``models``, every
+    collection (all five unless restricted) x model must have a predictions directory; without,
+    whatever exists is read. With ``folds`` (``train.folds``), each collection x model must have
+    exactly ``fold_0 .. fold_<folds-1>``: a missing file is an error naming it, since an
+    ensemble silently missing folds would still look like a valid submission. ``splits`` keeps
+    only those rows (after the whole file is checked), bounding memory.
+
+    Raises FileNotFoundError when nothing was found to read and :class:`PredictionFormatError`
+    (naming the file) for missing or malformed predictions.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir}: no such directory (train models first)")
+    wanted = None if collections is None else [get_collection(c) for c in collections]
+    keep = None if splits is None else list(splits)
+    frames = []
+    for collection, model, pred_dir in _prediction_dirs(runs_dir, wanted, models):
+        for fold, path in _fold_files(pred_dir, collection, model, folds).items():
+            try:
+                df = pl.read_parquet(path)
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                raise PredictionFormatError(path, f"unreadable parquet ({exc})") from exc
+            df = _check_predictions(path, df)
+            if keep is not None:
+                df = df.filter(pl.col("split").is_in(keep))
+            frames.append(df.with_columns(collection=pl.lit(collection.name), model=pl.lit(model), fold=pl.lit(fold)))
+    return pl.concat(frames).select("collection", "model", "fold", *PREDICTION_COLUMNS)
