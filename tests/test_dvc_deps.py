@@ -126,7 +126,7 @@ def test_stage_deps_cover_every_module_its_command_imports(name):
 
 
 def test_closure_follows_imports_inside_functions_and_packages():
-    """The walker itself: train's handler reaches models/ only through imports inside train.py's functions."""
+    """The walker itself: train's handler reaches models/ only through imports inside trainer.py's functions."""
     files = {str(p.relative_to(SRC)) for p in command_files("tpuperf train --collection tile-xla --model chebsage")}
     assert {"tpuperf/__init__.py", "tpuperf/cli.py", "tpuperf/training/trainer.py", "tpuperf/models/__init__.py",
             "tpuperf/models/layers.py", "tpuperf/training/batches.py", "tpuperf/data/cache.py", "tpuperf/config.py",
