@@ -66,17 +66,18 @@ def test_two_replicas_score_like_one():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from graph_factory import fake_graph
-        from tpuperf.graph import plan_batch_shape
+        from tpuperf.graph import BucketPlan
         from tpuperf.models import build_model
         from tpuperf.predict import Scorer
         rng = np.random.default_rng(0)
         graphs = [fake_graph(rng, "layout", n, 7, name=f"g{i}") for i, n in enumerate((9, 14, 5, 11, 8))]
-        shape = plan_batch_shape(graphs, 2, 4, 1.0)
+        plan = BucketPlan(2, 1.0, count=2, growth=2.0, max_batch_nodes=10**6)
+        assert len(plan.plan(graphs, 4).shapes) == 2
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with mirrored.scope():
             model = build_model("layout", {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1})
-            one = Scorer(model, shape, "layout", 6, tf.distribute.get_strategy(), jit_compile=False).score(graphs)
-        two = Scorer(model, shape, "layout", 6, mirrored, jit_compile=False).score(graphs)
+            one = Scorer(model, plan, 4, "layout", 6, tf.distribute.get_strategy(), jit_compile=False).score(graphs)
+        two = Scorer(model, plan, 4, "layout", 6, mirrored, jit_compile=False).score(graphs)
         assert mirrored.num_replicas_in_sync == 2
         for g in graphs:
             np.testing.assert_allclose(two[g.graph_id], one[g.graph_id], rtol=1e-4, atol=1e-5)

@@ -56,22 +56,30 @@ def test_folds_are_deterministic_balanced_and_need_enough_graphs():
 
 def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
     from tpuperf.cache import CollectionCache
-    from tpuperf.graph import plan_batch_shape
+    from tpuperf.graph import BucketPlan
     from tpuperf.train import batch_stream
 
     graphs = list(CollectionCache(tiny_cache, COLLECTION).graphs("train"))
-    shape = plan_batch_shape(graphs, 2, 8, 1.0)
+    graphs_by_id = {g.graph_id: g for g in graphs}
+    buckets = BucketPlan(2, 1.0, count=3, growth=1.5, max_batch_nodes=10**6).plan(graphs, 8)
+    assert len(buckets.shapes) >= 2
 
-    def signature(batch):
-        return [(item.graph.graph_id, tuple(item.rows)) for item in batch]
+    def signature(step):
+        bucket, batches = step
+        return bucket, [[(item.graph.graph_id, tuple(item.rows)) for item in batch] for batch in batches]
 
-    stream = batch_stream(graphs, shape, samples=3, seed=5)
-    first = [signature(next(stream)) for _ in range(12)]
-    again = batch_stream(graphs, shape, samples=3, seed=5)
-    assert [signature(next(again)) for _ in range(12)] == first
-    resumed = batch_stream(graphs, shape, samples=3, seed=5, start_batch=7)
-    assert [signature(next(resumed)) for _ in range(5)] == first[7:]
-    assert len({gid for batch in first for gid, _ in batch}) == len(graphs)
+    for replicas in (1, 2):
+        stream = batch_stream(graphs, buckets, samples=3, seed=5, replicas=replicas)
+        first = [signature(next(stream)) for _ in range(12)]
+        again = batch_stream(graphs, buckets, samples=3, seed=5, replicas=replicas)
+        assert [signature(next(again)) for _ in range(12)] == first
+        resumed = batch_stream(graphs, buckets, samples=3, seed=5, replicas=replicas, start_step=7)
+        assert [signature(next(resumed)) for _ in range(5)] == first[7:]
+        assert len({gid for _, batches in first for batch in batches for gid, _ in batch}) == len(graphs)
+        for bucket, batches in first:  # every replica of a step gets a batch of the step's bucket
+            assert len(batches) == replicas
+            assert {buckets.index(graphs_by_id[gid]) for batch in batches for gid, _ in batch} == {bucket}
+    assert len({bucket for bucket, _ in first}) == len(buckets.shapes)
 
 
 def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from tpuperf.cache import CachedGraph
-from tpuperf.graph import BatchItem, BatchShape, make_dataset, pack, to_arrays, to_graph_tensor
+from tpuperf.graph import BatchItem, BatchShape, BucketPlan, make_dataset, pack, to_arrays, to_graph_tensor
 
 
 def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.ndarray] | None = None) -> list[BatchItem]:
@@ -31,17 +31,21 @@ def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.
 
 
 class Scorer:
-    """A compiled forward pass over padded batches of one static shape, on every replica.
+    """A compiled forward pass over padded batches of a few static shapes, on every replica.
 
-    Under a multi-replica strategy each replica scores a different batch per step; the batch
-    list is padded with empty batches to a multiple of the replica count.
+    Each :meth:`score` call plans size buckets (``plan``) from the graphs it scores, with
+    ``configs`` config slots per graph, so the shapes never depend on other graphs; the forward
+    pass is traced (XLA-compiled) once per distinct shape (:attr:`compilations`). Under a
+    multi-replica strategy each replica scores a different batch of the same bucket per step; a
+    bucket's batch list is padded with empty batches to a multiple of the replica count.
     """
 
-    def __init__(self, model, shape: BatchShape, kind: str, feat_dim: int, strategy, jit_compile: bool = True):
+    def __init__(self, model, plan: BucketPlan, configs: int, kind: str, feat_dim: int, strategy, jit_compile: bool = True):
         import tensorflow as tf
 
-        self.shape, self.kind, self.feat_dim, self.strategy = shape, kind, feat_dim, strategy
+        self.plan, self.configs, self.kind, self.feat_dim, self.strategy = plan, configs, kind, feat_dim, strategy
         forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
+        self._forward = forward
         self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
         # one replica: the GraphTensor is built inside the traced function; built eagerly per
         # batch it cost as much Python time as the forward pass itself
@@ -51,31 +55,40 @@ class Scorer:
     def score(self, graphs: Sequence[CachedGraph], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Predicted score for each config row of each graph (``rows`` restricts to a subset)."""
         replicas = self.strategy.num_replicas_in_sync
-        batches = list(pack(chunk_items(graphs, self.shape.configs, rows), self.shape))
-        batches += [[] for _ in range(-len(batches) % replicas)]
         out = {g.graph_id: np.full(g.num_configs if rows is None else len(rows[g.graph_id]), np.nan) for g in graphs}
+        if not out:
+            return out
+        buckets = self.plan.plan(graphs, self.configs)
         position = {g.graph_id: 0 for g in graphs}
-        for step, results in enumerate(self._run(batches)):
-            for replica, scores in enumerate(results):
-                for slot, item in enumerate(batches[step * replicas + replica]):
-                    gid, k = item.graph.graph_id, len(item.rows)
-                    out[gid][position[gid] : position[gid] + k] = scores[slot, :k]
-                    position[gid] += k
+        for shape, items in zip(buckets.shapes, buckets.split(chunk_items(graphs, self.configs, rows))):
+            batches = list(pack(items, shape))
+            batches += [[] for _ in range(-len(batches) % replicas)]
+            for step, results in enumerate(self._run(batches, shape)):
+                for replica, scores in enumerate(results):
+                    for slot, item in enumerate(batches[step * replicas + replica]):
+                        gid, k = item.graph.graph_id, len(item.rows)
+                        out[gid][position[gid] : position[gid] + k] = scores[slot, :k]
+                        position[gid] += k
         for gid, values in out.items():
             if not np.isfinite(values).all():
                 raise FloatingPointError(f"model produced non-finite scores for graph {gid}")
         return out
 
-    def _run(self, batches: list[list[BatchItem]]):
+    @property
+    def compilations(self) -> int:
+        """Traces (= XLA compilations with jit_compile) of the forward pass so far: one per batch shape."""
+        return self._forward.experimental_get_tracing_count()
+
+    def _run(self, batches: list[list[BatchItem]], shape: BatchShape):
         """Per step, each replica's [graphs, configs] scores as numpy arrays."""
         replicas = self.strategy.num_replicas_in_sync
         if replicas == 1:  # no tf.data/distribution machinery: it costs more than small batches do
             for batch in batches:
-                arrays = to_arrays(batch, self.shape, self.kind, self.feat_dim)
+                arrays = to_arrays(batch, shape, self.kind, self.feat_dim)
                 yield [self._single_step({k: self._tf.constant(v) for k, v in arrays.items()}).numpy()]
             return
         dataset = self.strategy.distribute_datasets_from_function(
-            lambda _: make_dataset(lambda: iter(batches), self.shape, self.kind, self.feat_dim).map(lambda g, _: g))
+            lambda _: make_dataset(lambda: iter(batches), shape, self.kind, self.feat_dim).map(lambda g, _: g))
         iterator = iter(dataset)
         for _ in range(len(batches) // replicas):
             yield [r.numpy() for r in self.strategy.experimental_local_results(self._step(next(iterator)))]
