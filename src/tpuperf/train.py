@@ -197,25 +197,31 @@ class ModelKit:
             self.optimizer = tf.keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm)
             self.model(self.sample_batch)
             self.optimizer.build(self.model.trainable_variables)
-        loss_fn = get_loss(settings.loss, **settings.loss_args)
+        # each loss is already the batch mean; SUM leaves it unchanged and is what custom loops
+        # under a distribution strategy must use (the default reduction raises there)
+        loss_fn = get_loss(settings.loss, reduction=tf.keras.losses.Reduction.SUM, **settings.loss_args)
         model, optimizer, replicas = self.model, self.optimizer, strategy.num_replicas_in_sync
 
-        def replica_step(graph, runtime):
+        def replica_gradients(graph, runtime):
             with tf.GradientTape() as tape:
                 loss = loss_fn(runtime, model(graph, training=True))
                 share = loss / replicas  # gradients are summed over replicas: each adds its share of the mean
-            grads = tape.gradient(share, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
+            return loss, tape.gradient(share, model.trainable_variables)
 
         # as Keras does: TPUStrategy compiles the whole step with XLA by itself
         jit = settings.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy)
-        self._replica_step = tf.function(replica_step, jit_compile=jit)
+        # the update stays outside the compiled function: summing gradients over replicas is a
+        # synchronisation point, which a nested tf.function cannot hold (MirroredStrategy on CPUs)
+        self._replica_gradients = tf.function(replica_gradients, jit_compile=jit)
+
+        def replica_step(arrays):
+            loss, grads = self._replica_gradients(*to_graph_tensor(arrays, kind))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
 
         @tf.function
         def step(arrays):
-            losses = strategy.run(lambda a: self._replica_step(*to_graph_tensor(a, kind)), args=(arrays,))
-            return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica_step, args=(arrays,)), axis=None)
 
         self._step = step
         self.scorer = Scorer(self.model, settings.bucket_plan, settings.predict_configs_per_graph, kind, feat_dim, strategy,
@@ -226,8 +232,9 @@ class ModelKit:
 
     @property
     def train_compilations(self) -> int:
-        """Traces (= XLA compilations with jit_compile) of the train step so far: one per batch shape."""
-        return self._replica_step.experimental_get_tracing_count()
+        """Traces (= XLA compilations with jit_compile) of the train step so far: one per batch shape
+        and replica device under MirroredStrategy (TPUStrategy compiles one program per shape)."""
+        return self._replica_gradients.experimental_get_tracing_count()
 
     def train_step(self, batches: list[list[BatchItem]], shape: BatchShape) -> float:
         """One optimizer step on one batch per replica (all of ``shape``); the global mean loss."""
@@ -315,8 +322,9 @@ class FoldRunner:
                 self.end_epoch(epoch, logs, time.perf_counter() - started)
                 if self.state.finished:
                     break
-            print(f"fold {self.fold}: train step compiled for {self.kit.train_compilations} batch shapes so far "
-                  f"({len(self.buckets.shapes)} buckets); padding efficiency: nodes {self.usage.node_fill:.1%}, "
+            print(f"fold {self.fold}: {self.kit.train_compilations} train step compilations so far "
+                  f"({len(self.buckets.shapes)} buckets x {self.replicas} replicas at most); "
+                  f"padding efficiency: nodes {self.usage.node_fill:.1%}, "
                   f"configs {self.usage.config_fill:.1%}")
             self.state.finished = True
             _write_json_atomic(self.state_path, asdict(self.state))
