@@ -129,6 +129,12 @@ def batch_stream(
             produced += 1
 
 
+def epoch_steps(graphs: Sequence[CachedGraph], buckets: Buckets, samples: int, replicas: int = 1) -> int:
+    """Steps of about one pass over the training items: per bucket, its items over the graphs of a step."""
+    per_bucket = np.bincount([buckets.index(g) for g in graphs], minlength=len(buckets.shapes))
+    return max(1, sum(math.ceil(n * samples / (shape.graphs * replicas)) for n, shape in zip(per_bucket, buckets.shapes) if n))
+
+
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -287,11 +293,7 @@ class FoldRunner:
 
     @property
     def steps_per_epoch(self) -> int:
-        """About one pass over the training items: per bucket, its items over the graphs of a step."""
-        samples = self.settings.samples_per_graph[self.collection.kind]
-        per_bucket = np.bincount([self.buckets.index(g) for g in self.train_graphs], minlength=len(self.buckets.shapes))
-        return max(1, sum(math.ceil(n * samples / (shape.graphs * self.replicas))
-                          for n, shape in zip(per_bucket, self.buckets.shapes) if n))
+        return epoch_steps(self.train_graphs, self.buckets, self.settings.samples_per_graph[self.collection.kind], self.replicas)
 
     def run(self) -> FoldState:
         self.kit.reset(self.settings.seed * 1000 + self.fold)
