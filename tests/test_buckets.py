@@ -39,7 +39,7 @@ def test_buckets_are_geometric_fit_their_graphs_and_drop_empty_ones():
     assert [[item.graph.num_nodes for item in group] for group in groups] == [[6, 7, 9, 10], [12, 30, 34, 40], [44, 150, 170]]
     for shape, group in zip(buckets.shapes, groups):
         assert all(shape.fits(item.graph.num_nodes, item.graph.num_edges, 1) for item in group)
-        assert shape.nodes % 64 == 0 and shape.graphs == 4
+        assert shape.nodes % 8 == 0 and shape.graphs == 4
     # a bucket range without graphs gets no shape (no compilation)
     sparse = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(mixed_graphs(sizes=(6, 7, 170)), 5)
     assert sparse.bounds == (11, 170) and len(sparse.shapes) == 2
@@ -115,3 +115,11 @@ def test_jit_compiled_train_step_compiles_once_per_bucket():
     assert kit.train_compilations == 2
     scores = kit.scorer.score(graphs)
     assert kit.scorer.compilations == 2 and all(np.isfinite(v).all() for v in scores.values())
+
+
+def test_small_budgets_are_rounded_finely_large_ones_to_64():
+    from tpuperf.graph import plan_batch_shape
+
+    for nodes, budget in ((30, 32), (200, 208), (1000, 1024), (5000, 5056)):
+        shape = plan_batch_shape(mixed_graphs(sizes=(nodes,)), 1, 4, 1.0)
+        assert shape.nodes == budget and shape.nodes - (nodes + 1) <= (nodes + 1) / 8, (nodes, shape)

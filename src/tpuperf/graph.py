@@ -57,8 +57,9 @@ class BatchItem:
 def plan_batch_shape(graphs: Iterable[CachedGraph], graphs_per_batch: int, configs: int, slack: float) -> BatchShape:
     """Budgets that fit the largest graph and, on average, ``graphs_per_batch`` graphs.
 
-    ``slack`` > 1 leaves room so packing rarely closes a batch early; budgets are rounded up
-    to multiples of 64 so that nearby datasets share compiled shapes.
+    ``slack`` > 1 leaves room so packing rarely closes a batch early; budgets are rounded up to
+    a multiple of 64, or of 8 to 32 for small budgets (at most 1/8 of padding), so that nearby
+    datasets share compiled shapes.
     """
     graphs = list(graphs)
     nodes = np.array([g.num_nodes for g in graphs])
@@ -68,7 +69,8 @@ def plan_batch_shape(graphs: Iterable[CachedGraph], graphs_per_batch: int, confi
 
     def budget(sizes: np.ndarray, extra: int) -> int:
         need = max(int(sizes.max()), math.ceil(graphs_per_batch * float(sizes.mean()) * slack)) + extra
-        return int(math.ceil(need / 64) * 64)
+        step = min(64, max(8, 2 ** (need.bit_length() - 4)))
+        return int(math.ceil(need / step) * step)
 
     return BatchShape(graphs_per_batch, budget(nodes, 1), budget(np.maximum(edges, 1), 0), configs)
 
