@@ -189,8 +189,8 @@ def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, m
     every = [g for gs in splits.values() for g in gs]
     plans = {
         # the pipeline before buckets: one shape from the largest graph of all splits
-        "before": BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(every, settings.configs_per_graph),
-        "after": settings.bucket_plan.plan(splits["train"], settings.configs_per_graph),
+        "before": BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(every, settings.configs_per_graph, samples),
+        "after": settings.bucket_plan.plan(splits["train"], settings.configs_per_graph, samples),
     }
     kit = None
     for mode, buckets in plans.items():

@@ -82,8 +82,8 @@ def throughput(params: dict, cache_root: str, collection: str, models: list[str]
     kind = cache.collection.kind
     graphs = list(cache.graphs("train"))
     one_shape = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62)  # every batch alike
-    buckets = one_shape.plan(graphs, settings.configs_per_graph)
-    pbuckets = one_shape.plan(graphs, settings.predict_configs_per_graph)
+    buckets = one_shape.plan(graphs, settings.configs_per_graph, items=1)
+    pbuckets = one_shape.plan(graphs, settings.predict_configs_per_graph, items=1)
     shape, pshape = buckets.shapes[0], pbuckets.shapes[0]
     samples = settings.samples_per_graph[kind]
 

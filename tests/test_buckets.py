@@ -32,7 +32,7 @@ def fill(graphs, buckets, samples: int = 4) -> SlotUsage:
 
 def test_buckets_are_geometric_fit_their_graphs_and_drop_empty_ones():
     graphs = mixed_graphs()
-    buckets = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5)
+    buckets = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=4)
     assert buckets.bounds == (11, 43, 170)  # ceil(170 / 16), ceil(170 / 4), the largest graph
     assert buckets.configs == 5 and all(s.configs == 5 for s in buckets.shapes)
     groups = buckets.split([BatchItem(g, np.arange(1)) for g in graphs])
@@ -41,14 +41,22 @@ def test_buckets_are_geometric_fit_their_graphs_and_drop_empty_ones():
         assert all(shape.fits(item.graph.num_nodes, item.graph.num_edges, 1) for item in group)
         assert shape.nodes % 8 == 0 and shape.graphs == 4
     # a bucket range without graphs gets no shape (no compilation)
-    sparse = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(mixed_graphs(sizes=(6, 7, 170)), 5)
+    sparse = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(mixed_graphs(sizes=(6, 7, 170)), 5, items=4)
     assert sparse.bounds == (11, 170) and len(sparse.shapes) == 2
-    assert len(BucketPlan(4, 1.25, count=1, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5).shapes) == 1
+    assert len(BucketPlan(4, 1.25, count=1, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=8).shapes) == 1
+
+
+def test_buckets_that_would_not_save_padding_are_merged():
+    """One item per graph: a bucket of a few graphs fills no batch, so the split is not kept."""
+    graphs = mixed_graphs()
+    plan = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6)
+    assert plan.plan(graphs, 5, items=1).bounds == (170,)  # 4 + 4 + 3 graphs: one batch per bucket
+    assert plan.plan(graphs, 5, items=4).bounds == (11, 43, 170)  # 4 items per graph fill the buckets' batches
 
 
 def test_graphs_per_batch_shrink_with_the_bucket_size_down_to_one():
     graphs = mixed_graphs()
-    buckets = BucketPlan(4, 1.0, count=3, growth=4.0, max_batch_nodes=100).plan(graphs, 5)
+    buckets = BucketPlan(4, 1.0, count=3, growth=4.0, max_batch_nodes=100).plan(graphs, 5, items=8)
     # mean nodes 8, 29 and 121.3: 100 // 8 = 12 -> 4 (the cap), 100 // 29 = 3, 100 // 121.3 = 0 -> 1 (alone)
     assert [s.graphs for s in buckets.shapes] == [4, 3, 1]
     assert buckets.shapes[2].nodes >= 171  # the largest graph still fits, alone
@@ -57,8 +65,8 @@ def test_graphs_per_batch_shrink_with_the_bucket_size_down_to_one():
 def test_bucketing_raises_padding_efficiency_on_mixed_sizes():
     """The issue's case: one big graph among small ones no longer pads every batch to its size."""
     graphs = mixed_graphs(sizes=(6, 7, 9, 10, 12) * 4 + (400,))
-    one = fill(graphs, BucketPlan(4, 1.25, count=1, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5))
-    three = fill(graphs, BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5))
+    one = fill(graphs, BucketPlan(4, 1.25, count=1, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=4))
+    three = fill(graphs, BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=4))
     assert one.nodes == three.nodes == 4 * sum(g.num_nodes for g in graphs)
     assert one.node_fill < 0.3 and three.node_fill > 0.6, (one.node_fill, three.node_fill)
     assert three.configs == one.configs == 4 * 5 * len(graphs)
@@ -66,7 +74,7 @@ def test_bucketing_raises_padding_efficiency_on_mixed_sizes():
 
 def test_a_graph_above_the_largest_bucket_is_a_clear_error():
     graphs = mixed_graphs()
-    buckets = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs[:5], 5)
+    buckets = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs[:5], 5, items=4)
     with pytest.raises(ValueError, match=r"graph g10_170 has 170 nodes, more than the largest batch bucket \(12 nodes\).*train.buckets"):
         buckets.index(graphs[-1])
 
@@ -84,7 +92,7 @@ def test_bad_bucket_params_name_the_key(buckets, message):
 def test_params_yaml_defaults_plan_buckets():
     train = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
     plan = BucketPlan.from_params(train["graphs_per_batch"], train["batch_slack"], train["buckets"])
-    assert plan.count >= 2 and len(plan.plan(mixed_graphs(), 8).shapes) >= 2
+    assert plan.count >= 2 and len(plan.plan(mixed_graphs(), 8, items=4).shapes) >= 2
 
 
 def test_jit_compiled_train_step_compiles_once_per_bucket():
@@ -99,7 +107,7 @@ def test_jit_compiled_train_step_compiles_once_per_bucket():
     settings = TrainSettings.from_params({**params["train"], "graphs_per_batch": 2, "configs_per_graph": 4, "jit_compile": True,
                                           "buckets": {"count": 2, "growth": 4.0, "max_batch_nodes": 10**6}})
     graphs = mixed_graphs(sizes=(6, 8, 9, 40, 44, 48))
-    buckets = settings.bucket_plan.plan(graphs, settings.configs_per_graph)
+    buckets = settings.bucket_plan.plan(graphs, settings.configs_per_graph, items=2)
     assert len(buckets.shapes) == 2
     model_params = {**params["models"]["chebsage"], "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1}
     collection = get_collection("layout:xla:random")

@@ -56,13 +56,14 @@ def test_folds_are_deterministic_balanced_and_need_enough_graphs():
 
 def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
     from tpuperf.cache import CollectionCache
-    from tpuperf.graph import BucketPlan
+    from tpuperf.graph import Buckets, plan_batch_shape
     from tpuperf.train import batch_stream
 
-    graphs = list(CollectionCache(tiny_cache, COLLECTION).graphs("train"))
+    graphs = sorted(CollectionCache(tiny_cache, COLLECTION).graphs("train"), key=lambda g: g.num_nodes)
     graphs_by_id = {g.graph_id: g for g in graphs}
-    buckets = BucketPlan(2, 1.0, count=3, growth=1.5, max_batch_nodes=10**6).plan(graphs, 8)
-    assert len(buckets.shapes) >= 2
+    small, big = graphs[: len(graphs) // 2], graphs[len(graphs) // 2 :]  # two buckets (tiny graphs are too alike to split)
+    buckets = Buckets((small[-1].num_nodes, big[-1].num_nodes), tuple(plan_batch_shape(g, 2, 8, 1.0) for g in (small, big)))
+    assert small[-1].num_nodes < big[-1].num_nodes
 
     def signature(step):
         bucket, batches = step

@@ -111,8 +111,9 @@ class BucketPlan:
     """How graphs are grouped into a few static batch shapes (params.yaml ``train``).
 
     Bucket bounds are geometric below the largest planned graph: ``largest / growth**k`` nodes
-    for k = count-1 .. 0; buckets without graphs are dropped, so at most ``count`` shapes (XLA
-    compilations) exist per planned set. Each bucket's shape is :func:`plan_batch_shape` of its
+    for k = count-1 .. 0; buckets without graphs are dropped and neighbours merged where
+    splitting saves no node slots, so at most ``count`` shapes (XLA compilations) exist per
+    planned set. Each bucket's shape is :func:`plan_batch_shape` of its
     own graphs, with graphs per batch lowered (to 1 at least) so that
     ``graphs x slack x mean nodes`` stays within ``max_batch_nodes``: a huge graph is alone.
     """
@@ -135,8 +136,13 @@ class BucketPlan:
                              f"and buckets.max_batch_nodes >= 1, got {plan}")
         return plan
 
-    def plan(self, graphs: Iterable[CachedGraph], configs: int) -> Buckets:
-        """Buckets for ``graphs`` with ``configs`` config slots per graph; ValueError for no graphs."""
+    def plan(self, graphs: Iterable[CachedGraph], configs: int, items: int) -> Buckets:
+        """Buckets for ``graphs`` with ``configs`` config slots per graph; ValueError for no graphs.
+
+        Adjacent buckets are merged while that does not raise the node slots of packing
+        ``items`` batch items per graph (batches x node budget; packing is only counted): a split
+        that would mostly leave half-empty batches behind costs a compilation and saves nothing.
+        """
         graphs = list(graphs)
         if not graphs:
             raise ValueError("cannot plan batches for zero graphs")
@@ -144,16 +150,28 @@ class BucketPlan:
         top = int(nodes.max())
         bounds = [math.ceil(top / self.growth ** k) for k in range(self.count - 1, 0, -1)] + [top]
         member = np.searchsorted(bounds, nodes, side="left")
-        kept_bounds, shapes = [], []
-        for b, bound in enumerate(bounds):
-            group = [g for g, m in zip(graphs, member) if m == b]
-            if not group:
-                continue
-            mean = float(np.mean([g.num_nodes for g in group]))
-            per_batch = max(1, min(self.graphs_per_batch, int(self.max_batch_nodes // (self.slack * mean))))
-            kept_bounds.append(bound)
-            shapes.append(plan_batch_shape(group, per_batch, configs, self.slack))
-        return Buckets(tuple(kept_bounds), tuple(shapes))
+        groups = [(bound, [g for g, m in zip(graphs, member) if m == b]) for b, bound in enumerate(bounds)]
+        groups = [(bound, group) for bound, group in groups if group]
+        while len(groups) > 1:
+            saving = [self._slots(a, items) + self._slots(b, items) - self._slots(a + b, items)
+                      for (_, a), (_, b) in zip(groups, groups[1:])]
+            best = int(np.argmax(saving))
+            if saving[best] < 0:
+                break
+            groups[best : best + 2] = [(groups[best + 1][0], groups[best][1] + groups[best + 1][1])]
+        return Buckets(tuple(bound for bound, _ in groups), tuple(self._shape(group, configs) for _, group in groups))
+
+    def _shape(self, group: list[CachedGraph], configs: int) -> BatchShape:
+        mean = float(np.mean([g.num_nodes for g in group]))
+        per_batch = max(1, min(self.graphs_per_batch, int(self.max_batch_nodes // (self.slack * mean))))
+        return plan_batch_shape(group, per_batch, configs, self.slack)
+
+    def _slots(self, group: list[CachedGraph], items: int) -> int:
+        """Node slots of packing ``items`` items per graph, in a fixed shuffled order."""
+        shape = self._shape(group, 1)
+        order = np.random.default_rng(0).permutation(items * len(group))
+        no_rows = np.zeros(0, np.int64)
+        return sum(1 for _ in pack([BatchItem(group[i % len(group)], no_rows) for i in order], shape)) * shape.nodes
 
 
 @dataclass

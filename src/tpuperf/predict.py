@@ -58,9 +58,10 @@ class Scorer:
         out = {g.graph_id: np.full(g.num_configs if rows is None else len(rows[g.graph_id]), np.nan) for g in graphs}
         if not out:
             return out
-        buckets = self.plan.plan(graphs, self.configs)
+        chunks = chunk_items(graphs, self.configs, rows)
+        buckets = self.plan.plan(graphs, self.configs, items=max(1, round(len(chunks) / len(graphs))))
         position = {g.graph_id: 0 for g in graphs}
-        for shape, items in zip(buckets.shapes, buckets.split(chunk_items(graphs, self.configs, rows))):
+        for shape, items in zip(buckets.shapes, buckets.split(chunks)):
             batches = list(pack(items, shape))
             batches += [[] for _ in range(-len(batches) % replicas)]
             for step, results in enumerate(self._run(batches, shape)):

@@ -385,7 +385,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         raise TrainingError(f"{cache.dir}: no training graphs")
     fold_of = assign_folds([g.graph_id for g in splits["train"]], settings.folds, settings.seed)
     # training shapes from the train split only (every fold shares them); scoring plans its own per scored set
-    buckets = settings.bucket_plan.plan(splits["train"], settings.configs_per_graph)
+    buckets = settings.bucket_plan.plan(splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind])
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
     fingerprint = _fingerprint(model_params, {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats)
