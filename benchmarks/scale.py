@@ -127,13 +127,13 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def train_epoch(kit, graphs, buckets, samples: int, max_steps: int | None) -> dict:
-    """One epoch (or ``max_steps``) of training steps; compilation steps timed apart."""
+def train_epoch(kit, graphs, buckets, samples: int, max_steps: int | None, min_steps: int) -> dict:
+    """One epoch of training steps (at least ``min_steps``, at most ``max_steps``); compilation steps timed apart."""
     from tpuperf.graph import SlotUsage
     from tpuperf.train import batch_stream, epoch_steps
 
     kit.reset(0)
-    steps = epoch_steps(graphs, buckets, samples)
+    steps = max(epoch_steps(graphs, buckets, samples), min_steps)
     steps = min(steps, max_steps) if max_steps else steps
     stream = batch_stream(graphs, buckets, samples, seed=0)
     usage, steady_usage = SlotUsage(), SlotUsage()
@@ -163,7 +163,7 @@ def train_epoch(kit, graphs, buckets, samples: int, max_steps: int | None) -> di
     }
 
 
-def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, max_steps: int | None) -> dict:
+def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, max_steps: int | None, min_steps: int) -> dict:
     """Every stage of one collection in this process; a dict of figures."""
     import tpuperf  # noqa: F401
     import tensorflow as tf
@@ -197,7 +197,7 @@ def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, m
         del kit  # the before model's memory is not counted in the after peak (as far as TensorFlow frees it)
         _reset_peak()
         kit = ModelKit(collection, params["models"][model], settings, tf.distribute.get_strategy(), cache.node_feat_dim, splits["train"][0])
-        out[f"train_{mode}"] = {**train_epoch(kit, splits["train"], buckets, samples, max_steps), "peak_rss": _peak_bytes()}
+        out[f"train_{mode}"] = {**train_epoch(kit, splits["train"], buckets, samples, max_steps, min_steps), "peak_rss": _peak_bytes()}
     _reset_peak()
     scored = splits["valid"] + splits["test"]
     t0 = time.perf_counter()
@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="layout graphs drawn per split (tile: 20x as many)")
     parser.add_argument("--max-configs", type=int, default=2_000, help="configs per drawn file at most")
     parser.add_argument("--max-steps", type=int, default=None, help="training steps per epoch at most (default: a full epoch)")
+    parser.add_argument("--min-steps", type=int, default=4, help="training steps at least (steady configs/s needs steps "
+                        "after the compiling ones; a few real graphs make a short epoch)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny graphs (node counts / 100), 2 collections")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: a temp dir, removed)")
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         params["train"]["jit_compile"] = False
     if args.child:
         raw, work, name = args.child
-        result = run_collection(Path(raw), Path(work), name, params, args.model, args.max_steps)
+        result = run_collection(Path(raw), Path(work), name, params, args.model, args.max_steps, args.min_steps)
         Path(work, "result.json").write_text(json.dumps(result))
         return [result]
 
@@ -308,6 +310,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             cmd = [sys.executable, __file__, "--params", args.params, "--model", args.model, "--child", str(raw), str(work), name]
             cmd += ["--hops", str(params["preprocess"]["hops"])]
             cmd += ["--max-steps", str(args.max_steps)] if args.max_steps else []
+            cmd += ["--min-steps", str(args.min_steps)]
             cmd += ["--quick"] if args.quick else []
             subprocess.run(cmd, check=True)
             result = json.loads((work / "result.json").read_text())
