@@ -131,3 +131,29 @@ def test_small_budgets_are_rounded_finely_large_ones_to_64():
     for nodes, budget in ((30, 32), (200, 208), (1000, 1024), (5000, 5056)):
         shape = plan_batch_shape(mixed_graphs(sizes=(nodes,)), 1, 4, 1.0)
         assert shape.nodes == budget and shape.nodes - (nodes + 1) <= (nodes + 1) / 8, (nodes, shape)
+
+
+def test_scorer_plans_per_scored_set_and_reuses_a_close_compiled_shape():
+    """Shapes come from the graphs scored; a compiled shape at most 25% larger is reused, with
+    the same scores as a fresh plan (padding does not change a graph's scores)."""
+    import tensorflow as tf
+
+    from tpuperf.models import build_model
+    from tpuperf.predict import Scorer
+
+    rng = np.random.default_rng(1)
+    model = build_model("layout", {"conv": "sage", "units": 8, "shared_layers": 1, "config_layers": 1})
+    plan = BucketPlan(2, 1.0, count=1, growth=2.0, max_batch_nodes=10**6)
+    first = [fake_graph(rng, "layout", n, 5, name=f"a{n}") for n in (30, 31)]
+    close = [fake_graph(rng, "layout", n, 5, name=f"b{n}") for n in (27, 28)]
+    far = [fake_graph(rng, "layout", n, 5, name=f"c{n}") for n in (9, 10)]
+    scorer = Scorer(model, plan, 4, "layout", 6, tf.distribute.get_strategy(), jit_compile=False)
+    scorer.score(first)  # builds the model's variables too (a second trace)
+    compiled = scorer.compilations
+    reused = scorer.score(close)
+    assert scorer.compilations == compiled
+    fresh = Scorer(model, plan, 4, "layout", 6, tf.distribute.get_strategy(), jit_compile=False).score(close)
+    for gid in fresh:
+        np.testing.assert_allclose(reused[gid], fresh[gid], rtol=1e-5, atol=1e-6)
+    scorer.score(far)  # far smaller: its own shape, not padded to the first set's
+    assert scorer.compilations == compiled + 1

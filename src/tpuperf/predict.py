@@ -20,6 +20,9 @@ from tpuperf.cache import CachedGraph
 from tpuperf.graph import BatchItem, BatchShape, BucketPlan, make_dataset, pack, to_arrays, to_graph_tensor
 
 
+REUSE_SLACK = 1.25  # a compiled scoring shape is reused for a planned one up to this much larger
+
+
 def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.ndarray] | None = None) -> list[BatchItem]:
     """Items covering every config of each graph (or only ``rows[graph_id]``) in chunks."""
     items = []
@@ -34,8 +37,10 @@ class Scorer:
     """A compiled forward pass over padded batches of a few static shapes, on every replica.
 
     Each :meth:`score` call plans size buckets (``plan``) from the graphs it scores, with
-    ``configs`` config slots per graph, so the shapes never depend on other graphs; the forward
-    pass is traced (XLA-compiled) once per distinct shape (:attr:`compilations`). Under a
+    ``configs`` config slots per graph, so the shapes never depend on other graphs, except that
+    a shape already compiled is reused for a planned one it holds with at most ``REUSE_SLACK``
+    more node and edge slots (scores do not depend on padding); the forward pass is traced
+    (XLA-compiled) once per distinct shape (:attr:`compilations`). Under a
     multi-replica strategy each replica scores a different batch of the same bucket per step; a
     bucket's batch list is padded with empty batches to a multiple of the replica count.
     """
@@ -46,6 +51,7 @@ class Scorer:
         self.plan, self.configs, self.kind, self.feat_dim, self.strategy = plan, configs, kind, feat_dim, strategy
         forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
         self._forward = forward
+        self._shapes: list[BatchShape] = []  # shapes compiled so far
         self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
         # one replica: the GraphTensor is built inside the traced function; built eagerly per
         # batch it cost as much Python time as the forward pass itself
@@ -62,6 +68,7 @@ class Scorer:
         buckets = self.plan.plan(graphs, self.configs, items=max(1, round(len(chunks) / len(graphs))))
         position = {g.graph_id: 0 for g in graphs}
         for shape, items in zip(buckets.shapes, buckets.split(chunks)):
+            shape = self._compiled_like(shape)
             batches = list(pack(items, shape))
             batches += [[] for _ in range(-len(batches) % replicas)]
             for step, results in enumerate(self._run(batches, shape)):
@@ -74,6 +81,15 @@ class Scorer:
             if not np.isfinite(values).all():
                 raise FloatingPointError(f"model produced non-finite scores for graph {gid}")
         return out
+
+    def _compiled_like(self, shape: BatchShape) -> BatchShape:
+        """The smallest compiled shape that holds ``shape`` within ``REUSE_SLACK``, else ``shape`` (now compiled)."""
+        fits = [s for s in self._shapes if s.configs == shape.configs and s.graphs >= shape.graphs
+                and shape.nodes <= s.nodes <= REUSE_SLACK * shape.nodes and shape.edges <= s.edges <= REUSE_SLACK * shape.edges]
+        if fits:
+            return min(fits, key=lambda s: (s.nodes, s.edges, s.graphs))
+        self._shapes.append(shape)
+        return shape
 
     @property
     def compilations(self) -> int:
