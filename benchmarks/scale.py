@@ -7,8 +7,9 @@ of ~40 nodes on average, 2 to ~1,000) through tpuperf.synthetic, or read from a 
 file (real files hold up to ~60k; training samples ``train.configs_per_graph`` of them anyway,
 and scoring time is extrapolated per config).
 
-Per collection, in one child process (so collections do not share memory), with the peak RSS
-of each stage measured by resetting the kernel's high-water mark (/proc/self/clear_refs) first:
+Per collection, in two child processes (preprocess + train before; train after + score), so
+that no stage's memory is counted in another's, with the peak RSS of each stage measured by
+resetting the kernel's high-water mark (/proc/self/clear_refs) first:
 
   preprocess   wall time, peak RSS, cache bytes on disk
   train        one epoch (``train.samples_per_graph`` items per train graph) of ``--model``, twice
@@ -163,8 +164,11 @@ def train_epoch(kit, graphs, buckets, samples: int, max_steps: int | None, min_s
     }
 
 
-def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, max_steps: int | None, min_steps: int) -> dict:
-    """Every stage of one collection in this process; a dict of figures."""
+def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, max_steps: int | None, min_steps: int,
+                   mode: str) -> dict:
+    """The stages of one collection in this process, a dict of figures: mode ``before``
+    preprocesses and trains with one shape; mode ``after`` (a fresh process, so that the first
+    one's memory is not counted) trains with buckets and scores."""
     import tpuperf  # noqa: F401
     import tensorflow as tf
 
@@ -175,11 +179,13 @@ def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, m
 
     collection = get_collection(name)
     out: dict = {"collection": name}
-    _reset_peak()
-    t0 = time.perf_counter()
-    preprocess_collection(raw, work / "cache", collection, PreprocessSettings.from_params(params), progress=False)
+    if mode == "before":
+        _reset_peak()
+        t0 = time.perf_counter()
+        preprocess_collection(raw, work / "cache", collection, PreprocessSettings.from_params(params), progress=False)
+        out["preprocess"] = {"seconds": time.perf_counter() - t0, "peak_rss": _peak_bytes(),
+                             "cache_bytes": _dir_bytes(work / "cache" / collection.slug)}
     cache = CollectionCache(work / "cache", collection)
-    out["preprocess"] = {"seconds": time.perf_counter() - t0, "peak_rss": _peak_bytes(), "cache_bytes": _dir_bytes(cache.dir)}
 
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
     out["graphs"] = {split: len(g) for split, g in splits.items()}
@@ -187,17 +193,15 @@ def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, m
     settings = TrainSettings.from_params({**params["train"], "verbose": 0, "live": False})
     samples = settings.samples_per_graph[collection.kind]
     every = [g for gs in splits.values() for g in gs]
-    plans = {
-        # the pipeline before buckets: one shape from the largest graph of all splits
-        "before": BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(every, settings.configs_per_graph, samples),
-        "after": settings.bucket_plan.plan(splits["train"], settings.configs_per_graph, samples),
-    }
-    kit = None
-    for mode, buckets in plans.items():
-        del kit  # the before model's memory is not counted in the after peak (as far as TensorFlow frees it)
-        _reset_peak()
-        kit = ModelKit(collection, params["models"][model], settings, tf.distribute.get_strategy(), cache.node_feat_dim, splits["train"][0])
-        out[f"train_{mode}"] = {**train_epoch(kit, splits["train"], buckets, samples, max_steps, min_steps), "peak_rss": _peak_bytes()}
+    if mode == "before":  # the pipeline before buckets: one shape from the largest graph of all splits
+        buckets = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(every, settings.configs_per_graph, samples)
+    else:
+        buckets = settings.bucket_plan.plan(splits["train"], settings.configs_per_graph, samples)
+    _reset_peak()
+    kit = ModelKit(collection, params["models"][model], settings, tf.distribute.get_strategy(), cache.node_feat_dim, splits["train"][0])
+    out[f"train_{mode}"] = {**train_epoch(kit, splits["train"], buckets, samples, max_steps, min_steps), "peak_rss": _peak_bytes()}
+    if mode == "before":
+        return out
     _reset_peak()
     scored = splits["valid"] + splits["test"]
     t0 = time.perf_counter()
@@ -272,7 +276,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny graphs (node counts / 100), 2 collections")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: a temp dir, removed)")
-    parser.add_argument("--child", nargs=3, metavar=("RAW", "WORK", "COLLECTION"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, metavar=("RAW", "WORK", "COLLECTION", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     from tpuperf.config import load_params
@@ -284,9 +288,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:  # smoke run: no XLA compilation (tens of seconds per shape on a loaded CPU)
         params["train"]["jit_compile"] = False
     if args.child:
-        raw, work, name = args.child
-        result = run_collection(Path(raw), Path(work), name, params, args.model, args.max_steps, args.min_steps)
-        Path(work, "result.json").write_text(json.dumps(result))
+        raw, work, name, mode = args.child
+        result = run_collection(Path(raw), Path(work), name, params, args.model, args.max_steps, args.min_steps, mode)
+        Path(work, f"{mode}.json").write_text(json.dumps(result))
         return [result]
 
     shrink = QUICK_SHRINK if args.quick else 1
@@ -307,13 +311,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"{name}: drew {counts} graphs in {time.perf_counter() - t0:.0f} s", flush=True)
             work = Path(tmp, collection.slug)
             work.mkdir()
-            cmd = [sys.executable, __file__, "--params", args.params, "--model", args.model, "--child", str(raw), str(work), name]
-            cmd += ["--hops", str(params["preprocess"]["hops"])]
+            cmd = [sys.executable, __file__, "--params", args.params, "--model", args.model, "--hops", str(params["preprocess"]["hops"])]
             cmd += ["--max-steps", str(args.max_steps)] if args.max_steps else []
             cmd += ["--min-steps", str(args.min_steps)]
             cmd += ["--quick"] if args.quick else []
-            subprocess.run(cmd, check=True)
-            result = json.loads((work / "result.json").read_text())
+            result = {}
+            for mode in ("before", "after"):  # one process each: the first one's memory stays out of the second's peak
+                subprocess.run(cmd + ["--child", str(raw), str(work), name, mode], check=True)
+                result.update(json.loads((work / f"{mode}.json").read_text()))
             samples = params["train"]["samples_per_graph"][collection.kind]
             result["extrapolated"] = extrapolate(result, collection, samples)
             results.append(result)
