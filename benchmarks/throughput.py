@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from tpuperf.data.cache import CollectionCache
 from tpuperf.config import load_params
-from tpuperf.training.batches import make_dataset, plan_batch_shape
+from tpuperf.training.batches import BucketPlan, make_dataset
 from tpuperf.training.losses import get_loss
 from tpuperf.models import build_model
 from tpuperf.training.trainer import TrainSettings, batch_stream
@@ -81,11 +81,17 @@ def throughput(params: dict, cache_root: str, collection: str, models: list[str]
     cache = CollectionCache(cache_root, collection)
     kind = cache.collection.kind
     graphs = list(cache.graphs("train"))
-    shape = plan_batch_shape(graphs, settings.graphs_per_batch, settings.configs_per_graph, settings.batch_slack)
-    pshape = plan_batch_shape(graphs, settings.graphs_per_batch, settings.predict_configs_per_graph, settings.batch_slack)
+    one_shape = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62)  # every batch alike
+    buckets = one_shape.plan(graphs, settings.configs_per_graph, items=1)
+    pbuckets = one_shape.plan(graphs, settings.predict_configs_per_graph, items=1)
+    shape, pshape = buckets.shapes[0], pbuckets.shapes[0]
     samples = settings.samples_per_graph[kind]
-    train_batches = collect(lambda: make_dataset(lambda: batch_stream(graphs, shape, samples, 0), shape, kind, cache.node_feat_dim), steps)
-    predict_batches = collect(lambda: make_dataset(lambda: batch_stream(graphs, pshape, 1, 1), pshape, kind, cache.node_feat_dim), steps)
+
+    def batches(plan, samples_per_graph, seed):
+        return (step[0] for _, step in batch_stream(graphs, plan, samples_per_graph, seed))
+
+    train_batches = collect(lambda: make_dataset(lambda: batches(buckets, samples, 0), shape, kind, cache.node_feat_dim), steps)
+    predict_batches = collect(lambda: make_dataset(lambda: batches(pbuckets, 1, 1), pshape, kind, cache.node_feat_dim), steps)
     print(f"{cache.collection.name}: train batch {shape}, predict batch {pshape}, jit_compile={settings.jit_compile}, "
           f"{steps} timed steps each")
     return {name: measure(params["models"][name], kind, train_batches, predict_batches, settings) for name in models}

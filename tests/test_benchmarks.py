@@ -1,4 +1,4 @@
-"""benchmarks/claims.py: the figures behind each claim verdict, the report, and a --quick end-to-end run."""
+"""benchmarks/claims.py and benchmarks/scale.py: the figures behind each claim verdict, the report, --quick end-to-end runs."""
 from __future__ import annotations
 
 import json
@@ -191,3 +191,37 @@ def test_quick_run_writes_results_and_plots(tmp_path: Path):
     again = tmp_path / "again"
     claims.main(["--render", str(tmp_path / "results.json"), "--out", str(again)])  # no training
     assert (again / "RESULTS.md").read_text() == text
+
+
+def test_scale_draws_the_real_size_distribution():
+    import scale
+
+    rng = np.random.default_rng(0)
+    for name, mean, top in (("xla", 14_000, 44_000), ("nlp", 5_700, 44_000), ("tile", 40, 1_000)):
+        sizes = np.array(scale.draw_sizes(rng, scale.SCALES[name], 4_000))
+        assert abs(sizes[:, 0].mean() / mean - 1) < 0.1 and sizes[:, 0].max() <= top, (name, sizes[:, 0].mean())
+        if name != "tile":
+            assert 100 <= sizes[:, 1].min() and sizes[:, 1].max() <= 1_000
+
+
+@pytest.mark.slow
+def test_scale_quick_run_prints_every_stage_and_goal(tmp_path: Path):
+    """benchmarks/scale.py --quick (~1 min on 2 free cores: one child per collection, no XLA)."""
+    out = tmp_path / "scale.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "scale.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = {r["collection"]: r for r in json.loads(out.read_text())}
+    assert sorted(results) == ["layout:xla:random", "tile:xla"]
+    for name, r in results.items():
+        for stage in ("preprocess", "train_before", "train_after", "score"):
+            assert r[stage]["peak_rss"] > 100 * 2**20, (name, stage)
+        assert r["preprocess"]["cache_bytes"] > 0 and r["score"]["configs"] > 0
+        assert r["train_before"]["configs_per_s"] > 0 and r["train_after"]["configs_per_s"] > 0
+        assert 0 < r["train_after"]["node_fill"] <= 1 and 0 < r["train_after"]["config_fill"] <= 1
+        assert r["extrapolated"]["epoch_seconds"] > 0 and r["extrapolated"]["score_seconds"] > 0
+    layout = results["layout:xla:random"]
+    assert len(layout["train_after"]["shapes"]) > 1 and layout["train_after"]["node_fill"] > layout["train_before"]["node_fill"]
+    for line in ("train before", "train after", "full dataset on this machine", "padding efficiency >= 70%",
+                 "peak RSS of every stage <= 8 GiB", "training configs/s after / before >= 2x"):
+        assert line in done.stdout, line

@@ -80,7 +80,7 @@ def test_export_writes_manifest_and_one_weight_file_per_member(exported):
     weights = {m: s["weight"] for m, s in manifest["models"].items()}
     z = np.exp(np.array([0.3, 0.25]) / params["ensemble"]["temperature"])
     assert weights == pytest.approx(dict(zip(MODELS, z / z.sum())))  # softmax of oof / temperature, as ensemble.py
-    assert manifest["stats"]["hops"] == params["preprocess"]["hops"] and manifest["batch_shape"]["configs"] == 16
+    assert manifest["stats"]["hops"] == params["preprocess"]["hops"] and manifest["planning"]["predict_configs_per_graph"] == 16
     assert sorted(p.name for p in (root / "models/layout-xla-default/sage").iterdir()) == ["fold_0.npz", "fold_1.npz"]
     assert set(manifest["fingerprint"]) == {"data", "code"}
 
@@ -131,7 +131,7 @@ def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shar
 
 def test_chunking_does_not_change_scores(exported):
     """Scores of a graph do not depend on how its configs are split into batches."""
-    from tpuperf.training.batches import BatchShape
+    from tpuperf.training.batches import BucketPlan
     from tpuperf.training.scoring import Scorer
     import tensorflow as tf
 
@@ -141,8 +141,9 @@ def test_chunking_does_not_change_scores(exported):
                           get_collection("layout:xla:default"), model.stats)
     net = model.models["chebsage"]
     net.set_weights(model.folds["chebsage"][0])
-    whole = Scorer(net, BatchShape(2, 64, 64, 4), "layout", model.feat_dim, tf.distribute.get_strategy(), False).score([graph])
-    split = Scorer(net, BatchShape(2, 64, 64, 1), "layout", model.feat_dim, tf.distribute.get_strategy(), False).score([graph])
+    plan = BucketPlan(2, 1.25, count=1, growth=2.0, max_batch_nodes=10**6)
+    whole = Scorer(net, plan, 4, "layout", model.feat_dim, tf.distribute.get_strategy(), False).score([graph])
+    split = Scorer(net, plan, 1, "layout", model.feat_dim, tf.distribute.get_strategy(), False).score([graph])
     assert np.allclose(whole[graph.graph_id], split[graph.graph_id], rtol=1e-5, atol=1e-6)
 
 

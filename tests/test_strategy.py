@@ -66,17 +66,18 @@ def test_two_replicas_score_like_one():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from graph_factory import fake_graph
-        from tpuperf.training.batches import plan_batch_shape
+        from tpuperf.training.batches import BucketPlan
         from tpuperf.models import build_model
         from tpuperf.training.scoring import Scorer
         rng = np.random.default_rng(0)
         graphs = [fake_graph(rng, "layout", n, 7, name=f"g{i}") for i, n in enumerate((9, 14, 5, 11, 8))]
-        shape = plan_batch_shape(graphs, 2, 4, 1.0)
+        plan = BucketPlan(2, 1.0, count=2, growth=2.0, max_batch_nodes=10**6)
+        assert len(plan.plan(graphs, 4, items=2).shapes) == 2
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with mirrored.scope():
             model = build_model("layout", {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1})
-            one = Scorer(model, shape, "layout", 6, tf.distribute.get_strategy(), jit_compile=False).score(graphs)
-        two = Scorer(model, shape, "layout", 6, mirrored, jit_compile=False).score(graphs)
+            one = Scorer(model, plan, 4, "layout", 6, tf.distribute.get_strategy(), jit_compile=False).score(graphs)
+        two = Scorer(model, plan, 4, "layout", 6, mirrored, jit_compile=False).score(graphs)
         assert mirrored.num_replicas_in_sync == 2
         for g in graphs:
             np.testing.assert_allclose(two[g.graph_id], one[g.graph_id], rtol=1e-4, atol=1e-5)
@@ -86,3 +87,56 @@ def test_two_replicas_score_like_one():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "OK 35" in done.stdout
+
+
+def test_two_replicas_train_like_one_on_the_same_global_batch():
+    """MirroredStrategy over two logical CPUs: each replica takes half of a global batch; the global
+    loss and the weights follow one replica trained on the whole batch, over steps of two batch
+    shapes (the path a TPU v5e-8 takes with 8 replicas). Tolerance: losses 1e-4 relative, weights
+    1e-3 absolute (float32 sums in a different order; Adam rescales tiny gradients)."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, sys, yaml
+        sys.path.insert(0, "tests")
+        import tpuperf, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from graph_factory import fake_graph
+        from tpuperf.collection import get_collection
+        from tpuperf.training.batches import BatchItem, BatchShape
+        from tpuperf.training.trainer import ModelKit, TrainSettings
+        params = yaml.safe_load(open("params.yaml"))
+        settings = TrainSettings.from_params({**params["train"], "jit_compile": False, "learning_rate": 0.01})
+        model_params = {**params["models"]["chebsage"], "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1}
+        rng = np.random.default_rng(0)
+        small = [fake_graph(rng, "layout", n, 9, name=f"s{i}") for i, n in enumerate((9, 14, 5, 11, 8, 12))]
+        big = [fake_graph(rng, "layout", n, 9, name=f"b{i}") for i, n in enumerate((30, 34, 28, 31, 29, 33))]
+        shapes = {"small": BatchShape(2, 32, 64, 4), "big": BatchShape(2, 80, 160, 4)}
+        collection = get_collection("layout:xla:random")
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        two = ModelKit(collection, model_params, settings, mirrored, 6, small[0])
+        one = ModelKit(collection, model_params, settings, tf.distribute.get_strategy(), 6, small[0])
+        two.reset(0)
+        one.reset(0)
+        start = np.concatenate([w.ravel() for w in one.model.get_weights()])
+        assert mirrored.num_replicas_in_sync == 2
+        losses = []
+        for step in range(6):
+            name = ("small", "big")[step % 2]
+            graphs, shape = (small, big)[step % 2], shapes[name]
+            items = [BatchItem(g, rng.choice(9, size=4, replace=False)) for g in rng.permutation(graphs)[:4]]
+            wide = BatchShape(2 * shape.graphs, 2 * shape.nodes, 2 * shape.edges, shape.configs)
+            losses.append((two.train_step([items[:2], items[2:]], shape), one.train_step([items], wide)))
+        losses = np.array(losses)
+        np.testing.assert_allclose(losses[:, 0], losses[:, 1], rtol=1e-4)
+        after_two, after_one = (np.concatenate([w.ravel() for w in k.model.get_weights()]) for k in (two, one))
+        gap, moved = np.abs(after_two - after_one), np.abs(after_one - start)
+        print("gap", gap.max(), gap.mean(), "moved", moved.max(), moved.mean())
+        assert gap.mean() < 0.01 * moved.mean() and gap.max() < settings.learning_rate, (gap.mean(), moved.mean(), gap.max())
+        assert one.train_compilations == 2 and two.train_compilations == 2 * 2  # per shape, per replica device
+        print("OK", np.round(losses[:, 0], 4).tolist())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "OK" in done.stdout

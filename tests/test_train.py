@@ -57,22 +57,31 @@ def test_folds_are_deterministic_balanced_and_need_enough_graphs():
 
 def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
     from tpuperf.data.cache import CollectionCache
-    from tpuperf.training.batches import plan_batch_shape
+    from tpuperf.training.batches import Buckets, plan_batch_shape
     from tpuperf.training.trainer import batch_stream
 
-    graphs = list(CollectionCache(tiny_cache, COLLECTION).graphs("train"))
-    shape = plan_batch_shape(graphs, 2, 8, 1.0)
+    graphs = sorted(CollectionCache(tiny_cache, COLLECTION).graphs("train"), key=lambda g: g.num_nodes)
+    graphs_by_id = {g.graph_id: g for g in graphs}
+    small, big = graphs[: len(graphs) // 2], graphs[len(graphs) // 2 :]  # two buckets (tiny graphs are too alike to split)
+    buckets = Buckets((small[-1].num_nodes, big[-1].num_nodes), tuple(plan_batch_shape(g, 2, 8, 1.0) for g in (small, big)))
+    assert small[-1].num_nodes < big[-1].num_nodes
 
-    def signature(batch):
-        return [(item.graph.graph_id, tuple(item.rows)) for item in batch]
+    def signature(step):
+        bucket, batches = step
+        return bucket, [[(item.graph.graph_id, tuple(item.rows)) for item in batch] for batch in batches]
 
-    stream = batch_stream(graphs, shape, samples=3, seed=5)
-    first = [signature(next(stream)) for _ in range(12)]
-    again = batch_stream(graphs, shape, samples=3, seed=5)
-    assert [signature(next(again)) for _ in range(12)] == first
-    resumed = batch_stream(graphs, shape, samples=3, seed=5, start_batch=7)
-    assert [signature(next(resumed)) for _ in range(5)] == first[7:]
-    assert len({gid for batch in first for gid, _ in batch}) == len(graphs)
+    for replicas in (1, 2):
+        stream = batch_stream(graphs, buckets, samples=3, seed=5, replicas=replicas)
+        first = [signature(next(stream)) for _ in range(12)]
+        again = batch_stream(graphs, buckets, samples=3, seed=5, replicas=replicas)
+        assert [signature(next(again)) for _ in range(12)] == first
+        resumed = batch_stream(graphs, buckets, samples=3, seed=5, replicas=replicas, start_step=7)
+        assert [signature(next(resumed)) for _ in range(5)] == first[7:]
+        assert len({gid for _, batches in first for batch in batches for gid, _ in batch}) == len(graphs)
+        for bucket, batches in first:  # every replica of a step gets a batch of the step's bucket
+            assert len(batches) == replicas
+            assert {buckets.index(graphs_by_id[gid]) for batch in batches for gid, _ in batch} == {bucket}
+    assert len({bucket for bucket, _ in first}) == len(buckets.shapes)
 
 
 def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tmp_path, umask, file_modes):

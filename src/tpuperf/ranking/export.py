@@ -5,10 +5,10 @@
 What goes in is what ``ensemble.py`` combines for the submission: the ``ensemble.models``, each
 with its ``train.folds`` best-epoch checkpoints (``checkpoints/<slug>/<model>/fold_<k>/best``),
 weighted by :func:`tpuperf.submission.ensemble.model_weights` from their out-of-fold scores; the cache's
-``stats.json`` (feature transform, pruning hops); and the batch shape training predicted with
-(:func:`tpuperf.training.batches.plan_batch_shape` over the cache's graphs with ``train.graphs_per_batch``,
-``train.predict_configs_per_graph`` and ``train.batch_slack``), so that ranking a test file
-reproduces its submission row.
+``stats.json`` (feature transform, pruning hops); and the batch planning the pipeline scored
+with (``train.graphs_per_batch``, ``train.batch_slack``, ``train.buckets`` and
+``train.predict_configs_per_graph``: :class:`tpuperf.training.batches.BucketPlan`), so that
+ranking a test file scores it as its submission row was scored.
 
 A separate stage rather than part of ``ensemble``: it reads the checkpoints and one
 collection's cache, so it runs per collection, only when that collection's models or
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection
 from tpuperf.config import section
 from tpuperf.submission.ensemble import EnsembleSettings, model_weights, read_oof_score
-from tpuperf.training.batches import plan_batch_shape
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
 from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir
 from tpuperf.errors import TpuperfError
@@ -91,8 +89,6 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     train = section(params, "train")
     out_root = Path(section(params, "export")["out"])
     cache = CollectionCache(section(params, "preprocess")["out"], collection)
-    graphs = [g for split in ("train", "valid", "test") for g in cache.graphs(split)]
-    shape = plan_batch_shape(graphs, train["graphs_per_batch"], train["predict_configs_per_graph"], train["batch_slack"])
     oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
     weights = model_weights(oof, ens.weights, ens.temperature)
 
@@ -116,13 +112,12 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
             "models": models,
             "ensemble": {"weights": ens.weights, "temperature": ens.temperature},
             "loss": train["loss"],
-            "batch_shape": asdict(shape),
-            "planning": {k: train[k] for k in ("graphs_per_batch", "predict_configs_per_graph", "batch_slack")},
+            "planning": {k: train[k] for k in ("graphs_per_batch", "predict_configs_per_graph", "batch_slack", "buckets")},
             "jit_compile": bool(train["jit_compile"]),
             "stats": cache.stats,
             "fingerprint": fingerprint(cache.dir),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    log.info("wrote %s: %s x %d folds, weights %s, batch %s", final, ", ".join(ens.models), ens.folds,
-             ", ".join(f"{m} {w:.3f}" for m, w in weights.items()), shape)
+    log.info("wrote %s: %s x %d folds, weights %s, batch planning %s", final, ", ".join(ens.models), ens.folds,
+             ", ".join(f"{m} {w:.3f}" for m, w in weights.items()), manifest["planning"])
     return final

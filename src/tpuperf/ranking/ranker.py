@@ -43,12 +43,12 @@ import tpuperf
 from tpuperf.data.cache import CachedGraph
 from tpuperf.collection import COLLECTIONS, Collection, get_collection, locate
 from tpuperf.data.npz import LAYOUT_FIELDS, TILE_FIELDS, DataFormatError, read_header
-from tpuperf.training.batches import BatchItem, BatchShape, plan_batch_shape, to_arrays, to_graph_tensor
+from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 from tpuperf.errors import TpuperfError
 
 EXPORT_FORMAT = 1
 MANIFEST = "manifest.json"
-MANIFEST_KEYS = ("collection", "models", "stats", "batch_shape", "planning", "jit_compile")
+MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile")
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
 
 
@@ -162,8 +162,9 @@ class ExportedModel:
         if self.feat_dim != len(self.stats["node_feat"]["columns"]):
             raise ModelExportError(f"{manifest_path}: node_feat_dim {self.feat_dim} but the transform keeps "
                                    f"{len(self.stats['node_feat']['columns'])} columns")
-        self.shape = BatchShape(**m["batch_shape"])
-        self.planning = m["planning"]
+        p = m["planning"]
+        self.plan = BucketPlan.from_params(p["graphs_per_batch"], p["batch_slack"], p["buckets"])
+        self.configs = int(p["predict_configs_per_graph"])
         self.jit_compile = bool(m["jit_compile"])
         self.strategy = tf.distribute.get_strategy()
         self.models: dict[str, Any] = {}
@@ -173,7 +174,7 @@ class ExportedModel:
             model = build_member_model(self.collection.kind, spec["params"], self.feat_dim)
             self.models[name] = model
             self.folds[name] = {int(k): self._read_weights(self.dir / name / f"fold_{k}.npz", model) for k in spec["folds"]}
-        self._scorers: dict[tuple[str, BatchShape], Any] = {}
+        self._scorers: dict[str, Any] = {}
 
     def _read_weights(self, path: Path, model) -> list[np.ndarray]:
         try:
@@ -191,24 +192,14 @@ class ExportedModel:
                                    "(made from other features or model settings?)")
         return arrays
 
-    def _scorer(self, name: str, shape: BatchShape):
+    def _scorer(self, name: str):
+        """The member's scorer: it plans size buckets from the graphs it scores, as the pipeline's does."""
         from tpuperf.training.scoring import Scorer
 
-        key = (name, shape)
-        if key not in self._scorers:
-            self._scorers[key] = Scorer(self.models[name], shape, self.collection.kind, self.feat_dim, self.strategy, self.jit_compile)
-        return self._scorers[key]
-
-    def _shape_groups(self, graphs: Sequence[CachedGraph]) -> list[tuple[BatchShape, list[CachedGraph]]]:
-        """Graphs that fit the pipeline's predict shape share it (scores then equal the pipeline's
-        test predictions); a bigger graph gets a shape planned for it alone, as training plans one."""
-        fit = [g for g in graphs if self.shape.fits(g.num_nodes, g.num_edges, 1)]
-        groups = [(self.shape, fit)] if fit else []
-        p = self.planning
-        for g in graphs:
-            if not self.shape.fits(g.num_nodes, g.num_edges, 1):
-                groups.append((plan_batch_shape([g], p["graphs_per_batch"], self.shape.configs, p["batch_slack"]), [g]))
-        return groups
+        if name not in self._scorers:
+            self._scorers[name] = Scorer(self.models[name], self.plan, self.configs, self.collection.kind, self.feat_dim,
+                                         self.strategy, self.jit_compile)
+        return self._scorers[name]
 
     def member_scores(self, graphs: Sequence[CachedGraph]) -> pl.DataFrame:
         """Every member's raw score of every config: rows of the prediction format plus
@@ -219,10 +210,9 @@ class ExportedModel:
         for name, folds in self.folds.items():
             for fold, arrays in folds.items():
                 self.models[name].set_weights(arrays)
-                for shape, group in self._shape_groups(graphs):
-                    scores = self._scorer(name, shape).score(group)
-                    frames.append(prediction_frame(TEST_SPLIT, group, scores).with_columns(
-                        collection=pl.lit(self.collection.name), model=pl.lit(name), fold=pl.lit(fold)))
+                scores = self._scorer(name).score(graphs)
+                frames.append(prediction_frame(TEST_SPLIT, graphs, scores).with_columns(
+                    collection=pl.lit(self.collection.name), model=pl.lit(name), fold=pl.lit(fold)))
         return pl.concat(frames)
 
     def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None) -> list[Ranking]:

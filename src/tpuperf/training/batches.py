@@ -3,8 +3,10 @@
 A batch holds up to ``BatchShape.graphs`` items; an item is one graph with up to ``configs``
 of its configurations. Items are merged into one GraphTensor with ``graphs + 1`` components:
 the items, empty components for unused slots, and a last padding component that absorbs the
-unused node and edge budget. Every tensor therefore has the same shape in every batch, so a
-``jit_compile=True`` step compiles once (on TPU too) and never sees a dynamic shape.
+unused node and edge budget. Every tensor therefore has the same shape in every batch of one
+shape, so a ``jit_compile=True`` step compiles once per shape (on TPU too) and never sees a
+dynamic shape. Graphs are grouped by node count into a few shapes (:class:`BucketPlan`) so that
+small graphs are not padded to the largest one.
 
 Schema: node set ``op`` with ``feat`` [N, F] float32, ``opcode`` [N] int32 and, for layout,
 ``config`` [N, C, 18] int8 (raw minor-to-major values, -2 on non-configurable nodes); edge
@@ -57,8 +59,9 @@ class BatchItem:
 def plan_batch_shape(graphs: Iterable[CachedGraph], graphs_per_batch: int, configs: int, slack: float) -> BatchShape:
     """Budgets that fit the largest graph and, on average, ``graphs_per_batch`` graphs.
 
-    ``slack`` > 1 leaves room so packing rarely closes a batch early; budgets are rounded up
-    to multiples of 64 so that nearby datasets share compiled shapes.
+    ``slack`` > 1 leaves room so packing rarely closes a batch early; budgets are rounded up to
+    a multiple of 64, or of 8 to 32 for small budgets (at most 1/8 of padding), so that nearby
+    datasets share compiled shapes.
     """
     graphs = list(graphs)
     nodes = np.array([g.num_nodes for g in graphs])
@@ -68,9 +71,135 @@ def plan_batch_shape(graphs: Iterable[CachedGraph], graphs_per_batch: int, confi
 
     def budget(sizes: np.ndarray, extra: int) -> int:
         need = max(int(sizes.max()), math.ceil(graphs_per_batch * float(sizes.mean()) * slack)) + extra
-        return int(math.ceil(need / 64) * 64)
+        step = min(64, max(8, 2 ** (need.bit_length() - 4)))
+        return int(math.ceil(need / step) * step)
 
     return BatchShape(graphs_per_batch, budget(nodes, 1), budget(np.maximum(edges, 1), 0), configs)
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Static batch shapes for graphs grouped by node count (see :class:`BucketPlan`).
+
+    ``bounds[b]`` is the largest node count bucket ``b`` takes (ascending; the last is the
+    largest graph the buckets were planned from) and ``shapes[b]`` its batch shape.
+    """
+
+    bounds: tuple[int, ...]
+    shapes: tuple[BatchShape, ...]
+
+    @property
+    def configs(self) -> int:
+        return self.shapes[0].configs
+
+    def index(self, graph: CachedGraph) -> int:
+        """The bucket of ``graph``; ValueError (naming it) when it exceeds the largest bucket."""
+        if graph.num_nodes > self.bounds[-1]:
+            raise ValueError(
+                f"graph {graph.graph_id} has {graph.num_nodes} nodes, more than the largest batch bucket "
+                f"({self.bounds[-1]} nodes); plan the buckets (train.buckets) from graphs that include it")
+        return int(np.searchsorted(self.bounds, graph.num_nodes, side="left"))
+
+    def split(self, items: Iterable[BatchItem]) -> list[list[BatchItem]]:
+        """Items per bucket, in their order."""
+        groups: list[list[BatchItem]] = [[] for _ in self.shapes]
+        for item in items:
+            groups[self.index(item.graph)].append(item)
+        return groups
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    """How graphs are grouped into a few static batch shapes (params.yaml ``train``).
+
+    Bucket bounds are geometric below the largest planned graph: ``largest / growth**k`` nodes
+    for k = count-1 .. 0; buckets without graphs are dropped and neighbours merged where
+    splitting saves no node slots, so at most ``count`` shapes (XLA compilations) exist per
+    planned set. Each bucket's shape is :func:`plan_batch_shape` of its
+    own graphs, with graphs per batch lowered (to 1 at least) so that
+    ``graphs x slack x mean nodes`` stays within ``max_batch_nodes``: a huge graph is alone.
+    """
+
+    graphs_per_batch: int
+    slack: float
+    count: int
+    growth: float
+    max_batch_nodes: int
+
+    @classmethod
+    def from_params(cls, graphs_per_batch: int, slack: float, buckets: dict) -> "BucketPlan":
+        """From ``train.graphs_per_batch``, ``train.batch_slack`` and the ``train.buckets`` mapping."""
+        keys = ("count", "growth", "max_batch_nodes")
+        if not isinstance(buckets, dict) or sorted(buckets) != sorted(keys):
+            raise KeyError(f"params.yaml train.buckets must have exactly the keys {list(keys)}, got {buckets!r}")
+        plan = cls(graphs_per_batch, slack, int(buckets["count"]), float(buckets["growth"]), int(buckets["max_batch_nodes"]))
+        if plan.count < 1 or plan.growth <= 1 or plan.max_batch_nodes < 1 or plan.graphs_per_batch < 1:
+            raise ValueError(f"params.yaml train: need graphs_per_batch >= 1, buckets.count >= 1, buckets.growth > 1 "
+                             f"and buckets.max_batch_nodes >= 1, got {plan}")
+        return plan
+
+    def plan(self, graphs: Iterable[CachedGraph], configs: int, items: int) -> Buckets:
+        """Buckets for ``graphs`` with ``configs`` config slots per graph; ValueError for no graphs.
+
+        Adjacent buckets are merged while that does not raise the node slots of packing
+        ``items`` batch items per graph (batches x node budget; packing is only counted): a split
+        that would mostly leave half-empty batches behind costs a compilation and saves nothing.
+        """
+        graphs = list(graphs)
+        if not graphs:
+            raise ValueError("cannot plan batches for zero graphs")
+        nodes = np.array([g.num_nodes for g in graphs])
+        top = int(nodes.max())
+        bounds = [math.ceil(top / self.growth ** k) for k in range(self.count - 1, 0, -1)] + [top]
+        member = np.searchsorted(bounds, nodes, side="left")
+        groups = [(bound, [g for g, m in zip(graphs, member) if m == b]) for b, bound in enumerate(bounds)]
+        groups = [(bound, group) for bound, group in groups if group]
+        while len(groups) > 1:
+            saving = [self._slots(a, items) + self._slots(b, items) - self._slots(a + b, items)
+                      for (_, a), (_, b) in zip(groups, groups[1:])]
+            best = int(np.argmax(saving))
+            if saving[best] < 0:
+                break
+            groups[best : best + 2] = [(groups[best + 1][0], groups[best][1] + groups[best + 1][1])]
+        return Buckets(tuple(bound for bound, _ in groups), tuple(self._shape(group, configs) for _, group in groups))
+
+    def _shape(self, group: list[CachedGraph], configs: int) -> BatchShape:
+        mean = float(np.mean([g.num_nodes for g in group]))
+        per_batch = max(1, min(self.graphs_per_batch, int(self.max_batch_nodes // (self.slack * mean))))
+        return plan_batch_shape(group, per_batch, configs, self.slack)
+
+    def _slots(self, group: list[CachedGraph], items: int) -> int:
+        """Node slots of packing ``items`` items per graph, in a fixed shuffled order."""
+        shape = self._shape(group, 1)
+        order = np.random.default_rng(0).permutation(items * len(group))
+        no_rows = np.zeros(0, np.int64)
+        return sum(1 for _ in pack([BatchItem(group[i % len(group)], no_rows) for i in order], shape)) * shape.nodes
+
+
+@dataclass
+class SlotUsage:
+    """Real versus padded node and config slots of batches (padding efficiency)."""
+
+    nodes: int = 0
+    node_slots: int = 0
+    configs: int = 0
+    config_slots: int = 0
+
+    def add(self, batch: list[BatchItem], shape: BatchShape) -> None:
+        self.nodes += sum(item.graph.num_nodes for item in batch)
+        self.node_slots += shape.nodes
+        self.configs += sum(len(item.rows) for item in batch)
+        self.config_slots += shape.graphs * shape.configs
+
+    @property
+    def node_fill(self) -> float:
+        """Real node slots / padded node slots (nan before any batch)."""
+        return self.nodes / self.node_slots if self.node_slots else math.nan
+
+    @property
+    def config_fill(self) -> float:
+        """Real configs / config slots (nan before any batch)."""
+        return self.configs / self.config_slots if self.config_slots else math.nan
 
 
 def pack(items: Iterable[BatchItem], shape: BatchShape) -> Iterator[list[BatchItem]]:

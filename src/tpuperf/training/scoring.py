@@ -15,7 +15,9 @@ import numpy as np
 import polars as pl
 
 from tpuperf.data.cache import CachedGraph
-from tpuperf.training.batches import BatchItem, BatchShape, make_dataset, pack, to_arrays, to_graph_tensor
+from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, make_dataset, pack, to_arrays, to_graph_tensor
+
+REUSE_SLACK = 1.25  # a compiled scoring shape is reused for a planned one up to this much larger
 
 
 def selected_rows(g: CachedGraph, rows: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -47,21 +49,28 @@ def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.
 
 
 class Scorer:
-    """A compiled forward pass over padded batches of one static shape, on every replica.
+    """A compiled forward pass over padded batches of a few static shapes, on every replica.
+
+    Each :meth:`score` call plans size buckets (``plan``) from the graphs it scores, with
+    ``configs`` config slots per graph, so the shapes never depend on other graphs, except that
+    a shape already compiled is reused for a planned one it holds with at most ``REUSE_SLACK``
+    more node and edge slots (scores do not depend on padding); the forward pass is traced
+    (XLA-compiled) once per distinct shape (:attr:`compilations`). Under a
+    multi-replica strategy each replica scores a different batch of the same bucket per step; a
+    bucket's batch list is padded with empty batches to a multiple of the replica count.
 
     A model with config attention (``model.attention_references`` R > 0) sees each graph in
     chunks that all lead with the graph's R reference configs (:func:`chunk_items`).
-
-    Under a multi-replica strategy each replica scores a different batch per step; the batch
-    list is padded with empty batches to a multiple of the replica count.
     """
 
-    def __init__(self, model, shape: BatchShape, kind: str, feat_dim: int, strategy, jit_compile: bool = True):
+    def __init__(self, model, plan: BucketPlan, configs: int, kind: str, feat_dim: int, strategy, jit_compile: bool = True):
         import tensorflow as tf
 
-        self.shape, self.kind, self.feat_dim, self.strategy = shape, kind, feat_dim, strategy
+        self.plan, self.configs, self.kind, self.feat_dim, self.strategy = plan, configs, kind, feat_dim, strategy
         self.references = model.attention_references
         forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
+        self._forward = forward
+        self._shapes: list[BatchShape] = []  # shapes compiled so far
         self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
         # one replica: the GraphTensor is built inside the traced function; built eagerly per
         # batch it cost as much Python time as the forward pass itself
@@ -71,34 +80,54 @@ class Scorer:
     def score(self, graphs: Sequence[CachedGraph], rows: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Predicted score for each config row of each graph (``rows`` restricts to a subset)."""
         replicas = self.strategy.num_replicas_in_sync
-        batches = list(pack(chunk_items(graphs, self.shape.configs, rows, self.references), self.shape))
-        batches += [[] for _ in range(-len(batches) % replicas)]
         out, position = {}, {}  # position: per graph, config row -> its index in out (references recur)
         for g in graphs:
             selected = selected_rows(g, rows)
             out[g.graph_id] = np.full(len(selected), np.nan)
             position[g.graph_id] = np.full(g.num_configs, -1, np.int64)
             position[g.graph_id][selected] = np.arange(len(selected))
-        for step, results in enumerate(self._run(batches)):
-            for replica, scores in enumerate(results):
-                for slot, item in enumerate(batches[step * replicas + replica]):
-                    gid = item.graph.graph_id
-                    out[gid][position[gid][item.rows]] = scores[slot, : len(item.rows)]
+        if not out:
+            return out
+        chunks = chunk_items(graphs, self.configs, rows, self.references)
+        buckets = self.plan.plan(graphs, self.configs, items=max(1, round(len(chunks) / len(graphs))))
+        for shape, items in zip(buckets.shapes, buckets.split(chunks)):
+            shape = self._compiled_like(shape)
+            batches = list(pack(items, shape))
+            batches += [[] for _ in range(-len(batches) % replicas)]
+            for step, results in enumerate(self._run(batches, shape)):
+                for replica, scores in enumerate(results):
+                    for slot, item in enumerate(batches[step * replicas + replica]):
+                        gid = item.graph.graph_id
+                        out[gid][position[gid][item.rows]] = scores[slot, : len(item.rows)]
         for gid, values in out.items():
             if not np.isfinite(values).all():
                 raise FloatingPointError(f"model produced non-finite scores for graph {gid}")
         return out
 
-    def _run(self, batches: list[list[BatchItem]]):
+    def _compiled_like(self, shape: BatchShape) -> BatchShape:
+        """The smallest compiled shape that holds ``shape`` within ``REUSE_SLACK``, else ``shape`` (now compiled)."""
+        fits = [s for s in self._shapes if s.configs == shape.configs and s.graphs >= shape.graphs
+                and shape.nodes <= s.nodes <= REUSE_SLACK * shape.nodes and shape.edges <= s.edges <= REUSE_SLACK * shape.edges]
+        if fits:
+            return min(fits, key=lambda s: (s.nodes, s.edges, s.graphs))
+        self._shapes.append(shape)
+        return shape
+
+    @property
+    def compilations(self) -> int:
+        """Traces (= XLA compilations with jit_compile) of the forward pass so far: one per batch shape."""
+        return self._forward.experimental_get_tracing_count()
+
+    def _run(self, batches: list[list[BatchItem]], shape: BatchShape):
         """Per step, each replica's [graphs, configs] scores as numpy arrays."""
         replicas = self.strategy.num_replicas_in_sync
         if replicas == 1:  # no tf.data/distribution machinery: it costs more than small batches do
             for batch in batches:
-                arrays = to_arrays(batch, self.shape, self.kind, self.feat_dim)
+                arrays = to_arrays(batch, shape, self.kind, self.feat_dim)
                 yield [self._single_step({k: self._tf.constant(v) for k, v in arrays.items()}).numpy()]
             return
         dataset = self.strategy.distribute_datasets_from_function(
-            lambda _: make_dataset(lambda: iter(batches), self.shape, self.kind, self.feat_dim).map(lambda g, _: g))
+            lambda _: make_dataset(lambda: iter(batches), shape, self.kind, self.feat_dim).map(lambda g, _: g))
         iterator = iter(dataset)
         for _ in range(len(batches) // replicas):
             yield [r.numpy() for r in self.strategy.experimental_local_results(self._step(next(iterator)))]

@@ -46,7 +46,8 @@ import tensorflow as tf
 from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.data.cache import CachedGraph, CollectionCache
 from tpuperf.collection import Collection, get_collection
-from tpuperf.training.batches import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
+from tpuperf.training.batches import (BatchItem, BatchShape, BucketPlan, Buckets, SlotUsage, pack, plan_batch_shape,
+                                     to_arrays, to_graph_tensor)
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
 from tpuperf.training.scoring import Scorer, prediction_frame
 from tpuperf.training.strategy import select_strategy
@@ -70,6 +71,7 @@ class TrainSettings:
     predict_configs_per_graph: int = 128
     samples_per_graph: dict = field(default_factory=lambda: {"tile": 1, "layout": 8})
     batch_slack: float = 1.25
+    buckets: dict = field(default_factory=dict)  # count, growth, max_batch_nodes (graph.BucketPlan)
     learning_rate: float = 1e-3
     clip_norm: float = 1.0
     loss: str = "listmle"
@@ -88,6 +90,10 @@ class TrainSettings:
         if unknown:
             raise KeyError(f"unknown train.* params: {unknown}")
         return cls(**section)
+
+    @property
+    def bucket_plan(self) -> BucketPlan:
+        return BucketPlan.from_params(self.graphs_per_batch, self.batch_slack, self.buckets)
 
 
 def assign_folds(graph_ids: Sequence[str], folds: int, seed: int) -> dict[str, int]:
@@ -111,20 +117,33 @@ def sample_items(graphs: Sequence[CachedGraph], configs: int, samples: int, rng:
 
 
 def batch_stream(
-    graphs: Sequence[CachedGraph], shape: BatchShape, samples: int, seed: int, start_batch: int = 0
-) -> Iterator[list[BatchItem]]:
-    """Endless deterministic training batches: round r is drawn with rng([seed, r]).
+    graphs: Sequence[CachedGraph], buckets: Buckets, samples: int, seed: int, replicas: int = 1, start_step: int = 0
+) -> Iterator[tuple[int, list[list[BatchItem]]]]:
+    """Endless deterministic training steps ``(bucket, batches)``, one batch per replica.
 
-    ``start_batch`` skips batches cheaply (no arrays are built) so a resumed run sees the
-    very batches an uninterrupted run would have.
+    Round r is drawn with rng([seed, r]): items are sampled, packed per bucket, each bucket's
+    batches are cycled up to a multiple of ``replicas`` (so every replica of a step gets the
+    same shape) and the round's steps are shuffled. ``start_step`` skips steps cheaply (no
+    arrays are built) so a resumed run sees the very steps an uninterrupted run would have.
     """
     produced = 0
     for round_ in range(1 << 62):
         rng = np.random.default_rng([seed, round_])
-        for batch in pack(sample_items(graphs, shape.configs, samples, rng), shape):
-            if produced >= start_batch:
-                yield batch
+        steps = []
+        for bucket, items in enumerate(buckets.split(sample_items(graphs, buckets.configs, samples, rng))):
+            batches = list(pack(items, buckets.shapes[bucket]))
+            batches = [batches[i % len(batches)] for i in range(-(-len(batches) // replicas) * replicas)]
+            steps += [(bucket, batches[i : i + replicas]) for i in range(0, len(batches), replicas)]
+        for i in rng.permutation(len(steps)):
+            if produced >= start_step:
+                yield steps[i]
             produced += 1
+
+
+def epoch_steps(graphs: Sequence[CachedGraph], buckets: Buckets, samples: int, replicas: int = 1) -> int:
+    """Steps of about one pass over the training items: per bucket, its items over the graphs of a step."""
+    per_bucket = np.bincount([buckets.index(g) for g in graphs], minlength=len(buckets.shapes))
+    return max(1, sum(math.ceil(n * samples / (shape.graphs * replicas)) for n, shape in zip(per_bucket, buckets.shapes) if n))
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -166,31 +185,79 @@ class FoldState:
 
 
 class ModelKit:
-    """One compiled model, optimizer and scorer, reused by every fold of a run.
+    """One model, optimizer, train step and scorer, reused by every fold of a run.
 
     Re-initialising weights and optimizer state per fold (instead of building a new model)
     keeps the traced and XLA-compiled train and predict steps: compilation dominates the
-    wall time of small runs.
+    wall time of small runs. The train step is traced (and XLA-compiled) once per batch
+    shape; :attr:`train_compilations` counts them.
     """
 
     def __init__(self, collection: Collection, model_params: dict, settings: TrainSettings, strategy: tf.distribute.Strategy,
-                 shape: BatchShape, predict_shape: BatchShape, feat_dim: int, sample_graph: CachedGraph):
+                 feat_dim: int, sample_graph: CachedGraph):
         from tpuperf.training.losses import get_loss
         from tpuperf.models import build_model
 
         self.collection, self.model_params, self.strategy = collection, model_params, strategy
-        self.sample_batch = next(iter(make_dataset(
-            lambda: pack([BatchItem(sample_graph, np.arange(1))], shape), shape, collection.kind, feat_dim)))[0]
+        kind = collection.kind
+        sample_shape = plan_batch_shape([sample_graph], 1, 1, 1.0)
+        sample_arrays = to_arrays([BatchItem(sample_graph, np.arange(1))], sample_shape, kind, feat_dim)
+        self.sample_batch = to_graph_tensor({k: tf.constant(v) for k, v in sample_arrays.items()}, kind)[0]
         with strategy.scope():
-            self.model = build_model(collection.kind, model_params)
+            self.model = build_model(kind, model_params)
             self.optimizer = tf.keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm)
-            self.model.compile(optimizer=self.optimizer, loss=get_loss(settings.loss, **settings.loss_args),
-                               jit_compile=settings.jit_compile)
             self.model(self.sample_batch)
             self.optimizer.build(self.model.trainable_variables)
-        self.scorer = Scorer(self.model, predict_shape, collection.kind, feat_dim, strategy, settings.jit_compile)
+        # each loss is already the batch mean; SUM leaves it unchanged and is what custom loops
+        # under a distribution strategy must use (the default reduction raises there)
+        loss_fn = get_loss(settings.loss, reduction=tf.keras.losses.Reduction.SUM, **settings.loss_args)
+        model, optimizer, replicas = self.model, self.optimizer, strategy.num_replicas_in_sync
+
+        def replica_gradients(graph, runtime):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(runtime, model(graph, training=True))
+                share = loss / replicas  # gradients are summed over replicas: each adds its share of the mean
+            return loss, tape.gradient(share, model.trainable_variables)
+
+        # as Keras does: TPUStrategy compiles the whole step with XLA by itself
+        jit = settings.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy)
+        # the update stays outside the compiled function: summing gradients over replicas is a
+        # synchronisation point, which a nested tf.function cannot hold (MirroredStrategy on CPUs)
+        self._replica_gradients = tf.function(replica_gradients, jit_compile=jit)
+
+        def replica_step(arrays):
+            loss, grads = self._replica_gradients(*to_graph_tensor(arrays, kind))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        @tf.function
+        def step(arrays):
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica_step, args=(arrays,)), axis=None)
+
+        self._step = step
+        self.scorer = Scorer(self.model, settings.bucket_plan, settings.predict_configs_per_graph, kind, feat_dim, strategy,
+                             settings.jit_compile)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.best = tf.train.Checkpoint(model=self.model)
+        self.feat_dim = feat_dim
+
+    @property
+    def train_compilations(self) -> int:
+        """Traces (= XLA compilations with jit_compile) of the train step so far: one per batch shape
+        and replica device under MirroredStrategy (TPUStrategy compiles one program per shape)."""
+        return self._replica_gradients.experimental_get_tracing_count()
+
+    def train_step(self, batches: list[list[BatchItem]], shape: BatchShape) -> float:
+        """One optimizer step on one batch per replica (all of ``shape``); the global mean loss."""
+        arrays = [to_arrays(batch, shape, self.collection.kind, self.feat_dim) for batch in batches]
+        if len(arrays) != self.strategy.num_replicas_in_sync:
+            raise ValueError(f"{len(arrays)} batches for {self.strategy.num_replicas_in_sync} replicas")
+        if len(arrays) == 1:
+            inputs = {k: tf.constant(v) for k, v in arrays[0].items()}
+        else:
+            inputs = self.strategy.experimental_distribute_values_from_function(
+                lambda context: {k: tf.constant(v) for k, v in arrays[context.replica_id_in_sync_group].items()})
+        return float(self._step(inputs))
 
     def reset(self, seed: int) -> None:
         """Fresh weights drawn with ``seed`` (as a new model would get) and a zeroed optimizer."""
@@ -205,14 +272,14 @@ class ModelKit:
 
 
 class FoldRunner:
-    """Trains one fold with Keras fit; checkpoints, evaluates and early-stops each epoch."""
+    """Trains one fold step by step over size-bucketed batches; checkpoints, evaluates and early-stops each epoch."""
 
     def __init__(self, kit: ModelKit, model_name: str, settings: TrainSettings, fold: int,
-                 train_graphs, oof_graphs, shape: BatchShape, feat_dim: int, ckpt_dir: Path, fingerprint: str, live):
+                 train_graphs, oof_graphs, buckets: Buckets, ckpt_dir: Path, fingerprint: str, live):
         self.kit, self.collection, self.settings, self.fold = kit, kit.collection, settings, fold
         self.model, self.scorer = kit.model, kit.scorer
-        self.train_graphs, self.oof_graphs, self.shape = train_graphs, oof_graphs, shape
-        self.feat_dim, self.ckpt_dir, self.live, self.model_name = feat_dim, ckpt_dir, live, model_name
+        self.train_graphs, self.oof_graphs, self.buckets = train_graphs, oof_graphs, buckets
+        self.ckpt_dir, self.live, self.model_name = ckpt_dir, live, model_name
         self.strategy = kit.strategy
         self.replicas = self.strategy.num_replicas_in_sync
         self.state_path = ckpt_dir / "state.json"
@@ -230,11 +297,11 @@ class FoldRunner:
         if not any(has_ranking(np.asarray(g.runtime)[self.eval_rows[g.graph_id]]) for g in oof_graphs):
             raise TrainingError(f"fold {fold}: none of its {len(oof_graphs)} held-out graphs has 2 distinct runtimes among "
                                 "its evaluated configs, so early stopping has no score: raise train.eval_configs")
+        self.usage = SlotUsage()
 
     @property
     def steps_per_epoch(self) -> int:
-        samples = self.settings.samples_per_graph[self.collection.kind]
-        return max(1, math.ceil(len(self.train_graphs) * samples / (self.shape.graphs * self.replicas)))
+        return epoch_steps(self.train_graphs, self.buckets, self.settings.samples_per_graph[self.collection.kind], self.replicas)
 
     def run(self) -> FoldState:
         self.kit.reset(self.settings.seed * 1000 + self.fold)
@@ -243,12 +310,32 @@ class FoldRunner:
             print(f"fold {self.fold}: resuming after epoch {self.state.epochs_done}")
         if not self.state.finished and self.state.epochs_done < self.settings.epochs:
             samples = self.settings.samples_per_graph[self.collection.kind]
-            start = self.state.epochs_done * self.steps_per_epoch * self.replicas
-            dataset = self.strategy.distribute_datasets_from_function(lambda _: make_dataset(
-                lambda: batch_stream(self.train_graphs, self.shape, samples, self.settings.seed * 1000 + self.fold, start),
-                self.shape, self.collection.kind, self.feat_dim))
-            self.model.fit(dataset, epochs=self.settings.epochs, initial_epoch=self.state.epochs_done,
-                           steps_per_epoch=self.steps_per_epoch, callbacks=[_EpochEnd(self)], verbose=self.settings.verbose)
+            steps = batch_stream(self.train_graphs, self.buckets, samples, self.settings.seed * 1000 + self.fold,
+                                 self.replicas, self.state.epochs_done * self.steps_per_epoch)
+            for epoch in range(self.state.epochs_done, self.settings.epochs):
+                started = time.perf_counter()
+                progress = tf.keras.utils.Progbar(self.steps_per_epoch, verbose=self.settings.verbose) if self.settings.verbose else None
+                losses, slots = [], self.usage.config_slots
+                for i in range(self.steps_per_epoch):
+                    bucket, batches = next(steps)
+                    shape = self.buckets.shapes[bucket]
+                    losses.append(self.kit.train_step(batches, shape))
+                    if not math.isfinite(losses[-1]):
+                        raise TrainingError(
+                            f"{self.collection.name} {self.model_name} fold {self.fold}: loss became {losses[-1]} "
+                            "(lower train.learning_rate or check the data); no predictions were written")
+                    for batch in batches:
+                        self.usage.add(batch, shape)
+                    if progress is not None:
+                        progress.update(i + 1, [("loss", losses[-1])])
+                logs = {"loss": float(np.mean(losses)), "config_slots": self.usage.config_slots - slots}
+                self.end_epoch(epoch, logs, time.perf_counter() - started)
+                if self.state.finished:
+                    break
+            print(f"fold {self.fold}: {self.kit.train_compilations} train step compilations so far "
+                  f"({len(self.buckets.shapes)} buckets x {self.replicas} replicas at most); "
+                  f"padding efficiency: nodes {self.usage.node_fill:.1%}, "
+                  f"configs {self.usage.config_fill:.1%}")
             self.state.finished = True
             write_json_atomic(self.state_path, asdict(self.state), sort_keys=True)
         self.kit.best.read(str(self.ckpt_dir / "best")).assert_existing_objects_matched()
@@ -266,7 +353,7 @@ class FoldRunner:
         state = self.state
         state.history.append({"epoch": epoch, "loss": float(logs["loss"]), "oof_score": score, "seconds": seconds})
         state.train_seconds += seconds
-        state.train_configs += self.steps_per_epoch * self.replicas * self.shape.graphs * self.shape.configs
+        state.train_configs += logs["config_slots"]
         if score > state.best_score:
             state.best_score, state.best_epoch, state.wait = score, epoch, 0
             self.kit.best.write(str(self.ckpt_dir / "best"))
@@ -275,35 +362,13 @@ class FoldRunner:
             state.wait += 1
         state.epochs_done = epoch + 1
         if state.wait >= self.settings.patience:
-            self.model.stop_training = True
             state.finished = True
         self.kit.checkpoint.write(str(self.ckpt_dir / "last"))
         write_json_atomic(self.state_path, asdict(state), sort_keys=True)
-        logs["oof_score"] = score
+        if self.settings.verbose:
+            print(f"fold {self.fold} epoch {epoch}: loss {logs['loss']:.4f}, oof {score:.4f}, {seconds:.1f} s")
         if self.live is not None:
             log_history(self.live, self.fold, [state.history[-1]])
-
-
-class _EpochEnd(tf.keras.callbacks.Callback):
-    """Keras callback glue: NaN guard per batch, evaluation + checkpoint per epoch."""
-
-    def __init__(self, runner: FoldRunner):
-        super().__init__()
-        self.runner = runner
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            r = self.runner
-            raise TrainingError(
-                f"{r.collection.name} {r.model_name} fold {r.fold}: loss became {loss} "
-                "(lower train.learning_rate or check the data); no predictions were written")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.runner.end_epoch(epoch, logs, time.perf_counter() - self.started)
 
 
 def log_history(live, fold: int, entries: list[dict]) -> None:
@@ -334,9 +399,8 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
     if not splits["train"]:
         raise TrainingError(f"{cache.dir}: no training graphs with 2 distinct runtimes")
     fold_of = assign_folds([g.graph_id for g in splits["train"]], settings.folds, settings.seed)
-    all_graphs = [g for graphs in splits.values() for g in graphs]
-    shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.configs_per_graph, settings.batch_slack)
-    predict_shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.predict_configs_per_graph, settings.batch_slack)
+    # training shapes from the train split only (every fold shares them); scoring plans its own per scored set
+    buckets = settings.bucket_plan.plan(splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind])
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
     fingerprint = _fingerprint(model_params, {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats,
@@ -345,22 +409,22 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
     run_dir = Path(settings.runs_dir) / collection.slug / model_name
     ckpt_root = Path(settings.checkpoints_dir) / collection.slug / model_name
     print(f"{collection.name} / {model_name}: {len(splits['train'])} train, {len(splits['valid'])} valid, "
-          f"{len(splits['test'])} test graphs; {settings.folds} folds; batch {shape}")
+          f"{len(splits['test'])} test graphs; {settings.folds} folds; train batch buckets (up to nodes: shape) "
+          + ", ".join(f"{bound}: {shape}" for bound, shape in zip(buckets.bounds, buckets.shapes)))
     strategy = select_strategy(settings.strategy)
     live = None
     if settings.live:
         from dvclive import Live
 
         live = Live(dir=str(run_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
-    kit = ModelKit(collection, model_params, settings, strategy, shape, predict_shape, feat_dim, splits["train"][0])
+    kit = ModelKit(collection, model_params, settings, strategy, feat_dim, splits["train"][0])
     fold_metrics = []
     for fold in range(settings.folds):
         train_graphs = [g for g in splits["train"] if fold_of[g.graph_id] != fold]
         oof_graphs = [g for g in splits["train"] if fold_of[g.graph_id] == fold]
         ckpt_dir = ckpt_root / f"fold_{fold}"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        runner = FoldRunner(kit, model_name, settings, fold, train_graphs, oof_graphs, shape, feat_dim,
-                            ckpt_dir, fingerprint, live)
+        runner = FoldRunner(kit, model_name, settings, fold, train_graphs, oof_graphs, buckets, ckpt_dir, fingerprint, live)
         if runner.state.history and live is not None:
             log_history(live, fold, runner.state.history)  # replay curves of epochs already done
         state = runner.run()
@@ -376,6 +440,8 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
             "valid_score": mean_score(collection, scored["valid"], scores["valid"]),
             "train_seconds": round(state.train_seconds, 2),
             "train_config_slots_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),
+            "train_node_fill": _finite_or_none(runner.usage.node_fill),  # this run's batches (none when resumed finished)
+            "train_config_fill": _finite_or_none(runner.usage.config_fill),
         })
     if live is not None:
         live.end()
@@ -389,6 +455,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         "graphs_excluded_constant_runtime": {split: len(ids) for split, ids in excluded.items()},
     }
     write_json_atomic(run_dir / "metrics.json", metrics, sort_keys=True)
+    print(f"XLA compilations: train step {kit.train_compilations}, scoring {kit.scorer.compilations}")
     print(f"{collection.name} / {model_name}: OOF {metrics['oof_score']:.4f}, valid (mean fold) "
           f"{metrics['valid_score_mean_fold']}; wrote {run_dir}")
     return metrics
@@ -397,3 +464,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
 def _mean_or_none(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def _finite_or_none(value: float) -> float | None:
+    return round(value, 4) if math.isfinite(value) else None

@@ -1,0 +1,159 @@
+"""Size-bucketed static batch shapes: planning, padding efficiency, one compilation per bucket."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from graph_factory import fake_graph
+from tpuperf.training.batches import BatchItem, BucketPlan, SlotUsage, pack
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = (6, 7, 9, 10, 12, 30, 34, 40, 44, 150, 170)
+
+
+def mixed_graphs(sizes=SIZES, configs: int = 6):
+    rng = np.random.default_rng(0)
+    return [fake_graph(rng, "layout", n, configs, name=f"g{i}_{n}") for i, n in enumerate(sizes)]
+
+
+def fill(graphs, buckets, samples: int = 4) -> SlotUsage:
+    """Padding of ``samples`` items per graph (as training draws them), shuffled."""
+    usage = SlotUsage()
+    items = [BatchItem(g, np.arange(min(g.num_configs, buckets.configs))) for g in graphs for _ in range(samples)]
+    items = [items[i] for i in np.random.default_rng(0).permutation(len(items))]
+    for shape, group in zip(buckets.shapes, buckets.split(items)):
+        for batch in pack(group, shape):
+            usage.add(batch, shape)
+    return usage
+
+
+def test_buckets_are_geometric_fit_their_graphs_and_drop_empty_ones():
+    graphs = mixed_graphs()
+    buckets = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=4)
+    assert buckets.bounds == (11, 43, 170)  # ceil(170 / 16), ceil(170 / 4), the largest graph
+    assert buckets.configs == 5 and all(s.configs == 5 for s in buckets.shapes)
+    groups = buckets.split([BatchItem(g, np.arange(1)) for g in graphs])
+    assert [[item.graph.num_nodes for item in group] for group in groups] == [[6, 7, 9, 10], [12, 30, 34, 40], [44, 150, 170]]
+    for shape, group in zip(buckets.shapes, groups):
+        assert all(shape.fits(item.graph.num_nodes, item.graph.num_edges, 1) for item in group)
+        assert shape.nodes % 8 == 0 and shape.graphs == 4
+    # a bucket range without graphs gets no shape (no compilation)
+    sparse = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(mixed_graphs(sizes=(6, 7, 170)), 5, items=4)
+    assert sparse.bounds == (11, 170) and len(sparse.shapes) == 2
+    assert len(BucketPlan(4, 1.25, count=1, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=8).shapes) == 1
+
+
+def test_buckets_that_would_not_save_padding_are_merged():
+    """One item per graph: a bucket of a few graphs fills no batch, so the split is not kept."""
+    graphs = mixed_graphs()
+    plan = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6)
+    assert plan.plan(graphs, 5, items=1).bounds == (170,)  # 4 + 4 + 3 graphs: one batch per bucket
+    assert plan.plan(graphs, 5, items=4).bounds == (11, 43, 170)  # 4 items per graph fill the buckets' batches
+
+
+def test_graphs_per_batch_shrink_with_the_bucket_size_down_to_one():
+    graphs = mixed_graphs()
+    buckets = BucketPlan(4, 1.0, count=3, growth=4.0, max_batch_nodes=100).plan(graphs, 5, items=8)
+    # mean nodes 8, 29 and 121.3: 100 // 8 = 12 -> 4 (the cap), 100 // 29 = 3, 100 // 121.3 = 0 -> 1 (alone)
+    assert [s.graphs for s in buckets.shapes] == [4, 3, 1]
+    assert buckets.shapes[2].nodes >= 171  # the largest graph still fits, alone
+
+
+def test_bucketing_raises_padding_efficiency_on_mixed_sizes():
+    """The issue's case: one big graph among small ones no longer pads every batch to its size."""
+    graphs = mixed_graphs(sizes=(6, 7, 9, 10, 12) * 4 + (400,))
+    one = fill(graphs, BucketPlan(4, 1.25, count=1, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=4))
+    three = fill(graphs, BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=4))
+    assert one.nodes == three.nodes == 4 * sum(g.num_nodes for g in graphs)
+    assert one.node_fill < 0.3 and three.node_fill > 0.6, (one.node_fill, three.node_fill)
+    assert three.configs == one.configs == 4 * 5 * len(graphs)
+
+
+def test_a_graph_above_the_largest_bucket_is_a_clear_error():
+    graphs = mixed_graphs()
+    buckets = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs[:5], 5, items=4)
+    with pytest.raises(ValueError, match=r"graph g10_170 has 170 nodes, more than the largest batch bucket \(12 nodes\).*train.buckets"):
+        buckets.index(graphs[-1])
+
+
+@pytest.mark.parametrize("buckets,message", [
+    ({"count": 3, "growth": 4.0}, "exactly the keys"),
+    ({"count": 0, "growth": 4.0, "max_batch_nodes": 10}, "buckets.count >= 1"),
+    ({"count": 2, "growth": 1.0, "max_batch_nodes": 10}, "buckets.growth > 1"),
+])
+def test_bad_bucket_params_name_the_key(buckets, message):
+    with pytest.raises((KeyError, ValueError), match=message):
+        BucketPlan.from_params(4, 1.25, buckets)
+
+
+def test_params_yaml_defaults_plan_buckets():
+    train = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    plan = BucketPlan.from_params(train["graphs_per_batch"], train["batch_slack"], train["buckets"])
+    assert plan.count >= 2 and len(plan.plan(mixed_graphs(), 8, items=4).shapes) >= 2
+
+
+def test_jit_compiled_train_step_compiles_once_per_bucket():
+    """jit_compile=True: steps alternate between two buckets; the step is traced twice, not per step
+    (layout only: each XLA compilation of a train step costs ~15 s on the shared CI cores)."""
+    import tensorflow as tf
+
+    from tpuperf.collection import get_collection
+    from tpuperf.training.trainer import ModelKit, TrainSettings, batch_stream
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    settings = TrainSettings.from_params({**params["train"], "graphs_per_batch": 2, "configs_per_graph": 4, "jit_compile": True,
+                                          "buckets": {"count": 2, "growth": 4.0, "max_batch_nodes": 10**6}})
+    graphs = mixed_graphs(sizes=(6, 8, 9, 40, 44, 48))
+    buckets = settings.bucket_plan.plan(graphs, settings.configs_per_graph, items=2)
+    assert len(buckets.shapes) == 2
+    model_params = {**params["models"]["chebsage"], "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1}
+    collection = get_collection("layout:xla:random")
+    kit = ModelKit(collection, model_params, settings, tf.distribute.get_strategy(), 6, graphs[0])
+    kit.reset(0)
+    stream = batch_stream(graphs, buckets, samples=2, seed=0)
+    seen, losses = [], []
+    for _ in range(8):
+        bucket, batches = next(stream)
+        seen.append(bucket)
+        losses.append(kit.train_step(batches, buckets.shapes[bucket]))
+    assert set(seen) == {0, 1} and all(np.isfinite(losses))
+    assert kit.train_compilations == 2
+    scores = kit.scorer.score(graphs)
+    assert kit.scorer.compilations == 2 and all(np.isfinite(v).all() for v in scores.values())
+
+
+def test_small_budgets_are_rounded_finely_large_ones_to_64():
+    from tpuperf.training.batches import plan_batch_shape
+
+    for nodes, budget in ((30, 32), (200, 208), (1000, 1024), (5000, 5056)):
+        shape = plan_batch_shape(mixed_graphs(sizes=(nodes,)), 1, 4, 1.0)
+        assert shape.nodes == budget and shape.nodes - (nodes + 1) <= (nodes + 1) / 8, (nodes, shape)
+
+
+def test_scorer_plans_per_scored_set_and_reuses_a_close_compiled_shape():
+    """Shapes come from the graphs scored; a compiled shape at most 25% larger is reused, with
+    the same scores as a fresh plan (padding does not change a graph's scores)."""
+    import tensorflow as tf
+
+    from tpuperf.models import build_model
+    from tpuperf.training.scoring import Scorer
+
+    rng = np.random.default_rng(1)
+    model = build_model("layout", {"conv": "sage", "units": 8, "shared_layers": 1, "config_layers": 1})
+    plan = BucketPlan(2, 1.0, count=1, growth=2.0, max_batch_nodes=10**6)
+    first = [fake_graph(rng, "layout", n, 5, name=f"a{n}") for n in (30, 31)]
+    close = [fake_graph(rng, "layout", n, 5, name=f"b{n}") for n in (27, 28)]
+    far = [fake_graph(rng, "layout", n, 5, name=f"c{n}") for n in (9, 10)]
+    scorer = Scorer(model, plan, 4, "layout", 6, tf.distribute.get_strategy(), jit_compile=False)
+    scorer.score(first)  # builds the model's variables too (a second trace)
+    compiled = scorer.compilations
+    reused = scorer.score(close)
+    assert scorer.compilations == compiled
+    fresh = Scorer(model, plan, 4, "layout", 6, tf.distribute.get_strategy(), jit_compile=False).score(close)
+    for gid in fresh:
+        np.testing.assert_allclose(reused[gid], fresh[gid], rtol=1e-5, atol=1e-6)
+    scorer.score(far)  # far smaller: its own shape, not padded to the first set's
+    assert scorer.compilations == compiled + 1
