@@ -6,7 +6,7 @@ import tpuperf  # noqa: F401  (selects tf-keras before TensorFlow loads)
 import tensorflow as tf
 
 from graph_factory import fake_graph
-from tpuperf.training.batches import BatchItem, BatchShape, pack, to_arrays, to_graph_tensor
+from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, pack, to_arrays, to_graph_tensor
 from tpuperf.models import build_model
 from tpuperf.models import layers as L
 from tpuperf.training.scoring import Scorer, chunk_items
@@ -209,13 +209,16 @@ def test_attention_scoring_does_not_depend_on_chunking(rng, kind):
     model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
                                "config_attention": 3, "attention_heads": 2})
     strategy = tf.distribute.get_strategy()
-    results = [Scorer(model, BatchShape(graphs_per_batch, 32, 64, configs), kind, FEAT, strategy, jit_compile=False).score(graphs)
+    def plan(graphs_per_batch):
+        return BucketPlan(graphs_per_batch, 1.25, count=1, growth=2.0, max_batch_nodes=10**6)
+
+    results = [Scorer(model, plan(graphs_per_batch), configs, kind, FEAT, strategy, jit_compile=False).score(graphs)
                for graphs_per_batch, configs in ((1, 5), (2, 8), (3, 24))]
     for other in results[1:]:
         for gid in ("a", "b"):
             np.testing.assert_allclose(other[gid], results[0][gid], rtol=1e-4, atol=1e-5)
     rows = {"a": np.array([20, 3, 9, 4, 11, 0]), "b": np.array([2])}
-    subset = Scorer(model, BatchShape(1, 32, 64, 4), kind, FEAT, strategy, jit_compile=False).score(graphs, rows)
+    subset = Scorer(model, plan(1), 4, kind, FEAT, strategy, jit_compile=False).score(graphs, rows)
     assert subset["a"].shape == (6,) and subset["b"].shape == (1,)
     assert np.std(results[0]["a"]) > 1e-4
 
