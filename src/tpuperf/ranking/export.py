@@ -25,7 +25,6 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -33,7 +32,7 @@ import tpuperf
 from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection
-from tpuperf.config import section
+from tpuperf.config import Config
 from tpuperf.submission.ensemble import EnsembleSettings, model_weights, read_oof_score
 from tpuperf.training.batches import plan_batch_shape
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
@@ -78,7 +77,7 @@ def _fold_checkpoint(checkpoints_dir: Path | str, collection: Collection, model:
     return best
 
 
-def export_collection(params: dict[str, Any], collection: Collection) -> Path:
+def export_collection(config: Config, collection: Collection) -> Path:
     """Write ``<export.out>/<slug>/`` for ``collection`` from params.yaml's settings; returns it.
 
     Raises :class:`ExportError` for a missing/unfinished fold, and the cache's and ensemble's
@@ -87,12 +86,12 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     """
     import tensorflow as tf
 
-    ens = EnsembleSettings.from_params(params)
-    train = section(params, "train")
-    out_root = Path(section(params, "export")["out"])
-    cache = CollectionCache(section(params, "preprocess")["out"], collection)
+    ens = EnsembleSettings.from_config(config)
+    train = config.train
+    out_root = Path(config.export.out)
+    cache = CollectionCache(config.preprocess.out, collection)
     graphs = [g for split in ("train", "valid", "test") for g in cache.graphs(split)]
-    shape = plan_batch_shape(graphs, train["graphs_per_batch"], train["predict_configs_per_graph"], train["batch_slack"])
+    shape = plan_batch_shape(graphs, train.graphs_per_batch, train.predict_configs_per_graph, train.batch_slack)
     oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
     weights = model_weights(oof, ens.weights, ens.temperature)
 
@@ -100,25 +99,25 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     with replaced_dir(final) as tmp:
         models = {}
         for name in ens.models:
-            params_m = section(params, "models")[name]
-            model = build_member_model(collection.kind, params_m, cache.node_feat_dim)
+            model_config = config.model(name)
+            model = build_member_model(collection.kind, model_config, cache.node_feat_dim)
             (tmp / name).mkdir()
             for fold in range(ens.folds):
-                best = _fold_checkpoint(train["checkpoints_dir"], collection, name, fold)
+                best = _fold_checkpoint(train.checkpoints_dir, collection, name, fold)
                 # the best checkpoint also holds the optimizer slots the compiled model tracked: not needed
                 tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched().expect_partial()
                 np.savez(tmp / name / f"fold_{fold}.npz", **{f"{i:04d}": w for i, w in enumerate(model.get_weights())})
-            models[name] = {"params": params_m, "weight": weights[name], "oof_score": oof[name], "folds": list(range(ens.folds))}
+            models[name] = {"params": asdict(model_config), "weight": weights[name], "oof_score": oof[name], "folds": list(range(ens.folds))}
         manifest = {
             "format_version": EXPORT_FORMAT,
             "tpuperf_version": tpuperf.__version__,
             "collection": collection.name,
             "models": models,
             "ensemble": {"weights": ens.weights, "temperature": ens.temperature},
-            "loss": train["loss"],
+            "loss": train.loss,
             "batch_shape": asdict(shape),
-            "planning": {k: train[k] for k in ("graphs_per_batch", "predict_configs_per_graph", "batch_slack")},
-            "jit_compile": bool(train["jit_compile"]),
+            "planning": {k: getattr(train, k) for k in ("graphs_per_batch", "predict_configs_per_graph", "batch_slack")},
+            "jit_compile": train.jit_compile,
             "stats": cache.stats,
             "fingerprint": fingerprint(cache.dir),
         }

@@ -46,6 +46,7 @@ import tensorflow as tf
 from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.data.cache import CachedGraph, CollectionCache
 from tpuperf.collection import Collection, get_collection
+from tpuperf.config import Config, ModelConfig, TrainConfig
 from tpuperf.training.batches import BatchItem, BatchShape, make_dataset, pack, plan_batch_shape
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
 from tpuperf.training.scoring import Scorer, prediction_frame
@@ -55,39 +56,6 @@ from tpuperf.errors import TpuperfError
 
 class TrainingError(TpuperfError, RuntimeError):
     """Training cannot proceed (bad inputs or a diverged run); nothing is published."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The ``train`` section of params.yaml."""
-
-    folds: int = 3
-    seed: int = 0
-    epochs: int = 10
-    patience: int = 3
-    graphs_per_batch: int = 4
-    configs_per_graph: int = 32
-    predict_configs_per_graph: int = 128
-    samples_per_graph: dict = field(default_factory=lambda: {"tile": 1, "layout": 8})
-    batch_slack: float = 1.25
-    learning_rate: float = 1e-3
-    clip_norm: float = 1.0
-    loss: str = "listmle"
-    loss_args: dict = field(default_factory=dict)
-    eval_configs: int = 256
-    jit_compile: bool = True
-    strategy: str = "auto"
-    live: bool = True  # dvclive learning curves (the Kaggle kernel turns them off: dvclive pulls in dvc)
-    verbose: int = 1
-    runs_dir: str = "runs"
-    checkpoints_dir: str = "checkpoints"
-
-    @classmethod
-    def from_params(cls, section: dict[str, Any]) -> "TrainSettings":
-        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise KeyError(f"unknown train.* params: {unknown}")
-        return cls(**section)
 
 
 def assign_folds(graph_ids: Sequence[str], folds: int, seed: int) -> dict[str, int]:
@@ -173,16 +141,16 @@ class ModelKit:
     wall time of small runs.
     """
 
-    def __init__(self, collection: Collection, model_params: dict, settings: TrainSettings, strategy: tf.distribute.Strategy,
+    def __init__(self, collection: Collection, model: ModelConfig, settings: TrainConfig, strategy: tf.distribute.Strategy,
                  shape: BatchShape, predict_shape: BatchShape, feat_dim: int, sample_graph: CachedGraph):
         from tpuperf.training.losses import get_loss
         from tpuperf.models import build_model
 
-        self.collection, self.model_params, self.strategy = collection, model_params, strategy
+        self.collection, self.model_config, self.strategy = collection, model, strategy
         self.sample_batch = next(iter(make_dataset(
             lambda: pack([BatchItem(sample_graph, np.arange(1))], shape), shape, collection.kind, feat_dim)))[0]
         with strategy.scope():
-            self.model = build_model(collection.kind, model_params)
+            self.model = build_model(collection.kind, model)
             self.optimizer = tf.keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm)
             self.model.compile(optimizer=self.optimizer, loss=get_loss(settings.loss, **settings.loss_args),
                                jit_compile=settings.jit_compile)
@@ -197,7 +165,7 @@ class ModelKit:
         from tpuperf.models import build_model
 
         tf.keras.utils.set_random_seed(seed)
-        fresh = build_model(self.collection.kind, self.model_params)
+        fresh = build_model(self.collection.kind, self.model_config)
         fresh(self.sample_batch)
         self.model.set_weights(fresh.get_weights())
         for variable in self.optimizer.variables:
@@ -207,7 +175,7 @@ class ModelKit:
 class FoldRunner:
     """Trains one fold with Keras fit; checkpoints, evaluates and early-stops each epoch."""
 
-    def __init__(self, kit: ModelKit, model_name: str, settings: TrainSettings, fold: int,
+    def __init__(self, kit: ModelKit, model_name: str, settings: TrainConfig, fold: int,
                  train_graphs, oof_graphs, shape: BatchShape, feat_dim: int, ckpt_dir: Path, fingerprint: str, live):
         self.kit, self.collection, self.settings, self.fold = kit, kit.collection, settings, fold
         self.model, self.scorer = kit.model, kit.scorer
@@ -315,14 +283,15 @@ def log_history(live, fold: int, entries: list[dict]) -> None:
     live.make_summary()
 
 
-def train_collection(collection: Collection | str, model_name: str, params: dict) -> dict:
-    """Train every fold of one model on one collection; write predictions and metrics.json."""
+def train_collection(collection: Collection | str, model_name: str, config: Config) -> dict:
+    """Train every fold of one model on one collection; write predictions and metrics.json.
+
+    ``config.train``, ``config.model(model_name)`` (ConfigError for an unknown model) and
+    ``config.preprocess.out`` (the cache root) are read."""
     collection = collection if isinstance(collection, Collection) else get_collection(collection)
-    if model_name not in params.get("models", {}):
-        raise KeyError(f"params.yaml models has no {model_name!r} (have {sorted(params.get('models', {}))})")
-    settings = TrainSettings.from_params(params["train"])
-    model_params = params["models"][model_name]
-    cache = CollectionCache(params["preprocess"]["out"], collection)
+    settings = config.train
+    model = config.model(model_name)
+    cache = CollectionCache(config.preprocess.out, collection)
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
     excluded = {split: unranked_graphs({g.graph_id: g.runtime for g in splits[split]}) for split in ("train", "valid")}
     if excluded["train"] or excluded["valid"]:
@@ -339,7 +308,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
     predict_shape = plan_batch_shape(all_graphs, settings.graphs_per_batch, settings.predict_configs_per_graph, settings.batch_slack)
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
-    fingerprint = _fingerprint(model_params, {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats,
+    fingerprint = _fingerprint(asdict(model), {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats,
                                cache.content_hashes("train"))
 
     run_dir = Path(settings.runs_dir) / collection.slug / model_name
@@ -352,7 +321,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         from dvclive import Live
 
         live = Live(dir=str(run_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
-    kit = ModelKit(collection, model_params, settings, strategy, shape, predict_shape, feat_dim, splits["train"][0])
+    kit = ModelKit(collection, model, settings, strategy, shape, predict_shape, feat_dim, splits["train"][0])
     fold_metrics = []
     for fold in range(settings.folds):
         train_graphs = [g for g in splits["train"] if fold_of[g.graph_id] != fold]
