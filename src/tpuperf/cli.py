@@ -187,10 +187,10 @@ def _kernels_build(args: argparse.Namespace) -> int:
 
 
 def _kernels_push(args: argparse.Namespace) -> int:
-    from tpuperf.config import load_params
-    from tpuperf.kaggle.kernels import KernelSettings, push_kernels
+    from tpuperf.config import load_config
+    from tpuperf.kaggle.kernels import push_kernels
 
-    wait = KernelSettings.from_params(load_params(args.params)).dataset_wait_seconds
+    wait = load_config(args.params).kernels.dataset_wait_seconds
     pushed = push_kernels(args.dir, message=args.message, create=args.create, kernels_only=args.kernels_only,
                           wait_seconds=wait)
     print("pushed; watch with: " + "; ".join(f"kaggle kernels status {k}" for k in pushed))
