@@ -223,8 +223,8 @@ class Config:
         for i, name in enumerate(config.collections):
             try:
                 slug = get_collection(name).slug
-            except KeyError as exc:
-                raise ConfigError(f"{source}: collections[{i}]: {exc.args[0]}") from exc
+            except ValueError as exc:
+                raise ConfigError(f"{source}: collections[{i}]: {exc}") from exc
             if slug != name:
                 raise ConfigError(f"{source}: collections[{i}] is {name!r}; write the slug {slug!r} (dvc.yaml stage names use it)")
         if not config.models:
@@ -236,8 +236,8 @@ class Config:
         for i, name in enumerate(config.kernels.collections):
             try:
                 get_collection(name)
-            except KeyError as exc:
-                raise ConfigError(f"{source}: kernels.collections[{i}]: {exc.args[0]}") from exc
+            except ValueError as exc:
+                raise ConfigError(f"{source}: kernels.collections[{i}]: {exc}") from exc
         return config
 
     def model(self, name: str) -> ModelConfig:
