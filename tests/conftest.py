@@ -1,4 +1,5 @@
-"""Shared fixtures: the real TpuGraphs files (when present) and tiny valid files in the real layout."""
+"""Shared fixtures: the real TpuGraphs files (when present), tiny valid files in the real layout, and
+params variants built from the repo's params.yaml without editing it."""
 from __future__ import annotations
 
 import os
@@ -10,9 +11,21 @@ import numpy as np
 import pytest
 
 from tpuperf.collection import COLLECTIONS, get_collection
+from tpuperf.config import Config, deep_merge, load_params
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ABSENT_REASON = f"real TpuGraphs files not available ({SHARED_DATA} is absent)"
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def params_with(changes: dict) -> dict:
+    """The repo's params.yaml as a new dict with ``changes`` deep-merged in (tpuperf.config.deep_merge)."""
+    return deep_merge(load_params(REPO_PARAMS), changes)
+
+
+def config_with(changes: dict) -> Config:
+    """:func:`params_with` validated into a Config."""
+    return Config.from_dict(params_with(changes))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
