@@ -125,7 +125,7 @@ class TrainConfig:
     clip_norm: float = _check(above=0)
     loss: str = _check(choices=LOSSES)
     loss_args: dict = _check()
-    eval_configs: int = _check(min=2)
+    eval_configs: int = _check(min=1)
     jit_compile: bool = _check()
     strategy: str = _check(choices=STRATEGIES)
     live: bool = _check()
