@@ -373,7 +373,10 @@ def main(config: dict) -> int:
         report["versions"] = prepare_environment(config, paths)
         report["tpu"] = check_accelerator(config["require_tpu"])
         params_path = paths.working / PARAMS_FILE
-        params_path.write_text(json.dumps(run_params(config["params"], paths), indent=1))  # JSON is YAML
+        import yaml  # a tpuperf dependency, importable once prepare_environment has run
+
+        # YAML, not JSON: PyYAML reads JSON's 1e-06 as a string (YAML 1.1 floats need a dot)
+        params_path.write_text(yaml.safe_dump(run_params(config["params"], paths), sort_keys=False))
         os.chdir(paths.scratch)
         report["steps"] = run_pipeline(config, params_path)
         report["status"] = "ok"
