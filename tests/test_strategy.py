@@ -65,6 +65,7 @@ def test_two_replicas_score_like_one():
         import tpuperf, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from conftest import model_config
         from graph_factory import fake_graph
         from tpuperf.training.batches import plan_batch_shape
         from tpuperf.models import build_model
@@ -74,7 +75,7 @@ def test_two_replicas_score_like_one():
         shape = plan_batch_shape(graphs, 2, 4, 1.0)
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with mirrored.scope():
-            model = build_model("layout", {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1})
+            model = build_model("layout", model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1}))
             one = Scorer(model, shape, "layout", 6, tf.distribute.get_strategy(), jit_compile=False).score(graphs)
         two = Scorer(model, shape, "layout", 6, mirrored, jit_compile=False).score(graphs)
         assert mirrored.num_replicas_in_sync == 2
