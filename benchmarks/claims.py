@@ -18,7 +18,6 @@ only cost time. Runs execute ``--jobs`` at a time in worker processes.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
 import math
@@ -153,7 +152,8 @@ def data_view(source: Path, collections: tuple[str, ...], view: Path) -> Path:
 def prepare(plan: Plan, params: dict, data: Path | None, work: Path) -> tuple[str, dict[str, dict[str, int]]]:
     """Dataset (generated unless ``data``) -> train/valid view -> preprocessed cache; returns a description."""
     from tpuperf.data.cache import CollectionCache
-    from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
+    from tpuperf.config import Config
+    from tpuperf.data.preprocess import preprocess_collection
     from tpuperf.data.synthetic import write_dataset
 
     if data is None:
@@ -163,11 +163,11 @@ def prepare(plan: Plan, params: dict, data: Path | None, work: Path) -> tuple[st
     else:
         described = f"local dataset `{data}`"
     view = data_view(data, plan.collections, work / "view")
-    settings = PreprocessSettings.from_params(params)
+    settings = Config.from_dict(params).preprocess
     counts = {}
     for name in plan.collections:
-        preprocess_collection(view, params["preprocess"]["out"], _collection(name), settings, progress=False)
-        cache = CollectionCache(params["preprocess"]["out"], name)
+        preprocess_collection(view, settings.out, _collection(name), settings, progress=False)
+        cache = CollectionCache(settings.out, name)
         counts[name] = {split: len(cache.graph_ids(split)) for split in SPLITS_USED}
     return described, counts
 
@@ -179,12 +179,16 @@ def _collection(name: str):
 
 
 def run_params(base: dict, plan: Plan, work: Path) -> dict:
-    """params.yaml with the plan's overrides and the benchmark's own cache, runs and checkpoints."""
-    params = copy.deepcopy(base)
-    params["preprocess"]["out"] = str(work / "cache")
-    params["train"].update(plan.train, verbose=0)
-    for name in params["models"]:
-        params["models"][name].update({k: v for k, v in plan.model_overrides.items() if k in params["models"][name]})
+    """params.yaml (a new dict) with the plan's overrides and the benchmark's own cache, runs and
+    checkpoints; checked (ConfigError) before any work starts."""
+    from tpuperf.config import Config, deep_merge
+
+    params = deep_merge(base, {
+        "preprocess": {"out": str(work / "cache")},
+        "train": {**plan.train, "verbose": 0},
+        "models": {name: {k: v for k, v in plan.model_overrides.items() if k in model} for name, model in base["models"].items()},
+    })
+    Config.from_dict(params)
     return params
 
 
@@ -195,17 +199,18 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
     """Train one run with the project's trainer and reduce its outputs to a record (claims_analysis)."""
     import polars as pl
 
+    from tpuperf.config import Config
     from tpuperf.submission.ensemble import combine, score_predictions
     from tpuperf.runs import STATE_FILE, fold_checkpoint_dir, read_fold_predictions
     from tpuperf.training.trainer import train_collection
 
-    params = copy.deepcopy(params)
     runs_dir, ckpt_dir = work / "runs" / run.tag, work / "checkpoints" / run.tag
-    params["train"].update(seed=run.seed, loss=run.loss, loss_args=loss_args, runs_dir=str(runs_dir),
-                           checkpoints_dir=str(ckpt_dir))
-    folds = params["train"]["folds"]
+    train = {**params["train"], "seed": run.seed, "loss": run.loss, "loss_args": loss_args, "runs_dir": str(runs_dir),
+             "checkpoints_dir": str(ckpt_dir)}
+    config = Config.from_dict({**params, "train": train})
+    folds = config.train.folds
     started = time.perf_counter()
-    metrics = train_collection(run.collection, run.model, params)
+    metrics = train_collection(run.collection, run.model, config)
     wall = time.perf_counter() - started
 
     collection = _collection(run.collection)

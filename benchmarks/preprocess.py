@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import multiprocessing
@@ -26,20 +27,28 @@ from pathlib import Path
 import numpy as np
 
 from tpuperf.collection import COLLECTIONS, get_collection
+from tpuperf.config import PreprocessConfig, load_config
 from tpuperf.data.npz import read_header
-from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
+from tpuperf.data.preprocess import preprocess_collection
 
 GIB = 1 << 30
 RSS_TARGET = 4 * GIB
 NLP = get_collection("layout:nlp:random")
 OWN_WRITER = "the benchmark's own streaming"
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 CHILD = """
-import sys
+import dataclasses, sys
 from tpuperf.collection import get_collection
-from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
-preprocess_collection(sys.argv[1], sys.argv[2], get_collection("layout:nlp:random"),
-                      PreprocessSettings(hops=int(sys.argv[3]), jobs=1), progress=False)
+from tpuperf.config import load_config
+from tpuperf.data.preprocess import preprocess_collection
+settings = dataclasses.replace(load_config(sys.argv[4]).preprocess, hops=int(sys.argv[3]), jobs=1)
+preprocess_collection(sys.argv[1], sys.argv[2], get_collection("layout:nlp:random"), settings, progress=False)
 """
+
+
+def settings(hops: int, jobs: int) -> PreprocessConfig:
+    """params.yaml's preprocess section with the benchmark's ``hops`` and ``jobs``."""
+    return dataclasses.replace(load_config(PARAMS).preprocess, hops=hops, jobs=jobs)
 
 
 def _write_member(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
@@ -140,7 +149,7 @@ def measure_big(work: Path, args: argparse.Namespace) -> None:
     print(f"[1] wrote {path.name} with {_generator()} writer in {time.perf_counter() - t0:.0f} s: {h['node_feat'].shape[0]} nodes, "
           f"{nc} configurable, {c} configs; node_config_feat {c * nc * 18 * 4 / GIB:.2f} GiB as float32, "
           f"file {path.stat().st_size / 2**20:.0f} MiB")
-    wall, peak = _run_measured([sys.executable, "-c", CHILD, str(raw), str(work / "cache"), str(args.hops)])
+    wall, peak = _run_measured([sys.executable, "-c", CHILD, str(raw), str(work / "cache"), str(args.hops), str(PARAMS)])
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = json.loads((work / "cache" / NLP.slug / "report.json").read_text())["splits"]["train"]
     verdict = "OK" if peak <= RSS_TARGET else "OVER TARGET"
@@ -158,7 +167,7 @@ def measure_throughput(work: Path, preset: str, hops: int) -> None:
     for jobs in (1, 2):
         graphs, t0 = 0, time.perf_counter()
         for col in COLLECTIONS:
-            report = preprocess_collection(raw, work / f"cache{jobs}", col, PreprocessSettings(hops=hops, jobs=jobs), progress=False)
+            report = preprocess_collection(raw, work / f"cache{jobs}", col, settings(hops, jobs), progress=False)
             graphs += sum(s["graphs"] for s in report["splits"].values())
         wall = time.perf_counter() - t0
         print(f"[2] '{preset}' preset, jobs={jobs}: {graphs} graphs (5 collections) in {wall:.1f} s = {graphs / wall:.1f} graphs/s")

@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from tpuperf.collection import get_collection
+from tpuperf.config import Config, deep_merge, load_params
 from tpuperf.data.synthetic import make_layout_graph, make_tile_graph, write_graph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ SIZES = {  # (nodes, configurable nodes, configs) of the ranked graph; goal in s
 COLLECTIONS = {"layout": "layout:xla:random", "tile": "tile:xla"}
 
 
-def write_untrained_members(params: dict, collection, seed: int = 0) -> None:
+def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     """What training leaves for the export stage, with fresh (untrained) weights: each member's
     ``checkpoints/<slug>/<model>/fold_<k>/best`` + a finished state.json, and each model's
     metrics.json with an oof_score (model i gets 0.3 - 0.05 i)."""
@@ -51,56 +51,60 @@ def write_untrained_members(params: dict, collection, seed: int = 0) -> None:
     from tpuperf.ranking.ranker import build_member_model
     from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, metrics_path
 
-    feat_dim = CollectionCache(params["preprocess"]["out"], collection).node_feat_dim
-    folds = params["train"]["folds"]
-    for i, name in enumerate(params["ensemble"]["models"]):
+    feat_dim = CollectionCache(config.preprocess.out, collection).node_feat_dim
+    folds = config.train.folds
+    for i, name in enumerate(config.ensemble_models):
         for fold in range(folds):
             tf.keras.utils.set_random_seed(seed + 10 * i + fold)
-            model = build_member_model(collection.kind, params["models"][name], feat_dim)
-            fold_dir = fold_checkpoint_dir(params["train"]["checkpoints_dir"], collection, name, fold)
+            model = build_member_model(collection.kind, config.model(name), feat_dim)
+            fold_dir = fold_checkpoint_dir(config.train.checkpoints_dir, collection, name, fold)
             fold_dir.mkdir(parents=True)
             tf.train.Checkpoint(model=model).write(str(fold_dir / BEST_CHECKPOINT))
             (fold_dir / STATE_FILE).write_text(json.dumps({"finished": True}))
-        metrics = metrics_path(params["train"]["runs_dir"], collection, name)
+        metrics = metrics_path(config.train.runs_dir, collection, name)
         metrics.parent.mkdir(parents=True)
         metrics.write_text(json.dumps({
             "collection": collection.name, "model": name, "oof_score": 0.3 - 0.05 * i,
             "folds": [{"fold": f} for f in range(folds)]}))
 
 
-def bench_params(root: Path, quick: bool) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["out"] = str(root / "data")
-    params["preprocess"].update(out=str(root / "cache"), jobs=1)
-    params["train"].update(runs_dir=str(root / "runs"), checkpoints_dir=str(root / "checkpoints"))
-    params["export"]["out"] = str(root / "models")
-    params["ensemble"]["models"] = params["ensemble"]["models"] or list(params["models"])
+def bench_params(root: Path, quick: bool, models: list[str] | None = None, jit: bool | None = None) -> Config:
+    """The repo's params with paths under ``root``; ``quick``: one tiny model, no XLA; ``models``
+    and ``jit`` (when given) replace ensemble.models and train.jit_compile."""
+    raw = load_params(REPO / "params.yaml")
+    members = models or raw["ensemble"]["models"] or list(raw["models"])
+    changes = {
+        "data": {"out": str(root / "data")},
+        "preprocess": {"out": str(root / "cache"), "jobs": 1},
+        "train": {"runs_dir": str(root / "runs"), "checkpoints_dir": str(root / "checkpoints")},
+        "export": {"out": str(root / "models")},
+        "ensemble": {"models": members[:1] if quick else members},
+    }
     if quick:
-        params["ensemble"]["models"] = params["ensemble"]["models"][:1]
-        params["train"]["jit_compile"] = False
-        for model in params["models"].values():
-            model.update(units=8, config_units=8, shared_layers=1, config_layers=1)
-    return params
+        changes["train"]["jit_compile"] = False
+        changes["models"] = {name: dict(units=8, config_units=8, shared_layers=1, config_layers=1) for name in raw["models"]}
+    if jit is not None:
+        changes["train"]["jit_compile"] = jit
+    return Config.from_dict(deep_merge(raw, changes))
 
 
-def build_export(root: Path, params: dict, kind: str, rng: np.random.Generator) -> Path:
+def build_export(root: Path, params: Config, kind: str, rng: np.random.Generator) -> Path:
     """Three small train graphs -> cache -> untrained members -> export; returns the export dir."""
     from tpuperf.ranking.export import export_collection
-    from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
+    from tpuperf.data.preprocess import preprocess_collection
 
     collection = get_collection(COLLECTIONS[kind])
-    train_dir = collection.split_dir(params["data"]["out"], "train")
+    train_dir = collection.split_dir(params.data.out, "train")
     train_dir.mkdir(parents=True)
     for i in range(3):
         arrays = make_layout_graph(rng, 400, 20, 40) if kind == "layout" else make_tile_graph(rng, 20, 40)
         write_graph(train_dir / f"train{i}.npz", arrays)
-    preprocess_collection(params["data"]["out"], params["preprocess"]["out"], collection,
-                          PreprocessSettings.from_params(params), progress=False)
+    preprocess_collection(params.data.out, params.preprocess.out, collection, params.preprocess, progress=False)
     write_untrained_members(params, collection)
     return export_collection(params, collection)
 
 
-def measure(kind: str, root: Path, params: dict, repeats: int, sizes: dict, rng: np.random.Generator) -> dict:
+def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rng: np.random.Generator) -> dict:
     from tpuperf.data.preprocess import prepare_graph
     from tpuperf.ranking.ranker import ExportedModel
 
@@ -166,11 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start")
     for kind in args.kinds:
         with tempfile.TemporaryDirectory() as tmp:
-            params = bench_params(Path(tmp), args.quick)
-            if args.models:
-                params["ensemble"]["models"] = args.models
-            if args.jit != "params":
-                params["train"]["jit_compile"] = args.jit == "on"
+            params = bench_params(Path(tmp), args.quick, args.models, None if args.jit == "params" else args.jit == "on")
             r = measure(kind, Path(tmp), params, args.repeats, sizes, rng)
         results.append(r)
         goal = "" if r["goal_s"] is None else f" (goal <= {r['goal_s']} s: {'met' if r['goal_met'] else 'NOT met'})"

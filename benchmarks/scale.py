@@ -36,12 +36,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
+from tpuperf.config import Config
 
 GIB = 1 << 30
 RSS_GOAL = 8 * GIB
@@ -164,7 +165,7 @@ def train_epoch(kit, graphs, buckets, samples: int, max_steps: int | None, min_s
     }
 
 
-def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, max_steps: int | None, min_steps: int,
+def run_collection(raw: Path, work: Path, name: str, config: Config, model: str, max_steps: int | None, min_steps: int,
                    mode: str) -> dict:
     """The stages of one collection in this process, a dict of figures: mode ``before``
     preprocesses and trains with one shape; mode ``after`` (a fresh process, so that the first
@@ -174,15 +175,15 @@ def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, m
 
     from tpuperf.data.cache import CollectionCache
     from tpuperf.training.batches import BucketPlan
-    from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
-    from tpuperf.training.trainer import ModelKit, TrainSettings
+    from tpuperf.data.preprocess import preprocess_collection
+    from tpuperf.training.trainer import ModelKit
 
     collection = get_collection(name)
     out: dict = {"collection": name}
     if mode == "before":
         _reset_peak()
         t0 = time.perf_counter()
-        preprocess_collection(raw, work / "cache", collection, PreprocessSettings.from_params(params), progress=False)
+        preprocess_collection(raw, work / "cache", collection, config.preprocess, progress=False)
         out["preprocess"] = {"seconds": time.perf_counter() - t0, "peak_rss": _peak_bytes(),
                              "cache_bytes": _dir_bytes(work / "cache" / collection.slug)}
     cache = CollectionCache(work / "cache", collection)
@@ -190,15 +191,15 @@ def run_collection(raw: Path, work: Path, name: str, params: dict, model: str, m
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
     out["graphs"] = {split: len(g) for split, g in splits.items()}
     out["nodes"] = {split: [g.num_nodes for g in gs] for split, gs in splits.items()}
-    settings = TrainSettings.from_params({**params["train"], "verbose": 0, "live": False})
+    settings = replace(config.train, verbose=0, live=False)
     samples = settings.samples_per_graph[collection.kind]
     every = [g for gs in splits.values() for g in gs]
     if mode == "before":  # the pipeline before buckets: one shape from the largest graph of all splits
         buckets = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(every, settings.configs_per_graph, samples)
     else:
-        buckets = settings.bucket_plan.plan(splits["train"], settings.configs_per_graph, samples)
+        buckets = BucketPlan.from_config(settings).plan(splits["train"], settings.configs_per_graph, samples)
     _reset_peak()
-    kit = ModelKit(collection, params["models"][model], settings, tf.distribute.get_strategy(), cache.node_feat_dim, splits["train"][0])
+    kit = ModelKit(collection, config.model(model), settings, tf.distribute.get_strategy(), cache.node_feat_dim, splits["train"][0])
     out[f"train_{mode}"] = {**train_epoch(kit, splits["train"], buckets, samples, max_steps, min_steps), "peak_rss": _peak_bytes()}
     if mode == "before":
         return out
@@ -230,7 +231,7 @@ def extrapolate(result: dict, collection: Collection, samples: int) -> dict:
     return {"epoch_seconds": epoch, "score_seconds": score["seconds"] / score["config_nodes"] * full_config_nodes}
 
 
-def report(results: list[dict], args: argparse.Namespace, params: dict) -> list[str]:
+def report(results: list[dict], args: argparse.Namespace, config: Config) -> list[str]:
     lines, verdicts = [], []
     for r in results:
         c = get_collection(r["collection"])
@@ -254,7 +255,7 @@ def report(results: list[dict], args: argparse.Namespace, params: dict) -> list[
         if not c.is_tile:
             ratio = a["configs_per_s"] / b["configs_per_s"]
             verdicts.append((f"{c.name}: training configs/s after / before >= {SPEEDUP_GOAL:.0f}x ({ratio:.2f}x)", ratio >= SPEEDUP_GOAL))
-    lines.append(f"goals (hops {params['preprocess']['hops']}, model {args.model}, {'quick' if args.quick else 'real-size'} "
+    lines.append(f"goals (hops {config.preprocess.hops}, model {args.model}, {'quick' if args.quick else 'real-size'} "
                  f"{'data ' + str(args.data) if args.data else 'synthetic sample'}):")
     lines += [f"  [{'MET' if ok else 'NOT MET'}] {text}" for text, ok in verdicts]
     return lines
@@ -279,17 +280,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--child", nargs=4, metavar=("RAW", "WORK", "COLLECTION", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    from tpuperf.config import load_params
+    from tpuperf.config import deep_merge, load_params
 
-    params = load_params(args.params)
+    changes: dict = {"preprocess": {"jobs": 1}}
     if args.hops is not None:
-        params["preprocess"]["hops"] = args.hops
-    params["preprocess"]["jobs"] = 1
+        changes["preprocess"]["hops"] = args.hops
     if args.quick:  # smoke run: no XLA compilation (tens of seconds per shape on a loaded CPU)
-        params["train"]["jit_compile"] = False
+        changes["train"] = {"jit_compile": False}
+    config = Config.from_dict(deep_merge(load_params(args.params), changes))
     if args.child:
         raw, work, name, mode = args.child
-        result = run_collection(Path(raw), Path(work), name, params, args.model, args.max_steps, args.min_steps, mode)
+        result = run_collection(Path(raw), Path(work), name, config, args.model, args.max_steps, args.min_steps, mode)
         Path(work, f"{mode}.json").write_text(json.dumps(result))
         return [result]
 
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"{name}: drew {counts} graphs in {time.perf_counter() - t0:.0f} s", flush=True)
             work = Path(tmp, collection.slug)
             work.mkdir()
-            cmd = [sys.executable, __file__, "--params", args.params, "--model", args.model, "--hops", str(params["preprocess"]["hops"])]
+            cmd = [sys.executable, __file__, "--params", args.params, "--model", args.model, "--hops", str(config.preprocess.hops)]
             cmd += ["--max-steps", str(args.max_steps)] if args.max_steps else []
             cmd += ["--min-steps", str(args.min_steps)]
             cmd += ["--quick"] if args.quick else []
@@ -319,10 +320,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for mode in ("before", "after"):  # one process each: the first one's memory stays out of the second's peak
                 subprocess.run(cmd + ["--child", str(raw), str(work), name, mode], check=True)
                 result.update(json.loads((work / f"{mode}.json").read_text()))
-            samples = params["train"]["samples_per_graph"][collection.kind]
+            samples = config.train.samples_per_graph[collection.kind]
             result["extrapolated"] = extrapolate(result, collection, samples)
             results.append(result)
-    for line in report(results, args, params):
+    for line in report(results, args, config):
         print(line)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -27,14 +27,14 @@ import tpuperf  # noqa: F401
 import tensorflow as tf
 
 from tpuperf.data.cache import CollectionCache
-from tpuperf.config import load_params
+from tpuperf.config import Config, ModelConfig, TrainConfig, load_config
 from tpuperf.training.batches import BucketPlan, make_dataset
 from tpuperf.training.losses import get_loss
 from tpuperf.models import build_model
-from tpuperf.training.trainer import TrainSettings, batch_stream
+from tpuperf.training.trainer import batch_stream
 
 
-def measure(model_params: dict, kind: str, train_batches, predict_batches, settings: TrainSettings) -> dict:
+def measure(model_params: ModelConfig, kind: str, train_batches, predict_batches, settings: TrainConfig) -> dict:
     """Seconds per step after a warm-up step (compilation excluded) for train and predict."""
     rss_before = psutil.Process().memory_info().rss / 2**20
     tf.keras.utils.set_random_seed(0)
@@ -75,9 +75,9 @@ def collect(dataset_fn, steps: int) -> list:
     return batches
 
 
-def throughput(params: dict, cache_root: str, collection: str, models: list[str], steps: int) -> dict[str, dict]:
+def throughput(params: Config, cache_root: str, collection: str, models: list[str], steps: int) -> dict[str, dict]:
     """Per model: configs/s of training and inference on the same ``steps`` batches of ``collection``."""
-    settings = TrainSettings.from_params(params["train"])
+    settings = params.train
     cache = CollectionCache(cache_root, collection)
     kind = cache.collection.kind
     graphs = list(cache.graphs("train"))
@@ -94,7 +94,7 @@ def throughput(params: dict, cache_root: str, collection: str, models: list[str]
     predict_batches = collect(lambda: make_dataset(lambda: batches(pbuckets, 1, 1), pshape, kind, cache.node_feat_dim), steps)
     print(f"{cache.collection.name}: train batch {shape}, predict batch {pshape}, jit_compile={settings.jit_compile}, "
           f"{steps} timed steps each")
-    return {name: measure(params["models"][name], kind, train_batches, predict_batches, settings) for name in models}
+    return {name: measure(params.model(name), kind, train_batches, predict_batches, settings) for name in models}
 
 
 def report(results: dict[str, dict]) -> None:
@@ -120,10 +120,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write {collection: {model: figures}} here")
     args = parser.parse_args()
 
-    params = load_params(args.params)
+    params = load_config(args.params)
     results = {}
     for collection in args.collection:
-        results[collection] = throughput(params, args.cache or params["preprocess"]["out"], collection, args.models, args.steps)
+        results[collection] = throughput(params, args.cache or params.preprocess.out, collection, args.models, args.steps)
         report(results[collection])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real TpuGraphs files (when present) and tiny valid files in the real layout."""
+"""Shared fixtures: the real TpuGraphs files (when present), tiny valid files in the real layout, and
+params variants built from the repo's params.yaml without editing it."""
 from __future__ import annotations
 
 import os
@@ -10,9 +11,32 @@ import numpy as np
 import pytest
 
 from tpuperf.collection import COLLECTIONS, get_collection
+from tpuperf.config import Config, ModelConfig, deep_merge, load_params, parse
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ABSENT_REASON = f"real TpuGraphs files not available ({SHARED_DATA} is absent)"
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def params_with(changes: dict) -> dict:
+    """The repo's params.yaml as a new dict with ``changes`` deep-merged in (tpuperf.config.deep_merge)."""
+    return deep_merge(load_params(REPO_PARAMS), changes)
+
+
+def config_with(changes: dict) -> Config:
+    """:func:`params_with` validated into a Config."""
+    return Config.from_dict(params_with(changes))
+
+
+# a small model section for layer tests: RankingModel's own argument defaults, 8 units, 1 + 1 layers
+SMALL_MODEL = dict(conv="chebsage", units=8, config_units=None, shared_layers=1, config_layers=1, cheb_order=3,
+                   opcode_vocab=128, opcode_dim=16, dropout=0.0, readout="mean", config_interaction=0,
+                   config_attention=0, attention_heads=1)
+
+
+def model_config(**fields) -> ModelConfig:
+    """:data:`SMALL_MODEL` with ``fields`` replaced, checked like a models.<name> section."""
+    return parse(ModelConfig, {**SMALL_MODEL, **fields}, "models.test", "tests/conftest.py")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -1,13 +1,16 @@
 """Size-bucketed static batch shapes: planning, padding efficiency, one compilation per bucket."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from conftest import config_with, params_with
 from graph_factory import fake_graph
+from tpuperf.config import Config, ConfigError
 from tpuperf.training.batches import BatchItem, BucketPlan, SlotUsage, pack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,18 +83,17 @@ def test_a_graph_above_the_largest_bucket_is_a_clear_error():
 
 
 @pytest.mark.parametrize("buckets,message", [
-    ({"count": 3, "growth": 4.0}, "exactly the keys"),
-    ({"count": 0, "growth": 4.0, "max_batch_nodes": 10}, "buckets.count >= 1"),
-    ({"count": 2, "growth": 1.0, "max_batch_nodes": 10}, "buckets.growth > 1"),
+    ({"count": 3, "growth": 4.0}, "train.buckets.max_batch_nodes"),
+    ({"count": 0, "growth": 4.0, "max_batch_nodes": 10}, "train.buckets.count"),
+    ({"count": 2, "growth": 1.0, "max_batch_nodes": 10}, "train.buckets.growth"),
 ])
 def test_bad_bucket_params_name_the_key(buckets, message):
-    with pytest.raises((KeyError, ValueError), match=message):
-        BucketPlan.from_params(4, 1.25, buckets)
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict({**params_with({}), "train": {**params_with({})["train"], "buckets": buckets}})
 
 
 def test_params_yaml_defaults_plan_buckets():
-    train = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
-    plan = BucketPlan.from_params(train["graphs_per_batch"], train["batch_slack"], train["buckets"])
+    plan = BucketPlan.from_config(config_with({}).train)
     assert plan.count >= 2 and len(plan.plan(mixed_graphs(), 8, items=4).shapes) >= 2
 
 
@@ -101,17 +103,17 @@ def test_jit_compiled_train_step_compiles_once_per_bucket():
     import tensorflow as tf
 
     from tpuperf.collection import get_collection
-    from tpuperf.training.trainer import ModelKit, TrainSettings, batch_stream
+    from tpuperf.training.trainer import ModelKit, batch_stream
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    settings = TrainSettings.from_params({**params["train"], "graphs_per_batch": 2, "configs_per_graph": 4, "jit_compile": True,
-                                          "buckets": {"count": 2, "growth": 4.0, "max_batch_nodes": 10**6}})
+    config = config_with({"train": {"graphs_per_batch": 2, "configs_per_graph": 4, "jit_compile": True,
+                                    "buckets": {"count": 2, "growth": 4.0, "max_batch_nodes": 10**6}}})
+    settings = config.train
     graphs = mixed_graphs(sizes=(6, 8, 9, 40, 44, 48))
-    buckets = settings.bucket_plan.plan(graphs, settings.configs_per_graph, items=2)
+    buckets = BucketPlan.from_config(settings).plan(graphs, settings.configs_per_graph, items=2)
     assert len(buckets.shapes) == 2
-    model_params = {**params["models"]["chebsage"], "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1}
+    model = dataclasses.replace(config.model("chebsage"), units=8, config_units=8, shared_layers=1, config_layers=1)
     collection = get_collection("layout:xla:random")
-    kit = ModelKit(collection, model_params, settings, tf.distribute.get_strategy(), 6, graphs[0])
+    kit = ModelKit(collection, model, settings, tf.distribute.get_strategy(), 6, graphs[0])
     kit.reset(0)
     stream = batch_stream(graphs, buckets, samples=2, seed=0)
     seen, losses = [], []

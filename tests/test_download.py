@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import put_on_path
+from conftest import params_with, put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, SPLITS
+from tpuperf.config import Config, ConfigError, DataConfig, parse
 from tpuperf.data.download import (
     MANIFEST_NAME,
-    DataParams,
     DownloadError,
     data_fingerprint,
     download,
@@ -95,18 +95,19 @@ def zip_dataset(root: Path, archive: Path, prefix: str = "") -> Path:
     return archive
 
 
-def params_for(tmp_path: Path, source: str, **kw) -> DataParams:
-    base = DataParams(
-        source=source, out=tmp_path / "data" / "raw", fingerprint=tmp_path / "data" / "source.json", competition=COMPETITION,
-        local_dir=None, preset="tiny", seed=0, jobs=1,
-    )
-    return replace(base, **kw)
+def params_for(tmp_path: Path, source: str, *, dir: Path | None = None, seed: int = 0, jobs: int = 1) -> DataConfig:
+    """A data section writing under ``tmp_path`` (tiny synthetic preset), checked like params.yaml's."""
+    return parse(DataConfig, {
+        "source": source, "dir": None if dir is None else str(dir), "out": str(tmp_path / "data" / "raw"),
+        "fingerprint": str(tmp_path / "data" / "source.json"), "competition": COMPETITION,
+        "synthetic": {"preset": "tiny", "seed": seed}, "jobs": jobs,
+    }, "data", "test")
 
 
-def leftovers(params: DataParams) -> list[str]:
+def leftovers(params: DataConfig) -> list[str]:
     """Anything the stage left beside its output (temporary directories would show here)."""
-    parent = params.out.parent
-    return sorted(p.name for p in parent.iterdir() if p != params.out) if parent.exists() else []
+    parent = Path(params.out).parent
+    return sorted(p.name for p in parent.iterdir() if p != Path(params.out)) if parent.exists() else []
 
 
 def assert_same_dataset(out: Path, source_root: Path) -> None:
@@ -147,9 +148,9 @@ def test_kaggle_downloads_unzips_and_validates(tmp_path, tiny_dataset, fake_kagg
     manifest = download(params)
     [call] = fake_kaggle.calls()
     assert call[:-1] == ["competitions", "download", "-c", COMPETITION, "-p"]
-    assert Path(call[-1]).parent == params.out.parent  # downloaded beside the output, same file system
-    assert_same_dataset(params.out, tiny_dataset)
-    assert_manifest_describes(params.out, manifest, "kaggle", "kaggle")
+    assert Path(call[-1]).parent == Path(params.out).parent  # downloaded beside the output, same file system
+    assert_same_dataset(Path(params.out), tiny_dataset)
+    assert_manifest_describes(Path(params.out), manifest, "kaggle", "kaggle")
     assert manifest["origin"] == {"competition": COMPETITION}
     assert manifest["num_files"] == 10
     assert leftovers(params) == []  # neither the staging dir nor the downloaded zip remain
@@ -162,7 +163,7 @@ def test_kaggle_without_executable(tmp_path, credentials, monkeypatch) -> None:
     params = params_for(tmp_path, "kaggle")
     with pytest.raises(DownloadError, match=r"`kaggle` command is not on PATH.*Nothing was written to"):
         download(params)
-    assert not params.out.exists() and leftovers(params) == []
+    assert not Path(params.out).exists() and leftovers(params) == []
 
 
 def test_kaggle_without_credentials(tmp_path, tiny_dataset, fake_kaggle) -> None:
@@ -173,7 +174,7 @@ def test_kaggle_without_credentials(tmp_path, tiny_dataset, fake_kaggle) -> None
     message = str(info.value)
     assert "no Kaggle credentials were found" in message and "KAGGLE_USERNAME" in message and "kaggle.json" in message
     assert fake_kaggle.calls() == []
-    assert not params.out.exists() and leftovers(params) == []
+    assert not Path(params.out).exists() and leftovers(params) == []
 
 
 def test_failed_download_shows_what_kaggle_said(tmp_path, fake_kaggle, credentials) -> None:
@@ -183,8 +184,8 @@ def test_failed_download_shows_what_kaggle_said(tmp_path, fake_kaggle, credentia
         download(params)
     message = str(info.value)
     assert "exit code 1" in message and "403 - Forbidden: you must accept this competition's rules" in message
-    assert f"Nothing was written to {params.out}." in message and "\n" not in message
-    assert not params.out.exists() and leftovers(params) == []
+    assert f"Nothing was written to {Path(params.out)}." in message and "\n" not in message
+    assert not Path(params.out).exists() and leftovers(params) == []
 
 
 def test_corrupt_zip(tmp_path, tiny_dataset, fake_kaggle, credentials) -> None:
@@ -194,7 +195,7 @@ def test_corrupt_zip(tmp_path, tiny_dataset, fake_kaggle, credentials) -> None:
     params = params_for(tmp_path, "kaggle")
     with pytest.raises(DownloadError, match=rf"{COMPETITION}\.zip is corrupt or truncated"):
         download(params)
-    assert not params.out.exists() and leftovers(params) == []
+    assert not Path(params.out).exists() and leftovers(params) == []
 
 
 def test_corrupt_member_inside_zip(tmp_path, tiny_dataset, fake_kaggle, credentials) -> None:
@@ -209,7 +210,7 @@ def test_corrupt_member_inside_zip(tmp_path, tiny_dataset, fake_kaggle, credenti
     params = params_for(tmp_path, "kaggle")
     with pytest.raises(DownloadError, match="is corrupt or truncated"):
         download(params)
-    assert not params.out.exists() and leftovers(params) == []
+    assert not Path(params.out).exists() and leftovers(params) == []
 
 
 def test_zip_without_the_layout(tmp_path, fake_kaggle, credentials) -> None:
@@ -220,7 +221,7 @@ def test_zip_without_the_layout(tmp_path, fake_kaggle, credentials) -> None:
     params = params_for(tmp_path, "kaggle")
     with pytest.raises(DownloadError, match=r"does not have the TpuGraphs layout.*holds train\.csv"):
         download(params)
-    assert not params.out.exists() and leftovers(params) == []
+    assert not Path(params.out).exists() and leftovers(params) == []
 
 
 def test_invalid_npz_inside_zip_keeps_previous_output(tmp_path, tiny_dataset, fake_kaggle, credentials, rewrite_npz) -> None:
@@ -228,15 +229,15 @@ def test_invalid_npz_inside_zip_keeps_previous_output(tmp_path, tiny_dataset, fa
     rewrite_npz(bad, config_runtime=np.zeros(4, np.int64))
     fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip"))
     params = params_for(tmp_path, "kaggle")
-    params.out.mkdir(parents=True)
-    (params.out / "previous.txt").write_text("from an earlier run")
+    Path(params.out).mkdir(parents=True)
+    (Path(params.out) / "previous.txt").write_text("from an earlier run")
     with pytest.raises(DownloadError) as info:
         download(params)
     message = str(info.value)
     assert "1 of 10 files failed validation" in message
     assert "npz/layout/nlp/default/train/train4.npz: config_runtime: 4 non-positive runtimes in a train file" in message
     assert "the previous dataset there is untouched" in message
-    assert [p.name for p in params.out.iterdir()] == ["previous.txt"]
+    assert [p.name for p in Path(params.out).iterdir()] == ["previous.txt"]
     assert leftovers(params) == []
 
 
@@ -244,30 +245,30 @@ def test_invalid_npz_inside_zip_keeps_previous_output(tmp_path, tiny_dataset, fa
 
 
 def test_local_links_validates_and_replaces_previous_output(tmp_path, tiny_dataset) -> None:
-    params = params_for(tmp_path, "local", local_dir=tiny_dataset)
-    params.out.mkdir(parents=True)
-    (params.out / "stale.txt").write_text("old")
+    params = params_for(tmp_path, "local", dir=tiny_dataset)
+    Path(params.out).mkdir(parents=True)
+    (Path(params.out) / "stale.txt").write_text("old")
     manifest = download(params)
-    assert_same_dataset(params.out, tiny_dataset)
-    assert_manifest_describes(params.out, manifest, "local", "local")
+    assert_same_dataset(Path(params.out), tiny_dataset)
+    assert_manifest_describes(Path(params.out), manifest, "local", "local")
     assert manifest["origin"] == {"dir": str(tiny_dataset.resolve())}
-    src, dst = tiny_dataset / "sample_submission.csv", params.out / "sample_submission.csv"
+    src, dst = tiny_dataset / "sample_submission.csv", Path(params.out) / "sample_submission.csv"
     assert src.stat().st_ino == dst.stat().st_ino  # hard-linked, not copied
     assert leftovers(params) == []
-    first = (params.out / MANIFEST_NAME).read_bytes()
+    first = (Path(params.out) / MANIFEST_NAME).read_bytes()
     download(params)
-    assert (params.out / MANIFEST_NAME).read_bytes() == first  # deterministic: no timestamps
+    assert (Path(params.out) / MANIFEST_NAME).read_bytes() == first  # deterministic: no timestamps
 
 
 def test_local_real_files(tmp_path, shared_data) -> None:
-    params = params_for(tmp_path, "local", local_dir=shared_data, jobs=2)
+    params = params_for(tmp_path, "local", dir=shared_data, jobs=2)
     manifest = download(params)
     assert manifest["num_files"] == len(list(shared_data.rglob("*.npz")))
     tile_test = len(list((shared_data / "npz/tile/xla/test").glob("*.npz")))
     assert manifest["collections"]["tile:xla"]["test"]["num_files"] == tile_test > 0
     rows = len((shared_data / "sample_submission.csv").read_text().splitlines()) - 1
     assert manifest["sample_submission.csv"]["rows"] == rows > 0
-    assert not (params.out / "README.md").exists()  # only the layout is taken
+    assert not (Path(params.out) / "README.md").exists()  # only the layout is taken
 
 
 @pytest.mark.parametrize("problem", ["unset", "no npz", "no sample"])
@@ -276,21 +277,21 @@ def test_local_without_the_layout(tmp_path, tiny_dataset, problem) -> None:
         (tiny_dataset / "npz").rename(tiny_dataset / "arrays")
     if problem == "no sample":
         (tiny_dataset / "sample_submission.csv").unlink()
-    params = params_for(tmp_path, "local", local_dir=None if problem == "unset" else tiny_dataset)
+    params = params_for(tmp_path, "local", dir=None if problem == "unset" else tiny_dataset)
     expected = {"unset": "data.dir is not set", "no npz": "npz missing", "no sample": "sample_submission.csv missing"}
     with pytest.raises(DownloadError, match=expected[problem]):
         download(params)
-    assert not params.out.exists() and leftovers(params) == []
+    assert not Path(params.out).exists() and leftovers(params) == []
 
 
 def test_npz_outside_the_layout_is_rejected(tmp_path, tiny_dataset, write_graph) -> None:
     stray = tiny_dataset / "npz" / "tile" / "xla" / "extra" / "x.npz"
     stray.parent.mkdir()
     write_graph(tmp_path, "tile:xla", "train").rename(stray)
-    params = params_for(tmp_path, "local", local_dir=tiny_dataset)
+    params = params_for(tmp_path, "local", dir=tiny_dataset)
     with pytest.raises(DownloadError, match=r"1 \.npz files are outside the TpuGraphs layout.*npz/tile/xla/extra/x\.npz"):
         download(params)
-    assert not params.out.exists()
+    assert not Path(params.out).exists()
 
 
 # ---------------------------------------------------------------- auto and synthetic
@@ -333,7 +334,7 @@ def test_auto_without_credentials_generates_synthetic_data_loudly(tmp_path, fake
     assert "data source = SYNTHETIC: data.source is 'auto' and no Kaggle credentials were found" in out
     assert "GENERATED data (preset 'tiny', seed 0)" in out
     assert fake_kaggle.calls() == []
-    assert_manifest_describes(params.out, manifest, "synthetic", "auto")
+    assert_manifest_describes(Path(params.out), manifest, "synthetic", "auto")
     assert manifest["origin"] == {"preset": "tiny", "seed": 0}
     assert all(manifest["collections"][c.name][s]["num_files"] > 0 for c in COLLECTIONS for s in SPLITS)
     assert leftovers(params) == []
@@ -357,7 +358,7 @@ def write_params(tmp_path: Path, **data) -> Path:
                "fingerprint": str(tmp_path / "data" / "source.json"), "competition": COMPETITION,
                "synthetic": {"preset": "tiny", "seed": 0}, "jobs": 1, **data}
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"data": section}))
+    path.write_text(yaml.safe_dump(params_with({"data": section})))
     return path
 
 
@@ -375,12 +376,12 @@ def test_cli_download_failure_is_one_clear_message(tmp_path, capsys) -> None:
 
 
 def test_params_are_checked(tmp_path) -> None:
-    section = yaml.safe_load(write_params(tmp_path).read_text())["data"]
-    assert DataParams.from_section(section) == params_for(tmp_path, "local")
-    with pytest.raises(ValueError, match="data.source is 'ftp'"):
-        DataParams.from_section({**section, "source": "ftp"})
-    with pytest.raises(KeyError, match="lacks the key 'jobs'"):
-        DataParams.from_section({k: v for k, v in section.items() if k != "jobs"})
+    params = yaml.safe_load(write_params(tmp_path).read_text())
+    assert Config.from_dict(params).data == params_for(tmp_path, "local")
+    with pytest.raises(ConfigError, match="data.source must be one of auto, kaggle, synthetic, local, got 'ftp'"):
+        Config.from_dict({**params, "data": {**params["data"], "source": "ftp"}})
+    with pytest.raises(ConfigError, match="data.jobs missing"):
+        Config.from_dict({**params, "data": {k: v for k, v in params["data"].items() if k != "jobs"}})
 
 
 # ---------------------------------------------------------------- source fingerprint and DVC staleness
@@ -390,9 +391,9 @@ def test_fingerprint_of_each_source(tmp_path, tiny_dataset, credentials, monkeyp
     assert data_fingerprint(params_for(tmp_path, "kaggle")) == {"source": "kaggle", "competition": COMPETITION}
     assert data_fingerprint(params_for(tmp_path, "auto")) == {"source": "kaggle", "competition": COMPETITION}
     assert data_fingerprint(params_for(tmp_path, "synthetic", seed=3)) == {"source": "synthetic", "preset": "tiny", "seed": 3}
-    params = params_for(tmp_path, "local", local_dir=tiny_dataset)
+    params = params_for(tmp_path, "local", dir=tiny_dataset)
     fingerprint = write_data_fingerprint(params)
-    assert json.loads(params.fingerprint.read_text()) == fingerprint
+    assert json.loads(Path(params.fingerprint).read_text()) == fingerprint
     assert fingerprint["source"] == "local" and fingerprint["dir"] == str(tiny_dataset.resolve())
     # exactly the files download takes, with size, mtime and inode
     manifest = download(params)
@@ -404,7 +405,7 @@ def test_fingerprint_of_each_source(tmp_path, tiny_dataset, credentials, monkeyp
     assert listed["sample_submission.csv"] == [sample.st_size, sample.st_mtime_ns, sample.st_ino]
     assert data_fingerprint(params) == fingerprint  # downloading (hard links) does not change it
     monkeypatch.chdir(tiny_dataset.parent)  # a relative data.dir is relative to the working directory (DVC: the repo)
-    assert data_fingerprint(replace(params, local_dir=Path(tiny_dataset.name))) == fingerprint
+    assert data_fingerprint(replace(params, dir=tiny_dataset.name)) == fingerprint
     (tiny_dataset / "notes.txt").write_text("not part of the dataset")
     assert data_fingerprint(params) == fingerprint
     os.utime(tiny_dataset / "sample_submission.csv", ns=(sample.st_atime_ns, sample.st_mtime_ns + 1))
@@ -447,8 +448,7 @@ def dvc_project(tmp_path: Path, **data) -> Path:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "fingerprint": stages["fingerprint"], "download": stages["download"], "consumer": CONSUMER}}))
-    section = {**yaml.safe_load((REPO / "params.yaml").read_text())["data"], "jobs": 1, **data}
-    (project / "params.yaml").write_text(yaml.safe_dump({"data": section}))
+    (project / "params.yaml").write_text(yaml.safe_dump(params_with({"data": {"jobs": 1, **data}})))
     shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     dvc(project, "init", "--no-scm")
     return project

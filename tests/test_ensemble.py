@@ -9,7 +9,9 @@ import polars as pl
 import pytest
 import yaml
 
+from conftest import params_with
 from tpuperf.collection import COLLECTIONS, get_collection
+from tpuperf.config import Config, ConfigError, deep_merge
 from tpuperf.submission.ensemble import (
     EnsembleError,
     EnsembleSettings,
@@ -183,16 +185,18 @@ def world(tmp_path, write_graph) -> dict:
                 frames.append(graph_rows("oof", "o", [1.0, 2.0], [1.0, 2.0]))
                 write_fold(runs, col.name, model, fold, pl.concat(frames))
     (data / "sample_submission.csv").write_text("\n".join(sample) + "\n")
-    return {
-        "data": {"out": str(data)},
-        "train": {"folds": FOLDS, "runs_dir": str(runs)},
-        "models": {m: {} for m in MODELS},
-        "ensemble": {"models": None, "weights": "oof", "temperature": 0.05, "out": str(tmp_path / "submissions")},
-    }
+    return ensemble_params(data, runs, {"weights": "oof", "out": str(tmp_path / "submissions")})
+
+
+def ensemble_params(data: Path, runs: Path, ensemble: dict) -> dict:
+    """The repo's params with only the models ``good`` and ``bad`` and this test's paths."""
+    params = params_with({"data": {"out": str(data)}, "train": {"folds": FOLDS, "runs_dir": str(runs)},
+                          "ensemble": {"models": None, "temperature": 0.05, **ensemble}, "kernels": {"models": list(MODELS)}})
+    return {**params, "models": {m: params["model_base"] for m in MODELS}}
 
 
 def settings_of(params: dict, **ensemble) -> EnsembleSettings:
-    return EnsembleSettings.from_params({**params, "ensemble": {**params["ensemble"], **ensemble}})
+    return EnsembleSettings.from_config(Config.from_dict(deep_merge(params, {"ensemble": ensemble})))
 
 
 def test_run_ensemble_writes_a_checked_submission_and_report(world):
@@ -265,7 +269,8 @@ def test_missing_fold_and_metrics_caught(world):
         run_ensemble(settings_of(world))
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
     with pytest.raises(PredictionFormatError, match=r"tile-xla/gat/predictions: missing: train gat on tile:xla first"):
-        run_ensemble(settings_of({**world, "models": {"good": {}, "gat": {}}}, models=["good", "gat"]))
+        gat = {**world, "models": {m: world["model_base"] for m in ("good", "gat")}, "kernels": {**world["kernels"], "models": ["good"]}}
+        run_ensemble(settings_of(gat, models=["good", "gat"]))
     (runs / "tile-xla" / "bad" / "metrics.json").unlink()
     with pytest.raises(EnsembleError, match=r"tile-xla/bad/metrics.json: missing: train bad on tile:xla first"):
         run_ensemble(settings_of(world))
@@ -331,14 +336,14 @@ def test_1001_config_file_must_be_ranked_fully(world):
 
 
 def test_settings_errors(world):
-    with pytest.raises(EnsembleError, match=r"unknown \['gat'\]"):
+    with pytest.raises(ConfigError, match=r"ensemble.models \['good', 'gat'\]: unknown \['gat'\]"):
         settings_of(world, models=["good", "gat"])
-    with pytest.raises(EnsembleError, match="ensemble.weights is 'mean'"):
+    with pytest.raises(ConfigError, match="ensemble.weights must be one of equal, oof, got 'mean'"):
         settings_of(world, weights="mean")
-    with pytest.raises(EnsembleError, match="temperature must be > 0"):
+    with pytest.raises(ConfigError, match="ensemble.temperature must be > 0"):
         settings_of(world, temperature=-1)
-    with pytest.raises(EnsembleError, match=r"ensemble has no \['temperature'\]"):
-        EnsembleSettings.from_params({**world, "ensemble": {"models": None, "weights": "oof", "out": "x"}})
+    with pytest.raises(ConfigError, match=r"ensemble.temperature missing"):
+        Config.from_dict({**world, "ensemble": {"models": None, "weights": "oof", "out": "x"}})
 
 
 def test_script(world, tmp_path, capsys):
@@ -382,11 +387,10 @@ def test_synthetic_dataset_end_to_end(tmp_path):
                     pred = (np.log(runtime) if split == "valid" else 0.0) + rng.normal(0, 0.5, runtime.size)
                     frames.append(graph_rows(split, graph, pred, runtime))
                 write_fold(runs, col.name, model, fold, pl.concat(frames))
-    params = {"data": {"out": str(data)}, "train": {"folds": FOLDS, "runs_dir": str(runs)}, "models": {m: {} for m in MODELS},
-              "ensemble": {"models": None, "weights": "equal", "temperature": 0.05, "out": str(tmp_path / "sub")}}
-    test = run_ensemble(EnsembleSettings.from_params(params))
+    params = ensemble_params(data, runs, {"weights": "equal", "out": str(tmp_path / "sub")})
+    test = run_ensemble(settings_of(params))
     assert check_submission(test.submission, sample=data / "sample_submission.csv", data_dir=data) == []
-    valid = run_ensemble(EnsembleSettings.from_params(params), split="valid")
+    valid = run_ensemble(settings_of(params), split="valid")
     scores = score_submission(valid.submission, data, split="valid")
     report = valid.metrics
     assert scores["mean"] == pytest.approx(report["mean"]["ensemble"])

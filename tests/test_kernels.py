@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import put_on_path
+from conftest import config_with, params_with, put_on_path
 from tpuperf.kaggle import kernel_entry
 from tpuperf.cli import main
 from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.collection import COLLECTIONS, get_collection
+from tpuperf.config import Config, deep_merge, load_config
 from tpuperf.kaggle.kernel_entry import (
     KernelEnvironmentError,
     Requirement,
@@ -31,7 +32,6 @@ from tpuperf.kaggle.kernel_entry import (
 )
 from tpuperf.kaggle.kernels import (
     KernelError,
-    KernelSettings,
     build_kernels,
     bundled_wheels,
     download_wheels,
@@ -48,7 +48,8 @@ USER = "someone"
 COMPETITION = "predict-ai-model-runtime"
 SLUGS = [f"tpuperf-{c.slug}" for c in COLLECTIONS]
 TINY_MODEL = {"conv": "sage", "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 2,
-              "opcode_vocab": 128, "opcode_dim": 4, "dropout": 0.0, "readout": "sum"}
+              "opcode_vocab": 128, "opcode_dim": 4, "dropout": 0.0, "readout": "sum", "config_interaction": 0,
+              "config_attention": 0, "attention_heads": 1}
 
 FAKE_KAGGLE = """#!{python}
 # Stands in for the kaggle CLI: logs its arguments and answers like the real one (or fails as told).
@@ -89,14 +90,14 @@ def fake_wheelhouse(root: Path) -> Path:
 
 def small_params(root: Path) -> dict:
     """The repo's params.yaml with a tiny model, 2 folds, 1 epoch: what the kernels embed."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["models"] = {"tiny": TINY_MODEL}
-    params["train"].update(folds=2, epochs=1, graphs_per_batch=4, configs_per_graph=16, predict_configs_per_graph=64)
-    params["kernels"].update(username=USER, models=["tiny"], require_tpu=False, requirements=str(REQUIREMENTS),
-                             wheelhouse=str(fake_wheelhouse(root / "wheelhouse")))
-    params["kernels"]["overrides"] = {"data": {"jobs": 1}, "preprocess": {"jobs": 1},
-                                      "train": {"strategy": "auto", "jit_compile": True, "verbose": 0}}
-    return params
+    params = params_with({
+        "train": dict(folds=2, epochs=1, graphs_per_batch=4, configs_per_graph=16, predict_configs_per_graph=64),
+        "ensemble": {"models": ["tiny"]},
+        "kernels": dict(username=USER, models=["tiny"], require_tpu=False, requirements=str(REQUIREMENTS),
+                        wheelhouse=str(fake_wheelhouse(root / "wheelhouse"))),
+    })
+    overrides = {"data": {"jobs": 1}, "preprocess": {"jobs": 1}, "train": {"strategy": "auto", "jit_compile": True, "verbose": 0}}
+    return {**params, "models": {"tiny": TINY_MODEL}, "kernels": {**params["kernels"], "overrides": overrides}}
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,7 @@ def test_generated_script_is_kernel_entry_plus_config(built: Path):
     assert config["collections"] == ["tile:xla"] and config["models"] == ["tiny"]
     assert config["source_sha256"] == manifest["source_sha256"] == source_fingerprint(REPO / "src" / "tpuperf")
     assert config["bundle_id"] == manifest["dataset_id"] == f"{USER}/tpuperf-bundle"
-    assert "kernels" not in config["params"]
+    assert Config.from_dict(config["params"]).models["tiny"].units == 8  # the kernel's params.yaml passes the checks
     assert config["params"]["train"]["strategy"] == "auto" and config["params"]["train"]["jit_compile"] is True
     assert config["params"]["train"]["folds"] == 2  # the local train.folds, which ensemble.py checks
 
@@ -193,15 +194,13 @@ def test_bundle_holds_the_package_wheel_and_the_extra_wheels(built: Path):
 
 
 def test_per_model_kernels_and_title_limits():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["kernels"].update(username=USER, per_model=True)
-    settings = KernelSettings.from_params(params)
+    settings = config_with({"kernels": {"username": USER, "per_model": True}}).kernels
     plans = plan_kernels(settings, COLLECTIONS, ["chebsage", "baseline"])
     assert [p.slug for p in plans[:2]] == ["tpuperf-tile-xla-chebsage", "tpuperf-tile-xla-baseline"]
     assert len(plans) == 10 and all(len(p.models) == 1 for p in plans)
-    params["kernels"].update(prefix="x" * 40)
     with pytest.raises(KernelError, match="Kaggle accepts 5 to 50"):
-        plan_kernels(KernelSettings.from_params(params), COLLECTIONS, ["chebsage"])
+        plan_kernels(config_with({"kernels": {"username": USER, "per_model": True, "prefix": "x" * 40}}).kernels,
+                     COLLECTIONS, ["chebsage"])
 
 
 # ---------------------------------------------------------------- build refusals
@@ -220,9 +219,8 @@ def test_build_refuses_missing_wheels_tensorflow_pins_and_no_username(tmp_path: 
     bad.write_text("polars>=1\n")
     with pytest.raises(KernelError, match=r"req.txt:1: 'polars>=1' is not an exact pin"):
         read_requirements(bad)
-    params["kernels"]["username"] = None
     with pytest.raises(KernelError, match="set kernels.username in params.yaml or export KAGGLE_USERNAME"):
-        build_kernels(params, tmp_path / "out")
+        build_kernels(deep_merge(params, {"kernels": {"username": None}}), tmp_path / "out")
 
 
 def test_download_wheels_commands(tmp_path: Path):
@@ -281,7 +279,7 @@ def test_real_pip_download_of_the_bundle_resolves_for_every_configured_python(tm
     configured Python can install. A pin without wheels for one of them fails, naming it."""
     from packaging.utils import parse_wheel_filename
 
-    settings = KernelSettings.from_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    settings = load_config(REPO / "params.yaml").kernels
     requirements = read_requirements(REPO / settings.requirements)
     wheelhouse = tmp_path / "wheelhouse"
     download_wheels(requirements, wheelhouse, settings.python_versions, settings.platforms)

@@ -61,7 +61,8 @@ def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
     """The real layout:xla:random train file openai_v0_rnn_optimized: 20 identical configs."""
     from tpuperf.data.cache import CollectionCache
     from tpuperf.collection import get_collection
-    from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
+    from tpuperf.config import PreprocessConfig
+    from tpuperf.data.preprocess import preprocess_collection
 
     col = get_collection("layout:xla:random")
     source = col.split_dir(shared_data, "train") / "openai_v0_rnn_optimized.npz"
@@ -70,7 +71,7 @@ def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
     raw = tmp_path / "raw"
     col.split_dir(raw, "train").mkdir(parents=True)
     (col.split_dir(raw, "train") / source.name).symlink_to(source)  # read in place, never copied
-    settings = PreprocessSettings(hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=64)
+    settings = PreprocessConfig(out=str(tmp_path / "cache"), hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=64)
     preprocess_collection(raw, tmp_path / "cache", col, settings, progress=False)
     graph = CollectionCache(tmp_path / "cache", col).load("train", "openai_v0_rnn_optimized")
     assert graph.num_configs == 1 and not has_ranking(graph.runtime)

@@ -5,6 +5,7 @@ import pytest
 import tpuperf  # noqa: F401  (selects tf-keras before TensorFlow loads)
 import tensorflow as tf
 
+from conftest import model_config
 from graph_factory import fake_graph
 from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, pack, to_arrays, to_graph_tensor
 from tpuperf.models import build_model
@@ -81,7 +82,7 @@ def test_gcn_and_sage_match_dense_reference(rng):
 def test_scores_do_not_depend_on_batch_mates_or_padding(rng, kind, conv):
     """A graph's scores are the same alone or packed with others, under any padding."""
     g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")
-    model = build_model(kind, {"conv": conv, "units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 3})
+    model = build_model(kind, model_config(**{"conv": conv, "units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 3}))
     alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
     together, _ = graph_tensor([BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind)
     s_alone = model(alone).numpy()[0]
@@ -94,7 +95,7 @@ def test_scores_do_not_depend_on_batch_mates_or_padding(rng, kind, conv):
 def test_config_scores_follow_their_config(rng, kind):
     """Permuting the configs of an item permutes its scores; the configs really change scores."""
     g = fake_graph(rng, kind, 10, 6)
-    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1})
+    model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1}))
     shape = BatchShape(1, 16, 32, 6)
     order = np.array([3, 1, 5, 0, 2, 4])
     base = model(graph_tensor([BatchItem(g, np.arange(6))], shape, kind)[0]).numpy()[0]
@@ -140,7 +141,7 @@ def test_layout_config_interaction_is_a_gather_of_node_value_embeddings(rng):
 @pytest.mark.parametrize("kind", ["tile", "layout"])
 def test_config_interaction_keeps_padding_invariance(rng, kind):
     g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")
-    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1, "config_interaction": 4})
+    model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1, "config_interaction": 4}))
     alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
     together, _ = graph_tensor([BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind)
     np.testing.assert_allclose(model(together).numpy()[1, :5], model(alone).numpy()[0], rtol=1e-4, atol=1e-5)
@@ -178,8 +179,8 @@ def test_config_attention_matches_dense_reference(rng):
 def test_config_attention_scores_depend_on_references_only(rng, kind):
     """With attention a config's score changes with its graph's references, not with other configs."""
     g = fake_graph(rng, kind, 10, 8)
-    model = build_model(kind, {"conv": "sage", "units": 8, "shared_layers": 1, "config_layers": 1,
-                               "config_attention": 2, "attention_heads": 2})
+    model = build_model(kind, model_config(**{"conv": "sage", "units": 8, "shared_layers": 1, "config_layers": 1,
+                               "config_attention": 2, "attention_heads": 2}))
     shape = BatchShape(1, 16, 32, 5)
 
     def scores(rows):
@@ -206,8 +207,8 @@ def test_chunk_items_lead_every_chunk_with_the_same_references(rng):
 def test_attention_scoring_does_not_depend_on_chunking(rng, kind):
     """Scorer results are the same for any chunk size and batch mates: chunks share references."""
     graphs = [fake_graph(rng, kind, 9, 23, name="a"), fake_graph(rng, kind, 6, 4, name="b")]
-    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
-                               "config_attention": 3, "attention_heads": 2})
+    model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
+                               "config_attention": 3, "attention_heads": 2}))
     strategy = tf.distribute.get_strategy()
     def plan(graphs_per_batch):
         return BucketPlan(graphs_per_batch, 1.25, count=1, growth=2.0, max_batch_nodes=10**6)
@@ -254,8 +255,8 @@ def test_train_step_compiles_with_xla(rng, kind, attention):
 
     g = fake_graph(rng, kind, 10, 4)
     graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4), kind)
-    model = build_model(kind, {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
-                               "config_attention": attention, "attention_heads": 2})
+    model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
+                               "config_attention": attention, "attention_heads": 2}))
     loss_fn = get_loss("listmle")
     optimizer = tf.keras.optimizers.Adam(1e-2)
     model(graph)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ABSENT_REASON, SHARED_DATA
+from conftest import ABSENT_REASON, SHARED_DATA, params_with
 from tpuperf.collection import COLLECTIONS, SPLITS, get_collection
 from tpuperf.data.synthetic import write_dataset
 
@@ -43,13 +43,14 @@ def tiny_project(root: Path, data: dict) -> Path:
     (root / "dvc.lock").unlink(missing_ok=True)
     run(root, sys.executable, "-m", "dvc", "config", "core.no_scm", "true")
 
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(data)
-    params["train"].update(folds=FOLDS, epochs=1, graphs_per_batch=2, configs_per_graph=8, predict_configs_per_graph=32,
-                           samples_per_graph={"tile": 1, "layout": 1}, eval_configs=16, jit_compile=False, verbose=0)
-    for model in params["models"].values():
-        model.update(units=8, config_units=8, shared_layers=1, config_layers=1)
-    params["ensemble"]["models"] = ["chebsage"]
+    small_model = dict(units=8, config_units=8, shared_layers=1, config_layers=1)
+    params = params_with({
+        "data": data,
+        "train": dict(folds=FOLDS, epochs=1, graphs_per_batch=2, configs_per_graph=8, predict_configs_per_graph=32,
+                      samples_per_graph={"tile": 1, "layout": 1}, eval_configs=16, jit_compile=False, verbose=0),
+        "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
+        "ensemble": {"models": ["chebsage"]},
+    })
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 

@@ -17,17 +17,19 @@ import yaml
 from tpuperf.data.cache import CollectionCache
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import SPLITS, get_collection
+from tpuperf.config import PreprocessConfig
 from tpuperf.data.npz import DataFormatError
 from tpuperf.data.preprocess import (
     ConfigDeduper,
     PreprocessError,
-    PreprocessSettings,
     _write_layout_configs,
     induced_edges,
     k_hop_nodes,
     preprocess_collection,
     signed_log1p,
 )
+
+from conftest import params_with
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data"
@@ -38,9 +40,9 @@ LAYOUT = get_collection("layout:nlp:random")
 CHAIN_EDGES = np.array([[1, 0], [2, 1], [3, 2], [4, 3], [5, 4], [6, 5], [7, 2], [8, 7]], dtype=np.int64)
 
 
-def settings(**kw) -> PreprocessSettings:
-    base = dict(hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1)
-    return PreprocessSettings(**{**base, **kw})
+def settings(**kw) -> PreprocessConfig:
+    base = dict(out="cache", hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1)
+    return PreprocessConfig(**{**base, **kw})
 
 
 def write_layout(path: Path, node_feat, edges, config_ids, config_feat, runtime) -> None:
@@ -400,10 +402,10 @@ def test_real_layout_files(tmp_path):
 
 def test_cli_reads_params(tmp_path):
     make_tile_dataset(tmp_path / "raw")
-    params = {
+    params = params_with({
         "data": {"out": str(tmp_path / "raw")},
         "preprocess": {"out": str(tmp_path / "cache"), "hops": 2, "jobs": 1, "on_bad_file": "fail", "log1p_above": 1e9, "std_floor": 1e-6, "chunk_mb": 8},
-    }
+    })
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert cli_main(["preprocess", "--collection", "tile-xla", "--params", str(tmp_path / "params.yaml")]) == 0
     assert CollectionCache(tmp_path / "cache", "tile:xla").stats["node_feat"]["log_columns"] == []
@@ -433,9 +435,8 @@ def test_second_dvc_repro_does_no_work(tmp_path):
     """Runs the real dvc.yaml stage twice in a scratch DVC project (~8 s)."""
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["preprocess"]
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"preprocess": stage}}))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["preprocess"]["jobs"] = 1
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": params["data"], "preprocess": params["preprocess"]}))
+    params = params_with({"preprocess": {"jobs": 1}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     raw = tmp_path / params["data"]["out"]
     make_layout_dataset(raw)

@@ -3,6 +3,7 @@ included) exactly as the pipeline would; bad inputs fail naming the file or the 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -12,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import yaml
 
 import tpuperf
 from tpuperf.data.cache import CollectionCache
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import get_collection
+from tpuperf.config import Config
 from tpuperf.data.npz import DataFormatError, read_header
 from tpuperf.ranking.export import ExportError, export_collection
-from tpuperf.data.preprocess import PreprocessSettings, prepare_graph, preprocess_collection
+from tpuperf.data.preprocess import prepare_graph, preprocess_collection
 from tpuperf.ranking.ranker import ExportedModel, ModelExportError, build_member_model, load_export
 
-from conftest import SHARED_DATA, _rewrite_npz, _write_graph
+from conftest import SHARED_DATA, _rewrite_npz, _write_graph, config_with
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -39,17 +40,17 @@ REAL_TEST = {
 }
 
 
-def tiny_params(root: Path) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["out"] = str(root / "data")
-    params["preprocess"].update(out=str(root / "cache"), jobs=1)
-    params["train"].update(folds=2, runs_dir=str(root / "runs"), checkpoints_dir=str(root / "checkpoints"),
-                           graphs_per_batch=2, predict_configs_per_graph=16, jit_compile=False)
-    for model in params["models"].values():
-        model.update(units=8, config_units=8, shared_layers=1, config_layers=1)
-    params["ensemble"]["models"] = list(MODELS)
-    params["export"]["out"] = str(root / "models")
-    return params
+def tiny_params(root: Path) -> Config:
+    small_model = dict(units=8, config_units=8, shared_layers=1, config_layers=1)
+    return config_with({
+        "data": {"out": str(root / "data")},
+        "preprocess": {"out": str(root / "cache"), "jobs": 1},
+        "train": dict(folds=2, runs_dir=str(root / "runs"), checkpoints_dir=str(root / "checkpoints"),
+                      graphs_per_batch=2, predict_configs_per_graph=16, jit_compile=False),
+        "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
+        "ensemble": {"models": list(MODELS)},
+        "export": {"out": str(root / "models")},
+    })
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def exported(tmp_path_factory) -> tuple[Path, dict]:
     into the dataset so the cache holds them), preprocessed, with exported random-weight models."""
     root = tmp_path_factory.mktemp("rank")
     params = tiny_params(root)
-    data = Path(params["data"]["out"])
+    data = Path(params.data.out)
     for name in COLLECTIONS:
         col = get_collection(name)
         for i in range(3):
@@ -67,7 +68,7 @@ def exported(tmp_path_factory) -> tuple[Path, dict]:
         if REAL_TEST[name].is_dir():
             for f in REAL_TEST[name].glob("*.npz"):
                 (col.split_dir(data, "test") / f.name).symlink_to(f)
-        preprocess_collection(data, params["preprocess"]["out"], col, PreprocessSettings.from_params(params), progress=False)
+        preprocess_collection(data, params.preprocess.out, col, params.preprocess, progress=False)
         write_untrained_members(params, col)  # oof scores chebsage 0.3, sage 0.25
         export_collection(params, col)
     return root, params
@@ -78,9 +79,9 @@ def test_export_writes_manifest_and_one_weight_file_per_member(exported):
     manifest = json.loads((root / "models/layout-xla-default/manifest.json").read_text())
     assert manifest["collection"] == "layout:xla:default" and manifest["tpuperf_version"] == tpuperf.__version__
     weights = {m: s["weight"] for m, s in manifest["models"].items()}
-    z = np.exp(np.array([0.3, 0.25]) / params["ensemble"]["temperature"])
+    z = np.exp(np.array([0.3, 0.25]) / params.ensemble.temperature)
     assert weights == pytest.approx(dict(zip(MODELS, z / z.sum())))  # softmax of oof / temperature, as ensemble.py
-    assert manifest["stats"]["hops"] == params["preprocess"]["hops"] and manifest["planning"]["predict_configs_per_graph"] == 16
+    assert manifest["stats"]["hops"] == params.preprocess.hops and manifest["planning"]["predict_configs_per_graph"] == 16
     assert sorted(p.name for p in (root / "models/layout-xla-default/sage").iterdir()) == ["fold_0.npz", "fold_1.npz"]
     assert set(manifest["fingerprint"]) == {"data", "code"}
 
@@ -89,7 +90,7 @@ def test_prepare_graph_equals_the_preprocessed_cache(exported, shared_data):
     """The in-memory transform of a raw file is the preprocess stage's, array for array (real files)."""
     root, params = exported
     for name in COLLECTIONS:
-        cache = CollectionCache(params["preprocess"]["out"], name)
+        cache = CollectionCache(params.preprocess.out, name)
         for f in sorted(REAL_TEST[name].glob("*.npz")):
             cached = cache.load("test", f.stem)
             fresh = prepare_graph(f, get_collection(name), cache.stats)
@@ -108,7 +109,7 @@ def test_rank_matches_the_member_scores_of_the_cached_graphs(exported, shared_da
         col = get_collection(name)
         files = sorted(REAL_TEST[name].glob("*.npz"))
         model = load_export(root / "models" / col.slug)
-        cache = CollectionCache(params["preprocess"]["out"], col)
+        cache = CollectionCache(params.preprocess.out, col)
         cached = [cache.load("test", f.stem) for f in files]
         expected = rankings_from_predictions(combine(model.member_scores(cached), model.weights))
         for f, r in zip(files, tpuperf.rank(files, root / "models", top=100_000)):
@@ -137,7 +138,7 @@ def test_chunking_does_not_change_scores(exported):
 
     root, params = exported
     model = load_export(root / "models/layout-xla-default")
-    graph = prepare_graph(Path(params["data"]["out"], "npz/layout/xla/default/test/synthetic_test.npz"),
+    graph = prepare_graph(Path(params.data.out, "npz/layout/xla/default/test/synthetic_test.npz"),
                           get_collection("layout:xla:default"), model.stats)
     net = model.models["chebsage"]
     net.set_weights(model.folds["chebsage"][0])
@@ -155,7 +156,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_cli_formats_agree_with_the_api(exported, capsys):
     root, params = exported
-    files = [str(get_collection(n).split_dir(params["data"]["out"], "test") / "synthetic_test.npz") for n in COLLECTIONS]
+    files = [str(get_collection(n).split_dir(params.data.out, "test") / "synthetic_test.npz") for n in COLLECTIONS]
     api = tpuperf.rank(files, root / "models")
     code, text, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"))
     assert code == 0
@@ -177,7 +178,7 @@ def test_cli_formats_agree_with_the_api(exported, capsys):
 
 def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported, tmp_path):
     root, params = exported
-    src = get_collection("layout:nlp:random").split_dir(params["data"]["out"], "test") / "synthetic_test.npz"
+    src = get_collection("layout:nlp:random").split_dir(params.data.out, "test") / "synthetic_test.npz"
     loose = tmp_path / "my_program.npz"
     shutil.copy(src, loose)
     with pytest.raises(ModelExportError, match=r"my_program.npz: cannot tell its collection from the path: pass --collection"):
@@ -194,12 +195,12 @@ def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported
 
 def test_file_of_another_collection_than_the_model(exported, capsys):
     root, params = exported
-    tile = get_collection("tile:xla").split_dir(params["data"]["out"], "test") / "synthetic_test.npz"
+    tile = get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz"
     with pytest.raises(ModelExportError, match=rf"{tile}: is tile:xla but {root}/models/layout-xla-default holds a model for layout:xla:default only"):
         tpuperf.rank([tile], root / "models/layout-xla-default")
     code, out, err = run_cli(capsys, "rank", str(tile), "--model", str(root / "models/layout-xla-default"))
     assert code == 1 and out == "" and "tpuperf rank failed:" in err and "is tile:xla" in err
-    layout = get_collection("layout:xla:default").split_dir(params["data"]["out"], "test") / "synthetic_test.npz"
+    layout = get_collection("layout:xla:default").split_dir(params.data.out, "test") / "synthetic_test.npz"
     with pytest.raises(ModelExportError, match="its path says layout:xla:default but the collection given is layout:nlp:random"):
         tpuperf.rank([layout], root / "models", collection="layout:nlp:random")
 
@@ -207,7 +208,7 @@ def test_file_of_another_collection_than_the_model(exported, capsys):
 def test_file_with_the_other_kind_of_arrays(exported, tmp_path):
     root, params = exported
     tile = tmp_path / "kernel.npz"
-    shutil.copy(get_collection("tile:xla").split_dir(params["data"]["out"], "test") / "synthetic_test.npz", tile)
+    shutil.copy(get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz", tile)
     with pytest.raises(DataFormatError, match=r"kernel.npz: holds tile arrays \(config_feat, config_runtime_normalizers\), not layout:nlp:random's"):
         tpuperf.rank([tile], root / "models", collection="layout:nlp:random")
 
@@ -228,7 +229,7 @@ def test_missing_or_malformed_arrays(exported, tmp_path, change, message):
 
 def test_every_file_is_checked_before_output(exported, tmp_path, capsys):
     root, params = exported
-    good = get_collection("tile:xla").split_dir(params["data"]["out"], "test") / "synthetic_test.npz"
+    good = get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz"
     bad = _rewrite_npz(_write_graph(tmp_path, "tile:xla", "test", name="bad"), drop=("config_feat",))
     code, out, err = run_cli(capsys, "rank", str(good), str(bad), "--model", str(root / "models"))
     assert code == 1 and out == "" and f"{bad}: config_feat: missing key" in err
@@ -285,12 +286,12 @@ def test_model_from_other_features(exported, tmp_path):
 
 def test_not_an_export(tmp_path, exported):
     with pytest.raises(ModelExportError, match=rf"{tmp_path}: no manifest.json in it or in a <collection-slug>/ subdirectory"):
-        tpuperf.rank([exported[1]["data"]["out"] + "/npz/tile/xla/test/synthetic_test.npz"], tmp_path)
+        tpuperf.rank([exported[1].data.out + "/npz/tile/xla/test/synthetic_test.npz"], tmp_path)
 
 
 def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exported, tmp_path):
     root, params = exported
-    params = {**params, "train": {**params["train"], "checkpoints_dir": str(tmp_path / "checkpoints")}}
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, checkpoints_dir=str(tmp_path / "checkpoints")))
     shutil.copytree(Path(root, "checkpoints"), tmp_path / "checkpoints")
     state = tmp_path / "checkpoints/tile-xla/sage/fold_1/state.json"
     state.write_text(json.dumps({"finished": False}))

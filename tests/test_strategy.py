@@ -65,6 +65,7 @@ def test_two_replicas_score_like_one():
         import tpuperf, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from conftest import model_config
         from graph_factory import fake_graph
         from tpuperf.training.batches import BucketPlan
         from tpuperf.models import build_model
@@ -75,7 +76,7 @@ def test_two_replicas_score_like_one():
         assert len(plan.plan(graphs, 4, items=2).shapes) == 2
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with mirrored.scope():
-            model = build_model("layout", {"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1})
+            model = build_model("layout", model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1}))
             one = Scorer(model, plan, 4, "layout", 6, tf.distribute.get_strategy(), jit_compile=False).score(graphs)
         two = Scorer(model, plan, 4, "layout", 6, mirrored, jit_compile=False).score(graphs)
         assert mirrored.num_replicas_in_sync == 2
@@ -104,10 +105,12 @@ def test_two_replicas_train_like_one_on_the_same_global_batch():
         from graph_factory import fake_graph
         from tpuperf.collection import get_collection
         from tpuperf.training.batches import BatchItem, BatchShape
-        from tpuperf.training.trainer import ModelKit, TrainSettings
-        params = yaml.safe_load(open("params.yaml"))
-        settings = TrainSettings.from_params({**params["train"], "jit_compile": False, "learning_rate": 0.01})
-        model_params = {**params["models"]["chebsage"], "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1}
+        import dataclasses
+        from tpuperf.config import load_config
+        from tpuperf.training.trainer import ModelKit
+        config = load_config("params.yaml")
+        settings = dataclasses.replace(config.train, jit_compile=False, learning_rate=0.01)
+        model_params = dataclasses.replace(config.model("chebsage"), units=8, config_units=8, shared_layers=1, config_layers=1)
         rng = np.random.default_rng(0)
         small = [fake_graph(rng, "layout", n, 9, name=f"s{i}") for i, n in enumerate((9, 14, 5, 11, 8, 12))]
         big = [fake_graph(rng, "layout", n, 9, name=f"b{i}") for i, n in enumerate((30, 34, 28, 31, 29, 33))]

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import put_on_path
+from conftest import params_with, put_on_path
 from tpuperf.cli import main
 from tpuperf.collection import get_collection, locate
 from tpuperf.kaggle.submit import KaggleError, submit
@@ -160,7 +160,7 @@ def test_tile_kernel_with_fewer_than_5_configs_writer_checker_scorer_agree(tmp_p
 def test_submit_runs_the_full_data_check_and_sends_nothing_it_refuses(tmp_path, data, fake_kaggle, capsys):
     write_npz(data, "tile:xla", "test", "k3", np.zeros(3))
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"out": str(data), "competition": "comp"}}))
+    params.write_text(yaml.safe_dump(params_with({"data": {"out": str(data), "competition": "comp"}})))
     refused = {
         "3-config kernel, ids out of range": [*FULL_ROWS, "tile:xla:k3,0;1;2;3;4"],
         "1,000 ids for the 1,001-config file": [*FULL_ROWS[:2], "layout:nlp:default:big," + ";".join(map(str, range(1000))),
@@ -183,7 +183,7 @@ def test_submit_runs_the_full_data_check_and_sends_nothing_it_refuses(tmp_path, 
 
     fake_kaggle.unlink()
     nowhere = tmp_path / "nowhere"
-    params.write_text(yaml.safe_dump({"data": {"out": str(nowhere), "competition": "comp"}}))
+    params.write_text(yaml.safe_dump(params_with({"data": {"out": str(nowhere), "competition": "comp"}})))
     capsys.readouterr()
     assert main(["submit", str(good), "-m", "m", "--params", str(params)]) == 1
     assert f"{nowhere}: no data directory to check the submission against (data.out in {params})" in capsys.readouterr().err

@@ -1,7 +1,6 @@
 """K-fold training on a tiny synthetic cache: outputs, resume after an interruption, bad input."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -9,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import yaml
 
+from conftest import config_with
 from tpuperf.collection import get_collection
+from tpuperf.config import Config, ConfigError
 from tpuperf.metrics import collection_score
-from tpuperf.data.preprocess import PreprocessSettings, preprocess_collection
+from tpuperf.data.preprocess import preprocess_collection
 from tpuperf.data.synthetic import write_dataset
 
-REPO = Path(__file__).resolve().parents[1]
 COLLECTION = get_collection("layout:xla:random")
 
 
@@ -24,23 +23,20 @@ COLLECTION = get_collection("layout:xla:random")
 def tiny_cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     write_dataset(root / "data", preset="tiny", seed=0)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    settings = PreprocessSettings.from_params(params)
-    preprocess_collection(root / "data", root / "cache", COLLECTION, settings, progress=False)
+    preprocess_collection(root / "data", root / "cache", COLLECTION, config_with({}).preprocess, progress=False)
     return root / "cache"
 
 
-def small_params(cache: Path, out: Path, **train) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["preprocess"]["out"] = str(cache)
-    params["train"].update(dict(
-        folds=2, epochs=3, patience=5, graphs_per_batch=2, configs_per_graph=8, predict_configs_per_graph=16,
-        samples_per_graph={"tile": 1, "layout": 2}, eval_configs=16, jit_compile=False, verbose=0,
-        runs_dir=str(out / "runs"), checkpoints_dir=str(out / "checkpoints"),
-    ), **train)
-    for model in params["models"].values():
-        model.update(units=8, config_units=8, shared_layers=1, config_layers=1)
-    return params
+def small_params(cache: Path, out: Path, **train) -> Config:
+    small_model = dict(units=8, config_units=8, shared_layers=1, config_layers=1)
+    return config_with({
+        "preprocess": {"out": str(cache)},
+        "train": {**dict(
+            folds=2, epochs=3, patience=5, graphs_per_batch=2, configs_per_graph=8, predict_configs_per_graph=16,
+            samples_per_graph={"tile": 1, "layout": 2}, eval_configs=16, jit_compile=False, verbose=0,
+            runs_dir=str(out / "runs"), checkpoints_dir=str(out / "checkpoints")), **train},
+        "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
+    })
 
 
 def test_folds_are_deterministic_balanced_and_need_enough_graphs():
@@ -109,7 +105,7 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
         assert frame["pred"].is_finite().all()
         oof = frame.filter(pl.col("split") == "oof")
         oof_ids |= set(oof["graph_id"])
-        eval_configs = params["train"]["eval_configs"]
+        eval_configs = params.train.eval_configs
         graphs = {g.graph_id: g for g in cache.graphs("train")}
         for gid, part in oof.group_by("graph_id"):  # the best epoch's early-stopping sample
             assert part.height == min(eval_configs, graphs[gid[0]].num_configs)
@@ -119,7 +115,7 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
         assert oof_score == pytest.approx(metrics["folds"][fold]["oof_score"], abs=1e-9)
     assert oof_ids == set(cache.graph_ids("train"))  # every train graph is out-of-fold exactly once
     curves = run / "live" / "plots" / "metrics" / "fold_0" / "oof_score.tsv"
-    assert len(curves.read_text().strip().splitlines()) == 1 + params["train"]["epochs"]
+    assert len(curves.read_text().strip().splitlines()) == 1 + params.train.epochs
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch):
@@ -156,8 +152,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
 
 
 def build_cache(data: Path, cache: Path, **changes) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    settings = dataclasses.replace(PreprocessSettings.from_params(params), **changes)
+    settings = config_with({"preprocess": changes}).preprocess
     preprocess_collection(data, cache, COLLECTION, settings, progress=False)
 
 
@@ -177,7 +172,7 @@ def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, caps
     first = train_collection(COLLECTION, "cheb", params)
     capsys.readouterr()
 
-    def again(p: dict = params) -> tuple[dict, int, int]:
+    def again(p: Config = params) -> tuple[dict, int, int]:
         metrics = train_collection(COLLECTION, "cheb", p)
         out = capsys.readouterr().out
         return metrics, out.count("data or settings changed since this checkpoint"), out.count("resuming after epoch 1")
@@ -206,8 +201,7 @@ def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, caps
 
     build_cache(data, cache, hops=2)  # another pruning
     assert again()[1:] == (2, 0)
-    changed = copy.deepcopy(params)
-    changed["train"]["learning_rate"] = 0.01  # another setting
+    changed = dataclasses.replace(params, train=dataclasses.replace(params.train, learning_rate=0.01))  # another setting
     assert again(changed)[1:] == (2, 0)
     assert file_modes(tmp_path / "runs") == file_modes(tmp_path / "checkpoints") == {"0o600"}
 
@@ -249,7 +243,7 @@ def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
         train_collection(COLLECTION, "chebsage", small_params(tmp_path / "nowhere", tmp_path))
     with pytest.raises(TrainingError, match="training graphs for 50 folds"):
         train_collection(COLLECTION, "chebsage", small_params(tiny_cache, tmp_path, folds=50))
-    with pytest.raises(KeyError, match="no 'transformer'"):
+    with pytest.raises(ConfigError, match=r"no models\.transformer"):
         train_collection(COLLECTION, "transformer", small_params(tiny_cache, tmp_path))
     assert not (tmp_path / "runs").exists()
 
@@ -266,7 +260,9 @@ def test_oof_fold_without_a_ranking_to_score_is_refused(tiny_cache, tmp_path):
 def test_nan_loss_stops_with_a_clear_error_and_no_predictions(tiny_cache, tmp_path):
     from tpuperf.training.trainer import TrainingError, train_collection
 
-    params = small_params(tiny_cache, tmp_path, learning_rate=float("nan"))
+    # a NaN learning rate fails the config's check (> 0): replace() builds the diverging variant directly
+    params = small_params(tiny_cache, tmp_path)
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, learning_rate=float("nan")))
     with pytest.raises(TrainingError, match="loss became nan"):
         train_collection(COLLECTION, "sage", params)
     assert not (tmp_path / "runs" / COLLECTION.slug / "sage" / "predictions").exists()

@@ -50,27 +50,27 @@ def _preprocess(args: argparse.Namespace) -> int:
     import logging
 
     from tpuperf.collection import get_collection
-    from tpuperf.config import load_params
+    from tpuperf.config import load_config
     from tpuperf.data.preprocess import preprocess_stage
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    preprocess_stage(load_params(args.params), get_collection(args.collection))
+    preprocess_stage(load_config(args.params), get_collection(args.collection))
     return 0
 
 
 def _download(args: argparse.Namespace) -> int:
-    from tpuperf.config import load_params
+    from tpuperf.config import load_config
     from tpuperf.data.download import download_stage
 
-    download_stage(load_params(args.params))
+    download_stage(load_config(args.params))
     return 0
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
-    from tpuperf.config import load_params, section
-    from tpuperf.data.download import DataParams, DownloadError, write_data_fingerprint
+    from tpuperf.config import load_config
+    from tpuperf.data.download import DownloadError, write_data_fingerprint
 
-    params = DataParams.from_section(section(load_params(args.params), "data"))
+    params = load_config(args.params).data
     try:
         fingerprint = write_data_fingerprint(params)
     except DownloadError as exc:
@@ -81,21 +81,21 @@ def _fingerprint(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tpuperf.config import load_params
+    from tpuperf.config import load_config
     from tpuperf.training.trainer import train_collection
 
-    train_collection(args.collection, args.model, load_params(args.params))
+    train_collection(args.collection, args.model, load_config(args.params))
     return 0
 
 
 def _ensemble(args: argparse.Namespace) -> int:
     import logging
 
-    from tpuperf.config import load_params
+    from tpuperf.config import load_config
     from tpuperf.submission.ensemble import EnsembleSettings, run_ensemble
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run_ensemble(EnsembleSettings.from_params(load_params(args.params)), split=args.split, out=args.out)
+    run_ensemble(EnsembleSettings.from_config(load_config(args.params)), split=args.split, out=args.out)
     return 0
 
 
@@ -103,11 +103,11 @@ def _export(args: argparse.Namespace) -> int:
     import logging
 
     from tpuperf.collection import get_collection
-    from tpuperf.config import load_params
+    from tpuperf.config import load_config
     from tpuperf.ranking.export import export_collection
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    export_collection(load_params(args.params), get_collection(args.collection))
+    export_collection(load_config(args.params), get_collection(args.collection))
     return 0
 
 
@@ -115,10 +115,10 @@ def _rank(args: argparse.Namespace) -> int:
     import csv
     import json
 
-    from tpuperf.config import load_params, section
+    from tpuperf.config import load_config
     from tpuperf.ranking.ranker import rank
 
-    model = args.model or Path(section(load_params(args.params), "export")["out"])
+    model = args.model or Path(load_config(args.params).export.out)
     rankings = rank(args.files, model, collection=args.collection, top=args.top)
     if args.format == "json":
         json.dump([r.to_dict() for r in rankings], sys.stdout, indent=1)
@@ -163,12 +163,12 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from tpuperf.config import load_params, section
+    from tpuperf.config import load_config
     from tpuperf.kaggle.submit import submit
 
-    data = section(load_params(args.params), "data") if args.competition is None or args.data is None else {}
-    competition = args.competition or data["competition"]
-    data_dir = args.data or Path(data["out"])
+    data = load_config(args.params).data if args.competition is None or args.data is None else None
+    competition = args.competition or data.competition
+    data_dir = args.data or Path(data.out)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no data directory to check the submission against "
                                 f"({'--data' if args.data else f'data.out in {args.params}'}): run `tpuperf download` "
@@ -187,10 +187,10 @@ def _kernels_build(args: argparse.Namespace) -> int:
 
 
 def _kernels_push(args: argparse.Namespace) -> int:
-    from tpuperf.config import load_params
-    from tpuperf.kaggle.kernels import KernelSettings, push_kernels
+    from tpuperf.config import load_config
+    from tpuperf.kaggle.kernels import push_kernels
 
-    wait = KernelSettings.from_params(load_params(args.params)).dataset_wait_seconds
+    wait = load_config(args.params).kernels.dataset_wait_seconds
     pushed = push_kernels(args.dir, message=args.message, create=args.create, kernels_only=args.kernels_only,
                           wait_seconds=wait)
     print("pushed; watch with: " + "; ".join(f"kaggle kernels status {k}" for k in pushed))

@@ -21,7 +21,7 @@ class UsageError(TpuperfError):
     """The command line names something that does not exist (exit code 2, like argparse's)."""
 
 
-# What a stage reports as a failure rather than a bug. Besides tpuperf's own errors: a missing
-# params.yaml section or unknown collection/model name (KeyError), a missing input path
+# What a stage reports as a failure rather than a bug. Besides tpuperf's own errors (a bad
+# params.yaml is a tpuperf.config.ConfigError): an unknown name (KeyError), a missing input path
 # (FileNotFoundError), an existing output (FileExistsError) and a bad params value (ValueError).
 EXPECTED: tuple[type[Exception], ...] = (TpuperfError, KeyError, FileNotFoundError, FileExistsError, ValueError)

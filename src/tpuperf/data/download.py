@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -30,11 +29,10 @@ from joblib import Parallel, delayed
 
 from tpuperf.atomic import replaced_dir, write_json_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
-from tpuperf.config import section
+from tpuperf.config import Config, DataConfig
 from tpuperf.data.npz import DataFormatError, validate_file
 from tpuperf.errors import TpuperfError
 
-SOURCES = ("auto", "kaggle", "synthetic", "local")
 MANIFEST_NAME = "manifest.json"
 SAMPLE_SUBMISSION = "sample_submission.csv"
 SUBMISSION_HEADER = "ID,TopConfigs"
@@ -52,42 +50,6 @@ def _listing(items: list[str]) -> str:
         return "nothing"
     more = f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
     return "; ".join(items[:MAX_LISTED]) + more
-
-
-@dataclass(frozen=True)
-class DataParams:
-    """The ``data`` section of params.yaml."""
-
-    source: str
-    out: Path
-    fingerprint: Path
-    competition: str
-    local_dir: Path | None
-    preset: str
-    seed: int
-    jobs: int
-
-    @classmethod
-    def from_section(cls, data: dict[str, Any]) -> DataParams:
-        """Parse the ``data`` section, failing on a missing key or an unknown source."""
-        try:
-            source, synthetic = data["source"], data["synthetic"]
-            local_dir = data["dir"]
-            params = cls(
-                source=source,
-                out=Path(data["out"]),
-                fingerprint=Path(data["fingerprint"]),
-                competition=data["competition"],
-                local_dir=Path(local_dir) if local_dir else None,
-                preset=synthetic["preset"],
-                seed=int(synthetic["seed"]),
-                jobs=int(data["jobs"]),
-            )
-        except KeyError as exc:
-            raise KeyError(f"params.yaml: data section lacks the key {exc.args[0]!r}") from exc
-        if source not in SOURCES:
-            raise ValueError(f"params.yaml: data.source is {source!r}; expected one of {', '.join(SOURCES)}")
-        return params
 
 
 def _credential_files() -> list[Path]:
@@ -130,11 +92,11 @@ def resolve_source(requested: str) -> tuple[str, str]:
     )
 
 
-def download(params: DataParams) -> dict[str, Any]:
+def download(params: DataConfig) -> dict[str, Any]:
     """Build the dataset for ``params`` at ``params.out`` and return its manifest."""
     source, reason = resolve_source(params.source)
     _announce(source, reason, params)
-    out = params.out
+    out = Path(params.out)
     try:
         with replaced_dir(out) as staging:
             origin = _FILL[source](staging, params)
@@ -150,7 +112,7 @@ def download(params: DataParams) -> dict[str, Any]:
     return manifest
 
 
-def data_fingerprint(params: DataParams) -> dict[str, Any]:
+def data_fingerprint(params: DataConfig) -> dict[str, Any]:
     """What :func:`download` would build the dataset from, computed in milliseconds without network.
 
     The ``fingerprint`` stage (``always_changed`` in dvc.yaml) writes it on every ``dvc repro`` and
@@ -173,7 +135,7 @@ def data_fingerprint(params: DataParams) -> dict[str, Any]:
     if source == "kaggle":
         return {"source": source, "competition": params.competition}
     if source == "synthetic":
-        return {"source": source, "preset": params.preset, "seed": params.seed}
+        return {"source": source, "preset": params.synthetic.preset, "seed": params.synthetic.seed}
     src = _local_dir(params)
     files = []
     for rel in _local_files(src):
@@ -182,38 +144,38 @@ def data_fingerprint(params: DataParams) -> dict[str, Any]:
     return {"source": source, "dir": str(src.resolve()), "files": files}
 
 
-def download_stage(params: dict[str, Any]) -> dict[str, Any]:
+def download_stage(config: Config) -> dict[str, Any]:
     """The ``download`` stage (``tpuperf download``, the Kaggle kernel): :func:`download` with the
     ``data`` section of the loaded params.yaml; the manifest. Raises :class:`DownloadError`."""
-    return download(DataParams.from_section(section(params, "data")))
+    return download(config.data)
 
 
-def write_data_fingerprint(params: DataParams) -> dict[str, Any]:
+def write_data_fingerprint(params: DataConfig) -> dict[str, Any]:
     """Write :func:`data_fingerprint` to ``params.fingerprint`` (JSON, atomically) and return it."""
     fingerprint = data_fingerprint(params)
-    write_json_atomic(params.fingerprint, fingerprint)
+    write_json_atomic(Path(params.fingerprint), fingerprint)
     return fingerprint
 
 
-def _announce(source: str, reason: str, params: DataParams) -> None:
+def _announce(source: str, reason: str, params: DataConfig) -> None:
     what = {
         "kaggle": f"the real competition data ({params.competition}) through the kaggle CLI",
         "synthetic": (
-            f"GENERATED data (preset {params.preset!r}, seed {params.seed}), not the competition's; "
+            f"GENERATED data (preset {params.synthetic.preset!r}, seed {params.synthetic.seed}), not the competition's; "
             "for real data set up Kaggle credentials or set data.source: local with data.dir"
         ),
-        "local": f"the existing dataset in {params.local_dir}",
+        "local": f"the existing dataset in {params.dir}",
     }[source]
     banner = "=" * 78
     print(f"{banner}\ntpuperf download: data source = {source.upper()}: {reason}.\nUsing {what}.\n{banner}", flush=True)
 
 
-def _fill_synthetic(staging: Path, params: DataParams) -> dict[str, Any]:
+def _fill_synthetic(staging: Path, params: DataConfig) -> dict[str, Any]:
     from tpuperf.data.synthetic import write_dataset
 
     staging.rmdir()  # the generator publishes its own output atomically and wants a fresh path
-    write_dataset(staging, params.preset, params.seed)
-    return {"preset": params.preset, "seed": params.seed}
+    write_dataset(staging, params.synthetic.preset, params.synthetic.seed)
+    return {"preset": params.synthetic.preset, "seed": params.synthetic.seed}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -224,9 +186,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _local_dir(params: DataParams) -> Path:
+def _local_dir(params: DataConfig) -> Path:
     """``data.dir``, checked to have the real layout, for ``data.source: local``."""
-    src = params.local_dir
+    src = Path(params.dir) if params.dir else None
     if src is None:
         raise DownloadError(
             "data.source is 'local' but data.dir is not set: point data.dir in params.yaml at a directory "
@@ -252,7 +214,7 @@ def _local_files(src: Path) -> list[PurePosixPath]:
     return sorted(files)
 
 
-def _fill_local(staging: Path, params: DataParams) -> dict[str, Any]:
+def _fill_local(staging: Path, params: DataConfig) -> dict[str, Any]:
     """Link or copy the local files; folders are created afresh (not copying a read-only mode
     from the source, which would make the output impossible to delete)."""
     src = _local_dir(params)
@@ -263,7 +225,7 @@ def _fill_local(staging: Path, params: DataParams) -> dict[str, Any]:
     return {"dir": str(src.resolve())}
 
 
-def _fill_kaggle(staging: Path, params: DataParams) -> dict[str, Any]:
+def _fill_kaggle(staging: Path, params: DataConfig) -> dict[str, Any]:
     exe = shutil.which("kaggle")
     if exe is None:
         raise DownloadError(
@@ -296,7 +258,7 @@ def _fill_kaggle(staging: Path, params: DataParams) -> dict[str, Any]:
     return {"competition": params.competition}
 
 
-def _find_archive(scratch: Path, params: DataParams) -> Path:
+def _find_archive(scratch: Path, params: DataConfig) -> Path:
     expected = scratch / f"{params.competition}.zip"
     zips = sorted(scratch.glob("*.zip"))
     if expected.exists():

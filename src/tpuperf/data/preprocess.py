@@ -44,47 +44,13 @@ from tqdm import tqdm
 from tpuperf.data import cache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import SPLITS, Collection
-from tpuperf.config import section
+from tpuperf.config import Config, PreprocessConfig
 from tpuperf.data.npz import LAYOUT_CONFIG_DIM, DataFormatError, LayoutGraph, TileGraph, iter_chunks, load_graph, read_header
 from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
 
 LAYOUT_VALUE_RANGE = (-1, 5)  # minor-to-major entries: -1 = unused dim, else a dim index 0..5
-BAD_FILE_MODES = ("fail", "skip")
-
-
-@dataclass(frozen=True)
-class PreprocessSettings:
-    """The ``preprocess`` section of params.yaml (except ``out``, the cache root)."""
-
-    hops: int = 2
-    jobs: int = 1
-    on_bad_file: str = "fail"
-    log1p_above: float = 100.0
-    std_floor: float = 1e-6
-    chunk_mb: int = 64
-
-    def __post_init__(self) -> None:
-        if self.on_bad_file not in BAD_FILE_MODES:
-            raise ValueError(f"preprocess.on_bad_file must be one of {BAD_FILE_MODES}, got {self.on_bad_file!r}")
-        if self.hops < 0:
-            raise ValueError(f"preprocess.hops must be >= 0, got {self.hops}")
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PreprocessSettings:
-        p = section(params, "preprocess")
-        missing = [k for k in cls.__dataclass_fields__ if k not in p]
-        if missing:
-            raise KeyError(f"params.yaml: preprocess.{missing[0]} missing")
-        return cls(
-            hops=int(p["hops"]),
-            jobs=int(p["jobs"]),
-            on_bad_file=str(p["on_bad_file"]),
-            log1p_above=float(p["log1p_above"]),
-            std_floor=float(p["std_floor"]),
-            chunk_mb=int(p["chunk_mb"]),
-        )
 
 
 class PreprocessError(TpuperfError, RuntimeError):
@@ -321,7 +287,7 @@ def _save(dir_: Path, content: cache.ContentHash, **arrays: np.ndarray) -> None:
         content.add(name, arr)
 
 
-def prepare_file(path: Path, collection: Collection, split: str, tmp: Path, settings: PreprocessSettings) -> GraphResult | BadFile:
+def prepare_file(path: Path, collection: Collection, split: str, tmp: Path, settings: PreprocessConfig) -> GraphResult | BadFile:
     """Pass 1 for one file: validate, prune, dedup (train), write raw arrays under ``tmp``."""
     rel = cache.graph_dir(split, path.stem)
     out = tmp / rel
@@ -382,7 +348,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     )
 
 
-def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str, settings: PreprocessSettings) -> GraphResult:
+def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str, settings: PreprocessConfig) -> GraphResult:
     graph = load_graph(path, collection, split, load_configs=False)
     n = len(graph.node_feat)
     is_train = split == "train"
@@ -476,7 +442,7 @@ def _parallel(jobs: int, tasks: list, desc: str, progress: bool) -> Iterable:
     return tqdm(results, total=len(tasks), desc=desc, unit="graph", disable=not progress)
 
 
-def _build_stats(collection: Collection, results: list[GraphResult], settings: PreprocessSettings, index: pl.DataFrame) -> dict[str, Any]:
+def _build_stats(collection: Collection, results: list[GraphResult], settings: PreprocessConfig, index: pl.DataFrame) -> dict[str, Any]:
     # sorted: pooled float sums must not depend on the order in which workers finished
     train = sorted((r for r in results if r.row["split"] == "train"), key=lambda r: r.row["graph_id"])
     if not train:
@@ -508,7 +474,7 @@ def _build_stats(collection: Collection, results: list[GraphResult], settings: P
     return stats
 
 
-def _report(inputs: _Inputs, index: pl.DataFrame, bad: list[BadFile], settings: PreprocessSettings) -> dict[str, Any]:
+def _report(inputs: _Inputs, index: pl.DataFrame, bad: list[BadFile], settings: PreprocessConfig) -> dict[str, Any]:
     per_split = {}
     for split in SPLITS:
         part = index.filter(pl.col("split") == split)
@@ -531,19 +497,18 @@ def _report(inputs: _Inputs, index: pl.DataFrame, bad: list[BadFile], settings: 
     }
 
 
-def preprocess_stage(params: dict[str, Any], collection: Collection) -> dict[str, Any]:
+def preprocess_stage(config: Config, collection: Collection) -> dict[str, Any]:
     """The ``preprocess`` stage of one collection (``tpuperf preprocess``, the Kaggle kernel):
     :func:`preprocess_collection` from ``data.out`` to ``preprocess.out`` with the loaded
     params.yaml's ``preprocess`` settings; the report. Raises what it raises."""
-    settings = PreprocessSettings.from_params(params)
-    return preprocess_collection(section(params, "data")["out"], section(params, "preprocess")["out"], collection, settings)
+    return preprocess_collection(config.data.out, config.preprocess.out, collection, config.preprocess)
 
 
 def preprocess_collection(
     data_root: Path | str,
     out_root: Path | str,
     collection: Collection,
-    settings: PreprocessSettings,
+    settings: PreprocessConfig,
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -594,7 +559,7 @@ def preprocess_collection(
     return report
 
 
-def _log_summary(final: Path, report: dict[str, Any], collection: Collection, settings: PreprocessSettings) -> None:
+def _log_summary(final: Path, report: dict[str, Any], collection: Collection, settings: PreprocessConfig) -> None:
     for b in report["skipped"]:
         log.warning("  skipped %s: %s", b["path"], b["reason"])
     s = report["splits"]

@@ -280,11 +280,13 @@ def read_manifest(bundle: Path, config: dict) -> dict:
 def run_params(params: dict, paths: Paths) -> dict:
     """The params of this run: the built ones with Kaggle's paths (outputs that matter under
     working, bulky intermediates under scratch)."""
-    run = json.loads(json.dumps(params))
-    run["data"].update(source="local", dir=str(paths.data), out=str(paths.scratch / "data"))
-    run["preprocess"]["out"] = str(paths.scratch / "cache")
-    run["train"].update(runs_dir=str(paths.working / "runs"), checkpoints_dir=str(paths.scratch / "checkpoints"))
-    return run
+    from tpuperf.config import deep_merge
+
+    return deep_merge(params, {
+        "data": {"source": "local", "dir": str(paths.data), "out": str(paths.scratch / "data")},
+        "preprocess": {"out": str(paths.scratch / "cache")},
+        "train": {"runs_dir": str(paths.working / "runs"), "checkpoints_dir": str(paths.scratch / "checkpoints")},
+    })
 
 
 def prepare_environment(config: dict, paths: Paths) -> dict:
@@ -330,14 +332,14 @@ def run_pipeline(config: dict, params_path: Path) -> list[dict]:
     import logging
 
     from tpuperf.collection import get_collection
-    from tpuperf.config import load_params
+    from tpuperf.config import load_config
     from tpuperf.data.download import download_stage
     from tpuperf.data.preprocess import preprocess_stage
     from tpuperf.errors import EXPECTED
     from tpuperf.training.trainer import train_collection
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    params = load_params(params_path)
+    params = load_config(params_path)
     steps: list[tuple[str, Callable[[], object]]] = [("download", lambda: download_stage(params))]
     for name in config["collections"]:
         collection = get_collection(name)
@@ -371,7 +373,10 @@ def main(config: dict) -> int:
         report["versions"] = prepare_environment(config, paths)
         report["tpu"] = check_accelerator(config["require_tpu"])
         params_path = paths.working / PARAMS_FILE
-        params_path.write_text(json.dumps(run_params(config["params"], paths), indent=1))  # JSON is YAML
+        import yaml  # a tpuperf dependency, importable once prepare_environment has run
+
+        # YAML, not JSON: PyYAML reads JSON's 1e-06 as a string (YAML 1.1 floats need a dot)
+        params_path.write_text(yaml.safe_dump(run_params(config["params"], paths), sort_keys=False))
         os.chdir(paths.scratch)
         report["steps"] = run_pipeline(config, params_path)
         report["status"] = "ok"

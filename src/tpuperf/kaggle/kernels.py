@@ -47,6 +47,7 @@ import tpuperf
 from tpuperf.kaggle import kernel_entry
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection, get_collection
+from tpuperf.config import Config, KernelsConfig, deep_merge
 from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.kaggle.kernel_entry import BUNDLE_MANIFEST, Requirement, normalise
 from tpuperf.errors import TpuperfError
@@ -67,63 +68,17 @@ class KernelError(TpuperfError, RuntimeError):
     """Building or pushing kernels failed; the message names the cause and the fix."""
 
 
-@dataclass(frozen=True)
-class KernelSettings:
-    """The ``kernels`` section of params.yaml."""
+def kernel_owner(settings: KernelsConfig) -> str:
+    """The Kaggle account owning the kernels: kernels.username, else $KAGGLE_USERNAME; KernelError when neither."""
+    owner = settings.username or os.environ.get("KAGGLE_USERNAME")
+    if not owner:
+        raise KernelError("no Kaggle username: set kernels.username in params.yaml or export KAGGLE_USERNAME")
+    return owner
 
-    username: str | None
-    prefix: str
-    collections: list[str]
-    models: list[str]
-    per_model: bool
-    machine_shape: str
-    is_private: bool
-    require_tpu: bool
-    bundle_slug: str
-    bundle_title: str
-    bundle_license: str
-    requirements: Path
-    wheelhouse: Path
-    python_versions: list[str]
-    platforms: list[str]
-    dataset_wait_seconds: int
-    overrides: dict
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "KernelSettings":
-        try:
-            k = params["kernels"]
-            bundle = k["bundle"]
-            return cls(
-                username=k["username"] or os.environ.get("KAGGLE_USERNAME"),
-                prefix=k["prefix"],
-                collections=list(k["collections"]),
-                models=list(k["models"]),
-                per_model=bool(k["per_model"]),
-                machine_shape=k["machine_shape"],
-                is_private=bool(k["is_private"]),
-                require_tpu=bool(k["require_tpu"]),
-                bundle_slug=bundle["slug"],
-                bundle_title=bundle["title"],
-                bundle_license=bundle["license"],
-                requirements=Path(k["requirements"]),
-                wheelhouse=Path(k["wheelhouse"]),
-                python_versions=[str(v) for v in k["python_versions"]],
-                platforms=list(k["platforms"]),
-                dataset_wait_seconds=int(k["dataset_wait_seconds"]),
-                overrides=dict(k["overrides"] or {}),
-            )
-        except KeyError as exc:
-            raise KernelError(f"params.yaml: the kernels section lacks the key {exc.args[0]!r}") from exc
-
-    def owner(self) -> str:
-        if not self.username:
-            raise KernelError("no Kaggle username: set kernels.username in params.yaml or export KAGGLE_USERNAME")
-        return self.username
-
-    @property
-    def bundle_id(self) -> str:
-        return f"{self.owner()}/{self.bundle_slug}"
+def bundle_id(settings: KernelsConfig) -> str:
+    """``<owner>/<kernels.bundle.slug>``: the Kaggle dataset holding the wheels."""
+    return f"{kernel_owner(settings)}/{settings.bundle.slug}"
 
 
 # ---------------------------------------------------------------- requirements and wheels
@@ -254,7 +209,7 @@ class KernelPlan:
         return self.slug.replace("-", " ", 1)
 
 
-def plan_kernels(settings: KernelSettings, collections: Sequence[Collection], models: Sequence[str]) -> list[KernelPlan]:
+def plan_kernels(settings: KernelsConfig, collections: Sequence[Collection], models: Sequence[str]) -> list[KernelPlan]:
     if settings.per_model:
         plans = [KernelPlan(f"{settings.prefix}-{c.slug}-{m}", [c.name], [m]) for c in collections for m in models]
     else:
@@ -270,10 +225,10 @@ def _check_length(what: str, text: str, limits: tuple[int, int]) -> None:
         raise KernelError(f"{what} {text!r} has {len(text)} characters; Kaggle accepts {low} to {high}")
 
 
-def kernel_metadata(plan: KernelPlan, settings: KernelSettings, competition: str) -> dict[str, Any]:
+def kernel_metadata(plan: KernelPlan, settings: KernelsConfig, competition: str) -> dict[str, Any]:
     """kernel-metadata.json for ``kaggle kernels push``."""
     return {
-        "id": f"{settings.owner()}/{plan.slug}",
+        "id": f"{kernel_owner(settings)}/{plan.slug}",
         "title": plan.title,
         "code_file": f"{plan.slug}.py",
         "language": "python",
@@ -283,26 +238,18 @@ def kernel_metadata(plan: KernelPlan, settings: KernelSettings, competition: str
         "enable_tpu": True,
         "enable_internet": False,
         "machine_shape": settings.machine_shape,
-        "dataset_sources": [settings.bundle_id],
+        "dataset_sources": [bundle_id(settings)],
         "competition_sources": [competition],
         "kernel_sources": [],
         "model_sources": [],
     }
 
 
-def dataset_metadata(settings: KernelSettings) -> dict[str, Any]:
+def dataset_metadata(settings: KernelsConfig) -> dict[str, Any]:
     """dataset-metadata.json of the bundle for ``kaggle datasets create/version``."""
-    _check_length("kernels.bundle.slug", settings.bundle_slug, DATASET_LIMITS)
-    _check_length("kernels.bundle.title", settings.bundle_title, DATASET_LIMITS)
-    return {"title": settings.bundle_title, "id": settings.bundle_id, "licenses": [{"name": settings.bundle_license}]}
-
-
-def deep_merge(base: dict, changes: dict) -> dict:
-    """``base`` with ``changes`` applied recursively (new dicts; inputs untouched)."""
-    merged = dict(base)
-    for key, value in changes.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
+    _check_length("kernels.bundle.slug", settings.bundle.slug, DATASET_LIMITS)
+    _check_length("kernels.bundle.title", settings.bundle.title, DATASET_LIMITS)
+    return {"title": settings.bundle.title, "id": bundle_id(settings), "licenses": [{"name": settings.bundle.license}]}
 
 
 def render_script(config: dict[str, Any]) -> str:
@@ -329,20 +276,22 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
                   models: Sequence[str] | None = None, download: bool = False, repo: Path | None = None,
                   run: Runner = subprocess.run) -> list[Path]:
     """Write the bundle and one folder per kernel under ``out`` (replacing it whole); the kernel folders."""
-    settings = KernelSettings.from_params(params)
-    settings.owner()
+    config = Config.from_dict(params)
+    settings = config.kernels
+    kernel_owner(settings)
     cols = [get_collection(c) for c in (collections or settings.collections)]
     models = list(models or settings.models)
-    unknown = [m for m in models if m not in params.get("models", {})]
+    unknown = [m for m in models if m not in config.models]
     if unknown or not models:
-        raise KernelError(f"models {unknown or models} not in params.yaml models (have {sorted(params.get('models', {}))})")
-    requirements = read_requirements(settings.requirements)
+        raise KernelError(f"models {unknown or models} not in params.yaml models (have {list(config.models)})")
+    requirements = read_requirements(Path(settings.requirements))
     if download:
-        download_wheels(requirements, settings.wheelhouse, settings.python_versions, settings.platforms, run)
-    wheels = bundled_wheels(requirements, settings.wheelhouse)
+        download_wheels(requirements, Path(settings.wheelhouse), settings.python_versions, settings.platforms, run)
+    wheels = bundled_wheels(requirements, Path(settings.wheelhouse))
     plans = plan_kernels(settings, cols, models)
-    competition = params["data"]["competition"]
-    run_params = deep_merge({k: v for k, v in params.items() if k != "kernels"}, settings.overrides)
+    competition = config.data.competition
+    run_params = deep_merge(params, settings.overrides)
+    Config.from_dict(run_params, "params.yaml merged with kernels.overrides")  # a bad override fails here, not on Kaggle
 
     out = Path(out)
     with replaced_dir(out) as tmp:
@@ -352,12 +301,12 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
             shutil.copy2(path, bundle / path.name)
         _write_json(bundle / DATASET_METADATA, dataset_metadata(settings))
         _write_json(bundle / BUNDLE_MANIFEST, {
-            "dataset_id": settings.bundle_id,
+            "dataset_id": bundle_id(settings),
             "tpuperf_version": tpuperf.__version__,
             "tpuperf_wheel": wheel.name,
             "source_sha256": fingerprint,
             "requirements": [{"name": r.name, "version": r.version, "no_deps": r.no_deps} for r in requirements],
-            "python_versions": settings.python_versions,
+            "python_versions": list(settings.python_versions),
         })
         for plan in plans:
             folder = tmp / plan.slug
@@ -366,12 +315,12 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
             _write_json(folder / KERNEL_METADATA, meta)
             config = {
                 "kernel_id": meta["id"], "collections": plan.collections, "models": plan.models,
-                "competition": competition, "bundle_id": settings.bundle_id, "bundle_slug": settings.bundle_slug,
+                "competition": competition, "bundle_id": bundle_id(settings), "bundle_slug": settings.bundle.slug,
                 "source_sha256": fingerprint, "require_tpu": settings.require_tpu, "params": run_params,
             }
             (folder / meta["code_file"]).write_text(render_script(config))
     size = sum(p.stat().st_size for p in (out / BUNDLE_DIR).iterdir()) / 1e6
-    print(f"tpuperf kernels build: bundle {settings.bundle_id} ({len(wheels) + 1} wheels, {size:.1f} MB, source "
+    print(f"tpuperf kernels build: bundle {bundle_id(settings)} ({len(wheels) + 1} wheels, {size:.1f} MB, source "
           f"{fingerprint[:12]}) and {len(plans)} kernels in {out}: {', '.join(p.slug for p in plans)}")
     return [out / p.slug for p in plans]
 

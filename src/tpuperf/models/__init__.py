@@ -1,8 +1,9 @@
 """GNN ranking models: GraphSAGE, ChebNet, their ChebSAGE hybrid and the official-style baseline."""
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
+from tpuperf.config import ModelConfig
 from tpuperf.models.layers import (
     ChebConv,
     ChebSAGEConv,
@@ -22,13 +23,14 @@ from tpuperf.models.model import RankingModel
 BASELINE_CONV = {"layout": "gcn", "tile": "sage"}
 
 
-def build_model(kind: str, model_params: dict[str, Any]) -> RankingModel:
-    """A RankingModel from one ``models.<name>`` section of params.yaml.
+def build_model(kind: str, model: ModelConfig) -> RankingModel:
+    """A RankingModel for collection kind ``tile``/``layout`` from one validated ``models.<name>``
+    section (:class:`tpuperf.config.ModelConfig`).
 
     ``conv: baseline`` picks the official baseline's convolution for the collection's kind.
     """
-    settings = dict(model_params)
-    if settings.get("conv") == "baseline":
+    settings = dataclasses.asdict(model)
+    if settings["conv"] == "baseline":
         settings["conv"] = BASELINE_CONV[kind]
     return RankingModel(kind=kind, **settings)
 

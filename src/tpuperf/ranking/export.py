@@ -23,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,7 +32,7 @@ import tpuperf
 from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection
-from tpuperf.config import section
+from tpuperf.config import Config
 from tpuperf.submission.ensemble import EnsembleSettings, model_weights, read_oof_score
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
 from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir
@@ -76,7 +76,7 @@ def _fold_checkpoint(checkpoints_dir: Path | str, collection: Collection, model:
     return best
 
 
-def export_collection(params: dict[str, Any], collection: Collection) -> Path:
+def export_collection(config: Config, collection: Collection) -> Path:
     """Write ``<export.out>/<slug>/`` for ``collection`` from params.yaml's settings; returns it.
 
     Raises :class:`ExportError` for a missing/unfinished fold, and the cache's and ensemble's
@@ -85,10 +85,10 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     """
     import tensorflow as tf
 
-    ens = EnsembleSettings.from_params(params)
-    train = section(params, "train")
-    out_root = Path(section(params, "export")["out"])
-    cache = CollectionCache(section(params, "preprocess")["out"], collection)
+    ens = EnsembleSettings.from_config(config)
+    train = config.train
+    out_root = Path(config.export.out)
+    cache = CollectionCache(config.preprocess.out, collection)
     oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
     weights = model_weights(oof, ens.weights, ens.temperature)
 
@@ -96,24 +96,25 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     with replaced_dir(final) as tmp:
         models = {}
         for name in ens.models:
-            params_m = section(params, "models")[name]
-            model = build_member_model(collection.kind, params_m, cache.node_feat_dim)
+            model_config = config.model(name)
+            model = build_member_model(collection.kind, model_config, cache.node_feat_dim)
             (tmp / name).mkdir()
             for fold in range(ens.folds):
-                best = _fold_checkpoint(train["checkpoints_dir"], collection, name, fold)
+                best = _fold_checkpoint(train.checkpoints_dir, collection, name, fold)
                 # the best checkpoint also holds the optimizer slots the compiled model tracked: not needed
                 tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched().expect_partial()
                 np.savez(tmp / name / f"fold_{fold}.npz", **{f"{i:04d}": w for i, w in enumerate(model.get_weights())})
-            models[name] = {"params": params_m, "weight": weights[name], "oof_score": oof[name], "folds": list(range(ens.folds))}
+            models[name] = {"params": asdict(model_config), "weight": weights[name], "oof_score": oof[name], "folds": list(range(ens.folds))}
         manifest = {
             "format_version": EXPORT_FORMAT,
             "tpuperf_version": tpuperf.__version__,
             "collection": collection.name,
             "models": models,
             "ensemble": {"weights": ens.weights, "temperature": ens.temperature},
-            "loss": train["loss"],
-            "planning": {k: train[k] for k in ("graphs_per_batch", "predict_configs_per_graph", "batch_slack", "buckets")},
-            "jit_compile": bool(train["jit_compile"]),
+            "loss": train.loss,
+            "planning": {"graphs_per_batch": train.graphs_per_batch, "batch_slack": train.batch_slack,
+                         "predict_configs_per_graph": train.predict_configs_per_graph, "buckets": asdict(train.buckets)},
+            "jit_compile": train.jit_compile,
             "stats": cache.stats,
             "fingerprint": fingerprint(cache.dir),
         }

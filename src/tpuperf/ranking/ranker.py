@@ -41,6 +41,7 @@ import polars as pl
 
 import tpuperf
 from tpuperf.data.cache import CachedGraph
+from tpuperf.config import BucketsConfig, ModelConfig, parse
 from tpuperf.collection import COLLECTIONS, Collection, get_collection, locate
 from tpuperf.data.npz import LAYOUT_FIELDS, TILE_FIELDS, DataFormatError, read_header
 from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
@@ -98,12 +99,12 @@ def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
     )
 
 
-def build_member_model(kind: str, model_params: dict[str, Any], feat_dim: int):
-    """``build_model(kind, model_params)`` with its variables created (called on :func:`sample_graph`)."""
+def build_member_model(kind: str, model: ModelConfig, feat_dim: int):
+    """``build_model(kind, model)`` with its variables created (called on :func:`sample_graph`)."""
     from tpuperf.models import build_model
 
     shape = BatchShape(graphs=1, nodes=3, edges=1, configs=1)
-    model = build_model(kind, model_params)
+    model = build_model(kind, model)
     graph, _ = to_graph_tensor(to_arrays([BatchItem(sample_graph(kind, feat_dim), np.arange(1))], shape, kind, feat_dim), kind)
     model(graph)
     return model
@@ -163,7 +164,8 @@ class ExportedModel:
             raise ModelExportError(f"{manifest_path}: node_feat_dim {self.feat_dim} but the transform keeps "
                                    f"{len(self.stats['node_feat']['columns'])} columns")
         p = m["planning"]
-        self.plan = BucketPlan.from_params(p["graphs_per_batch"], p["batch_slack"], p["buckets"])
+        b = parse(BucketsConfig, p["buckets"], "planning.buckets", str(manifest_path))
+        self.plan = BucketPlan(int(p["graphs_per_batch"]), float(p["batch_slack"]), b.count, b.growth, b.max_batch_nodes)
         self.configs = int(p["predict_configs_per_graph"])
         self.jit_compile = bool(m["jit_compile"])
         self.strategy = tf.distribute.get_strategy()
@@ -171,7 +173,8 @@ class ExportedModel:
         self.folds: dict[str, dict[int, list[np.ndarray]]] = {}
         self.weights = {name: float(spec["weight"]) for name, spec in m["models"].items()}
         for name, spec in m["models"].items():
-            model = build_member_model(self.collection.kind, spec["params"], self.feat_dim)
+            params = parse(ModelConfig, spec["params"], f"models.{name}.params", str(manifest_path))
+            model = build_member_model(self.collection.kind, params, self.feat_dim)
             self.models[name] = model
             self.folds[name] = {int(k): self._read_weights(self.dir / name / f"fold_{k}.npz", model) for k in spec["folds"]}
         self._scorers: dict[str, Any] = {}

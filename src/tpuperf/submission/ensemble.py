@@ -36,6 +36,7 @@ import polars as pl
 
 from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, Collection
+from tpuperf.config import WEIGHT_SCHEMES, Config
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.runs import PredictionFormatError, metrics_path, read_fold_predictions
@@ -43,7 +44,6 @@ from tpuperf.submission.csv import rankings_from_predictions, write_submission
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SCHEMES = ("equal", "oof")
 MEMBER = ("model", "fold")
 SAMPLE_SUBMISSION = "sample_submission.csv"
 SUBMISSION_FILES = {"test": "submission.csv", "valid": "valid_submission.csv"}
@@ -56,7 +56,7 @@ class EnsembleError(TpuperfError, ValueError):
 
 @dataclass(frozen=True)
 class EnsembleSettings:
-    """What ``ensemble.py`` reads from params.yaml."""
+    """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`)."""
 
     models: tuple[str, ...]
     weights: str
@@ -67,34 +67,17 @@ class EnsembleSettings:
     out_dir: Path
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> EnsembleSettings:
-        for name in ("ensemble", "train", "data", "models"):
-            if name not in params:
-                raise EnsembleError(f"params.yaml has no '{name}' section")
-        ens, train = params["ensemble"], params["train"]
-        missing = [k for k in ("models", "weights", "temperature", "out") if k not in ens]
-        if missing:
-            raise EnsembleError(f"params.yaml ensemble has no {missing} (models may be null: every model)")
-        models = tuple(ens["models"] or params["models"])
-        unknown = sorted(set(models) - set(params["models"]))
-        if unknown or not models:
-            raise EnsembleError(f"ensemble.models {list(models)}: unknown {unknown}; params.yaml models has {sorted(params['models'])}")
-        settings = cls(
-            models=models,
-            weights=ens["weights"],
-            temperature=float(ens["temperature"]),
-            folds=int(train["folds"]),
-            runs_dir=Path(train["runs_dir"]),
-            data_dir=Path(params["data"]["out"]),
-            out_dir=Path(ens["out"]),
+    def from_config(cls, config: Config) -> EnsembleSettings:
+        """The ensemble's view of a validated params.yaml (ensemble.*, train.folds/runs_dir, data.out)."""
+        return cls(
+            models=config.ensemble_models,
+            weights=config.ensemble.weights,
+            temperature=config.ensemble.temperature,
+            folds=config.train.folds,
+            runs_dir=Path(config.train.runs_dir),
+            data_dir=Path(config.data.out),
+            out_dir=Path(config.ensemble.out),
         )
-        if settings.weights not in WEIGHT_SCHEMES:
-            raise EnsembleError(f"ensemble.weights is {settings.weights!r}; expected one of {WEIGHT_SCHEMES}")
-        if not settings.temperature > 0:
-            raise EnsembleError(f"ensemble.temperature must be > 0, got {settings.temperature}")
-        if settings.folds < 1:
-            raise EnsembleError(f"train.folds must be >= 1, got {settings.folds}")
-        return settings
 
 
 # ---------------------------------------------------------------- weights

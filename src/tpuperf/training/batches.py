@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from tpuperf.config import TrainConfig
 from tpuperf.data.cache import CachedGraph
 
 NODES, EDGES = "op", "feeds"
@@ -127,16 +128,10 @@ class BucketPlan:
     max_batch_nodes: int
 
     @classmethod
-    def from_params(cls, graphs_per_batch: int, slack: float, buckets: dict) -> "BucketPlan":
-        """From ``train.graphs_per_batch``, ``train.batch_slack`` and the ``train.buckets`` mapping."""
-        keys = ("count", "growth", "max_batch_nodes")
-        if not isinstance(buckets, dict) or sorted(buckets) != sorted(keys):
-            raise KeyError(f"params.yaml train.buckets must have exactly the keys {list(keys)}, got {buckets!r}")
-        plan = cls(graphs_per_batch, slack, int(buckets["count"]), float(buckets["growth"]), int(buckets["max_batch_nodes"]))
-        if plan.count < 1 or plan.growth <= 1 or plan.max_batch_nodes < 1 or plan.graphs_per_batch < 1:
-            raise ValueError(f"params.yaml train: need graphs_per_batch >= 1, buckets.count >= 1, buckets.growth > 1 "
-                             f"and buckets.max_batch_nodes >= 1, got {plan}")
-        return plan
+    def from_config(cls, train: TrainConfig) -> "BucketPlan":
+        """From ``train.graphs_per_batch``, ``train.batch_slack`` and ``train.buckets`` (validated by tpuperf.config)."""
+        b = train.buckets
+        return cls(train.graphs_per_batch, train.batch_slack, b.count, b.growth, b.max_batch_nodes)
 
     def plan(self, graphs: Iterable[CachedGraph], configs: int, items: int) -> Buckets:
         """Buckets for ``graphs`` with ``configs`` config slots per graph; ValueError for no graphs.

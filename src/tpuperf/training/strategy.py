@@ -11,9 +11,9 @@ from pathlib import Path
 
 import tpuperf  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
+from tpuperf.config import STRATEGIES
 
 log = logging.getLogger(__name__)
-CHOICES = ("auto", "tpu", "gpus", "default")
 
 
 def local_tpu_devices() -> list[str]:
@@ -44,8 +44,8 @@ def select_strategy(choice: str = "auto") -> tf.distribute.Strategy:
 
     An explicit ``tpu``/``gpus`` that cannot be honoured is an error, not a silent fallback.
     """
-    if choice not in CHOICES:
-        raise ValueError(f"train.strategy must be one of {CHOICES}, not {choice!r}")
+    if choice not in STRATEGIES:
+        raise ValueError(f"train.strategy must be one of {STRATEGIES}, not {choice!r}")
     if choice in ("auto", "tpu"):
         resolver = find_tpu()
         if resolver is not None:

@@ -46,6 +46,7 @@ import tensorflow as tf
 from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.data.cache import CachedGraph, CollectionCache
 from tpuperf.collection import Collection, get_collection
+from tpuperf.config import Config, ModelConfig, TrainConfig
 from tpuperf.training.batches import (BatchItem, BatchShape, BucketPlan, Buckets, SlotUsage, pack, plan_batch_shape,
                                      to_arrays, to_graph_tensor)
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
@@ -56,44 +57,6 @@ from tpuperf.errors import TpuperfError
 
 class TrainingError(TpuperfError, RuntimeError):
     """Training cannot proceed (bad inputs or a diverged run); nothing is published."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The ``train`` section of params.yaml."""
-
-    folds: int = 3
-    seed: int = 0
-    epochs: int = 10
-    patience: int = 3
-    graphs_per_batch: int = 4
-    configs_per_graph: int = 32
-    predict_configs_per_graph: int = 128
-    samples_per_graph: dict = field(default_factory=lambda: {"tile": 1, "layout": 8})
-    batch_slack: float = 1.25
-    buckets: dict = field(default_factory=dict)  # count, growth, max_batch_nodes (graph.BucketPlan)
-    learning_rate: float = 1e-3
-    clip_norm: float = 1.0
-    loss: str = "listmle"
-    loss_args: dict = field(default_factory=dict)
-    eval_configs: int = 256
-    jit_compile: bool = True
-    strategy: str = "auto"
-    live: bool = True  # dvclive learning curves (the Kaggle kernel turns them off: dvclive pulls in dvc)
-    verbose: int = 1
-    runs_dir: str = "runs"
-    checkpoints_dir: str = "checkpoints"
-
-    @classmethod
-    def from_params(cls, section: dict[str, Any]) -> "TrainSettings":
-        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise KeyError(f"unknown train.* params: {unknown}")
-        return cls(**section)
-
-    @property
-    def bucket_plan(self) -> BucketPlan:
-        return BucketPlan.from_params(self.graphs_per_batch, self.batch_slack, self.buckets)
 
 
 def assign_folds(graph_ids: Sequence[str], folds: int, seed: int) -> dict[str, int]:
@@ -193,18 +156,18 @@ class ModelKit:
     shape; :attr:`train_compilations` counts them.
     """
 
-    def __init__(self, collection: Collection, model_params: dict, settings: TrainSettings, strategy: tf.distribute.Strategy,
+    def __init__(self, collection: Collection, model: ModelConfig, settings: TrainConfig, strategy: tf.distribute.Strategy,
                  feat_dim: int, sample_graph: CachedGraph):
         from tpuperf.training.losses import get_loss
         from tpuperf.models import build_model
 
-        self.collection, self.model_params, self.strategy = collection, model_params, strategy
+        self.collection, self.model_config, self.strategy = collection, model, strategy
         kind = collection.kind
         sample_shape = plan_batch_shape([sample_graph], 1, 1, 1.0)
         sample_arrays = to_arrays([BatchItem(sample_graph, np.arange(1))], sample_shape, kind, feat_dim)
         self.sample_batch = to_graph_tensor({k: tf.constant(v) for k, v in sample_arrays.items()}, kind)[0]
         with strategy.scope():
-            self.model = build_model(kind, model_params)
+            self.model = build_model(kind, model)
             self.optimizer = tf.keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm)
             self.model(self.sample_batch)
             self.optimizer.build(self.model.trainable_variables)
@@ -235,7 +198,7 @@ class ModelKit:
             return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica_step, args=(arrays,)), axis=None)
 
         self._step = step
-        self.scorer = Scorer(self.model, settings.bucket_plan, settings.predict_configs_per_graph, kind, feat_dim, strategy,
+        self.scorer = Scorer(self.model, BucketPlan.from_config(settings), settings.predict_configs_per_graph, kind, feat_dim, strategy,
                              settings.jit_compile)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.best = tf.train.Checkpoint(model=self.model)
@@ -264,7 +227,7 @@ class ModelKit:
         from tpuperf.models import build_model
 
         tf.keras.utils.set_random_seed(seed)
-        fresh = build_model(self.collection.kind, self.model_params)
+        fresh = build_model(self.collection.kind, self.model_config)
         fresh(self.sample_batch)
         self.model.set_weights(fresh.get_weights())
         for variable in self.optimizer.variables:
@@ -274,7 +237,7 @@ class ModelKit:
 class FoldRunner:
     """Trains one fold step by step over size-bucketed batches; checkpoints, evaluates and early-stops each epoch."""
 
-    def __init__(self, kit: ModelKit, model_name: str, settings: TrainSettings, fold: int,
+    def __init__(self, kit: ModelKit, model_name: str, settings: TrainConfig, fold: int,
                  train_graphs, oof_graphs, buckets: Buckets, ckpt_dir: Path, fingerprint: str, live):
         self.kit, self.collection, self.settings, self.fold = kit, kit.collection, settings, fold
         self.model, self.scorer = kit.model, kit.scorer
@@ -380,14 +343,15 @@ def log_history(live, fold: int, entries: list[dict]) -> None:
     live.make_summary()
 
 
-def train_collection(collection: Collection | str, model_name: str, params: dict) -> dict:
-    """Train every fold of one model on one collection; write predictions and metrics.json."""
+def train_collection(collection: Collection | str, model_name: str, config: Config) -> dict:
+    """Train every fold of one model on one collection; write predictions and metrics.json.
+
+    ``config.train``, ``config.model(model_name)`` (ConfigError for an unknown model) and
+    ``config.preprocess.out`` (the cache root) are read."""
     collection = collection if isinstance(collection, Collection) else get_collection(collection)
-    if model_name not in params.get("models", {}):
-        raise KeyError(f"params.yaml models has no {model_name!r} (have {sorted(params.get('models', {}))})")
-    settings = TrainSettings.from_params(params["train"])
-    model_params = params["models"][model_name]
-    cache = CollectionCache(params["preprocess"]["out"], collection)
+    settings = config.train
+    model = config.model(model_name)
+    cache = CollectionCache(config.preprocess.out, collection)
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
     excluded = {split: unranked_graphs({g.graph_id: g.runtime for g in splits[split]}) for split in ("train", "valid")}
     if excluded["train"] or excluded["valid"]:
@@ -400,10 +364,10 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         raise TrainingError(f"{cache.dir}: no training graphs with 2 distinct runtimes")
     fold_of = assign_folds([g.graph_id for g in splits["train"]], settings.folds, settings.seed)
     # training shapes from the train split only (every fold shares them); scoring plans its own per scored set
-    buckets = settings.bucket_plan.plan(splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind])
+    buckets = BucketPlan.from_config(settings).plan(splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind])
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
-    fingerprint = _fingerprint(model_params, {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats,
+    fingerprint = _fingerprint(asdict(model), {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats,
                                cache.content_hashes("train"))
 
     run_dir = Path(settings.runs_dir) / collection.slug / model_name
@@ -417,7 +381,7 @@ def train_collection(collection: Collection | str, model_name: str, params: dict
         from dvclive import Live
 
         live = Live(dir=str(run_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
-    kit = ModelKit(collection, model_params, settings, strategy, feat_dim, splits["train"][0])
+    kit = ModelKit(collection, model, settings, strategy, feat_dim, splits["train"][0])
     fold_metrics = []
     for fold in range(settings.folds):
         train_graphs = [g for g in splits["train"] if fold_of[g.graph_id] != fold]
