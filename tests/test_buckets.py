@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import config_with, params_with
+from conftest import config_with, model_config, params_with
 from graph_factory import fake_graph
 from tpuperf.config import Config, ConfigError
 from tpuperf.training.batches import BatchItem, BucketPlan, SlotUsage, pack
@@ -143,7 +143,7 @@ def test_scorer_plans_per_scored_set_and_reuses_a_close_compiled_shape():
     from tpuperf.training.scoring import Scorer
 
     rng = np.random.default_rng(1)
-    model = build_model("layout", {"conv": "sage", "units": 8, "shared_layers": 1, "config_layers": 1})
+    model = build_model("layout", model_config(conv="sage"))
     plan = BucketPlan(2, 1.0, count=1, growth=2.0, max_batch_nodes=10**6)
     first = [fake_graph(rng, "layout", n, 5, name=f"a{n}") for n in (30, 31)]
     close = [fake_graph(rng, "layout", n, 5, name=f"b{n}") for n in (27, 28)]
