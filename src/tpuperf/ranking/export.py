@@ -33,9 +33,9 @@ from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection
 from tpuperf.config import section
-from tpuperf.submission.ensemble import EnsembleSettings, model_weights, read_oof_score
+from tpuperf.submission.ensemble import EnsembleSettings, model_weights
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
-from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir
+from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_oof_score
 from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
