@@ -80,11 +80,14 @@ def export_collection(params: dict[str, Any], collection: Collection) -> Path:
     """Write ``<export.out>/<slug>/`` for ``collection`` from params.yaml's settings; returns it.
 
     Raises :class:`ExportError` for a missing/unfinished fold, and the cache's and ensemble's
-    errors (:class:`tpuperf.data.cache.CacheError`, :class:`tpuperf.submission.ensemble.EnsembleError`) for a
-    missing cache or metrics.
+    errors (:class:`tpuperf.data.cache.CacheError`, :class:`tpuperf.submission.ensemble.EnsembleError`,
+    :class:`tpuperf.runs.RunArtifactError`) for a missing cache or run report.
     """
     import tensorflow as tf
 
+    from tpuperf.training.strategy import initialize_devices
+
+    initialize_devices()
     ens = EnsembleSettings.from_params(params)
     train = section(params, "train")
     out_root = Path(section(params, "export")["out"])
