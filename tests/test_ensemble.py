@@ -277,6 +277,8 @@ def test_missing_fold_and_metrics_caught(world):
         read_oof_score(runs, get_collection("tile:xla"), "bad", FOLDS)
     with pytest.raises(RunArtifactError, match="oof_score is nan, not a finite number"):
         write_metrics(runs, "tile:xla", "bad", float("nan"))
+    with pytest.raises(RunArtifactError, match=r"ensemble_report.json: missing: run tpuperf ensemble first"):
+        read_ensemble_report(runs)
 
 
 def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):

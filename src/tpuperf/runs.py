@@ -65,12 +65,8 @@ class RunArtifactError(TpuperfError, ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
-class PredictionFormatError(TpuperfError, ValueError):
+class PredictionFormatError(RunArtifactError):
     """A fold prediction file that is missing or malformed, naming the file."""
-
-    def __init__(self, path: Path | str, problem: str):
-        self.path, self.problem = Path(path), problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 # ---------------------------------------------------------------- paths
@@ -123,6 +119,15 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _read_json(path: Path, to_make_it: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunArtifactError(path, f"missing: {to_make_it}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunArtifactError(path, f"unreadable ({exc})") from exc
+
+
 def _check_run_report(path: Path, report: Any, collection: Collection, model: str, folds: int | None) -> dict:
     if not isinstance(report, dict):
         raise RunArtifactError(path, f"expected a JSON object, got {type(report).__name__}")
@@ -163,13 +168,7 @@ def read_run_report(runs_dir: Path | str, collection: Collection, model: str, fo
     Raises :class:`RunArtifactError` naming the file when it is missing, unreadable or does not match.
     """
     path = report_path(runs_dir, collection, model)
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunArtifactError(path, f"missing: train {model} on {collection.name} first") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunArtifactError(path, f"unreadable ({exc})") from exc
-    return _check_run_report(path, report, collection, model, folds)
+    return _check_run_report(path, _read_json(path, f"train {model} on {collection.name} first"), collection, model, folds)
 
 
 def read_oof_score(runs_dir: Path | str, collection: Collection, model: str, folds: int) -> float:
@@ -205,12 +204,7 @@ def read_ensemble_report(out_dir: Path | str) -> dict:
     Raises :class:`RunArtifactError` naming the file when it is missing, unreadable or lacks a key.
     """
     path = Path(out_dir, ENSEMBLE_REPORT_FILE)
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunArtifactError(path, "missing: run tpuperf ensemble first") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunArtifactError(path, f"unreadable ({exc})") from exc
+    report = _read_json(path, "run tpuperf ensemble first")
     missing = [k for k in ENSEMBLE_REPORT_KEYS if not isinstance(report, dict) or k not in report]
     if missing:
         raise RunArtifactError(path, f"missing keys {missing} (written by an older tpuperf? re-run ensemble)")
