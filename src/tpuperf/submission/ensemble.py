@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 
-from tpuperf.collection import COLLECTIONS, Collection
+from tpuperf.collection import COLLECTIONS
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_oof_score, write_ensemble_report
