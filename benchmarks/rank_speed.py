@@ -44,12 +44,12 @@ COLLECTIONS = {"layout": "layout:xla:random", "tile": "tile:xla"}
 def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     """What training leaves for the export stage, with fresh (untrained) weights: each member's
     ``checkpoints/<slug>/<model>/fold_<k>/best`` + a finished state.json, and each model's
-    metrics.json with an oof_score (model i gets 0.3 - 0.05 i)."""
+    run report with an oof_score (model i gets 0.3 - 0.05 i)."""
     import tensorflow as tf
 
     from tpuperf.data.cache import CollectionCache
     from tpuperf.ranking.ranker import build_member_model
-    from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, metrics_path
+    from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, write_run_report
 
     feat_dim = CollectionCache(config.preprocess.out, collection).node_feat_dim
     folds = config.train.folds
@@ -61,11 +61,9 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
             fold_dir.mkdir(parents=True)
             tf.train.Checkpoint(model=model).write(str(fold_dir / BEST_CHECKPOINT))
             (fold_dir / STATE_FILE).write_text(json.dumps({"finished": True}))
-        metrics = metrics_path(config.train.runs_dir, collection, name)
-        metrics.parent.mkdir(parents=True)
-        metrics.write_text(json.dumps({
-            "collection": collection.name, "model": name, "oof_score": 0.3 - 0.05 * i,
-            "folds": [{"fold": f} for f in range(folds)]}))
+        write_run_report(config.train.runs_dir, collection, name, {
+            "collection": collection.name, "model": name, "metric": "untrained", "oof_score": 0.3 - 0.05 * i,
+            "valid_score_mean_fold": None, "folds": [{"fold": f} for f in range(folds)]})
 
 
 def bench_params(root: Path, quick: bool, models: list[str] | None = None, jit: bool | None = None) -> Config:

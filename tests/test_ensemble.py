@@ -19,11 +19,10 @@ from tpuperf.submission.ensemble import (
     evaluate,
     model_weights,
     rank_normalise,
-    read_oof_score,
     run_ensemble,
     score_predictions,
 )
-from tpuperf.runs import PredictionFormatError
+from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,13 +138,10 @@ def write_fold(runs: Path, collection: str, model: str, fold: int, frame: pl.Dat
 
 
 def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: int = FOLDS) -> Path:
-    path = runs / get_collection(collection).slug / model / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    return write_run_report(runs, get_collection(collection), model, {
         "collection": collection, "model": model, "metric": "x", "oof_score": oof,
         "folds": [{"fold": k, "oof_score": oof} for k in range(folds)], "valid_score_mean_fold": None,
-    }))
-    return path
+    })
 
 
 def graph_rows(split: str, graph_id: str, pred, runtime) -> pl.DataFrame:
@@ -214,8 +210,11 @@ def test_run_ensemble_writes_a_checked_submission_and_report(world):
     big = rows["layout:nlp:default:big"].split(";")
     assert big == [str(i) for i in range(1001)]  # the 1,001-config file: every config ranked
 
-    report = json.loads(result.metrics_path.read_text())
-    assert report == result.metrics
+    report = read_ensemble_report(settings.out_dir)
+    assert report == result.report
+    # the DVC metric: flat, the valid ensemble score per collection slug and their mean
+    assert json.loads(result.metrics_path.read_text()) == pytest.approx(
+        {**{c.slug: report["collections"][c.name]["ensemble"] for c in COLLECTIONS}, "mean": report["mean"]["ensemble"]})
     for name in TEST_CONFIGS:
         col = report["collections"][name]
         good = col["models"]["good"]
@@ -241,7 +240,7 @@ def test_outputs_follow_the_umask(world, umask, file_modes, mask, mode):
     umask(mask)
     result = run_ensemble(settings_of(world))
     assert file_modes(result.submission.parent) == {mode}
-    assert {result.submission.name, result.metrics_path.name} <= {p.name for p in result.submission.parent.iterdir()}
+    assert {result.submission.name, result.metrics_path.name, result.report_path.name} <= {p.name for p in result.submission.parent.iterdir()}
 
 
 def test_valid_submission_scores_as_reported(world):
@@ -249,7 +248,7 @@ def test_valid_submission_scores_as_reported(world):
     result = run_ensemble(settings, split="valid")
     assert result.submission == settings.out_dir / "valid_submission.csv"
     scores = score_submission(result.submission, settings.data_dir, split="valid")
-    report = result.metrics["collections"]
+    report = result.report["collections"]
     assert {n: scores[n] for n in TEST_CONFIGS} == pytest.approx({n: report[n]["ensemble"] for n in TEST_CONFIGS})
     # equal weights of perfect and reversed: every config ties at 1/2 -> order by id, as by hand
     assert report["layout:xla:random"]["ensemble"] == pytest.approx(0.0)
@@ -271,12 +270,20 @@ def test_missing_fold_and_metrics_caught(world):
     with pytest.raises(PredictionFormatError, match=r"tile-xla/gat/predictions: missing: train gat on tile:xla first"):
         gat = {**world, "models": {m: world["model_base"] for m in ("good", "gat")}, "kernels": {**world["kernels"], "models": ["good"]}}
         run_ensemble(settings_of(gat, models=["good", "gat"]))
-    (runs / "tile-xla" / "bad" / "metrics.json").unlink()
-    with pytest.raises(EnsembleError, match=r"tile-xla/bad/metrics.json: missing: train bad on tile:xla first"):
+    (runs / "tile-xla" / "bad" / "report.json").unlink()
+    with pytest.raises(RunArtifactError, match=r"tile-xla/bad/report.json: missing: train bad on tile:xla first"):
         run_ensemble(settings_of(world))
     write_metrics(runs, "tile:xla", "bad", 0.2, folds=3)
-    with pytest.raises(EnsembleError, match="has 3 folds but train.folds is 2"):
+    with pytest.raises(RunArtifactError, match="has 3 folds but train.folds is 2"):
         read_oof_score(runs, get_collection("tile:xla"), "bad", FOLDS)
+    assert json.loads((runs / "tile-xla" / "bad" / "metrics.json").read_text()) == {"oof": 0.2, "valid": None}
+    (runs / "tile-xla" / "bad" / "report.json").write_text(json.dumps({"collection": "tile:xla", "model": "bad"}))
+    with pytest.raises(RunArtifactError, match=r"report.json: missing keys \['metric', 'folds', 'oof_score'"):
+        read_oof_score(runs, get_collection("tile:xla"), "bad", FOLDS)
+    with pytest.raises(RunArtifactError, match="oof_score is nan, not a finite number"):
+        write_metrics(runs, "tile:xla", "bad", float("nan"))
+    with pytest.raises(RunArtifactError, match=r"ensemble_report.json: missing: run tpuperf ensemble first"):
+        read_ensemble_report(runs)
 
 
 def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):
@@ -392,7 +399,7 @@ def test_synthetic_dataset_end_to_end(tmp_path):
     assert check_submission(test.submission, sample=data / "sample_submission.csv", data_dir=data) == []
     valid = run_ensemble(settings_of(params), split="valid")
     scores = score_submission(valid.submission, data, split="valid")
-    report = valid.metrics
+    report = valid.report
     assert scores["mean"] == pytest.approx(report["mean"]["ensemble"])
     # four independent noisy members average out: the ensemble orders configs better than the
     # mean single fold (tile, near 1.0 on 3 kernels, is a top-5 coin toss and is left out)

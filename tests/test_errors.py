@@ -16,15 +16,17 @@ STANDALONE = {"kaggle/kernel_entry.py"}
 
 
 def test_every_error_class_derives_from_tpuperf_error():
-    classes, wrong = [], []
+    found = {}  # class name -> (file, base names)
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and rel not in STANDALONE:
-                bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
-                classes.append(node.name)
-                if node.name != "TpuperfError" and not bases & {"TpuperfError", "UsageError"}:
-                    wrong.append(f"{rel}: {node.name}({', '.join(sorted(bases))})")
+                found[node.name] = (rel, {b.id for b in node.bases if isinstance(b, ast.Name)})
+    derived = {"TpuperfError"}  # directly, or through another tpuperf error class
+    while grown := {n for n, (_, bases) in found.items() if n not in derived and bases & derived}:
+        derived |= grown
+    classes = list(found)
+    wrong = [f"{rel}: {n}({', '.join(sorted(bases))})" for n, (rel, bases) in found.items() if n not in derived]
     assert not wrong, f"error classes not derived from tpuperf.errors.TpuperfError: {wrong}"
     assert {"DataFormatError", "TrainingError", "SubmissionError", "KaggleError", "PredictionFormatError"} <= set(classes)
 

@@ -432,7 +432,7 @@ def test_entry_script_runs_the_pipeline_locally(built: Path, tmp_path: Path):
             for fold in (0, 1):
                 rows = preds.filter((preds["split"] == split) & (preds["graph_id"] == path.stem) & (preds["fold"] == fold))
                 assert sorted(rows["config_id"].to_list()) == list(range(configs)), (split, path.stem, fold)
-    metrics = json.loads((working / "runs" / "tile-xla" / "tiny" / "metrics.json").read_text())
+    metrics = json.loads((working / "runs" / "tile-xla" / "tiny" / "report.json").read_text())
     assert [f["fold"] for f in metrics["folds"]] == [0, 1] and metrics["metric"] == "tile_score"
 
 

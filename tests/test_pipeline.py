@@ -83,10 +83,17 @@ def repro_to_checked_submission(project: Path) -> list[str]:
     from_rank = {get_collection(r["collection"]).submission_id(Path(r["file"]).stem): ";".join(map(str, r["config_ids"]))
                  for r in ranked}
     assert from_rank == dict(row.split(",") for row in rows[1:])
-    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md"], cwd=project,
-                           capture_output=True, text=True, timeout=300).stdout
+    # issue #13 item 4: the DVC metrics are small and flat, so the table fits a 200-column terminal
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=project, capture_output=True, text=True,
+                           timeout=300, env=os.environ | {"COLUMNS": "200"}).stdout
+    print(shown)
     for collection in ("tile-xla", "layout-xla-random", "layout-nlp-default"):
         assert f"runs/{collection}/chebsage/metrics.json" in shown
+    assert "submissions/ensemble_metrics.json" in shown
+    lines = shown.splitlines()
+    assert "…" not in shown and max(map(len, lines)) <= 200, lines
+    header = lines[0].split()
+    assert header[0] == "Path" and {"oof", "valid", "mean", "tile-xla", "layout-nlp-default"} <= set(header), header
     return rows
 
 

@@ -89,7 +89,8 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
     metrics = train_collection(COLLECTION, "chebsage", params)
     run = tmp_path / "runs" / COLLECTION.slug / "chebsage"
     assert file_modes(tmp_path / "runs") == file_modes(tmp_path / "checkpoints") == {"0o644"}
-    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert json.loads((run / "report.json").read_text()) == metrics
+    assert json.loads((run / "metrics.json").read_text()) == {"oof": metrics["oof_score"], "valid": metrics["valid_score_mean_fold"]}
     assert [f["fold"] for f in metrics["folds"]] == [0, 1]
     assert metrics["metric"] == "kendall_tau" and -1 <= metrics["oof_score"] <= 1
 
@@ -136,7 +137,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
     params_b = small_params(tiny_cache, tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         train.train_collection(COLLECTION, "sage", params_b)
-    assert not (tmp_path / "b" / "runs" / COLLECTION.slug / "sage" / "metrics.json").exists()
+    for name in ("metrics.json", "report.json"):
+        assert not (tmp_path / "b" / "runs" / COLLECTION.slug / "sage" / name).exists()
     state = json.loads((tmp_path / "b" / "checkpoints" / COLLECTION.slug / "sage" / "fold_0" / "state.json").read_text())
     assert state["epochs_done"] == 2 and not state["finished"]
 
@@ -221,7 +223,7 @@ def test_constant_runtime_graphs_are_left_out_and_counted(tmp_path, capsys, rewr
     metrics = train_collection(COLLECTION, "sage", small_params(cache, tmp_path, epochs=1))
     assert capsys.readouterr().out.count("fewer than 2 distinct runtimes") == 1
     assert metrics["graphs_excluded_constant_runtime"] == {"train": 1, "valid": 1}
-    assert json.loads((run / "metrics.json").read_text())["graphs_excluded_constant_runtime"] == {"train": 1, "valid": 1}
+    assert json.loads((run / "report.json").read_text())["graphs_excluded_constant_runtime"] == {"train": 1, "valid": 1}
 
     valid = {g.graph_id: np.asarray(g.runtime) for g in CollectionCache(cache, COLLECTION).graphs("valid")}
     for fold in (0, 1):

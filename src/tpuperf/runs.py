@@ -3,11 +3,17 @@ read. Their paths and file formats are defined here only.
 
     <train.runs_dir>/<slug>/<model>/
         predictions/fold_<k>.parquet   one fold's predictions (format below), k = 0 .. train.folds - 1
-        metrics.json                   per-fold and mean OOF/valid scores (read: ensemble.read_oof_score)
+        report.json                    the run report: per-fold and mean OOF/valid scores, throughput
+                                       (:func:`write_run_report`, :func:`read_run_report`)
+        metrics.json                   the DVC metric: ``{"oof": float, "valid": float | null}`` only
         live/                          dvclive plots
     <train.checkpoints_dir>/<slug>/<model>/fold_<k>/
         state.json                     history, early stopping, ``finished``
         best.*                         the best epoch's weights (a tf.train.Checkpoint prefix)
+        best_oof.parquet               the best epoch's OOF predictions (prediction format below)
+    <ensemble.out>/
+        ensemble_metrics.json          the DVC metric: valid ensemble score per collection slug + ``mean``
+        ensemble_report.json           the ensemble report (:func:`write_ensemble_report`)
 
 ``<slug>`` is the collection's slug (``layout-nlp-random``), ``<model>`` a key of ``models`` in
 params.yaml.
@@ -23,29 +29,44 @@ Fold prediction format (written by :mod:`tpuperf.training.trainer` from
 """
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import polars as pl
 
+from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.errors import TpuperfError
 
 PREDICTIONS_DIR = "predictions"
 METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.json"
 LIVE_DIR = "live"
 STATE_FILE = "state.json"
 BEST_CHECKPOINT = "best"
+BEST_OOF_FILE = "best_oof.parquet"
+ENSEMBLE_METRICS_FILE = "ensemble_metrics.json"
+ENSEMBLE_REPORT_FILE = "ensemble_report.json"
+#: keys every run report has (:func:`write_run_report`); ``folds`` is a list with one dict per fold
+RUN_REPORT_KEYS = ("collection", "model", "metric", "folds", "oof_score", "valid_score_mean_fold")
+#: keys every ensemble report has (:func:`write_ensemble_report`)
+ENSEMBLE_REPORT_KEYS = ("weights", "temperature", "models", "folds", "mean", "collections")
 PREDICTION_SPLITS = ("oof", "valid", "test")
 PREDICTION_COLUMNS = ("split", "graph_id", "config_id", "pred", "runtime")
 
 
-class PredictionFormatError(TpuperfError, ValueError):
-    """A fold prediction file that is missing or malformed, naming the file."""
+class RunArtifactError(TpuperfError, ValueError):
+    """A run report or metrics file that is missing, malformed or stale, naming the file."""
 
     def __init__(self, path: Path | str, problem: str):
         self.path, self.problem = Path(path), problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class PredictionFormatError(RunArtifactError):
+    """A fold prediction file that is missing or malformed, naming the file."""
 
 
 # ---------------------------------------------------------------- paths
@@ -71,13 +92,123 @@ def prediction_path(runs_dir: Path | str, collection: Collection, model: str, fo
 
 
 def metrics_path(runs_dir: Path | str, collection: Collection, model: str) -> Path:
+    """The run's DVC metric file (flat ``{"oof", "valid"}``)."""
     return run_dir(runs_dir, collection, model) / METRICS_FILE
+
+
+def report_path(runs_dir: Path | str, collection: Collection, model: str) -> Path:
+    """The run's detailed report (not a DVC metric)."""
+    return run_dir(runs_dir, collection, model) / REPORT_FILE
+
+
+def live_dir(runs_dir: Path | str, collection: Collection, model: str) -> Path:
+    """Where dvclive writes the run's learning curves."""
+    return run_dir(runs_dir, collection, model) / LIVE_DIR
 
 
 def fold_checkpoint_dir(checkpoints_dir: Path | str, collection: Collection, model: str, fold: int) -> Path:
     """``<checkpoints_dir>/<slug>/<model>/fold_<k>``: the fold's resume state and best weights
     (:data:`STATE_FILE`, :data:`BEST_CHECKPOINT`)."""
     return Path(checkpoints_dir, collection.slug, model, f"fold_{fold}")
+
+
+# ---------------------------------------------------------------- run reports and metrics
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_json(path: Path, to_make_it: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunArtifactError(path, f"missing: {to_make_it}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunArtifactError(path, f"unreadable ({exc})") from exc
+
+
+def _check_run_report(path: Path, report: Any, collection: Collection, model: str, folds: int | None) -> dict:
+    if not isinstance(report, dict):
+        raise RunArtifactError(path, f"expected a JSON object, got {type(report).__name__}")
+    missing = [k for k in RUN_REPORT_KEYS if k not in report]
+    if missing:
+        raise RunArtifactError(path, f"missing keys {missing} (written by an older tpuperf? re-run train)")
+    if (report["collection"], report["model"]) != (collection.name, model):
+        raise RunArtifactError(path, f"written for {report['collection']} / {report['model']}, not {collection.name} / {model}")
+    if not isinstance(report["folds"], list) or (folds is not None and len(report["folds"]) != folds):
+        have = len(report["folds"]) if isinstance(report["folds"], list) else report["folds"]
+        raise RunArtifactError(path, f"has {have} folds but train.folds is {folds} (stale report?)")
+    if not _finite(report["oof_score"]):
+        raise RunArtifactError(path, f"oof_score is {report['oof_score']!r}, not a finite number")
+    valid = report["valid_score_mean_fold"]
+    if valid is not None and not _finite(valid):
+        raise RunArtifactError(path, f"valid_score_mean_fold is {valid!r}, not a finite number or null")
+    return report
+
+
+def write_run_report(runs_dir: Path | str, collection: Collection, model: str, report: Mapping[str, Any]) -> Path:
+    """Write one run's report (keys :data:`RUN_REPORT_KEYS` at least) and its flat DVC metric
+    ``{"oof": oof_score, "valid": valid_score_mean_fold}``, each atomically. Returns the report path.
+
+    Raises :class:`RunArtifactError` when the report does not validate (nothing is written then).
+    """
+    path = report_path(runs_dir, collection, model)
+    report = _check_run_report(path, dict(report), collection, model, None)
+    write_json_atomic(path, report, sort_keys=True)
+    write_json_atomic(metrics_path(runs_dir, collection, model),
+                      {"oof": report["oof_score"], "valid": report["valid_score_mean_fold"]}, sort_keys=True)
+    return path
+
+
+def read_run_report(runs_dir: Path | str, collection: Collection, model: str, folds: int | None = None) -> dict:
+    """One run's report, checked to belong to ``collection`` / ``model`` and (with ``folds``) to
+    have exactly ``folds`` folds. ``oof_score`` is a finite float, ``valid_score_mean_fold`` a float or None.
+
+    Raises :class:`RunArtifactError` naming the file when it is missing, unreadable or does not match.
+    """
+    path = report_path(runs_dir, collection, model)
+    return _check_run_report(path, _read_json(path, f"train {model} on {collection.name} first"), collection, model, folds)
+
+
+def read_oof_score(runs_dir: Path | str, collection: Collection, model: str, folds: int) -> float:
+    """``oof_score`` (mean over folds of the held-out-fold score) of one model's run report
+    (:func:`read_run_report`, same errors)."""
+    return float(read_run_report(runs_dir, collection, model, folds)["oof_score"])
+
+
+def write_ensemble_report(out_dir: Path | str, report: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write the ensemble report (keys :data:`ENSEMBLE_REPORT_KEYS`; ``collections`` maps a collection
+    name to its valid scores, ``ensemble`` among them when it has valid graphs; ``mean`` has
+    ``ensemble``) and the flat DVC metric: ``{<slug>: ensemble valid score, ..., "mean": ...}``
+    (collections without valid graphs and an unscored mean left out). Returns (report, metrics) paths.
+
+    Raises :class:`RunArtifactError` when the report lacks a key (nothing is written then).
+    """
+    report_file, metrics_file = Path(out_dir, ENSEMBLE_REPORT_FILE), Path(out_dir, ENSEMBLE_METRICS_FILE)
+    missing = [k for k in ENSEMBLE_REPORT_KEYS if k not in report]
+    if missing:
+        raise RunArtifactError(report_file, f"missing keys {missing}")
+    flat = {get_collection(name).slug: scores["ensemble"]
+            for name, scores in report["collections"].items() if "ensemble" in scores}
+    if "ensemble" in report["mean"]:
+        flat["mean"] = report["mean"]["ensemble"]
+    write_json_atomic(report_file, dict(report))
+    write_json_atomic(metrics_file, flat)
+    return report_file, metrics_file
+
+
+def read_ensemble_report(out_dir: Path | str) -> dict:
+    """The ensemble report :func:`write_ensemble_report` wrote under ``out_dir``.
+
+    Raises :class:`RunArtifactError` naming the file when it is missing, unreadable or lacks a key.
+    """
+    path = Path(out_dir, ENSEMBLE_REPORT_FILE)
+    report = _read_json(path, "run tpuperf ensemble first")
+    missing = [k for k in ENSEMBLE_REPORT_KEYS if not isinstance(report, dict) or k not in report]
+    if missing:
+        raise RunArtifactError(path, f"missing keys {missing} (written by an older tpuperf? re-run ensemble)")
+    return report
 
 
 # ---------------------------------------------------------------- fold predictions

@@ -20,7 +20,7 @@ Design (kernels/README.md has the user's side):
   one, so a single kernel for all five collections would not finish, and a failure would lose
   everything. Separate kernels run, fail and rerun independently, and each copies and
   preprocesses only what it trains on.
-- Outputs: each kernel leaves ``runs/<slug>/<model>/{predictions/fold_<k>.parquet,metrics.json}``
+- Outputs: each kernel leaves ``runs/<slug>/<model>/{predictions/fold_<k>.parquet,report.json,metrics.json}``
   in /kaggle/working; ``kaggle kernels output`` + copying into runs/ feeds ``python ensemble.py``.
 
 ``build_kernels`` writes ``<out>/bundle/`` and ``<out>/<kernel slug>/{kernel-metadata.json,<slug>.py}``

@@ -33,9 +33,9 @@ from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection
 from tpuperf.config import Config
-from tpuperf.submission.ensemble import EnsembleSettings, model_weights, read_oof_score
+from tpuperf.submission.ensemble import EnsembleSettings, model_weights
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
-from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir
+from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_oof_score
 from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,14 @@ def export_collection(config: Config, collection: Collection) -> Path:
     """Write ``<export.out>/<slug>/`` for ``collection`` from params.yaml's settings; returns it.
 
     Raises :class:`ExportError` for a missing/unfinished fold, and the cache's and ensemble's
-    errors (:class:`tpuperf.data.cache.CacheError`, :class:`tpuperf.submission.ensemble.EnsembleError`) for a
-    missing cache or metrics.
+    errors (:class:`tpuperf.data.cache.CacheError`, :class:`tpuperf.submission.ensemble.EnsembleError`,
+    :class:`tpuperf.runs.RunArtifactError`) for a missing cache or run report.
     """
     import tensorflow as tf
 
+    from tpuperf.training.strategy import initialize_devices
+
+    initialize_devices()
     ens = EnsembleSettings.from_config(config)
     train = config.train
     out_root = Path(config.export.out)

@@ -140,6 +140,10 @@ class ExportedModel:
     def __init__(self, directory: Path | str):
         import tensorflow as tf
 
+        from tpuperf.training.strategy import initialize_devices
+
+        initialize_devices()
+
         self.dir = Path(directory)
         manifest_path = self.dir / MANIFEST
         if not manifest_path.is_file():

@@ -11,22 +11,21 @@ Model weights (``ensemble.weights``), per collection:
 
 - ``equal``: every model 1 / M.
 - ``oof``: ``softmax(oof_score / temperature)`` over the models, with ``oof_score`` from each
-  model's ``metrics.json`` (mean over folds of the held-out-fold score on train graphs).
+  model's run report (``report.json``; mean over folds of the held-out-fold score on train graphs).
   Softmax because it needs no floor, copes with negative Kendall taus, and has one knob:
   a model ahead by ``temperature`` gets e (2.7x) the weight; a large temperature tends to
   ``equal``, a small one to picking the best model. Out-of-fold and not valid scores, so
-  that the valid scores reported in ``ensemble_metrics.json`` stay a held-out estimate.
+  that the valid scores reported in ``ensemble_report.json`` stay a held-out estimate.
 
-Report (``ensemble_metrics.json``): per collection, on the valid split and scored exactly as
+Report (``ensemble_report.json``; the flat DVC metric ``ensemble_metrics.json`` holds only each
+collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_ensemble_report`): per collection, on the valid split and scored exactly as
 ``tpuperf score`` would score the rows (metrics.py on the submission order), the ensemble, each
 model's fold ensemble and the mean of its folds, the mean single fold and the best single fold
 (picked on valid itself, so an optimistic reference), then their means over collections.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,12 +33,11 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 
-from tpuperf.atomic import write_json_atomic
-from tpuperf.collection import COLLECTIONS, Collection
+from tpuperf.collection import COLLECTIONS
 from tpuperf.config import WEIGHT_SCHEMES, Config
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
-from tpuperf.runs import PredictionFormatError, metrics_path, read_fold_predictions
+from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_oof_score, write_ensemble_report
 from tpuperf.submission.csv import rankings_from_predictions, write_submission
 
 log = logging.getLogger(__name__)
@@ -47,7 +45,6 @@ log = logging.getLogger(__name__)
 MEMBER = ("model", "fold")
 SAMPLE_SUBMISSION = "sample_submission.csv"
 SUBMISSION_FILES = {"test": "submission.csv", "valid": "valid_submission.csv"}
-METRICS_FILE = "ensemble_metrics.json"
 
 
 class EnsembleError(TpuperfError, ValueError):
@@ -81,25 +78,6 @@ class EnsembleSettings:
 
 
 # ---------------------------------------------------------------- weights
-
-
-def read_oof_score(runs_dir: Path | str, collection: Collection, model: str, folds: int) -> float:
-    """``oof_score`` of one model's ``metrics.json``, checked to belong to it and to all ``folds``."""
-    path = metrics_path(runs_dir, collection, model)
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EnsembleError(f"{path}: missing: train {model} on {collection.name} first") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EnsembleError(f"{path}: unreadable ({exc})") from exc
-    if (metrics.get("collection"), metrics.get("model")) != (collection.name, model):
-        raise EnsembleError(f"{path}: written for {metrics.get('collection')} / {metrics.get('model')}, not {collection.name} / {model}")
-    if len(metrics.get("folds") or []) != folds:
-        raise EnsembleError(f"{path}: has {len(metrics.get('folds') or [])} folds but train.folds is {folds} (stale metrics?)")
-    score = metrics.get("oof_score")
-    if not isinstance(score, (int, float)) or not math.isfinite(score):
-        raise EnsembleError(f"{path}: oof_score is {score!r}, not a finite number")
-    return float(score)
 
 
 def model_weights(oof_scores: Mapping[str, float], scheme: str, temperature: float = 1.0) -> dict[str, float]:
@@ -249,8 +227,9 @@ def summarise(per_collection: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
 @dataclass(frozen=True)
 class EnsembleResult:
     submission: Path
+    report_path: Path
     metrics_path: Path
-    metrics: dict[str, Any]
+    report: dict[str, Any]
 
 
 def _describe_weights(weights: Mapping[str, float]) -> str:
@@ -299,7 +278,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     checked = f"{settings.data_dir} {split} files" + (f" and {sample}" if sample else "")
     log.info(f"wrote {out}: {len(rankings)} rows, checked against the {checked}")
 
-    metrics = {
+    full = {
         "weights": settings.weights,
         "temperature": settings.temperature,
         "models": list(settings.models),
@@ -307,11 +286,10 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
         "mean": summarise(report),
         "collections": report,
     }
-    metrics_path = settings.out_dir / METRICS_FILE
-    write_json_atomic(metrics_path, metrics)
-    mean = metrics["mean"]
+    report_path, metrics_path = write_ensemble_report(settings.out_dir, full)
+    mean = full["mean"]
     if mean["collections_scored"]:
         log.info(f"valid, mean over {mean['collections_scored']} collections: ensemble {mean['ensemble']:.4f}, "
                  f"mean single fold {mean['mean_single_fold']:.4f} ({mean['ensemble_minus_mean_fold']:+.4f}), "
-                 f"best single fold {mean['best_single_fold']:.4f}; wrote {metrics_path}")
-    return EnsembleResult(out, metrics_path, metrics)
+                 f"best single fold {mean['best_single_fold']:.4f}; wrote {report_path} and {metrics_path}")
+    return EnsembleResult(out, report_path, metrics_path, full)

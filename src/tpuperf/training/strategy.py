@@ -7,6 +7,9 @@ compiles one program per batch shape.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import tpuperf  # noqa: F401  (tf-keras before TensorFlow)
@@ -14,6 +17,42 @@ import tensorflow as tf
 from tpuperf.config import STRATEGIES
 
 log = logging.getLogger(__name__)
+#: device files an NVIDIA driver creates: the Linux driver's control device, WSL2's GPU bridge
+NVIDIA_DRIVER_FILES = ("/dev/nvidiactl", "/dev/dxg")
+CUINIT_FAILURE = b"failed call to cuInit"
+
+
+def nvidia_driver_present() -> bool:
+    """Whether this machine has an NVIDIA driver (one of :data:`NVIDIA_DRIVER_FILES` exists)."""
+    return any(Path(p).exists() for p in NVIDIA_DRIVER_FILES)
+
+
+def initialize_devices() -> list:
+    """Initialise TensorFlow's devices; returns ``tf.config.list_physical_devices()``.
+
+    The ``tensorflow`` wheel (which tf-keras requires; ``tensorflow-cpu`` cannot replace it) probes
+    CUDA when devices are first initialised and, on a machine without an NVIDIA driver, logs the
+    error ``failed call to cuInit: ... UNKNOWN ERROR (303)`` although CPU is the expected device.
+    Only there (no :data:`NVIDIA_DRIVER_FILES`) the first initialisation runs with file descriptor 2
+    redirected to a temporary file, and every captured line except that one is written back to
+    stderr. With a driver present the error means a broken GPU setup and is left visible. Cheap
+    after the first call (devices are initialised once per process).
+    """
+    if nvidia_driver_present():
+        return tf.config.list_physical_devices()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            devices = tf.config.list_physical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True) if CUINIT_FAILURE not in line]
+            os.write(2, b"".join(kept))
+    return devices
 
 
 def local_tpu_devices() -> list[str]:
@@ -46,6 +85,7 @@ def select_strategy(choice: str = "auto") -> tf.distribute.Strategy:
     """
     if choice not in STRATEGIES:
         raise ValueError(f"train.strategy must be one of {STRATEGIES}, not {choice!r}")
+    initialize_devices()
     if choice in ("auto", "tpu"):
         resolver = find_tpu()
         if resolver is not None:

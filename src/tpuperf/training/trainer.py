@@ -12,7 +12,7 @@ Outputs (paths from params.yaml ``train.*``):
                                            and a fingerprint of the data and settings it
                                            belongs to)
     runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.runs
-    runs/<slug>/<model>/metrics.json       per-fold and mean OOF/valid scores, throughput
+    runs/<slug>/<model>/report.json        per-fold and mean OOF/valid scores, throughput (+ metrics.json: oof, valid)
     runs/<slug>/<model>/live/              dvclive learning curves (``dvc plots show``)
 
 Resume: a killed run restarts at the last finished epoch with the same weights, optimizer
@@ -26,7 +26,7 @@ from the best weights on every run, so their predictions always follow the curre
 
 Train graphs without 2 distinct runtimes (:func:`tpuperf.metrics.has_ranking`) are left out of
 the folds (training batches and OOF scores); valid ones out of the valid score. Both counts are
-in metrics.json (``graphs_excluded_constant_runtime``) and logged once per run.
+in report.json (``graphs_excluded_constant_runtime``) and logged once per run.
 """
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
 from tpuperf.training.scoring import Scorer, prediction_frame
 from tpuperf.training.strategy import select_strategy
 from tpuperf.errors import TpuperfError
+from tpuperf.runs import (BEST_CHECKPOINT, BEST_OOF_FILE, STATE_FILE, fold_checkpoint_dir, live_dir, prediction_path,
+                          write_run_report)
 
 
 class TrainingError(TpuperfError, RuntimeError):
@@ -245,8 +247,8 @@ class FoldRunner:
         self.ckpt_dir, self.live, self.model_name = ckpt_dir, live, model_name
         self.strategy = kit.strategy
         self.replicas = self.strategy.num_replicas_in_sync
-        self.state_path = ckpt_dir / "state.json"
-        self.best_oof_path = ckpt_dir / "best_oof.parquet"  # the best epoch's OOF scores = the fold's OOF predictions
+        self.state_path = ckpt_dir / STATE_FILE
+        self.best_oof_path = ckpt_dir / BEST_OOF_FILE  # the best epoch's OOF scores = the fold's OOF predictions
         self.state = FoldState.load(self.state_path, fingerprint)
         if self.state.epochs_done == 0:
             for stale in ckpt_dir.glob("*"):
@@ -301,7 +303,7 @@ class FoldRunner:
                   f"configs {self.usage.config_fill:.1%}")
             self.state.finished = True
             write_json_atomic(self.state_path, asdict(self.state), sort_keys=True)
-        self.kit.best.read(str(self.ckpt_dir / "best")).assert_existing_objects_matched()
+        self.kit.best.read(str(self.ckpt_dir / BEST_CHECKPOINT)).assert_existing_objects_matched()
         if not self.best_oof_path.exists():  # a checkpoint written before OOF predictions were kept
             self.write_best_oof(self.scorer.score(self.oof_graphs, self.eval_rows))
         return self.state
@@ -319,7 +321,7 @@ class FoldRunner:
         state.train_configs += logs["config_slots"]
         if score > state.best_score:
             state.best_score, state.best_epoch, state.wait = score, epoch, 0
-            self.kit.best.write(str(self.ckpt_dir / "best"))
+            self.kit.best.write(str(self.ckpt_dir / BEST_CHECKPOINT))
             self.write_best_oof(scores)
         else:
             state.wait += 1
@@ -344,7 +346,7 @@ def log_history(live, fold: int, entries: list[dict]) -> None:
 
 
 def train_collection(collection: Collection | str, model_name: str, config: Config) -> dict:
-    """Train every fold of one model on one collection; write predictions and metrics.json.
+    """Train every fold of one model on one collection; write predictions and the run report (:mod:`tpuperf.runs`).
 
     ``config.train``, ``config.model(model_name)`` (ConfigError for an unknown model) and
     ``config.preprocess.out`` (the cache root) are read."""
@@ -370,8 +372,6 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     fingerprint = _fingerprint(asdict(model), {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats,
                                cache.content_hashes("train"))
 
-    run_dir = Path(settings.runs_dir) / collection.slug / model_name
-    ckpt_root = Path(settings.checkpoints_dir) / collection.slug / model_name
     print(f"{collection.name} / {model_name}: {len(splits['train'])} train, {len(splits['valid'])} valid, "
           f"{len(splits['test'])} test graphs; {settings.folds} folds; train batch buckets (up to nodes: shape) "
           + ", ".join(f"{bound}: {shape}" for bound, shape in zip(buckets.bounds, buckets.shapes)))
@@ -380,13 +380,13 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     if settings.live:
         from dvclive import Live
 
-        live = Live(dir=str(run_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None)
+        live = Live(dir=str(live_dir(settings.runs_dir, collection, model_name)), save_dvc_exp=False, dvcyaml=None, report=None)
     kit = ModelKit(collection, model, settings, strategy, feat_dim, splits["train"][0])
     fold_metrics = []
     for fold in range(settings.folds):
         train_graphs = [g for g in splits["train"] if fold_of[g.graph_id] != fold]
         oof_graphs = [g for g in splits["train"] if fold_of[g.graph_id] == fold]
-        ckpt_dir = ckpt_root / f"fold_{fold}"
+        ckpt_dir = fold_checkpoint_dir(settings.checkpoints_dir, collection, model_name, fold)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         runner = FoldRunner(kit, model_name, settings, fold, train_graphs, oof_graphs, buckets, ckpt_dir, fingerprint, live)
         if runner.state.history and live is not None:
@@ -395,7 +395,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         scored = {"valid": splits["valid"], "test": splits["test"]}
         scores = {split: runner.scorer.score(graphs) for split, graphs in scored.items()}
         frame = pl.concat([pl.read_parquet(runner.best_oof_path)] + [prediction_frame(s, scored[s], scores[s]) for s in scored])
-        write_atomic(run_dir / "predictions" / f"fold_{fold}.parquet", frame.write_parquet)
+        write_atomic(prediction_path(settings.runs_dir, collection, model_name, fold), frame.write_parquet)
         fold_metrics.append({
             "fold": fold,
             "best_epoch": state.best_epoch,
@@ -418,10 +418,10 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         "valid_score_mean_fold": _mean_or_none([f["valid_score"] for f in fold_metrics]),
         "graphs_excluded_constant_runtime": {split: len(ids) for split, ids in excluded.items()},
     }
-    write_json_atomic(run_dir / "metrics.json", metrics, sort_keys=True)
+    written = write_run_report(settings.runs_dir, collection, model_name, metrics)
     print(f"XLA compilations: train step {kit.train_compilations}, scoring {kit.scorer.compilations}")
     print(f"{collection.name} / {model_name}: OOF {metrics['oof_score']:.4f}, valid (mean fold) "
-          f"{metrics['valid_score_mean_fold']}; wrote {run_dir}")
+          f"{metrics['valid_score_mean_fold']}; wrote {written.parent}")
     return metrics
 
 
