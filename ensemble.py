@@ -7,6 +7,7 @@ The same as ``tpuperf ensemble`` (what dvc.yaml runs), kept as a script entry po
 ``tpuperf score submissions/valid_submission.csv --data data/raw --split valid``.
 How folds and models are combined: src/tpuperf/submission/ensemble.py.
 """
+
 from __future__ import annotations
 
 import sys

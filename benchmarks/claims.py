@@ -15,6 +15,7 @@ Everything not overridden by the plan (printed at start and written to RESULTS.m
 ``--params`` (params.yaml). The test split is never used: it is unlabelled, and scoring it would
 only cost time. Runs execute ``--jobs`` at a time in worker processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,10 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+import claims_analysis as ca
 import numpy as np
 import psutil
 import yaml
-
-import claims_analysis as ca
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -70,7 +70,7 @@ class Plan:
         """MSE runs regress runtime normalised per graph: only the level-fitted MAPE is defined."""
         return bool(self.loss_args.get("mse", {}).get("center"))
 
-    def runs(self) -> list["Run"]:
+    def runs(self) -> list[Run]:
         """Every training run the sections need, each once (a run can serve several sections)."""
         wanted = [Run(c, m, "listmle", s) for c in self.model_collections for m in self.models for s in self.seeds]
         wanted += [Run(c, ca.OURS, loss, s) for c in self.loss_collections for loss in self.losses for s in self.seeds]
@@ -108,8 +108,15 @@ PLANS = {
         loss_collections=(),
         error_models=(),
         error_collections=(),
-        train={"folds": 2, "epochs": 1, "patience": 1, "eval_configs": 16, "configs_per_graph": 8,
-               "predict_configs_per_graph": 32, "samples_per_graph": {"tile": 1, "layout": 1}},
+        train={
+            "folds": 2,
+            "epochs": 1,
+            "patience": 1,
+            "eval_configs": 16,
+            "configs_per_graph": 8,
+            "predict_configs_per_graph": 32,
+            "samples_per_graph": {"tile": 1, "layout": 1},
+        },
         model_overrides={"units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1, "opcode_dim": 4},
         throughput_steps=2,
     ),
@@ -141,8 +148,10 @@ def data_view(source: Path, collections: tuple[str, ...], view: Path) -> Path:
         for split in SPLITS_USED:
             target = collection.split_dir(source, split)
             if not target.is_dir() or not any(target.glob("*.npz")):
-                raise SystemExit(f"{target}: no .npz files; the benchmark trains on train and scores valid, so "
-                                 f"{name} needs both splits under {source}")
+                raise SystemExit(
+                    f"{target}: no .npz files; the benchmark trains on train and scores valid, so "
+                    f"{name} needs both splits under {source}"
+                )
             link = collection.split_dir(view, split)
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(target.resolve(), target_is_directory=True)
@@ -151,8 +160,8 @@ def data_view(source: Path, collections: tuple[str, ...], view: Path) -> Path:
 
 def prepare(plan: Plan, params: dict, data: Path | None, work: Path) -> tuple[str, dict[str, dict[str, int]]]:
     """Dataset (generated unless ``data``) -> train/valid view -> preprocessed cache; returns a description."""
-    from tpuperf.data.cache import CollectionCache
     from tpuperf.config import Config
+    from tpuperf.data.cache import CollectionCache
     from tpuperf.data.preprocess import preprocess_collection
     from tpuperf.data.synthetic import write_dataset
 
@@ -183,11 +192,17 @@ def run_params(base: dict, plan: Plan, work: Path) -> dict:
     checkpoints; checked (ConfigError) before any work starts."""
     from tpuperf.config import Config, deep_merge
 
-    params = deep_merge(base, {
-        "preprocess": {"out": str(work / "cache")},
-        "train": {**plan.train, "verbose": 0},
-        "models": {name: {k: v for k, v in plan.model_overrides.items() if k in model} for name, model in base["models"].items()},
-    })
+    params = deep_merge(
+        base,
+        {
+            "preprocess": {"out": str(work / "cache")},
+            "train": {**plan.train, "verbose": 0},
+            "models": {
+                name: {k: v for k, v in plan.model_overrides.items() if k in model}
+                for name, model in base["models"].items()
+            },
+        },
+    )
     Config.from_dict(params)
     return params
 
@@ -200,13 +215,19 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
     import polars as pl
 
     from tpuperf.config import Config
-    from tpuperf.submission.ensemble import combine, score_predictions
     from tpuperf.runs import STATE_FILE, fold_checkpoint_dir, read_fold_predictions
+    from tpuperf.submission.ensemble import combine, score_predictions
     from tpuperf.training.trainer import train_collection
 
     runs_dir, ckpt_dir = work / "runs" / run.tag, work / "checkpoints" / run.tag
-    train = {**params["train"], "seed": run.seed, "loss": run.loss, "loss_args": loss_args, "runs_dir": str(runs_dir),
-             "checkpoints_dir": str(ckpt_dir)}
+    train = {
+        **params["train"],
+        "seed": run.seed,
+        "loss": run.loss,
+        "loss_args": loss_args,
+        "runs_dir": str(runs_dir),
+        "checkpoints_dir": str(ckpt_dir),
+    }
     config = Config.from_dict({**params, "train": train})
     folds = config.train.folds
     started = time.perf_counter()
@@ -214,11 +235,17 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
     wall = time.perf_counter() - started
 
     collection = _collection(run.collection)
-    histories = [json.loads((fold_checkpoint_dir(ckpt_dir, collection, run.model, k) / STATE_FILE).read_text())["history"]
-                 for k in range(folds)]
+    histories = [
+        json.loads((fold_checkpoint_dir(ckpt_dir, collection, run.model, k) / STATE_FILE).read_text())["history"]
+        for k in range(folds)
+    ]
     valid = read_fold_predictions(runs_dir, folds, collections=[collection.name], models=[run.model], splits={"valid"})
     record = {
-        "collection": run.collection, "model": run.model, "loss": run.loss, "loss_args": loss_args, "seed": run.seed,
+        "collection": run.collection,
+        "model": run.model,
+        "loss": run.loss,
+        "loss_args": loss_args,
+        "seed": run.seed,
         "valid_score": metrics["valid_score_mean_fold"],
         "valid_ensemble": score_predictions(combine(valid, {run.model: 1.0}))[collection.name],
         "oof_score": metrics["oof_score"],
@@ -230,11 +257,19 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
     }
     if run.loss == "mse":
         for key, scaled in (("mape", False), ("mape_scaled", True)):
-            record[key] = float(np.mean([
-                np.mean([ca.graph_mape(g["pred"].to_numpy(), g["runtime"].to_numpy(), scaled)
-                         for _, g in valid.filter(pl.col("fold") == k).group_by("graph_id")])
-                for k in range(folds)
-            ]))
+            record[key] = float(
+                np.mean(
+                    [
+                        np.mean(
+                            [
+                                ca.graph_mape(g["pred"].to_numpy(), g["runtime"].to_numpy(), scaled)
+                                for _, g in valid.filter(pl.col("fold") == k).group_by("graph_id")
+                            ]
+                        )
+                        for k in range(folds)
+                    ]
+                )
+            )
     if keep_scatter:
         graph = sorted(valid["graph_id"].unique())[0]
         rows = valid.filter((pl.col("fold") == 0) & (pl.col("graph_id") == graph)).sort("config_id")
@@ -248,8 +283,10 @@ def train_all(plan: Plan, params: dict, work: Path) -> tuple[list[dict], list[tu
     records, failures = [], []
     context = multiprocessing.get_context("spawn")  # no forked TensorFlow state; the parent never imports TF
     with ProcessPoolExecutor(max_workers=plan.jobs, mp_context=context) as pool:
-        futures = {pool.submit(train_run, run, params, work, run.seed == plan.seeds[0], plan.loss_args.get(run.loss, {})): run
-                   for run in runs}
+        futures = {
+            pool.submit(train_run, run, params, work, run.seed == plan.seeds[0], plan.loss_args.get(run.loss, {})): run
+            for run in runs
+        }
         for done, future in enumerate(as_completed(futures), 1):
             run = futures[future]
             try:
@@ -259,8 +296,10 @@ def train_all(plan: Plan, params: dict, work: Path) -> tuple[list[dict], list[tu
                 print(f"[{done}/{len(runs)}] FAILED {run}: {exc}", flush=True)
                 continue
             records.append(record)
-            print(f"[{done}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, "
-                  f"{record['wall_seconds']:.0f} s", flush=True)
+            print(
+                f"[{done}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, {record['wall_seconds']:.0f} s",
+                flush=True,
+            )
     return records, failures
 
 
@@ -274,8 +313,22 @@ def measure_speed(plan: Plan, params_path: Path, cache: Path, work: Path) -> dic
     for collection in plan.model_collections:
         for model in plan.models:
             out = work / f"throughput_{_collection(collection).slug}_{model}.json"
-            cmd = [sys.executable, str(HERE / "throughput.py"), "--params", str(params_path), "--cache", str(cache),
-                   "--collection", collection, "--models", model, "--steps", str(plan.throughput_steps), "--json", str(out)]
+            cmd = [
+                sys.executable,
+                str(HERE / "throughput.py"),
+                "--params",
+                str(params_path),
+                "--cache",
+                str(cache),
+                "--collection",
+                collection,
+                "--models",
+                model,
+                "--steps",
+                str(plan.throughput_steps),
+                "--json",
+                str(out),
+            ]
             subprocess.run(cmd, check=True)
             results.setdefault(collection, {}).update(json.loads(out.read_text())[collection])
     return results
@@ -291,14 +344,22 @@ def machine() -> dict[str, str]:
 
     return {
         "commit": git("rev-parse", "--short", "HEAD"),
-        "tree": "uncommitted changes in the working tree" if git("status", "--porcelain", "--untracked-files=no") else "clean",
+        "tree": "uncommitted changes in the working tree"
+        if git("status", "--porcelain", "--untracked-files=no")
+        else "clean",
         "cpus": str(os.cpu_count()),
         "ram": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "python": platform.python_version(),
         "tensorflow": version("tensorflow"),
         "tfgnn": version("tensorflow-gnn"),
-        "cpu_model": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                           if line.startswith("model name")), platform.processor() or "unknown"),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor() or "unknown",
+        ),
     }
 
 
@@ -318,19 +379,36 @@ def _mean_cell(records: list[dict], collections, field: str, expected: int, digi
 
 def section_models(plan: Plan, records: list[dict]) -> list[str]:
     cols, n = plan.model_collections, len(plan.seeds)
-    lines = ["## 1. Models (ListMLE loss)", "",
-             f"Valid score, mean ± std over {n} seed(s); per seed, the mean over the {plan.train['folds']} fold models "
-             "of each fold's valid score (tile score for tile:xla, Kendall tau for layout). *Fold ensemble*: the "
-             "rank-normalised ensemble of a run's folds (tpuperf.submission.ensemble), mean over seeds and collections. "
-             "*vs baseline*: relative improvement of the mean score, `ours / baseline - 1`.", ""]
+    lines = [
+        "## 1. Models (ListMLE loss)",
+        "",
+        f"Valid score, mean ± std over {n} seed(s); per seed, the mean over the {plan.train['folds']} fold models "
+        "of each fold's valid score (tile score for tile:xla, Kendall tau for layout). *Fold ensemble*: the "
+        "rank-normalised ensemble of a run's folds (tpuperf.submission.ensemble), mean over seeds and collections. "
+        "*vs baseline*: relative improvement of the mean score, `ours / baseline - 1`.",
+        "",
+    ]
     rows = []
     for model in plan.models:
         mine = ca.select(records, model=model, loss="listmle")
-        rel = ca.compare(records, cols, "valid_score", {"model": model, "loss": "listmle"},
-                         {"model": ca.BASELINE, "loss": "listmle"}, lower_is_better=False)
-        rows.append([model, *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
-                     _mean_cell(mine, cols, "valid_score", n), _mean_cell(mine, cols, "valid_ensemble", n),
-                     _mean_cell(mine, cols, "oof_score", n), "—" if model == ca.BASELINE else ca.pct(rel)])
+        rel = ca.compare(
+            records,
+            cols,
+            "valid_score",
+            {"model": model, "loss": "listmle"},
+            {"model": ca.BASELINE, "loss": "listmle"},
+            lower_is_better=False,
+        )
+        rows.append(
+            [
+                model,
+                *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
+                _mean_cell(mine, cols, "valid_score", n),
+                _mean_cell(mine, cols, "valid_ensemble", n),
+                _mean_cell(mine, cols, "oof_score", n),
+                "—" if model == ca.BASELINE else ca.pct(rel),
+            ]
+        )
     return lines + _table(["model", *cols, "mean", "fold ensemble", "OOF (train folds)", "vs baseline"], rows) + [""]
 
 
@@ -339,15 +417,30 @@ def section_losses(plan: Plan, records: list[dict]) -> list[str]:
     if not plan.losses:
         return lines + ["Not measured in this plan.", ""]
     cols, n = plan.loss_collections, len(plan.seeds)
-    lines += ["Valid score of chebsage trained with each loss, mean ± std over seeds. *ListMLE vs this*: "
-              "`listmle / this - 1` of the mean score.", ""]
+    lines += [
+        "Valid score of chebsage trained with each loss, mean ± std over seeds. *ListMLE vs this*: "
+        "`listmle / this - 1` of the mean score.",
+        "",
+    ]
     rows = []
     for loss in plan.losses:
         mine = ca.select(records, model=ca.OURS, loss=loss)
-        rel = ca.compare(records, cols, "valid_score", {"model": ca.OURS, "loss": "listmle"},
-                         {"model": ca.OURS, "loss": loss}, lower_is_better=False)
-        rows.append([loss, *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
-                     _mean_cell(mine, cols, "valid_score", n), "—" if loss == "listmle" else ca.pct(rel)])
+        rel = ca.compare(
+            records,
+            cols,
+            "valid_score",
+            {"model": ca.OURS, "loss": "listmle"},
+            {"model": ca.OURS, "loss": loss},
+            lower_is_better=False,
+        )
+        rows.append(
+            [
+                loss,
+                *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
+                _mean_cell(mine, cols, "valid_score", n),
+                "—" if loss == "listmle" else ca.pct(rel),
+            ]
+        )
     return lines + _table(["loss", *cols, "mean", "ListMLE vs this"], rows) + [""]
 
 
@@ -356,42 +449,74 @@ def section_error(plan: Plan, records: list[dict]) -> list[str]:
     if not plan.error_models:
         return lines + ["Not measured in this plan.", ""]
     cols, n = plan.error_collections, len(plan.seeds)
-    lines += ["Only a model trained with the `mse` loss predicts a runtime (it regresses log runtime); ListMLE and "
-              "pairwise scores have no runtime scale, so no runtime error is defined for them. MAPE on valid: mean "
-              "over graphs of mean over configs of `|exp(pred) - y| / y` (y = runtime / normaliser for tile, runtime "
-              "in ns for layout), mean over folds, then mean ± std over seeds. *vs baseline*: relative reduction "
-              "`1 - ours / baseline` of the mean MAPE. *MAPE, level fitted*: the same after scaling each graph's "
-              "predictions by the median of `y / exp(pred)` over its configs, i.e. the error left once the per-graph "
-              "runtime level is right (how well the model tells configs apart in runtime terms).", ""]
+    lines += [
+        "Only a model trained with the `mse` loss predicts a runtime (it regresses log runtime); ListMLE and "
+        "pairwise scores have no runtime scale, so no runtime error is defined for them. MAPE on valid: mean "
+        "over graphs of mean over configs of `|exp(pred) - y| / y` (y = runtime / normaliser for tile, runtime "
+        "in ns for layout), mean over folds, then mean ± std over seeds. *vs baseline*: relative reduction "
+        "`1 - ours / baseline` of the mean MAPE. *MAPE, level fitted*: the same after scaling each graph's "
+        "predictions by the median of `y / exp(pred)` over its configs, i.e. the error left once the per-graph "
+        "runtime level is right (how well the model tells configs apart in runtime terms).",
+        "",
+    ]
     if plan.centred_mse:
-        lines += ["Here the `mse` runs regress log runtime centred per graph (`loss_args: {center: true}`, i.e. "
-                  "runtime normalised by the graph's geometric mean): their predictions carry no runtime level, so "
-                  "the plain MAPE is not defined (—) and *vs baseline* compares the level-fitted MAPE.", ""]
+        lines += [
+            "Here the `mse` runs regress log runtime centred per graph (`loss_args: {center: true}`, i.e. "
+            "runtime normalised by the graph's geometric mean): their predictions carry no runtime level, so "
+            "the plain MAPE is not defined (—) and *vs baseline* compares the level-fitted MAPE.",
+            "",
+        ]
     field_compared = "mape_scaled" if plan.centred_mse else "mape"
     rows = []
     for model in plan.error_models:
         mine = ca.select(records, model=model, loss="mse")
-        rel = ca.compare(records, cols, field_compared, {"model": model, "loss": "mse"},
-                         {"model": ca.BASELINE, "loss": "mse"}, lower_is_better=True)
-        rows.append([model, *("—" if plan.centred_mse else _cell(ca.select(mine, collection=c), "mape", expected=n)
-                              for c in cols),
-                     *(_cell(ca.select(mine, collection=c), "mape_scaled", expected=n) for c in cols),
-                     *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
-                     "—" if model == ca.BASELINE else ca.pct(rel)])
-    return lines + _table(["model", *(f"MAPE {c}" for c in cols), *(f"MAPE, level fitted, {c}" for c in cols),
-                           *(f"score {c}" for c in cols), "MAPE vs baseline"], rows) + [""]
+        rel = ca.compare(
+            records,
+            cols,
+            field_compared,
+            {"model": model, "loss": "mse"},
+            {"model": ca.BASELINE, "loss": "mse"},
+            lower_is_better=True,
+        )
+        rows.append(
+            [
+                model,
+                *("—" if plan.centred_mse else _cell(ca.select(mine, collection=c), "mape", expected=n) for c in cols),
+                *(_cell(ca.select(mine, collection=c), "mape_scaled", expected=n) for c in cols),
+                *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
+                "—" if model == ca.BASELINE else ca.pct(rel),
+            ]
+        )
+    return (
+        lines
+        + _table(
+            [
+                "model",
+                *(f"MAPE {c}" for c in cols),
+                *(f"MAPE, level fitted, {c}" for c in cols),
+                *(f"score {c}" for c in cols),
+                "MAPE vs baseline",
+            ],
+            rows,
+        )
+        + [""]
+    )
 
 
 def section_convergence(plan: Plan, records: list[dict]) -> list[str]:
     cols = plan.model_collections
-    lines = ["## 4. Convergence (ListMLE loss)", "",
-             "Per cell (collection x seed x fold), the target is the baseline's best per-epoch OOF score (the trainer "
-             f"scores {plan.train.get('eval_configs')} configs of each held-out train graph after every epoch; valid is "
-             "scored only at the end, so convergence is judged out-of-fold). Epochs and training seconds (the trainer's "
-             "per-epoch wall time, excluding the epoch-end evaluation) until the first epoch at or above the target, "
-             "averaged over the cells where it was reached. The one epoch per run that includes XLA compilation (the "
-             "first of fold 0; later folds reuse the compiled step) is counted at the run's median epoch time; the "
-             "removed compile time is shown apart. The baseline row is the baseline reaching its own best.", ""]
+    lines = [
+        "## 4. Convergence (ListMLE loss)",
+        "",
+        "Per cell (collection x seed x fold), the target is the baseline's best per-epoch OOF score (the trainer "
+        f"scores {plan.train.get('eval_configs')} configs of each held-out train graph after every epoch; valid is "
+        "scored only at the end, so convergence is judged out-of-fold). Epochs and training seconds (the trainer's "
+        "per-epoch wall time, excluding the epoch-end evaluation) until the first epoch at or above the target, "
+        "averaged over the cells where it was reached. The one epoch per run that includes XLA compilation (the "
+        "first of fold 0; later folds reuse the compiled step) is counted at the run's median epoch time; the "
+        "removed compile time is shown apart. The baseline row is the baseline reaching its own best.",
+        "",
+    ]
     base = ca.convergence(records, ca.BASELINE, cols, "listmle")
     rows = []
     for model in plan.models:
@@ -399,94 +524,202 @@ def section_convergence(plan: Plan, records: list[dict]) -> list[str]:
         reached = [c for c in cells if c.epochs is not None]
         secs, epochs, _, _ = ca.convergence_speedup(cells, base)
         compile_s = [ca.steady_histories(r["histories"])[1] for r in ca.select(records, model=model, loss="listmle")]
-        rows.append([model, f"{len(reached)}/{len(cells)}",
-                     ca.fmt(*ca.mean_std([c.epochs for c in reached]), digits=1) if reached else "not reached",
-                     ca.fmt(*ca.mean_std([c.seconds for c in reached]), digits=1) if reached else "not reached",
-                     "—" if model == ca.BASELINE else ca.pct(epochs), "—" if model == ca.BASELINE else ca.pct(secs),
-                     ca.fmt(*ca.mean_std(compile_s), digits=1)])
-    lines += _table(["model", "cells reached", "epochs to target", "seconds to target",
-                     "fewer epochs vs baseline", "less time vs baseline", "compile s per run (excluded)"], rows)
-    lines += ["", "*fewer epochs / less time vs baseline*: `1 - sum(ours) / sum(baseline)` over the cells the model "
-              "reached (negative: slower than the baseline).", ""]
+        rows.append(
+            [
+                model,
+                f"{len(reached)}/{len(cells)}",
+                ca.fmt(*ca.mean_std([c.epochs for c in reached]), digits=1) if reached else "not reached",
+                ca.fmt(*ca.mean_std([c.seconds for c in reached]), digits=1) if reached else "not reached",
+                "—" if model == ca.BASELINE else ca.pct(epochs),
+                "—" if model == ca.BASELINE else ca.pct(secs),
+                ca.fmt(*ca.mean_std(compile_s), digits=1),
+            ]
+        )
+    lines += _table(
+        [
+            "model",
+            "cells reached",
+            "epochs to target",
+            "seconds to target",
+            "fewer epochs vs baseline",
+            "less time vs baseline",
+            "compile s per run (excluded)",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        "*fewer epochs / less time vs baseline*: `1 - sum(ours) / sum(baseline)` over the cells the model "
+        "reached (negative: slower than the baseline).",
+        "",
+    ]
     return lines
 
 
 def section_speed(plan: Plan, records: list[dict], speed: dict) -> list[str]:
-    lines = ["## 5. Speed and memory", "",
-             f"benchmarks/throughput.py on the same {plan.throughput_steps} padded batches for every model (after one "
-             "warm-up step that compiles), one process per model and collection: configs/s counts real configs. *ratio*: ours / "
-             "baseline, measured in this run. *RSS before*: the process (TensorFlow runtime + batches) before the model "
-             "is built; *peak RSS*: the process peak right after the timed training steps.", ""]
+    lines = [
+        "## 5. Speed and memory",
+        "",
+        f"benchmarks/throughput.py on the same {plan.throughput_steps} padded batches for every model (after one "
+        "warm-up step that compiles), one process per model and collection: configs/s counts real configs. *ratio*: ours / "
+        "baseline, measured in this run. *RSS before*: the process (TensorFlow runtime + batches) before the model "
+        "is built; *peak RSS*: the process peak right after the timed training steps.",
+        "",
+    ]
     rows = []
     for collection, models in speed.items():
         base = models.get(ca.BASELINE)
         for model, r in models.items():
-            ratio = (lambda key: "—" if model == ca.BASELINE or not base else f"x{r[key] / base[key]:.2f}")
-            rows.append([collection, model, f"{r['params']:,}", f"{r['train_configs_per_s']:.0f}", ratio("train_configs_per_s"),
-                         f"{r['predict_configs_per_s']:.0f}", ratio("predict_configs_per_s"),
-                         f"{r['rss_before_mb']:.0f} MB", f"{r['peak_rss_mb']:.0f} MB"])
-    lines += _table(["collection", "model", "weights", "train configs/s", "train ratio", "inference configs/s",
-                     "inference ratio", "RSS before", "peak RSS (training)"], rows)
-    lines += ["", f"End to end, one k-fold training run (training, per-epoch evaluation on the held-out fold, whose best "
-              f"epoch's scores are the OOF predictions, and scoring every valid config; {plan.jobs} runs at a time share "
-              "the machine), wall seconds, mean ± std over runs:", ""]
-    rows = [[m, *(_cell(ca.select(records, model=m, loss="listmle", collection=c), "wall_seconds", digits=0)
-                  for c in plan.model_collections)] for m in plan.models]
+
+            def ratio(key: str, model=model, r=r, base=base) -> str:
+                return "—" if model == ca.BASELINE or not base else f"x{r[key] / base[key]:.2f}"
+
+            rows.append(
+                [
+                    collection,
+                    model,
+                    f"{r['params']:,}",
+                    f"{r['train_configs_per_s']:.0f}",
+                    ratio("train_configs_per_s"),
+                    f"{r['predict_configs_per_s']:.0f}",
+                    ratio("predict_configs_per_s"),
+                    f"{r['rss_before_mb']:.0f} MB",
+                    f"{r['peak_rss_mb']:.0f} MB",
+                ]
+            )
+    lines += _table(
+        [
+            "collection",
+            "model",
+            "weights",
+            "train configs/s",
+            "train ratio",
+            "inference configs/s",
+            "inference ratio",
+            "RSS before",
+            "peak RSS (training)",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        f"End to end, one k-fold training run (training, per-epoch evaluation on the held-out fold, whose best "
+        f"epoch's scores are the OOF predictions, and scoring every valid config; {plan.jobs} runs at a time share "
+        "the machine), wall seconds, mean ± std over runs:",
+        "",
+    ]
+    rows = [
+        [
+            m,
+            *(
+                _cell(ca.select(records, model=m, loss="listmle", collection=c), "wall_seconds", digits=0)
+                for c in plan.model_collections
+            ),
+        ]
+        for m in plan.models
+    ]
     return lines + _table(["model", *plan.model_collections], rows) + [""]
 
 
 def claim_lines(plan: Plan, records: list[dict]) -> list[str]:
     """One line per claim of seed.txt: reached or not, the figure, and how it was computed."""
+
     def verdict(value: float, goal: float) -> str:
         return "n/a" if math.isnan(value) else ("**reached**" if value >= goal else "**not reached**")
 
     cols = plan.model_collections
-    acc = ca.compare(records, cols, "valid_score", {"model": ca.OURS, "loss": "listmle"},
-                     {"model": ca.BASELINE, "loss": "listmle"}, lower_is_better=False)
-    rows = [["15% better runtime-prediction accuracy than baseline", verdict(acc, 0.15), ca.pct(acc),
-             f"accuracy = mean valid score over {', '.join(cols)} (Kendall tau / tile score), mean over seeds; "
-             "chebsage / baseline - 1, both ListMLE"]]
+    acc = ca.compare(
+        records,
+        cols,
+        "valid_score",
+        {"model": ca.OURS, "loss": "listmle"},
+        {"model": ca.BASELINE, "loss": "listmle"},
+        lower_is_better=False,
+    )
+    rows = [
+        [
+            "15% better runtime-prediction accuracy than baseline",
+            verdict(acc, 0.15),
+            ca.pct(acc),
+            f"accuracy = mean valid score over {', '.join(cols)} (Kendall tau / tile score), mean over seeds; "
+            "chebsage / baseline - 1, both ListMLE",
+        ]
+    ]
     if plan.error_models:
+
         def mape_change(field_name: str) -> float:
-            return ca.compare(records, plan.error_collections, field_name, {"model": ca.OURS, "loss": "mse"},
-                              {"model": ca.BASELINE, "loss": "mse"}, lower_is_better=True)
+            return ca.compare(
+                records,
+                plan.error_collections,
+                field_name,
+                {"model": ca.OURS, "loss": "mse"},
+                {"model": ca.BASELINE, "loss": "mse"},
+                lower_is_better=True,
+            )
 
         fitted = mape_change("mape_scaled")
         if plan.centred_mse:  # no runtime level: the level-fitted MAPE is the only one defined
             err, measured = fitted, f"{ca.pct(fitted)} (level-fitted MAPE)"
-            what = ("valid MAPE of exp(predicted log runtime) once each graph's runtime level is fitted, both trained "
-                    "with MSE on per-graph centred log runtime")
+            what = (
+                "valid MAPE of exp(predicted log runtime) once each graph's runtime level is fitted, both trained "
+                "with MSE on per-graph centred log runtime"
+            )
         else:
             err = mape_change("mape")
             measured = f"{ca.pct(err)} (level-fitted MAPE: {ca.pct(fitted)})"
             what = "valid MAPE of exp(predicted log runtime), both MSE-trained"
-        rows.append(["18% lower estimation error than baseline", verdict(err, 0.18), measured,
-                     f"1 - MAPE(chebsage) / MAPE(baseline), {what}, on {', '.join(plan.error_collections)}, "
-                     f"mean over seeds; {'see' if plan.centred_mse else 'level-fitted: see'} section 3"])
+        rows.append(
+            [
+                "18% lower estimation error than baseline",
+                verdict(err, 0.18),
+                measured,
+                f"1 - MAPE(chebsage) / MAPE(baseline), {what}, on {', '.join(plan.error_collections)}, "
+                f"mean over seeds; {'see' if plan.centred_mse else 'level-fitted: see'} section 3",
+            ]
+        )
     else:
-        rows.append(["18% lower estimation error than baseline", "not measured", "—", "no MSE-trained runs in this plan"])
+        rows.append(
+            ["18% lower estimation error than baseline", "not measured", "—", "no MSE-trained runs in this plan"]
+        )
     if {"listmle", "mse"} <= set(plan.losses):
         parts = []
         for other in (x for x in plan.losses if x != "listmle"):
-            rel = ca.compare(records, plan.loss_collections, "valid_score", {"model": ca.OURS, "loss": "listmle"},
-                             {"model": ca.OURS, "loss": other}, lower_is_better=False)
+            rel = ca.compare(
+                records,
+                plan.loss_collections,
+                "valid_score",
+                {"model": ca.OURS, "loss": "listmle"},
+                {"model": ca.OURS, "loss": other},
+                lower_is_better=False,
+            )
             parts.append((other, rel))
         text = "; ".join(f"vs {o} {ca.pct(r)}" for o, r in parts)
         worst = min(r for _, r in parts)
-        rows.append(["ListMLE improves ranking by 10%", verdict(worst, 0.10), text,
-                     f"chebsage valid score (Kendall tau) on {', '.join(plan.loss_collections)}, mean over seeds; "
-                     "listmle / other - 1 for each other loss; reached only if >= 10% against every one"])
+        rows.append(
+            [
+                "ListMLE improves ranking by 10%",
+                verdict(worst, 0.10),
+                text,
+                f"chebsage valid score (Kendall tau) on {', '.join(plan.loss_collections)}, mean over seeds; "
+                "listmle / other - 1 for each other loss; reached only if >= 10% against every one",
+            ]
+        )
     else:
         rows.append(["ListMLE improves ranking by 10%", "not measured", "—", "no loss ablation in this plan"])
     ours = ca.convergence(records, ca.OURS, cols, "listmle")
     base = ca.convergence(records, ca.BASELINE, cols, "listmle")
     secs, epochs, hit, total = ca.convergence_speedup(ours, base)
     conv = secs if hit == total else -math.inf
-    rows.append(["12% faster convergence", verdict(conv, 0.12) if total else "n/a",
-                 f"{ca.pct(secs)} training time, {ca.pct(epochs)} epochs; target reached in {hit}/{total} cells",
-                 "1 - sum of chebsage's training seconds (compile excluded) to reach the baseline's best OOF score / the "
-                 "baseline's own seconds to its best, over cells (collection x seed x fold); reached only if every cell "
-                 "reached it"])
+    rows.append(
+        [
+            "12% faster convergence",
+            verdict(conv, 0.12) if total else "n/a",
+            f"{ca.pct(secs)} training time, {ca.pct(epochs)} epochs; target reached in {hit}/{total} cells",
+            "1 - sum of chebsage's training seconds (compile excluded) to reach the baseline's best OOF score / the "
+            "baseline's own seconds to its best, over cells (collection x seed x fold); reached only if every cell "
+            "reached it",
+        ]
+    )
     return ["## Claims of the project description", ""] + _table(["claim", "verdict", "measured", "how"], rows) + [""]
 
 
@@ -495,8 +728,10 @@ def render(plan: Plan, args: argparse.Namespace, info: dict, records: list[dict]
     counts = "; ".join(f"{c}: {v['train']} train / {v['valid']} valid graphs" for c, v in info["counts"].items())
     overrides = ", ".join(f"{k}={v}" for k, v in plan.train.items())
     lines = [
-        "# Claims benchmark: ChebSAGE (and SAGE, Cheb) vs the official-style baseline", "",
-        "_Generated by `benchmarks/claims.py`; do not edit by hand. Definitions: benchmarks/claims_analysis.py._", "",
+        "# Claims benchmark: ChebSAGE (and SAGE, Cheb) vs the official-style baseline",
+        "",
+        "_Generated by `benchmarks/claims.py`; do not edit by hand. Definitions: benchmarks/claims_analysis.py._",
+        "",
         f"- Command: `{info['command']}`",
         f"- Commit: `{m['commit']}` ({m['tree']}); date {info['date']}",
         f"- Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram']} RAM; Python {m['python']}, TensorFlow "
@@ -513,8 +748,14 @@ def render(plan: Plan, args: argparse.Namespace, info: dict, records: list[dict]
     lines += claim_lines(plan, records)
     lines += section_models(plan, records) + section_losses(plan, records) + section_error(plan, records)
     lines += section_convergence(plan, records) + section_speed(plan, records, speed)
-    lines += ["## Plots", "", "![learning curves](plots/learning_curves.png)", "",
-              "![predicted vs true runtime](plots/pred_vs_true.png)", ""]
+    lines += [
+        "## Plots",
+        "",
+        "![learning curves](plots/learning_curves.png)",
+        "",
+        "![predicted vs true runtime](plots/pred_vs_true.png)",
+        "",
+    ]
     if failures:
         lines += ["## Failed runs", "", *(f"- {run}: {error}" for run, error in failures), ""]
     return "\n".join(lines)
@@ -533,18 +774,30 @@ def scatter_panels(plan: Plan, records: list[dict]) -> list[dict]:
             found = [r for r in ca.select(records, collection=collection, model=model, loss=loss) if "scatter" in r]
             if found:
                 s = found[0]["scatter"]
-                panels.append({"title": f"{model} ({loss}), {collection}\nvalid graph {s['graph_id'][:10]}, fold 0",
-                               "pred": s["pred"], "runtime": s["runtime"], "is_runtime": loss == "mse"})
+                panels.append(
+                    {
+                        "title": f"{model} ({loss}), {collection}\nvalid graph {s['graph_id'][:10]}, fold 0",
+                        "pred": s["pred"],
+                        "runtime": s["runtime"],
+                        "is_runtime": loss == "mse",
+                    }
+                )
     return panels
 
 
 def print_plan(plan: Plan, runs: list[Run]) -> None:
-    print(f"claims benchmark, plan {plan.name!r}: {len(runs)} training runs, {plan.jobs} at a time, "
-          f"seeds {list(plan.seeds)}, train overrides {plan.train}")
-    print(f"  1. models {list(plan.models)} x {list(plan.model_collections)} (listmle); 4. convergence from their histories")
+    print(
+        f"claims benchmark, plan {plan.name!r}: {len(runs)} training runs, {plan.jobs} at a time, "
+        f"seeds {list(plan.seeds)}, train overrides {plan.train}"
+    )
+    print(
+        f"  1. models {list(plan.models)} x {list(plan.model_collections)} (listmle); 4. convergence from their histories"
+    )
     print(f"  2. losses {list(plan.losses)} x {list(plan.loss_collections)} (chebsage)")
     print(f"  3. MSE-trained {list(plan.error_models)} x {list(plan.error_collections)} (MAPE)")
-    print(f"  5. throughput: {plan.throughput_steps} steps per model on {list(plan.model_collections)}, one process each")
+    print(
+        f"  5. throughput: {plan.throughput_steps} steps per model on {list(plan.model_collections)}, one process each"
+    )
     for run in runs:
         print(f"     {run}")
 
@@ -553,7 +806,9 @@ def write_outputs(raw: dict, out: Path) -> None:
     """RESULTS.md and the plots from one run's raw results (a fresh run or a saved results.json)."""
     plan = Plan(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["plan"].items()})
     records, failures = raw["records"], [tuple(f) for f in raw["failures"]]
-    ca.plot_learning_curves(records, plan.model_collections, plan.models, "listmle", out / "plots" / "learning_curves.png")
+    ca.plot_learning_curves(
+        records, plan.model_collections, plan.models, "listmle", out / "plots" / "learning_curves.png"
+    )
     ca.plot_pred_vs_true(scatter_panels(plan, records), out / "plots" / "pred_vs_true.png")
     args = argparse.Namespace(params=raw["params"])
     (out / "RESULTS.md").write_text(render(plan, args, raw["info"], records, failures, raw["speed"]))
@@ -574,9 +829,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (train.seed = 0..n-1)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per fold (patience follows)")
     parser.add_argument("--jobs", type=int, default=None, help="training runs at a time")
-    parser.add_argument("--work", type=Path, default=None, help="keep data/cache/runs here (default: a temp dir, removed)")
-    parser.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
-                        help="no training: write RESULTS.md and plots to --out from a results.json of an earlier run")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="keep data/cache/runs here (default: a temp dir, removed)"
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="no training: write RESULTS.md and plots to --out from a results.json of an earlier run",
+    )
     args = parser.parse_args(argv)
     if args.render is not None:
         render_saved(args.render, args.out)
@@ -618,18 +880,28 @@ def main(argv: list[str] | None = None) -> None:
     info = {
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": host, "load": (load_start, os.getloadavg()[0]),
+        "machine": host,
+        "load": (load_start, os.getloadavg()[0]),
         "wall": t_speed - started,
         "phases": {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train},
-        "data": data_description, "counts": counts,
+        "data": data_description,
+        "counts": counts,
     }
-    raw = {"info": info, "params": str(args.params), "plan": plan.__dict__, "records": records, "failures": failures,
-           "speed": speed}
+    raw = {
+        "info": info,
+        "params": str(args.params),
+        "plan": plan.__dict__,
+        "records": records,
+        "failures": failures,
+        "speed": speed,
+    }
     write_outputs(raw, args.out)
     (args.out / "results.json").write_text(json.dumps(raw, indent=1))  # re-render (--render) without re-running
     print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'plots'} in {info['wall'] / 60:.1f} min")
     if failures:
-        raise SystemExit(f"{len(failures)} training run(s) failed; see the Failed runs section of {args.out / 'RESULTS.md'}")
+        raise SystemExit(
+            f"{len(failures)} training run(s) failed; see the Failed runs section of {args.out / 'RESULTS.md'}"
+        )
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ Definitions used in RESULTS.md (and tested in tests/test_benchmarks.py):
   epoch that includes XLA compilation (a run's first epoch of its first fold: folds share the
   compiled step) counted at the run's median epoch time (see :func:`steady_histories`).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -97,7 +98,9 @@ def per_seed_means(records: list[dict], collections: Sequence[str], field: str) 
     return out
 
 
-def compare(records: list[dict], collections: Sequence[str], field: str, ours: dict, base: dict, lower_is_better: bool) -> float:
+def compare(
+    records: list[dict], collections: Sequence[str], field: str, ours: dict, base: dict, lower_is_better: bool
+) -> float:
     """Relative change of ours vs base on the mean of ``field`` over collections and shared seeds."""
     mine = per_seed_means(select(records, **ours), collections, field)
     theirs = per_seed_means(select(records, **base), collections, field)
@@ -195,7 +198,9 @@ def mean_curve(histories: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.
     return np.arange(1, length + 1), mean, std
 
 
-def plot_learning_curves(records: list[dict], collections: Sequence[str], models: Sequence[str], loss: str, path: Path) -> None:
+def plot_learning_curves(
+    records: list[dict], collections: Sequence[str], models: Sequence[str], loss: str, path: Path
+) -> None:
     """One panel per collection: mean OOF score per epoch of each model (band: ±1 std over seeds x folds)."""
     import matplotlib
 
@@ -206,7 +211,9 @@ def plot_learning_curves(records: list[dict], collections: Sequence[str], models
     fig, axes = plt.subplots(1, len(collections), figsize=(5 * len(collections), 3.8), squeeze=False)
     for ax, collection in zip(axes[0], collections):
         for model in models:
-            histories = [h for r in select(records, collection=collection, model=model, loss=loss) for h in r["histories"]]
+            histories = [
+                h for r in select(records, collection=collection, model=model, loss=loss) for h in r["histories"]
+            ]
             if not histories:
                 continue
             x, mean, std = mean_curve(histories)
@@ -261,7 +268,7 @@ def plot_pred_vs_true(panels: list[dict], path: Path) -> None:
     columns = min(len(panels), 4)
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_axis_off()
     for ax, panel in zip(axes.flat, panels):
         true, estimate = normalised_pair(panel["pred"], panel["runtime"], panel["is_runtime"])
@@ -270,9 +277,15 @@ def plot_pred_vs_true(panels: list[dict], path: Path) -> None:
         ax.scatter(true, estimate, s=6, alpha=0.5)
         ax.plot([low, high], [low, high], "k--", lw=1, label="y = x")
         fitted = "exp(pred - mean)" if panel["is_runtime"] else "score, level + scale fitted"
-        ax.set(xscale="log", yscale="log", xlim=(low / margin, high * margin), ylim=(low / margin, high * margin),
-               xlabel="true runtime / graph geometric mean", ylabel=f"predicted, same ({fitted})",
-               title=f"{panel['title']}\nKendall tau {kendall_tau(panel['pred'], panel['runtime']):.3f}")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlim=(low / margin, high * margin),
+            ylim=(low / margin, high * margin),
+            xlabel="true runtime / graph geometric mean",
+            ylabel=f"predicted, same ({fitted})",
+            title=f"{panel['title']}\nKendall tau {kendall_tau(panel['pred'], panel['runtime']):.3f}",
+        )
         ax.title.set_fontsize(9)
         for axis in (ax.xaxis, ax.yaxis):  # plain numbers: the range is often within one decade
             axis.set_major_formatter(FormatStrFormatter("%g"))

@@ -8,6 +8,7 @@
 
     python benchmarks/preprocess.py [--nodes 20500 --config-nodes 600 --configs 24000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,9 @@ def _write_member(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
         np.lib.format.write_array(fh, arr)
 
 
-def write_big_layout_graph(path: Path, nodes: int, config_nodes: int, configs: int, dup_fraction: float, seed: int) -> None:
+def write_big_layout_graph(
+    path: Path, nodes: int, config_nodes: int, configs: int, dup_fraction: float, seed: int
+) -> None:
     """A TpuGraphs-format layout file written with bounded memory: ``node_config_feat`` is
     streamed into the zip member 1,000 configs at a time, never held whole.
 
@@ -110,7 +113,9 @@ def write_big_graph(path: Path, args: argparse.Namespace) -> None:
     from tpuperf.data.synthetic import make_layout_graph, write_graph
 
     rng = np.random.default_rng(0)
-    write_graph(path, make_layout_graph(rng, args.nodes, args.config_nodes, args.configs, source="nlp", search="random"))
+    write_graph(
+        path, make_layout_graph(rng, args.nodes, args.config_nodes, args.configs, source="nlp", search="random")
+    )
 
 
 def _generator() -> str:
@@ -146,17 +151,25 @@ def measure_big(work: Path, args: argparse.Namespace) -> None:
         raise RuntimeError(f"writing {path} failed (exit code {writer.exitcode})")
     h = read_header(path)
     c, nc, _ = h["node_config_feat"].shape
-    print(f"[1] wrote {path.name} with {_generator()} writer in {time.perf_counter() - t0:.0f} s: {h['node_feat'].shape[0]} nodes, "
-          f"{nc} configurable, {c} configs; node_config_feat {c * nc * 18 * 4 / GIB:.2f} GiB as float32, "
-          f"file {path.stat().st_size / 2**20:.0f} MiB")
-    wall, peak = _run_measured([sys.executable, "-c", CHILD, str(raw), str(work / "cache"), str(args.hops), str(PARAMS)])
+    print(
+        f"[1] wrote {path.name} with {_generator()} writer in {time.perf_counter() - t0:.0f} s: {h['node_feat'].shape[0]} nodes, "
+        f"{nc} configurable, {c} configs; node_config_feat {c * nc * 18 * 4 / GIB:.2f} GiB as float32, "
+        f"file {path.stat().st_size / 2**20:.0f} MiB"
+    )
+    wall, peak = _run_measured(
+        [sys.executable, "-c", CHILD, str(raw), str(work / "cache"), str(args.hops), str(PARAMS)]
+    )
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = json.loads((work / "cache" / NLP.slug / "report.json").read_text())["splits"]["train"]
     verdict = "OK" if peak <= RSS_TARGET else "OVER TARGET"
-    print(f"[1] preprocess (jobs=1, hops={args.hops}, child process): wall {wall:.1f} s, peak RSS {peak / 2**20:.0f} MiB "
-          f"(target <= {RSS_TARGET / 2**20:.0f} MiB: {verdict}; upper bound, includes up to {own:.0f} MiB of the parent)")
-    print(f"    configs {report['configs_original']} -> {report['configs_kept']} after dedup, "
-          f"nodes {report['nodes_original']} -> {report['nodes_kept']}, edges {report['edges_original']} -> {report['edges_kept']}")
+    print(
+        f"[1] preprocess (jobs=1, hops={args.hops}, child process): wall {wall:.1f} s, peak RSS {peak / 2**20:.0f} MiB "
+        f"(target <= {RSS_TARGET / 2**20:.0f} MiB: {verdict}; upper bound, includes up to {own:.0f} MiB of the parent)"
+    )
+    print(
+        f"    configs {report['configs_original']} -> {report['configs_kept']} after dedup, "
+        f"nodes {report['nodes_original']} -> {report['nodes_kept']}, edges {report['edges_original']} -> {report['edges_kept']}"
+    )
 
 
 def measure_throughput(work: Path, preset: str, hops: int) -> None:
@@ -170,7 +183,9 @@ def measure_throughput(work: Path, preset: str, hops: int) -> None:
             report = preprocess_collection(raw, work / f"cache{jobs}", col, settings(hops, jobs), progress=False)
             graphs += sum(s["graphs"] for s in report["splits"].values())
         wall = time.perf_counter() - t0
-        print(f"[2] '{preset}' preset, jobs={jobs}: {graphs} graphs (5 collections) in {wall:.1f} s = {graphs / wall:.1f} graphs/s")
+        print(
+            f"[2] '{preset}' preset, jobs={jobs}: {graphs} graphs (5 collections) in {wall:.1f} s = {graphs / wall:.1f} graphs/s"
+        )
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ steady per-graph time, what the goal is about), split into preparing and scoring
 
     python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,9 +62,19 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
             fold_dir.mkdir(parents=True)
             tf.train.Checkpoint(model=model).write(str(fold_dir / BEST_CHECKPOINT))
             (fold_dir / STATE_FILE).write_text(json.dumps({"finished": True}))
-        write_run_report(config.train.runs_dir, collection, name, {
-            "collection": collection.name, "model": name, "metric": "untrained", "oof_score": 0.3 - 0.05 * i,
-            "valid_score_mean_fold": None, "folds": [{"fold": f} for f in range(folds)]})
+        write_run_report(
+            config.train.runs_dir,
+            collection,
+            name,
+            {
+                "collection": collection.name,
+                "model": name,
+                "metric": "untrained",
+                "oof_score": 0.3 - 0.05 * i,
+                "valid_score_mean_fold": None,
+                "folds": [{"fold": f} for f in range(folds)],
+            },
+        )
 
 
 def bench_params(root: Path, quick: bool, models: list[str] | None = None, jit: bool | None = None) -> Config:
@@ -80,7 +91,9 @@ def bench_params(root: Path, quick: bool, models: list[str] | None = None, jit: 
     }
     if quick:
         changes["train"]["jit_compile"] = False
-        changes["models"] = {name: dict(units=8, config_units=8, shared_layers=1, config_layers=1) for name in raw["models"]}
+        changes["models"] = {
+            name: dict(units=8, config_units=8, shared_layers=1, config_layers=1) for name in raw["models"]
+        }
     if jit is not None:
         changes["train"]["jit_compile"] = jit
     return Config.from_dict(deep_merge(raw, changes))
@@ -88,8 +101,8 @@ def bench_params(root: Path, quick: bool, models: list[str] | None = None, jit: 
 
 def build_export(root: Path, params: Config, kind: str, rng: np.random.Generator) -> Path:
     """Three small train graphs -> cache -> untrained members -> export; returns the export dir."""
-    from tpuperf.ranking.export import export_collection
     from tpuperf.data.preprocess import preprocess_collection
+    from tpuperf.ranking.export import export_collection
 
     collection = get_collection(COLLECTIONS[kind])
     train_dir = collection.split_dir(params.data.out, "train")
@@ -114,8 +127,11 @@ def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rn
     else:  # a kernel's shapes allow only a few hundred distinct tiles: repeat them up to `configs` rows
         arrays = make_tile_graph(rng, nodes, configs, labelled=False)
         rows = rng.integers(0, len(arrays["config_feat"]), configs)
-        arrays.update(config_feat=arrays["config_feat"][rows], config_runtime=np.zeros(configs, np.int64),
-                      config_runtime_normalizers=np.ones(configs, np.int64))
+        arrays.update(
+            config_feat=arrays["config_feat"][rows],
+            config_runtime=np.zeros(configs, np.int64),
+            config_runtime_normalizers=np.ones(configs, np.int64),
+        )
     write_graph(program, arrays)
     collection = get_collection(COLLECTIONS[kind])
 
@@ -142,8 +158,9 @@ def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rn
         "configs": int(ranking.num_configs),
         "members": sum(len(f) for f in model.folds.values()),
         "jit_compile": model.jit_compile,
-        "batch_shape": ", ".join(map(str, model.plan.plan([graph], model.configs,
-                                                          items=-(-graph.num_configs // model.configs)).shapes)),
+        "batch_shape": ", ".join(
+            map(str, model.plan.plan([graph], model.configs, items=-(-graph.num_configs // model.configs)).shapes)
+        ),
         "load_s": round(load, 3),
         "first_rank_s": round(first_prep + first_score, 3),
         "rank_s": round(prep + score, 3),
@@ -158,8 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed rank calls after the first (median reported)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small graphs, one tiny model, no XLA")
-    parser.add_argument("--models", nargs="+", help="ensemble members' models (default: ensemble.models of params.yaml)")
-    parser.add_argument("--jit", choices=("params", "on", "off"), default="params", help="train.jit_compile of the export")
+    parser.add_argument(
+        "--models", nargs="+", help="ensemble members' models (default: ensemble.models of params.yaml)"
+    )
+    parser.add_argument(
+        "--jit", choices=("params", "on", "off"), default="params", help="train.jit_compile of the export"
+    )
     parser.add_argument("--kinds", nargs="+", choices=("layout", "tile"), default=["layout", "tile"])
     args = parser.parse_args(argv)
     sizes = SIZES["quick" if args.quick else "full"]
@@ -168,13 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start")
     for kind in args.kinds:
         with tempfile.TemporaryDirectory() as tmp:
-            params = bench_params(Path(tmp), args.quick, args.models, None if args.jit == "params" else args.jit == "on")
+            params = bench_params(
+                Path(tmp), args.quick, args.models, None if args.jit == "params" else args.jit == "on"
+            )
             r = measure(kind, Path(tmp), params, args.repeats, sizes, rng)
         results.append(r)
         goal = "" if r["goal_s"] is None else f" (goal <= {r['goal_s']} s: {'met' if r['goal_met'] else 'NOT met'})"
-        print(f"{r['collection']}: {r['nodes']} nodes ({r['nodes_after_pruning']} after pruning), {r['configs']} configs, "
-              f"{r['members']} members, jit {r['jit_compile']}, {r['batch_shape']}; load {r['load_s']} s; first rank {r['first_rank_s']} s; "
-              f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}")
+        print(
+            f"{r['collection']}: {r['nodes']} nodes ({r['nodes_after_pruning']} after pruning), {r['configs']} configs, "
+            f"{r['members']} members, jit {r['jit_compile']}, {r['batch_shape']}; load {r['load_s']} s; first rank {r['first_rank_s']} s; "
+            f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}"
+        )
     print(json.dumps(results))
     return 0
 

@@ -26,6 +26,7 @@ peak RSS <= 8 GiB for every stage, layout training configs/s after >= 2x before.
 
     python benchmarks/scale.py [--collections ...] [--data DIR] [--hops 0] [--quick] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,9 +73,31 @@ class Scale:
 # DESIGN.md §1 (paper Table 1): layout:xla 78 graphs (7 valid, 8 test), layout:nlp 244 (20 valid,
 # 17 test), tile 6,988 kernels (676 valid, 844 test); train = total - valid - test.
 SCALES = {
-    "xla": Scale(63, 7, 8, median=10_000, sigma=0.8, nodes=(1_000, 44_000), configurable=(100, 1_000), configs=10_000, test_configs=1_000),
-    "nlp": Scale(207, 20, 17, median=4_500, sigma=0.7, nodes=(1_000, 44_000), configurable=(100, 1_000), configs=60_000, test_configs=1_000),
-    "tile": Scale(5_468, 676, 844, median=25, sigma=1.0, nodes=(5, 1_000), configurable=(0, 0), configs=1_800, test_configs=None),
+    "xla": Scale(
+        63,
+        7,
+        8,
+        median=10_000,
+        sigma=0.8,
+        nodes=(1_000, 44_000),
+        configurable=(100, 1_000),
+        configs=10_000,
+        test_configs=1_000,
+    ),
+    "nlp": Scale(
+        207,
+        20,
+        17,
+        median=4_500,
+        sigma=0.7,
+        nodes=(1_000, 44_000),
+        configurable=(100, 1_000),
+        configs=60_000,
+        test_configs=1_000,
+    ),
+    "tile": Scale(
+        5_468, 676, 844, median=25, sigma=1.0, nodes=(5, 1_000), configurable=(0, 0), configs=1_800, test_configs=None
+    ),
 }
 QUICK_SHRINK = 100  # --quick: layout node counts / 100, a few graphs, few configs
 
@@ -94,7 +117,9 @@ def draw_sizes(rng: np.random.Generator, scale: Scale, count: int, shrink: int =
     return out
 
 
-def write_sample(raw: Path, collection: Collection, counts: dict[str, int], max_configs: int, shrink: int, seed: int) -> None:
+def write_sample(
+    raw: Path, collection: Collection, counts: dict[str, int], max_configs: int, shrink: int, seed: int
+) -> None:
     """Synthetic TpuGraphs files of ``collection`` under ``raw``, sizes from :data:`SCALES`."""
     from tpuperf.data.synthetic import NODES_PER_CONFIGURABLE, make_layout_graph, make_tile_graph, write_graph
 
@@ -103,14 +128,23 @@ def write_sample(raw: Path, collection: Collection, counts: dict[str, int], max_
     for split, count in counts.items():
         folder = collection.split_dir(raw, split)
         folder.mkdir(parents=True, exist_ok=True)
-        for i, (nodes, configurable, configs) in enumerate(draw_sizes(rng, scale, count, 1 if collection.is_tile else shrink)):
+        for i, (nodes, configurable, configs) in enumerate(
+            draw_sizes(rng, scale, count, 1 if collection.is_tile else shrink)
+        ):
             configs = min(configs if split != "test" or scale.test_configs is None else scale.test_configs, max_configs)
             if collection.is_tile:
                 arrays = make_tile_graph(rng, nodes, configs, labelled=split != "test")
             else:
                 nodes = max(nodes, NODES_PER_CONFIGURABLE * configurable)
-                arrays = make_layout_graph(rng, nodes, configurable, configs, source=collection.source,
-                                           search=collection.search, labelled=split != "test")
+                arrays = make_layout_graph(
+                    rng,
+                    nodes,
+                    configurable,
+                    configs,
+                    source=collection.source,
+                    search=collection.search,
+                    labelled=split != "test",
+                )
             write_graph(folder / f"{split}_{i}.npz", arrays)
 
 
@@ -157,25 +191,30 @@ def train_epoch(kit, graphs, buckets, samples: int, max_steps: int | None, min_s
             steady_usage.add(batches[0], shape)
             steady_items += len(batches[0])
     return {
-        "steps": steps, "shapes": [astuple(s) for s in buckets.shapes],
-        "node_fill": usage.node_fill, "config_fill": usage.config_fill,
-        "compile_seconds": compile_s, "steady_seconds": steady_s, "steady_items": steady_items,
+        "steps": steps,
+        "shapes": [astuple(s) for s in buckets.shapes],
+        "node_fill": usage.node_fill,
+        "config_fill": usage.config_fill,
+        "compile_seconds": compile_s,
+        "steady_seconds": steady_s,
+        "steady_items": steady_items,
         "configs_per_s": steady_usage.configs / steady_s if steady_s else math.nan,
         "seconds_per_item": steady_s / steady_items if steady_items else math.nan,
     }
 
 
-def run_collection(raw: Path, work: Path, name: str, config: Config, model: str, max_steps: int | None, min_steps: int,
-                   mode: str) -> dict:
+def run_collection(
+    raw: Path, work: Path, name: str, config: Config, model: str, max_steps: int | None, min_steps: int, mode: str
+) -> dict:
     """The stages of one collection in this process, a dict of figures: mode ``before``
     preprocesses and trains with one shape; mode ``after`` (a fresh process, so that the first
     one's memory is not counted) trains with buckets and scores."""
-    import tpuperf  # noqa: F401
     import tensorflow as tf
 
+    import tpuperf  # noqa: F401
     from tpuperf.data.cache import CollectionCache
-    from tpuperf.training.batches import BucketPlan
     from tpuperf.data.preprocess import preprocess_collection
+    from tpuperf.training.batches import BucketPlan
     from tpuperf.training.trainer import ModelKit
 
     collection = get_collection(name)
@@ -184,8 +223,11 @@ def run_collection(raw: Path, work: Path, name: str, config: Config, model: str,
         _reset_peak()
         t0 = time.perf_counter()
         preprocess_collection(raw, work / "cache", collection, config.preprocess, progress=False)
-        out["preprocess"] = {"seconds": time.perf_counter() - t0, "peak_rss": _peak_bytes(),
-                             "cache_bytes": _dir_bytes(work / "cache" / collection.slug)}
+        out["preprocess"] = {
+            "seconds": time.perf_counter() - t0,
+            "peak_rss": _peak_bytes(),
+            "cache_bytes": _dir_bytes(work / "cache" / collection.slug),
+        }
     cache = CollectionCache(work / "cache", collection)
 
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
@@ -195,12 +237,19 @@ def run_collection(raw: Path, work: Path, name: str, config: Config, model: str,
     samples = settings.samples_per_graph[collection.kind]
     every = [g for gs in splits.values() for g in gs]
     if mode == "before":  # the pipeline before buckets: one shape from the largest graph of all splits
-        buckets = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(every, settings.configs_per_graph, samples)
+        buckets = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(
+            every, settings.configs_per_graph, samples
+        )
     else:
         buckets = BucketPlan.from_config(settings).plan(splits["train"], settings.configs_per_graph, samples)
     _reset_peak()
-    kit = ModelKit(collection, config.model(model), settings, tf.distribute.get_strategy(), cache.node_feat_dim, splits["train"][0])
-    out[f"train_{mode}"] = {**train_epoch(kit, splits["train"], buckets, samples, max_steps, min_steps), "peak_rss": _peak_bytes()}
+    kit = ModelKit(
+        collection, config.model(model), settings, tf.distribute.get_strategy(), cache.node_feat_dim, splits["train"][0]
+    )
+    out[f"train_{mode}"] = {
+        **train_epoch(kit, splits["train"], buckets, samples, max_steps, min_steps),
+        "peak_rss": _peak_bytes(),
+    }
     if mode == "before":
         return out
     _reset_peak()
@@ -209,8 +258,14 @@ def run_collection(raw: Path, work: Path, name: str, config: Config, model: str,
     kit.scorer.score(scored)
     seconds = time.perf_counter() - t0
     configs = sum(g.num_configs for g in scored)
-    out["score"] = {"seconds": seconds, "configs": configs, "config_nodes": sum(g.num_configs * g.num_nodes for g in scored),
-                    "compilations": kit.scorer.compilations, "configs_per_s": configs / seconds, "peak_rss": _peak_bytes()}
+    out["score"] = {
+        "seconds": seconds,
+        "configs": configs,
+        "config_nodes": sum(g.num_configs * g.num_nodes for g in scored),
+        "compilations": kit.scorer.compilations,
+        "configs_per_s": configs / seconds,
+        "peak_rss": _peak_bytes(),
+    }
     return out
 
 
@@ -237,26 +292,47 @@ def report(results: list[dict], args: argparse.Namespace, config: Config) -> lis
         c = get_collection(r["collection"])
         b, a, p, s = r["train_before"], r["train_after"], r["preprocess"], r["score"]
         x = r["extrapolated"]
-        lines.append(f"{c.name}: {r['graphs']['train']} train / {r['graphs']['valid']} valid / {r['graphs']['test']} test graphs, "
-                     f"train nodes {min(r['nodes']['train'])}..{max(r['nodes']['train'])} (after preprocess)")
-        lines.append(f"  preprocess  {p['seconds']:7.1f} s  peak RSS {p['peak_rss'] / GIB:5.2f} GiB  cache {p['cache_bytes'] / 2**20:8.1f} MiB")
+        lines.append(
+            f"{c.name}: {r['graphs']['train']} train / {r['graphs']['valid']} valid / {r['graphs']['test']} test graphs, "
+            f"train nodes {min(r['nodes']['train'])}..{max(r['nodes']['train'])} (after preprocess)"
+        )
+        lines.append(
+            f"  preprocess  {p['seconds']:7.1f} s  peak RSS {p['peak_rss'] / GIB:5.2f} GiB  cache {p['cache_bytes'] / 2**20:8.1f} MiB"
+        )
         for mode, t in (("before", b), ("after", a)):
-            lines.append(f"  train {mode:<6} {t['steps']:4d} steps, {len(t['shapes'])} shapes, fill nodes {t['node_fill']:6.1%} configs "
-                         f"{t['config_fill']:6.1%}, {t['configs_per_s']:8.1f} configs/s steady, compile {t['compile_seconds']:6.1f} s, "
-                         f"peak RSS {t['peak_rss'] / GIB:5.2f} GiB")
-        lines.append(f"  score       {s['seconds']:7.1f} s  {s['configs']} configs, {s['configs_per_s']:.0f} configs/s, "
-                     f"{s['compilations']} compilations, peak RSS {s['peak_rss'] / GIB:5.2f} GiB")
-        lines.append(f"  full dataset on this machine: one epoch ~{x['epoch_seconds'] / 3600:.2f} h, scoring valid+test "
-                     f"~{x['score_seconds'] / 3600:.2f} h")
-        verdicts.append((f"{c.name}: training padding efficiency >= {FILL_GOAL:.0%} (nodes {a['node_fill']:.1%}, configs {a['config_fill']:.1%})",
-                         min(a["node_fill"], a["config_fill"]) >= FILL_GOAL))
+            lines.append(
+                f"  train {mode:<6} {t['steps']:4d} steps, {len(t['shapes'])} shapes, fill nodes {t['node_fill']:6.1%} configs "
+                f"{t['config_fill']:6.1%}, {t['configs_per_s']:8.1f} configs/s steady, compile {t['compile_seconds']:6.1f} s, "
+                f"peak RSS {t['peak_rss'] / GIB:5.2f} GiB"
+            )
+        lines.append(
+            f"  score       {s['seconds']:7.1f} s  {s['configs']} configs, {s['configs_per_s']:.0f} configs/s, "
+            f"{s['compilations']} compilations, peak RSS {s['peak_rss'] / GIB:5.2f} GiB"
+        )
+        lines.append(
+            f"  full dataset on this machine: one epoch ~{x['epoch_seconds'] / 3600:.2f} h, scoring valid+test "
+            f"~{x['score_seconds'] / 3600:.2f} h"
+        )
+        verdicts.append(
+            (
+                f"{c.name}: training padding efficiency >= {FILL_GOAL:.0%} (nodes {a['node_fill']:.1%}, configs {a['config_fill']:.1%})",
+                min(a["node_fill"], a["config_fill"]) >= FILL_GOAL,
+            )
+        )
         peak = max(p["peak_rss"], a["peak_rss"], s["peak_rss"])  # the pipeline's stages (before is the comparison)
         verdicts.append((f"{c.name}: peak RSS of every stage <= 8 GiB ({peak / GIB:.2f} GiB)", peak <= RSS_GOAL))
         if not c.is_tile:
             ratio = a["configs_per_s"] / b["configs_per_s"]
-            verdicts.append((f"{c.name}: training configs/s after / before >= {SPEEDUP_GOAL:.0f}x ({ratio:.2f}x)", ratio >= SPEEDUP_GOAL))
-    lines.append(f"goals (hops {config.preprocess.hops}, model {args.model}, {'quick' if args.quick else 'real-size'} "
-                 f"{'data ' + str(args.data) if args.data else 'synthetic sample'}):")
+            verdicts.append(
+                (
+                    f"{c.name}: training configs/s after / before >= {SPEEDUP_GOAL:.0f}x ({ratio:.2f}x)",
+                    ratio >= SPEEDUP_GOAL,
+                )
+            )
+    lines.append(
+        f"goals (hops {config.preprocess.hops}, model {args.model}, {'quick' if args.quick else 'real-size'} "
+        f"{'data ' + str(args.data) if args.data else 'synthetic sample'}):"
+    )
     lines += [f"  [{'MET' if ok else 'NOT MET'}] {text}" for text, ok in verdicts]
     return lines
 
@@ -265,16 +341,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--collections", nargs="+", default=[c.name for c in COLLECTIONS])
-    parser.add_argument("--data", type=Path, default=None, help="a real TpuGraphs directory (npz/...) instead of drawn graphs")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="a real TpuGraphs directory (npz/...) instead of drawn graphs"
+    )
     parser.add_argument("--model", default="chebsage")
     parser.add_argument("--hops", type=int, default=None, help="preprocess.hops (default: params.yaml)")
-    parser.add_argument("--graphs", type=int, nargs=3, default=(6, 1, 1), metavar=("TRAIN", "VALID", "TEST"),
-                        help="layout graphs drawn per split (tile: 20x as many)")
+    parser.add_argument(
+        "--graphs",
+        type=int,
+        nargs=3,
+        default=(6, 1, 1),
+        metavar=("TRAIN", "VALID", "TEST"),
+        help="layout graphs drawn per split (tile: 20x as many)",
+    )
     parser.add_argument("--max-configs", type=int, default=2_000, help="configs per drawn file at most")
-    parser.add_argument("--max-steps", type=int, default=None, help="training steps per epoch at most (default: a full epoch)")
-    parser.add_argument("--min-steps", type=int, default=4, help="training steps at least (steady configs/s needs steps "
-                        "after the compiling ones; a few real graphs make a short epoch)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny graphs (node counts / 100), 2 collections")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="training steps per epoch at most (default: a full epoch)"
+    )
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=4,
+        help="training steps at least (steady configs/s needs steps "
+        "after the compiling ones; a few real graphs make a short epoch)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny graphs (node counts / 100), 2 collections"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: a temp dir, removed)")
     parser.add_argument("--child", nargs=4, metavar=("RAW", "WORK", "COLLECTION", "MODE"), help=argparse.SUPPRESS)
@@ -297,7 +390,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     shrink = QUICK_SHRINK if args.quick else 1
     tile_factor = 20  # tile graphs drawn per layout graph of each split
     if args.quick:
-        args.collections = ["tile:xla", "layout:xla:random"] if args.collections == parser.get_default("collections") else args.collections
+        args.collections = (
+            ["tile:xla", "layout:xla:random"]
+            if args.collections == parser.get_default("collections")
+            else args.collections
+        )
         args.graphs, args.max_configs, tile_factor = (4, 1, 1), min(args.max_configs, 48), 4
     results = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -312,7 +409,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"{name}: drew {counts} graphs in {time.perf_counter() - t0:.0f} s", flush=True)
             work = Path(tmp, collection.slug)
             work.mkdir()
-            cmd = [sys.executable, __file__, "--params", args.params, "--model", args.model, "--hops", str(config.preprocess.hops)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--params",
+                args.params,
+                "--model",
+                args.model,
+                "--hops",
+                str(config.preprocess.hops),
+            ]
             cmd += ["--max-steps", str(args.max_steps)] if args.max_steps else []
             cmd += ["--min-steps", str(args.min_steps)]
             cmd += ["--quick"] if args.quick else []

@@ -11,6 +11,7 @@ per collection (mean Kendall tau for layout, mean ``2 - min(top-5)/min`` for til
 
 Usage: python benchmarks/synthetic_learnability.py [--preset small] [--seed 0] [--ridge 1.0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ import numpy as np
 
 from tpuperf.collection import COLLECTIONS, Collection
 from tpuperf.data.npz import LayoutGraph, TileGraph, load_graph
-from tpuperf.metrics import collection_score
 from tpuperf.data.synthetic import layout_runtime, tile_runtime, write_dataset
+from tpuperf.metrics import collection_score
 
 LAYOUT_VALUES = np.arange(-1, 6)  # values a minor-to-major slot can hold
 
@@ -64,7 +65,9 @@ def fit_ridge(graphs: list, strength: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(root: Path, collection: Collection, strength: float, rng: np.random.Generator) -> dict[str, float]:
-    load = lambda split: [load_graph(p, collection, split) for p in sorted(collection.split_dir(root, split).glob("*.npz"))]
+    def load(split: str) -> list:
+        return [load_graph(p, collection, split) for p in sorted(collection.split_dir(root, split).glob("*.npz"))]
+
     train, valid = load("train"), load("valid")
     coef, scale = fit_ridge(train, strength)
     preds: dict[str, dict[str, np.ndarray]] = {"oracle": {}, "config-only": {}, "random": {}}

@@ -12,6 +12,7 @@ the collected batches) and ``peak_rss_mb`` the process's peak RSS (ru_maxrss) ri
 timed training steps. A peak is per process, so it describes one model only when the process
 measures one model (benchmarks/claims.py runs one process per model).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,15 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-
-import tpuperf  # noqa: F401
 import tensorflow as tf
 
-from tpuperf.data.cache import CollectionCache
 from tpuperf.config import Config, ModelConfig, TrainConfig, load_config
+from tpuperf.data.cache import CollectionCache
+from tpuperf.models import build_model
 from tpuperf.training.batches import BucketPlan, make_dataset
 from tpuperf.training.losses import get_loss
-from tpuperf.models import build_model
 from tpuperf.training.trainer import batch_stream
 
 
@@ -51,7 +50,10 @@ def measure(model_params: ModelConfig, kind: str, train_batches, predict_batches
 
     forward = tf.function(lambda graph: model(graph, training=False), jit_compile=settings.jit_compile)
     out = {"params": 0, "rss_before_mb": rss_before}
-    for name, batches, fn in (("train", train_batches, lambda g, r: train_step(g, r)), ("predict", predict_batches, lambda g, r: forward(g))):
+    for name, batches, fn in (
+        ("train", train_batches, lambda g, r: train_step(g, r)),
+        ("predict", predict_batches, lambda g, r: forward(g)),
+    ):
         fn(*batches[0][0])  # compile
         if name == "train":
             out["params"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))
@@ -90,10 +92,16 @@ def throughput(params: Config, cache_root: str, collection: str, models: list[st
     def batches(plan, samples_per_graph, seed):
         return (step[0] for _, step in batch_stream(graphs, plan, samples_per_graph, seed))
 
-    train_batches = collect(lambda: make_dataset(lambda: batches(buckets, samples, 0), shape, kind, cache.node_feat_dim), steps)
-    predict_batches = collect(lambda: make_dataset(lambda: batches(pbuckets, 1, 1), pshape, kind, cache.node_feat_dim), steps)
-    print(f"{cache.collection.name}: train batch {shape}, predict batch {pshape}, jit_compile={settings.jit_compile}, "
-          f"{steps} timed steps each")
+    train_batches = collect(
+        lambda: make_dataset(lambda: batches(buckets, samples, 0), shape, kind, cache.node_feat_dim), steps
+    )
+    predict_batches = collect(
+        lambda: make_dataset(lambda: batches(pbuckets, 1, 1), pshape, kind, cache.node_feat_dim), steps
+    )
+    print(
+        f"{cache.collection.name}: train batch {shape}, predict batch {pshape}, jit_compile={settings.jit_compile}, "
+        f"{steps} timed steps each"
+    )
     return {name: measure(params.model(name), kind, train_batches, predict_batches, settings) for name in models}
 
 
@@ -103,11 +111,15 @@ def report(results: dict[str, dict]) -> None:
     for name, r in results.items():
         ratio = ""
         if base and name != "baseline":
-            ratio = (f"  | vs baseline: train x{r['train_configs_per_s'] / base['train_configs_per_s']:.2f}, "
-                     f"predict x{r['predict_configs_per_s'] / base['predict_configs_per_s']:.2f}")
-        print(f"{name:>9}: {r['params']:>7} params, train {r['train_configs_per_s']:8.0f} configs/s "
-              f"({r['train_ms_per_step']:.0f} ms/step), predict {r['predict_configs_per_s']:8.0f} configs/s "
-              f"({r['predict_ms_per_step']:.0f} ms/step), peak RSS {r['peak_rss_mb']:.0f} MB{ratio}")
+            ratio = (
+                f"  | vs baseline: train x{r['train_configs_per_s'] / base['train_configs_per_s']:.2f}, "
+                f"predict x{r['predict_configs_per_s'] / base['predict_configs_per_s']:.2f}"
+            )
+        print(
+            f"{name:>9}: {r['params']:>7} params, train {r['train_configs_per_s']:8.0f} configs/s "
+            f"({r['train_ms_per_step']:.0f} ms/step), predict {r['predict_configs_per_s']:8.0f} configs/s "
+            f"({r['predict_ms_per_step']:.0f} ms/step), peak RSS {r['peak_rss_mb']:.0f} MB{ratio}"
+        )
 
 
 def main() -> None:
@@ -123,7 +135,9 @@ def main() -> None:
     params = load_config(args.params)
     results = {}
     for collection in args.collection:
-        results[collection] = throughput(params, args.cache or params.preprocess.out, collection, args.models, args.steps)
+        results[collection] = throughput(
+            params, args.cache or params.preprocess.out, collection, args.models, args.steps
+        )
         report(results[collection])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

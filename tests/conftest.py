@@ -1,11 +1,12 @@
 """Shared fixtures: the real TpuGraphs files (when present), tiny valid files in the real layout, and
 params variants built from the repo's params.yaml without editing it."""
+
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -29,9 +30,21 @@ def config_with(changes: dict) -> Config:
 
 
 # a small model section for layer tests: RankingModel's own argument defaults, 8 units, 1 + 1 layers
-SMALL_MODEL = dict(conv="chebsage", units=8, config_units=None, shared_layers=1, config_layers=1, cheb_order=3,
-                   opcode_vocab=128, opcode_dim=16, dropout=0.0, readout="mean", config_interaction=0,
-                   config_attention=0, attention_heads=1)
+SMALL_MODEL = dict(
+    conv="chebsage",
+    units=8,
+    config_units=None,
+    shared_layers=1,
+    config_layers=1,
+    cheb_order=3,
+    opcode_vocab=128,
+    opcode_dim=16,
+    dropout=0.0,
+    readout="mean",
+    config_interaction=0,
+    config_attention=0,
+    attention_heads=1,
+)
 
 
 def model_config(**fields) -> ModelConfig:

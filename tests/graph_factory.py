@@ -1,4 +1,5 @@
 """Tiny random preprocessed graphs (tpuperf.data.cache.CachedGraph) for model and batching tests, no files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,9 @@ import numpy as np
 from tpuperf.data.cache import CachedGraph
 
 
-def fake_graph(rng: np.random.Generator, kind: str, nodes: int, configs: int, feat_dim: int = 6, name: str = "g") -> CachedGraph:
+def fake_graph(
+    rng: np.random.Generator, kind: str, nodes: int, configs: int, feat_dim: int = 6, name: str = "g"
+) -> CachedGraph:
     """A random DAG in topological order: each node consumes one or two earlier nodes."""
     edges = []
     for u in range(1, nodes):

@@ -1,4 +1,5 @@
 """Atomic writers: all or nothing, and files/directories created with the user's umask."""
+
 from __future__ import annotations
 
 import json

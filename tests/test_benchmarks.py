@@ -1,4 +1,5 @@
 """benchmarks/claims.py and benchmarks/scale.py: the figures behind each claim verdict, the report, --quick end-to-end runs."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,19 @@ def history(scores: list[float], seconds: list[float]) -> list[dict]:
 
 
 def record(collection: str, model: str, loss: str, seed: int, score: float, histories=None, mape=None) -> dict:
-    return {"collection": collection, "model": model, "loss": loss, "seed": seed, "valid_score": score,
-            "valid_ensemble": score + 0.01, "oof_score": score, "wall_seconds": 10.0, "mape": mape,
-            "mape_scaled": None if mape is None else mape / 2,
-            "histories": histories or [history([score], [1.0])]}
+    return {
+        "collection": collection,
+        "model": model,
+        "loss": loss,
+        "seed": seed,
+        "valid_score": score,
+        "valid_ensemble": score + 0.01,
+        "oof_score": score,
+        "wall_seconds": 10.0,
+        "mape": mape,
+        "mape_scaled": None if mape is None else mape / 2,
+        "histories": histories or [history([score], [1.0])],
+    }
 
 
 def test_graph_mape_is_the_mean_relative_error_of_exp_pred():
@@ -35,7 +45,9 @@ def test_graph_mape_is_the_mean_relative_error_of_exp_pred():
     assert ca.graph_mape(np.log([110.0, 150.0]), runtime) == pytest.approx((0.1 + 0.25) / 2)
     # level fitted: a prediction off by a constant factor has no error left
     assert ca.graph_mape(np.log([200.0, 400.0]), runtime, fit_level=True) == pytest.approx(0.0)
-    assert ca.graph_mape(np.log([100.0, 100.0, 400.0]), np.array([100.0, 200.0, 400.0]), fit_level=True) == pytest.approx(0.5 / 3)
+    assert ca.graph_mape(
+        np.log([100.0, 100.0, 400.0]), np.array([100.0, 200.0, 400.0]), fit_level=True
+    ) == pytest.approx(0.5 / 3)
     with pytest.raises(ValueError, match="positive"):
         ca.graph_mape(np.zeros(2), np.array([1.0, 0.0]))
 
@@ -57,12 +69,22 @@ def test_normalised_pair_divides_by_the_geometric_mean_and_fits_scores():
 def test_scatter_panels_one_per_model_with_a_kept_scatter(tmp_path: Path):
     plan = claims.PLANS["default"]  # models on tile:xla and layout:xla:random: the layout one is shown
     scatter = {"graph_id": "g" * 12, "pred": [0.0, 1.0, 2.0], "runtime": [1.0, 3.0, 2.0]}
-    records = [dict(record(c, m, loss, 0, 0.3), scatter=scatter) for c, m, loss in (
-        ("layout:xla:random", "chebsage", "listmle"), ("layout:xla:random", "baseline", "listmle"),
-        ("layout:xla:random", "baseline", "mse"), ("tile:xla", "sage", "listmle"))]
+    records = [
+        dict(record(c, m, loss, 0, 0.3), scatter=scatter)
+        for c, m, loss in (
+            ("layout:xla:random", "chebsage", "listmle"),
+            ("layout:xla:random", "baseline", "listmle"),
+            ("layout:xla:random", "baseline", "mse"),
+            ("tile:xla", "sage", "listmle"),
+        )
+    ]
     records.append(record("layout:xla:random", "chebsage", "listmle", 1, 0.3))  # no scatter kept
     panels = claims.scatter_panels(plan, records)
-    assert [(p["title"].split()[0], p["is_runtime"]) for p in panels] == [("chebsage", False), ("baseline", False), ("baseline", True)]
+    assert [(p["title"].split()[0], p["is_runtime"]) for p in panels] == [
+        ("chebsage", False),
+        ("baseline", False),
+        ("baseline", True),
+    ]
     path = tmp_path / "pred_vs_true.png"
     ca.plot_pred_vs_true(panels, path)
     assert path.read_bytes()[:8] == PNG_MAGIC
@@ -92,10 +114,22 @@ def test_steady_histories_retimes_only_the_compile_epoch():
 
 
 def test_convergence_against_the_baselines_best_per_fold():
-    base = record("layout:xla:random", "baseline", "listmle", 0, 0.3,
-                  [history([0.1, 0.2, 0.4], [1.0, 1.0, 1.0]), history([0.2, 0.3, 0.1], [1.0, 1.0, 1.0])])
-    ours = record("layout:xla:random", "chebsage", "listmle", 0, 0.4,
-                  [history([0.4, 0.5, 0.5], [1.0, 1.0, 1.0]), history([0.1, 0.2, 0.25], [1.0, 1.0, 1.0])])
+    base = record(
+        "layout:xla:random",
+        "baseline",
+        "listmle",
+        0,
+        0.3,
+        [history([0.1, 0.2, 0.4], [1.0, 1.0, 1.0]), history([0.2, 0.3, 0.1], [1.0, 1.0, 1.0])],
+    )
+    ours = record(
+        "layout:xla:random",
+        "chebsage",
+        "listmle",
+        0,
+        0.4,
+        [history([0.4, 0.5, 0.5], [1.0, 1.0, 1.0]), history([0.1, 0.2, 0.25], [1.0, 1.0, 1.0])],
+    )
     cells = ca.convergence([base, ours], "chebsage", ["layout:xla:random"], "listmle")
     assert [(c.fold, c.target, c.epochs) for c in cells] == [(0, 0.4, 1), (1, 0.3, None)]
     base_cells = ca.convergence([base, ours], "baseline", ["layout:xla:random"], "listmle")
@@ -106,11 +140,15 @@ def test_convergence_against_the_baselines_best_per_fold():
 
 def test_compare_uses_per_seed_means_over_collections_and_shared_seeds():
     records = [
-        record("tile:xla", "chebsage", "listmle", 0, 0.9), record("layout:xla:random", "chebsage", "listmle", 0, 0.3),
-        record("tile:xla", "baseline", "listmle", 0, 0.8), record("layout:xla:random", "baseline", "listmle", 0, 0.2),
+        record("tile:xla", "chebsage", "listmle", 0, 0.9),
+        record("layout:xla:random", "chebsage", "listmle", 0, 0.3),
+        record("tile:xla", "baseline", "listmle", 0, 0.8),
+        record("layout:xla:random", "baseline", "listmle", 0, 0.2),
         record("tile:xla", "chebsage", "listmle", 1, 0.0),  # seed 1 lacks a collection and a baseline: ignored
     ]
-    rel = ca.compare(records, ["tile:xla", "layout:xla:random"], "valid_score", {"model": "chebsage"}, {"model": "baseline"}, False)
+    rel = ca.compare(
+        records, ["tile:xla", "layout:xla:random"], "valid_score", {"model": "chebsage"}, {"model": "baseline"}, False
+    )
     assert rel == pytest.approx(0.6 / 0.5 - 1)
 
 
@@ -139,7 +177,11 @@ def test_report_states_each_claim_with_its_figure_and_verdict():
     plan = claims.Plan(**{**claims.PLANS["default"].__dict__, "seeds": (0, 1)})
     records = _fabricated_results(plan)
     lines = "\n".join(claims.claim_lines(plan, records))
-    rows = {line.split("|")[1].strip(): line for line in lines.splitlines() if line.startswith("| ") and "claim" not in line[:8]}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in lines.splitlines()
+        if line.startswith("| ") and "claim" not in line[:8]
+    }
     assert "**reached**" in rows["15% better runtime-prediction accuracy than baseline"]
     assert "+20.0%" in rows["15% better runtime-prediction accuracy than baseline"]
     error = rows["18% lower estimation error than baseline"]
@@ -151,21 +193,49 @@ def test_report_states_each_claim_with_its_figure_and_verdict():
     listmle = rows["ListMLE improves ranking by 10%"]
     assert "**not reached**" in listmle and "vs pairwise +2.1%; vs mse +5.0%" in listmle  # must beat every other loss
     # identical curves: chebsage reaches the baseline's best at the same epoch, 0% faster
-    assert "**not reached**" in rows["12% faster convergence"] and "+0.0% training time" in rows["12% faster convergence"]
+    assert (
+        "**not reached**" in rows["12% faster convergence"] and "+0.0% training time" in rows["12% faster convergence"]
+    )
 
 
 def test_render_has_every_section_even_when_the_plan_skips_some():
     plan = claims.PLANS["quick"]
     records = _fabricated_results(plan)
-    speed = {"layout:xla:random": {m: {"params": 10, "train_configs_per_s": v, "predict_configs_per_s": 2 * v,
-                                        "rss_before_mb": 600.0, "peak_rss_mb": 900.0}
-                                    for m, v in (("chebsage", 300.0), ("baseline", 200.0))}}
-    info = {"command": "python benchmarks/claims.py --quick", "date": "today", "load": (1.0, 2.0), "wall": 60.0,
-            "phases": {"data": 1.0, "train": 50.0, "speed": 9.0}, "data": "synthetic", "machine": claims.machine(),
-            "counts": {"layout:xla:random": {"train": 6, "valid": 3}}}
-    text = claims.render(plan, claims.argparse.Namespace(params="params.yaml"), info, records, [("a run", "boom")], speed)
-    for heading in ("## Claims", "## 1. Models", "## 2. Losses", "## 3. Runtime-prediction error", "## 4. Convergence",
-                    "## 5. Speed and memory", "## Plots", "## Failed runs"):
+    speed = {
+        "layout:xla:random": {
+            m: {
+                "params": 10,
+                "train_configs_per_s": v,
+                "predict_configs_per_s": 2 * v,
+                "rss_before_mb": 600.0,
+                "peak_rss_mb": 900.0,
+            }
+            for m, v in (("chebsage", 300.0), ("baseline", 200.0))
+        }
+    }
+    info = {
+        "command": "python benchmarks/claims.py --quick",
+        "date": "today",
+        "load": (1.0, 2.0),
+        "wall": 60.0,
+        "phases": {"data": 1.0, "train": 50.0, "speed": 9.0},
+        "data": "synthetic",
+        "machine": claims.machine(),
+        "counts": {"layout:xla:random": {"train": 6, "valid": 3}},
+    }
+    text = claims.render(
+        plan, claims.argparse.Namespace(params="params.yaml"), info, records, [("a run", "boom")], speed
+    )
+    for heading in (
+        "## Claims",
+        "## 1. Models",
+        "## 2. Losses",
+        "## 3. Runtime-prediction error",
+        "## 4. Convergence",
+        "## 5. Speed and memory",
+        "## Plots",
+        "## Failed runs",
+    ):
         assert heading in text
     assert "| layout:xla:random | chebsage | 10 | 300 | x1.50 | 600 | x1.50 | 600 MB | 900 MB |" in text
     assert "Not measured in this plan." in text and "- a run: boom" in text
@@ -174,20 +244,31 @@ def test_render_has_every_section_even_when_the_plan_skips_some():
 @pytest.mark.slow
 def test_quick_run_writes_results_and_plots(tmp_path: Path):
     """The whole benchmark on the tiny preset (~1.5 min on 2 shared cores: two trainings, two throughput processes)."""
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     text = (tmp_path / "RESULTS.md").read_text()
     assert "- Command: `python " in text and "--quick" in text and "- Commit: `" in text and "2 training runs" in text
-    for claim in ("15% better runtime-prediction accuracy", "18% lower estimation error", "ListMLE improves ranking",
-                  "12% faster convergence"):
+    for claim in (
+        "15% better runtime-prediction accuracy",
+        "18% lower estimation error",
+        "ListMLE improves ranking",
+        "12% faster convergence",
+    ):
         assert f"| {claim}" in text
     assert "| chebsage | " in text and "| baseline | " in text
     assert "| layout:xla:random | baseline |" in text  # speed table
     for plot in ("learning_curves.png", "pred_vs_true.png"):
         assert (tmp_path / "plots" / plot).read_bytes()[:8] == PNG_MAGIC
     raw = json.loads((tmp_path / "results.json").read_text())
-    assert {(r["model"], r["collection"]) for r in raw["records"]} == {("chebsage", "layout:xla:random"), ("baseline", "layout:xla:random")}
+    assert {(r["model"], r["collection"]) for r in raw["records"]} == {
+        ("chebsage", "layout:xla:random"),
+        ("baseline", "layout:xla:random"),
+    }
     again = tmp_path / "again"
     claims.main(["--render", str(tmp_path / "results.json"), "--out", str(again)])  # no training
     assert (again / "RESULTS.md").read_text() == text
@@ -208,8 +289,12 @@ def test_scale_draws_the_real_size_distribution():
 def test_scale_quick_run_prints_every_stage_and_goal(tmp_path: Path):
     """benchmarks/scale.py --quick (~1 min on 2 free cores: one child per collection, no XLA)."""
     out = tmp_path / "scale.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "scale.py"), "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "scale.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     results = {r["collection"]: r for r in json.loads(out.read_text())}
     assert sorted(results) == ["layout:xla:random", "tile:xla"]
@@ -221,7 +306,16 @@ def test_scale_quick_run_prints_every_stage_and_goal(tmp_path: Path):
         assert 0 < r["train_after"]["node_fill"] <= 1 and 0 < r["train_after"]["config_fill"] <= 1
         assert r["extrapolated"]["epoch_seconds"] > 0 and r["extrapolated"]["score_seconds"] > 0
     layout = results["layout:xla:random"]
-    assert len(layout["train_after"]["shapes"]) > 1 and layout["train_after"]["node_fill"] > layout["train_before"]["node_fill"]
-    for line in ("train before", "train after", "full dataset on this machine", "padding efficiency >= 70%",
-                 "peak RSS of every stage <= 8 GiB", "training configs/s after / before >= 2x"):
+    assert (
+        len(layout["train_after"]["shapes"]) > 1
+        and layout["train_after"]["node_fill"] > layout["train_before"]["node_fill"]
+    )
+    for line in (
+        "train before",
+        "train after",
+        "full dataset on this machine",
+        "padding efficiency >= 70%",
+        "peak RSS of every stage <= 8 GiB",
+        "training configs/s after / before >= 2x",
+    ):
         assert line in done.stdout, line

@@ -1,4 +1,5 @@
 """Size-bucketed static batch shapes: planning, padding efficiency, one compilation per bucket."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import config_with, model_config, params_with
 from graph_factory import fake_graph
+
 from tpuperf.config import Config, ConfigError
 from tpuperf.training.batches import BatchItem, BucketPlan, SlotUsage, pack
 
@@ -38,12 +39,18 @@ def test_buckets_are_geometric_fit_their_graphs_and_drop_empty_ones():
     assert buckets.bounds == (11, 43, 170)  # ceil(170 / 16), ceil(170 / 4), the largest graph
     assert buckets.configs == 5 and all(s.configs == 5 for s in buckets.shapes)
     groups = buckets.split([BatchItem(g, np.arange(1)) for g in graphs])
-    assert [[item.graph.num_nodes for item in group] for group in groups] == [[6, 7, 9, 10], [12, 30, 34, 40], [44, 150, 170]]
+    assert [[item.graph.num_nodes for item in group] for group in groups] == [
+        [6, 7, 9, 10],
+        [12, 30, 34, 40],
+        [44, 150, 170],
+    ]
     for shape, group in zip(buckets.shapes, groups):
         assert all(shape.fits(item.graph.num_nodes, item.graph.num_edges, 1) for item in group)
         assert shape.nodes % 8 == 0 and shape.graphs == 4
     # a bucket range without graphs gets no shape (no compilation)
-    sparse = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(mixed_graphs(sizes=(6, 7, 170)), 5, items=4)
+    sparse = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(
+        mixed_graphs(sizes=(6, 7, 170)), 5, items=4
+    )
     assert sparse.bounds == (11, 170) and len(sparse.shapes) == 2
     assert len(BucketPlan(4, 1.25, count=1, growth=4.0, max_batch_nodes=10**6).plan(graphs, 5, items=8).shapes) == 1
 
@@ -77,15 +84,20 @@ def test_bucketing_raises_padding_efficiency_on_mixed_sizes():
 def test_a_graph_above_the_largest_bucket_is_a_clear_error():
     graphs = mixed_graphs()
     buckets = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(graphs[:5], 5, items=4)
-    with pytest.raises(ValueError, match=r"graph g10_170 has 170 nodes, more than the largest batch bucket \(12 nodes\).*train.buckets"):
+    with pytest.raises(
+        ValueError, match=r"graph g10_170 has 170 nodes, more than the largest batch bucket \(12 nodes\).*train.buckets"
+    ):
         buckets.index(graphs[-1])
 
 
-@pytest.mark.parametrize("buckets,message", [
-    ({"count": 3, "growth": 4.0}, "train.buckets.max_batch_nodes"),
-    ({"count": 0, "growth": 4.0, "max_batch_nodes": 10}, "train.buckets.count"),
-    ({"count": 2, "growth": 1.0, "max_batch_nodes": 10}, "train.buckets.growth"),
-])
+@pytest.mark.parametrize(
+    "buckets,message",
+    [
+        ({"count": 3, "growth": 4.0}, "train.buckets.max_batch_nodes"),
+        ({"count": 0, "growth": 4.0, "max_batch_nodes": 10}, "train.buckets.count"),
+        ({"count": 2, "growth": 1.0, "max_batch_nodes": 10}, "train.buckets.growth"),
+    ],
+)
 def test_bad_bucket_params_name_the_key(buckets, message):
     with pytest.raises(ConfigError, match=message):
         Config.from_dict({**params_with({}), "train": {**params_with({})["train"], "buckets": buckets}})
@@ -104,8 +116,16 @@ def test_jit_compiled_train_step_compiles_once_per_bucket():
     from tpuperf.collection import get_collection
     from tpuperf.training.trainer import ModelKit, batch_stream
 
-    config = config_with({"train": {"graphs_per_batch": 2, "configs_per_graph": 4, "jit_compile": True,
-                                    "buckets": {"count": 2, "growth": 4.0, "max_batch_nodes": 10**6}}})
+    config = config_with(
+        {
+            "train": {
+                "graphs_per_batch": 2,
+                "configs_per_graph": 4,
+                "jit_compile": True,
+                "buckets": {"count": 2, "growth": 4.0, "max_batch_nodes": 10**6},
+            }
+        }
+    )
     settings = config.train
     graphs = mixed_graphs(sizes=(6, 8, 9, 40, 44, 48))
     buckets = BucketPlan.from_config(settings).plan(graphs, settings.configs_per_graph, items=2)

@@ -1,4 +1,5 @@
 """The cache reader against a cache written by hand from the documented on-disk format."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tpuperf.data.cache import FORMAT_VERSION, CacheError, CollectionCache, graph_dir
 from tpuperf.collection import get_collection
+from tpuperf.data.cache import FORMAT_VERSION, CacheError, CollectionCache, graph_dir
 
 LAYOUT = get_collection("layout:xla:random")
 TILE = get_collection("tile:xla")
@@ -23,7 +24,9 @@ def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) 
         "node_opcode": np.arange(n, dtype=np.int32),
         "edge_index": np.array([[i + 1, i] for i in range(n - 1)], dtype=np.int32).reshape(-1, 2),
         "node_ids": np.arange(n, dtype=np.int64) * 2,
-        "config_feat": (np.zeros((c, 2, 18), np.int8) + np.arange(c, dtype=np.int8)[:, None, None]) if layout else np.ones((c, 24), np.float32),
+        "config_feat": (np.zeros((c, 2, 18), np.int8) + np.arange(c, dtype=np.int8)[:, None, None])
+        if layout
+        else np.ones((c, 24), np.float32),
         "runtime": np.linspace(1, 2, c),
         "config_ids": np.arange(c, dtype=np.int64) * 3,
     }
@@ -31,17 +34,31 @@ def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) 
         arrays["config_node_pos"] = np.array([0, n - 1], dtype=np.int32)
     for name, arr in arrays.items():
         np.save(d / f"{name}.npy", arr)
-    return {"split": split, "graph_id": gid, "num_nodes": n, "num_edges": n - 1, "num_configs": c,
-            "num_configs_original": c, "num_config_nodes": 2 if layout else 0, "path": graph_dir(split, gid),
-            "content_hash": f"{split}-{gid}-hash"}
+    return {
+        "split": split,
+        "graph_id": gid,
+        "num_nodes": n,
+        "num_edges": n - 1,
+        "num_configs": c,
+        "num_configs_original": c,
+        "num_config_nodes": 2 if layout else 0,
+        "path": graph_dir(split, gid),
+        "content_hash": f"{split}-{gid}-hash",
+    }
 
 
 def write_cache(root: Path, collection, layout: bool) -> Path:
     d = root / collection.slug
-    rows = [write_graph(d, "train", "b", 4, 5, layout), write_graph(d, "train", "a", 3, 2, layout), write_graph(d, "test", "t", 2, 7, layout)]
+    rows = [
+        write_graph(d, "train", "b", 4, 5, layout),
+        write_graph(d, "train", "a", 3, 2, layout),
+        write_graph(d, "test", "t", 2, 7, layout),
+    ]
     pl.DataFrame(rows).write_parquet(d / "index.parquet")
     shape = [2, 18] if layout else [24]
-    (d / "stats.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "node_feat_dim": 3, "config_feat_shape": shape}))
+    (d / "stats.json").write_text(
+        json.dumps({"format_version": FORMAT_VERSION, "node_feat_dim": 3, "config_feat_shape": shape})
+    )
     return d
 
 

@@ -1,4 +1,5 @@
 """tpuperf.config: the real params.yaml loads; every kind of bad value is one ConfigError naming the key."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,15 +21,39 @@ MODELS = ["chebsage", "sage", "cheb", "baseline"]
 
 # the four model sections as params.yaml spelled them out before model_base (the baseline had no
 # config_units/config_interaction/config_attention/attention_heads: RankingModel's None/0/0/1 applied)
-GNN = dict(units=64, config_units=32, shared_layers=2, config_layers=2, cheb_order=3, opcode_vocab=128, opcode_dim=16,
-           dropout=0.0, readout="mean", config_interaction=8, config_attention=0, attention_heads=4)
+GNN = dict(
+    units=64,
+    config_units=32,
+    shared_layers=2,
+    config_layers=2,
+    cheb_order=3,
+    opcode_vocab=128,
+    opcode_dim=16,
+    dropout=0.0,
+    readout="mean",
+    config_interaction=8,
+    config_attention=0,
+    attention_heads=4,
+)
 BEFORE = {
     "chebsage": dict(GNN, conv="chebsage"),
     "sage": dict(GNN, conv="sage"),
     "cheb": dict(GNN, conv="cheb"),
-    "baseline": dict(conv="baseline", units=64, config_units=None, shared_layers=0, config_layers=4, cheb_order=3,
-                     opcode_vocab=128, opcode_dim=16, dropout=0.0, readout="mean", config_interaction=0,
-                     config_attention=0, attention_heads=1),
+    "baseline": dict(
+        conv="baseline",
+        units=64,
+        config_units=None,
+        shared_layers=0,
+        config_layers=4,
+        cheb_order=3,
+        opcode_vocab=128,
+        opcode_dim=16,
+        dropout=0.0,
+        readout="mean",
+        config_interaction=0,
+        config_attention=0,
+        attention_heads=1,
+    ),
 }
 
 
@@ -46,9 +71,18 @@ def test_the_real_params_load(raw) -> None:
     config = load_config(PARAMS)
     assert config.collections == tuple(SLUGS)
     assert list(config.models) == MODELS and config.ensemble_models == tuple(MODELS)
-    assert (config.train.folds, config.train.epochs, config.train.learning_rate, config.train.eval_configs) == (2, 5, 0.003, 128)
+    assert (config.train.folds, config.train.epochs, config.train.learning_rate, config.train.eval_configs) == (
+        2,
+        5,
+        0.003,
+        128,
+    )
     assert config.train.samples_per_graph["layout"] == 4 and config.train.samples_per_graph["tile"] == 1
-    assert (config.train.buckets.count, config.train.buckets.growth, config.train.buckets.max_batch_nodes) == (3, 4.0, 6000)
+    assert (config.train.buckets.count, config.train.buckets.growth, config.train.buckets.max_batch_nodes) == (
+        3,
+        4.0,
+        6000,
+    )
     assert config.preprocess.hops == 1 and config.data.synthetic.preset == "small"
     assert config.kernels.python_versions == ("3.10", "3.11", "3.12")
     assert Config.from_dict(raw) == config
@@ -59,23 +93,29 @@ def test_model_sections_resolve_to_the_values_before_model_base() -> None:
     assert {name: dataclasses.asdict(m) for name, m in config.models.items()} == BEFORE
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"trian": {}}, r"unknown key\(s\) trian;"),
-    ({"train": {"epoch": 3}}, r"unknown key\(s\) train\.epoch;"),
-    ({"train": {"buckets": {"size": 2}}}, r"train\.buckets\.size"),
-    ({"models": {"sage": {"unit": 8}}}, r"models\.sage\.unit"),
-    ({"kernels": {"bundle": {"owner": "x"}}}, r"kernels\.bundle\.owner"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"trian": {}}, r"unknown key\(s\) trian;"),
+        ({"train": {"epoch": 3}}, r"unknown key\(s\) train\.epoch;"),
+        ({"train": {"buckets": {"size": 2}}}, r"train\.buckets\.size"),
+        ({"models": {"sage": {"unit": 8}}}, r"models\.sage\.unit"),
+        ({"kernels": {"bundle": {"owner": "x"}}}, r"kernels\.bundle\.owner"),
+    ],
+)
 def test_unknown_keys_are_named(raw, changes, match) -> None:
     bad(raw, changes, match)
 
 
-@pytest.mark.parametrize("section, key, dotted", [
-    ("train", "epochs", "train.epochs"),
-    ("preprocess", "hops", "preprocess.hops"),
-    ("ensemble", "temperature", "ensemble.temperature"),
-    ("kernels", "prefix", "kernels.prefix"),
-])
+@pytest.mark.parametrize(
+    "section, key, dotted",
+    [
+        ("train", "epochs", "train.epochs"),
+        ("preprocess", "hops", "preprocess.hops"),
+        ("ensemble", "temperature", "ensemble.temperature"),
+        ("kernels", "prefix", "kernels.prefix"),
+    ],
+)
 def test_missing_keys_are_named(raw, section, key, dotted) -> None:
     changed = deep_merge(raw, {})
     changed[section] = {k: v for k, v in raw[section].items() if k != key}
@@ -91,49 +131,58 @@ def test_missing_model_key_and_section_are_named(raw) -> None:
         Config.from_dict({k: v for k, v in raw.items() if k != "export"})
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"train": {"epochs": "5"}}, r"train\.epochs must be an integer, got '5'"),
-    ({"train": {"epochs": 2.5}}, r"train\.epochs must be an integer"),
-    ({"train": {"epochs": True}}, r"train\.epochs must be an integer"),
-    ({"train": {"jit_compile": "yes"}}, r"train\.jit_compile must be true or false"),
-    ({"train": {"learning_rate": "fast"}}, r"train\.learning_rate must be a number"),
-    ({"train": {"samples_per_graph": 4}}, r"train\.samples_per_graph must be a mapping"),
-    ({"data": {"out": 3}}, r"data\.out must be a string"),
-    ({"ensemble": {"models": "sage"}}, r"ensemble\.models must be a list of strings"),
-    ({"models": {"sage": {"units": None}}}, r"models\.sage\.units must be an integer"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"train": {"epochs": "5"}}, r"train\.epochs must be an integer, got '5'"),
+        ({"train": {"epochs": 2.5}}, r"train\.epochs must be an integer"),
+        ({"train": {"epochs": True}}, r"train\.epochs must be an integer"),
+        ({"train": {"jit_compile": "yes"}}, r"train\.jit_compile must be true or false"),
+        ({"train": {"learning_rate": "fast"}}, r"train\.learning_rate must be a number"),
+        ({"train": {"samples_per_graph": 4}}, r"train\.samples_per_graph must be a mapping"),
+        ({"data": {"out": 3}}, r"data\.out must be a string"),
+        ({"ensemble": {"models": "sage"}}, r"ensemble\.models must be a list of strings"),
+        ({"models": {"sage": {"units": None}}}, r"models\.sage\.units must be an integer"),
+    ],
+)
 def test_wrong_types_are_named(raw, changes, match) -> None:
     bad(raw, changes, match)
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"train": {"folds": 1}}, r"train\.folds must be >= 2, got 1"),
-    ({"train": {"epochs": 0}}, r"train\.epochs must be >= 1"),
-    ({"train": {"learning_rate": 0}}, r"train\.learning_rate must be > 0"),
-    ({"train": {"samples_per_graph": {"layout": 0}}}, r"train\.samples_per_graph\.layout must be >= 1"),
-    ({"train": {"buckets": {"growth": 1.0}}}, r"train\.buckets\.growth must be > 1"),
-    ({"preprocess": {"hops": -1}}, r"preprocess\.hops must be >= 0"),
-    ({"ensemble": {"temperature": 0.0}}, r"ensemble\.temperature must be > 0"),
-    ({"models": {"cheb": {"config_units": 0}}}, r"models\.cheb\.config_units must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"train": {"folds": 1}}, r"train\.folds must be >= 2, got 1"),
+        ({"train": {"epochs": 0}}, r"train\.epochs must be >= 1"),
+        ({"train": {"learning_rate": 0}}, r"train\.learning_rate must be > 0"),
+        ({"train": {"samples_per_graph": {"layout": 0}}}, r"train\.samples_per_graph\.layout must be >= 1"),
+        ({"train": {"buckets": {"growth": 1.0}}}, r"train\.buckets\.growth must be > 1"),
+        ({"preprocess": {"hops": -1}}, r"preprocess\.hops must be >= 0"),
+        ({"ensemble": {"temperature": 0.0}}, r"ensemble\.temperature must be > 0"),
+        ({"models": {"cheb": {"config_units": 0}}}, r"models\.cheb\.config_units must be >= 1"),
+    ],
+)
 def test_out_of_range_values_are_named(raw, changes, match) -> None:
     bad(raw, changes, match)
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"train": {"loss": "hinge"}}, r"train\.loss must be one of listmle, pairwise, mse, got 'hinge'"),
-    ({"train": {"strategy": "cpu"}}, r"train\.strategy must be one of"),
-    ({"data": {"source": "ftp"}}, r"data\.source must be one of auto, kaggle, synthetic, local"),
-    ({"preprocess": {"on_bad_file": "ignore"}}, r"preprocess\.on_bad_file must be one of fail, skip"),
-    ({"models": {"sage": {"conv": "gat"}}}, r"models\.sage\.conv must be one of"),
-    ({"ensemble": {"weights": "best"}}, r"ensemble\.weights must be one of equal, oof"),
-    ({"ensemble": {"models": ["sage", "gat"]}}, r"ensemble\.models \['sage', 'gat'\]: unknown \['gat'\]"),
-    ({"kernels": {"models": ["gat"]}}, r"kernels\.models \['gat'\]: unknown \['gat'\]"),
-    ({"collections": ["tile-xla", "tile-nlp"]}, r"collections\[1\]"),
-    ({"collections": ["tile:xla"]}, r"collections\[0\] is 'tile:xla'; write the slug 'tile-xla'"),
-    ({"collections": []}, r"collections is empty"),
-    ({"kernels": {"collections": ["layout:xla:nope"]}}, r"kernels\.collections\[0\]"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"train": {"loss": "hinge"}}, r"train\.loss must be one of listmle, pairwise, mse, got 'hinge'"),
+        ({"train": {"strategy": "cpu"}}, r"train\.strategy must be one of"),
+        ({"data": {"source": "ftp"}}, r"data\.source must be one of auto, kaggle, synthetic, local"),
+        ({"preprocess": {"on_bad_file": "ignore"}}, r"preprocess\.on_bad_file must be one of fail, skip"),
+        ({"models": {"sage": {"conv": "gat"}}}, r"models\.sage\.conv must be one of"),
+        ({"ensemble": {"weights": "best"}}, r"ensemble\.weights must be one of equal, oof"),
+        ({"ensemble": {"models": ["sage", "gat"]}}, r"ensemble\.models \['sage', 'gat'\]: unknown \['gat'\]"),
+        ({"kernels": {"models": ["gat"]}}, r"kernels\.models \['gat'\]: unknown \['gat'\]"),
+        ({"collections": ["tile-xla", "tile-nlp"]}, r"collections\[1\]"),
+        ({"collections": ["tile:xla"]}, r"collections\[0\] is 'tile:xla'; write the slug 'tile-xla'"),
+        ({"collections": []}, r"collections is empty"),
+        ({"kernels": {"collections": ["layout:xla:nope"]}}, r"kernels\.collections\[0\]"),
+    ],
+)
 def test_unknown_names_are_named(raw, changes, match) -> None:
     bad(raw, changes, match)
 
@@ -169,7 +218,12 @@ def test_parse_one_section_from_another_file() -> None:
     model = parse(ModelConfig, BEFORE["sage"], "models.sage.params", "manifest.json")
     assert model == load_config(PARAMS).models["sage"]
     with pytest.raises(ConfigError, match=r"manifest.json: models\.sage\.params\.config_units missing"):
-        parse(ModelConfig, {k: v for k, v in BEFORE["sage"].items() if k != "config_units"}, "models.sage.params", "manifest.json")
+        parse(
+            ModelConfig,
+            {k: v for k, v in BEFORE["sage"].items() if k != "config_units"},
+            "models.sage.params",
+            "manifest.json",
+        )
 
 
 def test_file_errors(tmp_path, capsys) -> None:
@@ -187,9 +241,19 @@ def test_file_errors(tmp_path, capsys) -> None:
 
 
 def test_dvc_stage_names_come_from_params() -> None:
-    done = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
-    expected = (["fingerprint", "download"] + [f"preprocess@{s}" for s in SLUGS]
-                + [f"train@{s}-{m}" for s in SLUGS for m in MODELS] + ["ensemble"] + [f"export@{s}" for s in SLUGS])
+    expected = (
+        ["fingerprint", "download"]
+        + [f"preprocess@{s}" for s in SLUGS]
+        + [f"train@{s}-{m}" for s in SLUGS for m in MODELS]
+        + ["ensemble"]
+        + [f"export@{s}" for s in SLUGS]
+    )
     assert done.stdout.split() == expected

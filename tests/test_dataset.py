@@ -1,17 +1,18 @@
 """Reader and validator: real files, every class of bad input, bounded-memory validation, ``tpuperf validate``."""
+
 from __future__ import annotations
 
 import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
-from tpuperf.data import npz as dataset
 from tpuperf.cli import main
 from tpuperf.collection import get_collection, locate
+from tpuperf.data import npz as dataset
 from tpuperf.data.npz import (
     NODE_FEAT_DIM,
     DataFormatError,
@@ -107,34 +108,130 @@ def _zero_configs(config_key: str, extra: tuple[str, ...] = ()) -> Change:
 
 TILE, LAYOUT = "tile:xla", "layout:xla:random"
 BAD_CASES = {
-    "missing key (tile)": (TILE, "train", _drop("config_runtime_normalizers"), "config_runtime_normalizers", "missing key"),
+    "missing key (tile)": (
+        TILE,
+        "train",
+        _drop("config_runtime_normalizers"),
+        "config_runtime_normalizers",
+        "missing key",
+    ),
     "missing key (layout)": (LAYOUT, "train", _drop("node_config_ids"), "node_config_ids", "missing key"),
     "wrong rank": (TILE, "train", _replace("node_feat", lambda x: x[0]), "node_feat", "expected rank 2"),
     "wrong shape": (TILE, "train", _replace("node_feat", lambda x: x[:, :139]), "node_feat", "axis 1 should be 140"),
-    "wrong shape (config)": (LAYOUT, "train", _replace("node_config_feat", lambda x: x[..., :17]), "node_config_feat", "axis 2 should be 18"),
-    "float edge ids": (TILE, "train", _replace("edge_index", lambda x: x.astype(np.float32)), "edge_index", "is not integer"),
-    "integer features": (LAYOUT, "train", _replace("node_feat", lambda x: x.astype(np.int32)), "node_feat", "is not floating-point"),
+    "wrong shape (config)": (
+        LAYOUT,
+        "train",
+        _replace("node_config_feat", lambda x: x[..., :17]),
+        "node_config_feat",
+        "axis 2 should be 18",
+    ),
+    "float edge ids": (
+        TILE,
+        "train",
+        _replace("edge_index", lambda x: x.astype(np.float32)),
+        "edge_index",
+        "is not integer",
+    ),
+    "integer features": (
+        LAYOUT,
+        "train",
+        _replace("node_feat", lambda x: x.astype(np.int32)),
+        "node_feat",
+        "is not floating-point",
+    ),
     "NaN in node_feat": (TILE, "train", _set("node_feat", (2, 7), np.nan), "node_feat", "contains NaN"),
     "inf in config_feat": (TILE, "valid", _set("config_feat", (1, 3), np.inf), "config_feat", "contains inf"),
-    "NaN in node_config_feat": (LAYOUT, "test", _set("node_config_feat", (3, 1, 5), np.nan), "node_config_feat", "contains NaN"),
+    "NaN in node_config_feat": (
+        LAYOUT,
+        "test",
+        _set("node_config_feat", (3, 1, 5), np.nan),
+        "node_config_feat",
+        "contains NaN",
+    ),
     "-inf in node_feat (layout)": (LAYOUT, "train", _set("node_feat", (0, 0), -np.inf), "node_feat", "contains inf"),
     "edge id too big": (TILE, "train", _set("edge_index", (0, 1), 6), "edge_index", "outside 0..5"),
     "negative edge id": (LAYOUT, "train", _set("edge_index", (4, 0), -1), "edge_index", "outside 0..5"),
     "config node id too big": (LAYOUT, "train", _set("node_config_ids", 1, 6), "node_config_ids", "outside 0..5"),
     "node split too big": (LAYOUT, "train", _set("node_splits", (0, 1), 7), "node_splits", "outside 0..6"),
-    "config count (tile feat)": (TILE, "train", _replace("config_feat", lambda x: x[:-1]), "config_feat", "3 configurations but config_runtime has 4"),
-    "config count (layout feat)": (LAYOUT, "train", _replace("node_config_feat", lambda x: x[:-1]), "node_config_feat", "3 configurations but config_runtime has 4"),
-    "config count (runtimes)": (LAYOUT, "test", _replace("config_runtime", lambda x: np.zeros(5, np.int64)), "node_config_feat", "4 configurations but config_runtime has 5"),
-    "normaliser count": (TILE, "train", _replace("config_runtime_normalizers", lambda x: x[:-1]), "config_runtime_normalizers", "length 3, expected 4"),
-    "configurable node count": (LAYOUT, "train", _replace("node_config_ids", lambda x: x[:1]), "node_config_feat", "2 configurable nodes but node_config_ids has 1"),
+    "config count (tile feat)": (
+        TILE,
+        "train",
+        _replace("config_feat", lambda x: x[:-1]),
+        "config_feat",
+        "3 configurations but config_runtime has 4",
+    ),
+    "config count (layout feat)": (
+        LAYOUT,
+        "train",
+        _replace("node_config_feat", lambda x: x[:-1]),
+        "node_config_feat",
+        "3 configurations but config_runtime has 4",
+    ),
+    "config count (runtimes)": (
+        LAYOUT,
+        "test",
+        _replace("config_runtime", lambda x: np.zeros(5, np.int64)),
+        "node_config_feat",
+        "4 configurations but config_runtime has 5",
+    ),
+    "normaliser count": (
+        TILE,
+        "train",
+        _replace("config_runtime_normalizers", lambda x: x[:-1]),
+        "config_runtime_normalizers",
+        "length 3, expected 4",
+    ),
+    "configurable node count": (
+        LAYOUT,
+        "train",
+        _replace("node_config_ids", lambda x: x[:1]),
+        "node_config_feat",
+        "2 configurable nodes but node_config_ids has 1",
+    ),
     "opcode count": (TILE, "train", _replace("node_opcode", lambda x: x[:-1]), "node_opcode", "5 opcodes for 6 nodes"),
-    "zero configs (tile)": (TILE, "train", _zero_configs("config_feat", ("config_runtime_normalizers",)), "config_runtime", "zero configurations"),
-    "zero configs (layout)": (LAYOUT, "test", _zero_configs("node_config_feat"), "config_runtime", "zero configurations"),
-    "zero runtime in train": (TILE, "train", _set("config_runtime", 1, 0), "config_runtime", "1 non-positive runtimes in a train file"),
-    "negative runtime in valid": (LAYOUT, "valid", _set("config_runtime", 0, -5), "config_runtime", "1 non-positive runtimes in a valid file"),
-    "zero runtimes in valid": (LAYOUT, "valid", _replace("config_runtime", np.zeros_like), "config_runtime", "4 non-positive runtimes in a valid file"),
+    "zero configs (tile)": (
+        TILE,
+        "train",
+        _zero_configs("config_feat", ("config_runtime_normalizers",)),
+        "config_runtime",
+        "zero configurations",
+    ),
+    "zero configs (layout)": (
+        LAYOUT,
+        "test",
+        _zero_configs("node_config_feat"),
+        "config_runtime",
+        "zero configurations",
+    ),
+    "zero runtime in train": (
+        TILE,
+        "train",
+        _set("config_runtime", 1, 0),
+        "config_runtime",
+        "1 non-positive runtimes in a train file",
+    ),
+    "negative runtime in valid": (
+        LAYOUT,
+        "valid",
+        _set("config_runtime", 0, -5),
+        "config_runtime",
+        "1 non-positive runtimes in a valid file",
+    ),
+    "zero runtimes in valid": (
+        LAYOUT,
+        "valid",
+        _replace("config_runtime", np.zeros_like),
+        "config_runtime",
+        "4 non-positive runtimes in a valid file",
+    ),
     "negative runtime in test": (TILE, "test", _set("config_runtime", 2, -1), "config_runtime", "negative runtimes"),
-    "zero normaliser in train": (TILE, "train", _set("config_runtime_normalizers", 0, 0), "config_runtime_normalizers", "non-positive normalisers"),
+    "zero normaliser in train": (
+        TILE,
+        "train",
+        _set("config_runtime_normalizers", 0, 0),
+        "config_runtime_normalizers",
+        "non-positive normalisers",
+    ),
 }
 
 
@@ -179,11 +276,18 @@ def test_node_splits_of_either_rank_or_absent_is_accepted(tmp_path, write_graph,
     assert graph.num_configs == 4 and len(graph.node_config_ids) == 2
 
 
-@pytest.mark.parametrize("bad, problem", [(np.zeros((1, 1, 2), np.int64), "rank 3 (shape (1, 1, 2)), expected rank 1 or 2"),
-                                          (np.int64(0), "rank 0 (shape ()), expected rank 1 or 2"),
-                                          (np.array([0.0, 3.0]), "is not integer"),
-                                          (np.array([0, 7]), "outside 0..6")])
-def test_node_splits_of_other_ranks_dtypes_or_values_is_refused(tmp_path, write_graph, rewrite_npz, bad, problem) -> None:
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        (np.zeros((1, 1, 2), np.int64), "rank 3 (shape (1, 1, 2)), expected rank 1 or 2"),
+        (np.int64(0), "rank 0 (shape ()), expected rank 1 or 2"),
+        (np.array([0.0, 3.0]), "is not integer"),
+        (np.array([0, 7]), "outside 0..6"),
+    ],
+)
+def test_node_splits_of_other_ranks_dtypes_or_values_is_refused(
+    tmp_path, write_graph, rewrite_npz, bad, problem
+) -> None:
     path = rewrite_npz(write_graph(tmp_path, LAYOUT, "train"), node_splits=bad)
     with pytest.raises(DataFormatError) as info:
         validate_file(path)
@@ -285,9 +389,15 @@ def test_validation_does_not_decompress_the_whole_config_array(tmp_path, write_g
     ids = np.arange(nc, dtype=np.int64)
     runtime = np.arange(1, configs + 1, dtype=np.int64)
     path = write_graph(
-        tmp_path, LAYOUT, "train",
-        node_feat=np.zeros((nodes, NODE_FEAT_DIM), np.float32), node_opcode=np.zeros(nodes, np.uint8),
-        edge_index=np.zeros((0, 2), np.int64), node_config_ids=ids, node_config_feat=feat, config_runtime=runtime,
+        tmp_path,
+        LAYOUT,
+        "train",
+        node_feat=np.zeros((nodes, NODE_FEAT_DIM), np.float32),
+        node_opcode=np.zeros(nodes, np.uint8),
+        edge_index=np.zeros((0, 2), np.int64),
+        node_config_ids=ids,
+        node_config_feat=feat,
+        config_runtime=runtime,
     )
     del feat
     monkeypatch.setattr(dataset, "STREAM_CHUNK_BYTES", 1 << 20)

@@ -1,4 +1,5 @@
 """The download stage, each source, without network: kaggle goes through a fake ``kaggle`` executable."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import params_with, put_on_path
+
 from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, SPLITS
 from tpuperf.config import Config, ConfigError, DataConfig, parse
@@ -97,11 +98,20 @@ def zip_dataset(root: Path, archive: Path, prefix: str = "") -> Path:
 
 def params_for(tmp_path: Path, source: str, *, dir: Path | None = None, seed: int = 0, jobs: int = 1) -> DataConfig:
     """A data section writing under ``tmp_path`` (tiny synthetic preset), checked like params.yaml's."""
-    return parse(DataConfig, {
-        "source": source, "dir": None if dir is None else str(dir), "out": str(tmp_path / "data" / "raw"),
-        "fingerprint": str(tmp_path / "data" / "source.json"), "competition": COMPETITION,
-        "synthetic": {"preset": "tiny", "seed": seed}, "jobs": jobs,
-    }, "data", "test")
+    return parse(
+        DataConfig,
+        {
+            "source": source,
+            "dir": None if dir is None else str(dir),
+            "out": str(tmp_path / "data" / "raw"),
+            "fingerprint": str(tmp_path / "data" / "source.json"),
+            "competition": COMPETITION,
+            "synthetic": {"preset": "tiny", "seed": seed},
+            "jobs": jobs,
+        },
+        "data",
+        "test",
+    )
 
 
 def leftovers(params: DataConfig) -> list[str]:
@@ -224,7 +234,9 @@ def test_zip_without_the_layout(tmp_path, fake_kaggle, credentials) -> None:
     assert not Path(params.out).exists() and leftovers(params) == []
 
 
-def test_invalid_npz_inside_zip_keeps_previous_output(tmp_path, tiny_dataset, fake_kaggle, credentials, rewrite_npz) -> None:
+def test_invalid_npz_inside_zip_keeps_previous_output(
+    tmp_path, tiny_dataset, fake_kaggle, credentials, rewrite_npz
+) -> None:
     bad = tiny_dataset / "npz/layout/nlp/default/train/train4.npz"
     rewrite_npz(bad, config_runtime=np.zeros(4, np.int64))
     fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip"))
@@ -289,7 +301,9 @@ def test_npz_outside_the_layout_is_rejected(tmp_path, tiny_dataset, write_graph)
     stray.parent.mkdir()
     write_graph(tmp_path, "tile:xla", "train").rename(stray)
     params = params_for(tmp_path, "local", dir=tiny_dataset)
-    with pytest.raises(DownloadError, match=r"1 \.npz files are outside the TpuGraphs layout.*npz/tile/xla/extra/x\.npz"):
+    with pytest.raises(
+        DownloadError, match=r"1 \.npz files are outside the TpuGraphs layout.*npz/tile/xla/extra/x\.npz"
+    ):
         download(params)
     assert not Path(params.out).exists()
 
@@ -297,7 +311,9 @@ def test_npz_outside_the_layout_is_rejected(tmp_path, tiny_dataset, write_graph)
 # ---------------------------------------------------------------- auto and synthetic
 
 
-def test_auto_uses_kaggle_when_credentials_exist(tmp_path, tiny_dataset, fake_kaggle, no_kaggle_credentials, capsys) -> None:
+def test_auto_uses_kaggle_when_credentials_exist(
+    tmp_path, tiny_dataset, fake_kaggle, no_kaggle_credentials, capsys
+) -> None:
     token = no_kaggle_credentials / ".kaggle" / "kaggle.json"
     token.parent.mkdir()
     token.write_text('{"username": "someone", "key": "0123"}')
@@ -354,9 +370,16 @@ def test_synthetic_is_reproducible(tmp_path) -> None:
 
 
 def write_params(tmp_path: Path, **data) -> Path:
-    section = {"source": "local", "dir": None, "out": str(tmp_path / "data" / "raw"),
-               "fingerprint": str(tmp_path / "data" / "source.json"), "competition": COMPETITION,
-               "synthetic": {"preset": "tiny", "seed": 0}, "jobs": 1, **data}
+    section = {
+        "source": "local",
+        "dir": None,
+        "out": str(tmp_path / "data" / "raw"),
+        "fingerprint": str(tmp_path / "data" / "source.json"),
+        "competition": COMPETITION,
+        "synthetic": {"preset": "tiny", "seed": 0},
+        "jobs": 1,
+        **data,
+    }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params_with({"data": section})))
     return path
@@ -390,7 +413,11 @@ def test_params_are_checked(tmp_path) -> None:
 def test_fingerprint_of_each_source(tmp_path, tiny_dataset, credentials, monkeypatch) -> None:
     assert data_fingerprint(params_for(tmp_path, "kaggle")) == {"source": "kaggle", "competition": COMPETITION}
     assert data_fingerprint(params_for(tmp_path, "auto")) == {"source": "kaggle", "competition": COMPETITION}
-    assert data_fingerprint(params_for(tmp_path, "synthetic", seed=3)) == {"source": "synthetic", "preset": "tiny", "seed": 3}
+    assert data_fingerprint(params_for(tmp_path, "synthetic", seed=3)) == {
+        "source": "synthetic",
+        "preset": "tiny",
+        "seed": 3,
+    }
     params = params_for(tmp_path, "local", dir=tiny_dataset)
     fingerprint = write_data_fingerprint(params)
     assert json.loads(Path(params.fingerprint).read_text()) == fingerprint
@@ -398,8 +425,12 @@ def test_fingerprint_of_each_source(tmp_path, tiny_dataset, credentials, monkeyp
     # exactly the files download takes, with size, mtime and inode
     manifest = download(params)
     listed = {row[0]: row[1:] for row in fingerprint["files"]}
-    taken = {f"{col.split_dir(Path(), split).as_posix()}/{name}" for col in COLLECTIONS for split in SPLITS
-             for name in manifest["collections"][col.name][split]["sha256"]}
+    taken = {
+        f"{col.split_dir(Path(), split).as_posix()}/{name}"
+        for col in COLLECTIONS
+        for split in SPLITS
+        for name in manifest["collections"][col.name][split]["sha256"]
+    }
     assert set(listed) == taken | {"sample_submission.csv"}
     sample = (tiny_dataset / "sample_submission.csv").stat()
     assert listed["sample_submission.csv"] == [sample.st_size, sample.st_mtime_ns, sample.st_ino]
@@ -430,8 +461,9 @@ CONSUMER = {  # stands in for preprocess: re-runs only when data/raw's content c
 def dvc(project: Path, *args: str) -> str:
     """``dvc ARGS`` in ``project``; the stages' ``tpuperf`` runs this checkout's code."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
@@ -446,8 +478,11 @@ def dvc_project(tmp_path: Path, **data) -> Path:
     project = tmp_path / "project"
     project.mkdir()
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "fingerprint": stages["fingerprint"], "download": stages["download"], "consumer": CONSUMER}}))
+    (project / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {"stages": {"fingerprint": stages["fingerprint"], "download": stages["download"], "consumer": CONSUMER}}
+        )
+    )
     (project / "params.yaml").write_text(yaml.safe_dump(params_with({"data": {"jobs": 1, **data}})))
     shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     dvc(project, "init", "--no-scm")

@@ -3,6 +3,7 @@
 The import closure is computed from the source, so a module added later (or a new import) is
 covered by this test without editing it: it fails naming the stage and the dep to add.
 """
+
 from __future__ import annotations
 
 import ast
@@ -128,16 +129,30 @@ def test_stage_deps_cover_every_module_its_command_imports(name):
 def test_closure_follows_imports_inside_functions_and_packages():
     """The walker itself: train's handler reaches models/ only through imports inside trainer.py's functions."""
     files = {str(p.relative_to(SRC)) for p in command_files("tpuperf train --collection tile-xla --model chebsage")}
-    assert {"tpuperf/__init__.py", "tpuperf/cli.py", "tpuperf/training/trainer.py", "tpuperf/models/__init__.py",
-            "tpuperf/models/layers.py", "tpuperf/training/batches.py", "tpuperf/data/cache.py", "tpuperf/config.py",
-            "tpuperf/training/losses.py"} <= files
-    assert "tpuperf/kaggle/kernels.py" not in files and "tpuperf/data/download.py" not in files  # other handlers' imports
+    assert {
+        "tpuperf/__init__.py",
+        "tpuperf/cli.py",
+        "tpuperf/training/trainer.py",
+        "tpuperf/models/__init__.py",
+        "tpuperf/models/layers.py",
+        "tpuperf/training/batches.py",
+        "tpuperf/data/cache.py",
+        "tpuperf/config.py",
+        "tpuperf/training/losses.py",
+    } <= files
+    assert (
+        "tpuperf/kaggle/kernels.py" not in files and "tpuperf/data/download.py" not in files
+    )  # other handlers' imports
     download = {str(p.relative_to(SRC)) for p in command_files("tpuperf download")}
     assert "tpuperf/data/synthetic.py" in download and "tpuperf/training/trainer.py" not in download
     tree = ast.parse("from . import layers\nfrom ..data.cache import CachedGraph\nimport os")
-    assert imported_modules(tree, "tpuperf.models.model") == {"tpuperf", "tpuperf.models", "tpuperf.models.layers",
-                                                               "tpuperf.data", "tpuperf.data.cache"}
-
+    assert imported_modules(tree, "tpuperf.models.model") == {
+        "tpuperf",
+        "tpuperf.models",
+        "tpuperf.models.layers",
+        "tpuperf.data",
+        "tpuperf.data.cache",
+    }
 
 
 def test_no_import_cycle():
@@ -155,5 +170,7 @@ def test_no_import_cycle():
         if path in closure(ast.parse(path.read_text()), importer, skip=packages):
             cycles.append(name)
     assert not cycles, f"modules that import themselves through other modules: {cycles}"
-    entry = closure(ast.parse((SRC / PACKAGE / "kaggle" / "kernel_entry.py").read_text()), f"{PACKAGE}.kaggle.kernel_entry")
+    entry = closure(
+        ast.parse((SRC / PACKAGE / "kaggle" / "kernel_entry.py").read_text()), f"{PACKAGE}.kaggle.kernel_entry"
+    )
     assert SRC / PACKAGE / "cli.py" not in entry and SRC / PACKAGE / "training" / "trainer.py" in entry

@@ -8,10 +8,12 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-
 from conftest import params_with
+
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.config import Config, ConfigError, deep_merge
+from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
+from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 from tpuperf.submission.ensemble import (
     EnsembleError,
     EnsembleSettings,
@@ -22,24 +24,35 @@ from tpuperf.submission.ensemble import (
     run_ensemble,
     score_predictions,
 )
-from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
-from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDS = 2
 MODELS = ("good", "bad")
-TEST_CONFIGS = {"tile:xla": 7, "layout:xla:random": 4, "layout:xla:default": 4, "layout:nlp:random": 4, "layout:nlp:default": 4}
+TEST_CONFIGS = {
+    "tile:xla": 7,
+    "layout:xla:random": 4,
+    "layout:xla:default": 4,
+    "layout:nlp:random": 4,
+    "layout:nlp:default": 4,
+}
 VALID_RUNTIME = {"tile": [30, 10, 40, 20, 50, 60, 70], "layout": [30, 10, 40, 20]}
 
 
 def members_frame(runtime, preds: dict[tuple[str, int], list[float]], collection="layout:xla:random", split="valid"):
     """Prediction rows of one graph ``g``: ``preds[(model, fold)]`` scores its configs."""
     frames = [
-        pl.DataFrame({
-            "collection": collection, "model": model, "fold": fold, "split": split, "graph_id": "g",
-            "config_id": np.arange(len(runtime), dtype=np.int64), "pred": np.asarray(p, float),
-            "runtime": np.asarray(runtime, float),
-        })
+        pl.DataFrame(
+            {
+                "collection": collection,
+                "model": model,
+                "fold": fold,
+                "split": split,
+                "graph_id": "g",
+                "config_id": np.arange(len(runtime), dtype=np.int64),
+                "pred": np.asarray(p, float),
+                "runtime": np.asarray(runtime, float),
+            }
+        )
         for (model, fold), p in preds.items()
     ]
     return pl.concat(frames)
@@ -119,7 +132,9 @@ def test_members_must_cover_the_same_configs():
 
 def test_constant_runtime_valid_graph_left_out_of_the_report():
     ranked = members_frame([30, 10, 40, 20], {("a", 0): [3, 1, 4, 2], ("a", 1): [4, 1, 3, 2]})
-    flat = members_frame([5, 5, 5, 5], {("a", 0): [1, 2, 3, 4], ("a", 1): [4, 3, 2, 1]}).with_columns(graph_id=pl.lit("flat"))
+    flat = members_frame([5, 5, 5, 5], {("a", 0): [1, 2, 3, 4], ("a", 1): [4, 3, 2, 1]}).with_columns(
+        graph_id=pl.lit("flat")
+    )
     report = evaluate(pl.concat([ranked, flat]), {"a": 1.0})
     assert report["graphs"] == 2 and report["graphs_excluded_constant_runtime"] == 1
     # scored on the ranked graph only: fold 0 is its true order; fold 1 has 5 of 6 pairs concordant
@@ -138,17 +153,31 @@ def write_fold(runs: Path, collection: str, model: str, fold: int, frame: pl.Dat
 
 
 def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: int = FOLDS) -> Path:
-    return write_run_report(runs, get_collection(collection), model, {
-        "collection": collection, "model": model, "metric": "x", "oof_score": oof,
-        "folds": [{"fold": k, "oof_score": oof} for k in range(folds)], "valid_score_mean_fold": None,
-    })
+    return write_run_report(
+        runs,
+        get_collection(collection),
+        model,
+        {
+            "collection": collection,
+            "model": model,
+            "metric": "x",
+            "oof_score": oof,
+            "folds": [{"fold": k, "oof_score": oof} for k in range(folds)],
+            "valid_score_mean_fold": None,
+        },
+    )
 
 
 def graph_rows(split: str, graph_id: str, pred, runtime) -> pl.DataFrame:
-    return pl.DataFrame({
-        "split": split, "graph_id": graph_id, "config_id": np.arange(len(pred), dtype=np.int64),
-        "pred": np.asarray(pred, np.float64), "runtime": np.asarray(runtime, np.float64),
-    })
+    return pl.DataFrame(
+        {
+            "split": split,
+            "graph_id": graph_id,
+            "config_id": np.arange(len(pred), dtype=np.int64),
+            "pred": np.asarray(pred, np.float64),
+            "runtime": np.asarray(runtime, np.float64),
+        }
+    )
 
 
 @pytest.fixture
@@ -160,8 +189,11 @@ def world(tmp_path, write_graph) -> dict:
 
     def npz(name: str, split: str, graph: str, runtime) -> None:
         c = len(runtime)
-        extra = ({"config_feat": np.zeros((c, 24), np.float32), "config_runtime_normalizers": np.ones(c, np.int64)}
-                 if get_collection(name).is_tile else {"node_config_feat": np.zeros((c, 2, 18), np.float32)})
+        extra = (
+            {"config_feat": np.zeros((c, 24), np.float32), "config_runtime_normalizers": np.ones(c, np.int64)}
+            if get_collection(name).is_tile
+            else {"node_config_feat": np.zeros((c, 2, 18), np.float32)}
+        )
         write_graph(data, name, split, name=graph, config_runtime=np.asarray(runtime, np.int64), **extra)
 
     sample = ["ID,TopConfigs"]
@@ -177,7 +209,10 @@ def world(tmp_path, write_graph) -> dict:
             for fold in range(FOLDS):
                 # test scores: good ranks configs by id, bad by reversed id; fold 1 a monotone transform
                 frames = [graph_rows("valid", "v", sign * valid_rt * (fold + 1), valid_rt)]
-                frames += [graph_rows("test", g, sign * np.exp(np.arange(c) / 100.0 * (fold + 1)), np.zeros(c)) for g, c in tests.items()]
+                frames += [
+                    graph_rows("test", g, sign * np.exp(np.arange(c) / 100.0 * (fold + 1)), np.zeros(c))
+                    for g, c in tests.items()
+                ]
                 frames.append(graph_rows("oof", "o", [1.0, 2.0], [1.0, 2.0]))
                 write_fold(runs, col.name, model, fold, pl.concat(frames))
     (data / "sample_submission.csv").write_text("\n".join(sample) + "\n")
@@ -186,8 +221,14 @@ def world(tmp_path, write_graph) -> dict:
 
 def ensemble_params(data: Path, runs: Path, ensemble: dict) -> dict:
     """The repo's params with only the models ``good`` and ``bad`` and this test's paths."""
-    params = params_with({"data": {"out": str(data)}, "train": {"folds": FOLDS, "runs_dir": str(runs)},
-                          "ensemble": {"models": None, "temperature": 0.05, **ensemble}, "kernels": {"models": list(MODELS)}})
+    params = params_with(
+        {
+            "data": {"out": str(data)},
+            "train": {"folds": FOLDS, "runs_dir": str(runs)},
+            "ensemble": {"models": None, "temperature": 0.05, **ensemble},
+            "kernels": {"models": list(MODELS)},
+        }
+    )
     return {**params, "models": {m: params["model_base"] for m in MODELS}}
 
 
@@ -214,7 +255,8 @@ def test_run_ensemble_writes_a_checked_submission_and_report(world):
     assert report == result.report
     # the DVC metric: flat, the valid ensemble score per collection slug and their mean
     assert json.loads(result.metrics_path.read_text()) == pytest.approx(
-        {**{c.slug: report["collections"][c.name]["ensemble"] for c in COLLECTIONS}, "mean": report["mean"]["ensemble"]})
+        {**{c.slug: report["collections"][c.name]["ensemble"] for c in COLLECTIONS}, "mean": report["mean"]["ensemble"]}
+    )
     for name in TEST_CONFIGS:
         col = report["collections"][name]
         good = col["models"]["good"]
@@ -231,7 +273,9 @@ def test_run_ensemble_writes_a_checked_submission_and_report(world):
     assert tile["mean_single_fold"] == pytest.approx(0.0)
     assert report["mean"]["ensemble"] == pytest.approx(1.0)
     assert report["mean"]["mean_single_fold"] == pytest.approx(0.0)
-    assert report["mean"]["good_fold_ensemble"] == pytest.approx(1.0) and report["mean"]["bad_mean_fold"] == pytest.approx(-1.0)
+    assert report["mean"]["good_fold_ensemble"] == pytest.approx(1.0) and report["mean"][
+        "bad_mean_fold"
+    ] == pytest.approx(-1.0)
     assert report["mean"]["collections_scored"] == 5
 
 
@@ -240,7 +284,9 @@ def test_outputs_follow_the_umask(world, umask, file_modes, mask, mode):
     umask(mask)
     result = run_ensemble(settings_of(world))
     assert file_modes(result.submission.parent) == {mode}
-    assert {result.submission.name, result.metrics_path.name, result.report_path.name} <= {p.name for p in result.submission.parent.iterdir()}
+    assert {result.submission.name, result.metrics_path.name, result.report_path.name} <= {
+        p.name for p in result.submission.parent.iterdir()
+    }
 
 
 def test_valid_submission_scores_as_reported(world):
@@ -256,19 +302,32 @@ def test_valid_submission_scores_as_reported(world):
 
 
 def rewrite_fold(world: dict, collection: str, model: str, fold: int, change) -> None:
-    path = Path(world["train"]["runs_dir"]) / get_collection(collection).slug / model / "predictions" / f"fold_{fold}.parquet"
+    path = (
+        Path(world["train"]["runs_dir"])
+        / get_collection(collection).slug
+        / model
+        / "predictions"
+        / f"fold_{fold}.parquet"
+    )
     change(pl.read_parquet(path)).write_parquet(path)
 
 
 def test_missing_fold_and_metrics_caught(world):
     runs = Path(world["train"]["runs_dir"])
     (runs / "layout-nlp-random" / "bad" / "predictions" / "fold_1.parquet").unlink()
-    with pytest.raises(PredictionFormatError, match=r"layout-nlp-random/bad/predictions/fold_1.parquet: missing: "
-                       r"layout:nlp:random / bad has fold_0.parquet but train.folds is 2"):
+    with pytest.raises(
+        PredictionFormatError,
+        match=r"layout-nlp-random/bad/predictions/fold_1.parquet: missing: "
+        r"layout:nlp:random / bad has fold_0.parquet but train.folds is 2",
+    ):
         run_ensemble(settings_of(world))
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
     with pytest.raises(PredictionFormatError, match=r"tile-xla/gat/predictions: missing: train gat on tile:xla first"):
-        gat = {**world, "models": {m: world["model_base"] for m in ("good", "gat")}, "kernels": {**world["kernels"], "models": ["good"]}}
+        gat = {
+            **world,
+            "models": {m: world["model_base"] for m in ("good", "gat")},
+            "kernels": {**world["kernels"], "models": ["good"]},
+        }
         run_ensemble(settings_of(gat, models=["good", "gat"]))
     (runs / "tile-xla" / "bad" / "report.json").unlink()
     with pytest.raises(RunArtifactError, match=r"tile-xla/bad/report.json: missing: train bad on tile:xla first"):
@@ -289,11 +348,24 @@ def test_missing_fold_and_metrics_caught(world):
 def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):
     data = Path(world["data"]["out"])
     # a test file and predictions for it, but no sample row
-    write_graph(data, "tile:xla", "test", name="ghost", config_runtime=np.zeros(4, np.int64),
-                config_feat=np.zeros((4, 24), np.float32), config_runtime_normalizers=np.ones(4, np.int64))
+    write_graph(
+        data,
+        "tile:xla",
+        "test",
+        name="ghost",
+        config_runtime=np.zeros(4, np.int64),
+        config_feat=np.zeros((4, 24), np.float32),
+        config_runtime_normalizers=np.ones(4, np.int64),
+    )
     for model in MODELS:
         for fold in range(FOLDS):
-            rewrite_fold(world, "tile:xla", model, fold, lambda df: pl.concat([df, graph_rows("test", "ghost", [1.0, 2, 3, 4], np.zeros(4))]))
+            rewrite_fold(
+                world,
+                "tile:xla",
+                model,
+                fold,
+                lambda df: pl.concat([df, graph_rows("test", "ghost", [1.0, 2, 3, 4], np.zeros(4))]),
+            )
     with pytest.raises(SubmissionError) as caught:
         run_ensemble(settings_of(world))
     assert caught.value.problems == ["extra ID (not in sample sample_submission.csv): tile:xla:ghost"]
@@ -313,22 +385,44 @@ def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):
 
 
 def test_nan_scores_caught(world):
-    rewrite_fold(world, "layout:xla:default", "good", 1, lambda df: df.with_columns(
-        pred=pl.when(pl.col("config_id") == 2).then(float("nan")).otherwise(pl.col("pred"))))
-    with pytest.raises(PredictionFormatError, match=r"layout-xla-default/good/predictions/fold_1.parquet: 2 NaN/inf preds \(graphs \['t', 'v'\]\)"):
+    rewrite_fold(
+        world,
+        "layout:xla:default",
+        "good",
+        1,
+        lambda df: df.with_columns(pred=pl.when(pl.col("config_id") == 2).then(float("nan")).otherwise(pl.col("pred"))),
+    )
+    with pytest.raises(
+        PredictionFormatError,
+        match=r"layout-xla-default/good/predictions/fold_1.parquet: 2 NaN/inf preds \(graphs \['t', 'v'\]\)",
+    ):
         run_ensemble(settings_of(world))
 
 
 def test_layout_row_not_a_permutation_caught(world):
     for model in MODELS:  # every member skips config 3 of the 4-config test graph
         for fold in range(FOLDS):
-            rewrite_fold(world, "layout:xla:random", model, fold,
-                         lambda df: df.filter(~((pl.col("graph_id") == "t") & (pl.col("config_id") == 3))))
-    with pytest.raises(SubmissionError, match=r"layout:xla:random:t: layout row has 3 config ids but the file has 4 "
-                       r"configs; a row must rank every config of its file \(unranked: 3\)"):
+            rewrite_fold(
+                world,
+                "layout:xla:random",
+                model,
+                fold,
+                lambda df: df.filter(~((pl.col("graph_id") == "t") & (pl.col("config_id") == 3))),
+            )
+    with pytest.raises(
+        SubmissionError,
+        match=r"layout:xla:random:t: layout row has 3 config ids but the file has 4 "
+        r"configs; a row must rank every config of its file \(unranked: 3\)",
+    ):
         run_ensemble(settings_of(world))
     # one member alone skipping a config is caught before: the ensemble would average unlike sets
-    rewrite_fold(world, "layout:nlp:random", "bad", 0, lambda df: df.filter(~((pl.col("graph_id") == "t") & (pl.col("config_id") == 1))))
+    rewrite_fold(
+        world,
+        "layout:nlp:random",
+        "bad",
+        0,
+        lambda df: df.filter(~((pl.col("graph_id") == "t") & (pl.col("config_id") == 1))),
+    )
     with pytest.raises(EnsembleError, match="layout:nlp:random: graph 't' config 1 has no prediction from bad/fold_0"):
         run_ensemble(settings_of(world, models=["bad"]), split="test")
 
@@ -336,9 +430,16 @@ def test_layout_row_not_a_permutation_caught(world):
 def test_1001_config_file_must_be_ranked_fully(world):
     for model in MODELS:
         for fold in range(FOLDS):
-            rewrite_fold(world, "layout:nlp:default", model, fold,
-                         lambda df: df.filter(~((pl.col("graph_id") == "big") & (pl.col("config_id") == 1000))))
-    with pytest.raises(SubmissionError, match=r"layout:nlp:default:big: layout row has 1000 config ids but the file has 1001"):
+            rewrite_fold(
+                world,
+                "layout:nlp:default",
+                model,
+                fold,
+                lambda df: df.filter(~((pl.col("graph_id") == "big") & (pl.col("config_id") == 1000))),
+            )
+    with pytest.raises(
+        SubmissionError, match=r"layout:nlp:default:big: layout row has 1000 config ids but the file has 1001"
+    ):
         run_ensemble(settings_of(world))
 
 
@@ -357,12 +458,18 @@ def test_script(world, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(world, sort_keys=False))
     out = tmp_path / "elsewhere.csv"
-    done = subprocess.run([sys.executable, str(REPO / "ensemble.py"), "--params", str(params), "--out", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "ensemble.py"), "--params", str(params), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert check_submission(out, data_dir=world["data"]["out"]) == []
     log = done.stderr.splitlines()
-    assert log[0].startswith("tile:xla: 2 models x 2 folds, weights oof (good 1.000, bad 0.000); 1 test graphs; valid: ensemble 1.0000")
+    assert log[0].startswith(
+        "tile:xla: 2 models x 2 folds, weights oof (good 1.000, bad 0.000); 1 test graphs; valid: ensemble 1.0000"
+    )
     assert f"wrote {out}: 6 rows" in log[-2]
     assert log[-1].startswith("valid, mean over 5 collections: ensemble 1.0000, mean single fold 0.0000 (+1.0000)")
     (Path(world["train"]["runs_dir"]) / "tile-xla" / "good" / "predictions" / "fold_0.parquet").unlink()

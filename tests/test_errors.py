@@ -1,5 +1,6 @@
 """One error base: every error class tpuperf defines derives from TpuperfError, and the CLI alone
 turns errors into exit codes."""
+
 from __future__ import annotations
 
 import ast
@@ -28,7 +29,9 @@ def test_every_error_class_derives_from_tpuperf_error():
     classes = list(found)
     wrong = [f"{rel}: {n}({', '.join(sorted(bases))})" for n, (rel, bases) in found.items() if n not in derived]
     assert not wrong, f"error classes not derived from tpuperf.errors.TpuperfError: {wrong}"
-    assert {"DataFormatError", "TrainingError", "SubmissionError", "KaggleError", "PredictionFormatError"} <= set(classes)
+    assert {"DataFormatError", "TrainingError", "SubmissionError", "KaggleError", "PredictionFormatError"} <= set(
+        classes
+    )
 
 
 def test_cli_maps_errors_to_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -1,5 +1,6 @@
 """Kaggle kernels without Kaggle: metadata, build + push through a fake ``kaggle`` executable, the
 built entry script run locally on tiny synthetic data, and the environment checks."""
+
 from __future__ import annotations
 
 import ast
@@ -14,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import config_with, params_with, put_on_path
-from tpuperf.kaggle import kernel_entry
+
 from tpuperf.cli import main
-from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.config import Config, deep_merge, load_config
+from tpuperf.kaggle import kernel_entry
+from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.kaggle.kernel_entry import (
     KernelEnvironmentError,
     Requirement,
@@ -47,9 +48,21 @@ REQUIREMENTS = REPO / "kernels" / "requirements-kernel.txt"
 USER = "someone"
 COMPETITION = "predict-ai-model-runtime"
 SLUGS = [f"tpuperf-{c.slug}" for c in COLLECTIONS]
-TINY_MODEL = {"conv": "sage", "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 2,
-              "opcode_vocab": 128, "opcode_dim": 4, "dropout": 0.0, "readout": "sum", "config_interaction": 0,
-              "config_attention": 0, "attention_heads": 1}
+TINY_MODEL = {
+    "conv": "sage",
+    "units": 8,
+    "config_units": 8,
+    "shared_layers": 1,
+    "config_layers": 1,
+    "cheb_order": 2,
+    "opcode_vocab": 128,
+    "opcode_dim": 4,
+    "dropout": 0.0,
+    "readout": "sum",
+    "config_interaction": 0,
+    "config_attention": 0,
+    "attention_heads": 1,
+}
 
 FAKE_KAGGLE = """#!{python}
 # Stands in for the kaggle CLI: logs its arguments and answers like the real one (or fails as told).
@@ -90,13 +103,24 @@ def fake_wheelhouse(root: Path) -> Path:
 
 def small_params(root: Path) -> dict:
     """The repo's params.yaml with a tiny model, 2 folds, 1 epoch: what the kernels embed."""
-    params = params_with({
-        "train": dict(folds=2, epochs=1, graphs_per_batch=4, configs_per_graph=16, predict_configs_per_graph=64),
-        "ensemble": {"models": ["tiny"]},
-        "kernels": dict(username=USER, models=["tiny"], require_tpu=False, requirements=str(REQUIREMENTS),
-                        wheelhouse=str(fake_wheelhouse(root / "wheelhouse"))),
-    })
-    overrides = {"data": {"jobs": 1}, "preprocess": {"jobs": 1}, "train": {"strategy": "auto", "jit_compile": True, "verbose": 0}}
+    params = params_with(
+        {
+            "train": dict(folds=2, epochs=1, graphs_per_batch=4, configs_per_graph=16, predict_configs_per_graph=64),
+            "ensemble": {"models": ["tiny"]},
+            "kernels": dict(
+                username=USER,
+                models=["tiny"],
+                require_tpu=False,
+                requirements=str(REQUIREMENTS),
+                wheelhouse=str(fake_wheelhouse(root / "wheelhouse")),
+            ),
+        }
+    )
+    overrides = {
+        "data": {"jobs": 1},
+        "preprocess": {"jobs": 1},
+        "train": {"strategy": "auto", "jit_compile": True, "verbose": 0},
+    }
     return {**params, "models": {"tiny": TINY_MODEL}, "kernels": {**params["kernels"], "overrides": overrides}}
 
 
@@ -121,15 +145,29 @@ def test_kernel_metadata_fields(built: Path):
     for slug in SLUGS:
         meta = json.loads((built / slug / "kernel-metadata.json").read_text())
         assert meta == {
-            "id": f"{USER}/{slug}", "title": meta["title"], "code_file": f"{slug}.py", "language": "python",
-            "kernel_type": "script", "is_private": True, "enable_gpu": False, "enable_tpu": True,
-            "enable_internet": False, "machine_shape": "TpuV5E8", "dataset_sources": [f"{USER}/tpuperf-bundle"],
-            "competition_sources": [COMPETITION], "kernel_sources": [], "model_sources": [],
+            "id": f"{USER}/{slug}",
+            "title": meta["title"],
+            "code_file": f"{slug}.py",
+            "language": "python",
+            "kernel_type": "script",
+            "is_private": True,
+            "enable_gpu": False,
+            "enable_tpu": True,
+            "enable_internet": False,
+            "machine_shape": "TpuV5E8",
+            "dataset_sources": [f"{USER}/tpuperf-bundle"],
+            "competition_sources": [COMPETITION],
+            "kernel_sources": [],
+            "model_sources": [],
         }
         assert slugify(meta["title"]) == slug and 5 <= len(meta["title"]) <= 50  # Kaggle links title and slug
         assert (built / slug / meta["code_file"]).is_file()
     dataset = json.loads((built / "bundle" / "dataset-metadata.json").read_text())
-    assert dataset == {"title": "tpuperf kernel bundle", "id": f"{USER}/tpuperf-bundle", "licenses": [{"name": "other"}]}
+    assert dataset == {
+        "title": "tpuperf kernel bundle",
+        "id": f"{USER}/tpuperf-bundle",
+        "licenses": [{"name": "other"}],
+    }
 
 
 def test_real_kaggle_cli_accepts_the_metadata(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -142,7 +180,9 @@ def test_real_kaggle_cli_accepts_the_metadata(built: Path, tmp_path: Path, monke
 
     class Client:  # what build_kaggle_client() returns, reduced to the one call kernels_push makes
         def __enter__(self):
-            self.kernels = type("K", (), {"kernels_api_client": type("A", (), {"save_kernel": lambda _, r: sent.append(r)})()})()
+            self.kernels = type(
+                "K", (), {"kernels_api_client": type("A", (), {"save_kernel": lambda _, r: sent.append(r)})()}
+            )()
             return self
 
         def __exit__(self, *exc):
@@ -153,8 +193,17 @@ def test_real_kaggle_cli_accepts_the_metadata(built: Path, tmp_path: Path, monke
     folder = built / "tpuperf-layout-nlp-random"
     api.kernels_push(str(folder))
     (request,) = sent
-    assert (request.slug, request.language, request.kernel_type) == (f"{USER}/tpuperf-layout-nlp-random", "python", "script")
-    assert (request.enable_tpu, request.enable_gpu, request.enable_internet, request.is_private) == (True, False, False, True)
+    assert (request.slug, request.language, request.kernel_type) == (
+        f"{USER}/tpuperf-layout-nlp-random",
+        "python",
+        "script",
+    )
+    assert (request.enable_tpu, request.enable_gpu, request.enable_internet, request.is_private) == (
+        True,
+        False,
+        False,
+        True,
+    )
     assert request.machine_shape == "TpuV5E8"
     assert request.competition_data_sources == [COMPETITION]
     assert request.dataset_data_sources == [f"{USER}/tpuperf-bundle"]
@@ -199,8 +248,11 @@ def test_per_model_kernels_and_title_limits():
     assert [p.slug for p in plans[:2]] == ["tpuperf-tile-xla-chebsage", "tpuperf-tile-xla-baseline"]
     assert len(plans) == 10 and all(len(p.models) == 1 for p in plans)
     with pytest.raises(KernelError, match="Kaggle accepts 5 to 50"):
-        plan_kernels(config_with({"kernels": {"username": USER, "per_model": True, "prefix": "x" * 40}}).kernels,
-                     COLLECTIONS, ["chebsage"])
+        plan_kernels(
+            config_with({"kernels": {"username": USER, "per_model": True, "prefix": "x" * 40}}).kernels,
+            COLLECTIONS,
+            ["chebsage"],
+        )
 
 
 # ---------------------------------------------------------------- build refusals
@@ -209,7 +261,9 @@ def test_per_model_kernels_and_title_limits():
 def test_build_refuses_missing_wheels_tensorflow_pins_and_no_username(tmp_path: Path):
     params = small_params(tmp_path)
     (Path(params["kernels"]["wheelhouse"]) / "tf_keras-2.18.0-py3-none-any.whl").unlink()
-    with pytest.raises(KernelError, match=r"has no wheel for tf-keras==2\.18\.0: run `tpuperf kernels build --download-wheels`"):
+    with pytest.raises(
+        KernelError, match=r"has no wheel for tf-keras==2\.18\.0: run `tpuperf kernels build --download-wheels`"
+    ):
         build_kernels(params, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     bad = tmp_path / "req.txt"
@@ -230,17 +284,37 @@ def test_download_wheels_commands(tmp_path: Path):
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    reqs = [Requirement("tf-keras", "2.18.0", True), Requirement("tf-keras", "2.21.0", True),
-            Requirement("polars", "2.1.0", False), Requirement("dvclive", "3.49.1", False)]
+    reqs = [
+        Requirement("tf-keras", "2.18.0", True),
+        Requirement("tf-keras", "2.21.0", True),
+        Requirement("polars", "2.1.0", False),
+        Requirement("dvclive", "3.49.1", False),
+    ]
     download_wheels(reqs, tmp_path / "wh", ["3.10", "3.11"], ["manylinux2014_x86_64"], run)
     dests = {c[c.index("--dest") + 1] for c in calls}
     (fresh,) = dests  # one new directory beside the wheelhouse, renamed into place at the end
     assert Path(fresh).parent == tmp_path and not Path(fresh).exists() and (tmp_path / "wh").is_dir()
-    common = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--platform",
-              "manylinux2014_x86_64", "--implementation", "cp", "--only-binary=:all:"]
-    expected = [common + ["--python-version", v, "--dest", fresh, *specs]
-                for v in ("3.10", "3.11")
-                for specs in (["--no-deps", "tf-keras==2.18.0"], ["--no-deps", "tf-keras==2.21.0"], ["polars==2.1.0", "dvclive==3.49.1"])]
+    common = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--platform",
+        "manylinux2014_x86_64",
+        "--implementation",
+        "cp",
+        "--only-binary=:all:",
+    ]
+    expected = [
+        common + ["--python-version", v, "--dest", fresh, *specs]
+        for v in ("3.10", "3.11")
+        for specs in (
+            ["--no-deps", "tf-keras==2.18.0"],
+            ["--no-deps", "tf-keras==2.21.0"],
+            ["polars==2.1.0", "dvclive==3.49.1"],
+        )
+    ]
     assert calls == expected
 
 
@@ -257,10 +331,15 @@ def test_download_wheels_failure_names_the_python_and_keeps_the_wheelhouse(tmp_p
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     with pytest.raises(KernelError) as err:
-        download_wheels([Requirement("polars", "2.1.0", False)], wheelhouse, ["3.12", "3.10"], ["manylinux2014_x86_64"], run)
+        download_wheels(
+            [Requirement("polars", "2.1.0", False)], wheelhouse, ["3.12", "3.10"], ["manylinux2014_x86_64"], run
+        )
     assert "pip download for Python 3.10 (needs the network) failed (exit code 1)" in str(err.value)
     assert "No matching distribution found for polars==2.1.0" in str(err.value)
-    assert "needs wheels for every kernels.python_versions (3.12, 3.10): pin a version that has them, or drop Python 3.10" in str(err.value)
+    assert (
+        "needs wheels for every kernels.python_versions (3.12, 3.10): pin a version that has them, or drop Python 3.10"
+        in str(err.value)
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wh"]  # no half-filled directory left
     assert [p.name for p in wheelhouse.iterdir()] == ["old-1.0-py3-none-any.whl"]
 
@@ -349,27 +428,50 @@ def test_push_failures_are_clear(built: Path, fake_kaggle: Path, monkeypatch: py
     assert "run `tpuperf kernels build` first" in capsys.readouterr().err
 
 
-def test_success_output_naming_an_error_slug_is_a_success(built: Path, fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch):
+def test_success_output_naming_an_error_slug_is_a_success(
+    built: Path, fake_kaggle: Path, monkeypatch: pytest.MonkeyPatch
+):
     """An account such as no-error-lab appears in the URLs of successful pushes: not a failure."""
     monkeypatch.setenv("FAKE_KAGGLE_OWNER", "no-error-lab")
     assert main(["kernels", "push", "--dir", str(built), "--params", str(REPO / "params.yaml")]) == 0
-    assert [c[:2] for c in calls(fake_kaggle)] == [["datasets", "version"], ["datasets", "status"]] + [["kernels", "push"]] * 5
+    assert [c[:2] for c in calls(fake_kaggle)] == [["datasets", "version"], ["datasets", "status"]] + [
+        ["kernels", "push"]
+    ] * 5
 
 
-@pytest.mark.parametrize("returncode, output, failure", [
-    (0, "Kernel version 3 successfully pushed.  Please check progress at https://www.kaggle.com/code/no-error-lab/k\n", None),
-    (0, "Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/me/error-bundle\n", None),
-    (0, "ready\n", None),
-    (0, "Kernel push error: Notebook not found\n", "Kernel push error: Notebook not found"),
-    (0, "Kernel push error: see previous output\n", "Kernel push error: see previous output"),
-    (0, "Starting upload\nDataset version creation error: Invalid licence\n", "Dataset version creation error: Invalid licence"),
-    (0, "Dataset creation error: slug taken\n", "Dataset creation error: slug taken"),
-    (0, "The following are not valid dataset sources and could not be added to the kernel: ['me/b']\nKernel version 2 "
-        "successfully pushed.", "The following are not valid dataset sources and could not be added to the kernel: ['me/b']"),
-    (0, "403 - Forbidden\n", "403 - Forbidden"),
-    (0, "Could not submit to competition\n", "Could not submit to competition"),
-    (1, "403 Client Error: Forbidden for url: https://www.kaggle.com/api/v1/x\n", "exit code 1"),
-])
+@pytest.mark.parametrize(
+    "returncode, output, failure",
+    [
+        (
+            0,
+            "Kernel version 3 successfully pushed.  Please check progress at https://www.kaggle.com/code/no-error-lab/k\n",
+            None,
+        ),
+        (
+            0,
+            "Dataset version is being created. Please check progress at https://www.kaggle.com/datasets/me/error-bundle\n",
+            None,
+        ),
+        (0, "ready\n", None),
+        (0, "Kernel push error: Notebook not found\n", "Kernel push error: Notebook not found"),
+        (0, "Kernel push error: see previous output\n", "Kernel push error: see previous output"),
+        (
+            0,
+            "Starting upload\nDataset version creation error: Invalid licence\n",
+            "Dataset version creation error: Invalid licence",
+        ),
+        (0, "Dataset creation error: slug taken\n", "Dataset creation error: slug taken"),
+        (
+            0,
+            "The following are not valid dataset sources and could not be added to the kernel: ['me/b']\nKernel version 2 "
+            "successfully pushed.",
+            "The following are not valid dataset sources and could not be added to the kernel: ['me/b']",
+        ),
+        (0, "403 - Forbidden\n", "403 - Forbidden"),
+        (0, "Could not submit to competition\n", "Could not submit to competition"),
+        (1, "403 Client Error: Forbidden for url: https://www.kaggle.com/api/v1/x\n", "exit code 1"),
+    ],
+)
 def test_kaggle_failure_reads_the_cli_messages_precisely(returncode: int, output: str, failure: str | None):
     assert kaggle_failure(returncode, output) == failure
 
@@ -401,20 +503,34 @@ def test_entry_script_runs_the_pipeline_locally(built: Path, tmp_path: Path):
     write_dataset(data, preset="tiny", seed=0)
     working = tmp_path / "working"
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}  # the script must set it
-    env.update(TPUPERF_KERNEL_INPUT=str(tmp_path / "input"), TPUPERF_KERNEL_BUNDLE=str(built / "bundle"),
-               TPUPERF_KERNEL_WORKING=str(working), TPUPERF_KERNEL_SCRATCH=str(tmp_path / "scratch"),
-               TPUPERF_KERNEL_SKIP_INSTALL="1", CUDA_VISIBLE_DEVICES="")
+    env.update(
+        TPUPERF_KERNEL_INPUT=str(tmp_path / "input"),
+        TPUPERF_KERNEL_BUNDLE=str(built / "bundle"),
+        TPUPERF_KERNEL_WORKING=str(working),
+        TPUPERF_KERNEL_SCRATCH=str(tmp_path / "scratch"),
+        TPUPERF_KERNEL_SKIP_INSTALL="1",
+        CUDA_VISIBLE_DEVICES="",
+    )
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(built / "tpuperf-tile-xla" / "tpuperf-tile-xla.py")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(built / "tpuperf-tile-xla" / "tpuperf-tile-xla.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     seconds = time.perf_counter() - start
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert seconds < 120
 
     report = json.loads((working / "kernel_report.json").read_text())
     assert report["status"] == "ok" and report["tpu"] is False
-    assert [s["step"] for s in report["steps"]] == ["download", "preprocess --collection tile:xla",
-                                                    "train --collection tile:xla --model tiny"]
+    assert [s["step"] for s in report["steps"]] == [
+        "download",
+        "preprocess --collection tile:xla",
+        "train --collection tile:xla --model tiny",
+    ]
     assert report["versions"]["keras"] == "tf_keras"
     run_params = yaml.safe_load((working / "kernel_params.yaml").read_text())
     assert run_params["data"]["source"] == "local" and run_params["data"]["dir"] == str(data)
@@ -430,7 +546,9 @@ def test_entry_script_runs_the_pipeline_locally(built: Path, tmp_path: Path):
             with np.load(path) as npz:
                 configs = len(npz["config_runtime"])
             for fold in (0, 1):
-                rows = preds.filter((preds["split"] == split) & (preds["graph_id"] == path.stem) & (preds["fold"] == fold))
+                rows = preds.filter(
+                    (preds["split"] == split) & (preds["graph_id"] == path.stem) & (preds["fold"] == fold)
+                )
                 assert sorted(rows["config_id"].to_list()) == list(range(configs)), (split, path.stem, fold)
     metrics = json.loads((working / "runs" / "tile-xla" / "tiny" / "report.json").read_text())
     assert [f["fold"] for f in metrics["folds"]] == [0, 1] and metrics["metric"] == "tile_score"
@@ -448,24 +566,33 @@ def test_version_check_refuses_a_mismatched_tf_keras():
     assert "add tf-keras==2.18.* to kernels/requirements-kernel.txt" in str(err.value)
     with pytest.raises(KernelEnvironmentError, match="tf-keras is not installed"):
         check_versions("2.18.1", None, "1")
-    with pytest.raises(KernelEnvironmentError, match="TF_USE_LEGACY_KERAS is None, must be '1' before TensorFlow is imported"):
+    with pytest.raises(
+        KernelEnvironmentError, match="TF_USE_LEGACY_KERAS is None, must be '1' before TensorFlow is imported"
+    ):
         check_versions("2.18.1", "2.18.0", None)
     with pytest.raises(KernelEnvironmentError, match="TensorFlow is not installed in this image"):
         check_versions(None, "2.18.0", "1")
 
 
 def test_install_plan_adds_only_what_is_missing():
-    bundled = [Requirement("tensorflow-gnn", "1.0.3", True), Requirement("tf-keras", "2.18.0", True),
-               Requirement("tf-keras", "2.21.0", True), Requirement("polars", "2.1.0", False),
-               Requirement("dvclive", "3.49.1", False)]
+    bundled = [
+        Requirement("tensorflow-gnn", "1.0.3", True),
+        Requirement("tf-keras", "2.18.0", True),
+        Requirement("tf-keras", "2.21.0", True),
+        Requirement("polars", "2.1.0", False),
+        Requirement("dvclive", "3.49.1", False),
+    ]
     image = {"tf-keras": "2.15.0", "polars": "1.9.0"}  # tf-keras of another TF, polars present
     plan = plan_install(bundled, "0.1.0", "2.18.1", image.get)
     assert plan.no_deps == ["tf-keras==2.18.0", "tensorflow-gnn==1.0.3", "tpuperf==0.1.0"]
     assert plan.resolved == ["dvclive==3.49.1"]
     ready = {"tf-keras": "2.18.3", "tensorflow-gnn": "1.0.2", "polars": "1.9.0", "dvclive": "3.0"}
     assert plan_install(bundled, "0.1.0", "2.18.1", ready.get).specs == ["tpuperf==0.1.0"]
-    with pytest.raises(KernelEnvironmentError, match=r"TensorFlow 2\.19\.0 and tf-keras 2\.15\.0, but the bundle's "
-                                                     r"tf-keras wheels are 2\.18\.0, 2\.21\.0: add tf-keras==2\.19\.\*"):
+    with pytest.raises(
+        KernelEnvironmentError,
+        match=r"TensorFlow 2\.19\.0 and tf-keras 2\.15\.0, but the bundle's "
+        r"tf-keras wheels are 2\.18\.0, 2\.21\.0: add tf-keras==2\.19\.\*",
+    ):
         plan_install(bundled, "0.1.0", "2.19.0", image.get)
 
 
@@ -473,11 +600,16 @@ def test_bundle_is_found_and_must_match_the_kernel(tmp_path: Path, capsys):
     bundle = tmp_path / "input" / "datasets" / USER / "tpuperf-bundle"  # a mount path other than the default
     bundle.mkdir(parents=True)
     (bundle / "bundle.json").write_text(json.dumps({"dataset_id": f"{USER}/tpuperf-bundle", "source_sha256": "a" * 64}))
-    found = find_mount(tmp_path / "input", "tpuperf-bundle", lambda d: is_bundle(d, f"{USER}/tpuperf-bundle"), "the bundle")
+    found = find_mount(
+        tmp_path / "input", "tpuperf-bundle", lambda d: is_bundle(d, f"{USER}/tpuperf-bundle"), "the bundle"
+    )
     assert found == bundle and "is absent, using" in capsys.readouterr().out
     with pytest.raises(KernelEnvironmentError, match=r"the competition data is not mounted: .*\(datasets\)"):
         find_mount(tmp_path / "input", COMPETITION, kernel_entry.is_dataset_root, "the competition data")
     config = {"source_sha256": "b" * 64, "bundle_id": f"{USER}/tpuperf-bundle"}
-    with pytest.raises(KernelEnvironmentError, match="holds tpuperf source aaaaaaaaaaaa but this kernel was built with "
-                                                     "bbbbbbbbbbbb: the new dataset version is still processing"):
+    with pytest.raises(
+        KernelEnvironmentError,
+        match="holds tpuperf source aaaaaaaaaaaa but this kernel was built with "
+        "bbbbbbbbbbbb: the new dataset version is still processing",
+    ):
         read_manifest(bundle, config)

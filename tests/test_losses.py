@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tpuperf.training.losses import ListMLELoss, LogMSELoss, PairwiseHingeLoss, get_loss
-
-import tensorflow as tf  # after tpuperf, which selects tf-keras
 
 RANKING = [ListMLELoss(), PairwiseHingeLoss(margin=0.5)]
 ALL = RANKING + [LogMSELoss(), LogMSELoss(center=True, name="mse_centred")]
@@ -45,7 +44,7 @@ def test_log_mse_hand_computed():
 
 
 def test_centred_log_mse_hand_computed_and_blind_to_each_graphs_level():
-    y_true = [[np.e, 1.0, 0.0], [np.e ** 3, np.e, np.e ** 2]]  # log: (1, 0, pad), (3, 1, 2); centred: (.5, -.5), (1, -1, 0)
+    y_true = [[np.e, 1.0, 0.0], [np.e**3, np.e, np.e**2]]  # log: (1, 0, pad), (3, 1, 2); centred: (.5, -.5), (1, -1, 0)
     y_pred = [[3.0, 1.0, 99.0], [0.0, 0.0, 0.0]]  # centred: (1, -1), (0, 0, 0)
     expected = ((1 - 0.5) ** 2 + (-1 + 0.5) ** 2 + 1 + 1 + 0) / 5
     centred = LogMSELoss(center=True)
@@ -56,7 +55,7 @@ def test_centred_log_mse_hand_computed_and_blind_to_each_graphs_level():
     assert _value(LogMSELoss(), rescaled, shifted) != pytest.approx(_value(LogMSELoss(), y_true, y_pred))
 
 
-@pytest.mark.parametrize("loss", RANKING, ids=lambda l: l.name)
+@pytest.mark.parametrize("loss", RANKING, ids=lambda loss: loss.name)
 def test_ranking_losses_invariant_to_constant_shift(loss):
     rng = np.random.default_rng(0)
     y_true = rng.uniform(1, 10, (3, 6))
@@ -64,7 +63,7 @@ def test_ranking_losses_invariant_to_constant_shift(loss):
     assert _value(loss, y_true, y_pred + 7.0) == pytest.approx(_value(loss, y_true, y_pred), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss", ALL, ids=lambda l: l.name)
+@pytest.mark.parametrize("loss", ALL, ids=lambda loss: loss.name)
 def test_padded_configs_do_not_change_value(loss):
     rng = np.random.default_rng(1)
     y_true = rng.uniform(1, 10, (2, 5))
@@ -78,7 +77,7 @@ def test_padded_configs_do_not_change_value(loss):
     )
 
 
-@pytest.mark.parametrize("loss", ALL, ids=lambda l: l.name)
+@pytest.mark.parametrize("loss", ALL, ids=lambda loss: loss.name)
 def test_perfect_ranking_beats_reversed(loss):
     y_true = np.array([[1.0, 2.0, 4.0, 8.0, 16.0]])
     perfect = np.log(y_true)
@@ -86,7 +85,7 @@ def test_perfect_ranking_beats_reversed(loss):
     assert _value(loss, y_true, perfect) < _value(loss, y_true, reversed_)
 
 
-@pytest.mark.parametrize("loss", ALL, ids=lambda l: l.name)
+@pytest.mark.parametrize("loss", ALL, ids=lambda loss: loss.name)
 def test_gradients_finite_for_large_scores(loss):
     y_true = tf.constant([[1.0, 2.0, 3.0, 0.0], [3.0, 1.0, 0.0, 0.0]])
     y_pred = tf.Variable([[1e4, -1e4, 5e3, 1e4], [-1e4, 1e4, 0.0, -1e4]])
@@ -97,7 +96,7 @@ def test_gradients_finite_for_large_scores(loss):
     np.testing.assert_array_equal(grad[:, 3], 0.0)  # padded configs get no gradient
 
 
-@pytest.mark.parametrize("loss", ALL, ids=lambda l: l.name)
+@pytest.mark.parametrize("loss", ALL, ids=lambda loss: loss.name)
 def test_jit_compiled_matches_eager(loss):
     rng = np.random.default_rng(2)
     y_true = rng.uniform(1, 10, (4, 8)).astype(np.float32)

@@ -59,9 +59,9 @@ def test_collection_score_leaves_out_constant_runtime_graphs(collection):
 
 def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
     """The real layout:xla:random train file openai_v0_rnn_optimized: 20 identical configs."""
-    from tpuperf.data.cache import CollectionCache
     from tpuperf.collection import get_collection
     from tpuperf.config import PreprocessConfig
+    from tpuperf.data.cache import CollectionCache
     from tpuperf.data.preprocess import preprocess_collection
 
     col = get_collection("layout:xla:random")
@@ -71,7 +71,9 @@ def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
     raw = tmp_path / "raw"
     col.split_dir(raw, "train").mkdir(parents=True)
     (col.split_dir(raw, "train") / source.name).symlink_to(source)  # read in place, never copied
-    settings = PreprocessConfig(out=str(tmp_path / "cache"), hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=64)
+    settings = PreprocessConfig(
+        out=str(tmp_path / "cache"), hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=64
+    )
     preprocess_collection(raw, tmp_path / "cache", col, settings, progress=False)
     graph = CollectionCache(tmp_path / "cache", col).load("train", "openai_v0_rnn_optimized")
     assert graph.num_configs == 1 and not has_ranking(graph.runtime)
@@ -127,8 +129,13 @@ def test_collection_and_competition_score():
     assert graph_score("tile:xla", preds["b"], runtimes["b"]) == pytest.approx(1.0)  # top5 holds all 3
     with pytest.raises(ValueError, match="graph ids differ"):
         collection_score("tile:xla", preds, {"a": runtimes["a"]})
-    scores = {"tile:xla": 0.9, "layout:xla:random": 0.5, "layout:xla:default": 0.3,
-              "layout:nlp:random": 0.8, "layout:nlp:default": 0.5}
+    scores = {
+        "tile:xla": 0.9,
+        "layout:xla:random": 0.5,
+        "layout:xla:default": 0.3,
+        "layout:nlp:random": 0.8,
+        "layout:nlp:default": 0.5,
+    }
     assert competition_score(scores) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="unknown collections"):
         competition_score({"tile": 1.0})

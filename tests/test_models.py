@@ -1,15 +1,14 @@
 """Layers against dense reference computations; padding and batching invariances; XLA compile."""
+
 import numpy as np
 import pytest
-
-import tpuperf  # noqa: F401  (selects tf-keras before TensorFlow loads)
 import tensorflow as tf
-
 from conftest import model_config
 from graph_factory import fake_graph
-from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, pack, to_arrays, to_graph_tensor
+
 from tpuperf.models import build_model
 from tpuperf.models import layers as L
+from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, pack, to_arrays, to_graph_tensor
 from tpuperf.training.scoring import Scorer, chunk_items
 
 FEAT = 6
@@ -82,9 +81,13 @@ def test_gcn_and_sage_match_dense_reference(rng):
 def test_scores_do_not_depend_on_batch_mates_or_padding(rng, kind, conv):
     """A graph's scores are the same alone or packed with others, under any padding."""
     g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")
-    model = build_model(kind, model_config(**{"conv": conv, "units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 3}))
+    model = build_model(
+        kind, model_config(**{"conv": conv, "units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 3})
+    )
     alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
-    together, _ = graph_tensor([BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind)
+    together, _ = graph_tensor(
+        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind
+    )
     s_alone = model(alone).numpy()[0]
     s_together = model(together).numpy()
     np.testing.assert_allclose(s_together[1, :5], s_alone, rtol=1e-4, atol=1e-5)
@@ -141,9 +144,16 @@ def test_layout_config_interaction_is_a_gather_of_node_value_embeddings(rng):
 @pytest.mark.parametrize("kind", ["tile", "layout"])
 def test_config_interaction_keeps_padding_invariance(rng, kind):
     g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")
-    model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1, "config_interaction": 4}))
+    model = build_model(
+        kind,
+        model_config(
+            **{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1, "config_interaction": 4}
+        ),
+    )
     alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
-    together, _ = graph_tensor([BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind)
+    together, _ = graph_tensor(
+        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind
+    )
     np.testing.assert_allclose(model(together).numpy()[1, :5], model(alone).numpy()[0], rtol=1e-4, atol=1e-5)
 
 
@@ -155,8 +165,10 @@ def test_config_attention_matches_dense_reference(rng):
     layer = L.ConfigAttention(units, refs, heads)
     out = layer(tf.constant(x), tf.constant(mask)).numpy()
 
-    (wq, bq), (wk, bk), (wv, bv) = ((d.kernel.numpy(), d.bias.numpy()) for d in
-                                    (layer.attention._query_dense, layer.attention._key_dense, layer.attention._value_dense))
+    (wq, bq), (wk, bk), (wv, bv) = (
+        (d.kernel.numpy(), d.bias.numpy())
+        for d in (layer.attention._query_dense, layer.attention._key_dense, layer.attention._value_dense)
+    )
     wo, bo = layer.attention._output_dense.kernel.numpy(), layer.attention._output_dense.bias.numpy()
     gamma, beta = layer.norm.gamma.numpy(), layer.norm.beta.numpy()
     for g in range(2):  # the empty slot's output is unused
@@ -179,8 +191,19 @@ def test_config_attention_matches_dense_reference(rng):
 def test_config_attention_scores_depend_on_references_only(rng, kind):
     """With attention a config's score changes with its graph's references, not with other configs."""
     g = fake_graph(rng, kind, 10, 8)
-    model = build_model(kind, model_config(**{"conv": "sage", "units": 8, "shared_layers": 1, "config_layers": 1,
-                               "config_attention": 2, "attention_heads": 2}))
+    model = build_model(
+        kind,
+        model_config(
+            **{
+                "conv": "sage",
+                "units": 8,
+                "shared_layers": 1,
+                "config_layers": 1,
+                "config_attention": 2,
+                "attention_heads": 2,
+            }
+        ),
+    )
     shape = BatchShape(1, 16, 32, 5)
 
     def scores(rows):
@@ -207,14 +230,28 @@ def test_chunk_items_lead_every_chunk_with_the_same_references(rng):
 def test_attention_scoring_does_not_depend_on_chunking(rng, kind):
     """Scorer results are the same for any chunk size and batch mates: chunks share references."""
     graphs = [fake_graph(rng, kind, 9, 23, name="a"), fake_graph(rng, kind, 6, 4, name="b")]
-    model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
-                               "config_attention": 3, "attention_heads": 2}))
+    model = build_model(
+        kind,
+        model_config(
+            **{
+                "conv": "chebsage",
+                "units": 8,
+                "shared_layers": 1,
+                "config_layers": 1,
+                "config_attention": 3,
+                "attention_heads": 2,
+            }
+        ),
+    )
     strategy = tf.distribute.get_strategy()
+
     def plan(graphs_per_batch):
         return BucketPlan(graphs_per_batch, 1.25, count=1, growth=2.0, max_batch_nodes=10**6)
 
-    results = [Scorer(model, plan(graphs_per_batch), configs, kind, FEAT, strategy, jit_compile=False).score(graphs)
-               for graphs_per_batch, configs in ((1, 5), (2, 8), (3, 24))]
+    results = [
+        Scorer(model, plan(graphs_per_batch), configs, kind, FEAT, strategy, jit_compile=False).score(graphs)
+        for graphs_per_batch, configs in ((1, 5), (2, 8), (3, 24))
+    ]
     for other in results[1:]:
         for gid in ("a", "b"):
             np.testing.assert_allclose(other[gid], results[0][gid], rtol=1e-4, atol=1e-5)
@@ -233,14 +270,21 @@ def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
         list(pack([BatchItem(fake_graph(rng, "tile", 16, 2), np.arange(2))], shape))
 
 
-@pytest.mark.parametrize("cls,args", [
-    (L.SAGEConv, {"units": 4}), (L.ChebConv, {"units": 4, "order": 2}), (L.ChebSAGEConv, {"units": 4, "order": 3}),
-    (L.GCNConv, {"units": 4}), (L.NodeEncoder, {"units": 4, "opcode_vocab": 32, "opcode_dim": 3}),
-    (L.ConfigEncoder, {"units": 4, "kind": "layout", "interaction": 2}), (L.ResidualBlock, {"conv": "cheb", "units": 4, "order": 2, "dropout": 0.1}),
-    (L.RuntimeHead, {"units": 4, "reduce": "sum"}),
-    (L.RuntimeHead, {"units": 4, "reduce": "mean", "attention_references": 2, "attention_heads": 2}),
-    (L.ConfigAttention, {"units": 4, "references": 3, "heads": 2}),
-])
+@pytest.mark.parametrize(
+    "cls,args",
+    [
+        (L.SAGEConv, {"units": 4}),
+        (L.ChebConv, {"units": 4, "order": 2}),
+        (L.ChebSAGEConv, {"units": 4, "order": 3}),
+        (L.GCNConv, {"units": 4}),
+        (L.NodeEncoder, {"units": 4, "opcode_vocab": 32, "opcode_dim": 3}),
+        (L.ConfigEncoder, {"units": 4, "kind": "layout", "interaction": 2}),
+        (L.ResidualBlock, {"conv": "cheb", "units": 4, "order": 2, "dropout": 0.1}),
+        (L.RuntimeHead, {"units": 4, "reduce": "sum"}),
+        (L.RuntimeHead, {"units": 4, "reduce": "mean", "attention_references": 2, "attention_heads": 2}),
+        (L.ConfigAttention, {"units": 4, "references": 3, "heads": 2}),
+    ],
+)
 def test_layers_round_trip_get_config(cls, args):
     layer = cls(**args)
     clone = cls.from_config(layer.get_config())
@@ -255,8 +299,19 @@ def test_train_step_compiles_with_xla(rng, kind, attention):
 
     g = fake_graph(rng, kind, 10, 4)
     graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4), kind)
-    model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1,
-                               "config_attention": attention, "attention_heads": 2}))
+    model = build_model(
+        kind,
+        model_config(
+            **{
+                "conv": "chebsage",
+                "units": 8,
+                "shared_layers": 1,
+                "config_layers": 1,
+                "config_attention": attention,
+                "attention_heads": 2,
+            }
+        ),
+    )
     loss_fn = get_loss("listmle")
     optimizer = tf.keras.optimizers.Adam(1e-2)
     model(graph)

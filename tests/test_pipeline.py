@@ -1,6 +1,7 @@
 """End to end: the real dvc.yaml on a tiny config, from download to a checked submission,
 on synthetic data and on the real TpuGraphs files of ../shared/data, and the exported models
 ranking the test files as the submission does."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ABSENT_REASON, SHARED_DATA, params_with
+
 from tpuperf.collection import COLLECTIONS, SPLITS, get_collection
 from tpuperf.data.synthetic import write_dataset
 
@@ -44,13 +45,24 @@ def tiny_project(root: Path, data: dict) -> Path:
     run(root, sys.executable, "-m", "dvc", "config", "core.no_scm", "true")
 
     small_model = dict(units=8, config_units=8, shared_layers=1, config_layers=1)
-    params = params_with({
-        "data": data,
-        "train": dict(folds=FOLDS, epochs=1, graphs_per_batch=2, configs_per_graph=8, predict_configs_per_graph=32,
-                      samples_per_graph={"tile": 1, "layout": 1}, eval_configs=16, jit_compile=False, verbose=0),
-        "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
-        "ensemble": {"models": ["chebsage"]},
-    })
+    params = params_with(
+        {
+            "data": data,
+            "train": dict(
+                folds=FOLDS,
+                epochs=1,
+                graphs_per_batch=2,
+                configs_per_graph=8,
+                predict_configs_per_graph=32,
+                samples_per_graph={"tile": 1, "layout": 1},
+                eval_configs=16,
+                jit_compile=False,
+                verbose=0,
+            ),
+            "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
+            "ensemble": {"models": ["chebsage"]},
+        }
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -66,8 +78,16 @@ def repro_to_checked_submission(project: Path) -> list[str]:
 
     run(project, sys.executable, "ensemble.py")
     submission = project / "submissions" / "submission.csv"
-    check = run(project, "tpuperf", "check-submission", str(submission),
-                "--sample", "data/raw/sample_submission.csv", "--data", "data/raw")
+    check = run(
+        project,
+        "tpuperf",
+        "check-submission",
+        str(submission),
+        "--sample",
+        "data/raw/sample_submission.csv",
+        "--data",
+        "data/raw",
+    )
     rows = submission.read_text().strip().splitlines()
     sample = (project / "data" / "raw" / "sample_submission.csv").read_text().strip().splitlines()
     assert rows[0] == "ID,TopConfigs" and len(rows) == len(sample)
@@ -76,16 +96,30 @@ def repro_to_checked_submission(project: Path) -> list[str]:
     export = run(project, sys.executable, "-m", "dvc", "repro", "--single-item", "--glob", "export@*")
     assert export.count("Running stage 'export@") == 5
     test_files = sorted(str(p.relative_to(project)) for p in (project / "data/raw/npz").glob("**/test/*.npz"))
-    done = subprocess.run(["tpuperf", "rank", *test_files, "--format", "json"], cwd=project, capture_output=True,
-                          text=True, timeout=600, env=os.environ | {"PYTHONPATH": str(project / "src")})
+    done = subprocess.run(
+        ["tpuperf", "rank", *test_files, "--format", "json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"PYTHONPATH": str(project / "src")},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranked = json.loads(done.stdout)
-    from_rank = {get_collection(r["collection"]).submission_id(Path(r["file"]).stem): ";".join(map(str, r["config_ids"]))
-                 for r in ranked}
+    from_rank = {
+        get_collection(r["collection"]).submission_id(Path(r["file"]).stem): ";".join(map(str, r["config_ids"]))
+        for r in ranked
+    }
     assert from_rank == dict(row.split(",") for row in rows[1:])
     # issue #13 item 4: the DVC metrics are small and flat, so the table fits a 200-column terminal
-    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=project, capture_output=True, text=True,
-                           timeout=300, env=os.environ | {"COLUMNS": "200"}).stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"COLUMNS": "200"},
+    ).stdout
     print(shown)
     for collection in ("tile-xla", "layout-xla-random", "layout-nlp-default"):
         assert f"runs/{collection}/chebsage/metrics.json" in shown
@@ -99,7 +133,9 @@ def repro_to_checked_submission(project: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_dvc_pipeline_to_submission_on_tiny_config(tmp_path):
-    repro_to_checked_submission(tiny_project(tmp_path, {"source": "synthetic", "synthetic": {"preset": "tiny", "seed": 0}}))
+    repro_to_checked_submission(
+        tiny_project(tmp_path, {"source": "synthetic", "synthetic": {"preset": "tiny", "seed": 0}})
+    )
 
 
 def real_files_dir(root: Path) -> tuple[Path, dict[str, list[str]]]:
@@ -114,7 +150,9 @@ def real_files_dir(root: Path) -> tuple[Path, dict[str, list[str]]]:
     synth = root / "synthetic"
     write_dataset(synth, "tiny", seed=0)
     synth_rows = dict(line.split(",", 1) for line in (synth / "sample_submission.csv").read_text().splitlines()[1:])
-    real_rows = dict(line.split(",", 1) for line in (SHARED_DATA / "sample_submission.csv").read_text().splitlines()[1:])
+    real_rows = dict(
+        line.split(",", 1) for line in (SHARED_DATA / "sample_submission.csv").read_text().splitlines()[1:]
+    )
     out = root / "local"
     rows, real_tests = [], {}
     for col in COLLECTIONS:

@@ -1,4 +1,5 @@
 """Preprocessing: pruning, dedup, train-only stats, cache round trip, bad files, DVC no-op."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import params_with
 
-from tpuperf.data.cache import CollectionCache
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import SPLITS, get_collection
 from tpuperf.config import PreprocessConfig
+from tpuperf.data.cache import CollectionCache
 from tpuperf.data.npz import DataFormatError
 from tpuperf.data.preprocess import (
     ConfigDeduper,
@@ -28,8 +30,6 @@ from tpuperf.data.preprocess import (
     preprocess_collection,
     signed_log1p,
 )
-
-from conftest import params_with
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data"
@@ -94,7 +94,11 @@ def make_layout_dataset(root: Path, seed: int = 0, graphs: dict | None = None) -
             runtime = rng.integers(1, 1000, 6) if split != "test" else np.zeros(6)
             write_layout(
                 LAYOUT.split_dir(root, split) / f"{split}{g}.npz",
-                random_node_feat(rng, n), edges, [4, 8], layout_codes(rng, 6, 2), runtime,
+                random_node_feat(rng, n),
+                edges,
+                [4, 8],
+                layout_codes(rng, 6, 2),
+                runtime,
             )
 
 
@@ -107,7 +111,9 @@ def make_tile_dataset(root: Path, seed: int = 0) -> None:
             conf = rng.integers(0, 300, (c, 24)).astype(np.float32)
             runtime = rng.integers(1, 1000, c) if split != "test" else np.zeros(c)
             norm = rng.integers(1, 10, c) if split != "test" else np.ones(c)
-            write_tile(TILE.split_dir(root, split) / f"{split}{g}.npz", random_node_feat(rng, n), edges, conf, runtime, norm)
+            write_tile(
+                TILE.split_dir(root, split) / f"{split}{g}.npz", random_node_feat(rng, n), edges, conf, runtime, norm
+            )
 
 
 def stats_text(out: Path, collection) -> str:
@@ -176,7 +182,14 @@ def test_dedup_only_in_train_split(tmp_path):
     runtime = [5, 3, 2, 4, 7, 1]
     for split in SPLITS:
         rt = np.zeros(6) if split == "test" else runtime
-        write_layout(LAYOUT.split_dir(raw, split) / "g.npz", np.ones((9, 140)) * np.arange(9)[:, None], CHAIN_EDGES, [4, 8], _rows(0, 1, 0, 2, 1, 0), rt)
+        write_layout(
+            LAYOUT.split_dir(raw, split) / "g.npz",
+            np.ones((9, 140)) * np.arange(9)[:, None],
+            CHAIN_EDGES,
+            [4, 8],
+            _rows(0, 1, 0, 2, 1, 0),
+            rt,
+        )
     report = preprocess_collection(raw, tmp_path / "cache", LAYOUT, settings(), progress=False)
     cc = CollectionCache(tmp_path / "cache", LAYOUT)
     train, valid = cc.load("train", "g"), cc.load("valid", "g")
@@ -192,7 +205,14 @@ def test_tile_dedup_keeps_min_normalised_runtime(tmp_path):
     raw = tmp_path / "raw"
     conf = np.repeat(np.arange(4, dtype=np.float32)[[0, 1, 0, 1]][:, None], 24, axis=1)
     edges = [[1, 0]]
-    write_tile(TILE.split_dir(raw, "train") / "k.npz", np.random.default_rng(0).random((2, 140)), edges, conf, [8, 9, 6, 30], [2, 3, 1, 3])
+    write_tile(
+        TILE.split_dir(raw, "train") / "k.npz",
+        np.random.default_rng(0).random((2, 140)),
+        edges,
+        conf,
+        [8, 9, 6, 30],
+        [2, 3, 1, 3],
+    )
     preprocess_collection(raw, tmp_path / "cache", TILE, settings(), progress=False)
     g = CollectionCache(tmp_path / "cache", TILE).load("train", "k")
     assert g.config_ids.tolist() == [0, 1]
@@ -259,7 +279,9 @@ def test_layout_cache_round_trip_equals_direct_computation(tmp_path):
     for (split, gid), d in npz.items():
         g = cc.load(split, gid)
         assert g.node_ids.tolist() == kept[(split, gid)].tolist()
-        np.testing.assert_allclose(g.node_feat, expected_transform(d["node_feat"][g.node_ids], train, 100.0, True), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            g.node_feat, expected_transform(d["node_feat"][g.node_ids], train, 100.0, True), rtol=1e-5, atol=1e-5
+        )
         np.testing.assert_array_equal(g.node_opcode, d["node_opcode"][g.node_ids])
         np.testing.assert_array_equal(g.config_feat, d["node_config_feat"][g.config_ids].astype(np.int8))
         np.testing.assert_array_equal(g.runtime, d["config_runtime"][g.config_ids])
@@ -279,7 +301,9 @@ def test_tile_cache_round_trip_equals_direct_computation(tmp_path):
     for (split, gid), d in npz.items():
         g = cc.load(split, gid)
         assert g.config_node_pos is None and g.node_ids.tolist() == list(range(len(d["node_feat"])))
-        np.testing.assert_allclose(g.node_feat, expected_transform(d["node_feat"], train_nodes, 100.0, True), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            g.node_feat, expected_transform(d["node_feat"], train_nodes, 100.0, True), rtol=1e-5, atol=1e-5
+        )
         conf = expected_transform(d["config_feat"][g.config_ids], train_conf, 100.0, False)
         np.testing.assert_allclose(g.config_feat, conf, rtol=1e-5, atol=1e-5)
         target = d["config_runtime"] / d["config_runtime_normalizers"]
@@ -402,16 +426,28 @@ def test_real_layout_files(tmp_path):
 
 def test_cli_reads_params(tmp_path):
     make_tile_dataset(tmp_path / "raw")
-    params = params_with({
-        "data": {"out": str(tmp_path / "raw")},
-        "preprocess": {"out": str(tmp_path / "cache"), "hops": 2, "jobs": 1, "on_bad_file": "fail", "log1p_above": 1e9, "std_floor": 1e-6, "chunk_mb": 8},
-    })
+    params = params_with(
+        {
+            "data": {"out": str(tmp_path / "raw")},
+            "preprocess": {
+                "out": str(tmp_path / "cache"),
+                "hops": 2,
+                "jobs": 1,
+                "on_bad_file": "fail",
+                "log1p_above": 1e9,
+                "std_floor": 1e-6,
+                "chunk_mb": 8,
+            },
+        }
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert cli_main(["preprocess", "--collection", "tile-xla", "--params", str(tmp_path / "params.yaml")]) == 0
     assert CollectionCache(tmp_path / "cache", "tile:xla").stats["node_feat"]["log_columns"] == []
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tpuperf.data.synthetic") is None, reason="tpuperf.data.synthetic not available yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tpuperf.data.synthetic") is None, reason="tpuperf.data.synthetic not available yet"
+)
 def test_synthetic_tiny_end_to_end(tmp_path):
     from tpuperf.data.synthetic import write_dataset
 

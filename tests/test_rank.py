@@ -1,5 +1,6 @@
 """tpuperf export + tpuperf rank: an exported ensemble ranks new files (real TpuGraphs test files
 included) exactly as the pipeline would; bad inputs fail naming the file or the mismatch."""
+
 from __future__ import annotations
 
 import csv
@@ -11,26 +12,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
+from conftest import SHARED_DATA, _rewrite_npz, _write_graph, config_with
 
 import tpuperf
-from tpuperf.data.cache import CollectionCache
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import get_collection
 from tpuperf.config import Config
+from tpuperf.data.cache import CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
-from tpuperf.ranking.export import ExportError, export_collection
 from tpuperf.data.preprocess import prepare_graph, preprocess_collection
-from tpuperf.ranking.ranker import ExportedModel, ModelExportError, build_member_model, load_export
-
-from conftest import SHARED_DATA, _rewrite_npz, _write_graph, config_with
+from tpuperf.ranking.export import ExportError, export_collection
+from tpuperf.ranking.ranker import ExportedModel, ModelExportError, load_export
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import rank_speed  # noqa: E402
 from rank_speed import write_untrained_members  # noqa: E402
+
 COLLECTIONS = ("tile:xla", "layout:xla:default", "layout:nlp:random")
 MODELS = ("chebsage", "sage")
 REAL_TEST = {
@@ -42,15 +42,23 @@ REAL_TEST = {
 
 def tiny_params(root: Path) -> Config:
     small_model = dict(units=8, config_units=8, shared_layers=1, config_layers=1)
-    return config_with({
-        "data": {"out": str(root / "data")},
-        "preprocess": {"out": str(root / "cache"), "jobs": 1},
-        "train": dict(folds=2, runs_dir=str(root / "runs"), checkpoints_dir=str(root / "checkpoints"),
-                      graphs_per_batch=2, predict_configs_per_graph=16, jit_compile=False),
-        "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
-        "ensemble": {"models": list(MODELS)},
-        "export": {"out": str(root / "models")},
-    })
+    return config_with(
+        {
+            "data": {"out": str(root / "data")},
+            "preprocess": {"out": str(root / "cache"), "jobs": 1},
+            "train": dict(
+                folds=2,
+                runs_dir=str(root / "runs"),
+                checkpoints_dir=str(root / "checkpoints"),
+                graphs_per_batch=2,
+                predict_configs_per_graph=16,
+                jit_compile=False,
+            ),
+            "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
+            "ensemble": {"models": list(MODELS)},
+            "export": {"out": str(root / "models")},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +89,9 @@ def test_export_writes_manifest_and_one_weight_file_per_member(exported):
     weights = {m: s["weight"] for m, s in manifest["models"].items()}
     z = np.exp(np.array([0.3, 0.25]) / params.ensemble.temperature)
     assert weights == pytest.approx(dict(zip(MODELS, z / z.sum())))  # softmax of oof / temperature, as ensemble.py
-    assert manifest["stats"]["hops"] == params.preprocess.hops and manifest["planning"]["predict_configs_per_graph"] == 16
+    assert (
+        manifest["stats"]["hops"] == params.preprocess.hops and manifest["planning"]["predict_configs_per_graph"] == 16
+    )
     assert sorted(p.name for p in (root / "models/layout-xla-default/sage").iterdir()) == ["fold_0.npz", "fold_1.npz"]
     assert set(manifest["fingerprint"]) == {"data", "code"}
 
@@ -94,15 +104,23 @@ def test_prepare_graph_equals_the_preprocessed_cache(exported, shared_data):
         for f in sorted(REAL_TEST[name].glob("*.npz")):
             cached = cache.load("test", f.stem)
             fresh = prepare_graph(f, get_collection(name), cache.stats)
-            for field in ("node_feat", "node_opcode", "edge_index", "node_ids", "config_feat", "config_ids", "config_node_pos"):
+            for field in (
+                "node_feat",
+                "node_opcode",
+                "edge_index",
+                "node_ids",
+                "config_feat",
+                "config_ids",
+                "config_node_pos",
+            ):
                 a, b = getattr(cached, field), getattr(fresh, field)
                 assert (a is None and b is None) or (np.array_equal(a, b) and a.dtype == b.dtype), (f, field)
 
 
 def test_rank_matches_the_member_scores_of_the_cached_graphs(exported, shared_data):
     """Ranking real test files = combining every member's scores of the cache's graphs the way ensemble.py does."""
-    from tpuperf.submission.ensemble import combine
     from tpuperf.submission.csv import rankings_from_predictions
+    from tpuperf.submission.ensemble import combine
 
     root, params = exported
     for name in COLLECTIONS:
@@ -124,7 +142,7 @@ def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shar
     tile = sorted(REAL_TEST["tile:xla"].glob("*.npz"))
     layout = sorted(REAL_TEST["layout:xla:default"].glob("*.npz"))
     rankings = tpuperf.rank(tile + layout, root / "models")
-    assert [len(r.config_ids) for r in rankings] == [5] * len(tile) + [r.num_configs for r in rankings[len(tile):]]
+    assert [len(r.config_ids) for r in rankings] == [5] * len(tile) + [r.num_configs for r in rankings[len(tile) :]]
     assert [r.num_configs for r in rankings] == [read_header(f)["config_runtime"].shape[0] for f in tile + layout]
     top2 = tpuperf.rank(tile, root / "models", top=2)
     assert [r.config_ids.tolist() for r in top2] == [r.config_ids[:2].tolist() for r in rankings[: len(tile)]]
@@ -132,14 +150,18 @@ def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shar
 
 def test_chunking_does_not_change_scores(exported):
     """Scores of a graph do not depend on how its configs are split into batches."""
+    import tensorflow as tf
+
     from tpuperf.training.batches import BucketPlan
     from tpuperf.training.scoring import Scorer
-    import tensorflow as tf
 
     root, params = exported
     model = load_export(root / "models/layout-xla-default")
-    graph = prepare_graph(Path(params.data.out, "npz/layout/xla/default/test/synthetic_test.npz"),
-                          get_collection("layout:xla:default"), model.stats)
+    graph = prepare_graph(
+        Path(params.data.out, "npz/layout/xla/default/test/synthetic_test.npz"),
+        get_collection("layout:xla:default"),
+        model.stats,
+    )
     net = model.models["chebsage"]
     net.set_weights(model.folds["chebsage"][0])
     plan = BucketPlan(2, 1.25, count=1, growth=2.0, max_batch_nodes=10**6)
@@ -181,7 +203,9 @@ def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported
     src = get_collection("layout:nlp:random").split_dir(params.data.out, "test") / "synthetic_test.npz"
     loose = tmp_path / "my_program.npz"
     shutil.copy(src, loose)
-    with pytest.raises(ModelExportError, match=r"my_program.npz: cannot tell its collection from the path: pass --collection"):
+    with pytest.raises(
+        ModelExportError, match=r"my_program.npz: cannot tell its collection from the path: pass --collection"
+    ):
         tpuperf.rank([loose], root / "models")
     by_arg = tpuperf.rank([loose], root / "models", collection="layout:nlp:random")[0]
     in_layout = tpuperf.rank([src], root / "models")[0]
@@ -196,12 +220,17 @@ def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported
 def test_file_of_another_collection_than_the_model(exported, capsys):
     root, params = exported
     tile = get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz"
-    with pytest.raises(ModelExportError, match=rf"{tile}: is tile:xla but {root}/models/layout-xla-default holds a model for layout:xla:default only"):
+    with pytest.raises(
+        ModelExportError,
+        match=rf"{tile}: is tile:xla but {root}/models/layout-xla-default holds a model for layout:xla:default only",
+    ):
         tpuperf.rank([tile], root / "models/layout-xla-default")
     code, out, err = run_cli(capsys, "rank", str(tile), "--model", str(root / "models/layout-xla-default"))
     assert code == 1 and out == "" and "tpuperf rank failed:" in err and "is tile:xla" in err
     layout = get_collection("layout:xla:default").split_dir(params.data.out, "test") / "synthetic_test.npz"
-    with pytest.raises(ModelExportError, match="its path says layout:xla:default but the collection given is layout:nlp:random"):
+    with pytest.raises(
+        ModelExportError, match="its path says layout:xla:default but the collection given is layout:nlp:random"
+    ):
         tpuperf.rank([layout], root / "models", collection="layout:nlp:random")
 
 
@@ -209,16 +238,25 @@ def test_file_with_the_other_kind_of_arrays(exported, tmp_path):
     root, params = exported
     tile = tmp_path / "kernel.npz"
     shutil.copy(get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz", tile)
-    with pytest.raises(DataFormatError, match=r"kernel.npz: holds tile arrays \(config_feat, config_runtime_normalizers\), not layout:nlp:random's"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"kernel.npz: holds tile arrays \(config_feat, config_runtime_normalizers\), not layout:nlp:random's",
+    ):
         tpuperf.rank([tile], root / "models", collection="layout:nlp:random")
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"drop": ("node_opcode",)}, r"node_opcode: missing key"),
-    ({"node_feat": np.zeros((6, 139), np.float32)}, r"node_feat: shape \(6, 139\): axis 1 should be 140"),
-    ({"node_config_feat": np.full((4, 2, 18), 7.0, np.float32)}, r"node_config_feat: value 7.0 is not an integer in -1..5"),
-    ({"edge_index": np.array([[0, 9]], np.int64)}, r"edge_index: ids range 0..9 outside 0..5"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"drop": ("node_opcode",)}, r"node_opcode: missing key"),
+        ({"node_feat": np.zeros((6, 139), np.float32)}, r"node_feat: shape \(6, 139\): axis 1 should be 140"),
+        (
+            {"node_config_feat": np.full((4, 2, 18), 7.0, np.float32)},
+            r"node_config_feat: value 7.0 is not an integer in -1..5",
+        ),
+        ({"edge_index": np.array([[0, 9]], np.int64)}, r"edge_index: ids range 0..9 outside 0..5"),
+    ],
+)
 def test_missing_or_malformed_arrays(exported, tmp_path, change, message):
     root, params = exported
     path = _write_graph(tmp_path, "layout:xla:default", "test", name="bad")
@@ -252,8 +290,11 @@ def test_model_made_by_another_version(exported, tmp_path):
     root, params = exported
     model = copy_export(root, tmp_path)
     edit_manifest(model, lambda m: m.update(tpuperf_version="0.0.1"))
-    with pytest.raises(ModelExportError, match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 1\); this is "
-                                               rf"tpuperf {tpuperf.__version__} \(format 1\): re-export it"):
+    with pytest.raises(
+        ModelExportError,
+        match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 1\); this is "
+        rf"tpuperf {tpuperf.__version__} \(format 1\): re-export it",
+    ):
         ExportedModel(model)
 
 
@@ -261,7 +302,9 @@ def test_manifest_without_a_field(exported, tmp_path):
     root, params = exported
     model = copy_export(root, tmp_path)
     edit_manifest(model, lambda m: m.pop("stats"))
-    with pytest.raises(ModelExportError, match=rf"{model}/manifest.json: no \['stats'\] \(a partial or hand-edited export"):
+    with pytest.raises(
+        ModelExportError, match=rf"{model}/manifest.json: no \['stats'\] \(a partial or hand-edited export"
+    ):
         ExportedModel(model)
 
 
@@ -278,20 +321,27 @@ def test_model_from_other_features(exported, tmp_path):
         m["stats"]["node_feat_dim"] -= 1
 
     edit_manifest(model, drop_column)
-    with pytest.raises(ModelExportError, match=rf"{model}/chebsage/fold_0.npz: \d+ arrays do not fit the model's \d+: variable \d+ "
-                                               r".* is \(\d+, 8\), the model built from the manifest needs \(\d+, 8\) "
-                                               r"\(made from other features or model settings\?\)"):
+    with pytest.raises(
+        ModelExportError,
+        match=rf"{model}/chebsage/fold_0.npz: \d+ arrays do not fit the model's \d+: variable \d+ "
+        r".* is \(\d+, 8\), the model built from the manifest needs \(\d+, 8\) "
+        r"\(made from other features or model settings\?\)",
+    ):
         ExportedModel(model)
 
 
 def test_not_an_export(tmp_path, exported):
-    with pytest.raises(ModelExportError, match=rf"{tmp_path}: no manifest.json in it or in a <collection-slug>/ subdirectory"):
+    with pytest.raises(
+        ModelExportError, match=rf"{tmp_path}: no manifest.json in it or in a <collection-slug>/ subdirectory"
+    ):
         tpuperf.rank([exported[1].data.out + "/npz/tile/xla/test/synthetic_test.npz"], tmp_path)
 
 
 def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exported, tmp_path):
     root, params = exported
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, checkpoints_dir=str(tmp_path / "checkpoints")))
+    params = dataclasses.replace(
+        params, train=dataclasses.replace(params.train, checkpoints_dir=str(tmp_path / "checkpoints"))
+    )
     shutil.copytree(Path(root, "checkpoints"), tmp_path / "checkpoints")
     state = tmp_path / "checkpoints/tile-xla/sage/fold_1/state.json"
     state.write_text(json.dumps({"finished": False}))

@@ -1,11 +1,10 @@
 """Strategy selection on a machine without TPU or GPU, and the multi-replica scoring path."""
+
 import subprocess
 import sys
 import textwrap
 
 import pytest
-
-import tpuperf  # noqa: F401
 import tensorflow as tf
 
 from tpuperf.training.strategy import find_tpu, select_strategy

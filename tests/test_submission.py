@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-
 from conftest import params_with, put_on_path
+
 from tpuperf.cli import main
 from tpuperf.collection import get_collection, locate
 from tpuperf.kaggle.submit import KaggleError, submit
@@ -37,7 +37,9 @@ def write_npz(root: Path, collection: str, split: str, graph: str, runtime, norm
     )
     if col.is_tile:
         arrays["config_feat"] = np.zeros((c, 24), np.float32)
-        arrays["config_runtime_normalizers"] = np.asarray(normalizers if normalizers is not None else np.ones(c), np.int64)
+        arrays["config_runtime_normalizers"] = np.asarray(
+            normalizers if normalizers is not None else np.ones(c), np.int64
+        )
     else:
         arrays["node_config_ids"] = np.array([1], np.int64)
         arrays["node_config_feat"] = np.zeros((c, 1, 18), np.float32)
@@ -67,7 +69,11 @@ FULL_RANKINGS = {
     "layout:xla:random:g1": np.array([2, 0, 3, 1]),
     "layout:nlp:default:big": np.arange(1001)[::-1],
 }
-FULL_ROWS = ["tile:xla:k1,6;5;4;3;2", "layout:xla:random:g1,2;0;3;1", "layout:nlp:default:big," + ";".join(map(str, range(1000, -1, -1)))]
+FULL_ROWS = [
+    "tile:xla:k1,6;5;4;3;2",
+    "layout:xla:random:g1,2;0;3;1",
+    "layout:nlp:default:big," + ";".join(map(str, range(1000, -1, -1))),
+]
 
 
 def test_parse_id():
@@ -109,8 +115,11 @@ def test_written_file_exact_and_valid(tmp_path, data):
 
 
 def test_one_thousand_entries_for_a_1001_config_file_is_flagged(tmp_path, data):
-    rows = ["tile:xla:k1,0;1;2;3;4", "layout:xla:random:g1,0;1;2;3",
-            "layout:nlp:default:big," + ";".join(map(str, range(1000)))]
+    rows = [
+        "tile:xla:k1,0;1;2;3;4",
+        "layout:xla:random:g1,0;1;2;3",
+        "layout:nlp:default:big," + ";".join(map(str, range(1000))),
+    ]
     sub = write_csv(tmp_path / "s.csv", rows)
     assert check_submission(sub) == []  # without the data it is a permutation of 0..999
     problems = check_submission(sub, data_dir=data)
@@ -135,7 +144,8 @@ def test_tile_kernel_with_fewer_than_5_configs_writer_checker_scorer_agree(tmp_p
     assert check_submission(out, data_dir=data) == []
     assert check_submission(out) == [  # without config counts a short tile row cannot be verified
         "line 5: tile:xla:k3: tile row has 3 config ids, expected 5 (fewer only for a kernel with fewer configs: "
-        "check against the data, --data)"]
+        "check against the data, --data)"
+    ]
     padded = write_csv(tmp_path / "p.csv", [*FULL_ROWS, "tile:xla:k3,0;1;2;3;4"])
     assert check_submission(padded, data_dir=data) == [
         "line 5: tile:xla:k3: tile row has 5 config ids but the kernel has 3 configs: expected 3, the predicted fastest first",
@@ -143,18 +153,25 @@ def test_tile_kernel_with_fewer_than_5_configs_writer_checker_scorer_agree(tmp_p
     ]
     short = write_csv(tmp_path / "q.csv", [*FULL_ROWS, "tile:xla:k3,2;0"])
     assert check_submission(short, data_dir=data) == [
-        "line 5: tile:xla:k3: tile row has 2 config ids but the kernel has 3 configs: expected 3, the predicted fastest first"]
+        "line 5: tile:xla:k3: tile row has 2 config ids but the kernel has 3 configs: expected 3, the predicted fastest first"
+    ]
 
     root = tmp_path / "labelled"  # the scorer reads the same rows: 3 ids score, 5 are refused
     write_npz(root, "tile:xla", "valid", "k3", [30, 10, 20])
     write_npz(root, "tile:xla", "valid", "k7", [70, 60, 50, 40, 30, 20, 10])
-    rows = write_submission({"tile:xla:k3": np.array([0, 2, 1]), "tile:xla:k7": np.arange(7)}, tmp_path / "v.csv",
-                            data_dir=root, split="valid")
+    rows = write_submission(
+        {"tile:xla:k3": np.array([0, 2, 1]), "tile:xla:k7": np.arange(7)},
+        tmp_path / "v.csv",
+        data_dir=root,
+        split="valid",
+    )
     assert rows.read_text().splitlines()[1:] == ["tile:xla:k3,0;2;1", "tile:xla:k7,0;1;2;3;4"]
     # k3 lists every config: best 10 -> 2 - 10/10 = 1; k7's top 5 best 30 -> 2 - 30/10 = -1
     assert score_submission(rows, root, split="valid") == pytest.approx({"tile:xla": 0.0, "mean": 0.0})
     with pytest.raises(SubmissionError, match=r"tile:xla:k3: config ids outside 0..2: 3, 4"):
-        score_submission(write_csv(tmp_path / "w.csv", ["tile:xla:k3,0;1;2;3;4", "tile:xla:k7,0;1;2;3;4"]), root, split="valid")
+        score_submission(
+            write_csv(tmp_path / "w.csv", ["tile:xla:k3,0;1;2;3;4", "tile:xla:k7,0;1;2;3;4"]), root, split="valid"
+        )
 
 
 def test_submit_runs_the_full_data_check_and_sends_nothing_it_refuses(tmp_path, data, fake_kaggle, capsys):
@@ -163,8 +180,11 @@ def test_submit_runs_the_full_data_check_and_sends_nothing_it_refuses(tmp_path, 
     params.write_text(yaml.safe_dump(params_with({"data": {"out": str(data), "competition": "comp"}})))
     refused = {
         "3-config kernel, ids out of range": [*FULL_ROWS, "tile:xla:k3,0;1;2;3;4"],
-        "1,000 ids for the 1,001-config file": [*FULL_ROWS[:2], "layout:nlp:default:big," + ";".join(map(str, range(1000))),
-                                                "tile:xla:k3,2;0;1"],
+        "1,000 ids for the 1,001-config file": [
+            *FULL_ROWS[:2],
+            "layout:nlp:default:big," + ";".join(map(str, range(1000))),
+            "tile:xla:k3,2;0;1",
+        ],
         "a test file without a row": FULL_ROWS,
     }
     for case, rows in refused.items():
@@ -174,7 +194,9 @@ def test_submit_runs_the_full_data_check_and_sends_nothing_it_refuses(tmp_path, 
         assert main(["submit", str(sub), "-m", "m", "--params", str(params)]) == 1, case
         assert not fake_kaggle.exists(), case  # nothing was sent
         err = capsys.readouterr().err
-        assert err.startswith(f"tpuperf submit failed: {sub}: {len(problems)} problem(s):") and all(p in err for p in problems)
+        assert err.startswith(f"tpuperf submit failed: {sub}: {len(problems)} problem(s):") and all(
+            p in err for p in problems
+        )
 
     good = write_csv(tmp_path / "good.csv", [*FULL_ROWS, "tile:xla:k3,2;0;1"])  # what check-submission --data accepts
     assert main(["check-submission", str(good), "--data", str(data)]) == 0
@@ -186,7 +208,10 @@ def test_submit_runs_the_full_data_check_and_sends_nothing_it_refuses(tmp_path, 
     params.write_text(yaml.safe_dump(params_with({"data": {"out": str(nowhere), "competition": "comp"}})))
     capsys.readouterr()
     assert main(["submit", str(good), "-m", "m", "--params", str(params)]) == 1
-    assert f"{nowhere}: no data directory to check the submission against (data.out in {params})" in capsys.readouterr().err
+    assert (
+        f"{nowhere}: no data directory to check the submission against (data.out in {params})"
+        in capsys.readouterr().err
+    )
     assert not fake_kaggle.exists()
     assert main(["submit", str(good), "-m", "m", "--params", str(params), "--data", str(data)]) == 0  # the override
     assert fake_kaggle.exists()
@@ -247,7 +272,9 @@ def test_write_refuses_invalid_file_and_leaves_nothing(tmp_path, data):
         write_submission({"tile:xla:k1": np.arange(7)}, target, data_dir=data)
     with pytest.raises(SubmissionError, match="integer config ids"):
         write_submission({"tile:xla:k1": np.array([0.5, 1.0])}, target, data_dir=data)
-    with pytest.raises(SubmissionError, match=r"tile:xla:k1: ranking of 8 has repeated ids or ids outside 0..6 beyond the 5"):
+    with pytest.raises(
+        SubmissionError, match=r"tile:xla:k1: ranking of 8 has repeated ids or ids outside 0..6 beyond the 5"
+    ):
         write_submission({**FULL_RANKINGS, "tile:xla:k1": np.array([6, 5, 4, 3, 2, 1, 0, 7])}, target, data_dir=data)
     with pytest.raises(SubmissionError, match=r"layout:xla:random:g1: ranking of 5 has repeated ids"):
         write_submission({**FULL_RANKINGS, "layout:xla:random:g1": np.array([2, 0, 3, 1, 2])}, target, data_dir=data)
@@ -255,17 +282,21 @@ def test_write_refuses_invalid_file_and_leaves_nothing(tmp_path, data):
 
 
 def test_rankings_from_predictions_and_nan():
-    df = pl.DataFrame({
-        "collection": ["tile:xla"] * 3 + ["layout:xla:default"] * 2,
-        "graph_id": ["k"] * 3 + ["g"] * 2,
-        "config_id": [2, 0, 1, 1, 0],
-        "pred": [0.1, 0.5, 0.1, 3.0, 4.0],
-    })
+    df = pl.DataFrame(
+        {
+            "collection": ["tile:xla"] * 3 + ["layout:xla:default"] * 2,
+            "graph_id": ["k"] * 3 + ["g"] * 2,
+            "config_id": [2, 0, 1, 1, 0],
+            "pred": [0.1, 0.5, 0.1, 3.0, 4.0],
+        }
+    )
     rankings = rankings_from_predictions(df)
     np.testing.assert_array_equal(rankings["tile:xla:k"], [1, 2, 0])  # tie 0.1: config 1 before 2
     np.testing.assert_array_equal(rankings["layout:xla:default:g"], [1, 0])
     with pytest.raises(ValueError, match="tile:xla:k: 1 non-finite"):
-        rankings_from_predictions(df.with_columns(pl.when(pl.col("config_id") == 0).then(np.nan).otherwise(pl.col("pred")).alias("pred")))
+        rankings_from_predictions(
+            df.with_columns(pl.when(pl.col("config_id") == 0).then(np.nan).otherwise(pl.col("pred")).alias("pred"))
+        )
     with pytest.raises(ValueError, match="more than one prediction"):
         rankings_from_predictions(pl.concat([df, df]))
 
@@ -275,8 +306,10 @@ def test_score_submission_hand_computed(tmp_path):
     # tile: runtime/normaliser = [8, 6, 4, 3, 5, 2] / 2 -> best 1.0 (config 5)
     write_npz(root, "tile:xla", "valid", "k", [16, 12, 8, 6, 10, 4], normalizers=[2] * 6)
     write_npz(root, "layout:xla:random", "valid", "g", [10, 30, 20, 40])
-    rows = ["tile:xla:k,0;1;2;3;4",  # best of top 5 is config 3 (3.0): 2 - 3 / 2 = 0.5
-            "layout:xla:random:g,0;2;1;3"]  # exactly the true order: tau 1
+    rows = [
+        "tile:xla:k,0;1;2;3;4",  # best of top 5 is config 3 (3.0): 2 - 3 / 2 = 0.5
+        "layout:xla:random:g,0;2;1;3",
+    ]  # exactly the true order: tau 1
     scores = score_submission(write_csv(tmp_path / "v.csv", rows), root, split="valid")
     assert scores == pytest.approx({"tile:xla": 0.5, "layout:xla:random": 1.0, "mean": 0.75})
     rows[1] = "layout:xla:random:g,1;0;2;3"
@@ -301,20 +334,30 @@ def write_fold(runs: Path, slug: str, model: str, fold: int, frame: pl.DataFrame
 
 
 def fold_frame(pred=(0.2, 0.1)) -> pl.DataFrame:
-    return pl.DataFrame({
-        "split": ["test", "test"], "graph_id": ["k", "k"], "config_id": [0, 1],
-        "pred": list(pred), "runtime": [0.0, 0.0],
-    })
+    return pl.DataFrame(
+        {
+            "split": ["test", "test"],
+            "graph_id": ["k", "k"],
+            "config_id": [0, 1],
+            "pred": list(pred),
+            "runtime": [0.0, 0.0],
+        }
+    )
 
 
 def test_read_fold_predictions(tmp_path):
     runs = tmp_path / "runs"
-    assert write_fold(runs, "tile-xla", "sage", 0, fold_frame()) == prediction_path(runs, get_collection("tile:xla"), "sage", 0)
+    assert write_fold(runs, "tile-xla", "sage", 0, fold_frame()) == prediction_path(
+        runs, get_collection("tile:xla"), "sage", 0
+    )
     write_fold(runs, "tile-xla", "sage", 1, fold_frame((0.3, 0.4)).cast({"config_id": pl.Int32}))
     df = read_fold_predictions(runs)
     assert df.columns == ["collection", "model", "fold", "split", "graph_id", "config_id", "pred", "runtime"]
     assert df.schema["config_id"] == pl.Int64
-    assert df.select("collection", "model", "fold").unique().sort("fold").rows() == [("tile:xla", "sage", 0), ("tile:xla", "sage", 1)]
+    assert df.select("collection", "model", "fold").unique().sort("fold").rows() == [
+        ("tile:xla", "sage", 0),
+        ("tile:xla", "sage", 1),
+    ]
     assert df["pred"].to_list() == [0.2, 0.1, 0.3, 0.4]
     assert read_fold_predictions(runs, 2, models=["sage"], collections=["tile:xla"]).height == 4
     valid = fold_frame().with_columns(split=pl.lit("valid"), graph_id=pl.lit("v"), runtime=pl.lit(1.0))
@@ -328,13 +371,18 @@ def test_read_fold_predictions_missing_folds_and_models(tmp_path):
     for fold in (0, 2):
         write_fold(runs, "tile-xla", "sage", fold, fold_frame())
     assert read_fold_predictions(runs)["fold"].unique().sort().to_list() == [0, 2]  # no expected count: as found
-    with pytest.raises(PredictionFormatError, match=r"sage/predictions/fold_1.parquet: missing: tile:xla / sage has "
-                       r"fold_0.parquet, fold_2.parquet but train.folds is 3"):
+    with pytest.raises(
+        PredictionFormatError,
+        match=r"sage/predictions/fold_1.parquet: missing: tile:xla / sage has "
+        r"fold_0.parquet, fold_2.parquet but train.folds is 3",
+    ):
         read_fold_predictions(runs, 3)
     write_fold(runs, "tile-xla", "sage", 1, fold_frame())
     with pytest.raises(PredictionFormatError, match=r"fold_2.parquet: unexpected: train.folds is 2, so folds are 0..1"):
         read_fold_predictions(runs, 2)
-    with pytest.raises(PredictionFormatError, match=r"tile-xla/cheb/predictions: missing: train cheb on tile:xla first"):
+    with pytest.raises(
+        PredictionFormatError, match=r"tile-xla/cheb/predictions: missing: train cheb on tile:xla first"
+    ):
         read_fold_predictions(runs, 3, collections=["tile:xla"], models=["sage", "cheb"])
     with pytest.raises(PredictionFormatError, match=r"layout-xla-random/sage/predictions: missing"):
         read_fold_predictions(runs, 3, models=["sage"])  # every collection is required
@@ -383,8 +431,12 @@ def test_read_fold_predictions_errors(tmp_path):
 def fake_kaggle(tmp_path, monkeypatch):
     """A ``kaggle`` executable on PATH that records its argv (one per line) and exits with $FAKE_RC."""
     record = tmp_path / "argv.txt"
-    put_on_path(tmp_path, monkeypatch, "kaggle",
-                f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "Successfully submitted"\nexit ${{FAKE_RC:-0}}\n')
+    put_on_path(
+        tmp_path,
+        monkeypatch,
+        "kaggle",
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "Successfully submitted"\nexit ${{FAKE_RC:-0}}\n',
+    )
     return record
 
 
@@ -393,7 +445,15 @@ def test_submit_calls_kaggle(tmp_path, data, fake_kaggle):
     out = submit(sub, "fold ensemble v1", "predict-ai-model-runtime", data_dir=data)
     assert out == "Successfully submitted"
     assert fake_kaggle.read_text().splitlines() == [
-        "competitions", "submit", "-c", "predict-ai-model-runtime", "-f", str(sub), "-m", "fold ensemble v1"]
+        "competitions",
+        "submit",
+        "-c",
+        "predict-ai-model-runtime",
+        "-f",
+        str(sub),
+        "-m",
+        "fold ensemble v1",
+    ]
 
 
 def test_submit_refuses_invalid_file_and_reports_kaggle_failure(tmp_path, data, fake_kaggle, monkeypatch):
@@ -424,7 +484,9 @@ def test_cli(tmp_path, data, fake_kaggle, capsys):
     assert "OK" in capsys.readouterr().out
     assert main(["check-submission", str(bad), "--sample", str(good)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert "duplicate ID (2 rows): tile:xla:k1" in out and any(p.startswith("line 2: tile:xla:k1: tile row has 4 config ids, expected 5") for p in out)
+    assert "duplicate ID (2 rows): tile:xla:k1" in out and any(
+        p.startswith("line 2: tile:xla:k1: tile row has 4 config ids, expected 5") for p in out
+    )
     assert out[-1] == "4 problem(s) in " + str(bad)
     assert main(["submit", str(good), "-m", "msg", "--competition", "comp", "--data", str(data)]) == 0
     assert fake_kaggle.read_text().splitlines()[3] == "comp"

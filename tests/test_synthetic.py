@@ -1,4 +1,5 @@
 """The synthetic generator: real format, determinism, atomic writes, and the hidden cost model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from tpuperf.data import synthetic as syn
 from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, SPLITS, locate
+from tpuperf.data import synthetic as syn
 from tpuperf.data.npz import LayoutGraph, TileGraph, find_npz, load_graph, validate_file
 from tpuperf.data.synthetic import Op, _Node, _node_arrays, layout_runtime, tile_runtime, write_dataset, write_graph
 
@@ -40,10 +41,16 @@ def test_layout_and_counts(tiny) -> None:
 
 
 def test_medium_preset_has_the_real_graph_counts_per_collection() -> None:
-    counts = {col.name: [syn._graph_count(syn.PRESETS["medium"], col, split) for split in SPLITS] for col in COLLECTIONS}
-    assert counts == {"tile:xla": [600, 150, 150],
-                      "layout:xla:random": [69, 7, 8], "layout:xla:default": [69, 7, 8],
-                      "layout:nlp:random": [200, 20, 17], "layout:nlp:default": [200, 20, 17]}
+    counts = {
+        col.name: [syn._graph_count(syn.PRESETS["medium"], col, split) for split in SPLITS] for col in COLLECTIONS
+    }
+    assert counts == {
+        "tile:xla": [600, 150, 150],
+        "layout:xla:random": [69, 7, 8],
+        "layout:xla:default": [69, 7, 8],
+        "layout:nlp:random": [200, 20, 17],
+        "layout:nlp:default": [200, 20, 17],
+    }
 
 
 def test_every_file_is_valid_with_real_dtypes(tiny) -> None:
@@ -108,7 +115,9 @@ def test_sample_submission(tiny) -> None:
     expected = {}
     for col in COLLECTIONS:
         for g in graphs(tiny, col, "test"):
-            expected[col.submission_id(g.graph_id)] = "0;1;2;3;4" if col.is_tile else ";".join(map(str, range(g.num_configs)))
+            expected[col.submission_id(g.graph_id)] = (
+                "0;1;2;3;4" if col.is_tile else ";".join(map(str, range(g.num_configs)))
+            )
     assert rows == expected
 
 
@@ -132,7 +141,11 @@ def test_extra_config_quirk(tmp_path, monkeypatch) -> None:
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny) -> None:
     write_dataset(tmp_path / "again", "tiny", seed=0)
     first = {p.relative_to(tiny): p.read_bytes() for p in sorted(tiny.rglob("*")) if p.is_file()}
-    second = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in sorted((tmp_path / "again").rglob("*")) if p.is_file()}
+    second = {
+        p.relative_to(tmp_path / "again"): p.read_bytes()
+        for p in sorted((tmp_path / "again").rglob("*"))
+        if p.is_file()
+    }
     assert first == second
     write_dataset(tmp_path / "other", "tiny", seed=1)
     assert (tmp_path / "other" / "sample_submission.csv").read_bytes() != first[Path("sample_submission.csv")]
@@ -242,7 +255,9 @@ def dot_runtime(arrays: dict[str, np.ndarray], input_layout: tuple[int, int] | N
         row[0, 0, 0:2] = (1, 0)  # output: its default
         row[0, 0, 6:8] = input_layout
         row[0, 0, 12:14] = (1, 0)  # kernel: its default
-    return float(layout_runtime(arrays["node_feat"], arrays["node_opcode"], arrays["edge_index"], np.array([2]), row)[0])
+    return float(
+        layout_runtime(arrays["node_feat"], arrays["node_opcode"], arrays["edge_index"], np.array([2]), row)[0]
+    )
 
 
 def test_layout_cost_of_a_transposed_input_by_hand() -> None:

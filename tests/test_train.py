@@ -1,4 +1,5 @@
 """K-fold training on a tiny synthetic cache: outputs, resume after an interruption, bad input."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import config_with
+
 from tpuperf.collection import get_collection
 from tpuperf.config import Config, ConfigError
-from tpuperf.metrics import collection_score
 from tpuperf.data.preprocess import preprocess_collection
 from tpuperf.data.synthetic import write_dataset
+from tpuperf.metrics import collection_score
 
 COLLECTION = get_collection("layout:xla:random")
 
@@ -29,14 +30,29 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 def small_params(cache: Path, out: Path, **train) -> Config:
     small_model = dict(units=8, config_units=8, shared_layers=1, config_layers=1)
-    return config_with({
-        "preprocess": {"out": str(cache)},
-        "train": {**dict(
-            folds=2, epochs=3, patience=5, graphs_per_batch=2, configs_per_graph=8, predict_configs_per_graph=16,
-            samples_per_graph={"tile": 1, "layout": 2}, eval_configs=16, jit_compile=False, verbose=0,
-            runs_dir=str(out / "runs"), checkpoints_dir=str(out / "checkpoints")), **train},
-        "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
-    })
+    return config_with(
+        {
+            "preprocess": {"out": str(cache)},
+            "train": {
+                **dict(
+                    folds=2,
+                    epochs=3,
+                    patience=5,
+                    graphs_per_batch=2,
+                    configs_per_graph=8,
+                    predict_configs_per_graph=16,
+                    samples_per_graph={"tile": 1, "layout": 2},
+                    eval_configs=16,
+                    jit_compile=False,
+                    verbose=0,
+                    runs_dir=str(out / "runs"),
+                    checkpoints_dir=str(out / "checkpoints"),
+                ),
+                **train,
+            },
+            "models": {name: small_model for name in ("chebsage", "sage", "cheb", "baseline")},
+        }
+    )
 
 
 def test_folds_are_deterministic_balanced_and_need_enough_graphs():
@@ -58,8 +74,13 @@ def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
 
     graphs = sorted(CollectionCache(tiny_cache, COLLECTION).graphs("train"), key=lambda g: g.num_nodes)
     graphs_by_id = {g.graph_id: g for g in graphs}
-    small, big = graphs[: len(graphs) // 2], graphs[len(graphs) // 2 :]  # two buckets (tiny graphs are too alike to split)
-    buckets = Buckets((small[-1].num_nodes, big[-1].num_nodes), tuple(plan_batch_shape(g, 2, 8, 1.0) for g in (small, big)))
+    small, big = (
+        graphs[: len(graphs) // 2],
+        graphs[len(graphs) // 2 :],
+    )  # two buckets (tiny graphs are too alike to split)
+    buckets = Buckets(
+        (small[-1].num_nodes, big[-1].num_nodes), tuple(plan_batch_shape(g, 2, 8, 1.0) for g in (small, big))
+    )
     assert small[-1].num_nodes < big[-1].num_nodes
 
     def signature(step):
@@ -90,7 +111,10 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
     run = tmp_path / "runs" / COLLECTION.slug / "chebsage"
     assert file_modes(tmp_path / "runs") == file_modes(tmp_path / "checkpoints") == {"0o644"}
     assert json.loads((run / "report.json").read_text()) == metrics
-    assert json.loads((run / "metrics.json").read_text()) == {"oof": metrics["oof_score"], "valid": metrics["valid_score_mean_fold"]}
+    assert json.loads((run / "metrics.json").read_text()) == {
+        "oof": metrics["oof_score"],
+        "valid": metrics["valid_score_mean_fold"],
+    }
     assert [f["fold"] for f in metrics["folds"]] == [0, 1]
     assert metrics["metric"] == "kendall_tau" and -1 <= metrics["oof_score"] <= 1
 
@@ -111,8 +135,11 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
         for gid, part in oof.group_by("graph_id"):  # the best epoch's early-stopping sample
             assert part.height == min(eval_configs, graphs[gid[0]].num_configs)
         by_graph = {gid[0]: part.sort("config_id") for gid, part in oof.group_by("graph_id")}
-        oof_score = collection_score(COLLECTION, {g: p["pred"].to_numpy() for g, p in by_graph.items()},
-                                     {g: p["runtime"].to_numpy() for g, p in by_graph.items()})
+        oof_score = collection_score(
+            COLLECTION,
+            {g: p["pred"].to_numpy() for g, p in by_graph.items()},
+            {g: p["runtime"].to_numpy() for g, p in by_graph.items()},
+        )
         assert oof_score == pytest.approx(metrics["folds"][fold]["oof_score"], abs=1e-9)
     assert oof_ids == set(cache.graph_ids("train"))  # every train graph is out-of-fold exactly once
     curves = run / "live" / "plots" / "metrics" / "fold_0" / "oof_score.tsv"
@@ -139,7 +166,9 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
         train.train_collection(COLLECTION, "sage", params_b)
     for name in ("metrics.json", "report.json"):
         assert not (tmp_path / "b" / "runs" / COLLECTION.slug / "sage" / name).exists()
-    state = json.loads((tmp_path / "b" / "checkpoints" / COLLECTION.slug / "sage" / "fold_0" / "state.json").read_text())
+    state = json.loads(
+        (tmp_path / "b" / "checkpoints" / COLLECTION.slug / "sage" / "fold_0" / "state.json").read_text()
+    )
     assert state["epochs_done"] == 2 and not state["finished"]
 
     monkeypatch.setattr(train.FoldRunner, "end_epoch", real_end_epoch)
@@ -203,7 +232,9 @@ def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, caps
 
     build_cache(data, cache, hops=2)  # another pruning
     assert again()[1:] == (2, 0)
-    changed = dataclasses.replace(params, train=dataclasses.replace(params.train, learning_rate=0.01))  # another setting
+    changed = dataclasses.replace(
+        params, train=dataclasses.replace(params.train, learning_rate=0.01)
+    )  # another setting
     assert again(changed)[1:] == (2, 0)
     assert file_modes(tmp_path / "runs") == file_modes(tmp_path / "checkpoints") == {"0o600"}
 
@@ -231,8 +262,11 @@ def test_constant_runtime_graphs_are_left_out_and_counted(tmp_path, capsys, rewr
         assert flat["train"].stem not in set(frame.filter(pl.col("split") == "oof")["graph_id"])  # in no fold
         rows = frame.filter(pl.col("split") == "valid")
         assert set(rows["graph_id"]) == set(valid)  # still predicted (the submission needs every graph)
-        taus = [kendall_tau(rows.filter(pl.col("graph_id") == g).sort("config_id")["pred"].to_numpy(), runtime)
-                for g, runtime in valid.items() if g != flat["valid"].stem]
+        taus = [
+            kendall_tau(rows.filter(pl.col("graph_id") == g).sort("config_id")["pred"].to_numpy(), runtime)
+            for g, runtime in valid.items()
+            if g != flat["valid"].stem
+        ]
         assert len(taus) == len(valid) - 1
         assert metrics["folds"][fold]["valid_score"] == pytest.approx(np.mean(taus), abs=1e-9)
 
@@ -254,7 +288,9 @@ def test_oof_fold_without_a_ranking_to_score_is_refused(tiny_cache, tmp_path):
     from tpuperf.training.trainer import TrainingError, train_collection
 
     # one evaluated config per held-out graph: early stopping would have nothing to rank
-    with pytest.raises(TrainingError, match="fold 0: none of its .* held-out graphs has 2 distinct runtimes.*train.eval_configs"):
+    with pytest.raises(
+        TrainingError, match="fold 0: none of its .* held-out graphs has 2 distinct runtimes.*train.eval_configs"
+    ):
         train_collection(COLLECTION, "sage", small_params(tiny_cache, tmp_path, eval_configs=1, live=False))
     assert not (tmp_path / "runs" / COLLECTION.slug / "sage" / "predictions").exists()
 

@@ -1,8 +1,10 @@
 """tpuperf: rank XLA compiler configurations of TPU programs (TpuGraphs).
 
 tensorflow-gnn 1.0.x cannot host Keras 3 layers, so the legacy Keras 2 (tf-keras) must be
-selected before TensorFlow is first imported. Doing it here means users never have to.
+selected before ``tf.keras`` is first accessed (TensorFlow reads TF_USE_LEGACY_KERAS then, not at
+``import tensorflow``). Importing any tpuperf module runs this first, so users never have to.
 """
+
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -7,15 +7,17 @@ an error never leaves a half-written file or directory. Temp files are created w
 which ``os.replace`` would carry to the published file); staging directories likewise with
 ``mkdir`` (0777 minus the umask) rather than :func:`tempfile.mkdtemp` (0700).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 def _sibling(path: Path, tag: str) -> Path:

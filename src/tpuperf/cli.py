@@ -2,6 +2,7 @@
 DVC stages call these same subcommands. Heavy modules (TensorFlow) are imported inside the
 handlers so that light commands such as ``validate`` start fast. Errors become exit codes here
 only, in :func:`main` (:mod:`tpuperf.errors`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,9 @@ def _synth(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     write_dataset(args.out, args.preset, args.seed, overwrite=args.overwrite)
     files = len(find_npz([args.out]))
-    print(f"wrote {files} synthetic graphs (preset {args.preset!r}, seed {args.seed}) to {args.out} in {time.perf_counter() - start:.1f} s")
+    print(
+        f"wrote {files} synthetic graphs (preset {args.preset!r}, seed {args.seed}) to {args.out} in {time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 
@@ -170,9 +173,11 @@ def _submit(args: argparse.Namespace) -> int:
     competition = args.competition or data.competition
     data_dir = args.data or Path(data.out)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: no data directory to check the submission against "
-                                f"({'--data' if args.data else f'data.out in {args.params}'}): run `tpuperf download` "
-                                "(or `dvc repro download`) first, or pass --data")
+        raise FileNotFoundError(
+            f"{data_dir}: no data directory to check the submission against "
+            f"({'--data' if args.data else f'data.out in {args.params}'}): run `tpuperf download` "
+            "(or `dvc repro download`) first, or pass --data"
+        )
     print(submit(args.file, args.message, competition, data_dir=data_dir, sample=args.sample))
     return 0
 
@@ -181,8 +186,13 @@ def _kernels_build(args: argparse.Namespace) -> int:
     from tpuperf.config import load_params
     from tpuperf.kaggle.kernels import build_kernels
 
-    build_kernels(load_params(args.params), args.out, collections=args.collections, models=args.models,
-                  download=args.download_wheels)
+    build_kernels(
+        load_params(args.params),
+        args.out,
+        collections=args.collections,
+        models=args.models,
+        download=args.download_wheels,
+    )
     return 0
 
 
@@ -191,21 +201,26 @@ def _kernels_push(args: argparse.Namespace) -> int:
     from tpuperf.kaggle.kernels import push_kernels
 
     wait = load_config(args.params).kernels.dataset_wait_seconds
-    pushed = push_kernels(args.dir, message=args.message, create=args.create, kernels_only=args.kernels_only,
-                          wait_seconds=wait)
+    pushed = push_kernels(
+        args.dir, message=args.message, create=args.create, kernels_only=args.kernels_only, wait_seconds=wait
+    )
     print("pushed; watch with: " + "; ".join(f"kaggle kernels status {k}" for k in pushed))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tpuperf", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tpuperf", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check TpuGraphs .npz files (files or directories, recursive)")
     p.add_argument("paths", nargs="+", type=Path)
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("synth", help="write a synthetic dataset in the real layout (hidden cost model: tpuperf.data.synthetic)")
+    p = sub.add_parser(
+        "synth", help="write a synthetic dataset in the real layout (hidden cost model: tpuperf.data.synthetic)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory (must not exist unless --overwrite)")
     p.add_argument("--preset", default="small", choices=("tiny", "small", "medium", "real"))
     p.add_argument("--seed", type=int, default=0)
@@ -216,11 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_download)
 
-    p = sub.add_parser("fingerprint", help="write data.fingerprint: what download would fetch (no network; params: data.*)")
+    p = sub.add_parser(
+        "fingerprint", help="write data.fingerprint: what download would fetch (no network; params: data.*)"
+    )
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_fingerprint)
 
-    p = sub.add_parser("preprocess", help="build cache/<collection>/ from the downloaded data (params: preprocess.*, data.out)")
+    p = sub.add_parser(
+        "preprocess", help="build cache/<collection>/ from the downloaded data (params: preprocess.*, data.out)"
+    )
     p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_preprocess)
@@ -231,31 +250,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("ensemble", help="every collection's fold predictions -> the checked submission CSV (params: ensemble.*)")
+    p = sub.add_parser(
+        "ensemble", help="every collection's fold predictions -> the checked submission CSV (params: ensemble.*)"
+    )
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--split", choices=("test", "valid"), default="test", help="which split's rows to write")
     p.add_argument("--out", type=Path, help="CSV path (default: <ensemble.out>/submission.csv or valid_submission.csv)")
     p.set_defaults(func=_ensemble)
 
-    p = sub.add_parser("export", help="write <export.out>/<collection>/: the ensemble's models, weights and transform (tpuperf.ranking.export)")
+    p = sub.add_parser(
+        "export",
+        help="write <export.out>/<collection>/: the ensemble's models, weights and transform (tpuperf.ranking.export)",
+    )
     p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("rank", help="rank every configuration of new .npz programs with an exported model, fastest first")
+    p = sub.add_parser(
+        "rank", help="rank every configuration of new .npz programs with an exported model, fastest first"
+    )
     p.add_argument("files", nargs="+", type=Path)
-    p.add_argument("--model", type=Path, help="an export dir, or the root holding one per collection (default: export.out)")
-    p.add_argument("--collection", help="collection of every file (default: from its path, or the model's when it has one)")
+    p.add_argument(
+        "--model", type=Path, help="an export dir, or the root holding one per collection (default: export.out)"
+    )
+    p.add_argument(
+        "--collection", help="collection of every file (default: from its path, or the model's when it has one)"
+    )
     p.add_argument("--top", type=int, help="configs listed per file (default: 5 for tile, all for layout)")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="read for export.out when --model is absent")
+    p.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="read for export.out when --model is absent"
+    )
     p.set_defaults(func=_rank)
 
     p = sub.add_parser("check-submission", help="check a submission CSV; one line per problem, exit 1 on any")
     p.add_argument("file", type=Path)
     p.add_argument("--sample", type=Path, help="sample_submission.csv whose ID set the file must match")
     p.add_argument("--data", type=Path, help="TpuGraphs data dir (npz/...): check IDs and config counts")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split of --data the file is for")
+    p.add_argument(
+        "--split", default="test", choices=("train", "valid", "test"), help="split of --data the file is for"
+    )
     p.set_defaults(func=_check_submission)
 
     p = sub.add_parser("score", help="competition metric of a submission-format CSV against labelled data")
@@ -264,26 +298,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="valid", choices=("train", "valid", "test"))
     p.set_defaults(func=_score)
 
-    p = sub.add_parser("submit", help="check a submission as check-submission --data does, then send it with the kaggle CLI")
+    p = sub.add_parser(
+        "submit", help="check a submission as check-submission --data does, then send it with the kaggle CLI"
+    )
     p.add_argument("file", type=Path)
     p.add_argument("-m", "--message", required=True)
     p.add_argument("--competition", help="Kaggle competition (default: data.competition in params.yaml)")
-    p.add_argument("--data", type=Path, help="TpuGraphs data dir whose test files the file must match (default: data.out in params.yaml)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="TpuGraphs data dir whose test files the file must match (default: data.out in params.yaml)",
+    )
     p.add_argument("--sample", type=Path, help="also require the sample's exact ID set")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("kernels", help="Kaggle TPU kernels running this pipeline (kernels/README.md)")
     ksub = p.add_subparsers(dest="kernels_command", required=True)
-    k = ksub.add_parser("build", help="write the wheel bundle dataset + one kernel folder per collection (params: kernels.*)")
+    k = ksub.add_parser(
+        "build", help="write the wheel bundle dataset + one kernel folder per collection (params: kernels.*)"
+    )
     k.add_argument("--out", type=Path, default=Path("build/kernels"))
     k.add_argument("--params", type=Path, default=Path("params.yaml"))
     k.add_argument("--collections", nargs="+", help="default: kernels.collections")
     k.add_argument("--models", nargs="+", help="default: kernels.models")
-    k.add_argument("--download-wheels", action="store_true",
-                   help="pip download kernels/requirements-kernel.txt into kernels.wheelhouse first (needs the network)")
+    k.add_argument(
+        "--download-wheels",
+        action="store_true",
+        help="pip download kernels/requirements-kernel.txt into kernels.wheelhouse first (needs the network)",
+    )
     k.set_defaults(func=_kernels_build)
-    k = ksub.add_parser("push", help="kaggle datasets version (or create) the bundle, then kaggle kernels push each kernel")
+    k = ksub.add_parser(
+        "push", help="kaggle datasets version (or create) the bundle, then kaggle kernels push each kernel"
+    )
     k.add_argument("--dir", type=Path, default=Path("build/kernels"), help="output of tpuperf kernels build")
     k.add_argument("--params", type=Path, default=Path("params.yaml"))
     k.add_argument("-m", "--message", help="dataset version note (default: tpuperf version + source fingerprint)")

@@ -1,4 +1,5 @@
 """The five TpuGraphs collections and where their files live in the dataset layout."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

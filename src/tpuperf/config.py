@@ -11,6 +11,7 @@ The model sections share ``model_base`` through a YAML merge key (``<<: *model``
 PyYAML and DVC resolve; ``collections`` lists the collection slugs the pipeline runs and the
 keys of ``models`` are the models (dvc.yaml's foreach/matrix read both).
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -18,9 +19,10 @@ import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import yaml
 
@@ -226,7 +228,9 @@ class Config:
             except ValueError as exc:
                 raise ConfigError(f"{source}: collections[{i}]: {exc}") from exc
             if slug != name:
-                raise ConfigError(f"{source}: collections[{i}] is {name!r}; write the slug {slug!r} (dvc.yaml stage names use it)")
+                raise ConfigError(
+                    f"{source}: collections[{i}] is {name!r}; write the slug {slug!r} (dvc.yaml stage names use it)"
+                )
         if not config.models:
             raise ConfigError(f"{source}: models is empty; add at least one model section")
         for key, names in (("ensemble.models", config.ensemble.models), ("kernels.models", config.kernels.models)):
@@ -306,8 +310,10 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(_name(prefix, k) for k in unknown)}; "
-                          f"{where} accepts {', '.join(fields)} (check the spelling)")
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(_name(prefix, k) for k in unknown)}; "
+            f"{where} accepts {', '.join(fields)} (check the spelling)"
+        )
     missing = [k for k in fields if k not in raw]
     if missing:
         raise ConfigError(f"{source}: {', '.join(_name(prefix, k) for k in missing)} missing; add it to params.yaml")
@@ -336,7 +342,9 @@ def _value(hint: Any, value: Any, key: str, rules: Mapping[str, Any], source: st
     if origin is collections.abc.Mapping:  # models: name -> ModelConfig
         if not isinstance(value, Mapping):
             raise bad("a mapping of name -> section")
-        return types.MappingProxyType({str(k): _value(args[1], v, f"{key}.{k}", rules, source) for k, v in value.items()})
+        return types.MappingProxyType(
+            {str(k): _value(args[1], v, f"{key}.{k}", rules, source) for k, v in value.items()}
+        )
     if hint is dict:
         if value is None:
             return {}

@@ -10,6 +10,7 @@ expected failure (:data:`EXPECTED`; one line ``tpuperf <command> failed: <messag
 2 a usage error (argparse's own, or :class:`UsageError`). Anything else is a bug and keeps its
 traceback.
 """
+
 from __future__ import annotations
 
 

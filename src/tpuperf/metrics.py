@@ -13,9 +13,10 @@ Conventions shared with the losses and the submission files:
   out-of-fold scores (:mod:`tpuperf.training.trainer`). Example: a real layout:xla:random train file,
   ``openai_v0_rnn_optimized``, holds 20 identical configs, one after deduplication.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -124,8 +125,10 @@ def collection_score(
         raise ValueError("no graphs to score")
     unranked = set(unranked_graphs(runtimes))
     if len(unranked) == len(preds):
-        raise ValueError(f"none of the {len(preds)} graph(s) has 2 distinct runtimes (e.g. {sorted(unranked)[:3]}): "
-                         "nothing to rank, so the score is undefined")
+        raise ValueError(
+            f"none of the {len(preds)} graph(s) has 2 distinct runtimes (e.g. {sorted(unranked)[:3]}): "
+            "nothing to rank, so the score is undefined"
+        )
     return float(np.mean([graph_score(collection, preds[g], runtimes[g]) for g in preds if g not in unranked]))
 
 

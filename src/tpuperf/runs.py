@@ -27,12 +27,14 @@ Fold prediction format (written by :mod:`tpuperf.training.trainer` from
 - ``pred``      float64: lower = predicted faster (finite)
 - ``runtime``   float64: runtime/normaliser for tile, runtime in ns for layout; 0 for test
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -135,7 +137,9 @@ def _check_run_report(path: Path, report: Any, collection: Collection, model: st
     if missing:
         raise RunArtifactError(path, f"missing keys {missing} (written by an older tpuperf? re-run train)")
     if (report["collection"], report["model"]) != (collection.name, model):
-        raise RunArtifactError(path, f"written for {report['collection']} / {report['model']}, not {collection.name} / {model}")
+        raise RunArtifactError(
+            path, f"written for {report['collection']} / {report['model']}, not {collection.name} / {model}"
+        )
     if not isinstance(report["folds"], list) or (folds is not None and len(report["folds"]) != folds):
         have = len(report["folds"]) if isinstance(report["folds"], list) else report["folds"]
         raise RunArtifactError(path, f"has {have} folds but train.folds is {folds} (stale report?)")
@@ -156,8 +160,11 @@ def write_run_report(runs_dir: Path | str, collection: Collection, model: str, r
     path = report_path(runs_dir, collection, model)
     report = _check_run_report(path, dict(report), collection, model, None)
     write_json_atomic(path, report, sort_keys=True)
-    write_json_atomic(metrics_path(runs_dir, collection, model),
-                      {"oof": report["oof_score"], "valid": report["valid_score_mean_fold"]}, sort_keys=True)
+    write_json_atomic(
+        metrics_path(runs_dir, collection, model),
+        {"oof": report["oof_score"], "valid": report["valid_score_mean_fold"]},
+        sort_keys=True,
+    )
     return path
 
 
@@ -168,7 +175,9 @@ def read_run_report(runs_dir: Path | str, collection: Collection, model: str, fo
     Raises :class:`RunArtifactError` naming the file when it is missing, unreadable or does not match.
     """
     path = report_path(runs_dir, collection, model)
-    return _check_run_report(path, _read_json(path, f"train {model} on {collection.name} first"), collection, model, folds)
+    return _check_run_report(
+        path, _read_json(path, f"train {model} on {collection.name} first"), collection, model, folds
+    )
 
 
 def read_oof_score(runs_dir: Path | str, collection: Collection, model: str, folds: int) -> float:
@@ -189,8 +198,11 @@ def write_ensemble_report(out_dir: Path | str, report: Mapping[str, Any]) -> tup
     missing = [k for k in ENSEMBLE_REPORT_KEYS if k not in report]
     if missing:
         raise RunArtifactError(report_file, f"missing keys {missing}")
-    flat = {get_collection(name).slug: scores["ensemble"]
-            for name, scores in report["collections"].items() if "ensemble" in scores}
+    flat = {
+        get_collection(name).slug: scores["ensemble"]
+        for name, scores in report["collections"].items()
+        if "ensemble" in scores
+    }
     if "ensemble" in report["mean"]:
         flat["mean"] = report["mean"]["ensemble"]
     write_json_atomic(report_file, dict(report))
@@ -270,7 +282,9 @@ def _prediction_dirs(
     slugs = [c.slug for c in collections] if collections is not None else ["*"]
     dirs = sorted(p for slug in slugs for p in runs_dir.glob(f"{slug}/*/{PREDICTIONS_DIR}") if p.is_dir())
     if not dirs:
-        raise FileNotFoundError(f"{runs_dir}: no <collection>/<model>/{PREDICTIONS_DIR}/ directories (train models first)")
+        raise FileNotFoundError(
+            f"{runs_dir}: no <collection>/<model>/{PREDICTIONS_DIR}/ directories (train models first)"
+        )
     found = []
     for pred_dir in dirs:
         try:

@@ -44,14 +44,15 @@ runtimes, other configs or another pruning invalidate it without re-reading the 
 Only train graphs are deduplicated (valid/test keep every config, so ``config_ids`` is then
 ``0..c-1``): see :mod:`tpuperf.data.preprocess` for why and which runtime a duplicate keeps.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -140,7 +141,9 @@ class CollectionCache:
             self._require(self.dir / name)
         version = self.stats.get("format_version")
         if version != FORMAT_VERSION:
-            raise CacheError(f"{self.dir / STATS_FILE}: format version {version}, reader expects {FORMAT_VERSION}: {REBUILD_HINT}")
+            raise CacheError(
+                f"{self.dir / STATS_FILE}: format version {version}, reader expects {FORMAT_VERSION}: {REBUILD_HINT}"
+            )
 
     @staticmethod
     def _require(path: Path) -> None:
@@ -180,7 +183,9 @@ class CollectionCache:
     def load(self, split: str, graph_id: str) -> CachedGraph:
         rel = self._paths.get((split, graph_id))
         if rel is None:
-            raise KeyError(f"{self.collection.name}: no graph {graph_id!r} in split {split!r} of {self.dir / INDEX_FILE}")
+            raise KeyError(
+                f"{self.collection.name}: no graph {graph_id!r} in split {split!r} of {self.dir / INDEX_FILE}"
+            )
         arrays = {}
         for name in array_names(self.collection):
             path = self.dir / rel / f"{name}.npy"

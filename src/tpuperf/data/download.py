@@ -12,6 +12,7 @@ and only then is it renamed into place. A failure therefore never leaves a half-
 and never touches the previous one. The manifest holds no timestamp, so the same source gives the
 same bytes and DVC sees nothing new on a rerun.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -87,8 +88,7 @@ def resolve_source(requested: str) -> tuple[str, str]:
     if found:
         return "kaggle", f"data.source is 'auto' and Kaggle credentials were found ({found})"
     return "synthetic", (
-        "data.source is 'auto' and no Kaggle credentials were found "
-        f"(looked for {_where_credentials_are_looked_for()})"
+        f"data.source is 'auto' and no Kaggle credentials were found (looked for {_where_credentials_are_looked_for()})"
     )
 
 
@@ -108,7 +108,9 @@ def download(params: DataConfig) -> dict[str, Any]:
     counts = ", ".join(
         f"{name} {sum(s['num_files'] for s in splits.values())}" for name, splits in manifest["collections"].items()
     )
-    print(f"tpuperf download: wrote {manifest['num_files']} validated files to {out} ({counts}); see {out / MANIFEST_NAME}")
+    print(
+        f"tpuperf download: wrote {manifest['num_files']} validated files to {out} ({counts}); see {out / MANIFEST_NAME}"
+    )
     return manifest
 
 
@@ -267,8 +269,7 @@ def _find_archive(scratch: Path, params: DataConfig) -> Path:
         return zips[0]
     found = ", ".join(p.name for p in sorted(scratch.iterdir())) or "nothing"
     raise DownloadError(
-        f"the kaggle download exited 0 but did not leave exactly one zip ({expected.name} expected; found "
-        f"{found})."
+        f"the kaggle download exited 0 but did not leave exactly one zip ({expected.name} expected; found {found})."
     )
 
 
@@ -314,7 +315,10 @@ def _extract_layout(archive: Path, dest: Path) -> None:
 def _layout_files(root: Path) -> list[tuple[Collection, str, Path]]:
     """Every .npz of the real layout under ``root``; any .npz elsewhere is an error."""
     files = [
-        (col, split, path) for col in COLLECTIONS for split in SPLITS for path in sorted(col.split_dir(root, split).glob("*.npz"))
+        (col, split, path)
+        for col in COLLECTIONS
+        for split in SPLITS
+        for path in sorted(col.split_dir(root, split).glob("*.npz"))
     ]
     stray = sorted(set(root.rglob("*.npz")) - {path for _, _, path in files})
     if stray:
@@ -367,9 +371,7 @@ def build_manifest(root: Path, source: str, requested: str, origin: dict[str, An
     results = Parallel(n_jobs=jobs, prefer="threads")(delayed(_check_and_hash)(root, *f) for f in files)
     problems = [problem for _, problem in results if problem]
     if problems:
-        raise DownloadError(
-            f"{len(problems)} of {len(files)} files failed validation: {_listing(problems)}."
-        )
+        raise DownloadError(f"{len(problems)} of {len(files)} files failed validation: {_listing(problems)}.")
     collections: dict[str, Any] = {
         col.name: {split: {"num_files": 0, "sha256": {}} for split in SPLITS} for col in COLLECTIONS
     }

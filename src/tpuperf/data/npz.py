@@ -4,13 +4,14 @@ Validation reads each array's ``.npy`` header from the zip member (a few hundred
 to check keys, ranks, shapes and dtypes, and streams the float arrays in chunks to look
 for NaN/inf, so a multi-GB ``node_config_feat`` is never materialised just to be checked.
 """
+
 from __future__ import annotations
 
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -215,12 +216,18 @@ def _check_sizes(path: Path, infos: dict[str, ArrayInfo], is_tile: bool) -> None
         )
     if is_tile:
         if infos["config_runtime_normalizers"].shape[0] != c:
-            raise DataFormatError(path, "config_runtime_normalizers", f"length {infos['config_runtime_normalizers'].shape[0]}, expected {c}")
+            raise DataFormatError(
+                path,
+                "config_runtime_normalizers",
+                f"length {infos['config_runtime_normalizers'].shape[0]}, expected {c}",
+            )
     else:
         nc = infos["node_config_ids"].shape[0]
         if infos["node_config_feat"].shape[1] != nc:
             raise DataFormatError(
-                path, "node_config_feat", f"{infos['node_config_feat'].shape[1]} configurable nodes but node_config_ids has {nc}"
+                path,
+                "node_config_feat",
+                f"{infos['node_config_feat'].shape[1]} configurable nodes but node_config_ids has {nc}",
             )
         if nc == 0:
             raise DataFormatError(path, "node_config_ids", "no configurable nodes")
@@ -282,7 +289,9 @@ def load_graph(
         raise DataFormatError(path, "node_opcode", "negative opcode ids")
     runtime = arrays["config_runtime"]
     if split in ("train", "valid") and (runtime <= 0).any():
-        raise DataFormatError(path, "config_runtime", f"{int((runtime <= 0).sum())} non-positive runtimes in a {split} file")
+        raise DataFormatError(
+            path, "config_runtime", f"{int((runtime <= 0).sum())} non-positive runtimes in a {split} file"
+        )
     if (runtime < 0).any():
         raise DataFormatError(path, "config_runtime", "negative runtimes")
 

@@ -26,26 +26,36 @@ Choices, and why:
 - A column of (near-)zero spread on train (std < ``std_floor``) is centred but not scaled, so
   a value that differs in valid/test stays in raw units instead of exploding.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import polars as pl
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from tpuperf.data import cache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import SPLITS, Collection
 from tpuperf.config import Config, PreprocessConfig
-from tpuperf.data.npz import LAYOUT_CONFIG_DIM, DataFormatError, LayoutGraph, TileGraph, iter_chunks, load_graph, read_header
+from tpuperf.data import cache
+from tpuperf.data.npz import (
+    LAYOUT_CONFIG_DIM,
+    DataFormatError,
+    LayoutGraph,
+    TileGraph,
+    iter_chunks,
+    load_graph,
+    read_header,
+)
 from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
@@ -149,8 +159,9 @@ def _shrink_npy(path: Path, rows: int) -> None:
         fh.truncate(offset + rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
 
 
-def _write_layout_configs(path: Path, out: Path, runtime: np.ndarray, dedup: bool, chunk_bytes: int
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _write_layout_configs(
+    path: Path, out: Path, runtime: np.ndarray, dedup: bool, chunk_bytes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stream ``node_config_feat`` into ``out`` (int8 .npy), dropping repeats when ``dedup``.
 
     Chunks are appended with plain buffered writes rather than through a memory map: a map's
@@ -165,7 +176,11 @@ def _write_layout_configs(path: Path, out: Path, runtime: np.ndarray, dedup: boo
     digest = hashlib.blake2b(digest_size=16)
     written = start = 0
     with open(out, "wb") as fh:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int8)), "fortran_order": False, "shape": (c, nc, LAYOUT_CONFIG_DIM)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.int8)),
+            "fortran_order": False,
+            "shape": (c, nc, LAYOUT_CONFIG_DIM),
+        }
         np.lib.format.write_array_header_1_0(fh, header)
         for chunk in iter_chunks(path, "node_config_feat", chunk_bytes):
             codes = _layout_codes(path, chunk)
@@ -287,7 +302,9 @@ def _save(dir_: Path, content: cache.ContentHash, **arrays: np.ndarray) -> None:
         content.add(name, arr)
 
 
-def prepare_file(path: Path, collection: Collection, split: str, tmp: Path, settings: PreprocessConfig) -> GraphResult | BadFile:
+def prepare_file(
+    path: Path, collection: Collection, split: str, tmp: Path, settings: PreprocessConfig
+) -> GraphResult | BadFile:
     """Pass 1 for one file: validate, prune, dedup (train), write raw arrays under ``tmp``."""
     rel = cache.graph_dir(split, path.stem)
     out = tmp / rel
@@ -348,7 +365,9 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     )
 
 
-def _prepare(path: Path, collection: Collection, split: str, out: Path, rel: str, settings: PreprocessConfig) -> GraphResult:
+def _prepare(
+    path: Path, collection: Collection, split: str, out: Path, rel: str, settings: PreprocessConfig
+) -> GraphResult:
     graph = load_graph(path, collection, split, load_configs=False)
     n = len(graph.node_feat)
     is_train = split == "train"
@@ -442,7 +461,9 @@ def _parallel(jobs: int, tasks: list, desc: str, progress: bool) -> Iterable:
     return tqdm(results, total=len(tasks), desc=desc, unit="graph", disable=not progress)
 
 
-def _build_stats(collection: Collection, results: list[GraphResult], settings: PreprocessConfig, index: pl.DataFrame) -> dict[str, Any]:
+def _build_stats(
+    collection: Collection, results: list[GraphResult], settings: PreprocessConfig, index: pl.DataFrame
+) -> dict[str, Any]:
     # sorted: pooled float sums must not depend on the order in which workers finished
     train = sorted((r for r in results if r.row["split"] == "train"), key=lambda r: r.row["graph_id"])
     if not train:
@@ -465,7 +486,9 @@ def _build_stats(collection: Collection, results: list[GraphResult], settings: P
         "node_feat": node,
     }
     if collection.is_tile:
-        conf = fit_transform(merge_moments(r.config_moments for r in train), settings.log1p_above, settings.std_floor, False)
+        conf = fit_transform(
+            merge_moments(r.config_moments for r in train), settings.log1p_above, settings.std_floor, False
+        )
         stats["config_feat"] = conf
         stats["config_feat_shape"] = [conf["dim"]]
     else:

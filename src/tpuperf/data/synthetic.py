@@ -77,6 +77,7 @@ Measurement noise: runtimes are multiplied by lognormal noise (``TILE_NOISE_SIGM
 int64 ns; test files hold zero runtimes (and tile normalisers of 1), like the real ones.
 Files are deterministic per seed (fixed zip timestamps): same seed, same bytes.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -84,7 +85,7 @@ import itertools
 import math
 import zipfile
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -235,13 +236,17 @@ PRESETS: dict[str, Preset] = {
 # =============================================================================================
 # Layout permutations and padding
 # =============================================================================================
-@lru_cache(maxsize=None)
+@cache
 def _perms(rank: int) -> np.ndarray:
     """All minor-to-major orders of a rank-r tensor, (r!, r) int64, lexicographic."""
-    return np.array(list(itertools.permutations(range(rank))), np.int64).reshape(-1, rank) if rank else np.zeros((1, 0), np.int64)
+    return (
+        np.array(list(itertools.permutations(range(rank))), np.int64).reshape(-1, rank)
+        if rank
+        else np.zeros((1, 0), np.int64)
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _perm_codes(rank: int) -> np.ndarray:
     """Lookup from a base-r code of a minor-to-major list to its index in ``_perms`` (-1 = invalid)."""
     table = np.full(max(rank, 1) ** rank, -1, np.int64)
@@ -451,7 +456,12 @@ class _Builder:
             out[feature] //= 2
         kernel = self.parameter((ksize, ksize, shape[feature], out[feature]))
         node = _Node(
-            Op.CONVOLUTION, tuple(out), self.nodes[src].etype, [src, kernel], contracting=(feature, 2, 3), window=(ksize, stride)
+            Op.CONVOLUTION,
+            tuple(out),
+            self.nodes[src].etype,
+            [src, kernel],
+            contracting=(feature, 2, 3),
+            window=(ksize, stride),
         )
         return self.add(node)
 
@@ -506,7 +516,9 @@ def _build_graph(rng: np.random.Generator, source: str, kind: str, n_nodes: int,
     if kind == "layout":
         b.tuple_root()
     else:
-        recent = [i for i in range(max(0, len(b.nodes) - PICK_WINDOW), len(b.nodes)) if b.nodes[i].opcode not in SOURCES]
+        recent = [
+            i for i in range(max(0, len(b.nodes) - PICK_WINDOW), len(b.nodes)) if b.nodes[i].opcode not in SOURCES
+        ]
         big = max(recent, key=lambda i: (np.prod(b.nodes[i].shape), i)) if recent else None
         src = big if big is not None and b.nodes[big].shape else b.operand((2, 3))
         b.add(_Node(Op.CONVERT, b.nodes[src].shape, b.nodes[src].etype, [src]))
@@ -688,7 +700,16 @@ def _layout_energy(g: _Parsed, config_ids: np.ndarray) -> tuple[_Energy, list[tu
     return energy, variables
 
 
-def _configurable_terms(energy: _Energy, g: _Parsed, v: int, src: list[int], pads: list[np.ndarray], out_var: int, in_var: int | None, ker_var: int | None) -> None:
+def _configurable_terms(
+    energy: _Energy,
+    g: _Parsed,
+    v: int,
+    src: list[int],
+    pads: list[np.ndarray],
+    out_var: int,
+    in_var: int | None,
+    ker_var: int | None,
+) -> None:
     """Dot / convolution / reshape costs; a non-configurable one keeps its operands' layouts."""
     ops = g.operands[v]
     in_var = src[ops[0]] if in_var is None else in_var
@@ -726,7 +747,9 @@ def _decode_configs(node_config_feat: np.ndarray, variables: list[tuple[int, int
         idx = _perm_codes(rank)[code]
         bad = ~is_default & ((idx < 0) | (group < 0).any(1))
         if bad.any():
-            raise ValueError(f"node_config_feat: config {int(np.flatnonzero(bad)[0])}, node {k // 3}: not a layout of rank {rank}")
+            raise ValueError(
+                f"node_config_feat: config {int(np.flatnonzero(bad)[0])}, node {k // 3}: not a layout of rank {rank}"
+            )
         values[k] = np.where(is_default, default, idx)
     return values
 
@@ -747,7 +770,9 @@ def layout_runtime(
 # =============================================================================================
 # Tile cost model
 # =============================================================================================
-def _tile_padding(dims: np.ndarray, tiles: np.ndarray, layout: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tile_padding(
+    dims: np.ndarray, tiles: np.ndarray, layout: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tile count, padding waste of the tensor, lane/sublane padding of one tile) per config."""
     tiles = np.maximum(tiles, 1.0)
     counts = np.ceil(dims / tiles)
@@ -770,7 +795,9 @@ def _tile_parts(g: _Parsed) -> tuple[int, int]:
     return root, main
 
 
-def tile_runtime(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray, config_feat: np.ndarray) -> np.ndarray:
+def tile_runtime(
+    node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray, config_feat: np.ndarray
+) -> np.ndarray:
     """Noise-free runtime (ns, float64) of every tile config: the oracle of a tile file."""
     g = _parse(node_feat, node_opcode, edge_index)
     root, main = _tile_parts(g)
@@ -836,7 +863,9 @@ def _noisy(rng: np.random.Generator, runtime: np.ndarray, sigma: float) -> np.nd
     return np.maximum(np.rint(runtime * rng.lognormal(0.0, sigma, len(runtime))), 1).astype(np.int64)
 
 
-def make_tile_graph(rng: np.random.Generator, n_nodes: int, n_configs: int, *, labelled: bool = True) -> dict[str, np.ndarray]:
+def make_tile_graph(
+    rng: np.random.Generator, n_nodes: int, n_configs: int, *, labelled: bool = True
+) -> dict[str, np.ndarray]:
     """One ``tile:xla`` graph's arrays (file key order). Distinct configs; fewer than
     ``n_configs`` when the kernel's shapes allow fewer. ``labelled=False`` gives a test file."""
     nodes = _build_graph(rng, "xla", "tile", n_nodes, 0)
@@ -856,8 +885,15 @@ def make_tile_graph(rng: np.random.Generator, n_nodes: int, n_configs: int, *, l
         default = np.zeros((1, 24), np.float32)
         default[:, TILE_KERNEL : TILE_KERNEL + 8] = _tile_bounds(_default_tile(g.shapes[main], g.layouts[main]))
         default[:, TILE_OUTPUT : TILE_OUTPUT + 8] = _tile_bounds(_default_tile(g.shapes[root], g.layouts[root]))
-        runtime = _noisy(rng, tile_runtime(g.feat, arrays["node_opcode"], arrays["edge_index"], config_feat), TILE_NOISE_SIGMA)
-        normalizer = np.full(c, _noisy(rng, tile_runtime(g.feat, arrays["node_opcode"], arrays["edge_index"], default), TILE_NOISE_SIGMA)[0])
+        runtime = _noisy(
+            rng, tile_runtime(g.feat, arrays["node_opcode"], arrays["edge_index"], config_feat), TILE_NOISE_SIGMA
+        )
+        normalizer = np.full(
+            c,
+            _noisy(rng, tile_runtime(g.feat, arrays["node_opcode"], arrays["edge_index"], default), TILE_NOISE_SIGMA)[
+                0
+            ],
+        )
     else:
         runtime, normalizer = np.zeros(c, np.int64), np.ones(c, np.int64)
     return {**arrays, "config_feat": config_feat, "config_runtime": runtime, "config_runtime_normalizers": normalizer}
@@ -866,7 +902,9 @@ def make_tile_graph(rng: np.random.Generator, n_nodes: int, n_configs: int, *, l
 # =============================================================================================
 # Layout configs
 # =============================================================================================
-def _layout_values(rng: np.random.Generator, variables: list[tuple[int, int, int]], n_configs: int, search: str) -> tuple[np.ndarray, np.ndarray]:
+def _layout_values(
+    rng: np.random.Generator, variables: list[tuple[int, int, int]], n_configs: int, search: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(c, 3 nc) int16 perm indices and a (c, nc) mask of rows written as -1 (compiler default).
 
     Small dtypes (int16 values, float32 draws) keep a real-scale graph's temporaries well
@@ -905,7 +943,9 @@ def _layout_values(rng: np.random.Generator, variables: list[tuple[int, int, int
     return values, as_default
 
 
-def _layout_config_feat(values: np.ndarray, as_default: np.ndarray, variables: list[tuple[int, int, int]]) -> np.ndarray:
+def _layout_config_feat(
+    values: np.ndarray, as_default: np.ndarray, variables: list[tuple[int, int, int]]
+) -> np.ndarray:
     """(c, nc, 18) float32 minor-to-major rows; -1 pads dims beyond the rank and marks defaults."""
     c, nc = as_default.shape
     feat = np.full((c, nc, 18), -1.0, np.float32)
@@ -965,6 +1005,7 @@ def write_graph(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
     """Write one .npz byte-for-byte reproducibly (fixed zip timestamps), atomically.
 
     Arrays stream into deflated zip members, so no second copy of a big array is made."""
+
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for key, arr in arrays.items():
@@ -982,10 +1023,17 @@ def _draw(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
     return int(rng.integers(bounds[0], bounds[1] + 1))
 
 
-def _make(collection: Collection, split: str, gi: int, preset: Preset, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _make(
+    collection: Collection, split: str, gi: int, preset: Preset, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     labelled = split != "test"
     if collection.is_tile:
-        return make_tile_graph(rng, _draw(rng, (preset.tile_nodes[0], preset.tile_nodes[1] - MAX_OVERSHOOT)), _draw(rng, preset.tile_configs), labelled=labelled)
+        return make_tile_graph(
+            rng,
+            _draw(rng, (preset.tile_nodes[0], preset.tile_nodes[1] - MAX_OVERSHOOT)),
+            _draw(rng, preset.tile_configs),
+            labelled=labelled,
+        )
     size = preset.layout[collection.source]
     n_configurable = _draw(rng, size.configurable)
     n_nodes = _draw(rng, (max(size.nodes[0], NODES_PER_CONFIGURABLE * n_configurable), size.nodes[1] - MAX_OVERSHOOT))

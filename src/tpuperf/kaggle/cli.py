@@ -10,6 +10,7 @@ inputs). Older CLIs printed ``403 - Forbidden`` and ``Could not submit to compet
 Only those line shapes count: a successful call whose output merely contains the word "error"
 (an account or dataset slug such as ``no-error-lab`` in a URL) is a success.
 """
+
 from __future__ import annotations
 
 import re

@@ -31,6 +31,7 @@ Paths (environment variables override the Kaggle defaults; the tests run the scr
 When a default input path is absent, a directory holding the expected marker (bundle.json of the
 right dataset; npz/ + sample_submission.csv) is searched for under the input root and announced.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -41,9 +42,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 BUNDLE_MANIFEST = "bundle.json"
 LEGACY_KERAS_VAR = "TF_USE_LEGACY_KERAS"
@@ -78,9 +79,11 @@ def check_versions(tensorflow: str | None, tf_keras: str | None, legacy_keras: s
     if tensorflow is None:
         problems.append("TensorFlow is not installed in this image (pick a TPU image with TensorFlow)")
     if tf_keras is None:
-        problems.append(f"{TF_KERAS} is not installed: the bundle should provide the one matching TensorFlow {tensorflow}")
+        problems.append(
+            f"{TF_KERAS} is not installed: the bundle should provide the one matching TensorFlow {tensorflow}"
+        )
     elif tensorflow is not None and major_minor(tf_keras) != major_minor(tensorflow):
-        want = "%d.%d" % major_minor(tensorflow)
+        want = "{}.{}".format(*major_minor(tensorflow))
         problems.append(
             f"{TF_KERAS} {tf_keras} does not match TensorFlow {tensorflow} (their major.minor must be equal): "
             f"add {TF_KERAS}=={want}.* to kernels/requirements-kernel.txt, then `tpuperf kernels build "
@@ -104,7 +107,8 @@ def check_imports(distributions: list[str]) -> dict[str, str]:
     keras_module = tf.keras.layers.Dense.__module__
     if not keras_module.startswith("tf_keras"):
         raise KernelEnvironmentError(
-            f"tf.keras is {keras_module}, not tf_keras: TensorFlow was imported before {LEGACY_KERAS_VAR}=1 was set")
+            f"tf.keras is {keras_module}, not tf_keras: TensorFlow was imported before {LEGACY_KERAS_VAR}=1 was set"
+        )
     provided = importlib.metadata.packages_distributions()
     modules = []
     for dist in sorted({normalise(d) for d in distributions}):
@@ -120,7 +124,8 @@ def check_imports(distributions: list[str]) -> dict[str, str]:
     except ImportError as exc:
         raise KernelEnvironmentError(
             f"importing {module} failed ({exc}): add the missing distribution to kernels/requirements-kernel.txt, "
-            "rebuild with --download-wheels and push") from exc
+            "rebuild with --download-wheels and push"
+        ) from exc
     return {"tensorflow": tf.__version__, "tensorflow_gnn": tfgnn.__version__, "keras": keras_module.split(".")[0]}
 
 
@@ -137,7 +142,9 @@ def tensorflow_version() -> str | None:
     dists = sorted(set(importlib.metadata.packages_distributions().get("tensorflow", [])))
     versions = {d: importlib.metadata.version(d) for d in dists}
     if len(set(versions.values())) > 1:
-        raise KernelEnvironmentError(f"several TensorFlow distributions with different versions are installed: {versions}")
+        raise KernelEnvironmentError(
+            f"several TensorFlow distributions with different versions are installed: {versions}"
+        )
     return next(iter(versions.values()), None)
 
 
@@ -156,7 +163,7 @@ class Requirement:
 
 @dataclass(frozen=True)
 class InstallPlan:
-    no_deps: list[str]   # installed with --no-deps --force-reinstall
+    no_deps: list[str]  # installed with --no-deps --force-reinstall
     resolved: list[str]  # installed with dependencies, every installed distribution pinned
 
     @property
@@ -164,8 +171,12 @@ class InstallPlan:
         return self.no_deps + self.resolved
 
 
-def plan_install(requirements: list[Requirement], tpuperf_version: str, tensorflow: str | None,
-                 installed: Callable[[str], str | None] = installed_version) -> InstallPlan:
+def plan_install(
+    requirements: list[Requirement],
+    tpuperf_version: str,
+    tensorflow: str | None,
+    installed: Callable[[str], str | None] = installed_version,
+) -> InstallPlan:
     """What to install from the bundle: the tf-keras matching ``tensorflow`` (unless one is
     installed), every other requirement the image lacks, and always tpuperf."""
     if tensorflow is None:
@@ -179,8 +190,9 @@ def plan_install(requirements: list[Requirement], tpuperf_version: str, tensorfl
             bundled = ", ".join(r.version for r in keras)
             raise KernelEnvironmentError(
                 f"the image has TensorFlow {tensorflow}{f' and {TF_KERAS} {have}' if have else ''}, but the bundle's "
-                f"{TF_KERAS} wheels are {bundled}: add {TF_KERAS}=={'%d.%d' % major_minor(tensorflow)}.* to "
-                "kernels/requirements-kernel.txt, then `tpuperf kernels build --download-wheels` and `tpuperf kernels push`")
+                f"{TF_KERAS} wheels are {bundled}: add {TF_KERAS}=={'.'.join(map(str, major_minor(tensorflow)))}.* to "
+                "kernels/requirements-kernel.txt, then `tpuperf kernels build --download-wheels` and `tpuperf kernels push`"
+            )
         no_deps.append(max(match, key=lambda r: [int(x) for x in re.findall(r"\d+", r.version)]).spec)
     for req in requirements:
         if normalise(req.name) != TF_KERAS and installed(req.name) is None:
@@ -195,7 +207,8 @@ def _pip(args: list[str]) -> None:
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-PIP_TAIL_LINES:]
         raise KernelEnvironmentError(
-            f"pip could not install from the bundle (exit {proc.returncode}):\n    " + "\n    ".join(tail))
+            f"pip could not install from the bundle (exit {proc.returncode}):\n    " + "\n    ".join(tail)
+        )
 
 
 def install_bundle(bundle: Path, plan: InstallPlan, scratch: Path) -> None:
@@ -203,7 +216,9 @@ def install_bundle(bundle: Path, plan: InstallPlan, scratch: Path) -> None:
     except a tf-keras that does not match TensorFlow."""
     wheel_dirs = sorted({p.parent for p in bundle.rglob("*.whl")})
     if not wheel_dirs:
-        raise KernelEnvironmentError(f"{bundle} holds no .whl files: was the bundle dataset pushed by `tpuperf kernels push`?")
+        raise KernelEnvironmentError(
+            f"{bundle} holds no .whl files: was the bundle dataset pushed by `tpuperf kernels push`?"
+        )
     links = [arg for d in wheel_dirs for arg in ("--find-links", str(d))]
     _pip(links + ["--no-deps", "--force-reinstall", *plan.no_deps])  # never empty: tpuperf is always installed
     if plan.resolved:
@@ -226,16 +241,24 @@ class Paths:
     scratch: Path
 
     @classmethod
-    def from_env(cls, config: dict) -> "Paths":
+    def from_env(cls, config: dict) -> Paths:
         env = os.environ
         root = Path(env.get("TPUPERF_KERNEL_INPUT", "/kaggle/input"))
         data = env.get("TPUPERF_KERNEL_DATA")
         bundle = env.get("TPUPERF_KERNEL_BUNDLE")
         return cls(
             input=root,
-            data=Path(data) if data else find_mount(root, config["competition"], is_dataset_root, "the competition data"),
-            bundle=Path(bundle) if bundle else find_mount(
-                root, config["bundle_slug"], lambda d: is_bundle(d, config["bundle_id"]), f"the bundle {config['bundle_id']}"),
+            data=Path(data)
+            if data
+            else find_mount(root, config["competition"], is_dataset_root, "the competition data"),
+            bundle=Path(bundle)
+            if bundle
+            else find_mount(
+                root,
+                config["bundle_slug"],
+                lambda d: is_bundle(d, config["bundle_id"]),
+                f"the bundle {config['bundle_id']}",
+            ),
             working=Path(env.get("TPUPERF_KERNEL_WORKING", "/kaggle/working")),
             scratch=Path(env.get("TPUPERF_KERNEL_SCRATCH", "/tmp/tpuperf")),
         )
@@ -256,12 +279,22 @@ def find_mount(root: Path, name: str, accept: Callable[[Path], bool], what: str)
     """``root/name`` when it is what we want, else the one directory under ``root`` that is."""
     if accept(root / name):
         return root / name
-    found = [] if not root.is_dir() else [d for depth in range(1, SEARCH_DEPTH + 1)
-                                            for d in sorted(root.glob("/".join(["*"] * depth))) if d.is_dir() and accept(d)]
+    found = (
+        []
+        if not root.is_dir()
+        else [
+            d
+            for depth in range(1, SEARCH_DEPTH + 1)
+            for d in sorted(root.glob("/".join(["*"] * depth)))
+            if d.is_dir() and accept(d)
+        ]
+    )
     if not found:
         listing = ", ".join(sorted(p.name for p in root.iterdir())) if root.is_dir() else "it does not exist"
-        raise KernelEnvironmentError(f"{what} is not mounted: no {root / name}, nothing suitable under {root} ({listing}); "
-                                     "add it to the kernel's inputs (kernel-metadata.json) or set the TPUPERF_KERNEL_* path")
+        raise KernelEnvironmentError(
+            f"{what} is not mounted: no {root / name}, nothing suitable under {root} ({listing}); "
+            "add it to the kernel's inputs (kernel-metadata.json) or set the TPUPERF_KERNEL_* path"
+        )
     print(f"{what}: {root / name} is absent, using {found[0]}", flush=True)
     return found[0]
 
@@ -273,7 +306,8 @@ def read_manifest(bundle: Path, config: dict) -> dict:
         raise KernelEnvironmentError(
             f"the bundle at {bundle} holds tpuperf source {manifest['source_sha256'][:12]} but this kernel was built with "
             f"{config['source_sha256'][:12]}: the new dataset version is still processing or was not pushed; wait for "
-            f"`kaggle datasets status {config['bundle_id']}` to say ready, or run `tpuperf kernels push` again")
+            f"`kaggle datasets status {config['bundle_id']}` to say ready, or run `tpuperf kernels push` again"
+        )
     return manifest
 
 
@@ -282,11 +316,14 @@ def run_params(params: dict, paths: Paths) -> dict:
     working, bulky intermediates under scratch)."""
     from tpuperf.config import deep_merge
 
-    return deep_merge(params, {
-        "data": {"source": "local", "dir": str(paths.data), "out": str(paths.scratch / "data")},
-        "preprocess": {"out": str(paths.scratch / "cache")},
-        "train": {"runs_dir": str(paths.working / "runs"), "checkpoints_dir": str(paths.scratch / "checkpoints")},
-    })
+    return deep_merge(
+        params,
+        {
+            "data": {"source": "local", "dir": str(paths.data), "out": str(paths.scratch / "data")},
+            "preprocess": {"out": str(paths.scratch / "cache")},
+            "train": {"runs_dir": str(paths.working / "runs"), "checkpoints_dir": str(paths.scratch / "checkpoints")},
+        },
+    )
 
 
 def prepare_environment(config: dict, paths: Paths) -> dict:
@@ -298,7 +335,9 @@ def prepare_environment(config: dict, paths: Paths) -> dict:
     else:
         requirements = [Requirement(**r) for r in manifest["requirements"]]
         plan = plan_install(requirements, manifest["tpuperf_version"], tensorflow)
-        print(f"TensorFlow {tensorflow} (from the image); installing from the bundle: {', '.join(plan.specs)}", flush=True)
+        print(
+            f"TensorFlow {tensorflow} (from the image); installing from the bundle: {', '.join(plan.specs)}", flush=True
+        )
         install_bundle(paths.bundle, plan, paths.scratch)
     check_versions(tensorflow, installed_version(TF_KERAS), os.environ.get(LEGACY_KERAS_VAR))
     versions = check_imports([r["name"] for r in manifest["requirements"]])
@@ -321,7 +360,8 @@ def check_accelerator(require_tpu: bool) -> bool:
             f"{', '.join(importlib.metadata.packages_distributions().get('tensorflow', [])) or 'none'}). Without device "
             "files the kernel did not get a TPU; with them, the image's TensorFlow is not a TPU build or "
             "tpuperf.training.strategy.find_tpu missed a TPU VM's local TPU. Set kernels.require_tpu: false in params.yaml "
-            "to train on the host CPU instead")
+            "to train on the host CPU instead"
+        )
     print(f"accelerator: {'TPU' if found else 'none found; the default strategy will run on the CPU'}", flush=True)
     return found
 
@@ -344,8 +384,10 @@ def run_pipeline(config: dict, params_path: Path) -> list[dict]:
     for name in config["collections"]:
         collection = get_collection(name)
         steps.append((f"preprocess --collection {name}", lambda c=collection: preprocess_stage(params, c)))
-        steps += [(f"train --collection {name} --model {model}", lambda m=model, n=name: train_collection(n, m, params))
-                  for model in config["models"]]
+        steps += [
+            (f"train --collection {name} --model {model}", lambda m=model, n=name: train_collection(n, m, params))
+            for model in config["models"]
+        ]
     done = []
     for step, run in steps:
         print(f"\n=== tpuperf {step} ===", flush=True)
@@ -363,11 +405,18 @@ def main(config: dict) -> int:
     os.environ[LEGACY_KERAS_VAR] = "1"  # before anything can import TensorFlow
     started = time.perf_counter()
     working = Path(os.environ.get("TPUPERF_KERNEL_WORKING", "/kaggle/working"))
-    report: dict = {"kernel": config["kernel_id"], "collections": config["collections"], "models": config["models"],
-                    "status": "crashed (see the log)"}
+    report: dict = {
+        "kernel": config["kernel_id"],
+        "collections": config["collections"],
+        "models": config["models"],
+        "status": "crashed (see the log)",
+    }
     try:
         paths = Paths.from_env(config)
-        print(f"tpuperf kernel {config['kernel_id']}: data {paths.data}, bundle {paths.bundle}, outputs {paths.working}", flush=True)
+        print(
+            f"tpuperf kernel {config['kernel_id']}: data {paths.data}, bundle {paths.bundle}, outputs {paths.working}",
+            flush=True,
+        )
         paths.working.mkdir(parents=True, exist_ok=True)
         paths.scratch.mkdir(parents=True, exist_ok=True)
         report["versions"] = prepare_environment(config, paths)

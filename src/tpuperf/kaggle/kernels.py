@@ -27,6 +27,7 @@ Design (kernels/README.md has the user's side):
 (all or nothing); ``push_kernels`` versions (or creates) the bundle dataset with the kaggle CLI,
 waits until Kaggle has processed it, then pushes each kernel.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,18 +40,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import tpuperf
-from tpuperf.kaggle import kernel_entry
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection, get_collection
 from tpuperf.config import Config, KernelsConfig, deep_merge
+from tpuperf.errors import TpuperfError
+from tpuperf.kaggle import kernel_entry
 from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.kaggle.kernel_entry import BUNDLE_MANIFEST, Requirement, normalise
-from tpuperf.errors import TpuperfError
 
 BUNDLE_DIR = "bundle"
 KERNEL_METADATA = "kernel-metadata.json"
@@ -99,8 +101,10 @@ def read_requirements(path: Path) -> list[Requirement]:
             raise KernelError(f"{path}:{lineno}: {spec!r} is not an exact pin name==version")
         name, version = match.groups()
         if TENSORFLOW_NAMES.match(normalise(name)) or normalise(name) == "tpuperf":
-            raise KernelError(f"{path}:{lineno}: {name} must not be bundled (the image's TensorFlow stays; "
-                              "tpuperf is built from src/)")
+            raise KernelError(
+                f"{path}:{lineno}: {name} must not be bundled (the image's TensorFlow stays; "
+                "tpuperf is built from src/)"
+            )
         found.append(Requirement(name, version, comment.strip().startswith("no-deps")))
     return found
 
@@ -111,8 +115,13 @@ def wheel_identity(path: Path) -> tuple[str, str]:
     return normalise(parts[0]), parts[1]
 
 
-def download_wheels(requirements: Sequence[Requirement], wheelhouse: Path, python_versions: Sequence[str],
-                    platforms: Sequence[str], run: Runner = subprocess.run) -> None:
+def download_wheels(
+    requirements: Sequence[Requirement],
+    wheelhouse: Path,
+    python_versions: Sequence[str],
+    platforms: Sequence[str],
+    run: Runner = subprocess.run,
+) -> None:
     """``pip download`` the requirements (binary wheels for each of the kernel's Python versions,
     any of the platforms) and make them the ``wheelhouse``: each no-deps pin alone (pip refuses
     two pins of one name, as the tf-keras builds are, in one call), the others together with
@@ -129,26 +138,42 @@ def download_wheels(requirements: Sequence[Requirement], wheelhouse: Path, pytho
     with replaced_dir(wheelhouse) as fresh:
         for version in python_versions:
             for specs in calls:
-                cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", *target,
-                       "--python-version", version, "--dest", str(fresh), *specs]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--disable-pip-version-check",
+                    *target,
+                    "--python-version",
+                    version,
+                    "--dest",
+                    str(fresh),
+                    *specs,
+                ]
                 try:
                     _run(cmd, run, f"pip download for Python {version} (needs the network)")
                 except KernelError as exc:
                     raise KernelError(
                         f"{exc} -- each pin of kernels.requirements needs wheels for every kernels.python_versions "
                         f"({', '.join(python_versions)}): pin a version that has them, or drop Python {version} "
-                        "from params.yaml; the wheelhouse was left as it was") from exc
+                        "from params.yaml; the wheelhouse was left as it was"
+                    ) from exc
 
 
 def bundled_wheels(requirements: Sequence[Requirement], wheelhouse: Path) -> list[Path]:
     """Every wheel in ``wheelhouse`` (requirements and their dependencies); an error naming the
     requirements that have no wheel there."""
-    wheels = sorted(p for p in wheelhouse.glob("*.whl") if wheel_identity(p)[0] != "tpuperf") if wheelhouse.is_dir() else []
+    wheels = (
+        sorted(p for p in wheelhouse.glob("*.whl") if wheel_identity(p)[0] != "tpuperf") if wheelhouse.is_dir() else []
+    )
     have = {wheel_identity(p) for p in wheels}
     missing = [r.spec for r in requirements if (normalise(r.name), r.version) not in have]
     if missing:
-        raise KernelError(f"{wheelhouse} has no wheel for {', '.join(missing)}: run `tpuperf kernels build "
-                          "--download-wheels` once with network access")
+        raise KernelError(
+            f"{wheelhouse} has no wheel for {', '.join(missing)}: run `tpuperf kernels build "
+            "--download-wheels` once with network access"
+        )
     return wheels
 
 
@@ -164,8 +189,10 @@ def repo_root() -> Path:
     """The source tree tpuperf was installed from (editable install)."""
     root = Path(tpuperf.__file__).resolve().parents[2]
     if not (root / "pyproject.toml").is_file():
-        raise KernelError(f"tpuperf is not installed from a source tree ({root} has no pyproject.toml): "
-                          "`tpuperf kernels build` needs the repository (pip install -e .)")
+        raise KernelError(
+            f"tpuperf is not installed from a source tree ({root} has no pyproject.toml): "
+            "`tpuperf kernels build` needs the repository (pip install -e .)"
+        )
     return root
 
 
@@ -174,7 +201,9 @@ def build_tpuperf_wheel(repo: Path, dest: Path, run: Runner = subprocess.run) ->
     and the source fingerprint. Offline: no build isolation, the installed setuptools builds it."""
     with tempfile.TemporaryDirectory(prefix="tpuperf-wheel-") as tmp:
         tree = Path(tmp, "tree")
-        shutil.copytree(repo / "src" / "tpuperf", tree / "src" / "tpuperf", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            repo / "src" / "tpuperf", tree / "src" / "tpuperf", ignore=shutil.ignore_patterns("__pycache__")
+        )
         shutil.copy2(repo / "pyproject.toml", tree / "pyproject.toml")
         readme = repo / "README.md"
         if readme.is_file():
@@ -183,8 +212,23 @@ def build_tpuperf_wheel(repo: Path, dest: Path, run: Runner = subprocess.run) ->
             (tree / "README.md").write_text("tpuperf\n")
         fingerprint = source_fingerprint(tree / "src" / "tpuperf")
         wheels = Path(tmp, "wheels")
-        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-              "--disable-pip-version-check", "--wheel-dir", str(wheels), str(tree)], run, "pip wheel")
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--disable-pip-version-check",
+                "--wheel-dir",
+                str(wheels),
+                str(tree),
+            ],
+            run,
+            "pip wheel",
+        )
         built = sorted(wheels.glob("tpuperf-*.whl"))
         if len(built) != 1:
             raise KernelError(f"pip wheel did not produce one tpuperf wheel (got {[p.name for p in built]})")
@@ -272,9 +316,16 @@ def _write_json(path: Path, payload: dict) -> None:
 # ---------------------------------------------------------------- build
 
 
-def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Sequence[str] | None = None,
-                  models: Sequence[str] | None = None, download: bool = False, repo: Path | None = None,
-                  run: Runner = subprocess.run) -> list[Path]:
+def build_kernels(
+    params: dict[str, Any],
+    out: Path | str,
+    *,
+    collections: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    download: bool = False,
+    repo: Path | None = None,
+    run: Runner = subprocess.run,
+) -> list[Path]:
     """Write the bundle and one folder per kernel under ``out`` (replacing it whole); the kernel folders."""
     config = Config.from_dict(params)
     settings = config.kernels
@@ -291,7 +342,9 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
     plans = plan_kernels(settings, cols, models)
     competition = config.data.competition
     run_params = deep_merge(params, settings.overrides)
-    Config.from_dict(run_params, "params.yaml merged with kernels.overrides")  # a bad override fails here, not on Kaggle
+    Config.from_dict(
+        run_params, "params.yaml merged with kernels.overrides"
+    )  # a bad override fails here, not on Kaggle
 
     out = Path(out)
     with replaced_dir(out) as tmp:
@@ -300,28 +353,39 @@ def build_kernels(params: dict[str, Any], out: Path | str, *, collections: Seque
         for path in wheels:
             shutil.copy2(path, bundle / path.name)
         _write_json(bundle / DATASET_METADATA, dataset_metadata(settings))
-        _write_json(bundle / BUNDLE_MANIFEST, {
-            "dataset_id": bundle_id(settings),
-            "tpuperf_version": tpuperf.__version__,
-            "tpuperf_wheel": wheel.name,
-            "source_sha256": fingerprint,
-            "requirements": [{"name": r.name, "version": r.version, "no_deps": r.no_deps} for r in requirements],
-            "python_versions": list(settings.python_versions),
-        })
+        _write_json(
+            bundle / BUNDLE_MANIFEST,
+            {
+                "dataset_id": bundle_id(settings),
+                "tpuperf_version": tpuperf.__version__,
+                "tpuperf_wheel": wheel.name,
+                "source_sha256": fingerprint,
+                "requirements": [{"name": r.name, "version": r.version, "no_deps": r.no_deps} for r in requirements],
+                "python_versions": list(settings.python_versions),
+            },
+        )
         for plan in plans:
             folder = tmp / plan.slug
             folder.mkdir()
             meta = kernel_metadata(plan, settings, competition)
             _write_json(folder / KERNEL_METADATA, meta)
             config = {
-                "kernel_id": meta["id"], "collections": plan.collections, "models": plan.models,
-                "competition": competition, "bundle_id": bundle_id(settings), "bundle_slug": settings.bundle.slug,
-                "source_sha256": fingerprint, "require_tpu": settings.require_tpu, "params": run_params,
+                "kernel_id": meta["id"],
+                "collections": plan.collections,
+                "models": plan.models,
+                "competition": competition,
+                "bundle_id": bundle_id(settings),
+                "bundle_slug": settings.bundle.slug,
+                "source_sha256": fingerprint,
+                "require_tpu": settings.require_tpu,
+                "params": run_params,
             }
             (folder / meta["code_file"]).write_text(render_script(config))
     size = sum(p.stat().st_size for p in (out / BUNDLE_DIR).iterdir()) / 1e6
-    print(f"tpuperf kernels build: bundle {bundle_id(settings)} ({len(wheels) + 1} wheels, {size:.1f} MB, source "
-          f"{fingerprint[:12]}) and {len(plans)} kernels in {out}: {', '.join(p.slug for p in plans)}")
+    print(
+        f"tpuperf kernels build: bundle {bundle_id(settings)} ({len(wheels) + 1} wheels, {size:.1f} MB, source "
+        f"{fingerprint[:12]}) and {len(plans)} kernels in {out}: {', '.join(p.slug for p in plans)}"
+    )
     return [out / p.slug for p in plans]
 
 
@@ -347,8 +411,10 @@ def _run(cmd: list[str], run: Runner, what: str, *, kaggle: bool = False) -> str
 def kaggle_executable() -> str:
     exe = shutil.which("kaggle")
     if exe is None:
-        raise KernelError("the `kaggle` command is not on PATH: `pip install kaggle` (requirements.txt pins it) and put "
-                          "an API token in ~/.kaggle/kaggle.json (https://www.kaggle.com/settings)")
+        raise KernelError(
+            "the `kaggle` command is not on PATH: `pip install kaggle` (requirements.txt pins it) and put "
+            "an API token in ~/.kaggle/kaggle.json (https://www.kaggle.com/settings)"
+        )
     return exe
 
 
@@ -357,20 +423,33 @@ def wait_until_ready(exe: str, dataset_id: str, timeout: int, run: Runner, poll_
     would attach the previous version and stop on the fingerprint check)."""
     deadline = time.monotonic() + timeout
     while True:
-        status = _run([exe, "datasets", "status", dataset_id], run, "kaggle datasets status", kaggle=True).strip().lower()
+        status = (
+            _run([exe, "datasets", "status", dataset_id], run, "kaggle datasets status", kaggle=True).strip().lower()
+        )
         if status.endswith("ready"):
             return
         if status.endswith(("failed", "deleted")):
-            raise KernelError(f"Kaggle reports the new version of {dataset_id} as {status!r}: look at the dataset's "
-                              "page, then push the bundle again with `tpuperf kernels push`")
+            raise KernelError(
+                f"Kaggle reports the new version of {dataset_id} as {status!r}: look at the dataset's "
+                "page, then push the bundle again with `tpuperf kernels push`"
+            )
         if time.monotonic() >= deadline:
-            raise KernelError(f"{dataset_id} is still {status!r} after {timeout} s: push the kernels later with "
-                              "`tpuperf kernels push --kernels-only`")
+            raise KernelError(
+                f"{dataset_id} is still {status!r} after {timeout} s: push the kernels later with "
+                "`tpuperf kernels push --kernels-only`"
+            )
         time.sleep(poll_seconds)
 
 
-def push_kernels(build_dir: Path | str, *, message: str | None = None, create: bool = False, kernels_only: bool = False,
-                 wait_seconds: int = 900, run: Runner = subprocess.run) -> list[str]:
+def push_kernels(
+    build_dir: Path | str,
+    *,
+    message: str | None = None,
+    create: bool = False,
+    kernels_only: bool = False,
+    wait_seconds: int = 900,
+    run: Runner = subprocess.run,
+) -> list[str]:
     """Version (or ``create``) the bundle dataset, wait until it is ready, push every kernel.
     Returns the ids of the kernels pushed."""
     build_dir = Path(build_dir)
@@ -391,6 +470,10 @@ def push_kernels(build_dir: Path | str, *, message: str | None = None, create: b
             wait_until_ready(exe, manifest["dataset_id"], wait_seconds, run)
     pushed = []
     for folder in kernels:
-        print(_run([exe, "kernels", "push", "-p", str(folder)], run, f"kaggle kernels push ({folder.name})", kaggle=True).strip())
+        print(
+            _run(
+                [exe, "kernels", "push", "-p", str(folder)], run, f"kaggle kernels push ({folder.name})", kaggle=True
+            ).strip()
+        )
         pushed.append(json.loads((folder / KERNEL_METADATA).read_text())["id"])
     return pushed

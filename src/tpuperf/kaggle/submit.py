@@ -1,5 +1,6 @@
 """Send a submission with the kaggle CLI, after the full check against the data
 (:func:`tpuperf.submission.csv.check_submission`): a file that check refuses is never sent."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """GNN ranking models: GraphSAGE, ChebNet, their ChebSAGE hybrid and the official-style baseline."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -9,12 +9,23 @@ Edges point from producer (SOURCE) to consumer (TARGET). GraphSAGE aggregates th
 directions separately (an op's inputs and its users play different roles); ChebNet works on
 the symmetrised graph, as spectral filters need a symmetric Laplacian.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
-from tpuperf.training.batches import CONFIG, CONFIG_MASK, EDGES, LAYOUT_CONFIG_CLASSES, LAYOUT_CONFIG_DIM, LAYOUT_GROUP_SIZE, NODES, NODE_FEAT, OPCODE
+from tpuperf.training.batches import (
+    CONFIG,
+    CONFIG_MASK,
+    EDGES,
+    LAYOUT_CONFIG_CLASSES,
+    LAYOUT_CONFIG_DIM,
+    LAYOUT_GROUP_SIZE,
+    NODE_FEAT,
+    NODES,
+    OPCODE,
+)
 
 
 def _per_edge(weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
@@ -55,7 +66,9 @@ def symmetric_edge_weights(graph: tfgnn.GraphTensor, self_loops: bool) -> tuple[
 
 def normalized_adjacency_product(graph: tfgnn.GraphTensor, state: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """D^-1/2 A D^-1/2 x on the symmetrised graph (both edge directions)."""
-    return _aggregate(graph, state, tfgnn.TARGET, "sum", weights) + _aggregate(graph, state, tfgnn.SOURCE, "sum", weights)
+    return _aggregate(graph, state, tfgnn.TARGET, "sum", weights) + _aggregate(
+        graph, state, tfgnn.SOURCE, "sum", weights
+    )
 
 
 def chebyshev_basis(graph: tfgnn.GraphTensor, state: tf.Tensor, order: int) -> list[tf.Tensor]:
@@ -93,7 +106,12 @@ class NodeEncoder(tf.keras.layers.Layer):
         return self.project(tf.concat([nodes[NODE_FEAT], self.embedding(opcode)], axis=-1))
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "opcode_vocab": self.opcode_vocab, "opcode_dim": self.opcode_dim}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "opcode_vocab": self.opcode_vocab,
+            "opcode_dim": self.opcode_dim,
+        }
 
 
 class ConfigEncoder(tf.keras.layers.Layer):
@@ -124,8 +142,10 @@ class ConfigEncoder(tf.keras.layers.Layer):
             self.groups = LAYOUT_CONFIG_DIM // LAYOUT_GROUP_SIZE
             self.node_side = tf.keras.layers.Dense(self.groups * LAYOUT_CONFIG_CLASSES * interaction)
             self.position_mix = self.add_weight(
-                name="position_mix", shape=(self.groups, LAYOUT_GROUP_SIZE, interaction, interaction),
-                initializer=tf.keras.initializers.GlorotUniform())
+                name="position_mix",
+                shape=(self.groups, LAYOUT_GROUP_SIZE, interaction, interaction),
+                initializer=tf.keras.initializers.GlorotUniform(),
+            )
             self.project_interaction = tf.keras.layers.Dense(units, use_bias=False)
 
     def call(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None = None) -> tf.Tensor:
@@ -308,8 +328,9 @@ class RuntimeHead(tf.keras.layers.Layer):
     (R references, ``attention_heads`` heads) before the score MLP; 0 keeps configs independent.
     """
 
-    def __init__(self, units: int, reduce: str = "mean", attention_references: int = 0, attention_heads: int = 1,
-                 **kwargs):
+    def __init__(
+        self, units: int, reduce: str = "mean", attention_references: int = 0, attention_heads: int = 1, **kwargs
+    ):
         super().__init__(**kwargs)
         self.units, self.reduce = units, reduce
         self.attention_references, self.attention_heads = attention_references, attention_heads
@@ -324,5 +345,10 @@ class RuntimeHead(tf.keras.layers.Layer):
         return tf.squeeze(self.out(self.hidden(pooled)), axis=-1)  # [components, C]
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "reduce": self.reduce,
-                "attention_references": self.attention_references, "attention_heads": self.attention_heads}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "reduce": self.reduce,
+            "attention_references": self.attention_references,
+            "attention_heads": self.attention_heads,
+        }

@@ -17,6 +17,7 @@ the shapes the layout applies to (a learned gather, tpuperf.models.layers.Config
 The official-style baseline is the same composition with ``shared_layers=0``: configuration
 features join at the input and every layer runs per configuration (tpuperf.models.build_model).
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

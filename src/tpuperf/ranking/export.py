@@ -18,6 +18,7 @@ model is rebuilt from its params.yaml settings, which survives tf-keras upgrades
 The directory is written under a temp name and renamed into place: a failure leaves the
 previous export untouched and nothing half-written.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,14 +30,14 @@ from pathlib import Path
 import numpy as np
 
 import tpuperf
-from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import Collection
 from tpuperf.config import Config
-from tpuperf.submission.ensemble import EnsembleSettings, model_weights
+from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
+from tpuperf.errors import TpuperfError
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
 from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_oof_score
-from tpuperf.errors import TpuperfError
+from tpuperf.submission.ensemble import EnsembleSettings, model_weights
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,12 @@ def export_collection(config: Config, collection: Collection) -> Path:
                 # the best checkpoint also holds the optimizer slots the compiled model tracked: not needed
                 tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched().expect_partial()
                 np.savez(tmp / name / f"fold_{fold}.npz", **{f"{i:04d}": w for i, w in enumerate(model.get_weights())})
-            models[name] = {"params": asdict(model_config), "weight": weights[name], "oof_score": oof[name], "folds": list(range(ens.folds))}
+            models[name] = {
+                "params": asdict(model_config),
+                "weight": weights[name],
+                "oof_score": oof[name],
+                "folds": list(range(ens.folds)),
+            }
         manifest = {
             "format_version": EXPORT_FORMAT,
             "tpuperf_version": tpuperf.__version__,
@@ -115,13 +121,23 @@ def export_collection(config: Config, collection: Collection) -> Path:
             "models": models,
             "ensemble": {"weights": ens.weights, "temperature": ens.temperature},
             "loss": train.loss,
-            "planning": {"graphs_per_batch": train.graphs_per_batch, "batch_slack": train.batch_slack,
-                         "predict_configs_per_graph": train.predict_configs_per_graph, "buckets": asdict(train.buckets)},
+            "planning": {
+                "graphs_per_batch": train.graphs_per_batch,
+                "batch_slack": train.batch_slack,
+                "predict_configs_per_graph": train.predict_configs_per_graph,
+                "buckets": asdict(train.buckets),
+            },
             "jit_compile": train.jit_compile,
             "stats": cache.stats,
             "fingerprint": fingerprint(cache.dir),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    log.info("wrote %s: %s x %d folds, weights %s, batch planning %s", final, ", ".join(ens.models), ens.folds,
-             ", ".join(f"{m} {w:.3f}" for m, w in weights.items()), manifest["planning"])
+    log.info(
+        "wrote %s: %s x %d folds, weights %s, batch planning %s",
+        final,
+        ", ".join(ens.models),
+        ens.folds,
+        ", ".join(f"{m} {w:.3f}" for m, w in weights.items()),
+        manifest["planning"],
+    )
     return final

@@ -28,24 +28,26 @@ runtime (``train.loss: mse``); for ranking losses (listmle, pairwise) the scores
 and it only says how decisively the models separate a config from the best (the manifest's
 ``loss`` tells which).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 import tpuperf
-from tpuperf.data.cache import CachedGraph
-from tpuperf.config import BucketsConfig, ModelConfig, parse
 from tpuperf.collection import COLLECTIONS, Collection, get_collection, locate
+from tpuperf.config import BucketsConfig, ModelConfig, parse
+from tpuperf.data.cache import CachedGraph
 from tpuperf.data.npz import LAYOUT_FIELDS, TILE_FIELDS, DataFormatError, read_header
-from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 from tpuperf.errors import TpuperfError
+from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
 EXPORT_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -105,7 +107,9 @@ def build_member_model(kind: str, model: ModelConfig, feat_dim: int):
 
     shape = BatchShape(graphs=1, nodes=3, edges=1, configs=1)
     model = build_model(kind, model)
-    graph, _ = to_graph_tensor(to_arrays([BatchItem(sample_graph(kind, feat_dim), np.arange(1))], shape, kind, feat_dim), kind)
+    graph, _ = to_graph_tensor(
+        to_arrays([BatchItem(sample_graph(kind, feat_dim), np.arange(1))], shape, kind, feat_dim), kind
+    )
     model(graph)
     return model
 
@@ -120,12 +124,16 @@ def detect_collection(path: Path, given: Collection | None, model_collection: Co
         raise ModelExportError(f"{path}: its path says {from_path.name} but the collection given is {given.name}")
     collection = given or from_path or model_collection
     if collection is None:
-        raise ModelExportError(f"{path}: cannot tell its collection from the path: pass --collection (e.g. layout:xla:random)")
+        raise ModelExportError(
+            f"{path}: cannot tell its collection from the path: pass --collection (e.g. layout:xla:random)"
+        )
     keys = set(read_header(path))
     other = LAYOUT_FIELDS if collection.is_tile else TILE_FIELDS
     if keys & set(other) and not keys & set(TILE_FIELDS if collection.is_tile else LAYOUT_FIELDS):
         found = "layout" if collection.is_tile else "tile"
-        raise DataFormatError(path, None, f"holds {found} arrays ({', '.join(sorted(keys & set(other)))}), not {collection.name}'s")
+        raise DataFormatError(
+            path, None, f"holds {found} arrays ({', '.join(sorted(keys & set(other)))}), not {collection.name}'s"
+        )
     return collection
 
 
@@ -147,7 +155,9 @@ class ExportedModel:
         self.dir = Path(directory)
         manifest_path = self.dir / MANIFEST
         if not manifest_path.is_file():
-            raise ModelExportError(f"{manifest_path}: missing: not an exported model (run `dvc repro export` or `tpuperf export`)")
+            raise ModelExportError(
+                f"{manifest_path}: missing: not an exported model (run `dvc repro export` or `tpuperf export`)"
+            )
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -157,7 +167,8 @@ class ExportedModel:
         if made != (EXPORT_FORMAT, tpuperf.__version__):
             raise ModelExportError(
                 f"{manifest_path}: made by tpuperf {made[1]} (export format {made[0]}); this is tpuperf "
-                f"{tpuperf.__version__} (format {EXPORT_FORMAT}): re-export it with `tpuperf export`")
+                f"{tpuperf.__version__} (format {EXPORT_FORMAT}): re-export it with `tpuperf export`"
+            )
         missing = [k for k in MANIFEST_KEYS if k not in m]
         if missing:
             raise ModelExportError(f"{manifest_path}: no {missing} (a partial or hand-edited export: re-export it)")
@@ -165,11 +176,15 @@ class ExportedModel:
         self.stats = m["stats"]
         self.feat_dim = int(self.stats["node_feat_dim"])
         if self.feat_dim != len(self.stats["node_feat"]["columns"]):
-            raise ModelExportError(f"{manifest_path}: node_feat_dim {self.feat_dim} but the transform keeps "
-                                   f"{len(self.stats['node_feat']['columns'])} columns")
+            raise ModelExportError(
+                f"{manifest_path}: node_feat_dim {self.feat_dim} but the transform keeps "
+                f"{len(self.stats['node_feat']['columns'])} columns"
+            )
         p = m["planning"]
         b = parse(BucketsConfig, p["buckets"], "planning.buckets", str(manifest_path))
-        self.plan = BucketPlan(int(p["graphs_per_batch"]), float(p["batch_slack"]), b.count, b.growth, b.max_batch_nodes)
+        self.plan = BucketPlan(
+            int(p["graphs_per_batch"]), float(p["batch_slack"]), b.count, b.growth, b.max_batch_nodes
+        )
         self.configs = int(p["predict_configs_per_graph"])
         self.jit_compile = bool(m["jit_compile"])
         self.strategy = tf.distribute.get_strategy()
@@ -180,7 +195,9 @@ class ExportedModel:
             params = parse(ModelConfig, spec["params"], f"models.{name}.params", str(manifest_path))
             model = build_member_model(self.collection.kind, params, self.feat_dim)
             self.models[name] = model
-            self.folds[name] = {int(k): self._read_weights(self.dir / name / f"fold_{k}.npz", model) for k in spec["folds"]}
+            self.folds[name] = {
+                int(k): self._read_weights(self.dir / name / f"fold_{k}.npz", model) for k in spec["folds"]
+            }
         self._scorers: dict[str, Any] = {}
 
     def _read_weights(self, path: Path, model) -> list[np.ndarray]:
@@ -193,10 +210,14 @@ class ExportedModel:
         got = [a.shape for a in arrays]
         if want != got:
             first = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
-            detail = (f"variable {first} ({model.weights[first].name}) is {got[first] if first < len(got) else 'missing'}, "
-                      f"the model built from the manifest needs {want[first] if first < len(want) else 'none'}")
-            raise ModelExportError(f"{path}: {len(got)} arrays do not fit the model's {len(want)}: {detail} "
-                                   "(made from other features or model settings?)")
+            detail = (
+                f"variable {first} ({model.weights[first].name}) is {got[first] if first < len(got) else 'missing'}, "
+                f"the model built from the manifest needs {want[first] if first < len(want) else 'none'}"
+            )
+            raise ModelExportError(
+                f"{path}: {len(got)} arrays do not fit the model's {len(want)}: {detail} "
+                "(made from other features or model settings?)"
+            )
         return arrays
 
     def _scorer(self, name: str):
@@ -204,8 +225,15 @@ class ExportedModel:
         from tpuperf.training.scoring import Scorer
 
         if name not in self._scorers:
-            self._scorers[name] = Scorer(self.models[name], self.plan, self.configs, self.collection.kind, self.feat_dim,
-                                         self.strategy, self.jit_compile)
+            self._scorers[name] = Scorer(
+                self.models[name],
+                self.plan,
+                self.configs,
+                self.collection.kind,
+                self.feat_dim,
+                self.strategy,
+                self.jit_compile,
+            )
         return self._scorers[name]
 
     def member_scores(self, graphs: Sequence[CachedGraph]) -> pl.DataFrame:
@@ -218,14 +246,17 @@ class ExportedModel:
             for fold, arrays in folds.items():
                 self.models[name].set_weights(arrays)
                 scores = self._scorer(name).score(graphs)
-                frames.append(prediction_frame(TEST_SPLIT, graphs, scores).with_columns(
-                    collection=pl.lit(self.collection.name), model=pl.lit(name), fold=pl.lit(fold)))
+                frames.append(
+                    prediction_frame(TEST_SPLIT, graphs, scores).with_columns(
+                        collection=pl.lit(self.collection.name), model=pl.lit(name), fold=pl.lit(fold)
+                    )
+                )
         return pl.concat(frames)
 
     def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None) -> list[Ranking]:
         """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each."""
-        from tpuperf.submission.ensemble import combine
         from tpuperf.submission.csv import rankings_from_predictions
+        from tpuperf.submission.ensemble import combine
 
         members = self.member_scores(graphs)
         orders = rankings_from_predictions(combine(members, self.weights))
@@ -235,12 +266,17 @@ class ExportedModel:
         for g in graphs:
             order = orders[self.collection.submission_id(g.graph_id)]
             gap = np.zeros(g.num_configs)
-            for (model, _fold), rows in members.filter(pl.col("graph_id") == g.graph_id).sort("config_id").group_by(
-                    ["model", "fold"], maintain_order=True):
+            for (model, _fold), rows in (
+                members.filter(pl.col("graph_id") == g.graph_id)
+                .sort("config_id")
+                .group_by(["model", "fold"], maintain_order=True)
+            ):
                 pred = rows["pred"].to_numpy()
                 gap += member_weight[model] * (pred - pred[order[0]])
             keep = order if top is None else order[:top]
-            rankings.append(Ranking(Path(g.graph_id), self.collection.name, keep.astype(np.int64), np.exp(gap[keep]), g.num_configs))
+            rankings.append(
+                Ranking(Path(g.graph_id), self.collection.name, keep.astype(np.int64), np.exp(gap[keep]), g.num_configs)
+            )
         return rankings
 
 
@@ -254,8 +290,10 @@ def _model_dirs(model: Path) -> dict[Collection, Path]:
             raise ModelExportError(f"{model / MANIFEST}: collection {name!r}: {exc}") from None
     found = {c: model / c.slug for c in COLLECTIONS if (model / c.slug / MANIFEST).is_file()}
     if not found:
-        raise ModelExportError(f"{model}: no {MANIFEST} in it or in a <collection-slug>/ subdirectory: "
-                               "export the models first (`dvc repro export` or `tpuperf export`)")
+        raise ModelExportError(
+            f"{model}: no {MANIFEST} in it or in a <collection-slug>/ subdirectory: "
+            "export the models first (`dvc repro export` or `tpuperf export`)"
+        )
     return found
 
 
@@ -275,7 +313,9 @@ def load_export(directory: Path) -> ExportedModel:
     return _load(directory.resolve(), (st.st_mtime_ns, st.st_ino))
 
 
-def rank(files: Iterable[Path | str], model: Path | str, collection: str | None = None, top: int | None = None) -> list[Ranking]:
+def rank(
+    files: Iterable[Path | str], model: Path | str, collection: str | None = None, top: int | None = None
+) -> list[Ranking]:
     """Rank every configuration of each TpuGraphs ``.npz`` in ``files``, fastest first.
 
     ``model``: an export directory of one collection, or the export root holding one per
@@ -290,8 +330,8 @@ def rank(files: Iterable[Path | str], model: Path | str, collection: str | None 
     another version, weights that do not fit) and ValueError for a bad ``collection`` or
     ``top``. Every file is checked before any is scored.
     """
-    from tpuperf.metrics import TILE_TOP_K
     from tpuperf.data.preprocess import prepare_graph
+    from tpuperf.metrics import TILE_TOP_K
 
     if top is not None and top < 1:
         raise ValueError(f"top must be >= 1, got {top}")

@@ -21,12 +21,13 @@ to be a permutation of 0..len-1 and a tile row to hold 5 ids. That partial check
 to write or send a file: :func:`write_submission` and :func:`tpuperf.kaggle.submit.submit` always check against the
 data.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -34,8 +35,8 @@ import polars as pl
 from tpuperf.atomic import write_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.data.npz import iter_chunks, read_header
-from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs, unranked_graphs
 from tpuperf.errors import TpuperfError
+from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs, unranked_graphs
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +150,15 @@ def _row_problems(collection: Collection, ids: np.ndarray, num_configs: int | No
     if collection.is_tile:
         if num_configs is None:
             if len(ids) != TILE_TOP_K:
-                problems.append(f"tile row has {len(ids)} config ids, expected {TILE_TOP_K} (fewer only for a kernel "
-                                "with fewer configs: check against the data, --data)")
+                problems.append(
+                    f"tile row has {len(ids)} config ids, expected {TILE_TOP_K} (fewer only for a kernel "
+                    "with fewer configs: check against the data, --data)"
+                )
         elif len(ids) != row_length(collection, num_configs):
-            problems.append(f"tile row has {len(ids)} config ids but the kernel has {num_configs} configs: "
-                            f"expected {row_length(collection, num_configs)}, the predicted fastest first")
+            problems.append(
+                f"tile row has {len(ids)} config ids but the kernel has {num_configs} configs: "
+                f"expected {row_length(collection, num_configs)}, the predicted fastest first"
+            )
         limit = num_configs
     else:
         limit = len(ids) if num_configs is None else num_configs
@@ -209,8 +214,10 @@ def _check(
     if data_dir is not None:
         files = _data_ids(Path(data_dir), split)
         if not files:
-            problems.append(f"{data_dir}: no {split} .npz files under npz/ (is it a TpuGraphs data directory? "
-                            "`tpuperf download` puts the dataset at data.out of params.yaml)")
+            problems.append(
+                f"{data_dir}: no {split} .npz files under npz/ (is it a TpuGraphs data directory? "
+                "`tpuperf download` puts the dataset at data.out of params.yaml)"
+            )
             return problems, {}, {}
         problems += _set_problems(set(counts), set(files), f"the {split} files of {data_dir}")
     if sample is not None:
@@ -276,16 +283,22 @@ def write_submission(
         collection, _ = parse_id(row_id)
         ranking = np.asarray(ranking)
         if ranking.ndim != 1 or (ranking.size and ranking.dtype.kind not in "iu"):
-            problem = f"{row_id}: ranking must be a 1-D array of integer config ids, got {ranking.dtype} {ranking.shape}"
+            problem = (
+                f"{row_id}: ranking must be a 1-D array of integer config ids, got {ranking.dtype} {ranking.shape}"
+            )
             raise SubmissionError(path, [problem])
         kept = ranking
         if row_id in files:  # an ID without a file keeps its whole ranking: the check below refuses it by name
             num_configs = _num_configs(files[row_id])
             kept = ranking[: row_length(collection, num_configs)]
             dropped = ranking[kept.size :]
-            if dropped.size and (np.unique(ranking).size != ranking.size or dropped.min() < 0 or dropped.max() >= num_configs):
-                problem = (f"{row_id}: ranking of {ranking.size} has repeated ids or ids outside 0..{num_configs - 1} "
-                           f"beyond the {kept.size} the row keeps")
+            if dropped.size and (
+                np.unique(ranking).size != ranking.size or dropped.min() < 0 or dropped.max() >= num_configs
+            ):
+                problem = (
+                    f"{row_id}: ranking of {ranking.size} has repeated ids or ids outside 0..{num_configs - 1} "
+                    f"beyond the {kept.size} the row keeps"
+                )
                 raise SubmissionError(path, [problem])
         lines.append(f"{row_id},{';'.join(map(str, kept.tolist()))}")
 
@@ -330,7 +343,9 @@ def score_submission(path: Path | str, data_dir: Path | str, split: str = "valid
         runtimes.setdefault(collection, {})[graph_id] = runtime
     left_out = {c.name: len(unranked_graphs(runtimes[c])) for c in COLLECTIONS if c in runtimes}
     if any(left_out.values()):
-        log.info("graphs with fewer than 2 distinct runtimes left out of the scores (nothing to rank): %s",
-                 ", ".join(f"{name} {n}" for name, n in left_out.items() if n))
+        log.info(
+            "graphs with fewer than 2 distinct runtimes left out of the scores (nothing to rank): %s",
+            ", ".join(f"{name} {n}" for name, n in left_out.items() if n),
+        )
     scores = {c.name: collection_score(c, preds[c], runtimes[c]) for c in COLLECTIONS if c in preds}
     return {**scores, "mean": competition_score(scores)}

@@ -23,12 +23,14 @@ collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_en
 model's fold ensemble and the mean of its folds, the mean single fold and the best single fold
 (picked on valid itself, so an optimistic reference), then their means over collections.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -120,7 +122,9 @@ def _check_coverage(df: pl.DataFrame) -> None:
     if bad.height == 0:
         return
     name, graph_id, config_id = bad.row(0)[:3]
-    rows = df.filter((pl.col("collection") == name) & (pl.col("graph_id") == graph_id) & (pl.col("config_id") == config_id))
+    rows = df.filter(
+        (pl.col("collection") == name) & (pl.col("graph_id") == graph_id) & (pl.col("config_id") == config_id)
+    )
     have = set(rows.select(MEMBER).iter_rows())
     every = set(df.filter(pl.col("collection") == name).select(MEMBER).unique().iter_rows())
     missing = ", ".join(f"{m}/fold_{f}" for m, f in sorted(every - have))
@@ -144,7 +148,9 @@ def combine(df: pl.DataFrame, weights: Mapping[str, float]) -> pl.DataFrame:
         raise EnsembleError(f"no weight for models {missing}")
     _check_coverage(df)
     folds = df.group_by("collection", "model").agg(folds=pl.col("fold").n_unique())
-    weight = pl.DataFrame({"model": list(weights), "w": list(weights.values())}, schema={"model": pl.String, "w": pl.Float64})
+    weight = pl.DataFrame(
+        {"model": list(weights), "w": list(weights.values())}, schema={"model": pl.String, "w": pl.Float64}
+    )
     ranked = rank_normalise(df).join(folds, on=["collection", "model"]).join(weight, on="model")
     ranked = ranked.with_columns(w=pl.col("w") / pl.col("folds"))
     return (
@@ -182,7 +188,10 @@ def evaluate(valid: pl.DataFrame, weights: Mapping[str, float]) -> dict[str, Any
     singles: dict[str, float] = {}
     for model in weights:
         rows = valid.filter(pl.col("model") == model)
-        folds = {f"fold_{f}": score_predictions(rows.filter(pl.col("fold") == f))[name] for f in sorted(rows["fold"].unique())}
+        folds = {
+            f"fold_{f}": score_predictions(rows.filter(pl.col("fold") == f))[name]
+            for f in sorted(rows["fold"].unique())
+        }
         singles.update({f"{model}/{f}": s for f, s in folds.items()})
         models[model] = {
             "weight": weights[model],
@@ -213,10 +222,15 @@ def summarise(per_collection: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     if not scored:
         return {"collections_scored": 0}
     keys = ("ensemble", "mean_single_fold", "best_single_fold", "ensemble_minus_mean_fold", "ensemble_minus_best_fold")
-    summary: dict[str, Any] = {"collections_scored": len(scored), **{k: float(np.mean([c[k] for c in scored.values()])) for k in keys}}
+    summary: dict[str, Any] = {
+        "collections_scored": len(scored),
+        **{k: float(np.mean([c[k] for c in scored.values()])) for k in keys},
+    }
     models = next(iter(scored.values()))["models"]
     for model in models:
-        summary[f"{model}_fold_ensemble"] = float(np.mean([c["models"][model]["fold_ensemble"] for c in scored.values()]))
+        summary[f"{model}_fold_ensemble"] = float(
+            np.mean([c["models"][model]["fold_ensemble"] for c in scored.values()])
+        )
         summary[f"{model}_mean_fold"] = float(np.mean([c["models"][model]["mean_fold"] for c in scored.values()]))
     return summary
 
@@ -250,25 +264,37 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     report: dict[str, Any] = {}
     for collection in COLLECTIONS:
         df = read_fold_predictions(
-            settings.runs_dir, settings.folds, collections=[collection.name], models=settings.models, splits={split, "valid"}
+            settings.runs_dir,
+            settings.folds,
+            collections=[collection.name],
+            models=settings.models,
+            splits={split, "valid"},
         )
         oof = {m: read_oof_score(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
         weights = model_weights(oof, settings.weights, settings.temperature)
         target = df.filter(pl.col("split") == split)
         if target.height == 0:
-            raise PredictionFormatError(settings.runs_dir / collection.slug, f"no {split} predictions for {collection.name}")
+            raise PredictionFormatError(
+                settings.runs_dir / collection.slug, f"no {split} predictions for {collection.name}"
+            )
         rankings.update(rankings_from_predictions(combine(target, weights)))
         valid = df.filter(pl.col("split") == "valid")
         report[collection.name] = {"oof_scores": oof, **evaluate(valid, weights)} if valid.height else {"graphs": 0}
-        line = (f"{collection.name}: {len(settings.models)} models x {settings.folds} folds, weights "
-                f"{settings.weights} ({_describe_weights(weights)}); {target['graph_id'].n_unique()} {split} graphs")
+        line = (
+            f"{collection.name}: {len(settings.models)} models x {settings.folds} folds, weights "
+            f"{settings.weights} ({_describe_weights(weights)}); {target['graph_id'].n_unique()} {split} graphs"
+        )
         if valid.height:
             r = report[collection.name]
-            line += (f"; valid: ensemble {r['ensemble']:.4f}, mean fold {r['mean_single_fold']:.4f}, "
-                     f"best fold {r['best_single_fold']:.4f} ({r['best_single_fold_member']})")
+            line += (
+                f"; valid: ensemble {r['ensemble']:.4f}, mean fold {r['mean_single_fold']:.4f}, "
+                f"best fold {r['best_single_fold']:.4f} ({r['best_single_fold_member']})"
+            )
             if r["graphs_excluded_constant_runtime"]:
-                line += (f"; {r['graphs_excluded_constant_runtime']} valid graph(s) with fewer than 2 distinct "
-                         "runtimes left out of the scores")
+                line += (
+                    f"; {r['graphs_excluded_constant_runtime']} valid graph(s) with fewer than 2 distinct "
+                    "runtimes left out of the scores"
+                )
         else:
             line += "; no valid graphs to score"
         log.info(line)
@@ -289,7 +315,9 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     report_path, metrics_path = write_ensemble_report(settings.out_dir, full)
     mean = full["mean"]
     if mean["collections_scored"]:
-        log.info(f"valid, mean over {mean['collections_scored']} collections: ensemble {mean['ensemble']:.4f}, "
-                 f"mean single fold {mean['mean_single_fold']:.4f} ({mean['ensemble_minus_mean_fold']:+.4f}), "
-                 f"best single fold {mean['best_single_fold']:.4f}; wrote {report_path} and {metrics_path}")
+        log.info(
+            f"valid, mean over {mean['collections_scored']} collections: ensemble {mean['ensemble']:.4f}, "
+            f"mean single fold {mean['mean_single_fold']:.4f} ({mean['ensemble_minus_mean_fold']:+.4f}), "
+            f"best single fold {mean['best_single_fold']:.4f}; wrote {report_path} and {metrics_path}"
+        )
     return EnsembleResult(out, report_path, metrics_path, full)

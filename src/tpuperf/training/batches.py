@@ -15,11 +15,12 @@ float32 for tile and context ``config_mask`` [graphs+1, C] float32 (1 = a real c
 item, 0 = a padded slot; from the item's config count, so known at test time too). Labels are
 [graphs, C] float32 runtimes with 0 marking padded configs.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -98,7 +99,8 @@ class Buckets:
         if graph.num_nodes > self.bounds[-1]:
             raise ValueError(
                 f"graph {graph.graph_id} has {graph.num_nodes} nodes, more than the largest batch bucket "
-                f"({self.bounds[-1]} nodes); plan the buckets (train.buckets) from graphs that include it")
+                f"({self.bounds[-1]} nodes); plan the buckets (train.buckets) from graphs that include it"
+            )
         return int(np.searchsorted(self.bounds, graph.num_nodes, side="left"))
 
     def split(self, items: Iterable[BatchItem]) -> list[list[BatchItem]]:
@@ -128,7 +130,7 @@ class BucketPlan:
     max_batch_nodes: int
 
     @classmethod
-    def from_config(cls, train: TrainConfig) -> "BucketPlan":
+    def from_config(cls, train: TrainConfig) -> BucketPlan:
         """From ``train.graphs_per_batch``, ``train.batch_slack`` and ``train.buckets`` (validated by tpuperf.config)."""
         b = train.buckets
         return cls(train.graphs_per_batch, train.batch_slack, b.count, b.growth, b.max_batch_nodes)
@@ -145,13 +147,15 @@ class BucketPlan:
             raise ValueError("cannot plan batches for zero graphs")
         nodes = np.array([g.num_nodes for g in graphs])
         top = int(nodes.max())
-        bounds = [math.ceil(top / self.growth ** k) for k in range(self.count - 1, 0, -1)] + [top]
+        bounds = [math.ceil(top / self.growth**k) for k in range(self.count - 1, 0, -1)] + [top]
         member = np.searchsorted(bounds, nodes, side="left")
         groups = [(bound, [g for g, m in zip(graphs, member) if m == b]) for b, bound in enumerate(bounds)]
         groups = [(bound, group) for bound, group in groups if group]
         while len(groups) > 1:
-            saving = [self._slots(a, items) + self._slots(b, items) - self._slots(a + b, items)
-                      for (_, a), (_, b) in zip(groups, groups[1:])]
+            saving = [
+                self._slots(a, items) + self._slots(b, items) - self._slots(a + b, items)
+                for (_, a), (_, b) in zip(groups, groups[1:])
+            ]
             best = int(np.argmax(saving))
             if saving[best] < 0:
                 break
@@ -311,7 +315,9 @@ def to_graph_tensor(arrays: dict, kind: str):
         edge_sets={
             EDGES: tfgnn.EdgeSet.from_fields(
                 sizes=arrays["edge_sizes"],
-                adjacency=tfgnn.Adjacency.from_indices(source=(NODES, arrays["source"]), target=(NODES, arrays["target"])),
+                adjacency=tfgnn.Adjacency.from_indices(
+                    source=(NODES, arrays["source"]), target=(NODES, arrays["target"])
+                ),
             )
         },
     )

@@ -9,6 +9,7 @@ Each loss returns one scalar that is already the batch mean; Keras' default redu
 scalar unchanged (and scales it per replica under a distribution strategy). ``sample_weight``
 is not supported by these losses.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf  # tpuperf/__init__.py has already selected tf-keras (TF_USE_LEGACY_KERAS)

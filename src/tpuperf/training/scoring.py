@@ -7,9 +7,10 @@ Prediction format (defined, read and checked in tpuperf.runs): one parquet file 
 test rows cover every config; oof rows the ``train.eval_configs`` configs per held-out graph that
 early stopping scored (tpuperf.training.trainer).
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import polars as pl
@@ -25,8 +26,9 @@ def selected_rows(g: CachedGraph, rows: dict[str, np.ndarray] | None) -> np.ndar
     return np.arange(g.num_configs) if rows is None else np.asarray(rows[g.graph_id])
 
 
-def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.ndarray] | None = None,
-                references: int = 0) -> list[BatchItem]:
+def chunk_items(
+    graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.ndarray] | None = None, references: int = 0
+) -> list[BatchItem]:
     """Items covering every config of each graph (or only ``rows[graph_id]``) in chunks of ``configs``.
 
     With ``references`` R > 0 every chunk of a graph leads with the same R reference rows,
@@ -35,8 +37,10 @@ def chunk_items(graphs: Iterable[CachedGraph], configs: int, rows: dict[str, np.
     ConfigAttention model. Raises ValueError unless R < ``configs``.
     """
     if references >= configs:
-        raise ValueError(f"{references} attention references leave no room for other configs in chunks of {configs}: "
-                         "raise train.predict_configs_per_graph or lower the model's config_attention in params.yaml")
+        raise ValueError(
+            f"{references} attention references leave no room for other configs in chunks of {configs}: "
+            "raise train.predict_configs_per_graph or lower the model's config_attention in params.yaml"
+        )
     items = []
     for g in graphs:
         selected = selected_rows(g, rows)
@@ -63,7 +67,9 @@ class Scorer:
     chunks that all lead with the graph's R reference configs (:func:`chunk_items`).
     """
 
-    def __init__(self, model, plan: BucketPlan, configs: int, kind: str, feat_dim: int, strategy, jit_compile: bool = True):
+    def __init__(
+        self, model, plan: BucketPlan, configs: int, kind: str, feat_dim: int, strategy, jit_compile: bool = True
+    ):
         import tensorflow as tf
 
         self.plan, self.configs, self.kind, self.feat_dim, self.strategy = plan, configs, kind, feat_dim, strategy
@@ -106,8 +112,14 @@ class Scorer:
 
     def _compiled_like(self, shape: BatchShape) -> BatchShape:
         """The smallest compiled shape that holds ``shape`` within ``REUSE_SLACK``, else ``shape`` (now compiled)."""
-        fits = [s for s in self._shapes if s.configs == shape.configs and s.graphs >= shape.graphs
-                and shape.nodes <= s.nodes <= REUSE_SLACK * shape.nodes and shape.edges <= s.edges <= REUSE_SLACK * shape.edges]
+        fits = [
+            s
+            for s in self._shapes
+            if s.configs == shape.configs
+            and s.graphs >= shape.graphs
+            and shape.nodes <= s.nodes <= REUSE_SLACK * shape.nodes
+            and shape.edges <= s.edges <= REUSE_SLACK * shape.edges
+        ]
         if fits:
             return min(fits, key=lambda s: (s.nodes, s.edges, s.graphs))
         self._shapes.append(shape)
@@ -127,16 +139,19 @@ class Scorer:
                 yield [self._single_step({k: self._tf.constant(v) for k, v in arrays.items()}).numpy()]
             return
         dataset = self.strategy.distribute_datasets_from_function(
-            lambda _: make_dataset(lambda: iter(batches), shape, self.kind, self.feat_dim).map(lambda g, _: g))
+            lambda _: make_dataset(lambda: iter(batches), shape, self.kind, self.feat_dim).map(lambda g, _: g)
+        )
         iterator = iter(dataset)
         for _ in range(len(batches) // replicas):
             yield [r.numpy() for r in self.strategy.experimental_local_results(self._step(next(iterator)))]
 
 
-def prediction_frame(split: str, graphs: Sequence, scores: dict[str, np.ndarray],
-                     rows: dict[str, np.ndarray] | None = None) -> pl.DataFrame:
+def prediction_frame(
+    split: str, graphs: Sequence, scores: dict[str, np.ndarray], rows: dict[str, np.ndarray] | None = None
+) -> pl.DataFrame:
     """Rows of the prediction format for one split (graphs are tpuperf.data.cache.CachedGraph);
     ``rows`` restricts each graph to the config rows its scores belong to."""
+
     def pick(g, values) -> np.ndarray:
         values = np.asarray(values)
         return values if rows is None else values[rows[g.graph_id]]
@@ -153,6 +168,16 @@ def prediction_frame(split: str, graphs: Sequence, scores: dict[str, np.ndarray]
         )
         for g in graphs
     ]
-    return pl.concat(frames) if frames else pl.DataFrame(
-        schema={"split": pl.String, "graph_id": pl.String, "config_id": pl.Int64, "pred": pl.Float64, "runtime": pl.Float64}
+    return (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(
+            schema={
+                "split": pl.String,
+                "graph_id": pl.String,
+                "config_id": pl.Int64,
+                "pred": pl.Float64,
+                "runtime": pl.Float64,
+            }
+        )
     )

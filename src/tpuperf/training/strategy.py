@@ -4,6 +4,7 @@ The same training code runs everywhere; only the strategy and the per-step graph
 (``graphs_per_batch`` per replica) change. Batches have static shapes, so XLA on TPU
 compiles one program per batch shape.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import tpuperf  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
+
 from tpuperf.config import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def initialize_devices() -> list:
 
 def local_tpu_devices() -> list[str]:
     """TPU chips attached to this host (a TPU VM, as on Kaggle's TpuV5E8), by their device files."""
-    return sorted(str(p) for pattern in ("/dev/accel*", "/dev/vfio/[0-9]*") for p in Path("/").glob(pattern.lstrip("/")))
+    return sorted(
+        str(p) for pattern in ("/dev/accel*", "/dev/vfio/[0-9]*") for p in Path("/").glob(pattern.lstrip("/"))
+    )
 
 
 def find_tpu():

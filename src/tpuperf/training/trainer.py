@@ -28,33 +28,50 @@ Train graphs without 2 distinct runtimes (:func:`tpuperf.metrics.has_ranking`) a
 the folds (training batches and OOF scores); valid ones out of the valid score. Both counts are
 in report.json (``graphs_excluded_constant_runtime``) and logged once per run.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
-
-import tpuperf  # noqa: F401  (tf-keras before TensorFlow)
 import tensorflow as tf
+
 from tpuperf.atomic import write_atomic, write_json_atomic
-from tpuperf.data.cache import CachedGraph, CollectionCache
 from tpuperf.collection import Collection, get_collection
 from tpuperf.config import Config, ModelConfig, TrainConfig
-from tpuperf.training.batches import (BatchItem, BatchShape, BucketPlan, Buckets, SlotUsage, pack, plan_batch_shape,
-                                     to_arrays, to_graph_tensor)
+from tpuperf.data.cache import CachedGraph, CollectionCache
+from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
+from tpuperf.runs import (
+    BEST_CHECKPOINT,
+    BEST_OOF_FILE,
+    STATE_FILE,
+    fold_checkpoint_dir,
+    live_dir,
+    prediction_path,
+    write_run_report,
+)
+from tpuperf.training.batches import (
+    BatchItem,
+    BatchShape,
+    BucketPlan,
+    Buckets,
+    SlotUsage,
+    pack,
+    plan_batch_shape,
+    to_arrays,
+    to_graph_tensor,
+)
 from tpuperf.training.scoring import Scorer, prediction_frame
 from tpuperf.training.strategy import select_strategy
-from tpuperf.errors import TpuperfError
-from tpuperf.runs import (BEST_CHECKPOINT, BEST_OOF_FILE, STATE_FILE, fold_checkpoint_dir, live_dir, prediction_path,
-                          write_run_report)
 
 
 class TrainingError(TpuperfError, RuntimeError):
@@ -71,7 +88,9 @@ def assign_folds(graph_ids: Sequence[str], folds: int, seed: int) -> dict[str, i
     return {gid: i % folds for i, gid in enumerate(order)}
 
 
-def sample_items(graphs: Sequence[CachedGraph], configs: int, samples: int, rng: np.random.Generator) -> list[BatchItem]:
+def sample_items(
+    graphs: Sequence[CachedGraph], configs: int, samples: int, rng: np.random.Generator
+) -> list[BatchItem]:
     """``samples`` items per graph, each a random subset of ``configs`` configs, shuffled."""
     items = []
     for g in graphs:
@@ -108,15 +127,21 @@ def batch_stream(
 def epoch_steps(graphs: Sequence[CachedGraph], buckets: Buckets, samples: int, replicas: int = 1) -> int:
     """Steps of about one pass over the training items: per bucket, its items over the graphs of a step."""
     per_bucket = np.bincount([buckets.index(g) for g in graphs], minlength=len(buckets.shapes))
-    return max(1, sum(math.ceil(n * samples / (shape.graphs * replicas)) for n, shape in zip(per_bucket, buckets.shapes) if n))
+    return max(
+        1, sum(math.ceil(n * samples / (shape.graphs * replicas)) for n, shape in zip(per_bucket, buckets.shapes) if n)
+    )
 
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def mean_score(collection: Collection, graphs: Sequence[CachedGraph], scores: dict[str, np.ndarray],
-               rows: dict[str, np.ndarray] | None = None) -> float | None:
+def mean_score(
+    collection: Collection,
+    graphs: Sequence[CachedGraph],
+    scores: dict[str, np.ndarray],
+    rows: dict[str, np.ndarray] | None = None,
+) -> float | None:
     """Mean competition metric over graphs (optionally on a subset of each graph's configs);
     None when no graph has 2 distinct runtimes (:func:`tpuperf.metrics.collection_score`)."""
     truth = {g.graph_id: np.asarray(g.runtime)[rows[g.graph_id]] if rows else np.asarray(g.runtime) for g in graphs}
@@ -140,7 +165,7 @@ class FoldState:
     train_configs: int = 0  # padded config slots processed (graphs x configs per batch x steps)
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> "FoldState":
+    def load(cls, path: Path, fingerprint: str) -> FoldState:
         if path.exists():
             state = cls(**json.loads(path.read_text()))
             if state.fingerprint == fingerprint:
@@ -158,10 +183,17 @@ class ModelKit:
     shape; :attr:`train_compilations` counts them.
     """
 
-    def __init__(self, collection: Collection, model: ModelConfig, settings: TrainConfig, strategy: tf.distribute.Strategy,
-                 feat_dim: int, sample_graph: CachedGraph):
-        from tpuperf.training.losses import get_loss
+    def __init__(
+        self,
+        collection: Collection,
+        model: ModelConfig,
+        settings: TrainConfig,
+        strategy: tf.distribute.Strategy,
+        feat_dim: int,
+        sample_graph: CachedGraph,
+    ):
         from tpuperf.models import build_model
+        from tpuperf.training.losses import get_loss
 
         self.collection, self.model_config, self.strategy = collection, model, strategy
         kind = collection.kind
@@ -200,8 +232,15 @@ class ModelKit:
             return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica_step, args=(arrays,)), axis=None)
 
         self._step = step
-        self.scorer = Scorer(self.model, BucketPlan.from_config(settings), settings.predict_configs_per_graph, kind, feat_dim, strategy,
-                             settings.jit_compile)
+        self.scorer = Scorer(
+            self.model,
+            BucketPlan.from_config(settings),
+            settings.predict_configs_per_graph,
+            kind,
+            feat_dim,
+            strategy,
+            settings.jit_compile,
+        )
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         self.best = tf.train.Checkpoint(model=self.model)
         self.feat_dim = feat_dim
@@ -221,7 +260,8 @@ class ModelKit:
             inputs = {k: tf.constant(v) for k, v in arrays[0].items()}
         else:
             inputs = self.strategy.experimental_distribute_values_from_function(
-                lambda context: {k: tf.constant(v) for k, v in arrays[context.replica_id_in_sync_group].items()})
+                lambda context: {k: tf.constant(v) for k, v in arrays[context.replica_id_in_sync_group].items()}
+            )
         return float(self._step(inputs))
 
     def reset(self, seed: int) -> None:
@@ -239,8 +279,19 @@ class ModelKit:
 class FoldRunner:
     """Trains one fold step by step over size-bucketed batches; checkpoints, evaluates and early-stops each epoch."""
 
-    def __init__(self, kit: ModelKit, model_name: str, settings: TrainConfig, fold: int,
-                 train_graphs, oof_graphs, buckets: Buckets, ckpt_dir: Path, fingerprint: str, live):
+    def __init__(
+        self,
+        kit: ModelKit,
+        model_name: str,
+        settings: TrainConfig,
+        fold: int,
+        train_graphs,
+        oof_graphs,
+        buckets: Buckets,
+        ckpt_dir: Path,
+        fingerprint: str,
+        live,
+    ):
         self.kit, self.collection, self.settings, self.fold = kit, kit.collection, settings, fold
         self.model, self.scorer = kit.model, kit.scorer
         self.train_graphs, self.oof_graphs, self.buckets = train_graphs, oof_graphs, buckets
@@ -256,17 +307,23 @@ class FoldRunner:
                     stale.unlink()
         eval_rng = np.random.default_rng([settings.seed, fold, 7])
         self.eval_rows = {
-            g.graph_id: np.sort(eval_rng.choice(g.num_configs, size=min(settings.eval_configs, g.num_configs), replace=False))
+            g.graph_id: np.sort(
+                eval_rng.choice(g.num_configs, size=min(settings.eval_configs, g.num_configs), replace=False)
+            )
             for g in oof_graphs
         }
         if not any(has_ranking(np.asarray(g.runtime)[self.eval_rows[g.graph_id]]) for g in oof_graphs):
-            raise TrainingError(f"fold {fold}: none of its {len(oof_graphs)} held-out graphs has 2 distinct runtimes among "
-                                "its evaluated configs, so early stopping has no score: raise train.eval_configs")
+            raise TrainingError(
+                f"fold {fold}: none of its {len(oof_graphs)} held-out graphs has 2 distinct runtimes among "
+                "its evaluated configs, so early stopping has no score: raise train.eval_configs"
+            )
         self.usage = SlotUsage()
 
     @property
     def steps_per_epoch(self) -> int:
-        return epoch_steps(self.train_graphs, self.buckets, self.settings.samples_per_graph[self.collection.kind], self.replicas)
+        return epoch_steps(
+            self.train_graphs, self.buckets, self.settings.samples_per_graph[self.collection.kind], self.replicas
+        )
 
     def run(self) -> FoldState:
         self.kit.reset(self.settings.seed * 1000 + self.fold)
@@ -275,11 +332,21 @@ class FoldRunner:
             print(f"fold {self.fold}: resuming after epoch {self.state.epochs_done}")
         if not self.state.finished and self.state.epochs_done < self.settings.epochs:
             samples = self.settings.samples_per_graph[self.collection.kind]
-            steps = batch_stream(self.train_graphs, self.buckets, samples, self.settings.seed * 1000 + self.fold,
-                                 self.replicas, self.state.epochs_done * self.steps_per_epoch)
+            steps = batch_stream(
+                self.train_graphs,
+                self.buckets,
+                samples,
+                self.settings.seed * 1000 + self.fold,
+                self.replicas,
+                self.state.epochs_done * self.steps_per_epoch,
+            )
             for epoch in range(self.state.epochs_done, self.settings.epochs):
                 started = time.perf_counter()
-                progress = tf.keras.utils.Progbar(self.steps_per_epoch, verbose=self.settings.verbose) if self.settings.verbose else None
+                progress = (
+                    tf.keras.utils.Progbar(self.steps_per_epoch, verbose=self.settings.verbose)
+                    if self.settings.verbose
+                    else None
+                )
                 losses, slots = [], self.usage.config_slots
                 for i in range(self.steps_per_epoch):
                     bucket, batches = next(steps)
@@ -288,7 +355,8 @@ class FoldRunner:
                     if not math.isfinite(losses[-1]):
                         raise TrainingError(
                             f"{self.collection.name} {self.model_name} fold {self.fold}: loss became {losses[-1]} "
-                            "(lower train.learning_rate or check the data); no predictions were written")
+                            "(lower train.learning_rate or check the data); no predictions were written"
+                        )
                     for batch in batches:
                         self.usage.add(batch, shape)
                     if progress is not None:
@@ -297,10 +365,12 @@ class FoldRunner:
                 self.end_epoch(epoch, logs, time.perf_counter() - started)
                 if self.state.finished:
                     break
-            print(f"fold {self.fold}: {self.kit.train_compilations} train step compilations so far "
-                  f"({len(self.buckets.shapes)} buckets x {self.replicas} replicas at most); "
-                  f"padding efficiency: nodes {self.usage.node_fill:.1%}, "
-                  f"configs {self.usage.config_fill:.1%}")
+            print(
+                f"fold {self.fold}: {self.kit.train_compilations} train step compilations so far "
+                f"({len(self.buckets.shapes)} buckets x {self.replicas} replicas at most); "
+                f"padding efficiency: nodes {self.usage.node_fill:.1%}, "
+                f"configs {self.usage.config_fill:.1%}"
+            )
             self.state.finished = True
             write_json_atomic(self.state_path, asdict(self.state), sort_keys=True)
         self.kit.best.read(str(self.ckpt_dir / BEST_CHECKPOINT)).assert_existing_objects_matched()
@@ -357,30 +427,42 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
     excluded = {split: unranked_graphs({g.graph_id: g.runtime for g in splits[split]}) for split in ("train", "valid")}
     if excluded["train"] or excluded["valid"]:
-        print(f"{collection.name}: left out {len(excluded['train'])} train graph(s) (of folds, training batches and OOF "
-              f"scores) and {len(excluded['valid'])} valid graph(s) (of the valid score) with fewer than 2 distinct "
-              f"runtimes, nothing to rank: {excluded['train'] + excluded['valid']}")
+        print(
+            f"{collection.name}: left out {len(excluded['train'])} train graph(s) (of folds, training batches and OOF "
+            f"scores) and {len(excluded['valid'])} valid graph(s) (of the valid score) with fewer than 2 distinct "
+            f"runtimes, nothing to rank: {excluded['train'] + excluded['valid']}"
+        )
     dropped = set(excluded["train"])
     splits["train"] = [g for g in splits["train"] if g.graph_id not in dropped]
     if not splits["train"]:
         raise TrainingError(f"{cache.dir}: no training graphs with 2 distinct runtimes")
     fold_of = assign_folds([g.graph_id for g in splits["train"]], settings.folds, settings.seed)
     # training shapes from the train split only (every fold shares them); scoring plans its own per scored set
-    buckets = BucketPlan.from_config(settings).plan(splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind])
+    buckets = BucketPlan.from_config(settings).plan(
+        splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind]
+    )
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
-    fingerprint = _fingerprint(asdict(model), {k: v for k, v in asdict(settings).items() if k not in cosmetic}, cache.stats,
-                               cache.content_hashes("train"))
+    fingerprint = _fingerprint(
+        asdict(model),
+        {k: v for k, v in asdict(settings).items() if k not in cosmetic},
+        cache.stats,
+        cache.content_hashes("train"),
+    )
 
-    print(f"{collection.name} / {model_name}: {len(splits['train'])} train, {len(splits['valid'])} valid, "
-          f"{len(splits['test'])} test graphs; {settings.folds} folds; train batch buckets (up to nodes: shape) "
-          + ", ".join(f"{bound}: {shape}" for bound, shape in zip(buckets.bounds, buckets.shapes)))
+    print(
+        f"{collection.name} / {model_name}: {len(splits['train'])} train, {len(splits['valid'])} valid, "
+        f"{len(splits['test'])} test graphs; {settings.folds} folds; train batch buckets (up to nodes: shape) "
+        + ", ".join(f"{bound}: {shape}" for bound, shape in zip(buckets.bounds, buckets.shapes))
+    )
     strategy = select_strategy(settings.strategy)
     live = None
     if settings.live:
         from dvclive import Live
 
-        live = Live(dir=str(live_dir(settings.runs_dir, collection, model_name)), save_dvc_exp=False, dvcyaml=None, report=None)
+        live = Live(
+            dir=str(live_dir(settings.runs_dir, collection, model_name)), save_dvc_exp=False, dvcyaml=None, report=None
+        )
     kit = ModelKit(collection, model, settings, strategy, feat_dim, splits["train"][0])
     fold_metrics = []
     for fold in range(settings.folds):
@@ -388,25 +470,33 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         oof_graphs = [g for g in splits["train"] if fold_of[g.graph_id] == fold]
         ckpt_dir = fold_checkpoint_dir(settings.checkpoints_dir, collection, model_name, fold)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        runner = FoldRunner(kit, model_name, settings, fold, train_graphs, oof_graphs, buckets, ckpt_dir, fingerprint, live)
+        runner = FoldRunner(
+            kit, model_name, settings, fold, train_graphs, oof_graphs, buckets, ckpt_dir, fingerprint, live
+        )
         if runner.state.history and live is not None:
             log_history(live, fold, runner.state.history)  # replay curves of epochs already done
         state = runner.run()
         scored = {"valid": splits["valid"], "test": splits["test"]}
         scores = {split: runner.scorer.score(graphs) for split, graphs in scored.items()}
-        frame = pl.concat([pl.read_parquet(runner.best_oof_path)] + [prediction_frame(s, scored[s], scores[s]) for s in scored])
+        frame = pl.concat(
+            [pl.read_parquet(runner.best_oof_path)] + [prediction_frame(s, scored[s], scores[s]) for s in scored]
+        )
         write_atomic(prediction_path(settings.runs_dir, collection, model_name, fold), frame.write_parquet)
-        fold_metrics.append({
-            "fold": fold,
-            "best_epoch": state.best_epoch,
-            "epochs_run": state.epochs_done,
-            "oof_score": state.best_score,
-            "valid_score": mean_score(collection, scored["valid"], scores["valid"]),
-            "train_seconds": round(state.train_seconds, 2),
-            "train_config_slots_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),
-            "train_node_fill": _finite_or_none(runner.usage.node_fill),  # this run's batches (none when resumed finished)
-            "train_config_fill": _finite_or_none(runner.usage.config_fill),
-        })
+        fold_metrics.append(
+            {
+                "fold": fold,
+                "best_epoch": state.best_epoch,
+                "epochs_run": state.epochs_done,
+                "oof_score": state.best_score,
+                "valid_score": mean_score(collection, scored["valid"], scores["valid"]),
+                "train_seconds": round(state.train_seconds, 2),
+                "train_config_slots_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),
+                "train_node_fill": _finite_or_none(
+                    runner.usage.node_fill
+                ),  # this run's batches (none when resumed finished)
+                "train_config_fill": _finite_or_none(runner.usage.config_fill),
+            }
+        )
     if live is not None:
         live.end()
     metrics = {
@@ -420,8 +510,10 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     }
     written = write_run_report(settings.runs_dir, collection, model_name, metrics)
     print(f"XLA compilations: train step {kit.train_compilations}, scoring {kit.scorer.compilations}")
-    print(f"{collection.name} / {model_name}: OOF {metrics['oof_score']:.4f}, valid (mean fold) "
-          f"{metrics['valid_score_mean_fold']}; wrote {written.parent}")
+    print(
+        f"{collection.name} / {model_name}: OOF {metrics['oof_score']:.4f}, valid (mean fold) "
+        f"{metrics['valid_score_mean_fold']}; wrote {written.parent}"
+    )
     return metrics
 
 
