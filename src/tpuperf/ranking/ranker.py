@@ -322,7 +322,7 @@ def rank(
     collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
     file; without it each file's collection comes from its path in the dataset layout, or is the
     model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
-    file; None keeps ``TILE_TOP_K`` (5) for tile and every config for layout. Runtimes in the
+    file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout. Runtimes in the
     files may be zero.
 
     Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
