@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 SPLITS = ("train", "valid", "test")
 
 
@@ -20,8 +18,9 @@ class Kind:
     ``config_per_node``: a layout config sets each configurable node (``node_config_feat``
     [C, Nc, 18] int8 layout dims, fed per node as [N, C, 18]); a tile config is one per graph
     (``config_feat`` [C, 24] float, fed as a context feature).
-    ``metric``: the name of the :mod:`tpuperf.metrics` function scoring one graph, also the metric
-    name in run reports: ``tile_score`` (top-5 slowdown) or ``kendall_tau``.
+    ``metric``: the name of the :mod:`tpuperf.metrics` function scoring one graph (looked up by
+    :func:`tpuperf.metrics.graph_score`), also the metric name in run reports: ``tile_score``
+    (top-5 slowdown) or ``kendall_tau``.
     ``top_k``: how many predicted-fastest config ids a submission row lists (``min(top_k, n)``);
     None lists all ``n`` (a permutation).
     ``normalised_runtime``: the metric compares ``config_runtime / config_runtime_normalizers``
@@ -43,13 +42,6 @@ class Kind:
         if num_configs < 1:
             raise ValueError(f"a file has at least one config, got {num_configs}")
         return num_configs if self.top_k is None else min(self.top_k, num_configs)
-
-    def graph_score(self, pred: np.ndarray, runtime: np.ndarray) -> float:
-        """This kind's metric of one graph (:mod:`tpuperf.metrics` ``<metric>(pred, runtime)``); ``pred``
-        and ``runtime`` are [C] with ``runtime`` as the metric compares it (see ``normalised_runtime``)."""
-        from tpuperf import metrics  # metrics imports this module
-
-        return getattr(metrics, self.metric)(pred, runtime)
 
 
 TILE = Kind("tile", config_per_node=False, metric="tile_score", top_k=5, normalised_runtime=True)
