@@ -57,7 +57,7 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     for i, name in enumerate(config.ensemble_models):
         for fold in range(folds):
             tf.keras.utils.set_random_seed(seed + 10 * i + fold)
-            model = build_member_model(collection.kind, config.model(name), feat_dim)
+            model = build_member_model(collection.kind.name, config.model(name), feat_dim)
             fold_dir = fold_checkpoint_dir(config.train.checkpoints_dir, collection, name, fold)
             fold_dir.mkdir(parents=True)
             tf.train.Checkpoint(model=model).write(str(fold_dir / BEST_CHECKPOINT))

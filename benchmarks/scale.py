@@ -234,7 +234,7 @@ def run_collection(
     out["graphs"] = {split: len(g) for split, g in splits.items()}
     out["nodes"] = {split: [g.num_nodes for g in gs] for split, gs in splits.items()}
     settings = replace(config.train, verbose=0, live=False)
-    samples = settings.samples_per_graph[collection.kind]
+    samples = settings.samples_per_graph[collection.kind.name]
     every = [g for gs in splits.values() for g in gs]
     if mode == "before":  # the pipeline before buckets: one shape from the largest graph of all splits
         buckets = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for mode in ("before", "after"):  # one process each: the first one's memory stays out of the second's peak
                 subprocess.run(cmd + ["--child", str(raw), str(work), name, mode], check=True)
                 result.update(json.loads((work / f"{mode}.json").read_text()))
-            samples = config.train.samples_per_graph[collection.kind]
+            samples = config.train.samples_per_graph[collection.kind.name]
             result["extrapolated"] = extrapolate(result, collection, samples)
             results.append(result)
     for line in report(results, args, config):

@@ -81,7 +81,7 @@ def throughput(params: Config, cache_root: str, collection: str, models: list[st
     """Per model: configs/s of training and inference on the same ``steps`` batches of ``collection``."""
     settings = params.train
     cache = CollectionCache(cache_root, collection)
-    kind = cache.collection.kind
+    kind = cache.collection.kind.name
     graphs = list(cache.graphs("train"))
     one_shape = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62)  # every batch alike
     buckets = one_shape.plan(graphs, settings.configs_per_graph, items=1)

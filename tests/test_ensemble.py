@@ -198,7 +198,7 @@ def world(tmp_path, write_graph) -> dict:
 
     sample = ["ID,TopConfigs"]
     for col in COLLECTIONS:
-        valid_rt = np.array(VALID_RUNTIME[col.kind])
+        valid_rt = np.array(VALID_RUNTIME[col.kind.name])
         npz(col.name, "valid", "v", valid_rt)
         tests = {"t": TEST_CONFIGS[col.name], **({"big": 1001} if col.name == "layout:nlp:default" else {})}
         for graph, c in tests.items():

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
+from tpuperf.collection import COLLECTIONS, LAYOUT, TILE, get_kind
 from tpuperf.metrics import (
     collection_score,
     competition_score,
@@ -139,3 +140,24 @@ def test_collection_and_competition_score():
     assert competition_score(scores) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="unknown collections"):
         competition_score({"tile": 1.0})
+
+
+def test_each_collection_kind_holds_its_metric_submission_rule_and_config_layout():
+    assert {c.name: c.kind for c in COLLECTIONS} == {
+        "tile:xla": TILE,
+        "layout:xla:random": LAYOUT,
+        "layout:xla:default": LAYOUT,
+        "layout:nlp:random": LAYOUT,
+        "layout:nlp:default": LAYOUT,
+    }
+    runtime = np.arange(2.0, 9.0)  # 2..8
+    pred = -runtime  # slowest predicted fastest: the top 5 hold runtimes 8..4
+    assert graph_score("tile:xla", pred, runtime) == pytest.approx(2 - 4 / 2)
+    assert graph_score("layout:nlp:random", pred, runtime) == pytest.approx(-1.0)
+    assert (TILE.metric, LAYOUT.metric) == ("tile_score", "kendall_tau")
+    assert [TILE.row_length(n) for n in (3, 5, 7)] == [3, 5, 5] and LAYOUT.row_length(7) == 7
+    assert (TILE.config_per_node, LAYOUT.config_per_node) == (False, True)
+    assert (TILE.normalised_runtime, LAYOUT.normalised_runtime) == (True, False)
+    assert get_kind("layout") is LAYOUT
+    with pytest.raises(ValueError, match="must be one of tile, layout, got 'tiles'"):
+        get_kind("tiles")

@@ -15,7 +15,6 @@ from tpuperf.submission.csv import (
     check_submission,
     parse_id,
     rankings_from_predictions,
-    row_length,
     score_submission,
     write_submission,
 )
@@ -131,10 +130,10 @@ def test_one_thousand_entries_for_a_1001_config_file_is_flagged(tmp_path, data):
 
 def test_row_length_is_the_one_rule():
     tile, layout = get_collection("tile:xla"), get_collection("layout:nlp:default")
-    assert [row_length(tile, n) for n in (1, 2, 3, 5, 7, 1282)] == [1, 2, 3, 5, 5, 5]
-    assert [row_length(layout, n) for n in (1, 4, 1000, 1001)] == [1, 4, 1000, 1001]
+    assert [tile.kind.row_length(n) for n in (1, 2, 3, 5, 7, 1282)] == [1, 2, 3, 5, 5, 5]
+    assert [layout.kind.row_length(n) for n in (1, 4, 1000, 1001)] == [1, 4, 1000, 1001]
     with pytest.raises(ValueError, match="at least one config, got 0"):
-        row_length(tile, 0)
+        tile.kind.row_length(0)
 
 
 def test_tile_kernel_with_fewer_than_5_configs_writer_checker_scorer_agree(tmp_path, data):

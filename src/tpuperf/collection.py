@@ -1,4 +1,5 @@
-"""The five TpuGraphs collections and where their files live in the dataset layout."""
+"""The five TpuGraphs collections, where their files live in the dataset layout, and the two
+kinds of collection (:data:`TILE`, :data:`LAYOUT`) with what differs between them."""
 
 from __future__ import annotations
 
@@ -9,19 +10,66 @@ SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
+class Kind:
+    """What differs between tile and layout collections, as facts of the kind (DESIGN.md sections 1-2).
+
+    ``name``: ``tile`` or ``layout``, the string models store in their Keras config and params.yaml keys
+    per kind (``train.samples_per_graph``).
+    ``config_per_node``: a layout config sets each configurable node (``node_config_feat``
+    [C, Nc, 18] int8 layout dims, fed per node as [N, C, 18]); a tile config is one per graph
+    (``config_feat`` [C, 24] float, fed as a context feature).
+    ``metric``: the name of the :mod:`tpuperf.metrics` function scoring one graph (looked up by
+    :func:`tpuperf.metrics.graph_score`), also the metric name in run reports: ``tile_score``
+    (top-5 slowdown) or ``kendall_tau``.
+    ``top_k``: how many predicted-fastest config ids a submission row lists (``min(top_k, n)``);
+    None lists all ``n`` (a permutation).
+    ``normalised_runtime``: the metric compares ``config_runtime / config_runtime_normalizers``
+    (tile) rather than raw ``config_runtime`` in ns (layout).
+    """
+
+    name: str
+    config_per_node: bool
+    metric: str
+    top_k: int | None
+    normalised_runtime: bool
+
+    def __str__(self) -> str:
+        return self.name
+
+    def row_length(self, num_configs: int) -> int:
+        """Config ids in the submission row of a file with ``num_configs`` configs (``num_configs``
+        >= 1, else ValueError): ``min(top_k, n)``, or ``n`` when every config is ranked."""
+        if num_configs < 1:
+            raise ValueError(f"a file has at least one config, got {num_configs}")
+        return num_configs if self.top_k is None else min(self.top_k, num_configs)
+
+
+TILE = Kind("tile", config_per_node=False, metric="tile_score", top_k=5, normalised_runtime=True)
+LAYOUT = Kind("layout", config_per_node=True, metric="kendall_tau", top_k=None, normalised_runtime=False)
+KINDS = {k.name: k for k in (TILE, LAYOUT)}
+
+
+def get_kind(name: str) -> Kind:
+    """The :class:`Kind` named ``tile`` or ``layout``; ValueError naming the known kinds otherwise."""
+    if name not in KINDS:
+        raise ValueError(f"collection kind must be one of {', '.join(KINDS)}, got {name!r}")
+    return KINDS[name]
+
+
+@dataclass(frozen=True)
 class Collection:
     """One TpuGraphs collection, e.g. ``layout:nlp:random``."""
 
     name: str
 
     @property
-    def kind(self) -> str:
-        """``tile`` (config per graph) or ``layout`` (config per configurable node)."""
-        return self.name.split(":")[0]
+    def kind(self) -> Kind:
+        """:data:`TILE` (config per graph) or :data:`LAYOUT` (config per configurable node)."""
+        return KINDS[self.name.split(":")[0]]
 
     @property
     def is_tile(self) -> bool:
-        return self.kind == "tile"
+        return self.kind == TILE
 
     @property
     def source(self) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Union
 
 import yaml
 
-from tpuperf.collection import get_collection
+from tpuperf.collection import KINDS, get_collection
 from tpuperf.errors import TpuperfError
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -89,14 +89,15 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class PerKind:
-    """A value per collection kind; ``per_kind[collection.kind]`` picks one."""
+    """A value per collection kind; ``per_kind[collection.kind.name]`` picks one (KeyError for
+    a name other than ``tile``/``layout``)."""
 
     tile: int = _check(min=1)
     layout: int = _check(min=1)
 
     def __getitem__(self, kind: str) -> int:
-        if kind not in ("tile", "layout"):
-            raise KeyError(f"collection kind must be tile or layout, got {kind!r}")
+        if kind not in KINDS:
+            raise KeyError(f"collection kind must be one of {', '.join(KINDS)}, got {kind!r}")
         return getattr(self, kind)
 
 

@@ -21,9 +21,9 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.stats import kendalltau
 
-from tpuperf.collection import BY_NAME, Collection, get_collection
+from tpuperf.collection import BY_NAME, TILE, Collection, get_collection
 
-TILE_TOP_K = 5
+TILE_TOP_K = TILE.top_k
 
 
 def _vectors(pred: np.ndarray, runtime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,10 +101,14 @@ def tile_score(pred: np.ndarray, runtime: np.ndarray, k: int = TILE_TOP_K) -> fl
     return tile_score_of_ranking(rank_configs(pred), runtime, k)
 
 
+# Kind.metric -> the function scoring one graph
+GRAPH_METRICS = {"tile_score": tile_score, "kendall_tau": kendall_tau}
+
+
 def graph_score(collection: Collection | str, pred: np.ndarray, runtime: np.ndarray) -> float:
     """The metric of ``collection`` for one graph: tile score or Kendall tau."""
     col = collection if isinstance(collection, Collection) else get_collection(collection)
-    return tile_score(pred, runtime) if col.is_tile else kendall_tau(pred, runtime)
+    return GRAPH_METRICS[col.kind.metric](pred, runtime)
 
 
 def collection_score(

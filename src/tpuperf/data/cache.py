@@ -127,7 +127,7 @@ def graph_dir(split: str, graph_id: str) -> str:
 
 def array_names(collection: Collection) -> tuple[str, ...]:
     """The ``.npy`` files every graph of this collection has."""
-    return GRAPH_ARRAYS if collection.is_tile else GRAPH_ARRAYS + LAYOUT_ARRAYS
+    return GRAPH_ARRAYS + LAYOUT_ARRAYS if collection.kind.config_per_node else GRAPH_ARRAYS
 
 
 class CollectionCache:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tpuperf.collection import Collection, locate
+from tpuperf.collection import LAYOUT, TILE, Collection, Kind, locate
 from tpuperf.errors import TpuperfError
 
 NODE_FEAT_DIM = 140
@@ -38,6 +38,8 @@ LAYOUT_FIELDS = {
     "node_config_ids": ("i", 1, ()),
     "node_config_feat": ("f", 3, (None, LAYOUT_CONFIG_DIM)),
 }
+# the arrays one kind's files hold besides COMMON_FIELDS
+KIND_FIELDS = {TILE: TILE_FIELDS, LAYOUT: LAYOUT_FIELDS}
 # node_splits is a segmentation hint the pipeline does not use: the real files store it (1, k), the
 # official dataset README describes it (k,); either, or none, is accepted.
 OPTIONAL_LAYOUT_FIELDS = {"node_splits": ("i", (1, 2), ())}
@@ -200,7 +202,7 @@ def _check_header(path: Path, infos: dict[str, ArrayInfo], fields: dict, require
                 raise DataFormatError(path, field, f"shape {info.shape}: axis {axis} should be {want}")
 
 
-def _check_sizes(path: Path, infos: dict[str, ArrayInfo], is_tile: bool) -> None:
+def _check_sizes(path: Path, infos: dict[str, ArrayInfo], kind: Kind) -> None:
     n = infos["node_feat"].shape[0]
     if n == 0:
         raise DataFormatError(path, "node_feat", "graph has no nodes")
@@ -209,12 +211,12 @@ def _check_sizes(path: Path, infos: dict[str, ArrayInfo], is_tile: bool) -> None
     c = infos["config_runtime"].shape[0]
     if c == 0:
         raise DataFormatError(path, "config_runtime", "zero configurations")
-    config_key = "config_feat" if is_tile else "node_config_feat"
+    config_key = "node_config_feat" if kind.config_per_node else "config_feat"
     if infos[config_key].shape[0] != c:
         raise DataFormatError(
             path, config_key, f"{infos[config_key].shape[0]} configurations but config_runtime has {c}"
         )
-    if is_tile:
+    if not kind.config_per_node:
         if infos["config_runtime_normalizers"].shape[0] != c:
             raise DataFormatError(
                 path,
@@ -272,10 +274,10 @@ def load_graph(
     collection, split = _resolve(path, collection, split)
     infos = read_header(path)
     _check_header(path, infos, COMMON_FIELDS, required=True)
-    _check_header(path, infos, TILE_FIELDS if collection.is_tile else LAYOUT_FIELDS, required=True)
-    if not collection.is_tile:
+    _check_header(path, infos, KIND_FIELDS[collection.kind], required=True)
+    if collection.kind.config_per_node:
         _check_header(path, infos, OPTIONAL_LAYOUT_FIELDS, required=False)
-    _check_sizes(path, infos, collection.is_tile)
+    _check_sizes(path, infos, collection.kind)
 
     arrays = {}
     small_keys = [k for k in infos if k != "node_config_feat"]
@@ -296,7 +298,7 @@ def load_graph(
         raise DataFormatError(path, "config_runtime", "negative runtimes")
 
     graph_id = path.stem
-    if collection.is_tile:
+    if not collection.kind.config_per_node:
         norm = arrays["config_runtime_normalizers"]
         if (norm <= 0).any():
             raise DataFormatError(path, "config_runtime_normalizers", "non-positive normalisers")

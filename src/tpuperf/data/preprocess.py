@@ -347,7 +347,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     path = Path(path)
     graph = load_graph(path, collection, "test")
     kept, edges, config_node_pos = prune(graph, int(stats["hops"]))
-    if isinstance(graph, LayoutGraph):
+    if collection.kind.config_per_node:
         config_feat = _layout_codes(path, graph.node_config_feat)
     else:
         config_feat = apply_transform(graph.config_feat.astype(np.float32), stats["config_feat"])
@@ -373,7 +373,7 @@ def _prepare(
     is_train = split == "train"
     content = cache.ContentHash()
     kept, edges, config_node_pos = prune(graph, settings.hops)
-    if isinstance(graph, LayoutGraph):
+    if collection.kind.config_per_node:
         config_ids, runtime, config_digest = _write_layout_configs(
             path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
         )
@@ -410,7 +410,7 @@ def _prepare(
         "num_edges": len(edges),
         "num_configs": len(config_ids),
         "num_configs_original": graph.num_configs,
-        "num_config_nodes": 0 if collection.is_tile else len(graph.node_config_ids),
+        "num_config_nodes": len(graph.node_config_ids) if collection.kind.config_per_node else 0,
         "path": rel,
         "num_nodes_original": n,
         "num_edges_original": len(graph.edge_index),
@@ -420,9 +420,10 @@ def _prepare(
     return GraphResult(row, column_moments(node_feat) if is_train else None, config_moments)
 
 
-def finish_graph(dir_: Path, stats: dict[str, Any], is_tile: bool) -> None:
-    """Pass 2 for one graph: overwrite its raw feature arrays with the transformed ones."""
-    names = ("node_feat", "config_feat") if is_tile else ("node_feat",)
+def finish_graph(dir_: Path, stats: dict[str, Any], config_per_node: bool) -> None:
+    """Pass 2 for one graph: overwrite its raw feature arrays with the transformed ones (per-graph
+    ``config_feat`` too; per-node layout configs stay raw int8 codes)."""
+    names = ("node_feat",) if config_per_node else ("node_feat", "config_feat")
     for name in names:
         path = dir_ / f"{name}.npy"
         np.save(path, apply_transform(np.load(path), stats[name]))
@@ -485,7 +486,7 @@ def _build_stats(
         "node_feat_dim": node["dim"],
         "node_feat": node,
     }
-    if collection.is_tile:
+    if not collection.kind.config_per_node:
         conf = fit_transform(
             merge_moments(r.config_moments for r in train), settings.log1p_above, settings.std_floor, False
         )
@@ -571,7 +572,7 @@ def preprocess_collection(
             .with_columns(pl.col("split").cast(pl.String))
         )
         stats = _build_stats(collection, results, settings, index)
-        finish = [delayed(finish_graph)(tmp / rel, stats, collection.is_tile) for rel in index["path"]]
+        finish = [delayed(finish_graph)(tmp / rel, stats, collection.kind.config_per_node) for rel in index["path"]]
         for _ in _parallel(settings.jobs, finish, f"transform {collection.slug}", progress):
             pass
         report = _report(inputs, index, sorted(bad, key=lambda b: b.path), settings)
@@ -591,7 +592,11 @@ def _log_summary(final: Path, report: dict[str, Any], collection: Collection, se
     nodes_k = sum(v["nodes_kept"] for v in s.values())
     edges_o = sum(v["edges_original"] for v in s.values())
     edges_k = sum(v["edges_kept"] for v in s.values())
-    pruning = "full graphs kept" if collection.is_tile or settings.hops == 0 else f"{settings.hops}-hop pruning"
+    pruning = (
+        "full graphs kept"
+        if not collection.kind.config_per_node or settings.hops == 0
+        else f"{settings.hops}-hop pruning"
+    )
     log.info(
         "  wrote %s: %s graphs; train configs %d -> %d after dedup; nodes %d -> %d, edges %d -> %d (%s); %d file(s) skipped",
         final,

@@ -1027,7 +1027,7 @@ def _make(
     collection: Collection, split: str, gi: int, preset: Preset, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     labelled = split != "test"
-    if collection.is_tile:
+    if not collection.kind.config_per_node:
         return make_tile_graph(
             rng,
             _draw(rng, (preset.tile_nodes[0], preset.tile_nodes[1] - MAX_OVERSHOOT)),
@@ -1055,11 +1055,11 @@ def _make(
 
 def _quirk_collection() -> Collection:
     """The collection whose first test file holds one config more than its sample row lists."""
-    return next(c for c in COLLECTIONS if not c.is_tile)
+    return next(c for c in COLLECTIONS if c.kind.config_per_node)
 
 
 def _graph_count(preset: Preset, collection: Collection, split: str) -> int:
-    counts = preset.tile_graphs if collection.is_tile else preset.layout_graphs[collection.source]
+    counts = preset.layout_graphs[collection.source] if collection.kind.config_per_node else preset.tile_graphs
     return counts[SPLITS.index(split)]
 
 
@@ -1086,6 +1086,6 @@ def write_dataset(out: Path | str, preset: str = "small", seed: int = 0, *, over
                     arrays = _make(col, split, gi, spec, rng)
                     write_graph(folder / f"{name}.npz", arrays)
                     if split == "test":
-                        listed = 5 if col.is_tile else spec.layout_test_configs or len(arrays["config_runtime"])
+                        listed = col.kind.top_k or spec.layout_test_configs or len(arrays["config_runtime"])
                         rows.append(f"{col.submission_id(name)},{';'.join(map(str, range(listed)))}")
         (tmp / "sample_submission.csv").write_text("\n".join(rows) + "\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
+from tpuperf.collection import get_kind
 from tpuperf.training.batches import (
     CONFIG,
     CONFIG_MASK,
@@ -134,11 +135,10 @@ class ConfigEncoder(tf.keras.layers.Layer):
 
     def __init__(self, units: int, kind: str, interaction: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if kind not in ("tile", "layout"):
-            raise ValueError(f"kind must be 'tile' or 'layout', not {kind!r}")
+        self.per_node = get_kind(kind).config_per_node
         self.units, self.kind, self.interaction = units, kind, interaction
         self.project = tf.keras.layers.Dense(units, use_bias=False)
-        if interaction and kind == "layout":
+        if interaction and self.per_node:
             self.groups = LAYOUT_CONFIG_DIM // LAYOUT_GROUP_SIZE
             self.node_side = tf.keras.layers.Dense(self.groups * LAYOUT_CONFIG_CLASSES * interaction)
             self.position_mix = self.add_weight(
@@ -149,7 +149,7 @@ class ConfigEncoder(tf.keras.layers.Layer):
             self.project_interaction = tf.keras.layers.Dense(units, use_bias=False)
 
     def call(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None = None) -> tf.Tensor:
-        if self.kind == "tile":
+        if not self.per_node:
             config = tfgnn.broadcast_context_to_nodes(graph, NODES, feature_value=graph.context[CONFIG])
             return self.project(config)
         raw = tf.cast(graph.node_sets[NODES][CONFIG], tf.int32)  # [N, C, 18]

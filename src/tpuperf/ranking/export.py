@@ -101,7 +101,7 @@ def export_collection(config: Config, collection: Collection) -> Path:
         models = {}
         for name in ens.models:
             model_config = config.model(name)
-            model = build_member_model(collection.kind, model_config, cache.node_feat_dim)
+            model = build_member_model(collection.kind.name, model_config, cache.node_feat_dim)
             (tmp / name).mkdir()
             for fold in range(ens.folds):
                 best = _fold_checkpoint(train.checkpoints_dir, collection, name, fold)

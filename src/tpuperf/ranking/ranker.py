@@ -42,10 +42,10 @@ import numpy as np
 import polars as pl
 
 import tpuperf
-from tpuperf.collection import COLLECTIONS, Collection, get_collection, locate
+from tpuperf.collection import COLLECTIONS, Collection, get_collection, get_kind, locate
 from tpuperf.config import BucketsConfig, ModelConfig, parse
 from tpuperf.data.cache import CachedGraph
-from tpuperf.data.npz import LAYOUT_FIELDS, TILE_FIELDS, DataFormatError, read_header
+from tpuperf.data.npz import KIND_FIELDS, DataFormatError, read_header
 from tpuperf.errors import TpuperfError
 from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
@@ -86,7 +86,7 @@ class Ranking:
 
 def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
     """A 2-node, 1-config graph of ``kind`` whose only use is creating a model's variables."""
-    layout = kind == "layout"
+    layout = get_kind(kind).config_per_node
     return CachedGraph(
         graph_id="sample",
         split=TEST_SPLIT,
@@ -128,11 +128,11 @@ def detect_collection(path: Path, given: Collection | None, model_collection: Co
             f"{path}: cannot tell its collection from the path: pass --collection (e.g. layout:xla:random)"
         )
     keys = set(read_header(path))
-    other = LAYOUT_FIELDS if collection.is_tile else TILE_FIELDS
-    if keys & set(other) and not keys & set(TILE_FIELDS if collection.is_tile else LAYOUT_FIELDS):
-        found = "layout" if collection.is_tile else "tile"
+    other = next(k for k in KIND_FIELDS if k != collection.kind)
+    stray = keys & set(KIND_FIELDS[other])
+    if stray and not keys & set(KIND_FIELDS[collection.kind]):
         raise DataFormatError(
-            path, None, f"holds {found} arrays ({', '.join(sorted(keys & set(other)))}), not {collection.name}'s"
+            path, None, f"holds {other.name} arrays ({', '.join(sorted(stray))}), not {collection.name}'s"
         )
     return collection
 
@@ -193,7 +193,7 @@ class ExportedModel:
         self.weights = {name: float(spec["weight"]) for name, spec in m["models"].items()}
         for name, spec in m["models"].items():
             params = parse(ModelConfig, spec["params"], f"models.{name}.params", str(manifest_path))
-            model = build_member_model(self.collection.kind, params, self.feat_dim)
+            model = build_member_model(self.collection.kind.name, params, self.feat_dim)
             self.models[name] = model
             self.folds[name] = {
                 int(k): self._read_weights(self.dir / name / f"fold_{k}.npz", model) for k in spec["folds"]
@@ -229,7 +229,7 @@ class ExportedModel:
                 self.models[name],
                 self.plan,
                 self.configs,
-                self.collection.kind,
+                self.collection.kind.name,
                 self.feat_dim,
                 self.strategy,
                 self.jit_compile,
@@ -322,7 +322,7 @@ def rank(
     collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
     file; without it each file's collection comes from its path in the dataset layout, or is the
     model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
-    file; None keeps ``TILE_TOP_K`` (5) for tile and every config for layout. Runtimes in the
+    file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout. Runtimes in the
     files may be zero.
 
     Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
@@ -331,7 +331,6 @@ def rank(
     ``top``. Every file is checked before any is scored.
     """
     from tpuperf.data.preprocess import prepare_graph
-    from tpuperf.metrics import TILE_TOP_K
 
     if top is not None and top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
@@ -354,6 +353,6 @@ def rank(
     rankings = []
     for c, exported in loaded.items():
         mine = [g for g, gc in zip(graphs, per_file) if gc == c]
-        rankings += exported.rank_graphs(mine, top if top is not None else (TILE_TOP_K if c.is_tile else None))
+        rankings += exported.rank_graphs(mine, top if top is not None else c.kind.top_k)
     by_path = {r.path: r for r in rankings}
     return [by_path[f] for f in files]

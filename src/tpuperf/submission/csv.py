@@ -5,7 +5,7 @@ Fold predictions are read with :func:`tpuperf.runs.read_fold_predictions` (their
 
 Submission CSV (DESIGN.md section 3): header ``ID,TopConfigs``; IDs ``tile:xla:<graph>`` and
 ``layout:{xla,nlp}:{random,default}:<graph>``; ``;``-separated config ids, predicted-fastest first.
-What a row must list is decided in one place, :func:`row_length`, from its file's config count
+What a row must list is decided in one place, :meth:`tpuperf.collection.Kind.row_length`, from its file's config count
 and used by the writer, the checker and the scorer: distinct ids in 0..n-1, ``min(5, n)`` of them
 for a tile kernel (the competition asks for the 5 predicted fastest; a kernel with fewer than 5
 configs has no 5 distinct ids, so its row lists all of them) and all ``n`` for a layout file.
@@ -36,7 +36,7 @@ from tpuperf.atomic import write_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.data.npz import iter_chunks, read_header
 from tpuperf.errors import TpuperfError
-from tpuperf.metrics import TILE_TOP_K, collection_score, competition_score, rank_configs, unranked_graphs
+from tpuperf.metrics import collection_score, competition_score, rank_configs, unranked_graphs
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +127,6 @@ def _describe(values: Iterable[int], limit: int = 5) -> str:
     return f"{shown}, ... ({len(values)} in all)" if len(values) > limit else shown
 
 
-def row_length(collection: Collection, num_configs: int) -> int:
-    """How many config ids the row of a file with ``num_configs`` configs lists: ``min(5, n)`` for
-    tile (the 5 predicted fastest, or every config of a smaller kernel), ``n`` for layout (a
-    permutation of all of them). The ids are distinct and in ``0..num_configs-1``."""
-    if num_configs < 1:
-        raise ValueError(f"a file has at least one config, got {num_configs}")
-    return min(TILE_TOP_K, num_configs) if collection.is_tile else num_configs
-
-
 def _num_configs(path: Path) -> int:
     """Config count of one .npz, from its header."""
     return read_header(path)["config_runtime"].shape[0]
@@ -147,17 +138,18 @@ def _row_problems(collection: Collection, ids: np.ndarray, num_configs: int | No
     dups = [v for v, n in Counter(ids.tolist()).items() if n > 1]
     if dups:
         problems.append(f"repeated config ids {_describe(dups)}")
-    if collection.is_tile:
+    top_k = collection.kind.top_k
+    if top_k is not None:
         if num_configs is None:
-            if len(ids) != TILE_TOP_K:
+            if len(ids) != top_k:
                 problems.append(
-                    f"tile row has {len(ids)} config ids, expected {TILE_TOP_K} (fewer only for a kernel "
+                    f"tile row has {len(ids)} config ids, expected {top_k} (fewer only for a kernel "
                     "with fewer configs: check against the data, --data)"
                 )
-        elif len(ids) != row_length(collection, num_configs):
+        elif len(ids) != collection.kind.row_length(num_configs):
             problems.append(
                 f"tile row has {len(ids)} config ids but the kernel has {num_configs} configs: "
-                f"expected {row_length(collection, num_configs)}, the predicted fastest first"
+                f"expected {collection.kind.row_length(num_configs)}, the predicted fastest first"
             )
         limit = num_configs
     else:
@@ -251,7 +243,7 @@ def check_submission(
 
     Always: header, duplicate IDs, known ID prefixes, integer config ids. With ``sample``:
     exactly its ID set. With ``data_dir`` (a TpuGraphs root with ``npz/``), the full check:
-    exactly the ID set of its ``split`` files, and each row what :func:`row_length` asks of its
+    exactly the ID set of its ``split`` files, and each row what :meth:`~tpuperf.collection.Kind.row_length` asks of its
     file (distinct ids below the file's config count; ``min(5, n)`` for tile, all ``n`` for
     layout: see the module docstring on 1,001-config files). Without ``data_dir`` rows are only
     checked as far as possible without config counts (tile: 5 distinct ids; layout: a
@@ -270,7 +262,7 @@ def write_submission(
 ) -> Path:
     """Write ``rankings`` (submission ID -> config ids, predicted-fastest first) as a CSV.
 
-    Give each ID a full ranking: each row keeps its first :func:`row_length` ids, with the
+    Give each ID a full ranking: each row keeps its first :meth:`~tpuperf.collection.Kind.row_length` ids, with the
     config count of the ID's file under ``data_dir`` (the ``split`` files; TpuGraphs layout).
     The file is written beside ``path``, fully checked with :func:`check_submission`
     (``sample``, ``data_dir``, ``split`` as there), and renamed into place only when valid;
@@ -290,7 +282,7 @@ def write_submission(
         kept = ranking
         if row_id in files:  # an ID without a file keeps its whole ranking: the check below refuses it by name
             num_configs = _num_configs(files[row_id])
-            kept = ranking[: row_length(collection, num_configs)]
+            kept = ranking[: collection.kind.row_length(num_configs)]
             dropped = ranking[kept.size :]
             if dropped.size and (
                 np.unique(ranking).size != ranking.size or dropped.min() < 0 or dropped.max() >= num_configs
@@ -313,7 +305,7 @@ def write_submission(
 
 def _load_runtime(path: Path, collection: Collection) -> np.ndarray:
     runtime = np.concatenate(list(iter_chunks(path, "config_runtime"))).astype(np.float64)
-    if collection.is_tile:
+    if collection.kind.normalised_runtime:
         runtime = runtime / np.concatenate(list(iter_chunks(path, "config_runtime_normalizers")))
     return runtime
 

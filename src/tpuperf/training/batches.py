@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tpuperf.collection import get_kind
 from tpuperf.config import TrainConfig
 from tpuperf.data.cache import CachedGraph
 
@@ -234,7 +235,8 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
     target = np.zeros(shape.edges, np.int64)
     runtime = np.zeros((shape.graphs, shape.configs), np.float32)
     config_mask = np.zeros((components, shape.configs), np.float32)
-    if kind == "layout":
+    per_node = get_kind(kind).config_per_node
+    if per_node:
         config = np.full((shape.nodes, shape.configs, LAYOUT_CONFIG_DIM), NOT_CONFIGURABLE, np.int8)
     else:
         config = np.zeros((components, shape.configs, TILE_CONFIG_DIM), np.float32)
@@ -250,7 +252,7 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
         source[edge_offset : edge_offset + m] = edges[:, 1] + node_offset  # producer
         target[edge_offset : edge_offset + m] = edges[:, 0] + node_offset  # consumer
         chosen = np.asarray(g.config_feat[np.sort(rows)])[np.argsort(np.argsort(rows))]  # sorted reads from a memmap
-        if kind == "layout":
+        if per_node:
             config[node_offset + np.asarray(g.config_node_pos), :k] = chosen.transpose(1, 0, 2)
         else:
             config[slot, :k] = chosen
@@ -282,7 +284,7 @@ def array_signature(shape: BatchShape, kind: str, feat_dim: int):
     components = shape.graphs + 1
     config = (
         tf.TensorSpec((shape.nodes, shape.configs, LAYOUT_CONFIG_DIM), tf.int8)
-        if kind == "layout"
+        if get_kind(kind).config_per_node
         else tf.TensorSpec((components, shape.configs, TILE_CONFIG_DIM), tf.float32)
     )
     return {
@@ -305,7 +307,7 @@ def to_graph_tensor(arrays: dict, kind: str):
 
     node_features = {NODE_FEAT: arrays[NODE_FEAT], OPCODE: arrays[OPCODE]}
     context_features = {CONFIG_MASK: arrays[CONFIG_MASK]}
-    if kind == "layout":
+    if get_kind(kind).config_per_node:
         node_features[CONFIG] = arrays[CONFIG]
     else:
         context_features[CONFIG] = arrays[CONFIG]

@@ -196,7 +196,7 @@ class ModelKit:
         from tpuperf.training.losses import get_loss
 
         self.collection, self.model_config, self.strategy = collection, model, strategy
-        kind = collection.kind
+        kind = collection.kind.name
         sample_shape = plan_batch_shape([sample_graph], 1, 1, 1.0)
         sample_arrays = to_arrays([BatchItem(sample_graph, np.arange(1))], sample_shape, kind, feat_dim)
         self.sample_batch = to_graph_tensor({k: tf.constant(v) for k, v in sample_arrays.items()}, kind)[0]
@@ -253,7 +253,7 @@ class ModelKit:
 
     def train_step(self, batches: list[list[BatchItem]], shape: BatchShape) -> float:
         """One optimizer step on one batch per replica (all of ``shape``); the global mean loss."""
-        arrays = [to_arrays(batch, shape, self.collection.kind, self.feat_dim) for batch in batches]
+        arrays = [to_arrays(batch, shape, self.collection.kind.name, self.feat_dim) for batch in batches]
         if len(arrays) != self.strategy.num_replicas_in_sync:
             raise ValueError(f"{len(arrays)} batches for {self.strategy.num_replicas_in_sync} replicas")
         if len(arrays) == 1:
@@ -269,7 +269,7 @@ class ModelKit:
         from tpuperf.models import build_model
 
         tf.keras.utils.set_random_seed(seed)
-        fresh = build_model(self.collection.kind, self.model_config)
+        fresh = build_model(self.collection.kind.name, self.model_config)
         fresh(self.sample_batch)
         self.model.set_weights(fresh.get_weights())
         for variable in self.optimizer.variables:
@@ -322,7 +322,7 @@ class FoldRunner:
     @property
     def steps_per_epoch(self) -> int:
         return epoch_steps(
-            self.train_graphs, self.buckets, self.settings.samples_per_graph[self.collection.kind], self.replicas
+            self.train_graphs, self.buckets, self.settings.samples_per_graph[self.collection.kind.name], self.replicas
         )
 
     def run(self) -> FoldState:
@@ -331,7 +331,7 @@ class FoldRunner:
             self.kit.checkpoint.read(str(self.ckpt_dir / "last")).assert_existing_objects_matched()
             print(f"fold {self.fold}: resuming after epoch {self.state.epochs_done}")
         if not self.state.finished and self.state.epochs_done < self.settings.epochs:
-            samples = self.settings.samples_per_graph[self.collection.kind]
+            samples = self.settings.samples_per_graph[self.collection.kind.name]
             steps = batch_stream(
                 self.train_graphs,
                 self.buckets,
@@ -439,7 +439,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     fold_of = assign_folds([g.graph_id for g in splits["train"]], settings.folds, settings.seed)
     # training shapes from the train split only (every fold shares them); scoring plans its own per scored set
     buckets = BucketPlan.from_config(settings).plan(
-        splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind]
+        splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind.name]
     )
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
@@ -502,7 +502,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     metrics = {
         "collection": collection.name,
         "model": model_name,
-        "metric": "tile_score" if collection.is_tile else "kendall_tau",
+        "metric": collection.kind.metric,
         "folds": fold_metrics,
         "oof_score": float(np.mean([f["oof_score"] for f in fold_metrics])),
         "valid_score_mean_fold": _mean_or_none([f["valid_score"] for f in fold_metrics]),
