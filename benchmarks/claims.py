@@ -1,4 +1,4 @@
-"""Measure the project description's claims (../shared/seed.txt) against the official-style baseline.
+"""Measure the project description's four claims (listed in RESULTS.md) against the official-style baseline.
 
 One run generates (or reads) one dataset, trains every planned (collection, model, loss, seed)
 with the project's own k-fold trainer on the same cached graphs, scores the valid split, times
@@ -622,7 +622,7 @@ def section_speed(plan: Plan, records: list[dict], speed: dict) -> list[str]:
 
 
 def claim_lines(plan: Plan, records: list[dict]) -> list[str]:
-    """One line per claim of seed.txt: reached or not, the figure, and how it was computed."""
+    """One line per claim of the project description: reached or not, the figure, and how it was computed."""
 
     def verdict(value: float, goal: float) -> str:
         return "n/a" if math.isnan(value) else ("**reached**" if value >= goal else "**not reached**")

@@ -1,6 +1,6 @@
 """Real-scale benchmark: preprocess, one training epoch and scoring per collection.
 
-Graphs are drawn with the real dataset's per-graph size distribution (DESIGN.md §1: layout:xla
+Graphs are drawn with the real dataset's per-graph size distribution (TpuGraphs paper, Phothilimthana et al., NeurIPS 2023 Datasets and Benchmarks, Table 1: layout:xla
 ~14k nodes on average, up to ~44k; layout:nlp ~5.7k; 100-1,000 configurable nodes; tile kernels
 of ~40 nodes on average, 2 to ~1,000) through tpuperf.data.synthetic, or read from a real directory
 (``--data``, the TpuGraphs layout npz/...). Config counts are capped at ``--max-configs`` per
@@ -70,7 +70,7 @@ class Scale:
     test_configs: int | None  # layout test files hold 1,000 configs
 
 
-# DESIGN.md §1 (paper Table 1): layout:xla 78 graphs (7 valid, 8 test), layout:nlp 244 (20 valid,
+# TpuGraphs paper, Phothilimthana et al., NeurIPS 2023 Datasets and Benchmarks, Table 1: layout:xla 78 graphs (7 valid, 8 test), layout:nlp 244 (20 valid,
 # 17 test), tile 6,988 kernels (676 valid, 844 test); train = total - valid - test.
 SCALES = {
     "xla": Scale(

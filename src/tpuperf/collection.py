@@ -11,7 +11,7 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class Kind:
-    """What differs between tile and layout collections, as facts of the kind (DESIGN.md sections 1-2).
+    """What differs between tile and layout collections, as facts of the kind (TpuGraphs dataset README; the competition's Evaluation page).
 
     ``name``: ``tile`` or ``layout``, the string models store in their Keras config and params.yaml keys
     per kind (``train.samples_per_graph``).

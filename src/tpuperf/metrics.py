@@ -1,4 +1,4 @@
-"""The competition's metrics (DESIGN.md section 2), in numpy/scipy so that scoring needs no TensorFlow.
+"""The competition's metrics (Kaggle predict-ai-model-runtime, Evaluation page; the TpuGraphs paper, Phothilimthana et al., NeurIPS 2023 Datasets and Benchmarks), in numpy/scipy so that scoring needs no TensorFlow.
 
 Conventions shared with the losses and the submission files:
 

@@ -132,7 +132,7 @@ ELEMENTWISE = set(UNARY) | set(BINARY)
 CONTRACTIONS = {Op.DOT, Op.CONVOLUTION}
 CONFIGURABLE = {Op.DOT, Op.CONVOLUTION, Op.RESHAPE}
 
-# ---- node feature columns (DESIGN.md section 1 groups) ---------------------------------------
+# ---- node feature columns (the TpuGraphs dataset README's groups) ---------------------------------------
 COL_IS_ROOT = 0
 ETYPE_COL = {"pred": 3, "s32": 8, "bf16": 10, "f32": 13, "tuple": 18}
 ETYPE_BYTES = {"pred": 1, "s32": 4, "bf16": 2, "f32": 4, "tuple": 0}

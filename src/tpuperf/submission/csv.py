@@ -3,7 +3,7 @@
 
 Fold predictions are read with :func:`tpuperf.runs.read_fold_predictions` (their format: :mod:`tpuperf.runs`).
 
-Submission CSV (DESIGN.md section 3): header ``ID,TopConfigs``; IDs ``tile:xla:<graph>`` and
+Submission CSV (the competition's sample_submission.csv format): header ``ID,TopConfigs``; IDs ``tile:xla:<graph>`` and
 ``layout:{xla,nlp}:{random,default}:<graph>``; ``;``-separated config ids, predicted-fastest first.
 What a row must list is decided in one place, :meth:`tpuperf.collection.Kind.row_length`, from its file's config count
 and used by the writer, the checker and the scorer: distinct ids in 0..n-1, ``min(5, n)`` of them
