@@ -24,7 +24,10 @@ this machine (per-item and per config x node costs of the drawn sample), and pri
 issue #12 with their verdicts: padding efficiency >= 70% on training batches of every collection,
 peak RSS <= 8 GiB for every stage, layout training configs/s after >= 2x before.
 
-    python benchmarks/scale.py [--collections ...] [--data DIR] [--hops 0] [--quick] [--json out.json]
+``--padding-only`` stops after preprocess: the training padding efficiency before and after
+buckets and the shapes (compilations) per collection, in seconds and without a model.
+
+    python benchmarks/scale.py [--collections ...] [--data DIR] [--hops 0] [--quick] [--padding-only] [--json out.json]
 """
 
 from __future__ import annotations
@@ -203,6 +206,57 @@ def train_epoch(kit, graphs, buckets, samples: int, max_steps: int | None, min_s
     }
 
 
+def plan_buckets(settings, splits: dict[str, list], samples: int, mode: str):
+    """Training buckets of ``mode``: ``before`` = one shape from the largest graph of every split
+    (the pipeline before size buckets), ``after`` = ``train.buckets`` planned from the train graphs."""
+    from tpuperf.training.batches import BucketPlan
+
+    if mode == "before":
+        every = [g for gs in splits.values() for g in gs]
+        return BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(
+            every, settings.configs_per_graph, samples
+        )
+    return BucketPlan.from_config(settings).plan(splits["train"], settings.configs_per_graph, samples)
+
+
+def epoch_padding(graphs, buckets, samples: int) -> dict:
+    """Padding efficiency of one epoch of training batches (the steps :func:`train_epoch` runs
+    without ``--max-steps``), computed without a model."""
+    from tpuperf.training.batches import SlotUsage
+    from tpuperf.training.trainer import batch_stream, epoch_steps
+
+    steps = epoch_steps(graphs, buckets, samples)
+    stream, usage = batch_stream(graphs, buckets, samples, seed=0), SlotUsage()
+    for _ in range(steps):
+        bucket, batches = next(stream)
+        usage.add(batches[0], buckets.shapes[bucket])
+    return {
+        "steps": steps,
+        "shapes": [astuple(s) for s in buckets.shapes],
+        "node_fill": usage.node_fill,
+        "config_fill": usage.config_fill,
+    }
+
+
+def padding_only(raw: Path, work: Path, name: str, config: Config) -> dict:
+    """``--padding-only``: preprocess, then the training padding before and after buckets; no model."""
+    from tpuperf.data.cache import CollectionCache
+    from tpuperf.data.preprocess import preprocess_collection
+
+    collection = get_collection(name)
+    preprocess_collection(raw, work / "cache", collection, config.preprocess, progress=False)
+    cache = CollectionCache(work / "cache", collection)
+    splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
+    samples = config.train.samples_per_graph[collection.kind.name]
+    out = {"collection": name, "graphs": {split: len(g) for split, g in splits.items()}}
+    out["nodes"] = {split: [g.num_nodes for g in gs] for split, gs in splits.items()}
+    for mode in ("before", "after"):
+        out[f"train_{mode}"] = epoch_padding(
+            splits["train"], plan_buckets(config.train, splits, samples, mode), samples
+        )
+    return out
+
+
 def run_collection(
     raw: Path, work: Path, name: str, config: Config, model: str, max_steps: int | None, min_steps: int, mode: str
 ) -> dict:
@@ -214,7 +268,6 @@ def run_collection(
     import tpuperf  # noqa: F401
     from tpuperf.data.cache import CollectionCache
     from tpuperf.data.preprocess import preprocess_collection
-    from tpuperf.training.batches import BucketPlan
     from tpuperf.training.trainer import ModelKit
 
     collection = get_collection(name)
@@ -235,13 +288,7 @@ def run_collection(
     out["nodes"] = {split: [g.num_nodes for g in gs] for split, gs in splits.items()}
     settings = replace(config.train, verbose=0, live=False)
     samples = settings.samples_per_graph[collection.kind.name]
-    every = [g for gs in splits.values() for g in gs]
-    if mode == "before":  # the pipeline before buckets: one shape from the largest graph of all splits
-        buckets = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(
-            every, settings.configs_per_graph, samples
-        )
-    else:
-        buckets = BucketPlan.from_config(settings).plan(splits["train"], settings.configs_per_graph, samples)
+    buckets = plan_buckets(settings, splits, samples, mode)
     _reset_peak()
     kit = ModelKit(
         collection, config.model(model), settings, tf.distribute.get_strategy(), cache.node_feat_dim, splits["train"][0]
@@ -301,8 +348,7 @@ def report(results: list[dict], args: argparse.Namespace, config: Config) -> lis
         )
         for mode, t in (("before", b), ("after", a)):
             lines.append(
-                f"  train {mode:<6} {t['steps']:4d} steps, {len(t['shapes'])} shapes, fill nodes {t['node_fill']:6.1%} configs "
-                f"{t['config_fill']:6.1%}, {t['configs_per_s']:8.1f} configs/s steady, compile {t['compile_seconds']:6.1f} s, "
+                f"{padding_line(mode, t)}, {t['configs_per_s']:8.1f} configs/s steady, compile {t['compile_seconds']:6.1f} s, "
                 f"peak RSS {t['peak_rss'] / GIB:5.2f} GiB"
             )
         lines.append(
@@ -313,12 +359,7 @@ def report(results: list[dict], args: argparse.Namespace, config: Config) -> lis
             f"  full dataset on this machine: one epoch ~{x['epoch_seconds'] / 3600:.2f} h, scoring valid+test "
             f"~{x['score_seconds'] / 3600:.2f} h"
         )
-        verdicts.append(
-            (
-                f"{c.name}: training padding efficiency >= {FILL_GOAL:.0%} (nodes {a['node_fill']:.1%}, configs {a['config_fill']:.1%})",
-                min(a["node_fill"], a["config_fill"]) >= FILL_GOAL,
-            )
-        )
+        verdicts.append(fill_verdict(c.name, a))
         peak = max(p["peak_rss"], a["peak_rss"], s["peak_rss"])  # the pipeline's stages (before is the comparison)
         verdicts.append((f"{c.name}: peak RSS of every stage <= 8 GiB ({peak / GIB:.2f} GiB)", peak <= RSS_GOAL))
         if not c.is_tile:
@@ -334,6 +375,38 @@ def report(results: list[dict], args: argparse.Namespace, config: Config) -> lis
         f"{'data ' + str(args.data) if args.data else 'synthetic sample'}):"
     )
     lines += [f"  [{'MET' if ok else 'NOT MET'}] {text}" for text, ok in verdicts]
+    return lines
+
+
+def padding_line(mode: str, t: dict) -> str:
+    return (
+        f"  train {mode:<6} {t['steps']:4d} steps, {len(t['shapes'])} shapes, fill nodes {t['node_fill']:6.1%} configs "
+        f"{t['config_fill']:6.1%}"
+    )
+
+
+def fill_verdict(name: str, t: dict) -> tuple[str, bool]:
+    return (
+        f"{name}: training padding efficiency >= {FILL_GOAL:.0%} (nodes {t['node_fill']:.1%}, configs {t['config_fill']:.1%})",
+        min(t["node_fill"], t["config_fill"]) >= FILL_GOAL,
+    )
+
+
+def padding_report(results: list[dict], args: argparse.Namespace, config: Config) -> list[str]:
+    """``--padding-only``: per collection the training batches' padding before/after buckets and the goal."""
+    lines = []
+    for r in results:
+        lines.append(
+            f"{r['collection']}: {r['graphs']['train']} train graphs, nodes {min(r['nodes']['train'])}.."
+            f"{max(r['nodes']['train'])} (after preprocess)"
+        )
+        lines += [padding_line(mode, r[f"train_{mode}"]) for mode in ("before", "after")]
+    lines.append(
+        f"goal (hops {config.preprocess.hops}, {'data ' + str(args.data) if args.data else 'synthetic sample'}):"
+    )
+    for r in results:
+        text, ok = fill_verdict(r["collection"], r["train_after"])
+        lines.append(f"  [{'MET' if ok else 'NOT MET'}] {text}")
     return lines
 
 
@@ -367,6 +440,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: tiny graphs (node counts / 100), 2 collections"
+    )
+    parser.add_argument(
+        "--padding-only",
+        action="store_true",
+        help="draw + preprocess, then only the training padding efficiency before/after buckets (no model)",
     )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="scratch dir (default: a temp dir, removed)")
@@ -409,6 +487,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"{name}: drew {counts} graphs in {time.perf_counter() - t0:.0f} s", flush=True)
             work = Path(tmp, collection.slug)
             work.mkdir()
+            if args.padding_only:
+                results.append(padding_only(raw, work, name, config))
+                continue
             cmd = [
                 sys.executable,
                 __file__,
@@ -429,7 +510,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             samples = config.train.samples_per_graph[collection.kind.name]
             result["extrapolated"] = extrapolate(result, collection, samples)
             results.append(result)
-    for line in report(results, args, config):
+    for line in (padding_report if args.padding_only else report)(results, args, config):
         print(line)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

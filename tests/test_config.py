@@ -80,9 +80,10 @@ def test_the_real_params_load(raw) -> None:
     assert config.train.samples_per_graph["layout"] == 4 and config.train.samples_per_graph["tile"] == 1
     assert (config.train.buckets.count, config.train.buckets.growth, config.train.buckets.max_batch_nodes) == (
         3,
-        4.0,
+        2.0,
         6000,
     )
+    assert config.train.batch_slack == 1.1
     assert config.preprocess.hops == 1 and config.data.synthetic.preset == "small"
     assert config.kernels.python_versions == ("3.10", "3.11", "3.12")
     assert Config.from_dict(raw) == config
