@@ -197,10 +197,7 @@ def run_params(base: dict, plan: Plan, work: Path) -> dict:
         {
             "preprocess": {"out": str(work / "cache")},
             "train": {**plan.train, "verbose": 0},
-            "models": {
-                name: {k: v for k, v in plan.model_overrides.items() if k in model}
-                for name, model in base["models"].items()
-            },
+            "models": {name: dict(plan.model_overrides) for name in base["models"]},
         },
     )
     Config.from_dict(params)

@@ -94,6 +94,30 @@ def test_model_sections_resolve_to_the_values_before_model_base() -> None:
     assert {name: dataclasses.asdict(m) for name, m in config.models.items()} == BEFORE
 
 
+def test_model_sections_hold_only_their_overrides_of_model_base(raw) -> None:
+    """One column per override in `dvc exp show`, not one per model x key; a new model is one line."""
+    assert raw["models"]["sage"] == {"conv": "sage"} and raw["models"]["chebsage"] == {"conv": "chebsage"}
+    assert set(raw["models"]["baseline"]) < set(raw["model_base"])
+    config = Config.from_dict(deep_merge(raw, {"models": {"wide": {"conv": "sage", "units": 128}, "plain": None}}))
+    assert dataclasses.asdict(config.model("wide")) == {**BEFORE["sage"], "units": 128}
+    assert config.model("plain") == config.model_base
+    config = Config.from_dict(deep_merge(raw, {"model_base": {"units": 16}}))
+    assert {m.units for m in config.models.values()} == {16}  # every model follows model_base
+    bad(raw, {"models": {"sage": 3}}, r"models\.sage must be a mapping of overrides of model_base, got 3")
+    bad(raw, {"models": {"sage": {"conv": 3}}}, r"models\.sage\.conv must be a string")
+
+
+def test_train_and_export_stages_depend_on_model_base_and_runs_add_no_dvc_metric() -> None:
+    """A model's settings come from model_base too; per-run metrics.json files are plain outputs
+    (20 runs would add 40 metric columns to `dvc exp show`), the ensemble's flat file is the metric."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["train"]["params"] == ["train", "model_base", "models.${item.model}"]
+    assert "model_base" in stages["export"]["do"]["params"] and "models" in stages["export"]["do"]["params"]
+    assert "metrics" not in stages["train"]
+    assert any("metrics.json" in next(iter(out)) for out in stages["train"]["outs"] if isinstance(out, dict))
+    assert [next(iter(m)) for m in stages["ensemble"]["metrics"]] == ["${ensemble.out}/ensemble_metrics.json"]
+
+
 @pytest.mark.parametrize(
     "changes, match",
     [
@@ -125,9 +149,9 @@ def test_missing_keys_are_named(raw, section, key, dotted) -> None:
 
 
 def test_missing_model_key_and_section_are_named(raw) -> None:
-    models = {**raw["models"], "cheb": {k: v for k, v in raw["models"]["cheb"].items() if k != "dropout"}}
-    with pytest.raises(ConfigError, match=r"models\.cheb\.dropout missing"):
-        Config.from_dict({**raw, "models": models})
+    base = {k: v for k, v in raw["model_base"].items() if k != "dropout"}
+    with pytest.raises(ConfigError, match=r"model_base\.dropout missing"):
+        Config.from_dict({**raw, "model_base": base})
     with pytest.raises(ConfigError, match=r"export missing"):
         Config.from_dict({k: v for k, v in raw.items() if k != "export"})
 

@@ -7,9 +7,9 @@ to do. A loaded config is never changed; a caller that needs a variant (tests, b
 Kaggle kernel's overrides) builds a new one with :func:`Config.from_dict` from
 ``deep_merge(raw, overrides)`` or with :func:`dataclasses.replace`.
 
-The model sections share ``model_base`` through a YAML merge key (``<<: *model``), which both
-PyYAML and DVC resolve; ``collections`` lists the collection slugs the pipeline runs and the
-keys of ``models`` are the models (dvc.yaml's foreach/matrix read both).
+A ``models.<name>`` section lists only its overrides of ``model_base`` (:func:`Config.from_dict`
+merges them, so ``config.model(name)`` is complete); ``collections`` lists the collection slugs
+the pipeline runs and the keys of ``models`` are the models (dvc.yaml's foreach/matrix read both).
 """
 
 from __future__ import annotations
@@ -219,7 +219,18 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
-        """Validate a params mapping (as loaded from YAML); ConfigError names the first bad key."""
+        """Validate a params mapping (as loaded from YAML); ConfigError names the first bad key.
+
+        Each ``models.<name>`` section (a mapping, or null for no overrides) is ``model_base``
+        with the section's keys replacing its values; a key ``model_base`` lacks is an unknown key."""
+        base, models = raw.get("model_base"), raw.get("models")
+        if isinstance(base, Mapping) and isinstance(models, Mapping):
+            for name, overrides in models.items():
+                if overrides is not None and not isinstance(overrides, Mapping):
+                    raise ConfigError(
+                        f"{source}: models.{name} must be a mapping of overrides of model_base, got {overrides!r}"
+                    )
+            raw = {**raw, "models": {name: {**base, **(overrides or {})} for name, overrides in models.items()}}
         config = _build(cls, raw, "", source)
         if not config.collections:
             raise ConfigError(f"{source}: collections is empty; list at least one collection slug")

@@ -5,7 +5,8 @@ read. Their paths and file formats are defined here only.
         predictions/fold_<k>.parquet   one fold's predictions (format below), k = 0 .. train.folds - 1
         report.json                    the run report: per-fold and mean OOF/valid scores, throughput
                                        (:func:`write_run_report`, :func:`read_run_report`)
-        metrics.json                   the DVC metric: ``{"oof": float, "valid": float | null}`` only
+        metrics.json                   flat summary ``{"oof": float, "valid": float | null}`` only (a plain
+                                       output: ``dvc metrics show runs/*/*/metrics.json``)
         live/                          dvclive plots
     <train.checkpoints_dir>/<slug>/<model>/fold_<k>/
         state.json                     history, early stopping, ``finished``
@@ -94,7 +95,7 @@ def prediction_path(runs_dir: Path | str, collection: Collection, model: str, fo
 
 
 def metrics_path(runs_dir: Path | str, collection: Collection, model: str) -> Path:
-    """The run's DVC metric file (flat ``{"oof", "valid"}``)."""
+    """The run's flat summary file (``{"oof", "valid"}``)."""
     return run_dir(runs_dir, collection, model) / METRICS_FILE
 
 
@@ -152,7 +153,7 @@ def _check_run_report(path: Path, report: Any, collection: Collection, model: st
 
 
 def write_run_report(runs_dir: Path | str, collection: Collection, model: str, report: Mapping[str, Any]) -> Path:
-    """Write one run's report (keys :data:`RUN_REPORT_KEYS` at least) and its flat DVC metric
+    """Write one run's report (keys :data:`RUN_REPORT_KEYS` at least) and its flat summary
     ``{"oof": oof_score, "valid": valid_score_mean_fold}``, each atomically. Returns the report path.
 
     Raises :class:`RunArtifactError` when the report does not validate (nothing is written then).
