@@ -285,6 +285,31 @@ def test_scale_draws_the_real_size_distribution():
             assert 100 <= sizes[:, 1].min() and sizes[:, 1].max() <= 1_000
 
 
+def test_scale_padding_only_reports_the_training_padding_without_a_model(tmp_path: Path, capsys):
+    """--padding-only --quick: drawn tiny graphs preprocessed, one epoch of training batches planned
+    and packed before (one shape from every split) and after (params.yaml's buckets); no training."""
+    import scale
+
+    results = {r["collection"]: r for r in scale.main(["--quick", "--padding-only", "--workdir", str(tmp_path)])}
+    assert sorted(results) == ["layout:xla:random", "tile:xla"]
+    figures = {
+        name: {
+            mode: (len(r[f"train_{mode}"]["shapes"]), round(r[f"train_{mode}"]["node_fill"], 3))
+            for mode in ("before", "after")
+        }
+        for name, r in results.items()
+    }
+    assert figures == {
+        "tile:xla": {"before": (1, 0.760), "after": (2, 0.879)},
+        "layout:xla:random": {"before": (1, 0.672), "after": (3, 0.8)},
+    }
+    assert results["layout:xla:random"]["train_after"]["config_fill"] == 1.0
+    out = capsys.readouterr().out
+    assert "[MET] tile:xla: training padding efficiency >= 70% (nodes 87.9%, configs 93.9%)" in out
+    assert "[MET] layout:xla:random: training padding efficiency >= 70% (nodes 80.0%, configs 100.0%)" in out
+    assert "peak RSS" not in out and "configs/s" not in out
+
+
 @pytest.mark.slow
 def test_scale_quick_run_prints_every_stage_and_goal(tmp_path: Path):
     """benchmarks/scale.py --quick (~1 min on 2 free cores: one child per collection, no XLA)."""
