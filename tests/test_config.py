@@ -73,10 +73,12 @@ def test_the_real_params_load(raw) -> None:
     assert list(config.models) == MODELS and config.ensemble_models == tuple(MODELS)
     assert (config.train.folds, config.train.epochs, config.train.learning_rate, config.train.eval_configs) == (
         2,
-        5,
+        15,
         0.003,
         128,
     )
+    assert (config.train.patience, config.train.configs_per_graph, config.train.weight_decay) == (5, 32, 0.0)
+    assert (config.train.lr_schedule.warmup_epochs, config.train.lr_schedule.final_fraction) == (0.0, 1.0)
     assert config.train.samples_per_graph["layout"] == 4 and config.train.samples_per_graph["tile"] == 1
     assert (config.train.buckets.count, config.train.buckets.growth, config.train.buckets.max_batch_nodes) == (
         3,
@@ -223,8 +225,8 @@ def test_a_loaded_config_cannot_change(raw) -> None:
     before = yaml.safe_dump(raw)
     variant = Config.from_dict(deep_merge(raw, {"train": {"epochs": 1}, "models": {"sage": {"units": 8}}}))
     assert (variant.train.epochs, variant.models["sage"].units, variant.models["cheb"].units) == (1, 8, 64)
-    assert (config.train.epochs, config.models["sage"].units) == (5, 64) and yaml.safe_dump(raw) == before
-    assert dataclasses.replace(config.train, epochs=2).epochs == 2 and config.train.epochs == 5
+    assert (config.train.epochs, config.models["sage"].units) == (15, 64) and yaml.safe_dump(raw) == before
+    assert dataclasses.replace(config.train, epochs=2).epochs == 2 and config.train.epochs == 15
 
 
 def test_deep_merge_copies() -> None:
