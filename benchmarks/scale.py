@@ -171,9 +171,9 @@ def train_epoch(kit, graphs, buckets, samples: int, max_steps: int | None, min_s
     from tpuperf.training.batches import SlotUsage
     from tpuperf.training.trainer import batch_stream, epoch_steps
 
-    kit.reset(0)
     steps = max(epoch_steps(graphs, buckets, samples), min_steps)
     steps = min(steps, max_steps) if max_steps else steps
+    kit.reset(0, steps)
     stream = batch_stream(graphs, buckets, samples, seed=0)
     usage, steady_usage = SlotUsage(), SlotUsage()
     compile_s = steady_s = 0.0

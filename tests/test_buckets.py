@@ -172,7 +172,7 @@ def test_jit_compiled_train_step_compiles_once_per_bucket():
     model = dataclasses.replace(config.model("chebsage"), units=8, config_units=8, shared_layers=1, config_layers=1)
     collection = get_collection("layout:xla:random")
     kit = ModelKit(collection, model, settings, tf.distribute.get_strategy(), 6, graphs[0])
-    kit.reset(0)
+    kit.reset(0, steps_per_epoch=8)
     stream = batch_stream(graphs, buckets, samples=2, seed=0)
     seen, losses = [], []
     for _ in range(8):

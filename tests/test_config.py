@@ -73,10 +73,12 @@ def test_the_real_params_load(raw) -> None:
     assert list(config.models) == MODELS and config.ensemble_models == tuple(MODELS)
     assert (config.train.folds, config.train.epochs, config.train.learning_rate, config.train.eval_configs) == (
         2,
-        5,
+        15,
         0.003,
         128,
     )
+    assert (config.train.patience, config.train.configs_per_graph, config.train.weight_decay) == (5, 32, 0.0)
+    assert (config.train.lr_schedule.warmup_epochs, config.train.lr_schedule.final_fraction) == (0.0, 1.0)
     assert config.train.samples_per_graph["layout"] == 4 and config.train.samples_per_graph["tile"] == 1
     assert (config.train.buckets.count, config.train.buckets.growth, config.train.buckets.max_batch_nodes) == (
         3,
@@ -124,6 +126,7 @@ def test_train_and_export_stages_depend_on_model_base_and_runs_add_no_dvc_metric
         ({"trian": {}}, r"unknown key\(s\) trian;"),
         ({"train": {"epoch": 3}}, r"unknown key\(s\) train\.epoch;"),
         ({"train": {"buckets": {"size": 2}}}, r"train\.buckets\.size"),
+        ({"train": {"lr_schedule": {"warmup": 1}}}, r"train\.lr_schedule\.warmup"),
         ({"models": {"sage": {"unit": 8}}}, r"models\.sage\.unit"),
         ({"kernels": {"bundle": {"owner": "x"}}}, r"kernels\.bundle\.owner"),
     ],
@@ -165,6 +168,8 @@ def test_missing_model_key_and_section_are_named(raw) -> None:
         ({"train": {"jit_compile": "yes"}}, r"train\.jit_compile must be true or false"),
         ({"train": {"learning_rate": "fast"}}, r"train\.learning_rate must be a number"),
         ({"train": {"samples_per_graph": 4}}, r"train\.samples_per_graph must be a mapping"),
+        ({"train": {"lr_schedule": "cosine"}}, r"train\.lr_schedule must be a mapping"),
+        ({"train": {"weight_decay": "none"}}, r"train\.weight_decay must be a number"),
         ({"data": {"out": 3}}, r"data\.out must be a string"),
         ({"ensemble": {"models": "sage"}}, r"ensemble\.models must be a list of strings"),
         ({"models": {"sage": {"units": None}}}, r"models\.sage\.units must be an integer"),
@@ -185,6 +190,14 @@ def test_wrong_types_are_named(raw, changes, match) -> None:
         ({"preprocess": {"hops": -1}}, r"preprocess\.hops must be >= 0"),
         ({"ensemble": {"temperature": 0.0}}, r"ensemble\.temperature must be > 0"),
         ({"models": {"cheb": {"config_units": 0}}}, r"models\.cheb\.config_units must be >= 1"),
+        ({"train": {"lr_schedule": {"warmup_epochs": -1}}}, r"train\.lr_schedule\.warmup_epochs must be >= 0"),
+        ({"train": {"lr_schedule": {"final_fraction": 1.5}}}, r"train\.lr_schedule\.final_fraction must be <= 1"),
+        ({"train": {"lr_schedule": {"final_fraction": -0.1}}}, r"train\.lr_schedule\.final_fraction must be >= 0"),
+        ({"train": {"weight_decay": -0.01}}, r"train\.weight_decay must be >= 0"),
+        (
+            {"train": {"epochs": 2, "lr_schedule": {"warmup_epochs": 2}}},
+            r"^params\.yaml: train\.lr_schedule\.warmup_epochs \(2\.0\) must be below train\.epochs \(2\)",
+        ),
     ],
 )
 def test_out_of_range_values_are_named(raw, changes, match) -> None:
@@ -212,6 +225,16 @@ def test_unknown_names_are_named(raw, changes, match) -> None:
     bad(raw, changes, match)
 
 
+def test_the_warm_up_is_checked_against_epochs_in_variants_too(raw) -> None:
+    train = Config.from_dict(raw).train
+    schedule = dataclasses.replace(train.lr_schedule, warmup_epochs=3.5)
+    assert dataclasses.replace(train, epochs=4, lr_schedule=schedule).lr_schedule.warmup_epochs == 3.5
+    with pytest.raises(
+        ConfigError, match=r"train\.lr_schedule\.warmup_epochs \(3\.5\) must be below train\.epochs \(3\)"
+    ):
+        dataclasses.replace(train, epochs=3, lr_schedule=schedule)
+
+
 def test_unknown_model_asked_for(raw) -> None:
     with pytest.raises(ConfigError, match=r"no models\.gat; models has \['chebsage', 'sage', 'cheb', 'baseline'\]"):
         Config.from_dict(raw).model("gat")
@@ -227,8 +250,8 @@ def test_a_loaded_config_cannot_change(raw) -> None:
     before = yaml.safe_dump(raw)
     variant = Config.from_dict(deep_merge(raw, {"train": {"epochs": 1}, "models": {"sage": {"units": 8}}}))
     assert (variant.train.epochs, variant.models["sage"].units, variant.models["cheb"].units) == (1, 8, 64)
-    assert (config.train.epochs, config.models["sage"].units) == (5, 64) and yaml.safe_dump(raw) == before
-    assert dataclasses.replace(config.train, epochs=2).epochs == 2 and config.train.epochs == 5
+    assert (config.train.epochs, config.models["sage"].units) == (15, 64) and yaml.safe_dump(raw) == before
+    assert dataclasses.replace(config.train, epochs=2).epochs == 2 and config.train.epochs == 15
 
 
 def test_deep_merge_copies() -> None:

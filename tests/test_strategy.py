@@ -118,8 +118,8 @@ def test_two_replicas_train_like_one_on_the_same_global_batch():
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         two = ModelKit(collection, model_params, settings, mirrored, 6, small[0])
         one = ModelKit(collection, model_params, settings, tf.distribute.get_strategy(), 6, small[0])
-        two.reset(0)
-        one.reset(0)
+        two.reset(0, steps_per_epoch=6)
+        one.reset(0, steps_per_epoch=6)
         start = np.concatenate([w.ravel() for w in one.model.get_weights()])
         assert mirrored.num_replicas_in_sync == 2
         losses = []

@@ -147,9 +147,24 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch):
+    """Same weights, scores and predictions; and the same learning rate at every step (warm-up, then cosine decay)."""
     from tpuperf.training import trainer as train
 
-    straight = train.train_collection(COLLECTION, "sage", small_params(tiny_cache, tmp_path / "a"))
+    schedule = {"lr_schedule": {"warmup_epochs": 1, "final_fraction": 0.1}, "weight_decay": 0.01}
+    seen: list[tuple[str, int, float]] = []  # (run, optimizer step before the update, learning rate it applied)
+    real_step = train.ModelKit.train_step
+
+    def recording_step(self, batches, shape):
+        step = int(self.optimizer.iterations.numpy())
+        loss = real_step(self, batches, shape)
+        # with a schedule, the optimizer's learning_rate is the rate it has just applied
+        seen.append((run, step, float(self.optimizer.learning_rate.numpy())))
+        assert seen[-1][2] == pytest.approx(self.learning_rate(step), abs=1e-12)
+        return loss
+
+    monkeypatch.setattr(train.ModelKit, "train_step", recording_step)
+    run = "straight"
+    straight = train.train_collection(COLLECTION, "sage", small_params(tiny_cache, tmp_path / "a", **schedule))
 
     real_end_epoch = train.FoldRunner.end_epoch
     calls = {"n": 0}
@@ -161,7 +176,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
             raise KeyboardInterrupt("simulated kill")
 
     monkeypatch.setattr(train.FoldRunner, "end_epoch", killed_after_second_epoch)
-    params_b = small_params(tiny_cache, tmp_path / "b")
+    params_b = small_params(tiny_cache, tmp_path / "b", **schedule)
+    run = "killed"
     with pytest.raises(KeyboardInterrupt):
         train.train_collection(COLLECTION, "sage", params_b)
     for name in ("metrics.json", "report.json"):
@@ -172,7 +188,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
     assert state["epochs_done"] == 2 and not state["finished"]
 
     monkeypatch.setattr(train.FoldRunner, "end_epoch", real_end_epoch)
+    run = "resumed"
     resumed = train.train_collection(COLLECTION, "sage", params_b)
+    rates = {name: [(step, lr) for r, step, lr in seen if r == name] for name in ("straight", "killed", "resumed")}
+    per_epoch = len(rates["killed"]) // 2
+    assert len({lr for _, lr in rates["straight"]}) > per_epoch  # the rate changes within and across epochs
+    assert max(lr for _, lr in rates["straight"]) == pytest.approx(0.003, rel=1e-6)
+    assert rates["straight"][0] == (0, 0.0)
+    # fold 0 resumes at the step after the kill (not at step 0), on the uninterrupted run's rates; fold 1 as well
+    assert rates["resumed"][0][0] == 2 * per_epoch and rates["killed"] + rates["resumed"] == rates["straight"]
     for a, b in zip(straight["folds"], resumed["folds"]):
         assert a["best_epoch"] == b["best_epoch"]
         assert a["oof_score"] == pytest.approx(b["oof_score"], abs=1e-6)
@@ -180,6 +204,32 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
     frame_a = pl.read_parquet(tmp_path / "a" / "runs" / COLLECTION.slug / "sage" / "predictions" / "fold_0.parquet")
     frame_b = pl.read_parquet(tmp_path / "b" / "runs" / COLLECTION.slug / "sage" / "predictions" / "fold_0.parquet")
     np.testing.assert_allclose(frame_a["pred"].to_numpy(), frame_b["pred"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [
+        # 10 steps per epoch x 3 epochs: warm-up over steps 0..9 from 0 to the peak 0.01, cosine from step 10 to
+        # 0.1 x peak at step 30 (halfway, step 20: 0.01 x (0.1 + 0.9 x 0.5)), constant after it
+        (
+            {"warmup_epochs": 1, "final_fraction": 0.1},
+            {0: 0.0, 5: 0.005, 10: 0.01, 20: 0.0055, 30: 0.001, 100: 0.001},
+        ),
+        ({"warmup_epochs": 0.5, "final_fraction": 0.0}, {0: 0.0, 1: 0.002, 5: 0.01, 30: 0.0}),
+        ({"warmup_epochs": 0, "final_fraction": 1.0}, {0: 0.01, 17: 0.01, 30: 0.01, 99: 0.01}),
+    ],
+)
+def test_learning_rate_schedule_values(schedule, expected):
+    from tpuperf.training.trainer import LearningRate
+
+    settings = config_with({"train": {"learning_rate": 0.01, "epochs": 3, "lr_schedule": schedule}}).train
+    rate = LearningRate(settings)
+    assert rate.plan(10) == (round(schedule["warmup_epochs"] * 10), 30 - round(schedule["warmup_epochs"] * 10))
+    assert {step: rate(step) for step in expected} == pytest.approx(expected, abs=1e-9)
+    assert rate.plan(4) == (round(schedule["warmup_epochs"] * 4), 12 - round(schedule["warmup_epochs"] * 4))
+    assert rate(12) == pytest.approx(0.01 * schedule["final_fraction"], abs=1e-9)  # a new plan, no retracing needed
+    with pytest.raises(ValueError, match="steps_per_epoch must be >= 1, got 0"):
+        rate.plan(0)
 
 
 def build_cache(data: Path, cache: Path, **changes) -> None:

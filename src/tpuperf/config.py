@@ -45,9 +45,11 @@ class ConfigError(TpuperfError, ValueError):
     """params.yaml is missing, malformed or holds a bad value; the message names the dotted key."""
 
 
-def _check(*, min: float | None = None, above: float | None = None, choices: tuple | None = None) -> Any:
-    """A required dataclass field with a range (``min`` inclusive, ``above`` exclusive) or a choice."""
-    return field(metadata={"min": min, "above": above, "choices": choices})
+def _check(
+    *, min: float | None = None, above: float | None = None, max: float | None = None, choices: tuple | None = None
+) -> Any:
+    """A required dataclass field with a range (``min``/``max`` inclusive, ``above`` exclusive) or a choice."""
+    return field(metadata={"min": min, "above": above, "max": max, "choices": choices})
 
 
 # ---------------------------------------------------------------- sections
@@ -111,8 +113,19 @@ class BucketsConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """``train.lr_schedule``: linear warm-up from 0 to ``train.learning_rate`` over ``warmup_epochs``
+    epochs of steps, then cosine decay to ``final_fraction`` x learning_rate at the last planned step
+    (``train.epochs`` epochs); ``warmup_epochs: 0, final_fraction: 1`` is a constant learning rate."""
+
+    warmup_epochs: float = _check(min=0)
+    final_fraction: float = _check(min=0, max=1)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """``train``: k-fold training (folds >= 2), batching, optimiser (learning_rate > 0) and outputs."""
+    """``train``: k-fold training (folds >= 2), batching, optimiser (AdamW: peak learning_rate > 0, its
+    schedule, decoupled weight_decay >= 0) and outputs; ConfigError when the warm-up is not shorter than epochs."""
 
     folds: int = _check(min=2)
     seed: int = _check(min=0)
@@ -125,6 +138,8 @@ class TrainConfig:
     batch_slack: float = _check(min=1)
     buckets: BucketsConfig = _check()
     learning_rate: float = _check(above=0)
+    lr_schedule: ScheduleConfig = _check()
+    weight_decay: float = _check(min=0)
     clip_norm: float = _check(above=0)
     loss: str = _check(choices=LOSSES)
     loss_args: dict = _check()
@@ -135,6 +150,13 @@ class TrainConfig:
     verbose: int = _check(min=0)
     runs_dir: str = _check()
     checkpoints_dir: str = _check()
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"train.lr_schedule.warmup_epochs ({self.lr_schedule.warmup_epochs}) must be below train.epochs "
+                f"({self.epochs}): the cosine decay needs steps after the warm-up"
+            )
 
 
 @dataclass(frozen=True)
@@ -330,7 +352,11 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     if missing:
         raise ConfigError(f"{source}: {', '.join(_name(prefix, k) for k in missing)} missing; add it to params.yaml")
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _value(hints[k], raw[k], _name(prefix, k), f.metadata, source) for k, f in fields.items()})
+    values = {k: _value(hints[k], raw[k], _name(prefix, k), f.metadata, source) for k, f in fields.items()}
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # a check across fields (__post_init__), which does not know the file
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def _value(hint: Any, value: Any, key: str, rules: Mapping[str, Any], source: str) -> Any:
@@ -383,4 +409,6 @@ def _value(hint: Any, value: Any, key: str, rules: Mapping[str, Any], source: st
         raise bad(f">= {rules['min']}")
     if rules.get("above") is not None and not value > rules["above"]:
         raise bad(f"> {rules['above']}")
+    if rules.get("max") is not None and value > rules["max"]:
+        raise bad(f"<= {rules['max']}")
     return value

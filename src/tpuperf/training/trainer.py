@@ -174,6 +174,44 @@ class FoldState:
         return cls(fingerprint)
 
 
+class LearningRate:
+    """``train.learning_rate`` over the steps of one fold as ``train.lr_schedule`` plans it.
+
+    ``schedule`` (a Keras CosineDecay: linear warm-up from 0 to the peak, then cosine decay to
+    ``final_fraction`` x peak, constant after the last planned step) maps the optimizer's step
+    counter to a float32 learning rate. Its step counts are variables set by :meth:`plan` per fold,
+    so compiled train steps follow a new plan without retracing; a resumed fold restores the
+    optimizer's step counter and plans the same counts, so it continues on the same curve.
+    """
+
+    def __init__(self, settings: TrainConfig):
+        self.settings = settings
+        self.warmup_steps = tf.Variable(0.0, trainable=False, name="lr_warmup_steps")
+        self.decay_steps = tf.Variable(1.0, trainable=False, name="lr_decay_steps")
+        self.schedule = tf.keras.optimizers.schedules.CosineDecay(
+            0.0,
+            self.decay_steps,
+            alpha=settings.lr_schedule.final_fraction,
+            warmup_target=settings.learning_rate,
+            warmup_steps=self.warmup_steps,
+        )
+
+    def plan(self, steps_per_epoch: int) -> tuple[int, int]:
+        """Set the schedule for ``train.epochs`` epochs of ``steps_per_epoch`` (>= 1) steps; returns
+        ``(warm-up steps, decay steps)``: warm-up = round(warmup_epochs x steps_per_epoch), decay = the rest (>= 1)."""
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        warmup = round(self.settings.lr_schedule.warmup_epochs * steps_per_epoch)
+        decay = max(1, self.settings.epochs * steps_per_epoch - warmup)
+        self.warmup_steps.assign(float(warmup))
+        self.decay_steps.assign(float(decay))
+        return warmup, decay
+
+    def __call__(self, step: int) -> float:
+        """The learning rate at optimizer step ``step`` (0-based) of the current plan."""
+        return float(self.schedule(step))
+
+
 class ModelKit:
     """One model, optimizer, train step and scorer, reused by every fold of a run.
 
@@ -202,7 +240,10 @@ class ModelKit:
         self.sample_batch = to_graph_tensor({k: tf.constant(v) for k, v in sample_arrays.items()}, kind)[0]
         with strategy.scope():
             self.model = build_model(kind, model)
-            self.optimizer = tf.keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clip_norm)
+            self.learning_rate = LearningRate(settings)
+            self.optimizer = tf.keras.optimizers.AdamW(
+                self.learning_rate.schedule, weight_decay=settings.weight_decay, clipnorm=settings.clip_norm
+            )
             self.model(self.sample_batch)
             self.optimizer.build(self.model.trainable_variables)
         # each loss is already the batch mean; SUM leaves it unchanged and is what custom loops
@@ -264,8 +305,10 @@ class ModelKit:
             )
         return float(self._step(inputs))
 
-    def reset(self, seed: int) -> None:
-        """Fresh weights drawn with ``seed`` (as a new model would get) and a zeroed optimizer."""
+    def reset(self, seed: int, steps_per_epoch: int) -> None:
+        """Fresh weights drawn with ``seed`` (as a new model would get), a zeroed optimizer (step 0) and
+        the learning-rate schedule planned over ``train.epochs`` x ``steps_per_epoch`` steps."""
+        self.learning_rate.plan(steps_per_epoch)
         from tpuperf.models import build_model
 
         tf.keras.utils.set_random_seed(seed)
@@ -326,7 +369,7 @@ class FoldRunner:
         )
 
     def run(self) -> FoldState:
-        self.kit.reset(self.settings.seed * 1000 + self.fold)
+        self.kit.reset(self.settings.seed * 1000 + self.fold, self.steps_per_epoch)
         if self.state.epochs_done:
             self.kit.checkpoint.read(str(self.ckpt_dir / "last")).assert_existing_objects_matched()
             print(f"fold {self.fold}: resuming after epoch {self.state.epochs_done}")
