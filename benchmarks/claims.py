@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -77,7 +78,8 @@ class Plan:
         wanted += [Run(c, ca.OURS, loss, s) for c in self.loss_collections for loss in self.losses for s in self.seeds]
         wanted += [Run(c, m, "mse", s) for c in self.error_collections for m in self.error_models for s in self.seeds]
         unique = list(dict.fromkeys(wanted))
-        return sorted(unique, key=lambda r: r.model != ca.BASELINE)  # slowest (baseline) first: better packing
+        # seed by seed (a stopped run has whole seeds), the slowest (baseline) first within one: better packing
+        return sorted(unique, key=lambda r: (r.seed, r.model != ca.BASELINE))
 
     @property
     def collections(self) -> tuple[str, ...]:
@@ -306,8 +308,12 @@ def error_figures(scored, folds: int) -> dict:
     return {**{key: float(np.mean(v)) for key, v in per_fold.items()}, "spread_scales": scales}
 
 
-def train_all(plan: Plan, params: dict, work: Path) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Run every planned training run, ``plan.jobs`` at a time; returns records and failures."""
+def train_all(
+    plan: Plan, params: dict, work: Path, on_run: Callable[[list[dict], list[tuple[str, str]]], None]
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Run every planned training run, ``plan.jobs`` at a time; returns records and failures.
+
+    ``on_run(records, failures)`` is called after each run ends (e.g. to save what is done so far)."""
     runs = plan.runs()
     records, failures = [], []
     context = multiprocessing.get_context("spawn")  # no forked TensorFlow state; the parent never imports TF
@@ -323,12 +329,13 @@ def train_all(plan: Plan, params: dict, work: Path) -> tuple[list[dict], list[tu
             except Exception as exc:  # one failed run must not discard the others; it is reported
                 failures.append((str(run), f"{type(exc).__name__}: {exc}"))
                 print(f"[{done}/{len(runs)}] FAILED {run}: {exc}", flush=True)
-                continue
-            records.append(record)
-            print(
-                f"[{done}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, {record['wall_seconds']:.0f} s",
-                flush=True,
-            )
+            else:
+                records.append(record)
+                print(
+                    f"[{done}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, {record['wall_seconds']:.0f} s",
+                    flush=True,
+                )
+            on_run(records, failures)
     return records, failures
 
 
@@ -835,7 +842,9 @@ def render(plan: Plan, args: argparse.Namespace, info: dict, records: list[dict]
         f"- Data: {info['data']}; train + valid splits only; {counts}",
         f"- Plan `{plan.name}`: seeds {list(plan.seeds)}; train.* overrides {overrides}"
         + (f"; model overrides {plan.model_overrides}" if plan.model_overrides else "")
-        + f"; everything else from `{args.params}`; {len(records)} training runs, {plan.jobs} at a time",
+        + f"; everything else from `{args.params}`; {len(records)} training runs"
+        + ("" if len(records) == len(plan.runs()) else f" of {len(plan.runs())} planned (the run was stopped)")
+        + f", {plan.jobs} at a time",
         "",
     ]
     lines += claim_lines(plan, records)
@@ -919,6 +928,30 @@ def render_saved(results_json: Path, out: Path) -> None:
     print(f"re-rendered {out / 'RESULTS.md'} and {out / 'plots'} from {results_json}")
 
 
+def results(
+    args: argparse.Namespace,
+    plan: Plan,
+    host: dict,
+    load_start: float,
+    wall: float,
+    phases: dict,
+    data_description: str,
+    counts: dict,
+) -> dict:
+    """What results.json holds besides ``records``, ``failures`` and ``speed``: command, machine, plan, timings."""
+    info = {
+        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": host,
+        "load": (load_start, os.getloadavg()[0]),
+        "wall": wall,
+        "phases": phases,
+        "data": data_description,
+        "counts": counts,
+    }
+    return {"info": info, "params": str(args.params), "plan": plan.__dict__}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
@@ -956,6 +989,7 @@ def main(argv: list[str] | None = None) -> None:
     plan = Plan(**{**plan.__dict__, **changes})
     print_plan(plan, plan.runs())
 
+    from tpuperf.atomic import write_json_atomic
     from tpuperf.config import load_params
 
     started, load_start, host = time.perf_counter(), os.getloadavg()[0], machine()  # the commit that runs
@@ -970,7 +1004,16 @@ def main(argv: list[str] | None = None) -> None:
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
         data_description, counts = prepare(plan, params, args.data, work)
         t_data = time.perf_counter()
-        records, failures = train_all(plan, params, work)
+        partial = work / "results.partial.json"
+
+        def save_partial(records: list[dict], failures: list[tuple[str, str]]) -> None:
+            now = time.perf_counter()
+            phases = {"data": t_data - started, "train": now - t_data, "speed": 0.0}
+            raw = results(args, plan, host, load_start, now - started, phases, data_description, counts)
+            write_json_atomic(partial, {**raw, "records": records, "failures": failures, "speed": {}}, indent=1)
+
+        print(f"finished runs are saved to {partial} as they end (render it with --render if this run is stopped)")
+        records, failures = train_all(plan, params, work, save_partial)
         t_train = time.perf_counter()
         speed = measure_speed(plan, params_path, work / "cache", work)
         t_speed = time.perf_counter()
@@ -978,24 +1021,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    info = {
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": host,
-        "load": (load_start, os.getloadavg()[0]),
-        "wall": t_speed - started,
-        "phases": {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train},
-        "data": data_description,
-        "counts": counts,
-    }
-    raw = {
-        "info": info,
-        "params": str(args.params),
-        "plan": plan.__dict__,
-        "records": records,
-        "failures": failures,
-        "speed": speed,
-    }
+    phases = {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train}
+    raw = results(args, plan, host, load_start, t_speed - started, phases, data_description, counts)
+    raw.update(records=records, failures=failures, speed=speed)
+    info = raw["info"]
     write_outputs(raw, args.out)
     (args.out / "results.json").write_text(json.dumps(raw, indent=1))  # re-render (--render) without re-running
     print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'plots'} in {info['wall'] / 60:.1f} min")
