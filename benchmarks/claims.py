@@ -608,7 +608,8 @@ def plateau_lines(plan: Plan, records: list[dict]) -> list[str]:
         f"Each fold trains up to {epochs} epochs and stops early after {window} epochs without a new best OOF "
         f"score. *early-stopped*: folds that stopped so; *gain in last {window} epochs*: best OOF score over all "
         f"epochs minus the best before the last {window} (0 for an early-stopped fold; a fold that ran all "
-        f"{epochs} epochs with a small gain was still flat), mean and max over folds.",
+        f"{epochs} epochs with a small gain was still flat; n/a: a fold not longer than {window} epochs), mean and "
+        "max over folds.",
         "",
     ]
     rows = []
@@ -626,8 +627,8 @@ def plateau_lines(plan: Plan, records: list[dict]) -> list[str]:
                         loss,
                         f"{sum(p.stopped_early for p in ends)}/{len(ends)}",
                         ca.fmt(*ca.mean_std([p.epochs_run for p in ends]), digits=1),
-                        f"{np.mean(gains):.4f}",
-                        f"{max(gains):.4f}",
+                        ca.fmt(float(np.mean(gains)), digits=4),
+                        ca.fmt(float(np.max(gains)), digits=4),
                     ]
                 )
     header = ["collection", "model", "loss", "early-stopped", "epochs run", f"gain in last {window}, mean", "max"]

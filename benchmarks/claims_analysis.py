@@ -248,20 +248,21 @@ class Plateau:
 
     epochs_run: int
     stopped_early: bool  # fewer epochs than allowed: ``window`` epochs in a row without a new best OOF score
-    last_gain: float  # best OOF score gained during the last ``window`` epochs (0 when early-stopped)
+    last_gain: float  # best OOF score gained during the last ``window`` epochs (0 when early-stopped; NaN: too short)
 
 
 def plateau(history: list[dict], epochs: int, window: int) -> Plateau:
     """How flat one fold's OOF curve ended: early-stopped, or the best score gained in its last ``window`` epochs.
 
-    ``last_gain`` = best OOF score over all epochs - best before the last ``window`` (the whole
-    best when the run is not longer than ``window``). Raises ValueError on an empty history.
+    ``last_gain`` = best OOF score over all epochs - best before the last ``window``; NaN when the
+    run is not longer than ``window`` (no epoch before them to compare with). Raises ValueError on
+    an empty history.
     """
     if not history:
         raise ValueError("an empty history has no plateau")
     scores = [e["oof_score"] for e in history]
     before = scores[:-window] if window > 0 else scores
-    gain = max(scores) - max(before) if before else max(scores)
+    gain = max(scores) - max(before) if before else math.nan
     return Plateau(len(history), len(history) < epochs, float(gain))
 
 
@@ -318,7 +319,7 @@ def plot_learning_curves(
             stopped = sum(p.stopped_early for p in ends)
             label = (
                 f"{model}: early-stopped {stopped}/{len(ends)}, "
-                f"max gain in last {window} epochs {max(p.last_gain for p in ends):.3f}"
+                f"max gain in last {window} epochs {fmt(float(np.max([p.last_gain for p in ends])))}"
             )
             style = "--" if model == BASELINE else "-"
             (line,) = ax.plot(x, mean, style, marker="o", ms=3, label=label)
@@ -330,8 +331,11 @@ def plot_learning_curves(
         ax.set(title=collection, xlabel="epoch", ylabel=f"OOF {metric}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Learning curves ({loss} loss; mean over seeds x folds)")
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"Learning curves ({loss} loss; line: mean over seeds x folds; markers: each fold's last epoch, x = early stop)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

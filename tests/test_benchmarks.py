@@ -229,7 +229,7 @@ def test_plateau_tells_early_stopped_folds_from_still_rising_ones():
     assert not rising.stopped_early and rising.last_gain == pytest.approx(0.5 - 0.3)
     flat = ca.plateau(history([0.1, 0.3, 0.3, 0.301], [1.0] * 4), epochs=4, window=2)
     assert flat.last_gain == pytest.approx(0.001)
-    assert ca.plateau(history([0.2], [1.0]), epochs=1, window=1).last_gain == 0.2  # too short to show a plateau
+    assert math.isnan(ca.plateau(history([0.2], [1.0]), epochs=1, window=1).last_gain)  # too short to tell
     with pytest.raises(ValueError, match="empty"):
         ca.plateau([], epochs=1, window=1)
 
