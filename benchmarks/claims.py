@@ -81,6 +81,21 @@ class Plan:
         # seed by seed (a stopped run has whole seeds), the slowest (baseline) first within one: better packing
         return sorted(unique, key=lambda r: (r.seed, r.model != ca.BASELINE))
 
+    def restricted(self, keep: list[str]) -> dict:
+        """The plan fields that keep only the ``keep`` collections (SystemExit naming any the plan lacks)."""
+        unknown = sorted(set(keep) - set(self.collections))
+        if unknown:
+            raise SystemExit(f"--collections {unknown}: not in plan {self.name!r} ({', '.join(self.collections)})")
+        kept = {
+            name: tuple(c for c in getattr(self, name) if c in keep)
+            for name in ("model_collections", "loss_collections", "error_collections")
+        }
+        return {
+            **kept,
+            "losses": self.losses if kept["loss_collections"] else (),
+            "error_models": self.error_models if kept["error_collections"] else (),
+        }
+
     @property
     def collections(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.model_collections + self.loss_collections + self.error_collections))
@@ -965,6 +980,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="most epochs per fold (early stopping as planned)")
     parser.add_argument("--jobs", type=int, default=None, help="training runs at a time")
     parser.add_argument(
+        "--collections",
+        default=None,
+        help="comma-separated: keep only these of the plan's collections (a section left with none is not measured)",
+    )
+    parser.add_argument(
         "--work", type=Path, default=None, help="keep data/cache/runs here (default: a temp dir, removed)"
     )
     parser.add_argument(
@@ -987,6 +1007,8 @@ def main(argv: list[str] | None = None) -> None:
         changes["train"] = {**plan.train, "epochs": args.epochs, "patience": min(plan.train["patience"], args.epochs)}
     if args.jobs is not None:
         changes["jobs"] = args.jobs
+    if args.collections is not None:
+        changes.update(plan.restricted(args.collections.split(",")))
     plan = Plan(**{**plan.__dict__, **changes})
     print_plan(plan, plan.runs())
 

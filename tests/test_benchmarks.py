@@ -234,6 +234,17 @@ def test_plateau_tells_early_stopped_folds_from_still_rising_ones():
         ca.plateau([], epochs=1, window=1)
 
 
+def test_plan_restricted_to_collections_drops_sections_left_without_one():
+    plan = claims.PLANS["default"]
+    layout = claims.Plan(**{**plan.__dict__, **plan.restricted(["layout:xla:random"])})
+    assert layout.model_collections == layout.loss_collections == layout.error_collections == ("layout:xla:random",)
+    assert {r.collection for r in layout.runs()} == {"layout:xla:random"} and len(layout.runs()) == 15
+    tile = claims.Plan(**{**plan.__dict__, **plan.restricted(["tile:xla"])})
+    assert tile.losses == tile.error_models == () and len(tile.runs()) == 6
+    with pytest.raises(SystemExit, match="layout:nlp:random"):
+        plan.restricted(["layout:nlp:random"])
+
+
 def test_plateau_lines_count_early_stops_per_model():
     plan = claims.Plan(**{**claims.PLANS["quick"].__dict__, "train": {"epochs": 3, "patience": 1}})
     records = [
