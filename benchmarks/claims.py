@@ -6,15 +6,20 @@ training and inference of each model on identical batches (benchmarks/throughput
 process per model for its peak RSS), and writes ``<out>/RESULTS.md``, ``<out>/plots/*.png`` and the
 raw per-run records ``<out>/results.json``.
 The figures and the definitions behind each verdict are in benchmarks/claims_analysis.py.
+Every run trains to its plateau (early stopping, or a flat end of its OOF curve: section 4), and
+each claim's verdict is the mean ± std over seeds of its per-seed figure.
 
-    python benchmarks/claims.py                   # default plan: synthetic medium preset, few cells (~30 min)
+    python benchmarks/claims.py                   # default plan: synthetic medium preset, chebsage vs baseline
+    python benchmarks/claims.py --collections layout:xla:random   # the same plan on one collection
     python benchmarks/claims.py --full            # the whole table (every model and collection; hours)
     python benchmarks/claims.py --quick --out /tmp/claims   # smoke run: tiny preset, 1 seed, 1 epoch
     python benchmarks/claims.py --data DIR        # a local real-layout dataset (needs train + valid splits)
 
 Everything not overridden by the plan (printed at start and written to RESULTS.md) comes from
 ``--params`` (params.yaml). The test split is never used: it is unlabelled, and scoring it would
-only cost time. Runs execute ``--jobs`` at a time in worker processes.
+only cost time. Runs execute ``--jobs`` at a time in worker processes, seed by seed; each
+finished run is saved to ``<work>/results.partial.json``, which ``--render`` turns into a report
+if the benchmark is stopped.
 """
 
 from __future__ import annotations
@@ -107,7 +112,7 @@ CONVERGE = {"folds": 2, "epochs": 40, "patience": 4, "eval_configs": 64}
 LAYOUT_COLLECTIONS = ("layout:xla:random", "layout:xla:default", "layout:nlp:random", "layout:nlp:default")
 
 PLANS = {
-    "default": Plan(  # the claims' figures at few cells: about 30 min on 2 quiet cores
+    "default": Plan(  # every claim's figure at few cells
         name="default",
         preset="medium",
         seeds=(0, 1, 2),
