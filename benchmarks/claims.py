@@ -106,6 +106,8 @@ class Plan:
         return tuple(dict.fromkeys(self.model_collections + self.loss_collections + self.error_collections))
 
 
+MIN_SEEDS = 3  # a verdict from fewer seeds is marked provisional
+
 # Every run trains to its plateau: up to CONVERGE["epochs"] epochs, stopped after CONVERGE["patience"]
 # epochs without a new best OOF score (section 4 shows which stopped and how flat the others ended).
 CONVERGE = {"folds": 2, "epochs": 40, "patience": 4, "eval_configs": 64}
@@ -665,6 +667,8 @@ def section_speed(plan: Plan, records: list[dict], speed: dict) -> list[str]:
         "is built; *peak RSS*: the process peak right after the timed training steps.",
         "",
     ]
+    if not speed:
+        return lines + ["Not measured: the run was stopped before this phase.", ""]
     rows = []
     for collection, models in speed.items():
         base = models.get(ca.BASELINE)
@@ -726,7 +730,10 @@ def claim_lines(plan: Plan, records: list[dict]) -> list[str]:
 
     def verdict(changes: list[float], goal: float) -> str:
         value = float(np.mean(changes)) if changes else math.nan
-        return "n/a" if math.isnan(value) else ("**reached**" if value >= goal else "**not reached**")
+        if math.isnan(value):
+            return "n/a"
+        said = "**reached**" if value >= goal else "**not reached**"
+        return said if len(changes) >= MIN_SEEDS else f"{said} (provisional: {len(changes)} seed(s) < {MIN_SEEDS})"
 
     cols = plan.model_collections
     acc = ca.seed_changes(

@@ -286,7 +286,7 @@ def test_report_states_each_claim_with_its_figure_and_verdict():
         for line in lines.splitlines()
         if line.startswith("| ") and "claim" not in line[:8]
     }
-    assert "**reached**" in rows["15% better runtime-prediction accuracy than baseline"]
+    assert "**reached** (provisional: 2 seed(s) < 3)" in rows["15% better runtime-prediction accuracy than baseline"]
     assert "+20.0%" in rows["15% better runtime-prediction accuracy than baseline"]
     error = rows["18% lower estimation error than baseline"]
     assert plan.centred_mse  # the default plan's MSE runs have no runtime level: only the level-fitted MAPE counts
@@ -298,6 +298,9 @@ def test_report_states_each_claim_with_its_figure_and_verdict():
     listmle = rows["ListMLE improves ranking by 10%"]
     assert "**not reached**" in listmle  # must beat every other loss
     assert "vs pairwise +2.1% ± 0.0% (2 seeds); vs mse +5.0% ± 0.0% (2 seeds)" in listmle
+    three = claims.Plan(**{**plan.__dict__, "seeds": (0, 1, 2)})
+    accuracy = next(line for line in claims.claim_lines(three, _fabricated_results(three)) if "15% better" in line)
+    assert "| **reached** | +20.0% ± 0.0% (3 seeds) |" in accuracy  # >= 3 seeds: a final verdict
     # identical curves: chebsage reaches the baseline's best at the same epoch, 0% faster
     assert (
         "**not reached**" in rows["12% faster convergence"]
