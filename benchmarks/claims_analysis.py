@@ -333,7 +333,7 @@ def plot_learning_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(
-        f"Learning curves ({loss} loss; line: mean over seeds x folds; markers: each fold's last epoch, x = early stop)",
+        f"Learning curves ({loss} loss; line: mean over seeds x folds)\nmarkers: each fold's last epoch, x = early stop",
         fontsize=9,
     )
     fig.tight_layout()
