@@ -3,8 +3,8 @@
 A run record is a dict written by one training run (one collection x model x loss x seed):
 ``collection``, ``model``, ``loss``, ``seed``, ``valid_score`` (mean over folds of the valid
 metric), ``valid_ensemble`` (rank-normalised fold ensemble on valid), ``oof_score``,
-``mape`` (valid MAPE, MSE-trained runs only, else None), ``wall_seconds`` and ``histories``
-(per fold, the trainer's per-epoch ``{epoch, loss, oof_score, seconds}``).
+``MAPE_FIELDS`` and ``spread_scales`` (MSE-trained runs only, else None), ``wall_seconds`` and
+``histories`` (per fold, the trainer's per-epoch ``{epoch, loss, oof_score, seconds}``).
 
 Definitions used in RESULTS.md (and tested in tests/test_benchmarks.py):
 
@@ -15,7 +15,13 @@ Definitions used in RESULTS.md (and tested in tests/test_benchmarks.py):
   reduction: ``1 - ours / baseline`` of a lower-is-better one.
 - MAPE: mean over valid graphs of mean over configs of ``|exp(pred) - y| / y``; an MSE-trained
   model predicts ``log y`` (y = runtime / normaliser for tile, runtime in ns for layout). A
-  percentage error is unchanged by a per-graph normaliser of both sides.
+  percentage error is unchanged by a per-graph normaliser of both sides. Level fitted: each
+  graph's predictions shifted to its runtime level first; calibrated: also their spread scaled by
+  the slope fitted on the fold's OOF graphs (:func:`spread_scale`); flat: a constant per graph.
+- a claim's figure: per seed, the relative change of that seed's figures; then mean ± std
+  over seeds (:func:`seed_changes`, :func:`pct_spread`).
+- plateau: a fold stopped early (``patience`` epochs without a new best OOF score), or else the
+  best OOF score it gained in its last ``patience`` epochs (:func:`plateau`).
 - convergence cell: one (collection, seed, fold); its target is the baseline's best per-epoch
   OOF score there; a model reaches it at the first epoch whose OOF score is >= target. Its
   seconds are the trainer's per-epoch training seconds summed up to that epoch, with the one
@@ -71,6 +77,11 @@ def relative_reduction(ours: float, base: float) -> float:
     return 1.0 - ours / base if base > 0 else math.nan
 
 
+# a record's MAPE figures (None unless MSE-trained): plain, level fitted, level fitted after the OOF
+# spread calibration (:func:`spread_scale`), and a flat prediction's (every config at the graph's level)
+MAPE_FIELDS = ("mape", "mape_scaled", "mape_calibrated", "mape_flat")
+
+
 def graph_mape(log_pred: np.ndarray, runtime: np.ndarray, fit_level: bool = False) -> float:
     """Mean absolute percentage error of ``exp(log_pred)`` against ``runtime`` over one graph's configs.
 
@@ -88,6 +99,42 @@ def graph_mape(log_pred: np.ndarray, runtime: np.ndarray, fit_level: bool = Fals
     return float(np.mean(np.abs(estimate - runtime) / runtime))
 
 
+def mean_graph_mape(log_pred: np.ndarray, runtime: np.ndarray, graph_ids: np.ndarray, fit_level: bool) -> float:
+    """Mean over graphs (``graph_ids``, one per config) of :func:`graph_mape`; ValueError as there."""
+    log_pred, runtime, graph_ids = np.asarray(log_pred), np.asarray(runtime), np.asarray(graph_ids)
+    return float(
+        np.mean(
+            [graph_mape(log_pred[graph_ids == g], runtime[graph_ids == g], fit_level) for g in np.unique(graph_ids)]
+        )
+    )
+
+
+def spread_scale(log_pred: np.ndarray, runtime: np.ndarray, graph_ids: np.ndarray) -> float:
+    """Calibration of a per-graph-centred log-runtime model's spread: the least-squares slope ``a``.
+
+    Both sides are centred per graph (``graph_ids``, one per config), then ``a`` minimises
+    ``sum (a * pred_c - log(runtime)_c)^2`` pooled over every config of every graph:
+    ``a = <pred_c, log_true_c> / <pred_c, pred_c>``. A model whose spread overshoots gets
+    ``a < 1``; one unrelated to the runtimes ``a ~ 0`` (a flat prediction). Fitted on held-out
+    train graphs (OOF), applied to valid. 0 when every prediction is constant within its graph.
+    Raises ValueError on non-positive runtimes or mismatched lengths.
+    """
+    log_pred, runtime = np.asarray(log_pred, dtype=np.float64), np.asarray(runtime, dtype=np.float64)
+    if not (log_pred.shape == runtime.shape == np.shape(graph_ids)) or runtime.size == 0:
+        raise ValueError(f"pred, runtime, graph_ids need one equal length, got {log_pred.shape}, {runtime.shape}")
+    if not (runtime > 0).all():
+        raise ValueError("the spread scale needs positive runtimes (unlabelled test rows cannot be fitted)")
+    _, group = np.unique(graph_ids, return_inverse=True)
+    sizes = np.bincount(group)
+
+    def centred(x: np.ndarray) -> np.ndarray:
+        return x - (np.bincount(group, weights=x) / sizes)[group]
+
+    pred_c, true_c = centred(log_pred), centred(np.log(runtime))
+    denominator = float(pred_c @ pred_c)
+    return float(pred_c @ true_c) / denominator if denominator > 0 else 0.0
+
+
 def per_seed_means(records: list[dict], collections: Sequence[str], field: str) -> dict[int, float]:
     """Per seed, the mean of ``field`` over ``collections`` (only seeds that have all of them)."""
     out = {}
@@ -98,17 +145,29 @@ def per_seed_means(records: list[dict], collections: Sequence[str], field: str) 
     return out
 
 
+def seed_changes(
+    records: list[dict], collections: Sequence[str], field: str, ours: dict, base: dict, lower_is_better: bool
+) -> list[float]:
+    """Per shared seed (ascending), the relative change of ours vs base on the mean of ``field`` over collections."""
+    mine = per_seed_means(select(records, **ours), collections, field)
+    theirs = per_seed_means(select(records, **base), collections, field)
+    change = relative_reduction if lower_is_better else relative_improvement
+    return [change(mine[s], theirs[s]) for s in sorted(set(mine) & set(theirs))]
+
+
 def compare(
     records: list[dict], collections: Sequence[str], field: str, ours: dict, base: dict, lower_is_better: bool
 ) -> float:
-    """Relative change of ours vs base on the mean of ``field`` over collections and shared seeds."""
-    mine = per_seed_means(select(records, **ours), collections, field)
-    theirs = per_seed_means(select(records, **base), collections, field)
-    seeds = sorted(set(mine) & set(theirs))
-    if not seeds:
-        return math.nan
-    a, b = np.mean([mine[s] for s in seeds]), np.mean([theirs[s] for s in seeds])
-    return relative_reduction(a, b) if lower_is_better else relative_improvement(a, b)
+    """Mean over shared seeds of :func:`seed_changes` (NaN when no seed has both)."""
+    changes = seed_changes(records, collections, field, ours, base, lower_is_better)
+    return float(np.mean(changes)) if changes else math.nan
+
+
+def pct_spread(changes: Sequence[float]) -> str:
+    """``+4.0% ± 2.1% (3 seeds)``: mean ± sample std of per-seed relative changes."""
+    mean, std = mean_std(changes)
+    spread = "" if math.isnan(std) else f" ± {100 * std:.1f}%"
+    return f"{pct(mean)}{spread} ({len(changes)} seed{'s' if len(changes) != 1 else ''})"
 
 
 # ---------------------------------------------------------------- convergence
@@ -183,6 +242,35 @@ def convergence_speedup(ours: list[Reach], base: list[Reach]) -> tuple[float, fl
     return seconds, epochs, len(pairs), len(ours)
 
 
+@dataclass(frozen=True)
+class Plateau:
+    """Whether one fold's training reached its plateau."""
+
+    epochs_run: int
+    stopped_early: bool  # fewer epochs than allowed: ``window`` epochs in a row without a new best OOF score
+    last_gain: float  # best OOF score gained during the last ``window`` epochs (0 when early-stopped; NaN: too short)
+
+
+def plateau(history: list[dict], epochs: int, window: int) -> Plateau:
+    """How flat one fold's OOF curve ended: early-stopped, or the best score gained in its last ``window`` epochs.
+
+    ``last_gain`` = best OOF score over all epochs - best before the last ``window``; NaN when the
+    run is not longer than ``window`` (no epoch before them to compare with). Raises ValueError on
+    an empty history.
+    """
+    if not history:
+        raise ValueError("an empty history has no plateau")
+    scores = [e["oof_score"] for e in history]
+    before = scores[:-window] if window > 0 else scores
+    gain = max(scores) - max(before) if before else math.nan
+    return Plateau(len(history), len(history) < epochs, float(gain))
+
+
+def plateaus(records: list[dict], epochs: int, window: int) -> list[Plateau]:
+    """:func:`plateau` of every fold of every record."""
+    return [plateau(h, epochs, window) for r in records for h in r["histories"]]
+
+
 # ---------------------------------------------------------------- plots
 
 
@@ -199,9 +287,19 @@ def mean_curve(histories: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def plot_learning_curves(
-    records: list[dict], collections: Sequence[str], models: Sequence[str], loss: str, path: Path
+    records: list[dict],
+    collections: Sequence[str],
+    models: Sequence[str],
+    loss: str,
+    path: Path,
+    epochs: int,
+    window: int,
 ) -> None:
-    """One panel per collection: mean OOF score per epoch of each model (band: ±1 std over seeds x folds)."""
+    """One panel per collection: mean OOF score per epoch of each model (band: ±1 std over seeds x folds).
+
+    Each fold's last epoch is marked (x: early-stopped, o: ran all ``epochs``); the legend gives
+    the early-stopped folds and the largest best-score gain in any fold's last ``window`` epochs
+    (:func:`plateau`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,15 +315,27 @@ def plot_learning_curves(
             if not histories:
                 continue
             x, mean, std = mean_curve(histories)
+            ends = [plateau(h, epochs, window) for h in histories]
+            stopped = sum(p.stopped_early for p in ends)
+            label = (
+                f"{model}: early-stopped {stopped}/{len(ends)}, "
+                f"max gain in last {window} epochs {fmt(float(np.max([p.last_gain for p in ends])))}"
+            )
             style = "--" if model == BASELINE else "-"
-            ax.plot(x, mean, style, marker="o", ms=3, label=model)
-            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+            (line,) = ax.plot(x, mean, style, marker="o", ms=3, label=label)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            for h, p in zip(histories, ends):
+                marker = "x" if p.stopped_early else "o"
+                ax.plot(len(h), h[-1]["oof_score"], marker, color=line.get_color(), ms=6, mfc="none")
         metric = "tile score" if collection.startswith("tile") else "Kendall tau"
         ax.set(title=collection, xlabel="epoch", ylabel=f"OOF {metric}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Learning curves ({loss} loss; mean over seeds x folds)")
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"Learning curves ({loss} loss; line: mean over seeds x folds)\nmarkers: each fold's last epoch, x = early stop",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

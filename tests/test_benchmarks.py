@@ -36,6 +36,9 @@ def record(collection: str, model: str, loss: str, seed: int, score: float, hist
         "wall_seconds": 10.0,
         "mape": mape,
         "mape_scaled": None if mape is None else mape / 2,
+        "mape_calibrated": None if mape is None else mape / 3,
+        "mape_flat": None if mape is None else 0.05,
+        "spread_scales": None if mape is None else [0.5, 0.5],
         "histories": histories or [history([score], [1.0])],
     }
 
@@ -50,6 +53,61 @@ def test_graph_mape_is_the_mean_relative_error_of_exp_pred():
     ) == pytest.approx(0.5 / 3)
     with pytest.raises(ValueError, match="positive"):
         ca.graph_mape(np.zeros(2), np.array([1.0, 0.0]))
+
+
+def test_spread_scale_corrects_an_overshooting_spread_fitted_across_graph_levels():
+    runtime = np.array([1.0, 2.0, 4.0, 8.0, 100.0, 300.0, 200.0])
+    graphs = np.array(["a"] * 4 + ["b"] * 3)
+    offset = np.where(graphs == "a", 5.0, -3.0)  # a per-graph level the model does not know: centred away
+    overshoot = 2.0 * np.log(runtime) + offset  # twice the true spread
+    assert ca.spread_scale(overshoot, runtime, graphs) == pytest.approx(0.5)
+    assert ca.mean_graph_mape(overshoot, runtime, graphs, fit_level=True) > 0.5
+    assert ca.mean_graph_mape(0.5 * overshoot, runtime, graphs, fit_level=True) == pytest.approx(0.0, abs=1e-12)
+    # predictions unrelated to the runtimes (orthogonal once centred) calibrate to a flat prediction
+    unrelated = np.array([1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0])
+    centred_log = np.log(runtime[:4]) - np.log(runtime[:4]).mean()
+    assert unrelated[:4] @ centred_log == pytest.approx(0.0)
+    assert ca.spread_scale(unrelated, runtime, graphs) == pytest.approx(0.0, abs=1e-12)
+    assert ca.spread_scale(np.zeros(7), runtime, graphs) == 0.0  # no spread at all
+    with pytest.raises(ValueError, match="equal length"):
+        ca.spread_scale(np.zeros(3), runtime, graphs)
+    with pytest.raises(ValueError, match="positive"):
+        ca.spread_scale(np.zeros(2), np.array([1.0, 0.0]), np.array(["a", "a"]))
+
+
+def test_error_figures_calibrate_each_fold_on_its_oof_rows_only():
+    import polars as pl
+
+    def rows(split: str, fold: int, graph: str, runtime: list[float], spread: float) -> list[dict]:
+        return [
+            {
+                "split": split,
+                "fold": fold,
+                "graph_id": graph,
+                "config_id": i,
+                "pred": spread * math.log(y) + 1.0,
+                "runtime": y,
+            }
+            for i, y in enumerate(runtime)
+        ]
+
+    valid_runtime = [1.0, 2.0, 4.0]
+    frame = pl.DataFrame(
+        rows("oof", 0, "t0", [1.0, 3.0, 9.0], 3.0)  # fold 0 overshoots x3 on its OOF graph: a = 1/3
+        + rows("valid", 0, "v", valid_runtime, 3.0)
+        + rows("oof", 1, "t1", [1.0, 3.0, 9.0], 1.0)  # fold 1 is right on OOF (a = 1) but overshoots on valid
+        + rows("valid", 1, "v", valid_runtime, 3.0)
+    )
+    figures = claims.error_figures(frame, folds=2)
+    assert figures["spread_scales"] == [pytest.approx(1 / 3), pytest.approx(1.0)]
+    log_y = np.log(valid_runtime)
+    overshoot = ca.graph_mape(3.0 * log_y, np.array(valid_runtime), fit_level=True)
+    assert overshoot == pytest.approx((0.75 + 0.0 + 3.0) / 3)  # y^3 / 4 (level at the median config): 1/4, 2, 16
+    assert figures["mape_scaled"] == pytest.approx(overshoot)
+    assert figures["mape_calibrated"] == pytest.approx((0.0 + overshoot) / 2)  # valid never fits the scale
+    flat = ca.graph_mape(np.zeros(3), np.array(valid_runtime), fit_level=True)
+    assert figures["mape_flat"] == pytest.approx(flat) == pytest.approx((0.5 + 0.0 + 1.0) / 3)
+    assert figures["mape"] == pytest.approx(ca.graph_mape(3.0 * log_y + 1.0, np.array(valid_runtime)))
 
 
 def test_normalised_pair_divides_by_the_geometric_mean_and_fits_scores():
@@ -152,6 +210,52 @@ def test_compare_uses_per_seed_means_over_collections_and_shared_seeds():
     assert rel == pytest.approx(0.6 / 0.5 - 1)
 
 
+def test_seed_changes_are_per_seed_and_their_spread_is_reported():
+    records = [
+        record("tile:xla", m, "listmle", seed, score)
+        for seed, (ours, base) in enumerate([(0.6, 0.5), (0.5, 0.5), (0.4, 0.5)])
+        for m, score in (("chebsage", ours), ("baseline", base))
+    ]
+    changes = ca.seed_changes(records, ["tile:xla"], "valid_score", {"model": "chebsage"}, {"model": "baseline"}, False)
+    assert changes == [pytest.approx(0.2), pytest.approx(0.0), pytest.approx(-0.2)]
+    assert ca.pct_spread(changes) == "+0.0% ± 20.0% (3 seeds)"
+    assert ca.pct_spread([0.1]) == "+10.0% (1 seed)"
+
+
+def test_plateau_tells_early_stopped_folds_from_still_rising_ones():
+    stopped = ca.plateau(history([0.1, 0.5, 0.4, 0.45], [1.0] * 4), epochs=10, window=2)
+    assert stopped == ca.Plateau(epochs_run=4, stopped_early=True, last_gain=0.0)
+    rising = ca.plateau(history([0.1, 0.3, 0.35, 0.5], [1.0] * 4), epochs=4, window=2)
+    assert not rising.stopped_early and rising.last_gain == pytest.approx(0.5 - 0.3)
+    flat = ca.plateau(history([0.1, 0.3, 0.3, 0.301], [1.0] * 4), epochs=4, window=2)
+    assert flat.last_gain == pytest.approx(0.001)
+    assert math.isnan(ca.plateau(history([0.2], [1.0]), epochs=1, window=1).last_gain)  # too short to tell
+    with pytest.raises(ValueError, match="empty"):
+        ca.plateau([], epochs=1, window=1)
+
+
+def test_plan_restricted_to_collections_drops_sections_left_without_one():
+    plan = claims.PLANS["default"]
+    layout = claims.Plan(**{**plan.__dict__, **plan.restricted(["layout:xla:random"])})
+    assert layout.model_collections == layout.loss_collections == layout.error_collections == ("layout:xla:random",)
+    assert {r.collection for r in layout.runs()} == {"layout:xla:random"} and len(layout.runs()) == 15
+    tile = claims.Plan(**{**plan.__dict__, **plan.restricted(["tile:xla"])})
+    assert tile.losses == tile.error_models == () and len(tile.runs()) == 6
+    with pytest.raises(SystemExit, match="layout:nlp:random"):
+        plan.restricted(["layout:nlp:random"])
+
+
+def test_plateau_lines_count_early_stops_per_model():
+    plan = claims.Plan(**{**claims.PLANS["quick"].__dict__, "train": {"epochs": 3, "patience": 1}})
+    records = [
+        record("layout:xla:random", "chebsage", "listmle", 0, 0.5, [history([0.5, 0.4], [1, 1])] * 2),
+        record("layout:xla:random", "baseline", "listmle", 0, 0.5, [history([0.1, 0.2, 0.4], [1, 1, 1])] * 2),
+    ]
+    text = "\n".join(claims.plateau_lines(plan, records))
+    assert "| layout:xla:random | chebsage | listmle | 2/2 | 2.0 ± 0.0 | 0.0000 | 0.0000 |" in text
+    assert "| layout:xla:random | baseline | listmle | 0/2 | 3.0 ± 0.0 | 0.2000 | 0.2000 |" in text
+
+
 def test_mean_curve_averages_unequal_lengths_while_they_last():
     x, mean, std = ca.mean_curve([history([0.0, 1.0], [1, 1]), history([1.0], [1])])
     assert x.tolist() == [1, 2] and mean.tolist() == [0.5, 1.0] and std.tolist() == [0.5, 0.0]
@@ -182,19 +286,25 @@ def test_report_states_each_claim_with_its_figure_and_verdict():
         for line in lines.splitlines()
         if line.startswith("| ") and "claim" not in line[:8]
     }
-    assert "**reached**" in rows["15% better runtime-prediction accuracy than baseline"]
+    assert "**reached** (provisional: 2 seed(s) < 3)" in rows["15% better runtime-prediction accuracy than baseline"]
     assert "+20.0%" in rows["15% better runtime-prediction accuracy than baseline"]
     error = rows["18% lower estimation error than baseline"]
     assert plan.centred_mse  # the default plan's MSE runs have no runtime level: only the level-fitted MAPE counts
-    assert "**reached**" in error and "+30.0% (level-fitted MAPE)" in error
+    assert "**reached**" in error and "+30.0% ± 0.0% (2 seeds) (calibrated level-fitted MAPE)" in error
+    assert "calibrated MAPE chebsage 0.023 ± 0.000, baseline 0.033 ± 0.000; flat prediction 0.050 ± 0.000" in error
     raw_mse = claims.Plan(**{**plan.__dict__, "loss_args": {}})
     error = next(line for line in claims.claim_lines(raw_mse, records) if "18% lower" in line)
-    assert "**reached**" in error and "+30.0% (level-fitted MAPE: +30.0%)" in error
+    assert "**reached**" in error and "+30.0% ± 0.0% (2 seeds) (calibrated level-fitted MAPE: +30.0%" in error
     listmle = rows["ListMLE improves ranking by 10%"]
-    assert "**not reached**" in listmle and "vs pairwise +2.1%; vs mse +5.0%" in listmle  # must beat every other loss
+    assert "**not reached**" in listmle  # must beat every other loss
+    assert "vs pairwise +2.1% ± 0.0% (2 seeds); vs mse +5.0% ± 0.0% (2 seeds)" in listmle
+    three = claims.Plan(**{**plan.__dict__, "seeds": (0, 1, 2)})
+    accuracy = next(line for line in claims.claim_lines(three, _fabricated_results(three)) if "15% better" in line)
+    assert "| **reached** | +20.0% ± 0.0% (3 seeds) |" in accuracy  # >= 3 seeds: a final verdict
     # identical curves: chebsage reaches the baseline's best at the same epoch, 0% faster
     assert (
-        "**not reached**" in rows["12% faster convergence"] and "+0.0% training time" in rows["12% faster convergence"]
+        "**not reached**" in rows["12% faster convergence"]
+        and "+0.0% ± 0.0% (2 seeds) training time" in rows["12% faster convergence"]
     )
 
 
