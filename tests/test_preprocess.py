@@ -41,7 +41,9 @@ CHAIN_EDGES = np.array([[1, 0], [2, 1], [3, 2], [4, 3], [5, 4], [6, 5], [7, 2], 
 
 
 def settings(**kw) -> PreprocessConfig:
-    base = dict(out="cache", hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1)
+    base = dict(
+        out="cache", prune="khop", hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1
+    )
     return PreprocessConfig(**{**base, **kw})
 
 
@@ -431,6 +433,7 @@ def test_cli_reads_params(tmp_path):
             "data": {"out": str(tmp_path / "raw")},
             "preprocess": {
                 "out": str(tmp_path / "cache"),
+                "prune": "khop",
                 "hops": 2,
                 "jobs": 1,
                 "on_bad_file": "fail",
