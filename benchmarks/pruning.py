@@ -22,9 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tpuperf.collection import COLLECTIONS, Collection
+from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 from tpuperf.config import Config, deep_merge, load_params
-from tpuperf.data.preprocess import preprocess_collection
+from tpuperf.data.npz import load_graph
+from tpuperf.data.preprocess import preprocess_collection, prune
 from tpuperf.data.synthetic import write_dataset
 from tpuperf.training.trainer import train_collection
 
@@ -53,11 +54,17 @@ def config_for(work: Path, setting: str, model_seed: int) -> Config:
     )
 
 
-def kept_fraction(data: Path, config: Config, collection: Collection) -> float:
-    """Preprocess ``collection`` with ``config.preprocess``; nodes kept / nodes in the files (all splits)."""
-    report = preprocess_collection(data, config.preprocess.out, collection, config.preprocess, progress=False)
-    splits = report["splits"].values()
-    return sum(s["nodes_kept"] for s in splits) / sum(s["nodes_original"] for s in splits)
+def kept_fraction(data: Path, collection: Collection, setting: str) -> float:
+    """Nodes kept by ``setting`` / nodes in the files, over every split of ``collection`` under ``data``."""
+    mode, hops = setting.split(":")
+    kept = total = 0
+    for split in SPLITS:
+        folder = collection.split_dir(data, split)
+        for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+            graph = load_graph(path, collection, split, load_configs=False)
+            kept += len(prune(graph, mode, int(hops))[0])
+            total += len(graph.node_feat)
+    return kept / total
 
 
 def main() -> None:
@@ -79,15 +86,17 @@ def main() -> None:
         if data is None:
             data = work / "data"
             write_dataset(data, args.preset, 0)
-        present = [c for c in LAYOUTS if c.split_dir(data, "train").is_dir()]
+        present = [c for c in LAYOUTS if any(c.split_dir(data, split).is_dir() for split in SPLITS)]
         for setting in args.settings:
             for collection in present:
-                kept = kept_fraction(data, config_for(work, setting, 0), collection)
+                kept = kept_fraction(data, collection, setting)
                 record = {"setting": setting, "collection": collection.name, "kept": kept, "runs": []}
                 records.append(record)
                 print(f"{setting:9} {collection.name:18} kept {kept:.3f}", flush=True)
                 if args.kept_only:
                     continue
+                config = config_for(work, setting, 0)
+                preprocess_collection(data, config.preprocess.out, collection, config.preprocess, progress=False)
                 for model in args.models:
                     for seed in args.seeds:
                         start = time.perf_counter()
