@@ -112,8 +112,8 @@ def test_other_format_version_is_refused(tmp_path):
 
 def test_cache_without_content_hashes_is_refused_with_the_fix(tmp_path):
     """A format-1 cache has no content_hash: reusing it could resume a checkpoint on stale data."""
-    assert FORMAT_VERSION == 2
+    assert FORMAT_VERSION == 3
     d = write_cache(tmp_path, LAYOUT, layout=True)
     (d / "stats.json").write_text(json.dumps({"format_version": 1}))
-    with pytest.raises(CacheError, match=r"stats.json: format version 1, reader expects 2: run `dvc repro preprocess`"):
+    with pytest.raises(CacheError, match=r"stats.json: format version 1, reader expects 3: run `dvc repro preprocess`"):
         CollectionCache(tmp_path, LAYOUT)

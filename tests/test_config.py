@@ -86,7 +86,7 @@ def test_the_real_params_load(raw) -> None:
         6000,
     )
     assert config.train.batch_slack == 1.1
-    assert config.preprocess.hops == 1 and config.data.synthetic.preset == "small"
+    assert (config.preprocess.prune, config.preprocess.hops) == ("khop", 1) and config.data.synthetic.preset == "small"
     assert config.kernels.python_versions == ("3.10", "3.11", "3.12")
     assert Config.from_dict(raw) == config
 
@@ -140,6 +140,7 @@ def test_unknown_keys_are_named(raw, changes, match) -> None:
     [
         ("train", "epochs", "train.epochs"),
         ("preprocess", "hops", "preprocess.hops"),
+        ("preprocess", "prune", "preprocess.prune"),
         ("ensemble", "temperature", "ensemble.temperature"),
         ("kernels", "prefix", "kernels.prefix"),
     ],
@@ -211,6 +212,7 @@ def test_out_of_range_values_are_named(raw, changes, match) -> None:
         ({"train": {"strategy": "cpu"}}, r"train\.strategy must be one of"),
         ({"data": {"source": "ftp"}}, r"data\.source must be one of auto, kaggle, synthetic, local"),
         ({"preprocess": {"on_bad_file": "ignore"}}, r"preprocess\.on_bad_file must be one of fail, skip"),
+        ({"preprocess": {"prune": "bfs"}}, r"preprocess\.prune must be one of khop, chains, got 'bfs'"),
         ({"models": {"sage": {"conv": "gat"}}}, r"models\.sage\.conv must be one of"),
         ({"ensemble": {"weights": "best"}}, r"ensemble\.weights must be one of equal, oof"),
         ({"ensemble": {"models": ["sage", "gat"]}}, r"ensemble\.models \['sage', 'gat'\]: unknown \['gat'\]"),

@@ -20,16 +20,21 @@ from tpuperf.cli import main as cli_main
 from tpuperf.collection import SPLITS, get_collection
 from tpuperf.config import PreprocessConfig
 from tpuperf.data.cache import CollectionCache
-from tpuperf.data.npz import DataFormatError
+from tpuperf.data.npz import DataFormatError, load_graph
+from tpuperf.data.opcodes import Opcode
 from tpuperf.data.preprocess import (
     ConfigDeduper,
     PreprocessError,
     _write_layout_configs,
+    chain_nodes,
     induced_edges,
     k_hop_nodes,
+    layout_chains,
     preprocess_collection,
+    prune,
     signed_log1p,
 )
+from tpuperf.data.synthetic import layout_runtime, make_layout_graph
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data"
@@ -41,7 +46,9 @@ CHAIN_EDGES = np.array([[1, 0], [2, 1], [3, 2], [4, 3], [5, 4], [6, 5], [7, 2], 
 
 
 def settings(**kw) -> PreprocessConfig:
-    base = dict(out="cache", hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1)
+    base = dict(
+        out="cache", prune="khop", hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1
+    )
     return PreprocessConfig(**{**base, **kw})
 
 
@@ -137,6 +144,93 @@ def test_k_hop_pruning_on_hand_made_graph(seeds, hops, nodes, edges):
     kept = k_hop_nodes(CHAIN_EDGES, 9, np.array(seeds), hops)
     assert kept.tolist() == nodes
     assert induced_edges(CHAIN_EDGES, kept, 9).tolist() == edges
+
+
+# Hand-made layout graph: a dot whose output flows through add -> exp -> multiply (a chain),
+# read by a reduce and a copy; a tanh below the reduce and an exp below the copy are outside.
+Op = Opcode
+GRAPH_OPS = [
+    (Op.PARAMETER, []),  # 0  dot input
+    (Op.PARAMETER, []),  # 1  dot kernel
+    (Op.DOT, [0, 1]),  # 2  configurable
+    (Op.PARAMETER, []),  # 3  the add's other operand
+    (Op.ADD, [2, 3]),  # 4  chain
+    (Op.EXPONENTIAL, [4]),  # 5  chain
+    (Op.CONSTANT, []),  # 6  reduce init
+    (Op.REDUCE, [5, 6]),  # 7  reads the chain; the layout stops here
+    (Op.TANH, [7]),  # 8  elementwise, but below the reduce
+    (Op.PARAMETER, []),  # 9
+    (Op.NEGATE, [9]),  # 10 the multiply's other operand
+    (Op.MULTIPLY, [5, 10]),  # 11 chain
+    (Op.COPY, [11]),  # 12 reads the chain; a copy changes the layout
+    (Op.EXPONENTIAL, [12]),  # 13 below the copy
+    (Op.TUPLE, [8, 13]),  # 14 root
+]
+GRAPH_OPCODES = np.array([op for op, _ in GRAPH_OPS])
+GRAPH_EDGES = np.array([[u, v] for u, (_, operands) in enumerate(GRAPH_OPS) for v in operands])
+
+
+def test_layout_chains_follow_elementwise_consumers_only():
+    chain = layout_chains(GRAPH_EDGES, GRAPH_OPCODES, len(GRAPH_OPS), np.array([2]))
+    assert np.flatnonzero(chain).tolist() == [2, 4, 5, 11]
+
+
+@pytest.mark.parametrize(
+    "hops, nodes, edges",
+    [
+        (  # chains + their operands (0, 1, 3, 10) + the ops reading them (7, 12)
+            0,
+            [0, 1, 2, 3, 4, 5, 7, 10, 11, 12],
+            [[2, 0], [2, 1], [4, 2], [4, 3], [5, 4], [6, 5], [8, 5], [8, 7], [9, 8]],
+        ),
+        (1, [*range(14)], [[u, v] for u, v in GRAPH_EDGES.tolist() if u != 14]),  # + 6, 8, 9, 13; not the root
+    ],
+)
+def test_chain_pruning_on_hand_made_graph(hops, nodes, edges):
+    kept = chain_nodes(GRAPH_EDGES, GRAPH_OPCODES, len(GRAPH_OPS), np.array([2]), hops)
+    assert kept.tolist() == nodes
+    assert induced_edges(GRAPH_EDGES, kept, len(GRAPH_OPS)).tolist() == edges
+
+
+def test_prune_refuses_an_unknown_mode(tmp_path):
+    make_layout_dataset(tmp_path, graphs={"train": 1})
+    graph = load_graph(LAYOUT.split_dir(tmp_path, "train") / "train0.npz", LAYOUT, "train", load_configs=False)
+    with pytest.raises(ValueError, match="pruning mode must be one of khop, chains, got 'bfs'"):
+        prune(graph, "bfs", 1)
+
+
+def pruned_runtime(g: dict[str, np.ndarray], kept: np.ndarray) -> np.ndarray:
+    """The synthetic oracle on the pruned graph. A kept node that lost an operand and reads no
+    chain has a layout no config changes: it becomes a source (a parameter) of that layout, as
+    does (k-hop pruning only) a node that lost every operand."""
+    n, edges = len(g["node_opcode"]), g["edge_index"]
+    pruned = induced_edges(edges, kept, n)
+    chain = layout_chains(edges, g["node_opcode"], n, g["node_config_ids"])
+    reads_chain = np.zeros(n, dtype=bool)
+    reads_chain[edges[chain[edges[:, 1]], 0]] = True
+    before, after = np.bincount(edges[:, 0], minlength=n)[kept], np.bincount(pruned[:, 0], minlength=len(kept))
+    source = (before > after) & (~reads_chain[kept] | (after == 0))
+    opcode = np.where(source, Opcode.PARAMETER, g["node_opcode"][kept])
+    positions = np.searchsorted(kept, g["node_config_ids"])
+    return layout_runtime(g["node_feat"][kept], opcode, pruned, positions, g["node_config_feat"])
+
+
+def test_chains_keep_every_cost_a_layout_choice_changes():
+    """On synthetic graphs, the oracle runtime of the chain-pruned graph differs from the full
+    graph's by the same amount for every config: the dropped nodes cost what they cost whatever
+    the layouts. 1-hop pruning loses some of it."""
+    rng = np.random.default_rng(5)
+    khop_errors = []
+    for source, search in (("xla", "random"), ("nlp", "default"), ("xla", "default"), ("nlp", "random")):
+        g = make_layout_graph(rng, 150, 12, 40, source=source, search=search)
+        n, seeds = len(g["node_opcode"]), g["node_config_ids"]
+        full = layout_runtime(g["node_feat"], g["node_opcode"], g["edge_index"], seeds, g["node_config_feat"])
+        kept = chain_nodes(g["edge_index"], g["node_opcode"], n, seeds, 0)
+        assert len(kept) < 0.8 * n
+        assert np.ptp(full - pruned_runtime(g, kept)) < 1e-9 * np.ptp(full)
+        one_hop = k_hop_nodes(g["edge_index"], n, seeds, 1)
+        khop_errors.append(np.ptp(full - pruned_runtime(g, one_hop)) / np.ptp(full))
+    assert max(khop_errors) > 1e-3
 
 
 @pytest.mark.parametrize("hops, nodes", [(0, list(range(9))), (1, [3, 4, 5, 7, 8]), (2, [2, 3, 4, 5, 6, 7, 8])])
@@ -410,6 +504,27 @@ def test_content_hash_follows_the_written_arrays(tmp_path):
 
 
 @pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real TpuGraphs sample files not found at {REAL_DATA}")
+@pytest.mark.parametrize(
+    "path, nodes, kept",
+    [
+        ("nlp/random/test/23559853d9702baaaacbb0c83fd32266.npz", 1096, 420),
+        ("xla/default/test/cd708819d3f5103afd6460b15e74eaf3.npz", 490, 166),
+        ("xla/default/train/unet3d.npz", 2774, 965),
+        ("xla/random/train/openai_v0_rnn_optimized.npz", 1277, 297),
+    ],
+)
+def test_chain_pruning_of_real_layout_files(path, nodes, kept):
+    raw = np.load(REAL_DATA / "npz" / "layout" / path)
+    edges, opcode, seeds = raw["edge_index"], raw["node_opcode"], raw["node_config_ids"]
+    assert set(opcode[seeds].tolist()) <= {Opcode.CONVOLUTION, Opcode.DOT, Opcode.RESHAPE}
+    ids = chain_nodes(edges, opcode, nodes, seeds, 0)
+    assert len(opcode) == nodes and len(ids) == kept
+    is_seed = np.isin(np.arange(nodes), seeds)
+    touching = np.union1d(edges[is_seed[edges[:, 1]], 0], edges[is_seed[edges[:, 0]], 1])
+    assert np.isin(touching, ids).all()  # every operand and consumer of a configurable node
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real TpuGraphs sample files not found at {REAL_DATA}")
 def test_real_layout_files(tmp_path):
     col = get_collection("layout:xla:default")
     preprocess_collection(REAL_DATA, tmp_path, col, settings(hops=2), progress=False)
@@ -421,6 +536,9 @@ def test_real_layout_files(tmp_path):
     assert train.num_nodes < len(raw["node_feat"])
     test = cc.load("test", "cd708819d3f5103afd6460b15e74eaf3")
     assert test.num_configs == 1000 and test.config_ids.tolist() == list(range(1000))
+    preprocess_collection(REAL_DATA, tmp_path / "chains", col, settings(prune="chains", hops=0), progress=False)
+    chains = CollectionCache(tmp_path / "chains", col)
+    assert chains.stats["prune"] == "chains" and chains.load("train", "unet3d").num_nodes == 965
     assert not test.runtime.any()
 
 
@@ -431,6 +549,7 @@ def test_cli_reads_params(tmp_path):
             "data": {"out": str(tmp_path / "raw")},
             "preprocess": {
                 "out": str(tmp_path / "cache"),
+                "prune": "khop",
                 "hops": 2,
                 "jobs": 1,
                 "on_bad_file": "fail",

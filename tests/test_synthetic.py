@@ -14,7 +14,17 @@ from tpuperf.cli import main
 from tpuperf.collection import COLLECTIONS, SPLITS, locate
 from tpuperf.data import synthetic as syn
 from tpuperf.data.npz import LayoutGraph, TileGraph, find_npz, load_graph, validate_file
-from tpuperf.data.synthetic import Op, _Node, _node_arrays, layout_runtime, tile_runtime, write_dataset, write_graph
+from tpuperf.data.opcodes import LAYOUT_PROPAGATING
+from tpuperf.data.synthetic import (
+    ELEMENTWISE,
+    Op,
+    _Node,
+    _node_arrays,
+    layout_runtime,
+    tile_runtime,
+    write_dataset,
+    write_graph,
+)
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +303,7 @@ def test_output_layout_propagates_through_elementwise_consumers() -> None:
             _Node(Op.DOT, (64, 1000), "f32", [0, 1], (1, 0), contracting=(1, 0, 1)),
         ]
         for _ in range(length):
-            nodes.append(_Node(Op.EXP, (64, 1000), "f32", [len(nodes) - 1], (1, 0)))
+            nodes.append(_Node(Op.EXPONENTIAL, (64, 1000), "f32", [len(nodes) - 1], (1, 0)))
         nodes.append(_Node(Op.TUPLE, (), "tuple", [len(nodes) - 1]))
         return _node_arrays(nodes)
 
@@ -314,7 +324,7 @@ def tile_graph() -> dict[str, np.ndarray]:
     """param (1000, 512) f32 -> exp -> convert (root)."""
     nodes = [
         _Node(Op.PARAMETER, (1000, 512), "f32", [], (1, 0), param_number=0),
-        _Node(Op.EXP, (1000, 512), "f32", [0], (1, 0)),
+        _Node(Op.EXPONENTIAL, (1000, 512), "f32", [0], (1, 0)),
         _Node(Op.CONVERT, (1000, 512), "bf16", [1], (1, 0)),
     ]
     return _node_arrays(nodes)
@@ -349,3 +359,12 @@ def test_tile_overflowing_vmem_spills() -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(syn, "VMEM_BYTES", 1 << 40)
         assert no_spill / (tile_runtime(*args, big)[0] - syn.OP_LAUNCH_NS) == pytest.approx(expected_spill)
+
+
+def test_synthetic_ops_carry_the_real_tpugraphs_ids():
+    # ids from tpu_graphs/process_data/xla/hlo_opcode.h; the generator once used other labels
+    # (constant 41 = fusion, reduce 83 = select, transpose 95 = subtract, tuple 98 = transpose)
+    assert (Op.CONSTANT, Op.CONVERT, Op.EXPONENTIAL, Op.NEGATE) == (24, 25, 37, 60)
+    assert (Op.SUBTRACT, Op.DIVIDE, Op.MAXIMUM) == (95, 32, 57)
+    assert (Op.REDUCE, Op.TRANSPOSE, Op.TUPLE) == (70, 98, 100)
+    assert ELEMENTWISE <= LAYOUT_PROPAGATING and not ({Op.REDUCE, Op.TRANSPOSE, Op.TUPLE} & LAYOUT_PROPAGATING)

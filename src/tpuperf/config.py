@@ -34,6 +34,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 SOURCES = ("auto", "kaggle", "synthetic", "local")
 PRESETS = ("tiny", "small", "medium", "real")
 BAD_FILE_MODES = ("fail", "skip")
+PRUNE_MODES = ("khop", "chains")
 LOSSES = ("listmle", "pairwise", "mse")
 STRATEGIES = ("auto", "tpu", "gpus", "default")
 CONVS = ("chebsage", "sage", "cheb", "baseline")
@@ -78,9 +79,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """``preprocess``: graph pruning (hops, 0 = full graph) and feature normalisation."""
+    """``preprocess``: layout graph pruning (``prune`` khop | chains; ``hops``: the k of khop, 0 =
+    full graph, or the context hops around the chains) and feature normalisation."""
 
     out: str = _check()
+    prune: str = _check(choices=PRUNE_MODES)
     hops: int = _check(min=0)
     jobs: int = _check(min=1)
     on_bad_file: str = _check(choices=BAD_FILE_MODES)

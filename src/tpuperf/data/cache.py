@@ -26,7 +26,7 @@ reading the others. Layout on disk::
                                                ns; zeros in test
         config_ids.npy       int64 (c',)       index of each kept config in the original file
 
-``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``hops``, ``max_nodes``,
+``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``prune``, ``hops``, ``max_nodes``,
 ``max_edges``, ``max_config_nodes`` (over all splits, after pruning: static padded shapes),
 ``max_opcode``, ``node_feat_dim``, ``config_feat_shape`` (one config's trailing shape padded to
 the maxima: ``[24]`` for tile, ``[max_config_nodes, 18]`` for layout), the fit settings
@@ -60,7 +60,7 @@ import polars as pl
 from tpuperf.collection import Collection, get_collection
 from tpuperf.errors import TpuperfError
 
-FORMAT_VERSION = 2  # 2: index.parquet has content_hash
+FORMAT_VERSION = 3  # 2: index.parquet has content_hash; 3: stats.json has prune
 STATS_FILE = "stats.json"
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"

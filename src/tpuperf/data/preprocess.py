@@ -20,9 +20,12 @@ Choices, and why:
   (interference, clock changes), so the fastest measurement is the best estimate of the
   config's true runtime. Valid and test keep every config: metrics and submissions need
   every original index.
-- Pruning (layout) keeps the configurable nodes plus their k-hop neighbourhood on the
-  undirected graph, with the induced edges, in the original (topological) order. Statistics
-  are fitted on the pruned nodes: the nodes the model actually sees.
+- Pruning (layout, ``preprocess.prune``) keeps, with the induced edges in the original
+  (topological) order, either (``khop``) the configurable nodes plus their k-hop neighbourhood
+  on the undirected graph, or (``chains``) the configurable nodes, the elementwise chains
+  their layouts flow through, the ops that read those chains and the operands the chains
+  are compared against (:func:`chain_nodes`). Statistics are fitted on the pruned nodes: the
+  nodes the model actually sees.
 - A column of (near-)zero spread on train (std < ``std_floor``) is centred but not scaled, so
   a value that differs in valid/test stays in raw units instead of exploding.
 """
@@ -45,7 +48,7 @@ from tqdm import tqdm
 
 from tpuperf.atomic import replaced_dir
 from tpuperf.collection import SPLITS, Collection
-from tpuperf.config import Config, PreprocessConfig
+from tpuperf.config import PRUNE_MODES, Config, PreprocessConfig
 from tpuperf.data import cache
 from tpuperf.data.npz import (
     LAYOUT_CONFIG_DIM,
@@ -56,6 +59,7 @@ from tpuperf.data.npz import (
     load_graph,
     read_header,
 )
+from tpuperf.data.opcodes import is_layout_propagating
 from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,45 @@ def k_hop_nodes(edge_index: np.ndarray, num_nodes: int, seeds: np.ndarray, hops:
             break
         mask = reached
     return np.flatnonzero(mask)
+
+
+def layout_chains(edge_index: np.ndarray, node_opcode: np.ndarray, num_nodes: int, seeds: np.ndarray) -> np.ndarray:
+    """bool (n,): ``seeds`` and, transitively, every layout-propagating consumer of a marked node.
+
+    ``edge_index`` int (m, 2) rows ``[u, v]`` (u consumes v); ``node_opcode`` int (n,) TpuGraphs
+    ids; ``seeds`` the configurable nodes. Propagating ops are the elementwise ops a layout flows
+    through (:data:`~tpuperf.data.opcodes.LAYOUT_PROPAGATING`), so the marked nodes are those
+    whose output layout a config can change.
+    """
+    u, v = edge_index[:, 0], edge_index[:, 1]
+    propagating = is_layout_propagating(node_opcode)
+    chain = np.zeros(num_nodes, dtype=bool)
+    chain[seeds] = True
+    while True:
+        grown = chain.copy()
+        grown[u[chain[v] & propagating[u]]] = True
+        if np.array_equal(grown, chain):
+            return chain
+        chain = grown
+
+
+def chain_nodes(
+    edge_index: np.ndarray, node_opcode: np.ndarray, num_nodes: int, seeds: np.ndarray, hops: int
+) -> np.ndarray:
+    """Sorted ids (int64) of the nodes whose cost a layout choice at ``seeds`` can change, plus context.
+
+    Kept: the chains (:func:`layout_chains`); every consumer of a chain node (the op that reads
+    the propagated layout: reduce, transpose, copy, dot, the root tuple, ...); every operand of
+    a chain node (what a chain op's layout is compared against: a configurable node's input
+    and kernel, a binary op's other operand); then the ``hops``-hop undirected neighbourhood of
+    all that (0 = none). Arguments as in :func:`layout_chains`.
+    """
+    u, v = edge_index[:, 0], edge_index[:, 1]
+    chain = layout_chains(edge_index, node_opcode, num_nodes, seeds)
+    kept = chain.copy()
+    kept[u[chain[v]]] = True
+    kept[v[chain[u]]] = True
+    return k_hop_nodes(edge_index, num_nodes, np.flatnonzero(kept), hops) if hops else np.flatnonzero(kept)
 
 
 def induced_edges(edge_index: np.ndarray, kept: np.ndarray, num_nodes: int) -> np.ndarray:
@@ -316,18 +359,24 @@ def prepare_file(
         return BadFile(str(exc.path), exc.field, exc.problem)
 
 
-def prune(graph: TileGraph | LayoutGraph, hops: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def prune(graph: TileGraph | LayoutGraph, mode: str, hops: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The nodes and edges the model sees: ``(kept, edges, config_node_pos)``.
 
-    ``kept`` int64 (n',): sorted original ids of the kept nodes (every node of a tile graph; a
-    layout graph's configurable nodes and their ``hops``-hop neighbourhood, all when 0);
+    ``kept`` int64 (n',): sorted original ids of the kept nodes: every node of a tile graph; of a
+    layout graph, with ``mode`` ``khop`` the configurable nodes and their ``hops``-hop
+    neighbourhood (all nodes when 0), with ``chains`` :func:`chain_nodes` (``hops`` of context);
     ``edges`` int32 (m', 2): induced edges renumbered to positions in ``kept``;
     ``config_node_pos`` int32 (nc,): layout only (None for tile), each configurable node's
     position in ``kept``.
     """
     n = len(graph.node_feat)
     if isinstance(graph, LayoutGraph):
-        kept = k_hop_nodes(graph.edge_index, n, graph.node_config_ids, hops)
+        if mode == "chains":
+            kept = chain_nodes(graph.edge_index, graph.node_opcode, n, graph.node_config_ids, hops)
+        elif mode == "khop":
+            kept = k_hop_nodes(graph.edge_index, n, graph.node_config_ids, hops)
+        else:
+            raise ValueError(f"pruning mode must be one of {', '.join(PRUNE_MODES)}, got {mode!r}")
         config_node_pos = np.searchsorted(kept, graph.node_config_ids).astype(np.int32)
     else:
         kept, config_node_pos = np.arange(n, dtype=np.int64), None
@@ -338,7 +387,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     """One raw file as the cache would hold it in the test split, built in memory.
 
     Validates the file (:func:`tpuperf.data.npz.load_graph`; runtimes may be absent as zeros),
-    prunes it with ``stats["hops"]`` and applies the stored transform ``stats`` (the
+    prunes it with ``stats["prune"]`` and ``stats["hops"]`` and applies the stored transform ``stats`` (the
     ``stats.json`` of the model's training cache), keeping every configuration, exactly as
     :func:`preprocess_collection` treats a test file. ``graph_id`` is the path. Layout
     configurations are fully loaded (c x nc x 18 int8 in memory). Raises
@@ -346,7 +395,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     """
     path = Path(path)
     graph = load_graph(path, collection, "test")
-    kept, edges, config_node_pos = prune(graph, int(stats["hops"]))
+    kept, edges, config_node_pos = prune(graph, stats["prune"], int(stats["hops"]))
     if collection.kind.config_per_node:
         config_feat = _layout_codes(path, graph.node_config_feat)
     else:
@@ -372,7 +421,7 @@ def _prepare(
     n = len(graph.node_feat)
     is_train = split == "train"
     content = cache.ContentHash()
-    kept, edges, config_node_pos = prune(graph, settings.hops)
+    kept, edges, config_node_pos = prune(graph, settings.prune, settings.hops)
     if collection.kind.config_per_node:
         config_ids, runtime, config_digest = _write_layout_configs(
             path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
@@ -475,6 +524,7 @@ def _build_stats(
         "format_version": cache.FORMAT_VERSION,
         "collection": collection.name,
         "slug": collection.slug,
+        "prune": settings.prune,
         "hops": settings.hops,
         "log1p_above": settings.log1p_above,
         "std_floor": settings.std_floor,
@@ -592,11 +642,12 @@ def _log_summary(final: Path, report: dict[str, Any], collection: Collection, se
     nodes_k = sum(v["nodes_kept"] for v in s.values())
     edges_o = sum(v["edges_original"] for v in s.values())
     edges_k = sum(v["edges_kept"] for v in s.values())
-    pruning = (
-        "full graphs kept"
-        if not collection.kind.config_per_node or settings.hops == 0
-        else f"{settings.hops}-hop pruning"
-    )
+    if not collection.kind.config_per_node or (settings.prune == "khop" and settings.hops == 0):
+        pruning = "full graphs kept"
+    elif settings.prune == "khop":
+        pruning = f"{settings.hops}-hop pruning"
+    else:
+        pruning = f"chain pruning, {settings.hops} hop(s) of context"
     log.info(
         "  wrote %s: %s graphs; train configs %d -> %d after dedup; nodes %d -> %d, edges %d -> %d (%s); %d file(s) skipped",
         final,

@@ -12,8 +12,8 @@ Graphs
     v < u, rows in operand order). Each node has an output shape (rank 0-4), an element type
     and a compiler-default layout (minor-to-major). Sources are parameters and constants;
     ops are elementwise unary/binary, broadcast, reduce, transpose, dot, convolution, reshape,
-    and a tuple root in layout graphs. Opcode ids are labels in the real 0..120 range (see
-    ``Op``), not a faithful HLO numbering. Node feature columns follow the real groups:
+    and a tuple root in layout graphs. Opcode ids are the real dataset's numbering
+    (:mod:`tpuperf.data.opcodes`). Node feature columns follow the real groups:
     0 is_root; 2-20 element type one-hot; 21-26 dims, 27 sum, 28 product; 29 tuple size;
     30 parameter number; 31-36 ``dimensions`` (reduced dim, transpose permutation, broadcast
     mapping); 37-42 / 43-48 convolution window size / stride; 94 lhs contracting or input
@@ -92,6 +92,7 @@ import numpy as np
 
 from tpuperf.atomic import replaced_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
+from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
 HBM_BYTES_PER_NS = 1200.0
@@ -115,22 +116,14 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 ZIP_LEVEL = 1  # deflate level: 6x faster than the default 6, files about 2x larger
 
 
-class Op:
-    """Opcode ids (labels inside the real 0..120 range)."""
-
-    PARAMETER, CONSTANT = 63, 41
-    CONVERT, EXP, TANH, NEGATE = 24, 48, 96, 87
-    ADD, MULTIPLY, SUBTRACT, DIVIDE, MAXIMUM = 2, 59, 100, 25, 52
-    BROADCAST, REDUCE, TRANSPOSE, TUPLE = 13, 83, 95, 98
-    DOT, CONVOLUTION, RESHAPE = 34, 26, 75
-
+Op = Opcode  # the real TpuGraphs ids, so that pruning and models read synthetic and real files alike
 
 SOURCES = {Op.PARAMETER, Op.CONSTANT}
-UNARY = (Op.CONVERT, Op.EXP, Op.TANH, Op.NEGATE)
+UNARY = (Op.CONVERT, Op.EXPONENTIAL, Op.TANH, Op.NEGATE)
 BINARY = (Op.ADD, Op.MULTIPLY, Op.SUBTRACT, Op.DIVIDE, Op.MAXIMUM)
 ELEMENTWISE = set(UNARY) | set(BINARY)
 CONTRACTIONS = {Op.DOT, Op.CONVOLUTION}
-CONFIGURABLE = {Op.DOT, Op.CONVOLUTION, Op.RESHAPE}
+CONFIGURABLE = LAYOUT_CONFIGURABLE
 
 # ---- node feature columns (the TpuGraphs dataset README's groups) ---------------------------------------
 COL_IS_ROOT = 0

@@ -5,7 +5,7 @@
 What goes in is what ``ensemble.py`` combines for the submission: the ``ensemble.models``, each
 with its ``train.folds`` best-epoch checkpoints (``checkpoints/<slug>/<model>/fold_<k>/best``),
 weighted by :func:`tpuperf.submission.ensemble.model_weights` from their out-of-fold scores; the cache's
-``stats.json`` (feature transform, pruning hops); and the batch planning the pipeline scored
+``stats.json`` (feature transform, pruning mode and hops); and the batch planning the pipeline scored
 with (``train.graphs_per_batch``, ``train.batch_slack``, ``train.buckets`` and
 ``train.predict_configs_per_graph``: :class:`tpuperf.training.batches.BucketPlan`), so that
 ranking a test file scores it as its submission row was scored.

@@ -7,7 +7,7 @@ per collection, ``<export.out>/<collection-slug>/``::
                            their params.yaml settings, weights and folds, the batch shape the
                            pipeline predicted with, jit_compile, the preprocessing transform
                            (the cache's whole stats.json: feature columns, log columns, means,
-                           stds, hops) and a fingerprint of the data and code that made it
+                           stds, pruning) and a fingerprint of the data and code that made it
     <model>/fold_<k>.npz   one member's weights: arrays ``0000``, ``0001``, ... in the order of
                            ``model.get_weights()`` of ``build_model(kind, params)``
 
@@ -49,7 +49,7 @@ from tpuperf.data.npz import KIND_FIELDS, DataFormatError, read_header
 from tpuperf.errors import TpuperfError
 from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: stats carry the pruning mode (prune)
 MANIFEST = "manifest.json"
 MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile")
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows

@@ -19,7 +19,7 @@ Resume: a killed run restarts at the last finished epoch with the same weights, 
 state, early-stopping state and data stream (batches are a pure function of seed, fold and
 epoch), so it reaches the same result as an uninterrupted run. A checkpoint is reused only for
 exactly what it was made from: its fingerprint covers the model and train settings, the cache's
-``stats.json`` (feature transform and preprocess settings such as ``hops``) and the content hash
+``stats.json`` (feature transform and preprocess settings such as ``prune`` and ``hops``) and the content hash
 of every train graph (graphs, configs, runtimes; see :class:`tpuperf.data.cache.ContentHash`), so
 relabelled or re-pruned data starts every fold afresh. Valid and test graphs are scored again
 from the best weights on every run, so their predictions always follow the current cache.
