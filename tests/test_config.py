@@ -34,6 +34,7 @@ GNN = dict(
     config_interaction=8,
     config_attention=0,
     attention_heads=4,
+    config_scope="nodes",
 )
 BEFORE = {
     "chebsage": dict(GNN, conv="chebsage"),
@@ -53,6 +54,7 @@ BEFORE = {
         config_interaction=0,
         config_attention=0,
         attention_heads=1,
+        config_scope="nodes",
     ),
 }
 
@@ -158,6 +160,7 @@ def test_wrong_types_are_named(raw, changes, match) -> None:
         ({"train": {"samples_per_graph": {"layout": 0}}}, r"train\.samples_per_graph\.layout must be >= 1"),
         ({"train": {"buckets": {"growth": 1.0}}}, r"train\.buckets\.growth must be > 1"),
         ({"preprocess": {"hops": -1}}, r"preprocess\.hops must be >= 0"),
+        ({"preprocess": {"config_edge_length": 0}}, r"preprocess\.config_edge_length must be >= 1"),
         ({"ensemble": {"temperature": 0.0}}, r"ensemble\.temperature must be > 0"),
         ({"models": {"cheb": {"config_units": 0}}}, r"models\.cheb\.config_units must be >= 1"),
     ],
@@ -174,6 +177,7 @@ def test_out_of_range_values_are_named(raw, changes, match) -> None:
         ({"data": {"source": "ftp"}}, r"data\.source must be one of auto, kaggle, synthetic, local"),
         ({"preprocess": {"on_bad_file": "ignore"}}, r"preprocess\.on_bad_file must be one of fail, skip"),
         ({"models": {"sage": {"conv": "gat"}}}, r"models\.sage\.conv must be one of"),
+        ({"models": {"sage": {"config_scope": "edges"}}}, r"models\.sage\.config_scope must be one of nodes, configurable"),
         ({"ensemble": {"weights": "best"}}, r"ensemble\.weights must be one of equal, oof"),
         ({"ensemble": {"models": ["sage", "gat"]}}, r"ensemble\.models \['sage', 'gat'\]: unknown \['gat'\]"),
         ({"kernels": {"models": ["gat"]}}, r"kernels\.models \['gat'\]: unknown \['gat'\]"),

@@ -35,7 +35,7 @@ def rng():
 
 def test_chebyshev_basis_matches_dense_recurrence(rng):
     g = fake_graph(rng, "tile", 9, 3)
-    shape = BatchShape(graphs=2, nodes=16, edges=32, configs=3)
+    shape = BatchShape(graphs=2, nodes=16, edges=32, configs=3, config_nodes=16, config_edges=32)
     graph, _ = graph_tensor([BatchItem(g, np.arange(3))], shape, "tile")
     x = rng.normal(size=(16, 4)).astype(np.float32)
     basis = L.chebyshev_basis(graph, tf.constant(x), order=4)
@@ -53,7 +53,7 @@ def test_chebyshev_basis_matches_dense_recurrence(rng):
 
 def test_gcn_and_sage_match_dense_reference(rng):
     g = fake_graph(rng, "tile", 7, 2)
-    shape = BatchShape(graphs=1, nodes=8, edges=16, configs=2)
+    shape = BatchShape(graphs=1, nodes=8, edges=16, configs=2, config_nodes=8, config_edges=16)
     graph, _ = graph_tensor([BatchItem(g, np.arange(2))], shape, "tile")
     x = rng.normal(size=(8, 3)).astype(np.float32)
 
@@ -84,9 +84,9 @@ def test_scores_do_not_depend_on_batch_mates_or_padding(rng, kind, conv):
     model = build_model(
         kind, model_config(**{"conv": conv, "units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 3})
     )
-    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
+    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5, 12, 32), kind)
     together, _ = graph_tensor(
-        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind
+        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6, 64, 64), kind
     )
     s_alone = model(alone).numpy()[0]
     s_together = model(together).numpy()
@@ -99,7 +99,7 @@ def test_config_scores_follow_their_config(rng, kind):
     """Permuting the configs of an item permutes its scores; the configs really change scores."""
     g = fake_graph(rng, kind, 10, 6)
     model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1}))
-    shape = BatchShape(1, 16, 32, 6)
+    shape = BatchShape(1, 16, 32, 6, 16, 32)
     order = np.array([3, 1, 5, 0, 2, 4])
     base = model(graph_tensor([BatchItem(g, np.arange(6))], shape, kind)[0]).numpy()[0]
     permuted = model(graph_tensor([BatchItem(g, order)], shape, kind)[0]).numpy()[0]
@@ -110,7 +110,7 @@ def test_config_scores_follow_their_config(rng, kind):
 @pytest.mark.parametrize("interaction", [0, 3])
 def test_layout_non_configurable_nodes_get_no_config_signal(rng, interaction):
     g = fake_graph(rng, "layout", 8, 2)
-    shape = BatchShape(1, 16, 32, 2)
+    shape = BatchShape(1, 16, 32, 2, 16, 32)
     graph, _ = graph_tensor([BatchItem(g, np.arange(2))], shape, "layout")
     enc = L.ConfigEncoder(4, "layout", interaction)
     out = enc(graph, tf.random.normal([16, 5])).numpy()
@@ -122,13 +122,15 @@ def test_layout_non_configurable_nodes_get_no_config_signal(rng, interaction):
 def test_layout_config_interaction_is_a_gather_of_node_value_embeddings(rng):
     """Position p of slot group g holding value v contributes W[g, p] e[n, g, v]."""
     g = fake_graph(rng, "layout", 8, 3)
-    graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(1, 8, 32, 3), "layout")
+    graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(1, 8, 32, 3, 8, 32), "layout")
     node_state = rng.normal(size=(8, 5)).astype(np.float32)
     k = 2
     enc = L.ConfigEncoder(4, "layout", interaction=k)
     out = enc(graph, tf.constant(node_state)).numpy()
 
-    raw = graph.node_sets["op"]["config"].numpy().astype(int)  # [N, C, 18]
+    raw = np.full((8, 3, 18), -2)  # [N, C, 18]: the cfg nodes' configs placed at their ops
+    cfg, real = graph.node_sets["cfg"], len(g.config_node_pos)
+    raw[cfg["op"].numpy()[:real]] = cfg["config"].numpy()[:real]
     assert (raw >= -1).any() and (raw == -2).any()
     one_hot = np.eye(7)[np.clip(raw + 1, 0, 6)] * (raw >= -1)[..., None]
     w_side, b_side = (v.numpy() for v in enc.node_side.weights)
@@ -150,9 +152,9 @@ def test_config_interaction_keeps_padding_invariance(rng, kind):
             **{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1, "config_interaction": 4}
         ),
     )
-    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
+    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5, 12, 32), kind)
     together, _ = graph_tensor(
-        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind
+        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6, 64, 64), kind
     )
     np.testing.assert_allclose(model(together).numpy()[1, :5], model(alone).numpy()[0], rtol=1e-4, atol=1e-5)
 
@@ -204,7 +206,7 @@ def test_config_attention_scores_depend_on_references_only(rng, kind):
             }
         ),
     )
-    shape = BatchShape(1, 16, 32, 5)
+    shape = BatchShape(1, 16, 32, 5, 16, 32)
 
     def scores(rows):
         return model(graph_tensor([BatchItem(g, np.array(rows))], shape, kind)[0]).numpy()[0, : len(rows)]
@@ -263,7 +265,7 @@ def test_attention_scoring_does_not_depend_on_chunking(rng, kind):
 
 def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
     graphs = [fake_graph(rng, "tile", n, 2, name=str(n)) for n in (5, 9, 3, 7)]
-    shape = BatchShape(graphs=2, nodes=16, edges=64, configs=2)
+    shape = BatchShape(graphs=2, nodes=16, edges=64, configs=2, config_nodes=16, config_edges=64)
     batches = list(pack([BatchItem(g, np.arange(2)) for g in graphs], shape))
     assert [[i.graph.graph_id for i in b] for b in batches] == [["5", "9"], ["3", "7"]]
     with pytest.raises(ValueError, match="exceeds the batch budget"):
@@ -298,7 +300,7 @@ def test_train_step_compiles_with_xla(rng, kind, attention):
     from tpuperf.training.losses import get_loss
 
     g = fake_graph(rng, kind, 10, 4)
-    graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4), kind)
+    graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4, 16, 32), kind)
     model = build_model(
         kind,
         model_config(

@@ -38,6 +38,7 @@ LOSSES = ("listmle", "pairwise", "mse")
 STRATEGIES = ("auto", "tpu", "gpus", "default")
 CONVS = ("chebsage", "sage", "cheb", "baseline")
 READOUTS = ("mean", "sum", "max", "min")
+CONFIG_SCOPES = ("nodes", "configurable")
 WEIGHT_SCHEMES = ("equal", "oof")
 
 
@@ -85,6 +86,7 @@ class PreprocessConfig:
     log1p_above: float = _check(above=0)
     std_floor: float = _check(above=0)
     chunk_mb: int = _check(min=1)
+    config_edge_length: int = _check(min=1)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class ModelConfig:
     config_interaction: int = _check(min=0)
     config_attention: int = _check(min=0)
     attention_heads: int = _check(min=1)
+    config_scope: str = _check(choices=CONFIG_SCOPES)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ Choices, and why:
 - Pruning (layout) keeps the configurable nodes plus their k-hop neighbourhood on the
   undirected graph, with the induced edges, in the original (topological) order. Statistics
   are fitted on the pruned nodes: the nodes the model actually sees.
+- Config edges (layout) are computed on the full graph before pruning, so a chain through
+  pruned nodes still links its configurable ends (:func:`config_edges`).
 - A column of (near-)zero spread on train (std < ``std_floor``) is centred but not scaled, so
   a value that differs in valid/test stays in raw units instead of exploding.
 """
@@ -85,6 +87,44 @@ def k_hop_nodes(edge_index: np.ndarray, num_nodes: int, seeds: np.ndarray, hops:
             break
         mask = reached
     return np.flatnonzero(mask)
+
+
+def config_edges(edge_index: np.ndarray, num_nodes: int, config_ids: np.ndarray, max_length: int) -> np.ndarray:
+    """The config edges of a layout graph: int32 (e, 2), rows ``[i, j]`` (positions in
+    ``config_ids``) when configurable node ``config_ids[i]`` consumes, along a path of at most
+    ``max_length`` edges whose interior nodes are all non-configurable, the output of
+    configurable node ``config_ids[j]``: the chains through which a layout choice propagates.
+
+    ``edge_index`` int (m, 2) rows ``[u, v]`` = u consumes v (the npz convention), over
+    ``num_nodes`` nodes. Sparse breadth-first search from every configurable node at once
+    (scipy.sparse): memory is bounded by (configurable nodes x nodes reached within
+    ``max_length`` hops). Rows are unique and sorted; ValueError when ``max_length`` < 1.
+    """
+    from scipy import sparse
+
+    if max_length < 1:
+        raise ValueError(f"config edge path length must be >= 1, got {max_length}")
+    m = len(config_ids)
+    if m == 0 or len(edge_index) == 0:
+        return np.zeros((0, 2), np.int32)
+    position = np.full(num_nodes, -1, dtype=np.int64)
+    position[config_ids] = np.arange(m)
+    ones = np.ones(len(edge_index), np.float32)
+    flow = sparse.csr_matrix((ones, (edge_index[:, 1], edge_index[:, 0])), shape=(num_nodes, num_nodes))
+    interior = sparse.diags((position < 0).astype(np.float32))  # zeroes configurable columns: paths stop there
+    frontier = sparse.csr_matrix((np.ones(m, np.float32), (np.arange(m), config_ids)), shape=(m, num_nodes))
+    found = []
+    for _ in range(max_length):
+        frontier = frontier @ flow  # row i: nodes reached from config node i one edge further
+        frontier.data[:] = 1.0  # reached or not: path counts would overflow on wide graphs
+        reached = frontier.tocoo()
+        hit = position[reached.col] >= 0
+        found.append(np.stack([position[reached.col[hit]], reached.row[hit]], axis=1))
+        frontier = frontier @ interior
+        frontier.eliminate_zeros()
+        if frontier.nnz == 0:
+            break
+    return np.unique(np.concatenate(found), axis=0).astype(np.int32).reshape(-1, 2)
 
 
 def induced_edges(edge_index: np.ndarray, kept: np.ndarray, num_nodes: int) -> np.ndarray:
@@ -338,7 +378,8 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     """One raw file as the cache would hold it in the test split, built in memory.
 
     Validates the file (:func:`tpuperf.data.npz.load_graph`; runtimes may be absent as zeros),
-    prunes it with ``stats["hops"]`` and applies the stored transform ``stats`` (the
+    prunes it with ``stats["hops"]``, links its configurable nodes with config edges of at most
+    ``stats["config_edge_length"]`` edges (:func:`config_edges`) and applies the stored transform ``stats`` (the
     ``stats.json`` of the model's training cache), keeping every configuration, exactly as
     :func:`preprocess_collection` treats a test file. ``graph_id`` is the path. Layout
     configurations are fully loaded (c x nc x 18 int8 in memory). Raises
@@ -347,8 +388,12 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     path = Path(path)
     graph = load_graph(path, collection, "test")
     kept, edges, config_node_pos = prune(graph, int(stats["hops"]))
+    layout_edges = None
     if collection.kind.config_per_node:
         config_feat = _layout_codes(path, graph.node_config_feat)
+        layout_edges = config_edges(
+            graph.edge_index, len(graph.node_feat), graph.node_config_ids, int(stats["config_edge_length"])
+        )
     else:
         config_feat = apply_transform(graph.config_feat.astype(np.float32), stats["config_feat"])
     return cache.CachedGraph(
@@ -360,6 +405,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
         node_ids=kept,
         config_feat=config_feat,
         config_node_pos=config_node_pos,
+        config_edges=layout_edges,
         runtime=graph.target.astype(np.float64),
         config_ids=np.arange(graph.num_configs, dtype=np.int64),
     )
@@ -378,7 +424,8 @@ def _prepare(
             path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
         )
         content.add("config_feat.blake2b", config_digest)
-        _save(out, content, config_node_pos=config_node_pos)
+        layout_edges = config_edges(graph.edge_index, n, graph.node_config_ids, settings.config_edge_length)
+        _save(out, content, config_node_pos=config_node_pos, config_edges=layout_edges)
         config_moments = None
     else:
         assert isinstance(graph, TileGraph)
@@ -411,6 +458,7 @@ def _prepare(
         "num_configs": len(config_ids),
         "num_configs_original": graph.num_configs,
         "num_config_nodes": len(graph.node_config_ids) if collection.kind.config_per_node else 0,
+        "num_config_edges": len(layout_edges) if collection.kind.config_per_node else 0,
         "path": rel,
         "num_nodes_original": n,
         "num_edges_original": len(graph.edge_index),
@@ -476,6 +524,7 @@ def _build_stats(
         "collection": collection.name,
         "slug": collection.slug,
         "hops": settings.hops,
+        "config_edge_length": settings.config_edge_length,
         "log1p_above": settings.log1p_above,
         "std_floor": settings.std_floor,
         "num_train_graphs": len(train),

@@ -96,6 +96,7 @@ def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
         node_ids=np.arange(2, dtype=np.int64),
         config_feat=np.full((1, 1, 18), -1, np.int8) if layout else np.zeros((1, 24), np.float32),
         config_node_pos=np.zeros(1, np.int32) if layout else None,
+        config_edges=np.zeros((0, 2), np.int32) if layout else None,
         runtime=np.ones(1),
         config_ids=np.zeros(1, np.int64),
     )
@@ -105,7 +106,7 @@ def build_member_model(kind: str, model: ModelConfig, feat_dim: int):
     """``build_model(kind, model)`` with its variables created (called on :func:`sample_graph`)."""
     from tpuperf.models import build_model
 
-    shape = BatchShape(graphs=1, nodes=3, edges=1, configs=1)
+    shape = BatchShape(graphs=1, nodes=3, edges=1, configs=1, config_nodes=2, config_edges=1)
     model = build_model(kind, model)
     graph, _ = to_graph_tensor(
         to_arrays([BatchItem(sample_graph(kind, feat_dim), np.arange(1))], shape, kind, feat_dim), kind

@@ -119,6 +119,8 @@ class Scorer:
             and s.graphs >= shape.graphs
             and shape.nodes <= s.nodes <= REUSE_SLACK * shape.nodes
             and shape.edges <= s.edges <= REUSE_SLACK * shape.edges
+            and shape.config_nodes <= s.config_nodes <= REUSE_SLACK * shape.config_nodes
+            and shape.config_edges <= s.config_edges <= REUSE_SLACK * shape.config_edges
         ]
         if fits:
             return min(fits, key=lambda s: (s.nodes, s.edges, s.graphs))
