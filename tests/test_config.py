@@ -177,7 +177,10 @@ def test_out_of_range_values_are_named(raw, changes, match) -> None:
         ({"data": {"source": "ftp"}}, r"data\.source must be one of auto, kaggle, synthetic, local"),
         ({"preprocess": {"on_bad_file": "ignore"}}, r"preprocess\.on_bad_file must be one of fail, skip"),
         ({"models": {"sage": {"conv": "gat"}}}, r"models\.sage\.conv must be one of"),
-        ({"models": {"sage": {"config_scope": "edges"}}}, r"models\.sage\.config_scope must be one of nodes, configurable"),
+        (
+            {"models": {"sage": {"config_scope": "edges"}}},
+            r"models\.sage\.config_scope must be one of nodes, configurable",
+        ),
         ({"ensemble": {"weights": "best"}}, r"ensemble\.weights must be one of equal, oof"),
         ({"ensemble": {"models": ["sage", "gat"]}}, r"ensemble\.models \['sage', 'gat'\]: unknown \['gat'\]"),
         ({"kernels": {"models": ["gat"]}}, r"kernels\.models \['gat'\]: unknown \['gat'\]"),

@@ -73,7 +73,14 @@ def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
     col.split_dir(raw, "train").mkdir(parents=True)
     (col.split_dir(raw, "train") / source.name).symlink_to(source)  # read in place, never copied
     settings = PreprocessConfig(
-        out=str(tmp_path / "cache"), hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=64
+        out=str(tmp_path / "cache"),
+        hops=1,
+        jobs=1,
+        on_bad_file="fail",
+        log1p_above=100.0,
+        std_floor=1e-6,
+        chunk_mb=64,
+        config_edge_length=8,
     )
     preprocess_collection(raw, tmp_path / "cache", col, settings, progress=False)
     graph = CollectionCache(tmp_path / "cache", col).load("train", "openai_v0_rnn_optimized")

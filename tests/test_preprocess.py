@@ -41,7 +41,16 @@ CHAIN_EDGES = np.array([[1, 0], [2, 1], [3, 2], [4, 3], [5, 4], [6, 5], [7, 2], 
 
 
 def settings(**kw) -> PreprocessConfig:
-    base = dict(out="cache", hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1)
+    base = dict(
+        out="cache",
+        hops=1,
+        jobs=1,
+        on_bad_file="fail",
+        log1p_above=100.0,
+        std_floor=1e-6,
+        chunk_mb=1,
+        config_edge_length=8,
+    )
     return PreprocessConfig(**{**base, **kw})
 
 

@@ -166,9 +166,7 @@ class ConfigEncoder(tf.keras.layers.Layer):
             )
             self.project_interaction = tf.keras.layers.Dense(units, use_bias=False)
 
-    def call(
-        self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None = None, node_set: str = NODES
-    ) -> tf.Tensor:
+    def call(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None = None, node_set: str = NODES) -> tf.Tensor:
         if not self.per_node:
             config = tfgnn.broadcast_context_to_nodes(graph, node_set, feature_value=graph.context[CONFIG])
             return self.project(config)

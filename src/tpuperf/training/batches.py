@@ -78,28 +78,37 @@ def plan_batch_shape(graphs: Iterable[CachedGraph], graphs_per_batch: int, confi
 
     ``slack`` > 1 leaves room so packing rarely closes a batch early; budgets are rounded up to
     a multiple of 64, or of 8 to 32 for small budgets (at most 1/8 of padding), so that nearby
-    datasets share compiled shapes.
+    datasets share compiled shapes. The ``cfg`` budgets hold whatever fits the node budget: the
+    smaller of (node budget x the graphs' largest cfg-nodes (cfg-edges) per node) and
+    ``graphs_per_batch`` x the largest count, so they never close a batch that nodes and edges
+    leave open (items of one graph may share a batch).
     """
     graphs = list(graphs)
     if not graphs:
         raise ValueError("cannot plan batches for zero graphs")
     nodes = np.array([g.num_nodes for g in graphs])
     edges = np.array([g.num_edges for g in graphs])
-    config_nodes = np.array([g.num_config_nodes for g in graphs])
-    config_edges = np.array([g.num_config_edges for g in graphs])
 
-    def budget(sizes: np.ndarray, extra: int) -> int:
-        need = max(int(sizes.max()), math.ceil(graphs_per_batch * float(sizes.mean()) * slack)) + extra
+    def round_up(need: int) -> int:
         step = min(64, max(8, 2 ** (need.bit_length() - 4)))
         return int(math.ceil(need / step) * step)
 
+    def budget(sizes: np.ndarray, extra: int) -> int:
+        return round_up(max(int(sizes.max()), math.ceil(graphs_per_batch * float(sizes.mean()) * slack)) + extra)
+
+    node_budget = budget(nodes, 1)
+
+    def config_budget(sizes: np.ndarray, extra: int) -> int:
+        per_node = math.ceil(float(np.max(sizes / np.maximum(nodes, 1))) * (node_budget - 1))
+        return round_up(max(1, min(per_node, graphs_per_batch * int(sizes.max()))) + extra)
+
     return BatchShape(
         graphs_per_batch,
-        budget(nodes, 1),
+        node_budget,
         budget(np.maximum(edges, 1), 0),
         configs,
-        budget(config_nodes, 1),
-        budget(np.maximum(config_edges, 1), 0),
+        config_budget(np.array([g.num_config_nodes for g in graphs]), 1),
+        config_budget(np.array([g.num_config_edges for g in graphs]), 0),
     )
 
 
