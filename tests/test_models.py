@@ -1,5 +1,7 @@
 """Layers against dense reference computations; padding and batching invariances; XLA compile."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -294,8 +296,78 @@ def test_layers_round_trip_get_config(cls, args):
         assert clone.get_config()[key] == value
 
 
-@pytest.mark.parametrize("kind,attention", [("tile", 0), ("layout", 0), ("layout", 2)])
-def test_train_step_compiles_with_xla(rng, kind, attention):
+def test_batches_carry_the_cfg_graph_with_its_own_padding(rng):
+    """Layout: each item's configurable nodes, their ops and config edges, offset per item; the
+    padding component takes the rest and its edges loop on the last cfg node. Tile: one per item."""
+    g1, g2 = fake_graph(rng, "layout", 9, 2, name="a"), fake_graph(rng, "layout", 12, 3, name="b")
+    assert g1.num_config_edges and g2.num_config_edges
+    shape = BatchShape(3, 32, 64, 3, 12, 16)
+    a = to_arrays([BatchItem(g1, np.arange(2)), BatchItem(g2, np.array([2, 0]))], shape, "layout", FEAT)
+    m1, m2, e1, e2 = g1.num_config_nodes, g2.num_config_nodes, g1.num_config_edges, g2.num_config_edges
+    assert a["config_node_sizes"].tolist() == [m1, m2, 0, 12 - m1 - m2]
+    assert a["config_edge_sizes"].tolist() == [e1, e2, 0, 16 - e1 - e2]
+    assert a["op"].tolist() == [*g1.config_node_pos, *(g2.config_node_pos + 9), *[31] * (12 - m1 - m2)]
+    assert a["config_source"].tolist() == [
+        *g1.config_edges[:, 1],
+        *(g2.config_edges[:, 1] + m1),
+        *[11] * (16 - e1 - e2),
+    ]
+    assert a["config_target"].tolist() == [
+        *g1.config_edges[:, 0],
+        *(g2.config_edges[:, 0] + m1),
+        *[11] * (16 - e1 - e2),
+    ]
+    config = a["config"]  # [cfg nodes, configs, 18]
+    assert config.shape == (12, 3, 18)
+    np.testing.assert_array_equal(config[m1 : m1 + m2, :2], g2.config_feat[[2, 0]].transpose(1, 0, 2))
+    assert (config[m1 + m2 :] == -2).all() and (config[:m1, 2] == -2).all()
+    t = to_arrays([BatchItem(fake_graph(rng, "tile", 5, 2), np.arange(2))] * 2, shape, "tile", FEAT)
+    assert t["config_node_sizes"].tolist() == [1, 1, 0, 10] and t["config_edge_sizes"].tolist() == [0, 0, 0, 16]
+    with pytest.raises(ValueError, match="cfg edges"):
+        list(pack([BatchItem(g2, np.arange(3))], BatchShape(1, 32, 64, 3, 12, e2 - 1)))
+
+
+@pytest.mark.parametrize("kind", ["tile", "layout"])
+def test_configurable_scope_scores_ignore_batch_mates_and_follow_their_configs(rng, kind):
+    g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")
+    model = build_model(kind, model_config(conv="chebsage", config_interaction=3, config_scope="configurable"))
+    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5, 8, 16), kind)
+    together, _ = graph_tensor(
+        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6, 32, 64), kind
+    )
+    base = model(alone).numpy()[0]
+    np.testing.assert_allclose(model(together).numpy()[1, :5], base, rtol=1e-4, atol=1e-5)
+    order = np.array([3, 1, 4, 0, 2])
+    permuted = model(graph_tensor([BatchItem(g1, order)], BatchShape(1, 12, 32, 5, 8, 16), kind)[0]).numpy()[0]
+    np.testing.assert_allclose(permuted, base[order], rtol=1e-4, atol=1e-5)
+    assert np.std(base) > 1e-4
+
+
+def test_only_the_configurable_scope_reads_config_edges(rng):
+    """Dropping a graph's config edges changes configurable-scope scores, not nodes-scope ones."""
+    g = fake_graph(rng, "layout", 14, 4)
+    assert g.num_config_edges > 0
+    unlinked = dataclasses.replace(g, config_edges=np.zeros((0, 2), np.int32))
+    shape = BatchShape(1, 16, 32, 4, 8, 16)
+    for scope, changes in (("nodes", False), ("configurable", True)):
+        model = build_model("layout", model_config(conv="sage", config_scope=scope))
+        linked, cut = (
+            model(graph_tensor([BatchItem(x, np.arange(4))], shape, "layout")[0]).numpy()[0] for x in (g, unlinked)
+        )
+        assert (np.abs(linked - cut).max() > 1e-4) == changes, scope
+
+
+@pytest.mark.parametrize(
+    "kind,attention,scope",
+    [
+        ("tile", 0, "nodes"),
+        ("layout", 0, "nodes"),
+        ("layout", 2, "nodes"),
+        ("tile", 0, "configurable"),
+        ("layout", 2, "configurable"),
+    ],
+)
+def test_train_step_compiles_with_xla(rng, kind, attention, scope):
     """The whole forward + backward + update compiles with jit_compile=True on static shapes."""
     from tpuperf.training.losses import get_loss
 
@@ -311,6 +383,7 @@ def test_train_step_compiles_with_xla(rng, kind, attention):
                 "config_layers": 1,
                 "config_attention": attention,
                 "attention_heads": 2,
+                "config_scope": scope,
             }
         ),
     )
