@@ -49,7 +49,7 @@ from tpuperf.data.npz import KIND_FIELDS, DataFormatError, read_header
 from tpuperf.errors import TpuperfError
 from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: stats carry config_edge_length, models config_scope
 MANIFEST = "manifest.json"
 MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile")
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
