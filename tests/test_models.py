@@ -323,6 +323,10 @@ def test_batches_carry_the_cfg_graph_with_its_own_padding(rng):
     assert (config[m1 + m2 :] == -2).all() and (config[:m1, 2] == -2).all()
     t = to_arrays([BatchItem(fake_graph(rng, "tile", 5, 2), np.arange(2))] * 2, shape, "tile", FEAT)
     assert t["config_node_sizes"].tolist() == [1, 1, 0, 10] and t["config_edge_sizes"].tolist() == [0, 0, 0, 16]
+    assert t["op"].tolist() == [0, 5, *[31] * 10]  # each kernel's first node
+    for kind, arrays in (("layout", a), ("tile", t)):  # static sizes: XLA compiles once per shape, not per batch
+        graph, _ = to_graph_tensor({k: tf.constant(v) for k, v in arrays.items()}, kind)
+        assert graph.node_sets["cfg"].spec.total_size == 12 and graph.edge_sets["cfg_feeds"].spec.total_size == 16
     with pytest.raises(ValueError, match="cfg edges"):
         list(pack([BatchItem(g2, np.arange(3))], BatchShape(1, 32, 64, 3, 12, e2 - 1)))
 

@@ -10,9 +10,11 @@ small graphs are not padded to the largest one.
 
 Schema: node set ``op`` with ``feat`` [N, F] float32 and ``opcode`` [N] int32; edge set
 ``feeds`` from producer (source) to consumer (target); node set ``cfg``, the nodes
-configurations act on (layout: the configurable nodes, M of them, with ``config`` [M, C, 18]
-int8 raw minor-to-major values and ``op`` [M] int32, the node's row in ``op``; tile: one node
-per real item, the kernel, no features) and edge set ``cfg_feeds`` on it (layout: the cached
+configurations act on, with ``op`` [M] int32, the node's row in ``op`` (layout: the
+configurable nodes, M of them, with ``config`` [M, C, 18] int8 raw minor-to-major values;
+tile: one node per real item, the kernel, whose ``op`` is the kernel's first node; tfgnn reads
+a node set's static size from its features, so ``op`` is what keeps XLA's shapes static there)
+and edge set ``cfg_feeds`` on it (layout: the cached
 config edges, producer -> consumer; tile: none but padding); context ``config`` [graphs+1, C,
 24] float32 for tile and context ``config_mask`` [graphs+1, C] float32 (1 = a real config of
 the item, 0 = a padded slot; from the item's config count, so known at test time too). Labels
@@ -302,6 +304,7 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
             config_target[cfg_edge_offset : cfg_edge_offset + cm] = cfg_edges[:, 0] + cfg_offset
         else:
             config[slot, :k] = chosen
+            op_index[cfg_offset] = node_offset
         runtime[slot, :k] = g.runtime[rows]
         config_mask[slot, :k] = 1.0
         node_offset, edge_offset = node_offset + n, edge_offset + m
@@ -367,10 +370,10 @@ def to_graph_tensor(arrays: dict, kind: str):
     import tensorflow_gnn as tfgnn
 
     node_features = {NODE_FEAT: arrays[NODE_FEAT], OPCODE: arrays[OPCODE]}
-    config_node_features = {}
+    config_node_features = {OP_INDEX: arrays[OP_INDEX]}  # also what gives the set a static size (XLA)
     context_features = {CONFIG_MASK: arrays[CONFIG_MASK]}
     if get_kind(kind).config_per_node:
-        config_node_features = {CONFIG: arrays[CONFIG], OP_INDEX: arrays[OP_INDEX]}
+        config_node_features[CONFIG] = arrays[CONFIG]
     else:
         context_features[CONFIG] = arrays[CONFIG]
     graph = tfgnn.GraphTensor.from_pieces(
