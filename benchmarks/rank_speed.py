@@ -82,10 +82,11 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
 
 
 def scope_changes(raw: dict, scope: str | None) -> dict:
-    """params changes setting ``config_scope`` of every model of ``raw`` but the baseline (none when ``scope`` is None)."""
+    """params changes setting ``config_scope`` (both kinds) of every model of ``raw`` but the baseline (none when ``scope`` is None)."""
     if scope is None:
         return {}
-    return {"models": {name: {"config_scope": scope} for name, m in raw["models"].items() if m["conv"] != "baseline"}}
+    both = {"tile": scope, "layout": scope}
+    return {"models": {name: {"config_scope": both} for name, m in raw["models"].items() if m["conv"] != "baseline"}}
 
 
 def bench_params(

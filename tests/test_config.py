@@ -34,7 +34,7 @@ GNN = dict(
     config_interaction=8,
     config_attention=0,
     attention_heads=4,
-    config_scope="nodes",
+    config_scope={"tile": "configurable", "layout": "nodes"},
 )
 BEFORE = {
     "chebsage": dict(GNN, conv="chebsage"),
@@ -54,7 +54,7 @@ BEFORE = {
         config_interaction=0,
         config_attention=0,
         attention_heads=1,
-        config_scope="nodes",
+        config_scope={"tile": "nodes", "layout": "nodes"},
     ),
 }
 
@@ -178,8 +178,8 @@ def test_out_of_range_values_are_named(raw, changes, match) -> None:
         ({"preprocess": {"on_bad_file": "ignore"}}, r"preprocess\.on_bad_file must be one of fail, skip"),
         ({"models": {"sage": {"conv": "gat"}}}, r"models\.sage\.conv must be one of"),
         (
-            {"models": {"sage": {"config_scope": "edges"}}},
-            r"models\.sage\.config_scope must be one of nodes, configurable",
+            {"models": {"sage": {"config_scope": {"tile": "edges", "layout": "nodes"}}}},
+            r"models\.sage\.config_scope\.tile must be one of nodes, configurable",
         ),
         ({"ensemble": {"weights": "best"}}, r"ensemble\.weights must be one of equal, oof"),
         ({"ensemble": {"models": ["sage", "gat"]}}, r"ensemble\.models \['sage', 'gat'\]: unknown \['gat'\]"),

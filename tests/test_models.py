@@ -334,7 +334,12 @@ def test_batches_carry_the_cfg_graph_with_its_own_padding(rng):
 @pytest.mark.parametrize("kind", ["tile", "layout"])
 def test_configurable_scope_scores_ignore_batch_mates_and_follow_their_configs(rng, kind):
     g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")
-    model = build_model(kind, model_config(conv="chebsage", config_interaction=3, config_scope="configurable"))
+    model = build_model(
+        kind,
+        model_config(
+            conv="chebsage", config_interaction=3, config_scope={"tile": "configurable", "layout": "configurable"}
+        ),
+    )
     alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5, 8, 16), kind)
     together, _ = graph_tensor(
         [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6, 32, 64), kind
@@ -354,7 +359,7 @@ def test_only_the_configurable_scope_reads_config_edges(rng):
     unlinked = dataclasses.replace(g, config_edges=np.zeros((0, 2), np.int32))
     shape = BatchShape(1, 16, 32, 4, 8, 16)
     for scope, changes in (("nodes", False), ("configurable", True)):
-        model = build_model("layout", model_config(conv="sage", config_scope=scope))
+        model = build_model("layout", model_config(conv="sage", config_scope={"tile": scope, "layout": scope}))
         linked, cut = (
             model(graph_tensor([BatchItem(x, np.arange(4))], shape, "layout")[0]).numpy()[0] for x in (g, unlinked)
         )
@@ -387,7 +392,7 @@ def test_train_step_compiles_with_xla(rng, kind, attention, scope):
                 "config_layers": 1,
                 "config_attention": attention,
                 "attention_heads": 2,
-                "config_scope": scope,
+                "config_scope": {"tile": scope, "layout": scope},
             }
         ),
     )

@@ -104,6 +104,14 @@ class PerKind:
 
 
 @dataclass(frozen=True)
+class ScopePerKind(PerKind):
+    """``config_scope`` per collection kind: ``nodes`` or ``configurable`` (tpuperf.models.model)."""
+
+    tile: str = _check(choices=CONFIG_SCOPES)
+    layout: str = _check(choices=CONFIG_SCOPES)
+
+
+@dataclass(frozen=True)
 class BucketsConfig:
     """``train.buckets``: graphs grouped by node count into ``count`` static batch shapes."""
 
@@ -156,7 +164,7 @@ class ModelConfig:
     config_interaction: int = _check(min=0)
     config_attention: int = _check(min=0)
     attention_heads: int = _check(min=1)
-    config_scope: str = _check(choices=CONFIG_SCOPES)
+    config_scope: ScopePerKind = _check()
 
 
 @dataclass(frozen=True)
