@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from joblib import Parallel, delayed
+from scipy import sparse
 from tqdm import tqdm
 
 from tpuperf.atomic import replaced_dir
@@ -100,8 +101,6 @@ def config_edges(edge_index: np.ndarray, num_nodes: int, config_ids: np.ndarray,
     (scipy.sparse): memory is bounded by (configurable nodes x nodes reached within
     ``max_length`` hops). Rows are unique and sorted; ValueError when ``max_length`` < 1.
     """
-    from scipy import sparse
-
     if max_length < 1:
         raise ValueError(f"config edge path length must be >= 1, got {max_length}")
     m = len(config_ids)
