@@ -30,6 +30,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
+from tpuperf.config import CONFIG_SCOPES
 from tpuperf.models.layers import ConfigEncoder, NodeEncoder, ResidualBlock, RuntimeHead
 from tpuperf.training.batches import CONFIG_EDGES, CONFIG_NODES, EDGES, NODES, OP_INDEX
 
@@ -74,8 +75,8 @@ class RankingModel(tf.keras.Model):
             attention_heads=attention_heads,
             config_scope=config_scope,
         )
-        if config_scope not in ("nodes", "configurable"):
-            raise ValueError(f"config_scope must be nodes or configurable, got {config_scope!r}")
+        if config_scope not in CONFIG_SCOPES:
+            raise ValueError(f"config_scope must be one of {', '.join(CONFIG_SCOPES)}, got {config_scope!r}")
         if config_layers < 1:
             raise ValueError("config_layers must be >= 1: configurations need message passing to interact")
         config_units = config_units or units
