@@ -293,8 +293,8 @@ def test_model_made_by_another_version(exported, tmp_path):
     edit_manifest(model, lambda m: m.update(tpuperf_version="0.0.1"))
     with pytest.raises(
         ModelExportError,
-        match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 1\); this is "
-        rf"tpuperf {tpuperf.__version__} \(format 1\): re-export it",
+        match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 2\); this is "
+        rf"tpuperf {tpuperf.__version__} \(format 2\): re-export it",
     ):
         ExportedModel(model)
 
