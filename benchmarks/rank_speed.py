@@ -15,6 +15,10 @@ the graph's batch shape, paid once per shape) and the median of the following ca
 steady per-graph time, what the goal is about), split into preparing and scoring.
 
     python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
+                                    [--scope nodes|configurable]
+
+``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
+``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes.
 """
 
 from __future__ import annotations
@@ -77,10 +81,22 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
         )
 
 
-def bench_params(root: Path, quick: bool, models: list[str] | None = None, jit: bool | None = None) -> Config:
-    """The repo's params with paths under ``root``; ``quick``: one tiny model, no XLA; ``models``
-    and ``jit`` (when given) replace ensemble.models and train.jit_compile."""
+def scope_changes(raw: dict, scope: str | None) -> dict:
+    """params changes setting ``config_scope`` (both kinds) of every model of ``raw`` but the baseline (none when ``scope`` is None)."""
+    if scope is None:
+        return {}
+    both = {"tile": scope, "layout": scope}
+    return {"models": {name: {"config_scope": both} for name, m in raw["models"].items() if m["conv"] != "baseline"}}
+
+
+def bench_params(
+    root: Path, quick: bool, models: list[str] | None = None, jit: bool | None = None, scope: str | None = None
+) -> Config:
+    """The repo's params with paths under ``root``; ``quick``: one tiny model, no XLA; ``models``,
+    ``jit`` and ``scope`` (when given) replace ensemble.models, train.jit_compile and the models'
+    config_scope (:func:`scope_changes`)."""
     raw = load_params(REPO / "params.yaml")
+    raw = deep_merge(raw, scope_changes(raw, scope))
     members = models or raw["ensemble"]["models"] or list(raw["models"])
     changes = {
         "data": {"out": str(root / "data")},
@@ -158,6 +174,7 @@ def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rn
         "configs": int(ranking.num_configs),
         "members": sum(len(f) for f in model.folds.values()),
         "jit_compile": model.jit_compile,
+        "config_scope": sorted({m.settings["config_scope"] for m in model.models.values()}),
         "batch_shape": ", ".join(
             map(str, model.plan.plan([graph], model.configs, items=-(-graph.num_configs // model.configs)).shapes)
         ),
@@ -182,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         "--jit", choices=("params", "on", "off"), default="params", help="train.jit_compile of the export"
     )
     parser.add_argument("--kinds", nargs="+", choices=("layout", "tile"), default=["layout", "tile"])
+    parser.add_argument(
+        "--scope", choices=("nodes", "configurable"), default=None, help="models' config_scope (default: params.yaml)"
+    )
     args = parser.parse_args(argv)
     sizes = SIZES["quick" if args.quick else "full"]
     rng = np.random.default_rng(0)
@@ -190,14 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.kinds:
         with tempfile.TemporaryDirectory() as tmp:
             params = bench_params(
-                Path(tmp), args.quick, args.models, None if args.jit == "params" else args.jit == "on"
+                Path(tmp), args.quick, args.models, None if args.jit == "params" else args.jit == "on", args.scope
             )
             r = measure(kind, Path(tmp), params, args.repeats, sizes, rng)
         results.append(r)
         goal = "" if r["goal_s"] is None else f" (goal <= {r['goal_s']} s: {'met' if r['goal_met'] else 'NOT met'})"
         print(
             f"{r['collection']}: {r['nodes']} nodes ({r['nodes_after_pruning']} after pruning), {r['configs']} configs, "
-            f"{r['members']} members, jit {r['jit_compile']}, {r['batch_shape']}; load {r['load_s']} s; first rank {r['first_rank_s']} s; "
+            f"{r['members']} members, jit {r['jit_compile']}, scope {r['config_scope']}, {r['batch_shape']}; load {r['load_s']} s; first rank {r['first_rank_s']} s; "
             f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}"
         )
     print(json.dumps(results))

@@ -27,7 +27,9 @@ peak RSS <= 8 GiB for every stage, layout training configs/s after >= 2x before.
 ``--padding-only`` stops after preprocess: the training padding efficiency before and after
 buckets and the shapes (compilations) per collection, in seconds and without a model.
 
-    python benchmarks/scale.py [--collections ...] [--data DIR] [--hops 0] [--quick] [--padding-only] [--json out.json]
+    python benchmarks/scale.py [--collections ...] [--data DIR] [--hops 0] [--scope configurable] [--quick] [--padding-only] [--json out.json]
+
+``--scope`` sets the models' ``config_scope`` (all but the official-style baseline; default: params.yaml).
 """
 
 from __future__ import annotations
@@ -371,7 +373,8 @@ def report(results: list[dict], args: argparse.Namespace, config: Config) -> lis
                 )
             )
     lines.append(
-        f"goals (hops {config.preprocess.hops}, model {args.model}, {'quick' if args.quick else 'real-size'} "
+        f"goals (hops {config.preprocess.hops}, model {args.model} scope {config.model(args.model).config_scope}, "
+        f"{'quick' if args.quick else 'real-size'} "
         f"{'data ' + str(args.data) if args.data else 'synthetic sample'}):"
     )
     lines += [f"  [{'MET' if ok else 'NOT MET'}] {text}" for text, ok in verdicts]
@@ -420,6 +423,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--model", default="chebsage")
     parser.add_argument("--hops", type=int, default=None, help="preprocess.hops (default: params.yaml)")
     parser.add_argument(
+        "--scope", choices=("nodes", "configurable"), default=None, help="models' config_scope (default: params.yaml)"
+    )
+    parser.add_argument(
         "--graphs",
         type=int,
         nargs=3,
@@ -451,14 +457,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--child", nargs=4, metavar=("RAW", "WORK", "COLLECTION", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    from rank_speed import scope_changes
+
     from tpuperf.config import deep_merge, load_params
 
-    changes: dict = {"preprocess": {"jobs": 1}}
+    raw = load_params(args.params)
+    changes: dict = {"preprocess": {"jobs": 1}, **scope_changes(raw, args.scope)}
     if args.hops is not None:
         changes["preprocess"]["hops"] = args.hops
     if args.quick:  # smoke run: no XLA compilation (tens of seconds per shape on a loaded CPU)
         changes["train"] = {"jit_compile": False}
-    config = Config.from_dict(deep_merge(load_params(args.params), changes))
+    config = Config.from_dict(deep_merge(raw, changes))
     if args.child:
         raw, work, name, mode = args.child
         result = run_collection(Path(raw), Path(work), name, config, args.model, args.max_steps, args.min_steps, mode)
@@ -503,6 +512,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             cmd += ["--max-steps", str(args.max_steps)] if args.max_steps else []
             cmd += ["--min-steps", str(args.min_steps)]
             cmd += ["--quick"] if args.quick else []
+            cmd += ["--scope", args.scope] if args.scope else []
             result = {}
             for mode in ("before", "after"):  # one process each: the first one's memory stays out of the second's peak
                 subprocess.run(cmd + ["--child", str(raw), str(work), name, mode], check=True)

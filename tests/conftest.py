@@ -44,6 +44,7 @@ SMALL_MODEL = dict(
     config_interaction=0,
     config_attention=0,
     attention_heads=1,
+    config_scope={"tile": "nodes", "layout": "nodes"},
 )
 
 

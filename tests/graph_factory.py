@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tpuperf.data.cache import CachedGraph
+from tpuperf.data.preprocess import config_edges
 
 
 def fake_graph(
@@ -19,8 +20,9 @@ def fake_graph(
     if kind == "layout":
         pos = np.sort(rng.choice(nodes, size=max(1, nodes // 3), replace=False)).astype(np.int32)
         config_feat = rng.integers(-1, 4, size=(configs, len(pos), 18)).astype(np.int8)
+        links = config_edges(edge_index, nodes, pos, max_length=4)
     else:
-        pos = None
+        pos = links = None
         config_feat = rng.normal(size=(configs, 24)).astype(np.float32)
     return CachedGraph(
         graph_id=name,
@@ -31,6 +33,7 @@ def fake_graph(
         node_ids=np.arange(nodes),
         config_feat=config_feat,
         config_node_pos=pos,
+        config_edges=links,
         runtime=rng.uniform(1.0, 2.0, size=configs),
         config_ids=np.arange(configs),
     )

@@ -45,7 +45,10 @@ def test_buckets_are_geometric_fit_their_graphs_and_drop_empty_ones():
         [44, 150, 170],
     ]
     for shape, group in zip(buckets.shapes, groups):
-        assert all(shape.fits(item.graph.num_nodes, item.graph.num_edges, 1) for item in group)
+        assert all(
+            shape.fits(i.graph.num_nodes, i.graph.num_edges, 1, i.graph.num_config_nodes, i.graph.num_config_edges)
+            for i in group
+        )
         assert shape.nodes % 8 == 0 and shape.graphs == 4
     # a bucket range without graphs gets no shape (no compilation)
     sparse = BucketPlan(4, 1.25, count=3, growth=4.0, max_batch_nodes=10**6).plan(

@@ -32,6 +32,7 @@ def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) 
     }
     if layout:
         arrays["config_node_pos"] = np.array([0, n - 1], dtype=np.int32)
+        arrays["config_edges"] = np.array([[1, 0]], dtype=np.int32)  # the chain links its two ends
     for name, arr in arrays.items():
         np.save(d / f"{name}.npy", arr)
     return {
@@ -42,6 +43,7 @@ def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) 
         "num_configs": c,
         "num_configs_original": c,
         "num_config_nodes": 2 if layout else 0,
+        "num_config_edges": 1 if layout else 0,
         "path": graph_dir(split, gid),
         "content_hash": f"{split}-{gid}-hash",
     }
@@ -72,7 +74,7 @@ def test_reader_loads_graphs_with_memmapped_configs(tmp_path):
     assert isinstance(g.config_feat, np.memmap) and isinstance(g.runtime, np.memmap)
     assert not isinstance(g.node_feat, np.memmap)
     assert g.config_feat[3, 1, 17] == 3 and g.config_ids.tolist() == [0, 3, 6, 9, 12]
-    assert g.config_node_pos.tolist() == [0, 3]
+    assert g.config_node_pos.tolist() == [0, 3] and g.config_edges.tolist() == [[1, 0]]
     assert [x.graph_id for x in cc.graphs("test")] == ["t"]
     assert cc.content_hashes("train") == {"b": "train-b-hash", "a": "train-a-hash"}
     assert cc.content_hashes("valid") == {}
@@ -81,7 +83,7 @@ def test_reader_loads_graphs_with_memmapped_configs(tmp_path):
 def test_tile_graphs_have_no_config_node_pos(tmp_path):
     write_cache(tmp_path, TILE, layout=False)
     g = CollectionCache(tmp_path, TILE).load("test", "t")
-    assert g.config_node_pos is None and g.config_feat.shape == (7, 24)
+    assert g.config_node_pos is None and g.config_edges is None and g.config_feat.shape == (7, 24)
 
 
 def test_missing_cache_names_the_file_and_the_fix(tmp_path):
@@ -110,10 +112,13 @@ def test_other_format_version_is_refused(tmp_path):
         CollectionCache(tmp_path, LAYOUT)
 
 
-def test_cache_without_content_hashes_is_refused_with_the_fix(tmp_path):
-    """A format-1 cache has no content_hash: reusing it could resume a checkpoint on stale data."""
+@pytest.mark.parametrize("old", [1, 2])
+def test_older_caches_are_refused_with_the_fix(tmp_path, old):
+    """Format 1 has no content_hash (a checkpoint could resume on stale data), 2 no config_edges."""
     assert FORMAT_VERSION == 3
     d = write_cache(tmp_path, LAYOUT, layout=True)
-    (d / "stats.json").write_text(json.dumps({"format_version": 1}))
-    with pytest.raises(CacheError, match=r"stats.json: format version 1, reader expects 3: run `dvc repro preprocess`"):
+    (d / "stats.json").write_text(json.dumps({"format_version": old}))
+    with pytest.raises(
+        CacheError, match=rf"stats.json: format version {old}, reader expects 3: run `dvc repro preprocess`"
+    ):
         CollectionCache(tmp_path, LAYOUT)

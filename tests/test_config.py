@@ -34,6 +34,7 @@ GNN = dict(
     config_interaction=8,
     config_attention=0,
     attention_heads=4,
+    config_scope={"tile": "configurable", "layout": "nodes"},
 )
 BEFORE = {
     "chebsage": dict(GNN, conv="chebsage"),
@@ -53,6 +54,7 @@ BEFORE = {
         config_interaction=0,
         config_attention=0,
         attention_heads=1,
+        config_scope={"tile": "nodes", "layout": "nodes"},
     ),
 }
 
@@ -189,6 +191,7 @@ def test_wrong_types_are_named(raw, changes, match) -> None:
         ({"train": {"samples_per_graph": {"layout": 0}}}, r"train\.samples_per_graph\.layout must be >= 1"),
         ({"train": {"buckets": {"growth": 1.0}}}, r"train\.buckets\.growth must be > 1"),
         ({"preprocess": {"hops": -1}}, r"preprocess\.hops must be >= 0"),
+        ({"preprocess": {"config_edge_length": 0}}, r"preprocess\.config_edge_length must be >= 1"),
         ({"ensemble": {"temperature": 0.0}}, r"ensemble\.temperature must be > 0"),
         ({"models": {"cheb": {"config_units": 0}}}, r"models\.cheb\.config_units must be >= 1"),
         ({"train": {"lr_schedule": {"warmup_epochs": -1}}}, r"train\.lr_schedule\.warmup_epochs must be >= 0"),
@@ -214,6 +217,10 @@ def test_out_of_range_values_are_named(raw, changes, match) -> None:
         ({"preprocess": {"on_bad_file": "ignore"}}, r"preprocess\.on_bad_file must be one of fail, skip"),
         ({"preprocess": {"prune": "bfs"}}, r"preprocess\.prune must be one of khop, chains, got 'bfs'"),
         ({"models": {"sage": {"conv": "gat"}}}, r"models\.sage\.conv must be one of"),
+        (
+            {"models": {"sage": {"config_scope": {"tile": "edges", "layout": "nodes"}}}},
+            r"models\.sage\.config_scope\.tile must be one of nodes, configurable",
+        ),
         ({"ensemble": {"weights": "best"}}, r"ensemble\.weights must be one of equal, oof"),
         ({"ensemble": {"models": ["sage", "gat"]}}, r"ensemble\.models \['sage', 'gat'\]: unknown \['gat'\]"),
         ({"kernels": {"models": ["gat"]}}, r"kernels\.models \['gat'\]: unknown \['gat'\]"),

@@ -62,6 +62,7 @@ TINY_MODEL = {
     "config_interaction": 0,
     "config_attention": 0,
     "attention_heads": 1,
+    "config_scope": {"tile": "configurable", "layout": "nodes"},
 }
 
 FAKE_KAGGLE = """#!{python}

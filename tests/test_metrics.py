@@ -60,8 +60,9 @@ def test_collection_score_leaves_out_constant_runtime_graphs(collection):
 
 def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
     """The real layout:xla:random train file openai_v0_rnn_optimized: 20 identical configs."""
+    from conftest import config_with
+
     from tpuperf.collection import get_collection
-    from tpuperf.config import PreprocessConfig
     from tpuperf.data.cache import CollectionCache
     from tpuperf.data.preprocess import preprocess_collection
 
@@ -72,16 +73,7 @@ def test_real_file_with_identical_configs_is_left_out(shared_data, tmp_path):
     raw = tmp_path / "raw"
     col.split_dir(raw, "train").mkdir(parents=True)
     (col.split_dir(raw, "train") / source.name).symlink_to(source)  # read in place, never copied
-    settings = PreprocessConfig(
-        out=str(tmp_path / "cache"),
-        prune="khop",
-        hops=1,
-        jobs=1,
-        on_bad_file="fail",
-        log1p_above=100.0,
-        std_floor=1e-6,
-        chunk_mb=64,
-    )
+    settings = config_with({"preprocess": {"out": str(tmp_path / "cache"), "hops": 1, "jobs": 1}}).preprocess
     preprocess_collection(raw, tmp_path / "cache", col, settings, progress=False)
     graph = CollectionCache(tmp_path / "cache", col).load("train", "openai_v0_rnn_optimized")
     assert graph.num_configs == 1 and not has_ranking(graph.runtime)

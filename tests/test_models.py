@@ -1,5 +1,7 @@
 """Layers against dense reference computations; padding and batching invariances; XLA compile."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,7 +37,7 @@ def rng():
 
 def test_chebyshev_basis_matches_dense_recurrence(rng):
     g = fake_graph(rng, "tile", 9, 3)
-    shape = BatchShape(graphs=2, nodes=16, edges=32, configs=3)
+    shape = BatchShape(graphs=2, nodes=16, edges=32, configs=3, config_nodes=16, config_edges=32)
     graph, _ = graph_tensor([BatchItem(g, np.arange(3))], shape, "tile")
     x = rng.normal(size=(16, 4)).astype(np.float32)
     basis = L.chebyshev_basis(graph, tf.constant(x), order=4)
@@ -53,7 +55,7 @@ def test_chebyshev_basis_matches_dense_recurrence(rng):
 
 def test_gcn_and_sage_match_dense_reference(rng):
     g = fake_graph(rng, "tile", 7, 2)
-    shape = BatchShape(graphs=1, nodes=8, edges=16, configs=2)
+    shape = BatchShape(graphs=1, nodes=8, edges=16, configs=2, config_nodes=8, config_edges=16)
     graph, _ = graph_tensor([BatchItem(g, np.arange(2))], shape, "tile")
     x = rng.normal(size=(8, 3)).astype(np.float32)
 
@@ -84,9 +86,9 @@ def test_scores_do_not_depend_on_batch_mates_or_padding(rng, kind, conv):
     model = build_model(
         kind, model_config(**{"conv": conv, "units": 8, "shared_layers": 1, "config_layers": 1, "cheb_order": 3})
     )
-    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
+    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5, 12, 32), kind)
     together, _ = graph_tensor(
-        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind
+        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6, 64, 64), kind
     )
     s_alone = model(alone).numpy()[0]
     s_together = model(together).numpy()
@@ -99,7 +101,7 @@ def test_config_scores_follow_their_config(rng, kind):
     """Permuting the configs of an item permutes its scores; the configs really change scores."""
     g = fake_graph(rng, kind, 10, 6)
     model = build_model(kind, model_config(**{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1}))
-    shape = BatchShape(1, 16, 32, 6)
+    shape = BatchShape(1, 16, 32, 6, 16, 32)
     order = np.array([3, 1, 5, 0, 2, 4])
     base = model(graph_tensor([BatchItem(g, np.arange(6))], shape, kind)[0]).numpy()[0]
     permuted = model(graph_tensor([BatchItem(g, order)], shape, kind)[0]).numpy()[0]
@@ -110,7 +112,7 @@ def test_config_scores_follow_their_config(rng, kind):
 @pytest.mark.parametrize("interaction", [0, 3])
 def test_layout_non_configurable_nodes_get_no_config_signal(rng, interaction):
     g = fake_graph(rng, "layout", 8, 2)
-    shape = BatchShape(1, 16, 32, 2)
+    shape = BatchShape(1, 16, 32, 2, 16, 32)
     graph, _ = graph_tensor([BatchItem(g, np.arange(2))], shape, "layout")
     enc = L.ConfigEncoder(4, "layout", interaction)
     out = enc(graph, tf.random.normal([16, 5])).numpy()
@@ -122,13 +124,15 @@ def test_layout_non_configurable_nodes_get_no_config_signal(rng, interaction):
 def test_layout_config_interaction_is_a_gather_of_node_value_embeddings(rng):
     """Position p of slot group g holding value v contributes W[g, p] e[n, g, v]."""
     g = fake_graph(rng, "layout", 8, 3)
-    graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(1, 8, 32, 3), "layout")
+    graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(1, 8, 32, 3, 8, 32), "layout")
     node_state = rng.normal(size=(8, 5)).astype(np.float32)
     k = 2
     enc = L.ConfigEncoder(4, "layout", interaction=k)
     out = enc(graph, tf.constant(node_state)).numpy()
 
-    raw = graph.node_sets["op"]["config"].numpy().astype(int)  # [N, C, 18]
+    raw = np.full((8, 3, 18), -2)  # [N, C, 18]: the cfg nodes' configs placed at their ops
+    cfg, real = graph.node_sets["cfg"], len(g.config_node_pos)
+    raw[cfg["op"].numpy()[:real]] = cfg["config"].numpy()[:real]
     assert (raw >= -1).any() and (raw == -2).any()
     one_hot = np.eye(7)[np.clip(raw + 1, 0, 6)] * (raw >= -1)[..., None]
     w_side, b_side = (v.numpy() for v in enc.node_side.weights)
@@ -150,9 +154,9 @@ def test_config_interaction_keeps_padding_invariance(rng, kind):
             **{"conv": "chebsage", "units": 8, "shared_layers": 1, "config_layers": 1, "config_interaction": 4}
         ),
     )
-    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5), kind)
+    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5, 12, 32), kind)
     together, _ = graph_tensor(
-        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6), kind
+        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6, 64, 64), kind
     )
     np.testing.assert_allclose(model(together).numpy()[1, :5], model(alone).numpy()[0], rtol=1e-4, atol=1e-5)
 
@@ -204,7 +208,7 @@ def test_config_attention_scores_depend_on_references_only(rng, kind):
             }
         ),
     )
-    shape = BatchShape(1, 16, 32, 5)
+    shape = BatchShape(1, 16, 32, 5, 16, 32)
 
     def scores(rows):
         return model(graph_tensor([BatchItem(g, np.array(rows))], shape, kind)[0]).numpy()[0, : len(rows)]
@@ -263,7 +267,7 @@ def test_attention_scoring_does_not_depend_on_chunking(rng, kind):
 
 def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
     graphs = [fake_graph(rng, "tile", n, 2, name=str(n)) for n in (5, 9, 3, 7)]
-    shape = BatchShape(graphs=2, nodes=16, edges=64, configs=2)
+    shape = BatchShape(graphs=2, nodes=16, edges=64, configs=2, config_nodes=16, config_edges=64)
     batches = list(pack([BatchItem(g, np.arange(2)) for g in graphs], shape))
     assert [[i.graph.graph_id for i in b] for b in batches] == [["5", "9"], ["3", "7"]]
     with pytest.raises(ValueError, match="exceeds the batch budget"):
@@ -292,13 +296,92 @@ def test_layers_round_trip_get_config(cls, args):
         assert clone.get_config()[key] == value
 
 
-@pytest.mark.parametrize("kind,attention", [("tile", 0), ("layout", 0), ("layout", 2)])
-def test_train_step_compiles_with_xla(rng, kind, attention):
+def test_batches_carry_the_cfg_graph_with_its_own_padding(rng):
+    """Layout: each item's configurable nodes, their ops and config edges, offset per item; the
+    padding component takes the rest and its edges loop on the last cfg node. Tile: one per item."""
+    g1, g2 = fake_graph(rng, "layout", 9, 2, name="a"), fake_graph(rng, "layout", 12, 3, name="b")
+    assert g1.num_config_edges and g2.num_config_edges
+    shape = BatchShape(3, 32, 64, 3, 12, 16)
+    a = to_arrays([BatchItem(g1, np.arange(2)), BatchItem(g2, np.array([2, 0]))], shape, "layout", FEAT)
+    m1, m2, e1, e2 = g1.num_config_nodes, g2.num_config_nodes, g1.num_config_edges, g2.num_config_edges
+    assert a["config_node_sizes"].tolist() == [m1, m2, 0, 12 - m1 - m2]
+    assert a["config_edge_sizes"].tolist() == [e1, e2, 0, 16 - e1 - e2]
+    assert a["op"].tolist() == [*g1.config_node_pos, *(g2.config_node_pos + 9), *[31] * (12 - m1 - m2)]
+    assert a["config_source"].tolist() == [
+        *g1.config_edges[:, 1],
+        *(g2.config_edges[:, 1] + m1),
+        *[11] * (16 - e1 - e2),
+    ]
+    assert a["config_target"].tolist() == [
+        *g1.config_edges[:, 0],
+        *(g2.config_edges[:, 0] + m1),
+        *[11] * (16 - e1 - e2),
+    ]
+    config = a["config"]  # [cfg nodes, configs, 18]
+    assert config.shape == (12, 3, 18)
+    np.testing.assert_array_equal(config[m1 : m1 + m2, :2], g2.config_feat[[2, 0]].transpose(1, 0, 2))
+    assert (config[m1 + m2 :] == -2).all() and (config[:m1, 2] == -2).all()
+    t = to_arrays([BatchItem(fake_graph(rng, "tile", 5, 2), np.arange(2))] * 2, shape, "tile", FEAT)
+    assert t["config_node_sizes"].tolist() == [1, 1, 0, 10] and t["config_edge_sizes"].tolist() == [0, 0, 0, 16]
+    assert t["op"].tolist() == [0, 5, *[31] * 10]  # each kernel's first node
+    for kind, arrays in (("layout", a), ("tile", t)):  # static sizes: XLA compiles once per shape, not per batch
+        graph, _ = to_graph_tensor({k: tf.constant(v) for k, v in arrays.items()}, kind)
+        assert graph.node_sets["cfg"].spec.total_size == 12 and graph.edge_sets["cfg_feeds"].spec.total_size == 16
+    with pytest.raises(ValueError, match="cfg edges"):
+        list(pack([BatchItem(g2, np.arange(3))], BatchShape(1, 32, 64, 3, 12, e2 - 1)))
+
+
+@pytest.mark.parametrize("kind", ["tile", "layout"])
+def test_configurable_scope_scores_ignore_batch_mates_and_follow_their_configs(rng, kind):
+    g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")
+    model = build_model(
+        kind,
+        model_config(
+            conv="chebsage", config_interaction=3, config_scope={"tile": "configurable", "layout": "configurable"}
+        ),
+    )
+    alone, _ = graph_tensor([BatchItem(g1, np.arange(5))], BatchShape(1, 12, 32, 5, 8, 16), kind)
+    together, _ = graph_tensor(
+        [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))], BatchShape(3, 64, 64, 6, 32, 64), kind
+    )
+    base = model(alone).numpy()[0]
+    np.testing.assert_allclose(model(together).numpy()[1, :5], base, rtol=1e-4, atol=1e-5)
+    order = np.array([3, 1, 4, 0, 2])
+    permuted = model(graph_tensor([BatchItem(g1, order)], BatchShape(1, 12, 32, 5, 8, 16), kind)[0]).numpy()[0]
+    np.testing.assert_allclose(permuted, base[order], rtol=1e-4, atol=1e-5)
+    assert np.std(base) > 1e-4
+
+
+def test_only_the_configurable_scope_reads_config_edges(rng):
+    """Dropping a graph's config edges changes configurable-scope scores, not nodes-scope ones."""
+    g = fake_graph(rng, "layout", 14, 4)
+    assert g.num_config_edges > 0
+    unlinked = dataclasses.replace(g, config_edges=np.zeros((0, 2), np.int32))
+    shape = BatchShape(1, 16, 32, 4, 8, 16)
+    for scope, changes in (("nodes", False), ("configurable", True)):
+        model = build_model("layout", model_config(conv="sage", config_scope={"tile": scope, "layout": scope}))
+        linked, cut = (
+            model(graph_tensor([BatchItem(x, np.arange(4))], shape, "layout")[0]).numpy()[0] for x in (g, unlinked)
+        )
+        assert (np.abs(linked - cut).max() > 1e-4) == changes, scope
+
+
+@pytest.mark.parametrize(
+    "kind,attention,scope",
+    [
+        ("tile", 0, "nodes"),
+        ("layout", 0, "nodes"),
+        ("layout", 2, "nodes"),
+        ("tile", 0, "configurable"),
+        ("layout", 2, "configurable"),
+    ],
+)
+def test_train_step_compiles_with_xla(rng, kind, attention, scope):
     """The whole forward + backward + update compiles with jit_compile=True on static shapes."""
     from tpuperf.training.losses import get_loss
 
     g = fake_graph(rng, kind, 10, 4)
-    graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4), kind)
+    graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4, 16, 32), kind)
     model = build_model(
         kind,
         model_config(
@@ -309,6 +392,7 @@ def test_train_step_compiles_with_xla(rng, kind, attention):
                 "config_layers": 1,
                 "config_attention": attention,
                 "attention_heads": 2,
+                "config_scope": {"tile": scope, "layout": scope},
             }
         ),
     )

@@ -27,6 +27,7 @@ from tpuperf.data.preprocess import (
     PreprocessError,
     _write_layout_configs,
     chain_nodes,
+    config_edges,
     induced_edges,
     k_hop_nodes,
     layout_chains,
@@ -47,7 +48,15 @@ CHAIN_EDGES = np.array([[1, 0], [2, 1], [3, 2], [4, 3], [5, 4], [6, 5], [7, 2], 
 
 def settings(**kw) -> PreprocessConfig:
     base = dict(
-        out="cache", prune="khop", hops=1, jobs=1, on_bad_file="fail", log1p_above=100.0, std_floor=1e-6, chunk_mb=1
+        out="cache",
+        prune="khop",
+        hops=1,
+        jobs=1,
+        on_bad_file="fail",
+        log1p_above=100.0,
+        std_floor=1e-6,
+        chunk_mb=1,
+        config_edge_length=8,
     )
     return PreprocessConfig(**{**base, **kw})
 
@@ -231,6 +240,58 @@ def test_chains_keep_every_cost_a_layout_choice_changes():
         one_hop = k_hop_nodes(g["edge_index"], n, seeds, 1)
         khop_errors.append(np.ptp(full - pruned_runtime(g, one_hop)) / np.ptp(full))
     assert max(khop_errors) > 1e-3
+
+
+# rows [u, v] = u consumes v; configurable 0, 3, 5, 9, 10. 0 -> 1 -> 2 -> 3 (3 edges), 3 -> 4 -> 5
+# (2), 5 -> 6 -> 7 -> 8 -> 9 (4), 5 -> 10 (1); 0 reaches 5 only through configurable 3; 11 -> 3
+# is a branch into a configurable node from a non-configurable source.
+CONFIG_GRAPH = np.array(
+    [[1, 0], [2, 1], [3, 2], [4, 3], [5, 4], [6, 5], [7, 6], [8, 7], [9, 8], [10, 5], [3, 11]], dtype=np.int64
+)
+CONFIGURABLE = np.array([0, 3, 5, 9, 10])
+
+
+@pytest.mark.parametrize(
+    "length, links",
+    [
+        (1, [[4, 2]]),
+        (2, [[2, 1], [4, 2]]),
+        (3, [[1, 0], [2, 1], [4, 2]]),
+        (4, [[1, 0], [2, 1], [3, 2], [4, 2]]),
+        (9, [[1, 0], [2, 1], [3, 2], [4, 2]]),
+    ],
+)
+def test_config_edges_follow_non_configurable_paths_up_to_the_length(length, links):
+    """Row [i, j]: configurable i reads configurable j through non-configurable nodes only
+    (positions in the configurable list); never through configurable 3, never longer than the bound."""
+    got = config_edges(CONFIG_GRAPH, 12, CONFIGURABLE, length)
+    assert got.tolist() == links and got.dtype == np.int32
+    assert config_edges(CONFIG_GRAPH, 12, CONFIGURABLE[::-1], 9).tolist() == [[0, 2], [1, 2], [2, 3], [3, 4]]
+    assert config_edges(CONFIG_GRAPH, 12, np.zeros(0, np.int64), 3).shape == (0, 2)
+    with pytest.raises(ValueError, match="path length must be >= 1"):
+        config_edges(CONFIG_GRAPH, 12, CONFIGURABLE, 0)
+
+
+def test_cached_config_edges_come_from_the_unpruned_graph(tmp_path):
+    """Pruning drops the chain's interior (hops 0 keeps it); the config edges still link its ends."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        write_layout(
+            LAYOUT.split_dir(tmp_path / "raw", split) / f"{split}0.npz",
+            random_node_feat(rng, 12),
+            CONFIG_GRAPH,
+            CONFIGURABLE,
+            layout_codes(rng, 4, 5),
+            rng.integers(1, 1000, 4) if split == "train" else np.zeros(4),
+        )
+    for hops in (0, 1):
+        out = tmp_path / f"cache{hops}"
+        preprocess_collection(tmp_path / "raw", out, LAYOUT, settings(hops=hops, config_edge_length=4), progress=False)
+        cache = CollectionCache(out, LAYOUT)
+        g = cache.load("train", "train0")
+        assert g.config_edges.tolist() == [[1, 0], [2, 1], [3, 2], [4, 2]]
+        assert (7 in g.node_ids.tolist()) == (hops == 0) and g.num_config_edges == 4  # 5 -> 6 -> 7 -> 8 -> 9
+        assert cache.stats["config_edge_length"] == 4 and cache.index["num_config_edges"].to_list() == [4, 4]
 
 
 @pytest.mark.parametrize("hops, nodes", [(0, list(range(9))), (1, [3, 4, 5, 7, 8]), (2, [2, 3, 4, 5, 6, 7, 8])])

@@ -113,7 +113,7 @@ def test_two_replicas_train_like_one_on_the_same_global_batch():
         rng = np.random.default_rng(0)
         small = [fake_graph(rng, "layout", n, 9, name=f"s{i}") for i, n in enumerate((9, 14, 5, 11, 8, 12))]
         big = [fake_graph(rng, "layout", n, 9, name=f"b{i}") for i, n in enumerate((30, 34, 28, 31, 29, 33))]
-        shapes = {"small": BatchShape(2, 32, 64, 4), "big": BatchShape(2, 80, 160, 4)}
+        shapes = {"small": BatchShape(2, 32, 64, 4, 32, 64), "big": BatchShape(2, 80, 160, 4, 80, 160)}
         collection = get_collection("layout:xla:random")
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         two = ModelKit(collection, model_params, settings, mirrored, 6, small[0])
@@ -127,7 +127,9 @@ def test_two_replicas_train_like_one_on_the_same_global_batch():
             name = ("small", "big")[step % 2]
             graphs, shape = (small, big)[step % 2], shapes[name]
             items = [BatchItem(g, rng.choice(9, size=4, replace=False)) for g in rng.permutation(graphs)[:4]]
-            wide = BatchShape(2 * shape.graphs, 2 * shape.nodes, 2 * shape.edges, shape.configs)
+            wide = BatchShape(
+                2 * shape.graphs, 2 * shape.nodes, 2 * shape.edges, shape.configs, 2 * shape.config_nodes, 2 * shape.config_edges
+            )
             losses.append((two.train_step([items[:2], items[2:]], shape), one.train_step([items], wide)))
         losses = np.array(losses)
         np.testing.assert_allclose(losses[:, 0], losses[:, 1], rtol=1e-4)

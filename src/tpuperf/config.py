@@ -39,6 +39,7 @@ LOSSES = ("listmle", "pairwise", "mse")
 STRATEGIES = ("auto", "tpu", "gpus", "default")
 CONVS = ("chebsage", "sage", "cheb", "baseline")
 READOUTS = ("mean", "sum", "max", "min")
+CONFIG_SCOPES = ("nodes", "configurable")
 WEIGHT_SCHEMES = ("equal", "oof")
 
 
@@ -90,6 +91,7 @@ class PreprocessConfig:
     log1p_above: float = _check(above=0)
     std_floor: float = _check(above=0)
     chunk_mb: int = _check(min=1)
+    config_edge_length: int = _check(min=1)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,14 @@ class PerKind:
         if kind not in KINDS:
             raise KeyError(f"collection kind must be one of {', '.join(KINDS)}, got {kind!r}")
         return getattr(self, kind)
+
+
+@dataclass(frozen=True)
+class ScopePerKind(PerKind):
+    """``config_scope`` per collection kind: ``nodes`` or ``configurable`` (tpuperf.models.model)."""
+
+    tile: str = _check(choices=CONFIG_SCOPES)
+    layout: str = _check(choices=CONFIG_SCOPES)
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,7 @@ class ModelConfig:
     config_interaction: int = _check(min=0)
     config_attention: int = _check(min=0)
     attention_heads: int = _check(min=1)
+    config_scope: ScopePerKind = _check()
 
 
 @dataclass(frozen=True)

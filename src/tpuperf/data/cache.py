@@ -7,7 +7,7 @@ reading the others. Layout on disk::
 
     stats.json       the feature transform, fitted on TRAIN graphs only (see below)
     index.parquet    one row per graph: split, graph_id, num_nodes, num_edges, num_configs,
-                     num_configs_original, num_config_nodes, path (graph dir relative to the
+                     num_configs_original, num_config_nodes, num_config_edges, path (graph dir relative to the
                      cache), num_nodes_original and num_edges_original (before pruning), and
                      content_hash: see :class:`ContentHash`
     report.json      files processed, skipped (with reasons), dedup and pruning totals
@@ -22,11 +22,16 @@ reading the others. Layout on disk::
                                      unchanged, so the encoding is the same in every split
         config_node_pos.npy  int32 (nc,)       layout only: position of each configurable
                                                node in the pruned node order
+        config_edges.npy     int32 (e, 2)      layout only: row [i, j] = configurable node i
+                                               reads configurable node j's output through
+                                               non-configurable nodes only (positions in
+                                               config_node_pos; computed on the unpruned graph,
+                                               paths of at most ``config_edge_length`` edges)
         runtime.npy          float64 (c',)     tile: runtime / normaliser; layout: runtime in
                                                ns; zeros in test
         config_ids.npy       int64 (c',)       index of each kept config in the original file
 
-``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``prune``, ``hops``, ``max_nodes``,
+``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``prune``, ``hops``, ``config_edge_length``, ``max_nodes``,
 ``max_edges``, ``max_config_nodes`` (over all splits, after pruning: static padded shapes),
 ``max_opcode``, ``node_feat_dim``, ``config_feat_shape`` (one config's trailing shape padded to
 the maxima: ``[24]`` for tile, ``[max_config_nodes, 18]`` for layout), the fit settings
@@ -65,7 +70,7 @@ STATS_FILE = "stats.json"
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"
 GRAPH_ARRAYS = ("node_feat", "node_opcode", "edge_index", "node_ids", "config_feat", "runtime", "config_ids")
-LAYOUT_ARRAYS = ("config_node_pos",)
+LAYOUT_ARRAYS = ("config_node_pos", "config_edges")
 MEMMAPPED = ("config_feat", "runtime")
 REBUILD_HINT = "run `dvc repro preprocess` (or `tpuperf preprocess --collection <name>`)"
 
@@ -86,6 +91,7 @@ class CachedGraph:
     node_ids: np.ndarray
     config_feat: np.ndarray
     config_node_pos: np.ndarray | None  # None for tile
+    config_edges: np.ndarray | None  # None for tile
     runtime: np.ndarray
     config_ids: np.ndarray
 
@@ -96,6 +102,17 @@ class CachedGraph:
     @property
     def num_edges(self) -> int:
         return len(self.edge_index)
+
+    @property
+    def num_config_nodes(self) -> int:
+        """Nodes of the per-config stage's graph (tpuperf.training.batches): layout its
+        configurable nodes, tile 1 (the kernel)."""
+        return 1 if self.config_node_pos is None else len(self.config_node_pos)
+
+    @property
+    def num_config_edges(self) -> int:
+        """Edges of the per-config stage's graph: layout its config edges, tile none."""
+        return 0 if self.config_edges is None else len(self.config_edges)
 
     @property
     def num_configs(self) -> int:
@@ -192,6 +209,7 @@ class CollectionCache:
             self._require(path)
             arrays[name] = np.load(path, mmap_mode="r" if name in MEMMAPPED else None)
         arrays.setdefault("config_node_pos", None)
+        arrays.setdefault("config_edges", None)
         return CachedGraph(graph_id=graph_id, split=split, **arrays)
 
     def graphs(self, split: str) -> Iterator[CachedGraph]:

@@ -26,6 +26,8 @@ Choices, and why:
   their layouts flow through, the ops that read those chains and the operands the chains
   are compared against (:func:`chain_nodes`). Statistics are fitted on the pruned nodes: the
   nodes the model actually sees.
+- Config edges (layout) are computed on the full graph before pruning, so a chain through
+  pruned nodes still links its configurable ends (:func:`config_edges`).
 - A column of (near-)zero spread on train (std < ``std_floor``) is centred but not scaled, so
   a value that differs in valid/test stays in raw units instead of exploding.
 """
@@ -44,6 +46,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from joblib import Parallel, delayed
+from scipy import sparse
 from tqdm import tqdm
 
 from tpuperf.atomic import replaced_dir
@@ -128,6 +131,42 @@ def chain_nodes(
     kept[u[chain[v]]] = True
     kept[v[chain[u]]] = True
     return k_hop_nodes(edge_index, num_nodes, np.flatnonzero(kept), hops) if hops else np.flatnonzero(kept)
+
+
+def config_edges(edge_index: np.ndarray, num_nodes: int, config_ids: np.ndarray, max_length: int) -> np.ndarray:
+    """The config edges of a layout graph: int32 (e, 2), rows ``[i, j]`` (positions in
+    ``config_ids``) when configurable node ``config_ids[i]`` consumes, along a path of at most
+    ``max_length`` edges whose interior nodes are all non-configurable, the output of
+    configurable node ``config_ids[j]``: the chains through which a layout choice propagates.
+
+    ``edge_index`` int (m, 2) rows ``[u, v]`` = u consumes v (the npz convention), over
+    ``num_nodes`` nodes. Sparse breadth-first search from every configurable node at once
+    (scipy.sparse): memory is bounded by (configurable nodes x nodes reached within
+    ``max_length`` hops). Rows are unique and sorted; ValueError when ``max_length`` < 1.
+    """
+    if max_length < 1:
+        raise ValueError(f"config edge path length must be >= 1, got {max_length}")
+    m = len(config_ids)
+    if m == 0 or len(edge_index) == 0:
+        return np.zeros((0, 2), np.int32)
+    position = np.full(num_nodes, -1, dtype=np.int64)
+    position[config_ids] = np.arange(m)
+    ones = np.ones(len(edge_index), np.float32)
+    flow = sparse.csr_matrix((ones, (edge_index[:, 1], edge_index[:, 0])), shape=(num_nodes, num_nodes))
+    interior = sparse.diags((position < 0).astype(np.float32))  # zeroes configurable columns: paths stop there
+    frontier = sparse.csr_matrix((np.ones(m, np.float32), (np.arange(m), config_ids)), shape=(m, num_nodes))
+    found = []
+    for _ in range(max_length):
+        frontier = frontier @ flow  # row i: nodes reached from config node i one edge further
+        frontier.data[:] = 1.0  # reached or not: path counts would overflow on wide graphs
+        reached = frontier.tocoo()
+        hit = position[reached.col] >= 0
+        found.append(np.stack([position[reached.col[hit]], reached.row[hit]], axis=1))
+        frontier = frontier @ interior
+        frontier.eliminate_zeros()
+        if frontier.nnz == 0:
+            break
+    return np.unique(np.concatenate(found), axis=0).astype(np.int32).reshape(-1, 2)
 
 
 def induced_edges(edge_index: np.ndarray, kept: np.ndarray, num_nodes: int) -> np.ndarray:
@@ -387,7 +426,8 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     """One raw file as the cache would hold it in the test split, built in memory.
 
     Validates the file (:func:`tpuperf.data.npz.load_graph`; runtimes may be absent as zeros),
-    prunes it with ``stats["prune"]`` and ``stats["hops"]`` and applies the stored transform ``stats`` (the
+    prunes it with ``stats["prune"]`` and ``stats["hops"]``, links its configurable nodes with config edges of at most
+    ``stats["config_edge_length"]`` edges (:func:`config_edges`) and applies the stored transform ``stats`` (the
     ``stats.json`` of the model's training cache), keeping every configuration, exactly as
     :func:`preprocess_collection` treats a test file. ``graph_id`` is the path. Layout
     configurations are fully loaded (c x nc x 18 int8 in memory). Raises
@@ -396,8 +436,12 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     path = Path(path)
     graph = load_graph(path, collection, "test")
     kept, edges, config_node_pos = prune(graph, stats["prune"], int(stats["hops"]))
+    layout_edges = None
     if collection.kind.config_per_node:
         config_feat = _layout_codes(path, graph.node_config_feat)
+        layout_edges = config_edges(
+            graph.edge_index, len(graph.node_feat), graph.node_config_ids, int(stats["config_edge_length"])
+        )
     else:
         config_feat = apply_transform(graph.config_feat.astype(np.float32), stats["config_feat"])
     return cache.CachedGraph(
@@ -409,6 +453,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
         node_ids=kept,
         config_feat=config_feat,
         config_node_pos=config_node_pos,
+        config_edges=layout_edges,
         runtime=graph.target.astype(np.float64),
         config_ids=np.arange(graph.num_configs, dtype=np.int64),
     )
@@ -427,7 +472,8 @@ def _prepare(
             path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
         )
         content.add("config_feat.blake2b", config_digest)
-        _save(out, content, config_node_pos=config_node_pos)
+        layout_edges = config_edges(graph.edge_index, n, graph.node_config_ids, settings.config_edge_length)
+        _save(out, content, config_node_pos=config_node_pos, config_edges=layout_edges)
         config_moments = None
     else:
         assert isinstance(graph, TileGraph)
@@ -460,6 +506,7 @@ def _prepare(
         "num_configs": len(config_ids),
         "num_configs_original": graph.num_configs,
         "num_config_nodes": len(graph.node_config_ids) if collection.kind.config_per_node else 0,
+        "num_config_edges": len(layout_edges) if collection.kind.config_per_node else 0,
         "path": rel,
         "num_nodes_original": n,
         "num_edges_original": len(graph.edge_index),
@@ -526,6 +573,7 @@ def _build_stats(
         "slug": collection.slug,
         "prune": settings.prune,
         "hops": settings.hops,
+        "config_edge_length": settings.config_edge_length,
         "log1p_above": settings.log1p_above,
         "std_floor": settings.std_floor,
         "num_train_graphs": len(train),

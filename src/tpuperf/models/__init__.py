@@ -28,9 +28,11 @@ def build_model(kind: str, model: ModelConfig) -> RankingModel:
     """A RankingModel for collection kind ``tile``/``layout`` from one validated ``models.<name>``
     section (:class:`tpuperf.config.ModelConfig`).
 
-    ``conv: baseline`` picks the official baseline's convolution for the collection's kind.
+    ``conv: baseline`` picks the official baseline's convolution for the collection's kind;
+    ``config_scope`` is the kind's entry.
     """
     settings = dataclasses.asdict(model)
+    settings["config_scope"] = model.config_scope[kind]
     if settings["conv"] == "baseline":
         settings["conv"] = BASELINE_CONV[kind]
     return RankingModel(kind=kind, **settings)

@@ -1,9 +1,11 @@
 """Keras layers of the ranking GNNs, on tfgnn.GraphTensor batches (schema: tpuperf.training.batches).
 
-Every convolution maps ``(graph, state) -> new_state`` where ``state`` is either
+Every convolution maps ``(graph, state, edge_set) -> new_state`` where ``state`` is either
 ``[nodes, units]`` (config-independent) or ``[nodes, configs, units]`` (one state per node
 and configuration): tfgnn's broadcast/pool ops gather and segment along the node/edge axis
 only, so the same layer serves both and the configs of a graph share one graph structure.
+``edge_set`` picks the graph: ``feeds`` on the ``op`` nodes (default) or ``cfg_feeds`` on the
+``cfg`` nodes, the per-config stage's smaller graph (tpuperf.training.batches).
 
 Edges point from producer (SOURCE) to consumer (TARGET). GraphSAGE aggregates the two
 directions separately (an op's inputs and its users play different roles); ChebNet works on
@@ -19,12 +21,14 @@ from tpuperf.collection import get_kind
 from tpuperf.training.batches import (
     CONFIG,
     CONFIG_MASK,
+    CONFIG_NODES,
     EDGES,
     LAYOUT_CONFIG_CLASSES,
     LAYOUT_CONFIG_DIM,
     LAYOUT_GROUP_SIZE,
     NODE_FEAT,
     NODES,
+    OP_INDEX,
     OPCODE,
 )
 
@@ -34,55 +38,64 @@ def _per_edge(weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     return tf.reshape(weights, [-1] + [1] * (like.shape.rank - 1))
 
 
-def _aggregate(graph: tfgnn.GraphTensor, state: tf.Tensor, towards: str, reduce: str, weights=None) -> tf.Tensor:
-    """Pool neighbour states along the edges into ``towards`` (TARGET: from producers)."""
+def _aggregate(
+    graph: tfgnn.GraphTensor, state: tf.Tensor, towards: str, reduce: str, weights=None, edge_set: str = EDGES
+) -> tf.Tensor:
+    """Pool neighbour states along ``edge_set`` into ``towards`` (TARGET: from producers)."""
     source = tfgnn.SOURCE if towards == tfgnn.TARGET else tfgnn.TARGET
-    messages = tfgnn.broadcast_node_to_edges(graph, EDGES, source, feature_value=state)
+    messages = tfgnn.broadcast_node_to_edges(graph, edge_set, source, feature_value=state)
     if weights is not None:
         messages = messages * _per_edge(weights, messages)
-    return tfgnn.pool_edges_to_node(graph, EDGES, towards, reduce, feature_value=messages)
+    return tfgnn.pool_edges_to_node(graph, edge_set, towards, reduce, feature_value=messages)
 
 
-def directional_means(graph: tfgnn.GraphTensor, state: tf.Tensor) -> list[tf.Tensor]:
+def directional_means(graph: tfgnn.GraphTensor, state: tf.Tensor, edge_set: str = EDGES) -> list[tf.Tensor]:
     """[mean over the op's inputs (producers), mean over its users (consumers)]."""
-    return [_aggregate(graph, state, tfgnn.TARGET, "mean"), _aggregate(graph, state, tfgnn.SOURCE, "mean")]
+    return [
+        _aggregate(graph, state, tfgnn.TARGET, "mean", edge_set=edge_set),
+        _aggregate(graph, state, tfgnn.SOURCE, "mean", edge_set=edge_set),
+    ]
 
 
-def symmetric_edge_weights(graph: tfgnn.GraphTensor, self_loops: bool) -> tuple[tf.Tensor, tf.Tensor]:
+def symmetric_edge_weights(
+    graph: tfgnn.GraphTensor, self_loops: bool, edge_set: str = EDGES
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Edge weights 1/sqrt(d_u d_v) of the symmetrised graph and each node's degree.
 
     With ``self_loops`` the degree counts the node itself (Kipf & Welling's renormalisation).
     Isolated nodes get weight 0 instead of a division by zero.
     """
-    ones = tf.ones_like(graph.edge_sets[EDGES].adjacency.source, dtype=tf.float32)
-    degree = tfgnn.pool_edges_to_node(graph, EDGES, tfgnn.TARGET, "sum", feature_value=ones)
-    degree += tfgnn.pool_edges_to_node(graph, EDGES, tfgnn.SOURCE, "sum", feature_value=ones)
+    ones = tf.ones_like(graph.edge_sets[edge_set].adjacency.source, dtype=tf.float32)
+    degree = tfgnn.pool_edges_to_node(graph, edge_set, tfgnn.TARGET, "sum", feature_value=ones)
+    degree += tfgnn.pool_edges_to_node(graph, edge_set, tfgnn.SOURCE, "sum", feature_value=ones)
     if self_loops:
         degree += 1.0
     inv_sqrt = tf.math.divide_no_nan(1.0, tf.sqrt(degree))
-    adjacency = graph.edge_sets[EDGES].adjacency
+    adjacency = graph.edge_sets[edge_set].adjacency
     weights = tf.gather(inv_sqrt, adjacency.source) * tf.gather(inv_sqrt, adjacency.target)
     return weights, degree
 
 
-def normalized_adjacency_product(graph: tfgnn.GraphTensor, state: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+def normalized_adjacency_product(
+    graph: tfgnn.GraphTensor, state: tf.Tensor, weights: tf.Tensor, edge_set: str = EDGES
+) -> tf.Tensor:
     """D^-1/2 A D^-1/2 x on the symmetrised graph (both edge directions)."""
-    return _aggregate(graph, state, tfgnn.TARGET, "sum", weights) + _aggregate(
-        graph, state, tfgnn.SOURCE, "sum", weights
+    return _aggregate(graph, state, tfgnn.TARGET, "sum", weights, edge_set) + _aggregate(
+        graph, state, tfgnn.SOURCE, "sum", weights, edge_set
     )
 
 
-def chebyshev_basis(graph: tfgnn.GraphTensor, state: tf.Tensor, order: int) -> list[tf.Tensor]:
+def chebyshev_basis(graph: tfgnn.GraphTensor, state: tf.Tensor, order: int, edge_set: str = EDGES) -> list[tf.Tensor]:
     """[T_0(L~)x, ..., T_{order-1}(L~)x] for the scaled Laplacian L~ = 2L/lambda_max - I.
 
     With the normalised Laplacian L = I - D^-1/2 A D^-1/2 and lambda_max taken as 2 (its upper
     bound, as in Defferrard et al. and common practice), L~ = -D^-1/2 A D^-1/2. The recurrence
     T_k = 2 L~ T_{k-1} - T_{k-2} gives K-hop filters with K-1 sparse products.
     """
-    weights, _ = symmetric_edge_weights(graph, self_loops=False)
+    weights, _ = symmetric_edge_weights(graph, self_loops=False, edge_set=edge_set)
 
     def scaled_laplacian(x: tf.Tensor) -> tf.Tensor:
-        return -normalized_adjacency_product(graph, x, weights)
+        return -normalized_adjacency_product(graph, x, weights, edge_set)
 
     basis = [state]
     if order > 1:
@@ -116,11 +129,16 @@ class NodeEncoder(tf.keras.layers.Layer):
 
 
 class ConfigEncoder(tf.keras.layers.Layer):
-    """Per node and configuration, what the configuration adds to the node's state: [N, C, units].
+    """Per node of ``node_set`` and configuration, what the configuration adds to the node's
+    state: [nodes of node_set, C, units] float32.
 
-    tile: the kernel's tile sizes (a context feature) reach every node of the kernel.
-    layout: each configurable node's 18 minor-to-major slots are one-hot encoded (value -1..5);
-    other nodes carry -2, whose one-hot is all zeros, so they get exactly nothing.
+    tile: the kernel's tile sizes (a context feature) reach every node of ``node_set`` (the ops,
+    or the kernel's one ``cfg`` node).
+    layout: each configurable node's 18 minor-to-major slots are one-hot encoded (value -1..5;
+    padding ``cfg`` nodes carry -2, whose one-hot is all zeros). On ``node_set`` ``cfg`` that is
+    the output; on ``op`` the configurable nodes' rows are placed at their ops and every other
+    node gets exactly nothing. ``node_state`` [N, D] is the ``op`` nodes' state (read at the
+    configurable nodes; needed with ``interaction`` only).
 
     With ``interaction`` k > 0 (layout only) the encoding also depends on the node's
     config-independent state h [N, D], because what a layout costs depends on the shapes it
@@ -148,11 +166,18 @@ class ConfigEncoder(tf.keras.layers.Layer):
             )
             self.project_interaction = tf.keras.layers.Dense(units, use_bias=False)
 
-    def call(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None = None) -> tf.Tensor:
+    def call(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None = None, node_set: str = NODES) -> tf.Tensor:
         if not self.per_node:
-            config = tfgnn.broadcast_context_to_nodes(graph, NODES, feature_value=graph.context[CONFIG])
+            config = tfgnn.broadcast_context_to_nodes(graph, node_set, feature_value=graph.context[CONFIG])
             return self.project(config)
-        raw = tf.cast(graph.node_sets[NODES][CONFIG], tf.int32)  # [N, C, 18]
+        encoded = self._encode_configurable(graph, node_state)  # [M, C, units]
+        if node_set == CONFIG_NODES:
+            return encoded
+        op_index = graph.node_sets[CONFIG_NODES][OP_INDEX]
+        return tf.math.unsorted_segment_sum(encoded, op_index, tf.shape(graph.node_sets[NODES][OPCODE])[0])
+
+    def _encode_configurable(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None) -> tf.Tensor:
+        raw = tf.cast(graph.node_sets[CONFIG_NODES][CONFIG], tf.int32)  # [M, C, 18]
         one_hot = tf.one_hot(raw + 1, LAYOUT_CONFIG_CLASSES)  # -2 -> index -1 -> zeros
         nodes, configs = tf.shape(raw)[0], tf.shape(raw)[1]
         one_hot = tf.reshape(one_hot, [nodes, configs, LAYOUT_CONFIG_DIM * LAYOUT_CONFIG_CLASSES])
@@ -161,6 +186,7 @@ class ConfigEncoder(tf.keras.layers.Layer):
             return encoded
         # W[g, p] e[n, g, v] for every (g, p, v) once per node, then per config a gather of its 18
         # (g, p, value) rows: configs pay k-wide gathers, not a 126-wide product per node.
+        node_state = tf.gather(node_state, graph.node_sets[CONFIG_NODES][OP_INDEX])
         values = tf.reshape(self.node_side(node_state), [nodes, self.groups, LAYOUT_CONFIG_CLASSES, self.interaction])
         per_node = tf.reshape(tf.einsum("ngvk,gpkr->ngpvr", values, self.position_mix), [nodes, -1, self.interaction])
         per_node = tf.pad(per_node, [[0, 0], [0, 1], [0, 0]])  # a zero row for the -2 of non-configurable nodes
@@ -182,11 +208,11 @@ class SAGEConv(tf.keras.layers.Layer):
         self.units = units
         self.project = tf.keras.layers.Dense(units)
 
-    def features(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> list[tf.Tensor]:
-        return [state, *directional_means(graph, state)]
+    def features(self, graph: tfgnn.GraphTensor, state: tf.Tensor, edge_set: str = EDGES) -> list[tf.Tensor]:
+        return [state, *directional_means(graph, state, edge_set)]
 
-    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
-        return self.project(tf.concat(self.features(graph, state), axis=-1))
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor, edge_set: str = EDGES) -> tf.Tensor:
+        return self.project(tf.concat(self.features(graph, state, edge_set), axis=-1))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -202,11 +228,11 @@ class ChebConv(tf.keras.layers.Layer):
         self.units, self.order = units, order
         self.project = tf.keras.layers.Dense(units)  # one Dense over the stacked basis = sum_k W_k T_k x
 
-    def features(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> list[tf.Tensor]:
-        return chebyshev_basis(graph, state, self.order)
+    def features(self, graph: tfgnn.GraphTensor, state: tf.Tensor, edge_set: str = EDGES) -> list[tf.Tensor]:
+        return chebyshev_basis(graph, state, self.order, edge_set)
 
-    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
-        return self.project(tf.concat(self.features(graph, state), axis=-1))
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor, edge_set: str = EDGES) -> tf.Tensor:
+        return self.project(tf.concat(self.features(graph, state, edge_set), axis=-1))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "order": self.order}
@@ -226,8 +252,8 @@ class ChebSAGEConv(tf.keras.layers.Layer):
         self.units, self.order = units, order
         self.project = tf.keras.layers.Dense(units)
 
-    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
-        features = chebyshev_basis(graph, state, self.order) + directional_means(graph, state)
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor, edge_set: str = EDGES) -> tf.Tensor:
+        features = chebyshev_basis(graph, state, self.order, edge_set) + directional_means(graph, state, edge_set)
         return self.project(tf.concat(features, axis=-1))
 
     def get_config(self):
@@ -242,10 +268,10 @@ class GCNConv(tf.keras.layers.Layer):
         self.units = units
         self.project = tf.keras.layers.Dense(units)
 
-    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
-        weights, degree = symmetric_edge_weights(graph, self_loops=True)
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor, edge_set: str = EDGES) -> tf.Tensor:
+        weights, degree = symmetric_edge_weights(graph, self_loops=True, edge_set=edge_set)
         self_term = state * _per_edge(tf.math.divide_no_nan(1.0, degree), state)
-        return self.project(normalized_adjacency_product(graph, state, weights) + self_term)
+        return self.project(normalized_adjacency_product(graph, state, weights, edge_set) + self_term)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -273,8 +299,10 @@ class ResidualBlock(tf.keras.layers.Layer):
         self.dropout = tf.keras.layers.Dropout(dropout)
         self.norm = tf.keras.layers.LayerNormalization()
 
-    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor, training: bool = False) -> tf.Tensor:
-        update = self.dropout(tf.nn.gelu(self.conv(graph, state)), training=training)
+    def call(
+        self, graph: tfgnn.GraphTensor, state: tf.Tensor, training: bool = False, edge_set: str = EDGES
+    ) -> tf.Tensor:
+        update = self.dropout(tf.nn.gelu(self.conv(graph, state, edge_set)), training=training)
         return self.norm(state + update)
 
     def get_config(self):
@@ -322,7 +350,7 @@ class ConfigAttention(tf.keras.layers.Layer):
 
 
 class RuntimeHead(tf.keras.layers.Layer):
-    """Pools per-config node states to each graph and maps them to a runtime-like score.
+    """Pools per-config states of ``node_set``'s nodes to each graph and maps them to a runtime-like score.
 
     With ``attention_references`` R > 0 the pooled config embeddings pass a ConfigAttention
     (R references, ``attention_heads`` heads) before the score MLP; 0 keeps configs independent.
@@ -338,8 +366,8 @@ class RuntimeHead(tf.keras.layers.Layer):
         self.hidden = tf.keras.layers.Dense(units, activation="gelu")
         self.out = tf.keras.layers.Dense(1)
 
-    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
-        pooled = tfgnn.pool_nodes_to_context(graph, NODES, self.reduce, feature_value=state)
+    def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor, node_set: str = NODES) -> tf.Tensor:
+        pooled = tfgnn.pool_nodes_to_context(graph, node_set, self.reduce, feature_value=state)
         if self.attention is not None:
             pooled = self.attention(pooled, graph.context[CONFIG_MASK])
         return tf.squeeze(self.out(self.hidden(pooled)), axis=-1)  # [components, C]

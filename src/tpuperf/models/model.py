@@ -3,11 +3,18 @@ config-dependent GNN per configuration, pooled to one runtime-like score per con
 
     h = NodeEncoder(graph)                        [N, D]    once per graph
     h = ResidualBlock(conv)(h)  x shared_layers   [N, D]    once per graph
-    z = Dense(h) + ConfigEncoder(graph, h)        [N, C, Dc] configs join here
-    z = ResidualBlock(conv)(z)  x config_layers   [N, C, Dc] per config
-    score = RuntimeHead(z)                        [G, C]    lower = predicted faster
+    z = Dense(h@S) + ConfigEncoder(graph, h, S)   [S, C, Dc] configs join here
+    z = ResidualBlock(conv, S)(z) x config_layers [S, C, Dc] per config
+    score = RuntimeHead(z, S)                     [G, C]    lower = predicted faster
                                                             (pooled [G, C, Dc]; with config_attention
                                                             R > 0 configs attend to R references first)
+
+S, the nodes the per-config stage runs on, is ``config_scope``: ``nodes`` = every (kept) node
+and edge of the graph (h@S = h); ``configurable`` = the batch's ``cfg`` graph
+(tpuperf.training.batches): for layout the M configurable nodes linked by config edges (paths
+through non-configurable nodes, tpuperf.data.preprocess.config_edges) with h@S = h at those
+nodes; for tile one node per kernel and no edges, h@S = h pooled over the kernel (``readout``).
+Configurations act only where they act, so the per-config cost scales with M (or 1), not N.
 
 The split is the speed lever: the shared layers run once for the C configs of a batch item,
 and the per-config layers can be narrower (``config_units`` Dc < D): their cost is C times
@@ -23,7 +30,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
+from tpuperf.config import CONFIG_SCOPES
 from tpuperf.models.layers import ConfigEncoder, NodeEncoder, ResidualBlock, RuntimeHead
+from tpuperf.training.batches import CONFIG_EDGES, CONFIG_NODES, EDGES, NODES, OP_INDEX
 
 
 class RankingModel(tf.keras.Model):
@@ -45,6 +54,7 @@ class RankingModel(tf.keras.Model):
         config_interaction: int = 0,
         config_attention: int = 0,
         attention_heads: int = 1,
+        config_scope: str = "nodes",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -63,7 +73,10 @@ class RankingModel(tf.keras.Model):
             config_interaction=config_interaction,
             config_attention=config_attention,
             attention_heads=attention_heads,
+            config_scope=config_scope,
         )
+        if config_scope not in CONFIG_SCOPES:
+            raise ValueError(f"config_scope must be one of {', '.join(CONFIG_SCOPES)}, got {config_scope!r}")
         if config_layers < 1:
             raise ValueError("config_layers must be >= 1: configurations need message passing to interact")
         config_units = config_units or units
@@ -79,10 +92,22 @@ class RankingModel(tf.keras.Model):
         state = self.node_encoder(graph)
         for block in self.shared_blocks:
             state = block(graph, state, training=training)
-        state = tf.expand_dims(self.to_config_width(state), 1) + self.config_encoder(graph, state)
+        node_set, edge_set, start = NODES, EDGES, state
+        if self.settings["config_scope"] == "configurable":
+            node_set, edge_set = CONFIG_NODES, CONFIG_EDGES
+            start = self._at_config_nodes(graph, state)
+        config_state = tf.expand_dims(self.to_config_width(start), 1) + self.config_encoder(graph, state, node_set)
         for block in self.config_blocks:
-            state = block(graph, state, training=training)
-        return self.head(graph, state)[:-1]  # the last component is padding
+            config_state = block(graph, config_state, training=training, edge_set=edge_set)
+        return self.head(graph, config_state, node_set)[:-1]  # the last component is padding
+
+    def _at_config_nodes(self, graph: tfgnn.GraphTensor, state: tf.Tensor) -> tf.Tensor:
+        """The shared state [N, D] read at the ``cfg`` nodes: [M, D] (layout: at the configurable
+        nodes; tile: pooled over the kernel's nodes, one ``cfg`` node per kernel)."""
+        if self.config_encoder.per_node:
+            return tf.gather(state, graph.node_sets[CONFIG_NODES][OP_INDEX])
+        pooled = tfgnn.pool_nodes_to_context(graph, NODES, self.settings["readout"], feature_value=state)
+        return tfgnn.broadcast_context_to_nodes(graph, CONFIG_NODES, feature_value=pooled)
 
     @property
     def attention_references(self) -> int:

@@ -49,7 +49,7 @@ from tpuperf.data.npz import KIND_FIELDS, DataFormatError, read_header
 from tpuperf.errors import TpuperfError
 from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
-EXPORT_FORMAT = 2  # 2: stats carry the pruning mode (prune)
+EXPORT_FORMAT = 2  # 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope
 MANIFEST = "manifest.json"
 MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile")
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
@@ -96,6 +96,7 @@ def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
         node_ids=np.arange(2, dtype=np.int64),
         config_feat=np.full((1, 1, 18), -1, np.int8) if layout else np.zeros((1, 24), np.float32),
         config_node_pos=np.zeros(1, np.int32) if layout else None,
+        config_edges=np.zeros((0, 2), np.int32) if layout else None,
         runtime=np.ones(1),
         config_ids=np.zeros(1, np.int64),
     )
@@ -105,7 +106,7 @@ def build_member_model(kind: str, model: ModelConfig, feat_dim: int):
     """``build_model(kind, model)`` with its variables created (called on :func:`sample_graph`)."""
     from tpuperf.models import build_model
 
-    shape = BatchShape(graphs=1, nodes=3, edges=1, configs=1)
+    shape = BatchShape(graphs=1, nodes=3, edges=1, configs=1, config_nodes=2, config_edges=1)
     model = build_model(kind, model)
     graph, _ = to_graph_tensor(
         to_arrays([BatchItem(sample_graph(kind, feat_dim), np.arange(1))], shape, kind, feat_dim), kind

@@ -8,12 +8,18 @@ shape, so a ``jit_compile=True`` step compiles once per shape (on TPU too) and n
 dynamic shape. Graphs are grouped by node count into a few shapes (:class:`BucketPlan`) so that
 small graphs are not padded to the largest one.
 
-Schema: node set ``op`` with ``feat`` [N, F] float32, ``opcode`` [N] int32 and, for layout,
-``config`` [N, C, 18] int8 (raw minor-to-major values, -2 on non-configurable nodes); edge
-set ``feeds`` from producer (source) to consumer (target); context ``config`` [graphs+1, C, 24]
-float32 for tile and context ``config_mask`` [graphs+1, C] float32 (1 = a real config of the
-item, 0 = a padded slot; from the item's config count, so known at test time too). Labels are
-[graphs, C] float32 runtimes with 0 marking padded configs.
+Schema: node set ``op`` with ``feat`` [N, F] float32 and ``opcode`` [N] int32; edge set
+``feeds`` from producer (source) to consumer (target); node set ``cfg``, the nodes
+configurations act on, with ``op`` [M] int32, the node's row in ``op`` (layout: the
+configurable nodes, M of them, with ``config`` [M, C, 18] int8 raw minor-to-major values;
+tile: one node per real item, the kernel, whose ``op`` is the kernel's first node; tfgnn reads
+a node set's static size from its features, so ``op`` is what keeps XLA's shapes static there)
+and edge set ``cfg_feeds`` on it (layout: the cached
+config edges, producer -> consumer; tile: none but padding); context ``config`` [graphs+1, C,
+24] float32 for tile and context ``config_mask`` [graphs+1, C] float32 (1 = a real config of
+the item, 0 = a padded slot; from the item's config count, so known at test time too). Labels
+are [graphs, C] float32 runtimes with 0 marking padded configs. ``cfg`` and ``cfg_feeds`` have
+their own budgets (``config_nodes``, ``config_edges``) and padding like ``op`` and ``feeds``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from tpuperf.config import TrainConfig
 from tpuperf.data.cache import CachedGraph
 
 NODES, EDGES = "op", "feeds"
-NODE_FEAT, OPCODE, CONFIG, CONFIG_MASK = "feat", "opcode", "config", "config_mask"
+CONFIG_NODES, CONFIG_EDGES = "cfg", "cfg_feeds"
+NODE_FEAT, OPCODE, CONFIG, CONFIG_MASK, OP_INDEX = "feat", "opcode", "config", "config_mask", "op"
 LAYOUT_CONFIG_DIM = 18
 LAYOUT_GROUP_SIZE = 6  # output, input and kernel layouts: 6 minor-to-major slots each
 LAYOUT_CONFIG_CLASSES = 7  # minor-to-major values -1..5
@@ -39,16 +46,25 @@ TILE_CONFIG_DIM = 24
 
 @dataclass(frozen=True)
 class BatchShape:
-    """Static sizes of every batch: real graph slots, node and edge budgets, configs per graph."""
+    """Static sizes of every batch: real graph slots, node and edge budgets, configs per graph,
+    and the node and edge budgets of the ``cfg`` graph (see the module docstring)."""
 
     graphs: int
     nodes: int
     edges: int
     configs: int
+    config_nodes: int
+    config_edges: int
 
-    def fits(self, nodes: int, edges: int, graphs: int) -> bool:
-        # the padding component needs at least one node for its padding edges
-        return graphs <= self.graphs and nodes <= self.nodes - 1 and edges <= self.edges
+    def fits(self, nodes: int, edges: int, graphs: int, config_nodes: int, config_edges: int) -> bool:
+        # the padding component needs at least one node (and one cfg node) for its padding edges
+        return (
+            graphs <= self.graphs
+            and nodes <= self.nodes - 1
+            and edges <= self.edges
+            and config_nodes <= self.config_nodes - 1
+            and config_edges <= self.config_edges
+        )
 
 
 @dataclass
@@ -64,20 +80,38 @@ def plan_batch_shape(graphs: Iterable[CachedGraph], graphs_per_batch: int, confi
 
     ``slack`` > 1 leaves room so packing rarely closes a batch early; budgets are rounded up to
     a multiple of 64, or of 8 to 32 for small budgets (at most 1/8 of padding), so that nearby
-    datasets share compiled shapes.
+    datasets share compiled shapes. The ``cfg`` budgets hold whatever fits the node budget: the
+    smaller of (node budget x the graphs' largest cfg-nodes (cfg-edges) per node) and
+    ``graphs_per_batch`` x the largest count, so they never close a batch that nodes and edges
+    leave open (items of one graph may share a batch).
     """
     graphs = list(graphs)
+    if not graphs:
+        raise ValueError("cannot plan batches for zero graphs")
     nodes = np.array([g.num_nodes for g in graphs])
     edges = np.array([g.num_edges for g in graphs])
-    if nodes.size == 0:
-        raise ValueError("cannot plan batches for zero graphs")
 
-    def budget(sizes: np.ndarray, extra: int) -> int:
-        need = max(int(sizes.max()), math.ceil(graphs_per_batch * float(sizes.mean()) * slack)) + extra
+    def round_up(need: int) -> int:
         step = min(64, max(8, 2 ** (need.bit_length() - 4)))
         return int(math.ceil(need / step) * step)
 
-    return BatchShape(graphs_per_batch, budget(nodes, 1), budget(np.maximum(edges, 1), 0), configs)
+    def budget(sizes: np.ndarray, extra: int) -> int:
+        return round_up(max(int(sizes.max()), math.ceil(graphs_per_batch * float(sizes.mean()) * slack)) + extra)
+
+    node_budget = budget(nodes, 1)
+
+    def config_budget(sizes: np.ndarray, extra: int) -> int:
+        per_node = math.ceil(float(np.max(sizes / np.maximum(nodes, 1))) * (node_budget - 1))
+        return round_up(max(1, min(per_node, graphs_per_batch * int(sizes.max()))) + extra)
+
+    return BatchShape(
+        graphs_per_batch,
+        node_budget,
+        budget(np.maximum(edges, 1), 0),
+        configs,
+        config_budget(np.array([g.num_config_nodes for g in graphs]), 1),
+        config_budget(np.array([g.num_config_edges for g in graphs]), 0),
+    )
 
 
 @dataclass(frozen=True)
@@ -204,37 +238,40 @@ class SlotUsage:
 
 def pack(items: Iterable[BatchItem], shape: BatchShape) -> list[list[BatchItem]]:
     """Group items into batches that fit ``shape``, first fit: each item joins the first batch
-    (in the order they were opened) with room for its nodes, edges and a graph slot, else opens
-    a new one. Items keep their order within a batch. Unlike closing a batch at the first item
-    that does not fit, a small item later fills the room a large one left (the padding figures
-    are in params.yaml at ``train.buckets.growth``).
+    (in the order they were opened) with room for its nodes, edges, cfg nodes, cfg edges and a
+    graph slot, else opens a new one. Items keep their order within a batch. Unlike closing a
+    batch at the first item that does not fit, a small item later fills the room a large one
+    left (the padding figures are in params.yaml at ``train.buckets.growth``).
 
     ValueError (naming the graph) for an item above the budgets or with more than
     ``shape.configs`` rows.
     """
     batches: list[list[BatchItem]] = []
-    room: list[tuple[int, int, int]] = []  # (batch index, nodes, edges) of batches with a free graph slot
+    room: list[tuple[int, np.ndarray]] = []  # (batch index, used nodes/edges/cfg nodes/cfg edges), free slot
     for item in items:
-        n, m = item.graph.num_nodes, item.graph.num_edges
-        if not shape.fits(n, m, 1):
+        g = item.graph
+        size = np.array([g.num_nodes, g.num_edges, g.num_config_nodes, g.num_config_edges])
+        if not shape.fits(size[0], size[1], 1, size[2], size[3]):
             raise ValueError(
-                f"graph {item.graph.graph_id} ({n} nodes, {m} edges) exceeds the batch budget "
-                f"({shape.nodes - 1} nodes, {shape.edges} edges)"
+                f"graph {g.graph_id} ({size[0]} nodes, {size[1]} edges, {size[2]} cfg nodes, {size[3]} cfg edges) "
+                f"exceeds the batch budget ({shape.nodes - 1} nodes, {shape.edges} edges, "
+                f"{shape.config_nodes - 1} cfg nodes, {shape.config_edges} cfg edges)"
             )
         if len(item.rows) > shape.configs:
-            raise ValueError(f"item of {item.graph.graph_id} has {len(item.rows)} configs > {shape.configs}")
-        for slot, (b, nodes, edges) in enumerate(room):
-            if shape.fits(nodes + n, edges + m, len(batches[b]) + 1):
+            raise ValueError(f"item of {g.graph_id} has {len(item.rows)} configs > {shape.configs}")
+        for slot, (b, used) in enumerate(room):
+            total = used + size
+            if shape.fits(total[0], total[1], len(batches[b]) + 1, total[2], total[3]):
                 batches[b].append(item)
                 if len(batches[b]) < shape.graphs:
-                    room[slot] = (b, nodes + n, edges + m)
+                    room[slot] = (b, total)
                 else:
                     del room[slot]
                 break
         else:
             batches.append([item])
             if shape.graphs > 1:
-                room.append((len(batches) - 1, n, m))
+                room.append((len(batches) - 1, size))
     return batches
 
 
@@ -243,23 +280,30 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
     components = shape.graphs + 1
     node_sizes = np.zeros(components, np.int64)
     edge_sizes = np.zeros(components, np.int64)
+    config_node_sizes = np.zeros(components, np.int64)
+    config_edge_sizes = np.zeros(components, np.int64)
     feat = np.zeros((shape.nodes, feat_dim), np.float32)
     opcode = np.zeros(shape.nodes, np.int32)
     source = np.zeros(shape.edges, np.int64)
     target = np.zeros(shape.edges, np.int64)
+    config_source = np.zeros(shape.config_edges, np.int64)
+    config_target = np.zeros(shape.config_edges, np.int64)
+    op_index = np.full(shape.config_nodes, shape.nodes - 1, np.int32)  # padding cfg nodes: the last padding node
     runtime = np.zeros((shape.graphs, shape.configs), np.float32)
     config_mask = np.zeros((components, shape.configs), np.float32)
     per_node = get_kind(kind).config_per_node
     if per_node:
-        config = np.full((shape.nodes, shape.configs, LAYOUT_CONFIG_DIM), NOT_CONFIGURABLE, np.int8)
+        config = np.full((shape.config_nodes, shape.configs, LAYOUT_CONFIG_DIM), NOT_CONFIGURABLE, np.int8)
     else:
         config = np.zeros((components, shape.configs, TILE_CONFIG_DIM), np.float32)
 
-    node_offset = edge_offset = 0
+    node_offset = edge_offset = cfg_offset = cfg_edge_offset = 0
     for slot, item in enumerate(batch):
         g, rows = item.graph, np.asarray(item.rows)
         n, m, k = g.num_nodes, g.num_edges, len(rows)
+        cn, cm = g.num_config_nodes, g.num_config_edges
         node_sizes[slot], edge_sizes[slot] = n, m
+        config_node_sizes[slot], config_edge_sizes[slot] = cn, cm
         feat[node_offset : node_offset + n] = g.node_feat
         opcode[node_offset : node_offset + n] = g.node_opcode
         edges = np.asarray(g.edge_index)
@@ -267,24 +311,39 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
         target[edge_offset : edge_offset + m] = edges[:, 0] + node_offset  # consumer
         chosen = np.asarray(g.config_feat[np.sort(rows)])[np.argsort(np.argsort(rows))]  # sorted reads from a memmap
         if per_node:
-            config[node_offset + np.asarray(g.config_node_pos), :k] = chosen.transpose(1, 0, 2)
+            config[cfg_offset : cfg_offset + cn, :k] = chosen.transpose(1, 0, 2)
+            op_index[cfg_offset : cfg_offset + cn] = np.asarray(g.config_node_pos) + node_offset
+            cfg_edges = np.asarray(g.config_edges)
+            config_source[cfg_edge_offset : cfg_edge_offset + cm] = cfg_edges[:, 1] + cfg_offset
+            config_target[cfg_edge_offset : cfg_edge_offset + cm] = cfg_edges[:, 0] + cfg_offset
         else:
             config[slot, :k] = chosen
+            op_index[cfg_offset] = node_offset
         runtime[slot, :k] = g.runtime[rows]
         config_mask[slot, :k] = 1.0
         node_offset, edge_offset = node_offset + n, edge_offset + m
+        cfg_offset, cfg_edge_offset = cfg_offset + cn, cfg_edge_offset + cm
 
     node_sizes[-1] = shape.nodes - node_offset
     edge_sizes[-1] = shape.edges - edge_offset
+    config_node_sizes[-1] = shape.config_nodes - cfg_offset
+    config_edge_sizes[-1] = shape.config_edges - cfg_edge_offset
     source[edge_offset:] = shape.nodes - 1  # padding edges loop on the last padding node
     target[edge_offset:] = shape.nodes - 1
+    config_source[cfg_edge_offset:] = shape.config_nodes - 1
+    config_target[cfg_edge_offset:] = shape.config_nodes - 1
     return {
         "node_sizes": node_sizes,
         "edge_sizes": edge_sizes,
+        "config_node_sizes": config_node_sizes,
+        "config_edge_sizes": config_edge_sizes,
         NODE_FEAT: feat,
         OPCODE: opcode,
         "source": source,
         "target": target,
+        "config_source": config_source,
+        "config_target": config_target,
+        OP_INDEX: op_index,
         CONFIG: config,
         CONFIG_MASK: config_mask,
         "runtime": runtime,
@@ -297,17 +356,22 @@ def array_signature(shape: BatchShape, kind: str, feat_dim: int):
 
     components = shape.graphs + 1
     config = (
-        tf.TensorSpec((shape.nodes, shape.configs, LAYOUT_CONFIG_DIM), tf.int8)
+        tf.TensorSpec((shape.config_nodes, shape.configs, LAYOUT_CONFIG_DIM), tf.int8)
         if get_kind(kind).config_per_node
         else tf.TensorSpec((components, shape.configs, TILE_CONFIG_DIM), tf.float32)
     )
     return {
         "node_sizes": tf.TensorSpec((components,), tf.int64),
         "edge_sizes": tf.TensorSpec((components,), tf.int64),
+        "config_node_sizes": tf.TensorSpec((components,), tf.int64),
+        "config_edge_sizes": tf.TensorSpec((components,), tf.int64),
         NODE_FEAT: tf.TensorSpec((shape.nodes, feat_dim), tf.float32),
         OPCODE: tf.TensorSpec((shape.nodes,), tf.int32),
         "source": tf.TensorSpec((shape.edges,), tf.int64),
         "target": tf.TensorSpec((shape.edges,), tf.int64),
+        "config_source": tf.TensorSpec((shape.config_edges,), tf.int64),
+        "config_target": tf.TensorSpec((shape.config_edges,), tf.int64),
+        OP_INDEX: tf.TensorSpec((shape.config_nodes,), tf.int32),
         CONFIG: config,
         CONFIG_MASK: tf.TensorSpec((components, shape.configs), tf.float32),
         "runtime": tf.TensorSpec((shape.graphs, shape.configs), tf.float32),
@@ -320,21 +384,31 @@ def to_graph_tensor(arrays: dict, kind: str):
     import tensorflow_gnn as tfgnn
 
     node_features = {NODE_FEAT: arrays[NODE_FEAT], OPCODE: arrays[OPCODE]}
+    config_node_features = {OP_INDEX: arrays[OP_INDEX]}  # also what gives the set a static size (XLA)
     context_features = {CONFIG_MASK: arrays[CONFIG_MASK]}
     if get_kind(kind).config_per_node:
-        node_features[CONFIG] = arrays[CONFIG]
+        config_node_features[CONFIG] = arrays[CONFIG]
     else:
         context_features[CONFIG] = arrays[CONFIG]
     graph = tfgnn.GraphTensor.from_pieces(
         context=tfgnn.Context.from_fields(features=context_features, sizes=tf.ones_like(arrays["node_sizes"])),
-        node_sets={NODES: tfgnn.NodeSet.from_fields(sizes=arrays["node_sizes"], features=node_features)},
+        node_sets={
+            NODES: tfgnn.NodeSet.from_fields(sizes=arrays["node_sizes"], features=node_features),
+            CONFIG_NODES: tfgnn.NodeSet.from_fields(sizes=arrays["config_node_sizes"], features=config_node_features),
+        },
         edge_sets={
             EDGES: tfgnn.EdgeSet.from_fields(
                 sizes=arrays["edge_sizes"],
                 adjacency=tfgnn.Adjacency.from_indices(
                     source=(NODES, arrays["source"]), target=(NODES, arrays["target"])
                 ),
-            )
+            ),
+            CONFIG_EDGES: tfgnn.EdgeSet.from_fields(
+                sizes=arrays["config_edge_sizes"],
+                adjacency=tfgnn.Adjacency.from_indices(
+                    source=(CONFIG_NODES, arrays["config_source"]), target=(CONFIG_NODES, arrays["config_target"])
+                ),
+            ),
         },
     )
     return graph, arrays["runtime"]

@@ -97,7 +97,7 @@ class Scorer:
         chunks = chunk_items(graphs, self.configs, rows, self.references)
         buckets = self.plan.plan(graphs, self.configs, items=max(1, round(len(chunks) / len(graphs))))
         for shape, items in zip(buckets.shapes, buckets.split(chunks)):
-            shape = self._compiled_like(shape)
+            shape = self._compiled_like(shape, {id(i.graph): i.graph for i in items}.values())
             batches = list(pack(items, shape))
             batches += [[] for _ in range(-len(batches) % replicas)]
             for step, results in enumerate(self._run(batches, shape)):
@@ -110,8 +110,11 @@ class Scorer:
                 raise FloatingPointError(f"model produced non-finite scores for graph {gid}")
         return out
 
-    def _compiled_like(self, shape: BatchShape) -> BatchShape:
-        """The smallest compiled shape that holds ``shape`` within ``REUSE_SLACK``, else ``shape`` (now compiled)."""
+    def _compiled_like(self, shape: BatchShape, graphs: Iterable[CachedGraph]) -> BatchShape:
+        """The smallest compiled shape that holds ``shape``'s node and edge budgets within
+        ``REUSE_SLACK`` and each of ``graphs`` in its cfg budgets (packing then closes batches at
+        them if need be), else ``shape`` (now compiled)."""
+        graphs = list(graphs)
         fits = [
             s
             for s in self._shapes
@@ -119,6 +122,7 @@ class Scorer:
             and s.graphs >= shape.graphs
             and shape.nodes <= s.nodes <= REUSE_SLACK * shape.nodes
             and shape.edges <= s.edges <= REUSE_SLACK * shape.edges
+            and all(g.num_config_nodes < s.config_nodes and g.num_config_edges <= s.config_edges for g in graphs)
         ]
         if fits:
             return min(fits, key=lambda s: (s.nodes, s.edges, s.graphs))
