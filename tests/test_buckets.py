@@ -88,10 +88,12 @@ def test_packing_is_first_fit_and_closes_full_batches():
     """A small item fills the room a large one left in an earlier batch; a batch with every graph slot taken is closed."""
     rng = np.random.default_rng(0)
     items = [BatchItem(fake_graph(rng, "tile", n, 2, name=f"n{n}"), np.arange(1)) for n in (6, 5, 4, 3)]
-    batches = pack(items, BatchShape(graphs=3, nodes=11, edges=100, configs=2))  # room for 10 nodes
+    batches = pack(
+        items, BatchShape(graphs=3, nodes=11, edges=100, configs=2, config_nodes=8, config_edges=8)
+    )  # room for 10 nodes
     assert [[item.graph.num_nodes for item in batch] for batch in batches] == [[6, 4], [5, 3]]  # in order: 3 batches
     small = [BatchItem(fake_graph(rng, "tile", 2, 2, name=f"s{i}"), np.arange(1)) for i in range(5)]
-    assert [[item.graph.graph_id for item in batch] for batch in pack(small, BatchShape(2, 64, 100, 2))] == [
+    assert [[item.graph.graph_id for item in batch] for batch in pack(small, BatchShape(2, 64, 100, 2, 8, 8))] == [
         ["s0", "s1"],
         ["s2", "s3"],
         ["s4"],
