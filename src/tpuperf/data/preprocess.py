@@ -422,6 +422,22 @@ def prune(graph: TileGraph | LayoutGraph, mode: str, hops: int) -> tuple[np.ndar
     return kept, induced_edges(graph.edge_index, kept, n), config_node_pos
 
 
+def graph_structure(
+    graph: TileGraph | LayoutGraph, mode: str, hops: int, config_edge_length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """What the model sees of ``graph``'s wiring: :func:`prune`'s ``(kept, edges, config_node_pos)``
+    and, for a layout graph, its :func:`config_edges` (int32 (e, 2), paths of at most
+    ``config_edge_length`` edges on the unpruned graph; None for tile). The one place the cache
+    (:func:`preprocess_collection`) and the ranker (:func:`prepare_graph`) derive it from, so both
+    see the same structure. ValueError as :func:`prune` and :func:`config_edges`.
+    """
+    kept, edges, config_node_pos = prune(graph, mode, hops)
+    links = None
+    if isinstance(graph, LayoutGraph):
+        links = config_edges(graph.edge_index, len(graph.node_feat), graph.node_config_ids, config_edge_length)
+    return kept, edges, config_node_pos, links
+
+
 def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any]) -> cache.CachedGraph:
     """One raw file as the cache would hold it in the test split, built in memory.
 
@@ -435,13 +451,11 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     """
     path = Path(path)
     graph = load_graph(path, collection, "test")
-    kept, edges, config_node_pos = prune(graph, stats["prune"], int(stats["hops"]))
-    layout_edges = None
+    kept, edges, config_node_pos, layout_edges = graph_structure(
+        graph, stats["prune"], int(stats["hops"]), int(stats["config_edge_length"])
+    )
     if collection.kind.config_per_node:
         config_feat = _layout_codes(path, graph.node_config_feat)
-        layout_edges = config_edges(
-            graph.edge_index, len(graph.node_feat), graph.node_config_ids, int(stats["config_edge_length"])
-        )
     else:
         config_feat = apply_transform(graph.config_feat.astype(np.float32), stats["config_feat"])
     return cache.CachedGraph(
@@ -466,13 +480,14 @@ def _prepare(
     n = len(graph.node_feat)
     is_train = split == "train"
     content = cache.ContentHash()
-    kept, edges, config_node_pos = prune(graph, settings.prune, settings.hops)
+    kept, edges, config_node_pos, layout_edges = graph_structure(
+        graph, settings.prune, settings.hops, settings.config_edge_length
+    )
     if collection.kind.config_per_node:
         config_ids, runtime, config_digest = _write_layout_configs(
             path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
         )
         content.add("config_feat.blake2b", config_digest)
-        layout_edges = config_edges(graph.edge_index, n, graph.node_config_ids, settings.config_edge_length)
         _save(out, content, config_node_pos=config_node_pos, config_edges=layout_edges)
         config_moments = None
     else:
