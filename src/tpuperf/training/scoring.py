@@ -98,7 +98,7 @@ class Scorer:
         buckets = self.plan.plan(graphs, self.configs, items=max(1, round(len(chunks) / len(graphs))))
         for shape, items in zip(buckets.shapes, buckets.split(chunks)):
             shape = self._compiled_like(shape, {id(i.graph): i.graph for i in items}.values())
-            batches = list(pack(items, shape))
+            batches = pack(items, shape)
             batches += [[] for _ in range(-len(batches) % replicas)]
             for step, results in enumerate(self._run(batches, shape)):
                 for replica, scores in enumerate(results):

@@ -115,7 +115,7 @@ def batch_stream(
         rng = np.random.default_rng([seed, round_])
         steps = []
         for bucket, items in enumerate(buckets.split(sample_items(graphs, buckets.configs, samples, rng))):
-            batches = list(pack(items, buckets.shapes[bucket]))
+            batches = pack(items, buckets.shapes[bucket])
             batches = [batches[i % len(batches)] for i in range(-(-len(batches) // replicas) * replicas)]
             steps += [(bucket, batches[i : i + replicas]) for i in range(0, len(batches), replicas)]
         for i in rng.permutation(len(steps)):
