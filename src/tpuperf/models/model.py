@@ -89,21 +89,9 @@ class RankingModel(tf.keras.Model):
 
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow here: skipping
     def call(self, graph: tfgnn.GraphTensor, training: bool = False) -> tf.Tensor:  # autograph saves seconds per trace
-        return self.score_configs(graph, self.encode(graph, training=training), training=training)
-
-    @tf.autograph.experimental.do_not_convert
-    def encode(self, graph: tfgnn.GraphTensor, training: bool = False) -> tf.Tensor:
-        """The config-independent stage: node states h [N, D] float32 of ``op`` (every
-        component's nodes, padding included); it reads no configuration."""
         state = self.node_encoder(graph)
         for block in self.shared_blocks:
             state = block(graph, state, training=training)
-        return state
-
-    @tf.autograph.experimental.do_not_convert
-    def score_configs(self, graph: tfgnn.GraphTensor, state: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """The per-config stage on :meth:`encode`'s ``state`` [N, D]: scores [G, C] float32 of the
-        batch's configurations (lower = predicted faster; the padding component dropped)."""
         node_set, edge_set, start = NODES, EDGES, state
         if self.settings["config_scope"] == "configurable":
             node_set, edge_set = CONFIG_NODES, CONFIG_EDGES
