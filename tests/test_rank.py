@@ -376,3 +376,4 @@ def test_speed_benchmark_quick_run_reports_load_and_rank_times(capsys):
     assert [r["configs"] for r in results] == [50, 100]
     for r in results:
         assert r["load_s"] > 0 and r["rank_s"] == pytest.approx(r["prepare_s"] + r["score_s"], abs=2e-3)
+        assert list(r["member_score_s"]) == ["chebsage"] and r["member_score_s"]["chebsage"] > 0
