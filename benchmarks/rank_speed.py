@@ -19,7 +19,10 @@ model's median time to score the graph with one of its folds (where the time goe
                                     [--scope nodes|configurable]
 
 ``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
-``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes.
+``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes;
+``--models chebsage sage cheb`` shows what leaving the baseline out (``ensemble.min_weight``) gives.
+Figures and where the time goes: README, "Ranking new programs" (neither goal is met with the
+default 8 members on a shared machine; the baseline is most of the time).
 """
 
 from __future__ import annotations
