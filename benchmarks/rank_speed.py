@@ -12,13 +12,17 @@ train graphs of the same collection.
 Printed per collection: load (build every member + read weights), the first rank call (file
 read + validation + transform + scoring, including tracing and compiling the forward pass for
 the graph's batch shape, paid once per shape) and the median of the following calls (the
-steady per-graph time, what the goal is about), split into preparing and scoring.
+steady per-graph time, what the goal is about), split into preparing and scoring, and each
+model's median time to score the graph with one of its folds (where the time goes).
 
     python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
                                     [--scope nodes|configurable]
 
 ``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
-``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes.
+``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes;
+``--models chebsage sage cheb`` shows what leaving the baseline out (``ensemble.min_weight``) gives.
+Figures and where the time goes: README, "Ranking new programs" (neither goal is met with the
+default 8 members on a shared machine; the baseline is most of the time).
 """
 
 from __future__ import annotations
@@ -167,6 +171,16 @@ def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rn
     prep = statistics.median(r[0] for r in runs)
     score = statistics.median(r[1] for r in runs)
     graph = prepare_graph(program, collection, model.stats)
+    per_member = {}  # model -> median seconds to score the graph with one of its folds
+    for name, folds in model.folds.items():
+        times = []
+        for _ in range(repeats):
+            for weights in folds.values():
+                model.models[name].set_weights(weights)
+                t0 = time.perf_counter()
+                model.scorer(name).score([graph])
+                times.append(time.perf_counter() - t0)
+        per_member[name] = round(statistics.median(times), 3)
     return {
         "collection": collection.name,
         "nodes": len(arrays["node_feat"]),
@@ -183,6 +197,7 @@ def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rn
         "rank_s": round(prep + score, 3),
         "prepare_s": round(prep, 3),
         "score_s": round(score, 3),
+        "member_score_s": per_member,
         "goal_s": goal,
         "goal_met": None if goal is None else prep + score <= goal,
     }
@@ -218,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['collection']}: {r['nodes']} nodes ({r['nodes_after_pruning']} after pruning), {r['configs']} configs, "
             f"{r['members']} members, jit {r['jit_compile']}, scope {r['config_scope']}, {r['batch_shape']}; load {r['load_s']} s; first rank {r['first_rank_s']} s; "
-            f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}"
+            f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}; per member and fold: "
+            + ", ".join(f"{m} {s} s" for m, s in r["member_score_s"].items())
         )
     print(json.dumps(results))
     return 0

@@ -144,6 +144,7 @@ def test_unknown_keys_are_named(raw, changes, match) -> None:
         ("preprocess", "hops", "preprocess.hops"),
         ("preprocess", "prune", "preprocess.prune"),
         ("ensemble", "temperature", "ensemble.temperature"),
+        ("ensemble", "min_weight", "ensemble.min_weight"),
         ("kernels", "prefix", "kernels.prefix"),
     ],
 )
@@ -193,6 +194,8 @@ def test_wrong_types_are_named(raw, changes, match) -> None:
         ({"preprocess": {"hops": -1}}, r"preprocess\.hops must be >= 0"),
         ({"preprocess": {"config_edge_length": 0}}, r"preprocess\.config_edge_length must be >= 1"),
         ({"ensemble": {"temperature": 0.0}}, r"ensemble\.temperature must be > 0"),
+        ({"ensemble": {"min_weight": -0.1}}, r"ensemble\.min_weight must be >= 0"),
+        ({"ensemble": {"min_weight": 1.5}}, r"ensemble\.min_weight must be <= 1"),
         ({"models": {"cheb": {"config_units": 0}}}, r"models\.cheb\.config_units must be >= 1"),
         ({"train": {"lr_schedule": {"warmup_epochs": -1}}}, r"train\.lr_schedule\.warmup_epochs must be >= 0"),
         ({"train": {"lr_schedule": {"final_fraction": 1.5}}}, r"train\.lr_schedule\.final_fraction must be <= 1"),

@@ -106,19 +106,45 @@ def test_tile_ensemble_scored_on_its_top_5():
 
 
 def test_oof_weights_favour_the_better_model():
-    assert model_weights({"a": 0.6, "b": 0.4}, "equal") == {"a": 0.5, "b": 0.5}
-    w = model_weights({"a": 0.6, "b": 0.4}, "oof", temperature=0.1)
+    assert model_weights({"a": 0.6, "b": 0.4}, "equal", min_weight=0.0) == {"a": 0.5, "b": 0.5}
+    w = model_weights({"a": 0.6, "b": 0.4}, "oof", temperature=0.1, min_weight=0.0)
     assert w["a"] == pytest.approx(np.exp(2) / (1 + np.exp(2))) and w["a"] + w["b"] == pytest.approx(1.0)
     # shift-invariant, negative taus fine, small temperature ~ picks the best, large ~ equal
-    assert model_weights({"a": -0.4, "b": -0.6}, "oof", 0.1) == pytest.approx(w)
-    assert model_weights({"a": 0.6, "b": 0.4}, "oof", 1e-3)["a"] == pytest.approx(1.0)
-    assert model_weights({"a": 0.6, "b": 0.4}, "oof", 1e3)["a"] == pytest.approx(0.5, abs=1e-3)
+    assert model_weights({"a": -0.4, "b": -0.6}, "oof", 0.1, min_weight=0.0) == pytest.approx(w)
+    assert model_weights({"a": 0.6, "b": 0.4}, "oof", 1e-3, min_weight=0.0)["a"] == pytest.approx(1.0)
+    assert model_weights({"a": 0.6, "b": 0.4}, "oof", 1e3, min_weight=0.0)["a"] == pytest.approx(0.5, abs=1e-3)
     with pytest.raises(EnsembleError, match="temperature must be > 0"):
-        model_weights({"a": 0.6}, "oof", 0.0)
+        model_weights({"a": 0.6}, "oof", 0.0, min_weight=0.0)
     with pytest.raises(EnsembleError, match="unknown weight scheme 'best'"):
-        model_weights({"a": 0.6}, "best")
+        model_weights({"a": 0.6}, "best", min_weight=0.0)
     with pytest.raises(EnsembleError, match="finite"):
-        model_weights({"a": float("nan"), "b": 0.1}, "oof", 0.1)
+        model_weights({"a": float("nan"), "b": 0.1}, "oof", 0.1, min_weight=0.0)
+
+
+def test_min_weight_leaves_out_models_and_renormalises():
+    w = model_weights({"a": 0.6, "b": 0.4, "c": 0.55}, "oof", 0.1, min_weight=0.0)
+    assert w["b"] == pytest.approx(np.exp(-2) / (1 + np.exp(-2) + np.exp(-0.5)))  # ~0.08
+    kept = model_weights({"a": 0.6, "b": 0.4, "c": 0.55}, "oof", 0.1, min_weight=0.1)
+    assert kept == pytest.approx({"a": w["a"] / (w["a"] + w["c"]), "c": w["c"] / (w["a"] + w["c"])})
+    assert model_weights({"a": 0.6, "b": 0.4}, "equal", min_weight=0.5) == {"a": 0.5, "b": 0.5}  # at the bound: kept
+    with pytest.raises(
+        EnsembleError, match=r"ensemble.min_weight 0.6 is above every model's weight \(a 0.500, b 0.500\)"
+    ):
+        model_weights({"a": 0.6, "b": 0.4}, "equal", min_weight=0.6)
+
+
+def test_run_ensemble_leaves_out_models_below_min_weight(world):
+    result = run_ensemble(settings_of(world, min_weight=0.01))  # weights ~ (1, 6e-6): bad is left out
+    report = result.report
+    assert report["min_weight"] == 0.01
+    for name in TEST_CONFIGS:
+        col = report["collections"][name]
+        assert col["left_out"] == ["bad"] and list(col["models"]) == ["good"]
+        assert col["models"]["good"]["weight"] == 1.0 and col["ensemble"] == pytest.approx(1.0)
+    assert report["mean"]["mean_single_fold"] == pytest.approx(1.0)  # the good folds only
+    full = run_ensemble(settings_of(world), out=result.submission.parent / "full.csv")
+    assert full.report["collections"]["tile:xla"]["left_out"] == []
+    assert result.submission.read_text() == full.submission.read_text()  # bad's weight was ~6e-6
 
 
 def test_members_must_cover_the_same_configs():
@@ -450,7 +476,7 @@ def test_settings_errors(world):
         settings_of(world, weights="mean")
     with pytest.raises(ConfigError, match="ensemble.temperature must be > 0"):
         settings_of(world, temperature=-1)
-    with pytest.raises(ConfigError, match=r"ensemble.temperature missing"):
+    with pytest.raises(ConfigError, match=r"ensemble.temperature, ensemble.min_weight missing"):
         Config.from_dict({**world, "ensemble": {"models": None, "weights": "oof", "out": "x"}})
 
 

@@ -230,9 +230,11 @@ def test_chunk_items_lead_every_chunk_with_the_same_references(rng):
         chunk_items([g], configs=3, references=3)
 
 
+@pytest.mark.parametrize("attention", [0, 3])
 @pytest.mark.parametrize("kind", ["tile", "layout"])
-def test_attention_scoring_does_not_depend_on_chunking(rng, kind):
-    """Scorer results are the same for any chunk size and batch mates: chunks share references."""
+def test_scoring_does_not_depend_on_chunking(rng, kind, attention):
+    """Scorer results are the same for any chunk size and batch mates, one-shot (24 slots for
+    23 configs) included; with attention, chunks share references."""
     graphs = [fake_graph(rng, kind, 9, 23, name="a"), fake_graph(rng, kind, 6, 4, name="b")]
     model = build_model(
         kind,
@@ -242,7 +244,8 @@ def test_attention_scoring_does_not_depend_on_chunking(rng, kind):
                 "units": 8,
                 "shared_layers": 1,
                 "config_layers": 1,
-                "config_attention": 3,
+                "config_interaction": 4,
+                "config_attention": attention,
                 "attention_heads": 2,
             }
         ),

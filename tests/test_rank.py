@@ -96,6 +96,22 @@ def test_export_writes_manifest_and_one_weight_file_per_member(exported):
     assert set(manifest["fingerprint"]) == {"data", "code"}
 
 
+def test_export_leaves_out_the_models_below_min_weight(exported, tmp_path):
+    """ensemble.min_weight drops sage (weight 0.27) from the export as ensemble.py drops it from the submission."""
+    root, params = exported
+    params = dataclasses.replace(
+        params,
+        ensemble=dataclasses.replace(params.ensemble, min_weight=0.5),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    out = export_collection(params, get_collection("tile:xla"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {m: s["weight"] for m, s in manifest["models"].items()} == {"chebsage": 1.0}
+    assert manifest["ensemble"]["min_weight"] == 0.5
+    assert sorted(p.name for p in out.iterdir()) == ["chebsage", "manifest.json"]
+    assert list(ExportedModel(out).folds) == ["chebsage"]
+
+
 def test_prepare_graph_equals_the_preprocessed_cache(exported, shared_data):
     """The in-memory transform of a raw file is the preprocess stage's, array for array (real files)."""
     root, params = exported
@@ -360,3 +376,4 @@ def test_speed_benchmark_quick_run_reports_load_and_rank_times(capsys):
     assert [r["configs"] for r in results] == [50, 100]
     for r in results:
         assert r["load_s"] > 0 and r["rank_s"] == pytest.approx(r["prepare_s"] + r["score_s"], abs=2e-3)
+        assert list(r["member_score_s"]) == ["chebsage"] and r["member_score_s"]["chebsage"] > 0

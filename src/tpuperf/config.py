@@ -194,11 +194,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    """``ensemble``: which models (null: all) and how they are weighted (temperature > 0)."""
+    """``ensemble``: which models (null: all), how they are weighted (temperature > 0) and the
+    weight below which a model is left out (min_weight in [0, 1])."""
 
     models: tuple[str, ...] | None = _check()
     weights: str = _check(choices=WEIGHT_SCHEMES)
     temperature: float = _check(above=0)
+    min_weight: float = _check(min=0, max=1)
     out: str = _check()
 
 

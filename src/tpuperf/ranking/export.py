@@ -2,9 +2,10 @@
 
     tpuperf export --collection tile:xla      # writes <export.out>/tile-xla/ (format: tpuperf.ranking.ranker)
 
-What goes in is what ``ensemble.py`` combines for the submission: the ``ensemble.models``, each
-with its ``train.folds`` best-epoch checkpoints (``checkpoints/<slug>/<model>/fold_<k>/best``),
-weighted by :func:`tpuperf.submission.ensemble.model_weights` from their out-of-fold scores; the cache's
+What goes in is what ``ensemble.py`` combines for the submission: the ``ensemble.models`` whose
+weight reaches ``ensemble.min_weight``, each with its ``train.folds`` best-epoch checkpoints
+(``checkpoints/<slug>/<model>/fold_<k>/best``), weighted by
+:func:`tpuperf.submission.ensemble.model_weights` from their out-of-fold scores; the cache's
 ``stats.json`` (feature transform, pruning mode and hops); and the batch planning the pipeline scored
 with (``train.graphs_per_batch``, ``train.batch_slack``, ``train.buckets`` and
 ``train.predict_configs_per_graph``: :class:`tpuperf.training.batches.BucketPlan`), so that
@@ -94,12 +95,12 @@ def export_collection(config: Config, collection: Collection) -> Path:
     out_root = Path(config.export.out)
     cache = CollectionCache(config.preprocess.out, collection)
     oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
-    weights = model_weights(oof, ens.weights, ens.temperature)
+    weights = model_weights(oof, ens.weights, ens.temperature, min_weight=ens.min_weight)
 
     final = out_root / collection.slug
     with replaced_dir(final) as tmp:
         models = {}
-        for name in ens.models:
+        for name in weights:  # the models ensemble.min_weight keeps, as in the submission
             model_config = config.model(name)
             model = build_member_model(collection.kind.name, model_config, cache.node_feat_dim)
             (tmp / name).mkdir()
@@ -119,7 +120,7 @@ def export_collection(config: Config, collection: Collection) -> Path:
             "tpuperf_version": tpuperf.__version__,
             "collection": collection.name,
             "models": models,
-            "ensemble": {"weights": ens.weights, "temperature": ens.temperature},
+            "ensemble": {"weights": ens.weights, "temperature": ens.temperature, "min_weight": ens.min_weight},
             "loss": train.loss,
             "planning": {
                 "graphs_per_batch": train.graphs_per_batch,
@@ -135,7 +136,7 @@ def export_collection(config: Config, collection: Collection) -> Path:
     log.info(
         "wrote %s: %s x %d folds, weights %s, batch planning %s",
         final,
-        ", ".join(ens.models),
+        ", ".join(weights),
         ens.folds,
         ", ".join(f"{m} {w:.3f}" for m, w in weights.items()),
         manifest["planning"],

@@ -221,8 +221,10 @@ class ExportedModel:
             )
         return arrays
 
-    def _scorer(self, name: str):
-        """The member's scorer: it plans size buckets from the graphs it scores, as the pipeline's does."""
+    def scorer(self, name: str):
+        """Model ``name``'s :class:`~tpuperf.training.scoring.Scorer` (one per model, shared by its
+        folds: set a fold's weights first): it plans size buckets from the graphs it scores, as
+        the pipeline's does."""
         from tpuperf.training.scoring import Scorer
 
         if name not in self._scorers:
@@ -246,7 +248,7 @@ class ExportedModel:
         for name, folds in self.folds.items():
             for fold, arrays in folds.items():
                 self.models[name].set_weights(arrays)
-                scores = self._scorer(name).score(graphs)
+                scores = self.scorer(name).score(graphs)
                 frames.append(
                     prediction_frame(TEST_SPLIT, graphs, scores).with_columns(
                         collection=pl.lit(self.collection.name), model=pl.lit(name), fold=pl.lit(fold)

@@ -17,6 +17,10 @@ Model weights (``ensemble.weights``), per collection:
   ``equal``, a small one to picking the best model. Out-of-fold and not valid scores, so
   that the valid scores reported in ``ensemble_report.json`` stay a held-out estimate.
 
+A model whose weight is below ``ensemble.min_weight`` is left out and the others' weights are
+renormalised (:func:`model_weights`): the submission and the export (``tpuperf rank``) apply the
+same rule, so ranking needs to score only the models that count.
+
 Report (``ensemble_report.json``; the flat DVC metric ``ensemble_metrics.json`` holds only each
 collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_ensemble_report`): per collection, on the valid split and scored exactly as
 ``tpuperf score`` would score the rows (metrics.py on the submission order), the ensemble, each
@@ -60,6 +64,7 @@ class EnsembleSettings:
     models: tuple[str, ...]
     weights: str
     temperature: float
+    min_weight: float
     folds: int
     runs_dir: Path
     data_dir: Path
@@ -72,6 +77,7 @@ class EnsembleSettings:
             models=config.ensemble_models,
             weights=config.ensemble.weights,
             temperature=config.ensemble.temperature,
+            min_weight=config.ensemble.min_weight,
             folds=config.train.folds,
             runs_dir=Path(config.train.runs_dir),
             data_dir=Path(config.data.out),
@@ -82,12 +88,19 @@ class EnsembleSettings:
 # ---------------------------------------------------------------- weights
 
 
-def model_weights(oof_scores: Mapping[str, float], scheme: str, temperature: float = 1.0) -> dict[str, float]:
-    """Weight per model (summing to 1): equal, or softmax of out-of-fold score / temperature."""
+def model_weights(
+    oof_scores: Mapping[str, float], scheme: str, temperature: float = 1.0, *, min_weight: float
+) -> dict[str, float]:
+    """Weight per model (summing to 1): equal, or softmax of out-of-fold score / temperature;
+    models below ``min_weight`` are left out (not keys of the result) and the rest renormalised.
+
+    Raises :class:`EnsembleError` for no models, an unknown scheme, a temperature <= 0,
+    non-finite scores, or a ``min_weight`` above every model's weight.
+    """
     if not oof_scores:
         raise EnsembleError("no models to weight")
     if scheme == "equal":
-        return {m: 1.0 / len(oof_scores) for m in oof_scores}
+        return _at_least({m: 1.0 / len(oof_scores) for m in oof_scores}, min_weight)
     if scheme != "oof":
         raise EnsembleError(f"unknown weight scheme {scheme!r}; expected one of {WEIGHT_SCHEMES}")
     if not temperature > 0:
@@ -96,7 +109,19 @@ def model_weights(oof_scores: Mapping[str, float], scheme: str, temperature: flo
     if not np.isfinite(scores).all():
         raise EnsembleError(f"oof scores must be finite, got {dict(oof_scores)}")
     z = np.exp((scores - scores.max()) / temperature)
-    return dict(zip(oof_scores, (z / z.sum()).tolist()))
+    return _at_least(dict(zip(oof_scores, (z / z.sum()).tolist())), min_weight)
+
+
+def _at_least(weights: dict[str, float], min_weight: float) -> dict[str, float]:
+    """``weights`` without the models below ``min_weight``, renormalised to sum to 1."""
+    kept = {m: w for m, w in weights.items() if w >= min_weight}
+    if not kept:
+        raise EnsembleError(
+            f"ensemble.min_weight {min_weight} is above every model's weight ({_describe_weights(weights)}): "
+            "lower it in params.yaml"
+        )
+    total = sum(kept.values())
+    return {m: w / total for m, w in kept.items()}
 
 
 # ---------------------------------------------------------------- combining
@@ -271,7 +296,8 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             splits={split, "valid"},
         )
         oof = {m: read_oof_score(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
-        weights = model_weights(oof, settings.weights, settings.temperature)
+        weights = model_weights(oof, settings.weights, settings.temperature, min_weight=settings.min_weight)
+        df = df.filter(pl.col("model").is_in(list(weights)))
         target = df.filter(pl.col("split") == split)
         if target.height == 0:
             raise PredictionFormatError(
@@ -279,11 +305,16 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             )
         rankings.update(rankings_from_predictions(combine(target, weights)))
         valid = df.filter(pl.col("split") == "valid")
-        report[collection.name] = {"oof_scores": oof, **evaluate(valid, weights)} if valid.height else {"graphs": 0}
+        left_out = [m for m in settings.models if m not in weights]
+        report[collection.name] = (
+            {"oof_scores": oof, "left_out": left_out, **evaluate(valid, weights)} if valid.height else {"graphs": 0}
+        )
         line = (
-            f"{collection.name}: {len(settings.models)} models x {settings.folds} folds, weights "
+            f"{collection.name}: {len(weights)} models x {settings.folds} folds, weights "
             f"{settings.weights} ({_describe_weights(weights)}); {target['graph_id'].n_unique()} {split} graphs"
         )
+        if left_out:
+            line += f"; left out (weight < ensemble.min_weight {settings.min_weight}): {', '.join(left_out)}"
         if valid.height:
             r = report[collection.name]
             line += (
@@ -307,6 +338,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     full = {
         "weights": settings.weights,
         "temperature": settings.temperature,
+        "min_weight": settings.min_weight,
         "models": list(settings.models),
         "folds": settings.folds,
         "mean": summarise(report),
