@@ -43,7 +43,6 @@ SMALL_MODEL = dict(
     readout="mean",
     config_interaction=0,
     config_operands=False,
-    additive_head=False,
     config_attention=0,
     attention_heads=1,
     config_scope={"tile": "nodes", "layout": "nodes"},

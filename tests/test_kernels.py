@@ -61,7 +61,6 @@ TINY_MODEL = {
     "readout": "sum",
     "config_interaction": 0,
     "config_operands": False,
-    "additive_head": False,
     "config_attention": 0,
     "attention_heads": 1,
     "config_scope": {"tile": "configurable", "layout": "nodes"},

@@ -164,23 +164,6 @@ def test_layout_config_operands_read_each_groups_tensor():
     assert out.shape == (12, 4, 4) and np.abs(out[g.config_node_pos]).sum() > 0
 
 
-def test_additive_head_sums_per_node_scores(rng):
-    """Each graph's score = sum over its nodes of MLP(node state); padding nodes add nothing."""
-    g1, g2 = fake_graph(rng, "layout", 7, 3, name="a"), fake_graph(rng, "layout", 5, 3, name="b")
-    graph, _ = graph_tensor(
-        [BatchItem(g1, np.arange(3)), BatchItem(g2, np.arange(3))], BatchShape(2, 16, 32, 3, 8, 32), "layout"
-    )
-    state = rng.normal(size=(16, 3, 4)).astype(np.float32)
-    head = L.RuntimeHead(4, additive=True)
-    got = head(graph, tf.constant(state)).numpy()  # [3 components, C]
-    (w1, b1), (w2, b2) = ((d.kernel.numpy(), d.bias.numpy()) for d in (head.hidden, head.out))
-    per_node = (tf.nn.gelu(state @ w1 + b1).numpy() @ w2 + b2)[..., 0]  # [N, C]
-    np.testing.assert_allclose(got[0], per_node[:7].sum(0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got[1], per_node[7:12].sum(0), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="config_attention"):
-        L.RuntimeHead(4, attention_references=2, attention_heads=1, additive=True)
-
-
 @pytest.mark.parametrize("kind", ["tile", "layout"])
 def test_config_interaction_keeps_padding_invariance(rng, kind):
     g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")

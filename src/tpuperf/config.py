@@ -188,7 +188,6 @@ class ModelConfig:
     readout: str = _check(choices=READOUTS)
     config_interaction: int = _check(min=0)
     config_operands: bool = _check()
-    additive_head: bool = _check()
     config_attention: int = _check(min=0)
     attention_heads: int = _check(min=1)
     config_scope: ScopePerKind = _check()

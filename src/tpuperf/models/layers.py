@@ -395,33 +395,19 @@ class RuntimeHead(tf.keras.layers.Layer):
 
     With ``attention_references`` R > 0 the pooled config embeddings pass a ConfigAttention
     (R references, ``attention_heads`` heads) before the score MLP; 0 keeps configs independent.
-    ``additive``: the score MLP runs on every node's per-config state instead and the node
-    scores are summed (``reduce`` unused), as the cost model sums per-node costs; ValueError
-    with attention, which needs pooled embeddings.
     """
 
     def __init__(
-        self,
-        units: int,
-        reduce: str = "mean",
-        attention_references: int = 0,
-        attention_heads: int = 1,
-        additive: bool = False,
-        **kwargs,
+        self, units: int, reduce: str = "mean", attention_references: int = 0, attention_heads: int = 1, **kwargs
     ):
         super().__init__(**kwargs)
-        if additive and attention_references:
-            raise ValueError("an additive head scores nodes, not pooled configs: set config_attention to 0")
-        self.units, self.reduce, self.additive = units, reduce, additive
+        self.units, self.reduce = units, reduce
         self.attention_references, self.attention_heads = attention_references, attention_heads
         self.attention = ConfigAttention(units, attention_references, attention_heads) if attention_references else None
         self.hidden = tf.keras.layers.Dense(units, activation="gelu")
         self.out = tf.keras.layers.Dense(1)
 
     def call(self, graph: tfgnn.GraphTensor, state: tf.Tensor, node_set: str = NODES) -> tf.Tensor:
-        if self.additive:
-            per_node = tf.squeeze(self.out(self.hidden(state)), axis=-1)  # [nodes, C]
-            return tfgnn.pool_nodes_to_context(graph, node_set, "sum", feature_value=per_node)
         pooled = tfgnn.pool_nodes_to_context(graph, node_set, self.reduce, feature_value=state)
         if self.attention is not None:
             pooled = self.attention(pooled, graph.context[CONFIG_MASK])
@@ -434,5 +420,4 @@ class RuntimeHead(tf.keras.layers.Layer):
             "reduce": self.reduce,
             "attention_references": self.attention_references,
             "attention_heads": self.attention_heads,
-            "additive": self.additive,
         }

@@ -53,7 +53,6 @@ class RankingModel(tf.keras.Model):
         readout: str = "mean",
         config_interaction: int = 0,
         config_operands: bool = False,
-        additive_head: bool = False,
         config_attention: int = 0,
         attention_heads: int = 1,
         config_scope: str = "nodes",
@@ -74,7 +73,6 @@ class RankingModel(tf.keras.Model):
             readout=readout,
             config_interaction=config_interaction,
             config_operands=config_operands,
-            additive_head=additive_head,
             config_attention=config_attention,
             attention_heads=attention_heads,
             config_scope=config_scope,
@@ -89,7 +87,7 @@ class RankingModel(tf.keras.Model):
         self.to_config_width = tf.keras.layers.Dense(config_units)
         self.config_encoder = ConfigEncoder(config_units, kind, config_interaction, config_operands)
         self.config_blocks = [ResidualBlock(conv, config_units, cheb_order, dropout) for _ in range(config_layers)]
-        self.head = RuntimeHead(config_units, readout, config_attention, attention_heads, additive_head)
+        self.head = RuntimeHead(config_units, readout, config_attention, attention_heads)
 
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow here: skipping
     def call(self, graph: tfgnn.GraphTensor, training: bool = False) -> tf.Tensor:  # autograph saves seconds per trace
