@@ -42,6 +42,7 @@ SMALL_MODEL = dict(
     dropout=0.0,
     readout="mean",
     config_interaction=0,
+    config_operands=False,
     config_attention=0,
     attention_heads=1,
     config_scope={"tile": "nodes", "layout": "nodes"},

@@ -60,6 +60,7 @@ TINY_MODEL = {
     "dropout": 0.0,
     "readout": "sum",
     "config_interaction": 0,
+    "config_operands": False,
     "config_attention": 0,
     "attention_heads": 1,
     "config_scope": {"tile": "configurable", "layout": "nodes"},

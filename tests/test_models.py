@@ -145,6 +145,25 @@ def test_layout_config_interaction_is_a_gather_of_node_value_embeddings(rng):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_layout_config_operands_read_each_groups_tensor():
+    """Output, input and kernel groups read [NODE_FEAT, h] of the node, its first and its second operand."""
+    g = fake_graph(np.random.default_rng(6), "layout", 9, 2)  # configurable nodes with 0, 1 and 2 operands
+    operands = [g.edge_index[g.edge_index[:, 0] == node, 1] for node in g.config_node_pos]  # edge = operand order
+    assert [len(o) for o in operands] == [0, 1, 2]
+    graph, _ = graph_tensor([BatchItem(g, np.arange(2))], BatchShape(1, 12, 32, 4, 12, 32), "layout")
+    node_state = np.random.default_rng(1).normal(size=(12, 5)).astype(np.float32)
+    enc = L.ConfigEncoder(4, "layout", interaction=2, operands=True)
+    got = enc._group_tensors(graph, tf.constant(node_state), graph.node_sets["cfg"]["op"]).numpy()
+
+    tensor = np.concatenate([graph.node_sets["op"]["feat"].numpy(), node_state], axis=1)
+    for row, node in enumerate(g.config_node_pos):
+        ops = operands[row]
+        expected = [tensor[node]] + [tensor[ops[i]] if i < len(ops) else np.zeros(tensor.shape[1]) for i in range(2)]
+        np.testing.assert_allclose(got[row], np.stack(expected), rtol=1e-6)
+    out = enc(graph, tf.constant(node_state)).numpy()
+    assert out.shape == (12, 4, 4) and np.abs(out[g.config_node_pos]).sum() > 0
+
+
 @pytest.mark.parametrize("kind", ["tile", "layout"])
 def test_config_interaction_keeps_padding_invariance(rng, kind):
     g1, g2 = fake_graph(rng, kind, 11, 5, name="a"), fake_graph(rng, kind, 6, 3, name="b")

@@ -187,6 +187,7 @@ class ModelConfig:
     dropout: float = _check(min=0)
     readout: str = _check(choices=READOUTS)
     config_interaction: int = _check(min=0)
+    config_operands: bool = _check()
     config_attention: int = _check(min=0)
     attention_heads: int = _check(min=1)
     config_scope: ScopePerKind = _check()

@@ -149,16 +149,29 @@ class ConfigEncoder(tf.keras.layers.Layer):
     size 3 is minor", which a config term added to a node term cannot express. Tile configs
     ignore it: they reach every node as a context feature already (a bilinear tile variant
     measured no better).
+
+    With ``operands`` (and ``interaction`` > 0) each group's embeddings e[g, v] come from the
+    tensor that group lays out instead of the configurable node alone: output = the node,
+    input = its first operand, kernel = its second (operands in edge order, which is operand
+    order in TpuGraphs files; zeros when absent), through a gelu MLP of that tensor's node
+    features and state [NODE_FEAT, h]: so "the input's dim 2 is minor" can mean "a dim of size
+    3 of the operand is minor", which the node's own state holds only blurred by message passing.
     """
 
-    def __init__(self, units: int, kind: str, interaction: int = 0, **kwargs):
+    def __init__(self, units: int, kind: str, interaction: int = 0, operands: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.per_node = get_kind(kind).config_per_node
-        self.units, self.kind, self.interaction = units, kind, interaction
+        self.units, self.kind, self.interaction, self.operands = units, kind, interaction, operands
         self.project = tf.keras.layers.Dense(units, use_bias=False)
         if interaction and self.per_node:
             self.groups = LAYOUT_CONFIG_DIM // LAYOUT_GROUP_SIZE
-            self.node_side = tf.keras.layers.Dense(self.groups * LAYOUT_CONFIG_CLASSES * interaction)
+            if operands:
+                self.tensor_side = tf.keras.layers.Dense(units, activation="gelu")
+                self.group_side = tf.keras.layers.EinsumDense(
+                    "mgh,ghz->mgz", (self.groups, LAYOUT_CONFIG_CLASSES * interaction), bias_axes="gz"
+                )
+            else:
+                self.node_side = tf.keras.layers.Dense(self.groups * LAYOUT_CONFIG_CLASSES * interaction)
             self.position_mix = self.add_weight(
                 name="position_mix",
                 shape=(self.groups, LAYOUT_GROUP_SIZE, interaction, interaction),
@@ -192,14 +205,42 @@ class ConfigEncoder(tf.keras.layers.Layer):
         # W[g, p] e[n, g, v] for every (g, p, v) once per node, projected and added to the project
         # weights: a per-node table [M, 126, units] whose rows the one-hot sums, so a config costs
         # one 126-wide product as without interaction (a gather of its 18 rows measured 2x slower).
-        node_state = tf.gather(node_state, graph.node_sets[CONFIG_NODES][OP_INDEX])
-        values = tf.reshape(self.node_side(node_state), [nodes, self.groups, LAYOUT_CONFIG_CLASSES, self.interaction])
+        op_index = graph.node_sets[CONFIG_NODES][OP_INDEX]
+        if self.operands:
+            values = self.group_side(self.tensor_side(self._group_tensors(graph, node_state, op_index)))
+        else:
+            values = self.node_side(tf.gather(node_state, op_index))
+        values = tf.reshape(values, [nodes, self.groups, LAYOUT_CONFIG_CLASSES, self.interaction])
         per_node = tf.reshape(tf.einsum("ngvk,gpkr->ngpvr", values, self.position_mix), [nodes, -1, self.interaction])
         table = self.project.kernel + self.project_interaction(per_node)
         return tf.einsum("ncf,nfu->ncu", one_hot, table)
 
+    def _group_tensors(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor, op_index: tf.Tensor) -> tf.Tensor:
+        """[M, 3, F + D] float32: [NODE_FEAT, h] of each configurable node (output group), its
+        first operand (input) and its second operand (kernel); zeros for a missing operand."""
+        tensor = tf.concat([graph.node_sets[NODES][NODE_FEAT], node_state], axis=-1)
+        adjacency = graph.edge_sets[EDGES].adjacency
+        producer, consumer = adjacency.source, adjacency.target
+        edges = tf.shape(producer, out_type=consumer.dtype)[0]
+        position = tf.range(edges)
+        first = tf.math.unsorted_segment_min(position, consumer, tf.shape(tensor)[0])  # >= edges when none
+        is_first = tf.equal(position, tf.gather(first, consumer))
+        second = tf.math.unsorted_segment_min(tf.where(is_first, edges, position), consumer, tf.shape(tensor)[0])
+        rows = [tensor]
+        for edge in (first, second):
+            found = edge < edges
+            operand = tf.gather(producer, tf.where(found, edge, 0))
+            rows.append(tf.where(found[:, tf.newaxis], tf.gather(tensor, operand), 0.0))
+        return tf.gather(tf.stack(rows, axis=1), op_index)
+
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "kind": self.kind, "interaction": self.interaction}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "kind": self.kind,
+            "interaction": self.interaction,
+            "operands": self.operands,
+        }
 
 
 class SAGEConv(tf.keras.layers.Layer):

@@ -52,6 +52,7 @@ class RankingModel(tf.keras.Model):
         dropout: float = 0.0,
         readout: str = "mean",
         config_interaction: int = 0,
+        config_operands: bool = False,
         config_attention: int = 0,
         attention_heads: int = 1,
         config_scope: str = "nodes",
@@ -71,6 +72,7 @@ class RankingModel(tf.keras.Model):
             dropout=dropout,
             readout=readout,
             config_interaction=config_interaction,
+            config_operands=config_operands,
             config_attention=config_attention,
             attention_heads=attention_heads,
             config_scope=config_scope,
@@ -83,7 +85,7 @@ class RankingModel(tf.keras.Model):
         self.node_encoder = NodeEncoder(units, opcode_vocab, opcode_dim)
         self.shared_blocks = [ResidualBlock(conv, units, cheb_order, dropout) for _ in range(shared_layers)]
         self.to_config_width = tf.keras.layers.Dense(config_units)
-        self.config_encoder = ConfigEncoder(config_units, kind, config_interaction)
+        self.config_encoder = ConfigEncoder(config_units, kind, config_interaction, config_operands)
         self.config_blocks = [ResidualBlock(conv, config_units, cheb_order, dropout) for _ in range(config_layers)]
         self.head = RuntimeHead(config_units, readout, config_attention, attention_heads)
 
