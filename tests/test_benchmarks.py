@@ -125,7 +125,7 @@ def test_normalised_pair_divides_by_the_geometric_mean_and_fits_scores():
 
 
 def test_scatter_panels_one_per_model_with_a_kept_scatter(tmp_path: Path):
-    plan = claims.PLANS["default"]  # models on tile:xla and layout:xla:random: the layout one is shown
+    plan = claims.PLANS["full"]  # models on tile:xla and the layout collections: layout:xla:random is shown
     scatter = {"graph_id": "g" * 12, "pred": [0.0, 1.0, 2.0], "runtime": [1.0, 3.0, 2.0]}
     records = [
         dict(record(c, m, loss, 0, 0.3), scatter=scatter)
@@ -235,14 +235,30 @@ def test_plateau_tells_early_stopped_folds_from_still_rising_ones():
 
 
 def test_plan_restricted_to_collections_drops_sections_left_without_one():
-    plan = claims.PLANS["default"]
+    plan = claims.PLANS["full"]
     layout = claims.Plan(**{**plan.__dict__, **plan.restricted(["layout:xla:random"])})
     assert layout.model_collections == layout.loss_collections == layout.error_collections == ("layout:xla:random",)
-    assert {r.collection for r in layout.runs()} == {"layout:xla:random"} and len(layout.runs()) == 15
+    # 4 models x 3 seeds with ListMLE, + chebsage pairwise and mse, + sage, cheb and baseline mse
+    assert {r.collection for r in layout.runs()} == {"layout:xla:random"} and len(layout.runs()) == 12 + 6 + 9
     tile = claims.Plan(**{**plan.__dict__, **plan.restricted(["tile:xla"])})
-    assert tile.losses == tile.error_models == () and len(tile.runs()) == 6
+    assert tile.losses == tile.error_models == () and len(tile.runs()) == 12
+    default = claims.PLANS["default"]
     with pytest.raises(SystemExit, match="layout:nlp:random"):
-        plan.restricted(["layout:nlp:random"])
+        default.restricted(["layout:nlp:random"])
+
+
+def test_default_plan_shares_the_listmle_runs_between_sections():
+    plan = claims.PLANS["default"]
+    runs = plan.runs()
+    assert len(plan.seeds) >= claims.MIN_SEEDS and len(runs) == 15 == len(set(runs))
+    for seed in plan.seeds:  # 2 ListMLE models, chebsage pairwise + mse, baseline mse: 5 runs per seed
+        assert sorted((r.model, r.loss) for r in runs if r.seed == seed) == [
+            ("baseline", "listmle"),
+            ("baseline", "mse"),
+            ("chebsage", "listmle"),
+            ("chebsage", "mse"),
+            ("chebsage", "pairwise"),
+        ]
 
 
 def test_plateau_lines_count_early_stops_per_model():
