@@ -39,6 +39,7 @@ def record(collection: str, model: str, loss: str, seed: int, score: float, hist
         "mape_calibrated": None if mape is None else mape / 3,
         "mape_flat": None if mape is None else 0.05,
         "spread_scales": None if mape is None else [0.5, 0.5],
+        "beats_flat": None if mape is None else [2, 3],
         "histories": histories or [history([score], [1.0])],
     }
 
@@ -62,6 +63,10 @@ def test_spread_scale_corrects_an_overshooting_spread_fitted_across_graph_levels
     overshoot = 2.0 * np.log(runtime) + offset  # twice the true spread
     assert ca.spread_scale(overshoot, runtime, graphs) == pytest.approx(0.5)
     assert ca.mean_graph_mape(overshoot, runtime, graphs, fit_level=True) > 0.5
+    per_graph = ca.graph_mapes(overshoot, runtime, graphs, fit_level=True)  # sorted ids: a, b
+    assert per_graph.shape == (2,) and per_graph[0] == pytest.approx(
+        ca.graph_mape(overshoot[:4], runtime[:4], fit_level=True)
+    )
     assert ca.mean_graph_mape(0.5 * overshoot, runtime, graphs, fit_level=True) == pytest.approx(0.0, abs=1e-12)
     # predictions unrelated to the runtimes (orthogonal once centred) calibrate to a flat prediction
     unrelated = np.array([1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0])
@@ -108,6 +113,7 @@ def test_error_figures_calibrate_each_fold_on_its_oof_rows_only():
     flat = ca.graph_mape(np.zeros(3), np.array(valid_runtime), fit_level=True)
     assert figures["mape_flat"] == pytest.approx(flat) == pytest.approx((0.5 + 0.0 + 1.0) / 3)
     assert figures["mape"] == pytest.approx(ca.graph_mape(3.0 * log_y + 1.0, np.array(valid_runtime)))
+    assert figures["beats_flat"] == [1, 2]  # fold 0's calibrated spread is exact, fold 1's overshoots: worse than flat
 
 
 def test_normalised_pair_divides_by_the_geometric_mean_and_fits_scores():
@@ -291,6 +297,13 @@ def _fabricated_results(plan: claims.Plan) -> list[dict]:
             records.append(record(c, "chebsage", "mse", seed, 0.4572, mape=0.07))
             records.append(record(c, "baseline", "mse", seed, 0.30, mape=0.10))
     return records
+
+
+def test_error_section_counts_graphs_where_calibration_beats_flat_over_seeds():
+    plan = claims.Plan(**{**claims.PLANS["default"].__dict__, "seeds": (0, 1)})
+    rows = [line for line in claims.section_error(plan, _fabricated_results(plan)) if line.startswith("| ")]
+    assert "graphs calibrated < flat" in rows[0]
+    assert rows[1].startswith("| chebsage |") and "| 0.500 ± 0.000 | 4/6 |" in rows[1]  # [2, 3] per seed
 
 
 def test_report_states_each_claim_with_its_figure_and_verdict():
