@@ -14,12 +14,14 @@ each claim's verdict is the mean ± std over seeds of its per-seed figure.
     python benchmarks/claims.py --full            # the whole table (every model and collection; hours)
     python benchmarks/claims.py --quick --out /tmp/claims   # smoke run: tiny preset, 1 seed, 1 epoch
     python benchmarks/claims.py --data DIR        # a local real-layout dataset (needs train + valid splits)
+    python benchmarks/claims.py --work DIR --resume   # continue a stopped run (same plan and params) in DIR
 
 Everything not overridden by the plan (printed at start and written to RESULTS.md) comes from
 ``--params`` (params.yaml). The test split is never used: it is unlabelled, and scoring it would
 only cost time. Runs execute ``--jobs`` at a time in worker processes, seed by seed; each
 finished run is saved to ``<work>/results.partial.json``, which ``--render`` turns into a report
-if the benchmark is stopped.
+if the benchmark is stopped, and from which ``--resume`` continues it (unfinished runs restart
+from their fold checkpoints).
 """
 
 from __future__ import annotations
@@ -343,30 +345,37 @@ def error_figures(scored, folds: int) -> dict:
 
 
 def train_all(
-    plan: Plan, params: dict, work: Path, on_run: Callable[[list[dict], list[tuple[str, str]]], None]
+    plan: Plan,
+    params: dict,
+    work: Path,
+    on_run: Callable[[list[dict], list[tuple[str, str]]], None],
+    done: list[dict] | None = None,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Run every planned training run, ``plan.jobs`` at a time; returns records and failures.
 
+    ``done``: records of runs finished earlier (``--resume``), kept and not re-run; a run stopped
+    mid-way resumes from its fold checkpoints (tpuperf.training.trainer).
     ``on_run(records, failures)`` is called after each run ends (e.g. to save what is done so far)."""
-    runs = plan.runs()
-    records, failures = [], []
+    records, failures = list(done or []), []
+    finished = {Run(r["collection"], r["model"], r["loss"], r["seed"]) for r in records}
+    runs = [run for run in plan.runs() if run not in finished]
     context = multiprocessing.get_context("spawn")  # no forked TensorFlow state; the parent never imports TF
     with ProcessPoolExecutor(max_workers=plan.jobs, mp_context=context) as pool:
         futures = {
             pool.submit(train_run, run, params, work, run.seed == plan.seeds[0], plan.loss_args.get(run.loss, {})): run
             for run in runs
         }
-        for done, future in enumerate(as_completed(futures), 1):
+        for count, future in enumerate(as_completed(futures), 1):
             run = futures[future]
             try:
                 record = future.result()
             except Exception as exc:  # one failed run must not discard the others; it is reported
                 failures.append((str(run), f"{type(exc).__name__}: {exc}"))
-                print(f"[{done}/{len(runs)}] FAILED {run}: {exc}", flush=True)
+                print(f"[{count}/{len(runs)}] FAILED {run}: {exc}", flush=True)
             else:
                 records.append(record)
                 print(
-                    f"[{done}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, {record['wall_seconds']:.0f} s",
+                    f"[{count}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, {record['wall_seconds']:.0f} s",
                     flush=True,
                 )
             on_run(records, failures)
@@ -885,6 +894,11 @@ def render(plan: Plan, args: argparse.Namespace, info: dict, records: list[dict]
         f"{info['load'][1]:.1f} at end (other jobs may share the machine)",
         f"- Wall time: {info['wall'] / 60:.1f} min (data + preprocess {info['phases']['data']:.0f} s, training "
         f"{info['phases']['train']:.0f} s, throughput {info['phases']['speed']:.0f} s)",
+        *(
+            f"- Resumes a run stopped after `{r['command']}` (commit `{r['commit']}`, {r['date']}); wall time and "
+            "phases above sum every session"
+            for r in info.get("resumes", [])
+        ),
         f"- Data: {info['data']}; train + valid splits only; {counts}",
         f"- Plan `{plan.name}`: seeds {list(plan.seeds)}; train.* overrides {overrides}"
         + (f"; model overrides {plan.model_overrides}" if plan.model_overrides else "")
@@ -983,9 +997,22 @@ def results(
     phases: dict,
     data_description: str,
     counts: dict,
+    earlier: dict | None = None,
 ) -> dict:
-    """What results.json holds besides ``records``, ``failures`` and ``speed``: command, machine, plan, timings."""
+    """What results.json holds besides ``records``, ``failures`` and ``speed``: command, machine, plan, timings
+    (``earlier``: the results.partial.json this session resumes; its sessions are listed under ``resumes``)."""
     info = {
+        "resumes": [
+            *(earlier["info"].get("resumes", []) if earlier else []),
+            *(
+                [
+                    {k: earlier["info"][k] for k in ("command", "date")}
+                    | {"commit": earlier["info"]["machine"]["commit"]}
+                ]
+                if earlier
+                else []
+            ),
+        ],
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": host,
@@ -996,6 +1023,31 @@ def results(
         "counts": counts,
     }
     return {"info": info, "params": str(args.params), "plan": plan.__dict__}
+
+
+def resumed(work: Path | None) -> dict:
+    """The results.partial.json of a stopped run in ``work`` (``--resume``); SystemExit if there is none."""
+    if work is None:
+        raise SystemExit("--resume needs --work: the directory of the stopped run")
+    partial = work / "results.partial.json"
+    if not partial.is_file():
+        raise SystemExit(f"--resume: {partial} not found: no finished run to continue (start without --resume)")
+    return json.loads(partial.read_text())
+
+
+def check_resumable(earlier: dict, plan: Plan, params: dict, params_path: Path) -> None:
+    """SystemExit naming what differs when this session's plan or params are not those of the stopped run:
+    records of different settings must not be mixed in one report."""
+    now = json.loads(json.dumps(plan.__dict__))  # tuples as lists, as saved
+    changed = sorted(k for k in now.keys() | earlier["plan"].keys() if now.get(k) != earlier["plan"].get(k))
+    if changed:
+        raise SystemExit(f"--resume: the plan differs from the stopped run's in {', '.join(changed)}")
+    before = yaml.safe_load(params_path.read_text())
+    changed = sorted(k for k in params.keys() | before.keys() if params.get(k) != before.get(k))
+    if changed:
+        raise SystemExit(
+            f"--resume: params differ from the stopped run's ({params_path}) in section(s) {', '.join(changed)}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1016,6 +1068,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--work", type=Path, default=None, help="keep data/cache/runs here (default: a temp dir, removed)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stopped run in --work: finished runs are kept, the rest resume from their checkpoints",
     )
     parser.add_argument(
         "--render",
@@ -1046,27 +1103,45 @@ def main(argv: list[str] | None = None) -> None:
     from tpuperf.config import load_params
 
     started, load_start, host = time.perf_counter(), os.getloadavg()[0], machine()  # the commit that runs
-    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
-        raise SystemExit(f"--work {args.work} is not empty: give a new or empty directory")
+    earlier = resumed(args.work) if args.resume else None
+    if earlier is None and args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        raise SystemExit(
+            f"--work {args.work} is not empty: give a new or empty directory, or --resume to continue the run there"
+        )
     work = args.work or Path(tempfile.mkdtemp(prefix="tpuperf-claims-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         params = run_params(load_params(args.params), plan, work)
         params_path = work / "params.yaml"
-        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        data_description, counts = prepare(plan, params, args.data, work)
+        if earlier is None:
+            params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+            data_description, counts = prepare(plan, params, args.data, work)
+        else:
+            check_resumable(earlier, plan, params, params_path)
+            data_description, counts = earlier["info"]["data"], earlier["info"]["counts"]
+            load_start = earlier["info"]["load"][0]
         t_data = time.perf_counter()
         partial = work / "results.partial.json"
 
+        def timing(now: float, t_train: float, t_speed: float) -> tuple[float, dict[str, float]]:
+            """Wall time and phases of this session plus those of the sessions it resumes."""
+            phases = {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train}
+            before = earlier["info"]["phases"] if earlier else {}
+            return (
+                now - started + (earlier["info"]["wall"] if earlier else 0.0),
+                {k: v + before.get(k, 0.0) for k, v in phases.items()},
+            )
+
         def save_partial(records: list[dict], failures: list[tuple[str, str]]) -> None:
             now = time.perf_counter()
-            phases = {"data": t_data - started, "train": now - t_data, "speed": 0.0}
-            raw = results(args, plan, host, load_start, now - started, phases, data_description, counts)
+            wall, phases = timing(now, now, now)
+            raw = results(args, plan, host, load_start, wall, phases, data_description, counts, earlier)
             write_json_atomic(partial, {**raw, "records": records, "failures": failures, "speed": {}}, indent=1)
 
         print(f"finished runs are saved to {partial} as they end (render it with --render if this run is stopped)")
-        records, failures = train_all(plan, params, work, save_partial)
+        done = earlier["records"] if earlier else None
+        records, failures = train_all(plan, params, work, save_partial, done)
         t_train = time.perf_counter()
         speed = measure_speed(plan, params_path, work / "cache", work)
         t_speed = time.perf_counter()
@@ -1074,8 +1149,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    phases = {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train}
-    raw = results(args, plan, host, load_start, t_speed - started, phases, data_description, counts)
+    wall, phases = timing(t_speed, t_train, t_speed)
+    raw = results(args, plan, host, load_start, wall, phases, data_description, counts, earlier)
     raw.update(records=records, failures=failures, speed=speed)
     info = raw["info"]
     write_outputs(raw, args.out)

@@ -383,8 +383,9 @@ def test_render_has_every_section_even_when_the_plan_skips_some():
 @pytest.mark.slow
 def test_quick_run_writes_results_and_plots(tmp_path: Path):
     """The whole benchmark on the tiny preset (~1.5 min on 2 shared cores: two trainings, two throughput processes)."""
+    work = tmp_path / "work"
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(tmp_path), "--work", str(work)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -411,6 +412,38 @@ def test_quick_run_writes_results_and_plots(tmp_path: Path):
     again = tmp_path / "again"
     claims.main(["--render", str(tmp_path / "results.json"), "--out", str(again)])  # no training
     assert (again / "RESULTS.md").read_text() == text
+
+    # stopped after the baseline's run: --resume trains only chebsage's and keeps the baseline's record
+    stopped = {**raw, "records": [r for r in raw["records"] if r["model"] == "baseline"]}
+    (work / "results.partial.json").write_text(json.dumps(stopped))
+    resumed = tmp_path / "resumed"
+    cmd = [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(resumed), "--work", str(work)]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "is not empty" in refused.stderr
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[1/1] layout:xla:random / chebsage / listmle / seed 0" in done.stdout
+    again = json.loads((resumed / "results.json").read_text())
+    assert again["records"][0] == stopped["records"][0] and len(again["records"]) == 2
+    assert again["info"]["resumes"][0]["command"] == raw["info"]["command"]
+    assert "- Resumes a run stopped after" in (resumed / "RESULTS.md").read_text()
+
+
+def test_resume_refuses_other_settings(tmp_path: Path):
+    """--resume names what differs: records of other settings are never mixed into one report."""
+    with pytest.raises(SystemExit, match="needs --work"):
+        claims.resumed(None)
+    with pytest.raises(SystemExit, match="results.partial.json not found"):
+        claims.resumed(tmp_path)
+    plan = claims.PLANS["quick"]
+    earlier = {"plan": json.loads(json.dumps(plan.__dict__))}
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text("train: {epochs: 1}\nmodels: {}\n")
+    claims.check_resumable(earlier, plan, {"train": {"epochs": 1}, "models": {}}, params_path)  # same: passes
+    with pytest.raises(SystemExit, match="plan differs .* in seeds"):
+        claims.check_resumable(earlier, claims.Plan(**{**plan.__dict__, "seeds": (0, 1)}), {}, params_path)
+    with pytest.raises(SystemExit, match="section\\(s\\) train"):
+        claims.check_resumable(earlier, plan, {"train": {"epochs": 2}, "models": {}}, params_path)
 
 
 def test_scale_draws_the_real_size_distribution():
