@@ -9,17 +9,19 @@ The figures and the definitions behind each verdict are in benchmarks/claims_ana
 Every run trains to its plateau (early stopping, or a flat end of its OOF curve: section 4), and
 each claim's verdict is the mean ± std over seeds of its per-seed figure.
 
-    python benchmarks/claims.py                   # default plan: synthetic medium preset, chebsage vs baseline
+    python benchmarks/claims.py                   # default plan: synthetic medium preset, chebsage vs baseline on layout:xla:random
     python benchmarks/claims.py --collections layout:xla:random   # the same plan on one collection
     python benchmarks/claims.py --full            # the whole table (every model and collection; hours)
     python benchmarks/claims.py --quick --out /tmp/claims   # smoke run: tiny preset, 1 seed, 1 epoch
     python benchmarks/claims.py --data DIR        # a local real-layout dataset (needs train + valid splits)
+    python benchmarks/claims.py --work DIR --resume   # continue a stopped run (same plan and params) in DIR
 
 Everything not overridden by the plan (printed at start and written to RESULTS.md) comes from
 ``--params`` (params.yaml). The test split is never used: it is unlabelled, and scoring it would
 only cost time. Runs execute ``--jobs`` at a time in worker processes, seed by seed; each
 finished run is saved to ``<work>/results.partial.json``, which ``--render`` turns into a report
-if the benchmark is stopped.
+if the benchmark is stopped, and from which ``--resume`` continues it (unfinished runs restart
+from their fold checkpoints).
 """
 
 from __future__ import annotations
@@ -114,12 +116,18 @@ CONVERGE = {"folds": 2, "epochs": 40, "patience": 4, "eval_configs": 64}
 LAYOUT_COLLECTIONS = ("layout:xla:random", "layout:xla:default", "layout:nlp:random", "layout:nlp:default")
 
 PLANS = {
-    "default": Plan(  # every claim's figure at few cells
+    # Every claim's figure over 3 seeds on one collection, the 15 runs the four claims need (ListMLE runs
+    # shared by sections 1, 2 and 4). Estimate <= 30 min on a quiet 2-core machine: the committed 1-seed run
+    # (5 of these runs, jobs 1, load ~12.6 on 2 CPUs, i.e. ~6x slower than quiet) trained them in 2790 s at
+    # 4.4 s/epoch chebsage and 8.2 s/epoch baseline, 45-70 epochs per run (2 folds to plateau, best epoch 10-34);
+    # /6.3 -> ~440 s per seed, 15 runs ~22 min + data/preprocess ~15 s + throughput ~1 min. tile:xla (another
+    # 12 runs), sage, cheb and the other layout collections are left to --full.
+    "default": Plan(
         name="default",
         preset="medium",
         seeds=(0, 1, 2),
         models=("chebsage", "baseline"),
-        model_collections=("tile:xla", "layout:xla:random"),
+        model_collections=("layout:xla:random",),
         losses=("listmle", "pairwise", "mse"),
         loss_collections=("layout:xla:random",),
         error_models=("chebsage", "baseline"),
@@ -298,6 +306,7 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
         "histories": histories,
         **{key: None for key in ca.MAPE_FIELDS},
         "spread_scales": None,
+        "beats_flat": None,
     }
     if run.loss == "mse":
         record.update(error_figures(scored, folds))
@@ -309,11 +318,12 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
 
 
 def error_figures(scored, folds: int) -> dict:
-    """MAPE figures of an MSE-trained run (claims_analysis.MAPE_FIELDS, each the mean over folds) and the
-    per-fold spread scales, fitted on the fold's OOF rows and applied to its valid rows."""
+    """MAPE figures of an MSE-trained run (claims_analysis.MAPE_FIELDS, each the mean over folds), the
+    per-fold spread scales, fitted on the fold's OOF rows and applied to its valid rows, and ``beats_flat``:
+    [valid graphs whose calibrated MAPE is below the flat prediction's, valid graphs], summed over folds."""
     import polars as pl
 
-    per_fold, scales = {key: [] for key in ca.MAPE_FIELDS}, []
+    per_fold, scales, beats_flat = {key: [] for key in ca.MAPE_FIELDS}, [], [0, 0]
     for k in range(folds):
         fold = scored.filter(pl.col("fold") == k)
         oof, valid = (fold.filter(pl.col("split") == split) for split in ("oof", "valid"))
@@ -321,37 +331,51 @@ def error_figures(scored, folds: int) -> dict:
         pred, runtime, graphs = (valid[c].to_numpy() for c in ("pred", "runtime", "graph_id"))
         per_fold["mape"].append(ca.mean_graph_mape(pred, runtime, graphs, fit_level=False))
         per_fold["mape_scaled"].append(ca.mean_graph_mape(pred, runtime, graphs, fit_level=True))
-        per_fold["mape_calibrated"].append(ca.mean_graph_mape(scale * pred, runtime, graphs, fit_level=True))
-        per_fold["mape_flat"].append(ca.mean_graph_mape(np.zeros_like(pred), runtime, graphs, fit_level=True))
+        calibrated = ca.graph_mapes(scale * pred, runtime, graphs, fit_level=True)
+        flat = ca.graph_mapes(np.zeros_like(pred), runtime, graphs, fit_level=True)
+        per_fold["mape_calibrated"].append(float(calibrated.mean()))
+        per_fold["mape_flat"].append(float(flat.mean()))
+        beats_flat = [beats_flat[0] + int(np.sum(calibrated < flat)), beats_flat[1] + flat.size]
         scales.append(scale)
-    return {**{key: float(np.mean(v)) for key, v in per_fold.items()}, "spread_scales": scales}
+    return {
+        **{key: float(np.mean(v)) for key, v in per_fold.items()},
+        "spread_scales": scales,
+        "beats_flat": beats_flat,
+    }
 
 
 def train_all(
-    plan: Plan, params: dict, work: Path, on_run: Callable[[list[dict], list[tuple[str, str]]], None]
+    plan: Plan,
+    params: dict,
+    work: Path,
+    on_run: Callable[[list[dict], list[tuple[str, str]]], None],
+    done: list[dict] | None = None,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Run every planned training run, ``plan.jobs`` at a time; returns records and failures.
 
+    ``done``: records of runs finished earlier (``--resume``), kept and not re-run; a run stopped
+    mid-way resumes from its fold checkpoints (tpuperf.training.trainer).
     ``on_run(records, failures)`` is called after each run ends (e.g. to save what is done so far)."""
-    runs = plan.runs()
-    records, failures = [], []
+    records, failures = list(done or []), []
+    finished = {Run(r["collection"], r["model"], r["loss"], r["seed"]) for r in records}
+    runs = [run for run in plan.runs() if run not in finished]
     context = multiprocessing.get_context("spawn")  # no forked TensorFlow state; the parent never imports TF
     with ProcessPoolExecutor(max_workers=plan.jobs, mp_context=context) as pool:
         futures = {
             pool.submit(train_run, run, params, work, run.seed == plan.seeds[0], plan.loss_args.get(run.loss, {})): run
             for run in runs
         }
-        for done, future in enumerate(as_completed(futures), 1):
+        for count, future in enumerate(as_completed(futures), 1):
             run = futures[future]
             try:
                 record = future.result()
             except Exception as exc:  # one failed run must not discard the others; it is reported
                 failures.append((str(run), f"{type(exc).__name__}: {exc}"))
-                print(f"[{done}/{len(runs)}] FAILED {run}: {exc}", flush=True)
+                print(f"[{count}/{len(runs)}] FAILED {run}: {exc}", flush=True)
             else:
                 records.append(record)
                 print(
-                    f"[{done}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, {record['wall_seconds']:.0f} s",
+                    f"[{count}/{len(runs)}] {run}: valid {record['valid_score']:.4f}, {record['wall_seconds']:.0f} s",
                     flush=True,
                 )
             on_run(records, failures)
@@ -516,6 +540,9 @@ def section_error(plan: Plan, records: list[dict]) -> list[str]:
         "OOF graphs (held-out train graphs; valid is never used to fit it; claims_analysis.spread_scale): `a < 1` "
         "shrinks an overshooting spread, `a = 0` is a flat prediction. *flat*: every config of a graph predicted "
         "at the graph's fitted level, the error of knowing nothing about the configs (the same for every model). "
+        "*graphs calibrated < flat*: valid graphs (counted per fold and seed) whose calibrated MAPE is below the "
+        "flat one's; the mean MAPE over few graphs is dominated by the widest-spread ones, and a single scale `a` "
+        "cannot correct a spread that is too wide on some graphs and too narrow on others. "
         "*vs baseline*: relative reduction `1 - ours / baseline` of the mean "
         + ("calibrated MAPE." if plan.centred_mse else "MAPE."),
         "",
@@ -540,6 +567,7 @@ def section_error(plan: Plan, records: list[dict]) -> list[str]:
             lower_is_better=True,
         )
         scales = [a for r in mine for a in (r["spread_scales"] or [])]
+        counts = [r["beats_flat"] for r in mine if r.get("beats_flat")]  # absent from records before it existed
         rows.append(
             [
                 model,
@@ -550,6 +578,7 @@ def section_error(plan: Plan, records: list[dict]) -> list[str]:
                     for key in ("mape_scaled", "mape_calibrated", "mape_flat")
                 ),
                 ca.fmt(*ca.mean_std(scales)),
+                f"{sum(k for k, _ in counts)}/{sum(t for _, t in counts)}" if counts else "n/a",
                 *(_cell(ca.select(mine, collection=c), "valid_score", expected=n) for c in cols),
                 "—" if model == ca.BASELINE else ca.pct(rel),
             ]
@@ -559,6 +588,7 @@ def section_error(plan: Plan, records: list[dict]) -> list[str]:
         *(f"MAPE {c}" for c in cols),
         *(f"{what}, {c}" for c in cols for what in ("level fitted", "calibrated", "flat")),
         "spread scale a (folds x seeds)",
+        "graphs calibrated < flat (graphs x folds x seeds)",
         *(f"score {c}" for c in cols),
         "vs baseline",
     ]
@@ -864,6 +894,11 @@ def render(plan: Plan, args: argparse.Namespace, info: dict, records: list[dict]
         f"{info['load'][1]:.1f} at end (other jobs may share the machine)",
         f"- Wall time: {info['wall'] / 60:.1f} min (data + preprocess {info['phases']['data']:.0f} s, training "
         f"{info['phases']['train']:.0f} s, throughput {info['phases']['speed']:.0f} s)",
+        *(
+            f"- Resumes a run stopped after `{r['command']}` (commit `{r['commit']}`, {r['date']}); wall time and "
+            "phases above sum every session"
+            for r in info.get("resumes", [])
+        ),
         f"- Data: {info['data']}; train + valid splits only; {counts}",
         f"- Plan `{plan.name}`: seeds {list(plan.seeds)}; train.* overrides {overrides}"
         + (f"; model overrides {plan.model_overrides}" if plan.model_overrides else "")
@@ -962,9 +997,22 @@ def results(
     phases: dict,
     data_description: str,
     counts: dict,
+    earlier: dict | None = None,
 ) -> dict:
-    """What results.json holds besides ``records``, ``failures`` and ``speed``: command, machine, plan, timings."""
+    """What results.json holds besides ``records``, ``failures`` and ``speed``: command, machine, plan, timings
+    (``earlier``: the results.partial.json this session resumes; its sessions are listed under ``resumes``)."""
     info = {
+        "resumes": [
+            *(earlier["info"].get("resumes", []) if earlier else []),
+            *(
+                [
+                    {k: earlier["info"][k] for k in ("command", "date")}
+                    | {"commit": earlier["info"]["machine"]["commit"]}
+                ]
+                if earlier
+                else []
+            ),
+        ],
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": host,
@@ -975,6 +1023,31 @@ def results(
         "counts": counts,
     }
     return {"info": info, "params": str(args.params), "plan": plan.__dict__}
+
+
+def resumed(work: Path | None) -> dict:
+    """The results.partial.json of a stopped run in ``work`` (``--resume``); SystemExit if there is none."""
+    if work is None:
+        raise SystemExit("--resume needs --work: the directory of the stopped run")
+    partial = work / "results.partial.json"
+    if not partial.is_file():
+        raise SystemExit(f"--resume: {partial} not found: no finished run to continue (start without --resume)")
+    return json.loads(partial.read_text())
+
+
+def check_resumable(earlier: dict, plan: Plan, params: dict, params_path: Path) -> None:
+    """SystemExit naming what differs when this session's plan or params are not those of the stopped run:
+    records of different settings must not be mixed in one report."""
+    now = json.loads(json.dumps(plan.__dict__))  # tuples as lists, as saved
+    changed = sorted(k for k in now.keys() | earlier["plan"].keys() if now.get(k) != earlier["plan"].get(k))
+    if changed:
+        raise SystemExit(f"--resume: the plan differs from the stopped run's in {', '.join(changed)}")
+    before = yaml.safe_load(params_path.read_text())
+    changed = sorted(k for k in params.keys() | before.keys() if params.get(k) != before.get(k))
+    if changed:
+        raise SystemExit(
+            f"--resume: params differ from the stopped run's ({params_path}) in section(s) {', '.join(changed)}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -995,6 +1068,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--work", type=Path, default=None, help="keep data/cache/runs here (default: a temp dir, removed)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stopped run in --work: finished runs are kept, the rest resume from their checkpoints",
     )
     parser.add_argument(
         "--render",
@@ -1025,27 +1103,45 @@ def main(argv: list[str] | None = None) -> None:
     from tpuperf.config import load_params
 
     started, load_start, host = time.perf_counter(), os.getloadavg()[0], machine()  # the commit that runs
-    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
-        raise SystemExit(f"--work {args.work} is not empty: give a new or empty directory")
+    earlier = resumed(args.work) if args.resume else None
+    if earlier is None and args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        raise SystemExit(
+            f"--work {args.work} is not empty: give a new or empty directory, or --resume to continue the run there"
+        )
     work = args.work or Path(tempfile.mkdtemp(prefix="tpuperf-claims-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         params = run_params(load_params(args.params), plan, work)
         params_path = work / "params.yaml"
-        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        data_description, counts = prepare(plan, params, args.data, work)
+        if earlier is None:
+            params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+            data_description, counts = prepare(plan, params, args.data, work)
+        else:
+            check_resumable(earlier, plan, params, params_path)
+            data_description, counts = earlier["info"]["data"], earlier["info"]["counts"]
+            load_start = earlier["info"]["load"][0]
         t_data = time.perf_counter()
         partial = work / "results.partial.json"
 
+        def timing(now: float, t_train: float, t_speed: float) -> tuple[float, dict[str, float]]:
+            """Wall time and phases of this session plus those of the sessions it resumes."""
+            phases = {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train}
+            before = earlier["info"]["phases"] if earlier else {}
+            return (
+                now - started + (earlier["info"]["wall"] if earlier else 0.0),
+                {k: v + before.get(k, 0.0) for k, v in phases.items()},
+            )
+
         def save_partial(records: list[dict], failures: list[tuple[str, str]]) -> None:
             now = time.perf_counter()
-            phases = {"data": t_data - started, "train": now - t_data, "speed": 0.0}
-            raw = results(args, plan, host, load_start, now - started, phases, data_description, counts)
+            wall, phases = timing(now, now, now)
+            raw = results(args, plan, host, load_start, wall, phases, data_description, counts, earlier)
             write_json_atomic(partial, {**raw, "records": records, "failures": failures, "speed": {}}, indent=1)
 
         print(f"finished runs are saved to {partial} as they end (render it with --render if this run is stopped)")
-        records, failures = train_all(plan, params, work, save_partial)
+        done = earlier["records"] if earlier else None
+        records, failures = train_all(plan, params, work, save_partial, done)
         t_train = time.perf_counter()
         speed = measure_speed(plan, params_path, work / "cache", work)
         t_speed = time.perf_counter()
@@ -1053,8 +1149,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    phases = {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train}
-    raw = results(args, plan, host, load_start, t_speed - started, phases, data_description, counts)
+    wall, phases = timing(t_speed, t_train, t_speed)
+    raw = results(args, plan, host, load_start, wall, phases, data_description, counts, earlier)
     raw.update(records=records, failures=failures, speed=speed)
     info = raw["info"]
     write_outputs(raw, args.out)

@@ -3,7 +3,7 @@
 A run record is a dict written by one training run (one collection x model x loss x seed):
 ``collection``, ``model``, ``loss``, ``seed``, ``valid_score`` (mean over folds of the valid
 metric), ``valid_ensemble`` (rank-normalised fold ensemble on valid), ``oof_score``,
-``MAPE_FIELDS`` and ``spread_scales`` (MSE-trained runs only, else None), ``wall_seconds`` and
+``MAPE_FIELDS``, ``spread_scales`` and ``beats_flat`` (MSE-trained runs only, else None), ``wall_seconds`` and
 ``histories`` (per fold, the trainer's per-epoch ``{epoch, loss, oof_score, seconds}``).
 
 Definitions used in RESULTS.md (and tested in tests/test_benchmarks.py):
@@ -99,14 +99,18 @@ def graph_mape(log_pred: np.ndarray, runtime: np.ndarray, fit_level: bool = Fals
     return float(np.mean(np.abs(estimate - runtime) / runtime))
 
 
-def mean_graph_mape(log_pred: np.ndarray, runtime: np.ndarray, graph_ids: np.ndarray, fit_level: bool) -> float:
-    """Mean over graphs (``graph_ids``, one per config) of :func:`graph_mape`; ValueError as there."""
+def graph_mapes(log_pred: np.ndarray, runtime: np.ndarray, graph_ids: np.ndarray, fit_level: bool) -> np.ndarray:
+    """:func:`graph_mape` of each graph (``graph_ids``, one per config), float64 [graphs] in sorted id order;
+    ValueError as there."""
     log_pred, runtime, graph_ids = np.asarray(log_pred), np.asarray(runtime), np.asarray(graph_ids)
-    return float(
-        np.mean(
-            [graph_mape(log_pred[graph_ids == g], runtime[graph_ids == g], fit_level) for g in np.unique(graph_ids)]
-        )
+    return np.array(
+        [graph_mape(log_pred[graph_ids == g], runtime[graph_ids == g], fit_level) for g in np.unique(graph_ids)]
     )
+
+
+def mean_graph_mape(log_pred: np.ndarray, runtime: np.ndarray, graph_ids: np.ndarray, fit_level: bool) -> float:
+    """Mean over graphs of :func:`graph_mapes`."""
+    return float(np.mean(graph_mapes(log_pred, runtime, graph_ids, fit_level)))
 
 
 def spread_scale(log_pred: np.ndarray, runtime: np.ndarray, graph_ids: np.ndarray) -> float:

@@ -39,6 +39,7 @@ def record(collection: str, model: str, loss: str, seed: int, score: float, hist
         "mape_calibrated": None if mape is None else mape / 3,
         "mape_flat": None if mape is None else 0.05,
         "spread_scales": None if mape is None else [0.5, 0.5],
+        "beats_flat": None if mape is None else [2, 3],
         "histories": histories or [history([score], [1.0])],
     }
 
@@ -62,6 +63,10 @@ def test_spread_scale_corrects_an_overshooting_spread_fitted_across_graph_levels
     overshoot = 2.0 * np.log(runtime) + offset  # twice the true spread
     assert ca.spread_scale(overshoot, runtime, graphs) == pytest.approx(0.5)
     assert ca.mean_graph_mape(overshoot, runtime, graphs, fit_level=True) > 0.5
+    per_graph = ca.graph_mapes(overshoot, runtime, graphs, fit_level=True)  # sorted ids: a, b
+    assert per_graph.shape == (2,) and per_graph[0] == pytest.approx(
+        ca.graph_mape(overshoot[:4], runtime[:4], fit_level=True)
+    )
     assert ca.mean_graph_mape(0.5 * overshoot, runtime, graphs, fit_level=True) == pytest.approx(0.0, abs=1e-12)
     # predictions unrelated to the runtimes (orthogonal once centred) calibrate to a flat prediction
     unrelated = np.array([1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0])
@@ -108,6 +113,7 @@ def test_error_figures_calibrate_each_fold_on_its_oof_rows_only():
     flat = ca.graph_mape(np.zeros(3), np.array(valid_runtime), fit_level=True)
     assert figures["mape_flat"] == pytest.approx(flat) == pytest.approx((0.5 + 0.0 + 1.0) / 3)
     assert figures["mape"] == pytest.approx(ca.graph_mape(3.0 * log_y + 1.0, np.array(valid_runtime)))
+    assert figures["beats_flat"] == [1, 2]  # fold 0's calibrated spread is exact, fold 1's overshoots: worse than flat
 
 
 def test_normalised_pair_divides_by_the_geometric_mean_and_fits_scores():
@@ -125,7 +131,7 @@ def test_normalised_pair_divides_by_the_geometric_mean_and_fits_scores():
 
 
 def test_scatter_panels_one_per_model_with_a_kept_scatter(tmp_path: Path):
-    plan = claims.PLANS["default"]  # models on tile:xla and layout:xla:random: the layout one is shown
+    plan = claims.PLANS["full"]  # models on tile:xla and the layout collections: layout:xla:random is shown
     scatter = {"graph_id": "g" * 12, "pred": [0.0, 1.0, 2.0], "runtime": [1.0, 3.0, 2.0]}
     records = [
         dict(record(c, m, loss, 0, 0.3), scatter=scatter)
@@ -235,14 +241,30 @@ def test_plateau_tells_early_stopped_folds_from_still_rising_ones():
 
 
 def test_plan_restricted_to_collections_drops_sections_left_without_one():
-    plan = claims.PLANS["default"]
+    plan = claims.PLANS["full"]
     layout = claims.Plan(**{**plan.__dict__, **plan.restricted(["layout:xla:random"])})
     assert layout.model_collections == layout.loss_collections == layout.error_collections == ("layout:xla:random",)
-    assert {r.collection for r in layout.runs()} == {"layout:xla:random"} and len(layout.runs()) == 15
+    # 4 models x 3 seeds with ListMLE, + chebsage pairwise and mse, + sage, cheb and baseline mse
+    assert {r.collection for r in layout.runs()} == {"layout:xla:random"} and len(layout.runs()) == 12 + 6 + 9
     tile = claims.Plan(**{**plan.__dict__, **plan.restricted(["tile:xla"])})
-    assert tile.losses == tile.error_models == () and len(tile.runs()) == 6
+    assert tile.losses == tile.error_models == () and len(tile.runs()) == 12
+    default = claims.PLANS["default"]
     with pytest.raises(SystemExit, match="layout:nlp:random"):
-        plan.restricted(["layout:nlp:random"])
+        default.restricted(["layout:nlp:random"])
+
+
+def test_default_plan_shares_the_listmle_runs_between_sections():
+    plan = claims.PLANS["default"]
+    runs = plan.runs()
+    assert len(plan.seeds) >= claims.MIN_SEEDS and len(runs) == 15 == len(set(runs))
+    for seed in plan.seeds:  # 2 ListMLE models, chebsage pairwise + mse, baseline mse: 5 runs per seed
+        assert sorted((r.model, r.loss) for r in runs if r.seed == seed) == [
+            ("baseline", "listmle"),
+            ("baseline", "mse"),
+            ("chebsage", "listmle"),
+            ("chebsage", "mse"),
+            ("chebsage", "pairwise"),
+        ]
 
 
 def test_plateau_lines_count_early_stops_per_model():
@@ -275,6 +297,13 @@ def _fabricated_results(plan: claims.Plan) -> list[dict]:
             records.append(record(c, "chebsage", "mse", seed, 0.4572, mape=0.07))
             records.append(record(c, "baseline", "mse", seed, 0.30, mape=0.10))
     return records
+
+
+def test_error_section_counts_graphs_where_calibration_beats_flat_over_seeds():
+    plan = claims.Plan(**{**claims.PLANS["default"].__dict__, "seeds": (0, 1)})
+    rows = [line for line in claims.section_error(plan, _fabricated_results(plan)) if line.startswith("| ")]
+    assert "graphs calibrated < flat" in rows[0]
+    assert rows[1].startswith("| chebsage |") and "| 0.500 ± 0.000 | 4/6 |" in rows[1]  # [2, 3] per seed
 
 
 def test_report_states_each_claim_with_its_figure_and_verdict():
@@ -354,8 +383,9 @@ def test_render_has_every_section_even_when_the_plan_skips_some():
 @pytest.mark.slow
 def test_quick_run_writes_results_and_plots(tmp_path: Path):
     """The whole benchmark on the tiny preset (~1.5 min on 2 shared cores: two trainings, two throughput processes)."""
+    work = tmp_path / "work"
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(tmp_path), "--work", str(work)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -382,6 +412,38 @@ def test_quick_run_writes_results_and_plots(tmp_path: Path):
     again = tmp_path / "again"
     claims.main(["--render", str(tmp_path / "results.json"), "--out", str(again)])  # no training
     assert (again / "RESULTS.md").read_text() == text
+
+    # stopped after the baseline's run: --resume trains only chebsage's and keeps the baseline's record
+    stopped = {**raw, "records": [r for r in raw["records"] if r["model"] == "baseline"]}
+    (work / "results.partial.json").write_text(json.dumps(stopped))
+    resumed = tmp_path / "resumed"
+    cmd = [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(resumed), "--work", str(work)]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "is not empty" in refused.stderr
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[1/1] layout:xla:random / chebsage / listmle / seed 0" in done.stdout
+    again = json.loads((resumed / "results.json").read_text())
+    assert again["records"][0] == stopped["records"][0] and len(again["records"]) == 2
+    assert again["info"]["resumes"][0]["command"] == raw["info"]["command"]
+    assert "- Resumes a run stopped after" in (resumed / "RESULTS.md").read_text()
+
+
+def test_resume_refuses_other_settings(tmp_path: Path):
+    """--resume names what differs: records of other settings are never mixed into one report."""
+    with pytest.raises(SystemExit, match="needs --work"):
+        claims.resumed(None)
+    with pytest.raises(SystemExit, match="results.partial.json not found"):
+        claims.resumed(tmp_path)
+    plan = claims.PLANS["quick"]
+    earlier = {"plan": json.loads(json.dumps(plan.__dict__))}
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text("train: {epochs: 1}\nmodels: {}\n")
+    claims.check_resumable(earlier, plan, {"train": {"epochs": 1}, "models": {}}, params_path)  # same: passes
+    with pytest.raises(SystemExit, match="plan differs .* in seeds"):
+        claims.check_resumable(earlier, claims.Plan(**{**plan.__dict__, "seeds": (0, 1)}), {}, params_path)
+    with pytest.raises(SystemExit, match="section\\(s\\) train"):
+        claims.check_resumable(earlier, plan, {"train": {"epochs": 2}, "models": {}}, params_path)
 
 
 def test_scale_draws_the_real_size_distribution():
