@@ -146,10 +146,14 @@ def test_layout_config_interaction_is_a_gather_of_node_value_embeddings(rng):
 
 
 def test_layout_config_operands_read_each_groups_tensor():
-    """Output, input and kernel groups read [NODE_FEAT, h] of the node, its first and its second operand."""
+    """Output, input and kernel groups read [NODE_FEAT, h] of the node and its operands in node-id
+    order, whatever the order of the edge rows (real files sort them by id, not by operand)."""
     g = fake_graph(np.random.default_rng(6), "layout", 9, 2)  # configurable nodes with 0, 1 and 2 operands
-    operands = [g.edge_index[g.edge_index[:, 0] == node, 1] for node in g.config_node_pos]  # edge = operand order
-    assert [len(o) for o in operands] == [0, 1, 2]
+    rows = np.flatnonzero(g.edge_index[:, 0] == g.config_node_pos[2])
+    g.edge_index[rows] = g.edge_index[rows[np.argsort(-g.edge_index[rows, 1])]]  # higher-id operand's row first
+    operands = [np.sort(g.edge_index[g.edge_index[:, 0] == node, 1]) for node in g.config_node_pos]
+    assert [len(o) for o in operands] == [0, 1, 2] and operands[2][0] < operands[2][1]
+    assert g.edge_index[rows[0], 1] == operands[2][1]
     graph, _ = graph_tensor([BatchItem(g, np.arange(2))], BatchShape(1, 12, 32, 4, 12, 32), "layout")
     node_state = np.random.default_rng(1).normal(size=(12, 5)).astype(np.float32)
     enc = L.ConfigEncoder(4, "layout", interaction=2, operands=True)

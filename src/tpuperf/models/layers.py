@@ -152,8 +152,8 @@ class ConfigEncoder(tf.keras.layers.Layer):
 
     With ``operands`` (and ``interaction`` > 0) each group's embeddings e[g, v] come from the
     tensor that group lays out instead of the configurable node alone: output = the node,
-    input = its first operand, kernel = its second (operands in edge order, which is operand
-    order in TpuGraphs files; zeros when absent), through a gelu MLP of that tensor's node
+    input = its operand of lowest node id, kernel = the next (TpuGraphs files sort edge rows by
+    node id, so HLO operand order is not in the file; zeros when absent), through a gelu MLP of that tensor's node
     features and state [NODE_FEAT, h]: so "the input's dim 2 is minor" can mean "a dim of size
     3 of the operand is minor", which the node's own state holds only blurred by message passing.
     """
@@ -217,19 +217,23 @@ class ConfigEncoder(tf.keras.layers.Layer):
 
     def _group_tensors(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor, op_index: tf.Tensor) -> tf.Tensor:
         """[M, 3, F + D] float32: [NODE_FEAT, h] of each configurable node (output group), its
-        first operand (input) and its second operand (kernel); zeros for a missing operand."""
+        operand of lowest node id (input group) and its next one (kernel group); zeros for a
+        missing operand. Operands are taken in node-id order because that is all a file holds:
+        TpuGraphs files list edge rows sorted by (consumer, producer) id, not in HLO operand order
+        (checked on real files: a dynamic-slice's array operand is not always its first row)."""
         tensor = tf.concat([graph.node_sets[NODES][NODE_FEAT], node_state], axis=-1)
         adjacency = graph.edge_sets[EDGES].adjacency
         producer, consumer = adjacency.source, adjacency.target
-        edges = tf.shape(producer, out_type=consumer.dtype)[0]
-        position = tf.range(edges)
-        first = tf.math.unsorted_segment_min(position, consumer, tf.shape(tensor)[0])  # >= edges when none
-        is_first = tf.equal(position, tf.gather(first, consumer))
-        second = tf.math.unsorted_segment_min(tf.where(is_first, edges, position), consumer, tf.shape(tensor)[0])
+        edges = tf.cast(tf.maximum(tf.shape(producer)[0], 1), tf.int64)
+        key = tf.cast(producer, tf.int64) * edges + tf.range(edges)[: tf.shape(producer)[0]]  # id order, then row
+        none = tf.constant(tf.int64.max, tf.int64)  # what unsorted_segment_min gives an empty segment
+        first = tf.math.unsorted_segment_min(key, consumer, tf.shape(tensor)[0])
+        is_first = tf.equal(key, tf.gather(first, consumer))
+        second = tf.math.unsorted_segment_min(tf.where(is_first, none, key), consumer, tf.shape(tensor)[0])
         rows = [tensor]
-        for edge in (first, second):
-            found = edge < edges
-            operand = tf.gather(producer, tf.where(found, edge, 0))
+        for chosen in (first, second):
+            found = chosen < none
+            operand = tf.where(found, chosen // edges, 0)  # the producer's node id
             rows.append(tf.where(found[:, tf.newaxis], tf.gather(tensor, operand), 0.0))
         return tf.gather(tf.stack(rows, axis=1), op_index)
 
