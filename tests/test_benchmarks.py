@@ -516,3 +516,25 @@ def test_scale_quick_run_prints_every_stage_and_goal(tmp_path: Path):
         "training configs/s after / before >= 2x",
     ):
         assert line in done.stdout, line
+
+
+def test_layout_feature_ceiling_on_the_tiny_preset(tmp_path: Path, capsys):
+    """The diagnosis' hand-computed features: one row per config, non-negative costs (ns), and a
+    printed line per collection with the oracle's and each feature set's valid Kendall tau."""
+    import layout_feature_ceiling as lfc
+
+    from tpuperf.collection import get_collection
+    from tpuperf.data.npz import load_graph
+    from tpuperf.data.synthetic import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, "tiny", seed=0)
+    col = get_collection("layout:xla:random")
+    g = load_graph(sorted(col.split_dir(data, "train").glob("*.npz"))[0], col, "train")
+    features = lfc.layout_features(g)
+    assert features.shape == (len(g.config_runtime), 8) and (features >= 0).all() and features.sum() > 0
+    lfc.main(["--data", str(data), "--collections", "layout:xla:random"])
+    line = capsys.readouterr().out.strip()
+    taus = [float(part.rsplit(" ", 1)[1]) for part in line.split(": ", 1)[1].split(", ")]
+    assert line.startswith("layout:xla:random: oracle ") and len(taus) == 1 + len(lfc.FEATURE_SETS)
+    assert taus[0] > 0.5 and all(-1 <= t <= 1 for t in taus)  # noise-free cost model vs noisy runtimes
