@@ -230,12 +230,12 @@ class ConfigEncoder(tf.keras.layers.Layer):
         first = tf.math.unsorted_segment_min(key, consumer, tf.shape(tensor)[0])
         is_first = tf.equal(key, tf.gather(first, consumer))
         second = tf.math.unsorted_segment_min(tf.where(is_first, none, key), consumer, tf.shape(tensor)[0])
-        rows = [tensor]
-        for chosen in (first, second):
+        rows = [tf.gather(tensor, op_index)]
+        for chosen in (tf.gather(first, op_index), tf.gather(second, op_index)):  # [M]: configurable nodes only
             found = chosen < none
             operand = tf.where(found, chosen // edges, 0)  # the producer's node id
             rows.append(tf.where(found[:, tf.newaxis], tf.gather(tensor, operand), 0.0))
-        return tf.gather(tf.stack(rows, axis=1), op_index)
+        return tf.stack(rows, axis=1)
 
     def get_config(self):
         return {
