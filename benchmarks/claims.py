@@ -1001,18 +1001,15 @@ def results(
 ) -> dict:
     """What results.json holds besides ``records``, ``failures`` and ``speed``: command, machine, plan, timings
     (``earlier``: the results.partial.json this session resumes; its sessions are listed under ``resumes``)."""
+    resumes = []
+    if earlier:
+        before = earlier["info"]
+        resumes = [
+            *before.get("resumes", []),
+            {"command": before["command"], "date": before["date"], "commit": before["machine"]["commit"]},
+        ]
     info = {
-        "resumes": [
-            *(earlier["info"].get("resumes", []) if earlier else []),
-            *(
-                [
-                    {k: earlier["info"][k] for k in ("command", "date")}
-                    | {"commit": earlier["info"]["machine"]["commit"]}
-                ]
-                if earlier
-                else []
-            ),
-        ],
+        "resumes": resumes,
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": host,
@@ -1124,18 +1121,18 @@ def main(argv: list[str] | None = None) -> None:
         t_data = time.perf_counter()
         partial = work / "results.partial.json"
 
-        def timing(now: float, t_train: float, t_speed: float) -> tuple[float, dict[str, float]]:
-            """Wall time and phases of this session plus those of the sessions it resumes."""
+        def timing(t_train: float, t_speed: float) -> tuple[float, dict[str, float]]:
+            """Wall time (until ``t_speed``) and phases of this session plus those of the sessions it resumes."""
             phases = {"data": t_data - started, "train": t_train - t_data, "speed": t_speed - t_train}
             before = earlier["info"]["phases"] if earlier else {}
             return (
-                now - started + (earlier["info"]["wall"] if earlier else 0.0),
+                t_speed - started + (earlier["info"]["wall"] if earlier else 0.0),
                 {k: v + before.get(k, 0.0) for k, v in phases.items()},
             )
 
         def save_partial(records: list[dict], failures: list[tuple[str, str]]) -> None:
             now = time.perf_counter()
-            wall, phases = timing(now, now, now)
+            wall, phases = timing(now, now)
             raw = results(args, plan, host, load_start, wall, phases, data_description, counts, earlier)
             write_json_atomic(partial, {**raw, "records": records, "failures": failures, "speed": {}}, indent=1)
 
@@ -1149,7 +1146,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    wall, phases = timing(t_speed, t_train, t_speed)
+    wall, phases = timing(t_train, t_speed)
     raw = results(args, plan, host, load_start, wall, phases, data_description, counts, earlier)
     raw.update(records=records, failures=failures, speed=speed)
     info = raw["info"]
