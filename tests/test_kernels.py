@@ -38,9 +38,9 @@ from tpuperf.kaggle.kernels import (
     download_wheels,
     plan_kernels,
     read_requirements,
-    source_fingerprint,
     wait_until_ready,
 )
+from tpuperf.provenance import source_fingerprint
 from tpuperf.runs import read_fold_predictions
 
 REPO = Path(__file__).resolve().parents[1]

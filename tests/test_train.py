@@ -241,7 +241,9 @@ def fold_frames(run: Path) -> pl.DataFrame:
     return pl.concat([pl.read_parquet(path) for path in sorted((run / "predictions").glob("fold_*.parquet"))])
 
 
-def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, capsys, rewrite_npz, umask, file_modes):
+def test_checkpoint_is_reused_only_for_the_same_data_settings_and_code(
+    tmp_path, capsys, rewrite_npz, umask, file_modes, monkeypatch
+):
     from tpuperf.data.cache import CollectionCache
     from tpuperf.training.trainer import train_collection
 
@@ -256,7 +258,11 @@ def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, caps
     def again(p: Config = params) -> tuple[dict, int, int]:
         metrics = train_collection(COLLECTION, "cheb", p)
         out = capsys.readouterr().out
-        return metrics, out.count("data or settings changed since this checkpoint"), out.count("resuming after epoch 1")
+        return (
+            metrics,
+            out.count("data, settings or code changed since this checkpoint"),
+            out.count("resuming after epoch 1"),
+        )
 
     build_cache(data, cache)  # the same data preprocessed again: every fold resumes
     metrics, afresh, resumed = again()
@@ -285,6 +291,10 @@ def test_checkpoint_is_reused_only_for_the_same_data_and_settings(tmp_path, caps
     changed = dataclasses.replace(
         params, train=dataclasses.replace(params.train, learning_rate=0.01)
     )  # another setting
+    assert again(changed)[1:] == (2, 0)
+    assert again(changed)[1:] == (0, 2)
+    # other source code (the installed package cannot be edited here: its fingerprint is replaced)
+    monkeypatch.setattr("tpuperf.training.trainer.source_fingerprint", lambda: "0" * 64)
     assert again(changed)[1:] == (2, 0)
     assert file_modes(tmp_path / "runs") == file_modes(tmp_path / "checkpoints") == {"0o600"}
 

@@ -30,7 +30,6 @@ waits until Kaggle has processed it, then pushes each kernel.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pprint
@@ -53,6 +52,7 @@ from tpuperf.errors import TpuperfError
 from tpuperf.kaggle import kernel_entry
 from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.kaggle.kernel_entry import BUNDLE_MANIFEST, Requirement, normalise
+from tpuperf.provenance import source_fingerprint
 
 BUNDLE_DIR = "bundle"
 KERNEL_METADATA = "kernel-metadata.json"
@@ -175,14 +175,6 @@ def bundled_wheels(requirements: Sequence[Requirement], wheelhouse: Path) -> lis
             "--download-wheels` once with network access"
         )
     return wheels
-
-
-def source_fingerprint(package_dir: Path) -> str:
-    """sha256 over the package's .py files (relative path + bytes): what the kernel runs."""
-    digest = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
-        digest.update(str(path.relative_to(package_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def repo_root() -> Path:

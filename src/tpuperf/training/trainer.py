@@ -19,9 +19,10 @@ Resume: a killed run restarts at the last finished epoch with the same weights, 
 state, early-stopping state and data stream (batches are a pure function of seed, fold and
 epoch), so it reaches the same result as an uninterrupted run. A checkpoint is reused only for
 exactly what it was made from: its fingerprint covers the model and train settings, the cache's
-``stats.json`` (feature transform and preprocess settings such as ``prune`` and ``hops``) and the content hash
-of every train graph (graphs, configs, runtimes; see :class:`tpuperf.data.cache.ContentHash`), so
-relabelled or re-pruned data starts every fold afresh. Valid and test graphs are scored again
+``stats.json`` (feature transform and preprocess settings such as ``prune`` and ``hops``), the content hash
+of every train graph (graphs, configs, runtimes; see :class:`tpuperf.data.cache.ContentHash`) and the
+tpuperf source code (:func:`tpuperf.provenance.source_fingerprint`), so relabelled or re-pruned data
+and any code change start every fold afresh. Valid and test graphs are scored again
 from the best weights on every run, so their predictions always follow the current cache.
 
 Train graphs without 2 distinct runtimes (:func:`tpuperf.metrics.has_ranking`) are left out of
@@ -50,6 +51,7 @@ from tpuperf.config import Config, ModelConfig, TrainConfig
 from tpuperf.data.cache import CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
+from tpuperf.provenance import source_fingerprint
 from tpuperf.runs import (
     BEST_CHECKPOINT,
     BEST_OOF_FILE,
@@ -170,7 +172,7 @@ class FoldState:
             state = cls(**json.loads(path.read_text()))
             if state.fingerprint == fingerprint:
                 return state
-            print(f"{path}: training data or settings changed since this checkpoint; starting the fold afresh")
+            print(f"{path}: training data, settings or code changed since this checkpoint; starting the fold afresh")
         return cls(fingerprint)
 
 
@@ -491,6 +493,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         {k: v for k, v in asdict(settings).items() if k not in cosmetic},
         cache.stats,
         cache.content_hashes("train"),
+        source_fingerprint(),
     )
 
     print(
