@@ -50,6 +50,8 @@ import numpy as np
 import psutil
 import yaml
 
+from tpuperf.provenance import source_fingerprint
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SPLITS_USED = ("train", "valid")
@@ -1011,6 +1013,7 @@ def results(
     info = {
         "resumes": resumes,
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "source_sha256": source_fingerprint(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": host,
         "load": (load_start, os.getloadavg()[0]),
@@ -1033,8 +1036,13 @@ def resumed(work: Path | None) -> dict:
 
 
 def check_resumable(earlier: dict, plan: Plan, params: dict, params_path: Path) -> None:
-    """SystemExit naming what differs when this session's plan or params are not those of the stopped run:
-    records of different settings must not be mixed in one report."""
+    """SystemExit naming what differs when this session's plan, params or tpuperf sources are not those of
+    the stopped run: records of different settings or code must not be mixed in one report."""
+    if earlier["info"].get("source_sha256") != source_fingerprint():
+        raise SystemExit(
+            "--resume: the tpuperf sources differ from the stopped run's (tpuperf.provenance.source_fingerprint): "
+            "start a new run in a new --work directory"
+        )
     now = json.loads(json.dumps(plan.__dict__))  # tuples as lists, as saved
     changed = sorted(k for k in now.keys() | earlier["plan"].keys() if now.get(k) != earlier["plan"].get(k))
     if changed:

@@ -17,6 +17,8 @@ sys.path.insert(0, str(BENCHMARKS))
 import claims  # noqa: E402
 import claims_analysis as ca  # noqa: E402
 
+from tpuperf.provenance import source_fingerprint  # noqa: E402
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -436,7 +438,7 @@ def test_resume_refuses_other_settings(tmp_path: Path):
     with pytest.raises(SystemExit, match="results.partial.json not found"):
         claims.resumed(tmp_path)
     plan = claims.PLANS["quick"]
-    earlier = {"plan": json.loads(json.dumps(plan.__dict__))}
+    earlier = {"plan": json.loads(json.dumps(plan.__dict__)), "info": {"source_sha256": source_fingerprint()}}
     params_path = tmp_path / "params.yaml"
     params_path.write_text("train: {epochs: 1}\nmodels: {}\n")
     claims.check_resumable(earlier, plan, {"train": {"epochs": 1}, "models": {}}, params_path)  # same: passes
@@ -444,6 +446,9 @@ def test_resume_refuses_other_settings(tmp_path: Path):
         claims.check_resumable(earlier, claims.Plan(**{**plan.__dict__, "seeds": (0, 1)}), {}, params_path)
     with pytest.raises(SystemExit, match="section\\(s\\) train"):
         claims.check_resumable(earlier, plan, {"train": {"epochs": 2}, "models": {}}, params_path)
+    earlier["info"]["source_sha256"] = "0" * 64
+    with pytest.raises(SystemExit, match="tpuperf sources differ"):
+        claims.check_resumable(earlier, plan, {"train": {"epochs": 1}, "models": {}}, params_path)
 
 
 def test_scale_draws_the_real_size_distribution():
