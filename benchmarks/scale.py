@@ -215,7 +215,7 @@ def plan_buckets(settings, splits: dict[str, list], samples: int, mode: str):
 
     if mode == "before":
         every = [g for gs in splits.values() for g in gs]
-        return BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62).plan(
+        return BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62, 1 << 62).plan(
             every, settings.configs_per_graph, samples
         )
     return BucketPlan.from_config(settings).plan(splits["train"], settings.configs_per_graph, samples)

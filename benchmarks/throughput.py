@@ -83,7 +83,9 @@ def throughput(params: Config, cache_root: str, collection: str, models: list[st
     cache = CollectionCache(cache_root, collection)
     kind = cache.collection.kind.name
     graphs = list(cache.graphs("train"))
-    one_shape = BucketPlan(settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62)  # every batch alike
+    one_shape = BucketPlan(
+        settings.graphs_per_batch, settings.batch_slack, 1, 2.0, 1 << 62, 1 << 62
+    )  # every batch alike
     buckets = one_shape.plan(graphs, settings.configs_per_graph, items=1)
     pbuckets = one_shape.plan(graphs, settings.predict_configs_per_graph, items=1)
     shape, pshape = buckets.shapes[0], pbuckets.shapes[0]

@@ -276,7 +276,7 @@ def test_scoring_does_not_depend_on_chunking(rng, kind, attention):
     strategy = tf.distribute.get_strategy()
 
     def plan(graphs_per_batch):
-        return BucketPlan(graphs_per_batch, 1.25, count=1, growth=2.0, max_batch_nodes=10**6)
+        return BucketPlan(graphs_per_batch, 1.25, count=1, growth=2.0, max_batch_nodes=10**6, max_config_nodes=10**9)
 
     results = [
         Scorer(model, plan(graphs_per_batch), configs, kind, FEAT, strategy, jit_compile=False).score(graphs)

@@ -181,7 +181,7 @@ def test_chunking_does_not_change_scores(exported):
     )
     net = model.models["chebsage"]
     net.set_weights(model.folds["chebsage"][0])
-    plan = BucketPlan(2, 1.25, count=1, growth=2.0, max_batch_nodes=10**6)
+    plan = BucketPlan(2, 1.25, count=1, growth=2.0, max_batch_nodes=10**6, max_config_nodes=10**9)
     whole = Scorer(net, plan, 4, "layout", model.feat_dim, tf.distribute.get_strategy(), False).score([graph])
     split = Scorer(net, plan, 1, "layout", model.feat_dim, tf.distribute.get_strategy(), False).score([graph])
     assert np.allclose(whole[graph.graph_id], split[graph.graph_id], rtol=1e-5, atol=1e-6)

@@ -71,7 +71,7 @@ def test_two_replicas_score_like_one():
         from tpuperf.training.scoring import Scorer
         rng = np.random.default_rng(0)
         graphs = [fake_graph(rng, "layout", n, 7, name=f"g{i}") for i, n in enumerate((9, 14, 5, 11, 8))]
-        plan = BucketPlan(2, 1.0, count=2, growth=2.0, max_batch_nodes=10**6)
+        plan = BucketPlan(2, 1.0, count=2, growth=2.0, max_batch_nodes=10**6, max_config_nodes=10**9)
         assert len(plan.plan(graphs, 4, items=2).shapes) == 2
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with mirrored.scope():

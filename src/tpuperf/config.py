@@ -118,11 +118,14 @@ class ScopePerKind(PerKind):
 
 @dataclass(frozen=True)
 class BucketsConfig:
-    """``train.buckets``: graphs grouped by node count into ``count`` static batch shapes."""
+    """``train.buckets``: graphs grouped by node count into ``count`` static batch shapes; node slots x
+    configs per batch bounded by ``train_config_nodes`` (training) and ``predict_config_nodes`` (scoring)."""
 
     count: int = _check(min=1)
     growth: float = _check(above=1)
     max_batch_nodes: int = _check(min=1)
+    train_config_nodes: int = _check(min=1)
+    predict_config_nodes: int = _check(min=1)
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,12 @@ class ExportedModel:
         p = m["planning"]
         b = parse(BucketsConfig, p["buckets"], "planning.buckets", str(manifest_path))
         self.plan = BucketPlan(
-            int(p["graphs_per_batch"]), float(p["batch_slack"]), b.count, b.growth, b.max_batch_nodes
+            int(p["graphs_per_batch"]),
+            float(p["batch_slack"]),
+            b.count,
+            b.growth,
+            b.max_batch_nodes,
+            b.predict_config_nodes,
         )
         self.configs = int(p["predict_configs_per_graph"])
         self.jit_compile = bool(m["jit_compile"])

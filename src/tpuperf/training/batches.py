@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -125,10 +125,6 @@ class Buckets:
     bounds: tuple[int, ...]
     shapes: tuple[BatchShape, ...]
 
-    @property
-    def configs(self) -> int:
-        return self.shapes[0].configs
-
     def index(self, graph: CachedGraph) -> int:
         """The bucket of ``graph``; ValueError (naming it) when it exceeds the largest bucket."""
         if graph.num_nodes > self.bounds[-1]:
@@ -137,6 +133,10 @@ class Buckets:
                 f"({self.bounds[-1]} nodes); plan the buckets (train.buckets) from graphs that include it"
             )
         return int(np.searchsorted(self.bounds, graph.num_nodes, side="left"))
+
+    def configs(self, graph: CachedGraph) -> int:
+        """Config slots per graph in the batches of ``graph``'s bucket (ValueError as :meth:`index`)."""
+        return self.shapes[self.index(graph)].configs
 
     def split(self, items: Iterable[BatchItem]) -> list[list[BatchItem]]:
         """Items per bucket, in their order."""
@@ -155,7 +155,10 @@ class BucketPlan:
     splitting saves no node slots, so at most ``count`` shapes (XLA compilations) exist per
     planned set. Each bucket's shape is :func:`plan_batch_shape` of its
     own graphs, with graphs per batch lowered (to 1 at least) so that
-    ``graphs x slack x mean nodes`` stays within ``max_batch_nodes``: a huge graph is alone.
+    ``graphs x slack x mean nodes`` stays within ``max_batch_nodes``: a huge graph is alone. Its
+    configs per graph are then lowered (to 2 at least, or the requested count if smaller) so that
+    node slots x configs stay within ``max_config_nodes``: the per-config tensors of the layout
+    models are [configs, nodes, units], so this bounds a batch's memory for graphs of any size.
     """
 
     graphs_per_batch: int
@@ -163,12 +166,16 @@ class BucketPlan:
     count: int
     growth: float
     max_batch_nodes: int
+    max_config_nodes: int
 
     @classmethod
-    def from_config(cls, train: TrainConfig) -> BucketPlan:
-        """From ``train.graphs_per_batch``, ``train.batch_slack`` and ``train.buckets`` (validated by tpuperf.config)."""
+    def from_config(cls, train: TrainConfig, predict: bool = False) -> BucketPlan:
+        """From ``train.graphs_per_batch``, ``train.batch_slack`` and ``train.buckets`` (validated by
+        tpuperf.config); ``max_config_nodes`` is ``buckets.predict_config_nodes`` for scoring
+        (``predict``), else ``buckets.train_config_nodes``."""
         b = train.buckets
-        return cls(train.graphs_per_batch, train.batch_slack, b.count, b.growth, b.max_batch_nodes)
+        budget = b.predict_config_nodes if predict else b.train_config_nodes
+        return cls(train.graphs_per_batch, train.batch_slack, b.count, b.growth, b.max_batch_nodes, budget)
 
     def plan(self, graphs: Iterable[CachedGraph], configs: int, items: int) -> Buckets:
         """Buckets for ``graphs`` with ``configs`` config slots per graph; ValueError for no graphs.
@@ -200,7 +207,9 @@ class BucketPlan:
     def _shape(self, group: list[CachedGraph], configs: int) -> BatchShape:
         mean = float(np.mean([g.num_nodes for g in group]))
         per_batch = max(1, min(self.graphs_per_batch, int(self.max_batch_nodes // (self.slack * mean))))
-        return plan_batch_shape(group, per_batch, configs, self.slack)
+        shape = plan_batch_shape(group, per_batch, configs, self.slack)
+        fit = min(configs, max(2, self.max_config_nodes // shape.nodes))
+        return shape if fit == configs else replace(shape, configs=fit)
 
     def _slots(self, group: list[CachedGraph], items: int) -> int:
         """Node slots of packing ``items`` items per graph, in a fixed shuffled order."""

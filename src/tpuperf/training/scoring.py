@@ -39,7 +39,8 @@ def chunk_items(
     if references >= configs:
         raise ValueError(
             f"{references} attention references leave no room for other configs in chunks of {configs}: "
-            "raise train.predict_configs_per_graph or lower the model's config_attention in params.yaml"
+            "raise train.predict_configs_per_graph (or train.buckets.predict_config_nodes for large graphs) "
+            "or lower the model's config_attention in params.yaml"
         )
     items = []
     for g in graphs:
@@ -56,7 +57,8 @@ class Scorer:
     """A compiled forward pass over padded batches of a few static shapes, on every replica.
 
     Each :meth:`score` call plans size buckets (``plan``) from the graphs it scores, with
-    ``configs`` config slots per graph, so the shapes never depend on other graphs, except that
+    ``configs`` config slots per graph (fewer in a bucket of large graphs: ``plan.max_config_nodes``
+    bounds node slots x configs per batch), so the shapes never depend on other graphs, except that
     a shape already compiled is reused for a planned one it holds with at most ``REUSE_SLACK``
     more node and edge slots (scores do not depend on padding); the forward pass is traced
     (XLA-compiled) once per distinct shape (:attr:`compilations`). Under a
@@ -94,10 +96,12 @@ class Scorer:
             position[g.graph_id][selected] = np.arange(len(selected))
         if not out:
             return out
-        chunks = chunk_items(graphs, self.configs, rows, self.references)
-        buckets = self.plan.plan(graphs, self.configs, items=max(1, round(len(chunks) / len(graphs))))
-        for shape, items in zip(buckets.shapes, buckets.split(chunks)):
-            shape = self._compiled_like(shape, {id(i.graph): i.graph for i in items}.values())
+        chunks = len(chunk_items(graphs, self.configs, rows, self.references))
+        buckets = self.plan.plan(graphs, self.configs, items=max(1, round(chunks / len(graphs))))
+        for bucket, shape in enumerate(buckets.shapes):
+            members = [g for g in graphs if buckets.index(g) == bucket]
+            items = chunk_items(members, shape.configs, rows, self.references)  # the bucket's configs per graph
+            shape = self._compiled_like(shape, members)
             batches = pack(items, shape)
             batches += [[] for _ in range(-len(batches) % replicas)]
             for step, results in enumerate(self._run(batches, shape)):

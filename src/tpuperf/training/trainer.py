@@ -91,11 +91,12 @@ def assign_folds(graph_ids: Sequence[str], folds: int, seed: int) -> dict[str, i
 
 
 def sample_items(
-    graphs: Sequence[CachedGraph], configs: int, samples: int, rng: np.random.Generator
+    graphs: Sequence[CachedGraph], buckets: Buckets, samples: int, rng: np.random.Generator
 ) -> list[BatchItem]:
-    """``samples`` items per graph, each a random subset of ``configs`` configs, shuffled."""
+    """``samples`` items per graph, each a random subset of its bucket's configs per graph, shuffled."""
     items = []
     for g in graphs:
+        configs = buckets.configs(g)
         for _ in range(samples):
             rows = rng.choice(g.num_configs, size=min(configs, g.num_configs), replace=False)
             items.append(BatchItem(g, rows))
@@ -116,7 +117,7 @@ def batch_stream(
     for round_ in range(1 << 62):
         rng = np.random.default_rng([seed, round_])
         steps = []
-        for bucket, items in enumerate(buckets.split(sample_items(graphs, buckets.configs, samples, rng))):
+        for bucket, items in enumerate(buckets.split(sample_items(graphs, buckets, samples, rng))):
             batches = pack(items, buckets.shapes[bucket])
             batches = [batches[i % len(batches)] for i in range(-(-len(batches) // replicas) * replicas)]
             steps += [(bucket, batches[i : i + replicas]) for i in range(0, len(batches), replicas)]
@@ -277,7 +278,7 @@ class ModelKit:
         self._step = step
         self.scorer = Scorer(
             self.model,
-            BucketPlan.from_config(settings),
+            BucketPlan.from_config(settings, predict=True),
             settings.predict_configs_per_graph,
             kind,
             feat_dim,
