@@ -95,6 +95,7 @@ import numpy as np
 
 from tpuperf.atomic import replaced_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection, locate
+from tpuperf.data.npz import MAX_RANK
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
@@ -139,7 +140,6 @@ COL_WINDOW_SIZE, COL_WINDOW_STRIDE = 37, 43
 COL_IN_FEATURE, COL_KER_IN_FEATURE, COL_KER_OUT_FEATURE = 94, 97, 98
 COL_FEATURE_GROUPS, COL_BATCH_GROUPS = 107, 108
 COL_LAYOUT = 134
-MAX_RANK = 6
 
 # Tile config columns: kernel (main input) tile 0-5 + sum + product, output tile 8-13 + 14 + 15.
 TILE_KERNEL, TILE_OUTPUT = 0, 8
@@ -533,7 +533,7 @@ def _node_arrays(nodes: list[_Node]) -> dict[str, np.ndarray]:
         rank = len(node.shape)
         row[COL_DIMS : COL_DIMS + rank] = node.shape
         row[COL_DIM_SUM] = sum(node.shape)
-        row[COL_DIM_PROD] = float(np.prod(node.shape)) if node.opcode != Op.TUPLE else 0
+        row[COL_DIM_PROD] = float(np.prod(node.shape))  # 1 for a scalar or tuple (no dims), as in the real files
         row[COL_LAYOUT : COL_LAYOUT + rank] = node.layout
         row[COL_DIMENSIONS : COL_DIMENSIONS + len(node.dimensions)] = node.dimensions
         if node.opcode == Op.TUPLE:
