@@ -21,7 +21,6 @@ from tpuperf.errors import TpuperfError
 NODE_FEAT_DIM = 140
 TILE_CONFIG_DIM = 24
 LAYOUT_CONFIG_DIM = 18
-MAX_RANK = 6  # dims of a tensor: node_config_feat slots index them
 STREAM_CHUNK_BYTES = 64 << 20
 
 # field -> (dtype kind: "f" float / "i" integer, rank (or the ranks allowed), fixed trailing dims or None)
@@ -243,19 +242,6 @@ def _check_finite(path: Path, key: str, chunks: Iterator[np.ndarray]) -> None:
             raise DataFormatError(path, key, f"contains {bad}")
 
 
-def _check_layout_values(path: Path, chunks: Iterator[np.ndarray]) -> None:
-    """node_config_feat slots hold a dim index 0..5 or -1 (unset / the compiler's default): finite
-    integers in -1..5, checked chunk by chunk."""
-    for chunk in chunks:
-        _check_finite(path, "node_config_feat", iter([chunk]))
-        bad = (chunk < -1) | (chunk >= MAX_RANK) | (chunk != np.round(chunk))
-        if bad.any():
-            value = chunk[bad].flat[0]
-            raise DataFormatError(
-                path, "node_config_feat", f"value {value} is not a dim index 0..{MAX_RANK - 1} or -1 (unset)"
-            )
-
-
 def _check_ids(path: Path, key: str, ids: np.ndarray, n: int) -> None:
     """Ids must lie in 0..n-1 (``node_splits`` passes n + 1: its boundaries may equal n)."""
     if ids.size and (ids.min() < 0 or ids.max() >= n):
@@ -331,10 +317,10 @@ def load_graph(
         _check_ids(path, "node_splits", arrays["node_splits"], n + 1)
     if load_configs:
         config_feat = _load_array(path, "node_config_feat")
-        _check_layout_values(path, iter([config_feat]))
+        _check_finite(path, "node_config_feat", iter([config_feat]))
     else:
         config_feat = None
-        _check_layout_values(path, iter_chunks(path, "node_config_feat"))
+        _check_finite(path, "node_config_feat", iter_chunks(path, "node_config_feat"))
     return LayoutGraph(
         graph_id,
         arrays["node_feat"],

@@ -95,7 +95,6 @@ import numpy as np
 
 from tpuperf.atomic import replaced_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection, locate
-from tpuperf.data.npz import MAX_RANK
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
@@ -140,6 +139,7 @@ COL_WINDOW_SIZE, COL_WINDOW_STRIDE = 37, 43
 COL_IN_FEATURE, COL_KER_IN_FEATURE, COL_KER_OUT_FEATURE = 94, 97, 98
 COL_FEATURE_GROUPS, COL_BATCH_GROUPS = 107, 108
 COL_LAYOUT = 134
+MAX_RANK = 6
 
 # Tile config columns: kernel (main input) tile 0-5 + sum + product, output tile 8-13 + 14 + 15.
 TILE_KERNEL, TILE_OUTPUT = 0, 8
