@@ -11,9 +11,10 @@ differently depending on the shapes and wiring of the graph.
 Graphs
     Nodes are HLO-like ops in topological order (``edge_index`` row ``[u, v]``: u consumes v,
     v < u). Files list the rows sorted by (u, v) like the real ones, so they do not hold HLO
-    operand order; the cost model reads it (a binary op's first operand passes its layout on), and
-    :func:`operand_edge_index` recovers it for a file by rebuilding the graph from the seed. Each node has an output shape (rank 0-4), an element type
-    and a compiler-default layout (minor-to-major). Sources are parameters and constants;
+    operand order; the cost model reads it (a binary op's first operand passes its layout on),
+    and :func:`operand_edge_index` recovers it for a file by rebuilding the graph from the seed.
+    Each node has an output shape (rank 0-4), an element type and a compiler-default layout
+    (minor-to-major). Sources are parameters and constants;
     ops are elementwise unary/binary, broadcast, reduce, transpose, dot, convolution, reshape,
     and a tuple root in layout graphs. Opcode ids are the real dataset's numbering
     (:mod:`tpuperf.data.opcodes`). Node feature columns follow the real groups:
@@ -21,7 +22,10 @@ Graphs
     30 parameter number; 31-36 ``dimensions`` (reduced dim, transpose permutation, broadcast
     mapping); 37-42 / 43-48 convolution window size / stride; 94 lhs contracting or input
     feature dim, 97 rhs contracting or kernel input-feature dim, 98 kernel output-feature dim,
-    107-108 group counts; 134-139 default layout minor-to-major. Other columns stay 0.
+    107-108 group counts; 134-139 default layout minor-to-major. Other columns stay 0. Where
+    the files still differ from the real ones (e.g. the real ones hold no dot dims in 94-98 and a
+    dot's config rows list only its two minor-most dims) is tested in
+    ``tests/test_synthetic_vs_real.py``.
 
 Layout cost model (``layout_runtime``; ns, noise-free)
     Every dot, convolution and reshape listed in ``node_config_ids`` is configurable: its
@@ -563,7 +567,7 @@ def _file_edges(operand_edges: np.ndarray, *, layout: bool) -> np.ndarray:
 
 
 # =============================================================================================
-# Reading a graph back from its arrays (the cost models see only what the file holds)
+# Reading a graph back from its arrays (what the file holds, plus the edges' operand order)
 # =============================================================================================
 @dataclass
 class _Parsed:
