@@ -17,27 +17,36 @@ the train split and scored (mean Kendall tau) on valid, beside the noise-free or
 config-only ridge of benchmarks/synthetic_learnability.py. The gap between a feature set and the
 trained GNNs is what the GNN fails to extract from its inputs.
 
+The files list edge rows sorted by id, while the cost model reads operand order (a binary op's
+first operand passes its layout on): the graphs are rebuilt from the preset and seed the files were
+generated with (``--preset``/``--seed``, by default the ``origin`` that the download stage recorded
+in ``<data>/manifest.json``) with :func:`tpuperf.data.synthetic.operand_edge_index`.
+
 Usage: python benchmarks/layout_feature_ceiling.py [--data data/raw] [--collections layout:xla:random ...]
+       [--preset small --seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
 from tpuperf.collection import get_collection
 from tpuperf.data import synthetic as syn
+from tpuperf.data.download import MANIFEST_NAME
 from tpuperf.data.npz import load_graph
 from tpuperf.metrics import collection_score
 
 FEATURE_SETS = {"pad": 5, "+copy": 7, "+chains": 8}
 
 
-def layout_features(g) -> np.ndarray:
-    """(configs, 8) float64 per-config sums (ns-like units) of the per-node terms above."""
-    p = syn._parse(g.node_feat, g.node_opcode, g.edge_index)
+def layout_features(g, operand_edges: np.ndarray) -> np.ndarray:
+    """(configs, 8) float64 per-config sums (ns-like units) of the per-node terms above;
+    ``operand_edges`` (m, 2): g's edge rows in operand order (``syn.operand_edge_index``)."""
+    p = syn._parse(g.node_feat, g.node_opcode, operand_edges)
     ids = np.asarray(g.node_config_ids)
     energy, variables = syn._layout_energy(p, ids)
     values = syn._decode_configs(g.node_config_feat, variables)  # (3 m, c) perm indices
@@ -78,11 +87,26 @@ def layout_features(g) -> np.ndarray:
     return out
 
 
-def normalised(g, width: int) -> tuple[np.ndarray, np.ndarray]:
+def normalised(g, operand_edges: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     scale = float(np.mean(g.config_runtime))
-    x = layout_features(g)[:, :width] / scale
+    x = layout_features(g, operand_edges)[:, :width] / scale
     y = g.config_runtime / scale
     return x - x.mean(0), y - y.mean()
+
+
+def generated_with(data: Path, preset: str | None, seed: int | None) -> tuple[str, int]:
+    """(preset, seed) of a synthetic dataset: the arguments, or the download manifest's origin."""
+    if preset is not None and seed is not None:
+        return preset, seed
+    manifest = data / MANIFEST_NAME
+    if not manifest.exists():
+        raise SystemExit(f"{manifest} not found: pass --preset and --seed that {data} was generated with")
+    info = json.loads(manifest.read_text())
+    if info.get("source") != "synthetic":
+        raise SystemExit(
+            f"{manifest}: source {info.get('source')!r}, not synthetic: the cost model has no oracle for it"
+        )
+    return (preset or info["origin"]["preset"]), (seed if seed is not None else info["origin"]["seed"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,24 +114,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="data/raw")
     parser.add_argument("--collections", nargs="+", default=["layout:xla:random"])
     parser.add_argument("--ridge", type=float, default=1e-6)
+    parser.add_argument("--preset", help="preset the files were generated with (default: the manifest's origin)")
+    parser.add_argument("--seed", type=int, help="seed the files were generated with (default: the manifest's origin)")
     args = parser.parse_args(argv)
+    preset, seed = generated_with(Path(args.data), args.preset, args.seed)
     for name in args.collections:
         col = get_collection(name)
-        graphs = {
-            split: [load_graph(f, col, split) for f in sorted(col.split_dir(Path(args.data), split).glob("*.npz"))]
-            for split in ("train", "valid")
-        }
+        files = {split: sorted(col.split_dir(Path(args.data), split).glob("*.npz")) for split in ("train", "valid")}
+        graphs = {split: [load_graph(f, col, split) for f in paths] for split, paths in files.items()}
+        edges = {split: [syn.operand_edge_index(f, preset, seed) for f in paths] for split, paths in files.items()}
         truth = {str(i): g.config_runtime for i, g in enumerate(graphs["valid"])}
         oracle = {
-            str(i): syn.layout_runtime(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids, g.node_config_feat)
-            for i, g in enumerate(graphs["valid"])
+            str(i): syn.layout_runtime(g.node_feat, g.node_opcode, e, g.node_config_ids, g.node_config_feat)
+            for i, (g, e) in enumerate(zip(graphs["valid"], edges["valid"]))
         }
         row = [f"{col.name}: oracle {collection_score(col, oracle, truth):.3f}"]
         for label, width in FEATURE_SETS.items():
-            parts = [normalised(g, width) for g in graphs["train"]]
+            parts = [normalised(g, e, width) for g, e in zip(graphs["train"], edges["train"])]
             x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
             coef = np.linalg.solve(x.T @ x + args.ridge * np.eye(width), x.T @ y)
-            pred = {str(i): layout_features(g)[:, :width] @ coef for i, g in enumerate(graphs["valid"])}
+            pred = {
+                str(i): layout_features(g, e)[:, :width] @ coef
+                for i, (g, e) in enumerate(zip(graphs["valid"], edges["valid"]))
+            }
             row.append(f"{label} {collection_score(col, pred, truth):.3f}")
         print(", ".join(row))
 

@@ -4,7 +4,8 @@ Generates a preset into a temporary directory and scores three rankings of every
 per collection (mean Kendall tau for layout, mean ``2 - min(top-5)/min`` for tile):
 
 - oracle: the noise-free hidden cost model (``tpuperf.data.synthetic``), an upper bound that falls
-  short of 1 only through the measurement noise;
+  short of 1 only through the measurement noise (it reads the operand order of the edges, which the
+  files do not hold: ``operand_edge_index`` rebuilds it from the preset and seed);
 - config-only: ridge regression of log runtime on config features aggregated per config,
   fit on the train split; it cannot see the graph, so it should land well below the oracle;
 - random: uniform random scores (about 0 for tau).
@@ -23,7 +24,7 @@ import numpy as np
 
 from tpuperf.collection import COLLECTIONS, Collection
 from tpuperf.data.npz import LayoutGraph, TileGraph, load_graph
-from tpuperf.data.synthetic import layout_runtime, tile_runtime, write_dataset
+from tpuperf.data.synthetic import layout_runtime, operand_edge_index, tile_runtime, write_dataset
 from tpuperf.metrics import collection_score
 
 LAYOUT_VALUES = np.arange(-1, 6)  # values a minor-to-major slot can hold
@@ -44,10 +45,10 @@ def target(g: TileGraph | LayoutGraph) -> np.ndarray:
     return g.target
 
 
-def oracle(g: TileGraph | LayoutGraph) -> np.ndarray:
+def oracle(g: TileGraph | LayoutGraph, operand_edges: np.ndarray) -> np.ndarray:
     if isinstance(g, TileGraph):
-        return tile_runtime(g.node_feat, g.node_opcode, g.edge_index, g.config_feat)
-    return layout_runtime(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids, g.node_config_feat)
+        return tile_runtime(g.node_feat, g.node_opcode, operand_edges, g.config_feat)
+    return layout_runtime(g.node_feat, g.node_opcode, operand_edges, g.node_config_ids, g.node_config_feat)
 
 
 def fit_ridge(graphs: list, strength: float) -> tuple[np.ndarray, np.ndarray]:
@@ -64,18 +65,19 @@ def fit_ridge(graphs: list, strength: float) -> tuple[np.ndarray, np.ndarray]:
     return coef, scale
 
 
-def evaluate(root: Path, collection: Collection, strength: float, rng: np.random.Generator) -> dict[str, float]:
-    def load(split: str) -> list:
-        return [load_graph(p, collection, split) for p in sorted(collection.split_dir(root, split).glob("*.npz"))]
-
-    train, valid = load("train"), load("valid")
+def evaluate(
+    root: Path, collection: Collection, strength: float, rng: np.random.Generator, preset: str, seed: int
+) -> dict[str, float]:
+    files = {split: sorted(collection.split_dir(root, split).glob("*.npz")) for split in ("train", "valid")}
+    train, valid = ([load_graph(p, collection, split) for p in files[split]] for split in ("train", "valid"))
+    valid_edges = [operand_edge_index(p, preset, seed) for p in files["valid"]]
     coef, scale = fit_ridge(train, strength)
     preds: dict[str, dict[str, np.ndarray]] = {"oracle": {}, "config-only": {}, "random": {}}
     truth = {}
-    for i, g in enumerate(valid):
+    for i, (g, edges) in enumerate(zip(valid, valid_edges)):
         gid = str(i)
         truth[gid] = target(g)
-        preds["oracle"][gid] = oracle(g)
+        preds["oracle"][gid] = oracle(g, edges)
         preds["config-only"][gid] = config_features(g) / scale @ coef
         preds["random"][gid] = rng.random(len(truth[gid]))
     # the package's metrics (lower = faster; graphs without 2 distinct runtimes left out)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'collection':<20} {'graphs':>6} {'oracle':>8} {'config-only':>12} {'random':>8}")
         rng = np.random.default_rng(args.seed)
         for col in COLLECTIONS:
-            r = evaluate(root, col, args.ridge, rng)
+            r = evaluate(root, col, args.ridge, rng, args.preset, args.seed)
             print(f"{col.name:<20} {r['graphs']:>6} {r['oracle']:>8.3f} {r['config-only']:>12.3f} {r['random']:>8.3f}")
 
 

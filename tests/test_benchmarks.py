@@ -530,15 +530,18 @@ def test_layout_feature_ceiling_on_the_tiny_preset(tmp_path: Path, capsys):
 
     from tpuperf.collection import get_collection
     from tpuperf.data.npz import load_graph
-    from tpuperf.data.synthetic import write_dataset
+    from tpuperf.data.synthetic import operand_edge_index, write_dataset
 
     data = tmp_path / "data"
     write_dataset(data, "tiny", seed=0)
     col = get_collection("layout:xla:random")
-    g = load_graph(sorted(col.split_dir(data, "train").glob("*.npz"))[0], col, "train")
-    features = lfc.layout_features(g)
+    path = sorted(col.split_dir(data, "train").glob("*.npz"))[0]
+    g = load_graph(path, col, "train")
+    features = lfc.layout_features(g, operand_edge_index(path, "tiny", 0))
     assert features.shape == (len(g.config_runtime), 8) and (features >= 0).all() and features.sum() > 0
-    lfc.main(["--data", str(data), "--collections", "layout:xla:random"])
+    with pytest.raises(SystemExit, match="manifest.json not found: pass --preset and --seed"):
+        lfc.main(["--data", str(data), "--collections", "layout:xla:random"])
+    lfc.main(["--data", str(data), "--collections", "layout:xla:random", "--preset", "tiny", "--seed", "0"])
     line = capsys.readouterr().out.strip()
     taus = [float(part.rsplit(" ", 1)[1]) for part in line.split(": ", 1)[1].split(", ")]
     assert line.startswith("layout:xla:random: oracle ") and len(taus) == 1 + len(lfc.FEATURE_SETS)

@@ -231,7 +231,7 @@ def test_chains_keep_every_cost_a_layout_choice_changes():
     rng = np.random.default_rng(5)
     khop_errors = []
     for source, search in (("xla", "random"), ("nlp", "default"), ("xla", "default"), ("nlp", "random")):
-        g = make_layout_graph(rng, 150, 12, 40, source=source, search=search)
+        g = make_layout_graph(rng, 150, 12, 40, source=source, search=search, operand_order=True)
         n, seeds = len(g["node_opcode"]), g["node_config_ids"]
         full = layout_runtime(g["node_feat"], g["node_opcode"], g["edge_index"], seeds, g["node_config_feat"])
         kept = chain_nodes(g["edge_index"], g["node_opcode"], n, seeds, 0)

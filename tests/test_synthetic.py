@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tpuperf.data.synthetic import (
     _Node,
     _node_arrays,
     layout_runtime,
+    operand_edge_index,
     tile_runtime,
     write_dataset,
     write_graph,
@@ -95,8 +97,7 @@ def test_node_features_look_like_the_real_groups(tiny) -> None:
     assert (feat[:, 2:21].sum(1) == 1).all()  # exactly one element type
     dims = feat[:, 21:27]
     assert np.array_equal(feat[:, 27], dims.sum(1))
-    tuples = feat[:, 29] > 0
-    assert np.array_equal(feat[~tuples, 28], np.prod(np.where(dims[~tuples] > 0, dims[~tuples], 1), axis=1))
+    assert np.array_equal(feat[:, 28], np.prod(np.where(dims > 0, dims, 1), axis=1))  # 1 for scalars and tuples
     for row in feat:  # default layout: a permutation of the tensor's dims
         rank = int((row[21:27] > 0).sum())
         assert sorted(row[134 : 134 + rank]) == list(range(rank))
@@ -159,6 +160,68 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny) -> None:
     assert first == second
     write_dataset(tmp_path / "other", "tiny", seed=1)
     assert (tmp_path / "other" / "sample_submission.csv").read_bytes() != first[Path("sample_submission.csv")]
+
+
+# sha256 of the tiny preset (seed 0) as git main 2cae190 (before the files' edge rows were sorted)
+# wrote it, through main_comparable_digest: computed once by running that function on a dataset
+# written by 2cae190's src (``git archive 2cae190 src``, PYTHONPATH to it, write_dataset(d, "tiny", 0)).
+MAIN_2CAE190_TINY_DIGEST = "43bd6f2141fe7c0f4492f017e0733e7a46fa58c0a6cc3a75e57fcf8ee4c41159"
+
+
+def main_comparable_digest(root: Path) -> str:
+    """sha256 over every file's path and arrays (key, dtype, shape, bytes) and the sample
+    submission, with the two changes made since 2cae190 undone: edge rows sorted by (u, v) (2cae190
+    wrote operand order) and column 28 of tuple nodes 0 (2cae190 wrote 0, the real files 1)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.npz")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        with np.load(path) as arrays:
+            for key in arrays.files:
+                a = arrays[key]
+                if key == "edge_index":
+                    a = a[np.lexsort((a[:, 1], a[:, 0]))]
+                if key == "node_feat":
+                    a = a.copy()
+                    a[arrays["node_opcode"] == Op.TUPLE, 28] = 0
+                a = np.ascontiguousarray(a)
+                digest.update(f"{key} {a.dtype.str} {a.shape}".encode())
+                digest.update(a.tobytes())
+    digest.update((root / "sample_submission.csv").read_bytes())
+    return digest.hexdigest()
+
+
+def test_same_graphs_configs_and_runtimes_as_before_the_edge_rows_were_sorted(tiny) -> None:
+    assert main_comparable_digest(tiny) == MAIN_2CAE190_TINY_DIGEST
+
+
+def test_operand_edge_index_gives_the_order_the_runtimes_were_computed_from(tiny, tmp_path) -> None:
+    """It is the file's edge set in another row order (the stored runtimes agree with the oracle
+    over it: test_stored_runtimes_are_the_oracle_plus_small_noise), and that order matters: on some
+    layout file the oracle over the id-sorted rows differs."""
+    differs = []
+    for col in (c for c in COLLECTIONS if not c.is_tile):
+        for path in find_npz([col.split_dir(tiny, split) for split in SPLITS]):
+            g, edges = load_graph(path), operand_edge_index(path, "tiny", 0)
+            assert edges.dtype == np.int64 and sorted(edges.tolist()) == g.edge_index.tolist()
+            configs = (g.node_config_ids, g.node_config_feat)
+            by_operand = layout_runtime(g.node_feat, g.node_opcode, edges, *configs)
+            differs.append(
+                not np.allclose(layout_runtime(g.node_feat, g.node_opcode, g.edge_index, *configs), by_operand)
+            )
+    assert any(differs)
+    path = sorted(COLLECTIONS[1].split_dir(tiny, "train").glob("*.npz"))[0]
+    with pytest.raises(ValueError, match=f"{path}: preset 'tiny' with seed 1 writes no file of this name"):
+        operand_edge_index(path, "tiny", 1)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        operand_edge_index(path, "huge", 0)
+    with pytest.raises(ValueError, match="not under npz/<collection>/<split>/"):
+        operand_edge_index(tmp_path / "g.npz", "tiny", 0)
+    changed = COLLECTIONS[1].split_dir(tmp_path, "train") / path.name
+    changed.parent.mkdir(parents=True)
+    with np.load(path) as arrays:
+        write_graph(changed, {**arrays, "edge_index": arrays["edge_index"][:-1]})
+    with pytest.raises(ValueError, match="its nodes or edges are not those preset 'tiny' with seed 0 generates"):
+        operand_edge_index(changed, "tiny", 0)
 
 
 def test_write_graph_round_trip_with_fixed_zip_dates(tmp_path) -> None:
@@ -227,12 +290,13 @@ def test_make_graph_sizes() -> None:
 
 def test_stored_runtimes_are_the_oracle_plus_small_noise(tiny) -> None:
     for col in COLLECTIONS:
-        for g in graphs(tiny, col, "train"):
+        for path in sorted(col.split_dir(tiny, "train").glob("*.npz")):
+            g, edges = load_graph(path), operand_edge_index(path, "tiny", 0)
             if col.is_tile:
-                oracle = tile_runtime(g.node_feat, g.node_opcode, g.edge_index, g.config_feat)
+                oracle = tile_runtime(g.node_feat, g.node_opcode, edges, g.config_feat)
                 sigma = syn.TILE_NOISE_SIGMA
             else:
-                oracle = layout_runtime(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids, g.node_config_feat)
+                oracle = layout_runtime(g.node_feat, g.node_opcode, edges, g.node_config_ids, g.node_config_feat)
                 sigma = syn.LAYOUT_NOISE_SIGMA
             log_ratio = np.log(g.config_runtime / oracle)
             assert np.abs(log_ratio).max() < 6 * sigma, col.name
@@ -242,8 +306,9 @@ def test_stored_runtimes_are_the_oracle_plus_small_noise(tiny) -> None:
 def test_oracle_ranks_random_layouts_well(tiny) -> None:
     for col in (c for c in COLLECTIONS if c.search == "random"):
         taus = []
-        for g in graphs(tiny, col, "valid"):
-            oracle = layout_runtime(g.node_feat, g.node_opcode, g.edge_index, g.node_config_ids, g.node_config_feat)
+        for path in sorted(col.split_dir(tiny, "valid").glob("*.npz")):
+            g, edges = load_graph(path), operand_edge_index(path, "tiny", 0)
+            oracle = layout_runtime(g.node_feat, g.node_opcode, edges, g.node_config_ids, g.node_config_feat)
             taus.append(kendalltau(oracle, g.config_runtime)[0])
         assert 0.8 < np.mean(taus) < 1.0, col.name
 

@@ -65,7 +65,7 @@ import polars as pl
 from tpuperf.collection import Collection, get_collection
 from tpuperf.errors import TpuperfError
 
-FORMAT_VERSION = 3  # 2: index.parquet has content_hash; 3: stats.json has prune
+FORMAT_VERSION = 3  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
 STATS_FILE = "stats.json"
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"

@@ -3,14 +3,18 @@
 Real data needs Kaggle credentials, so ``tpuperf synth`` writes a dataset with the real layout
 (``npz/tile/xla/{split}/``, ``npz/layout/{xla,nlp}/{random,default}/{split}/``,
 ``sample_submission.csv``) whose runtimes come from a hidden, documented cost model. The cost
-model reads nothing but the arrays written to each file, so a model that sees the whole file
-can in principle learn it, while one that sees only the configuration features cannot: the
-same configuration values cost differently depending on the shapes and wiring of the graph.
+model reads nothing but the arrays written to each file and the operand order of the edges (which
+a real file does not hold either), so a model that sees the whole file can learn most of it, while
+one that sees only the configuration features cannot: the same configuration values cost
+differently depending on the shapes and wiring of the graph.
 
 Graphs
     Nodes are HLO-like ops in topological order (``edge_index`` row ``[u, v]``: u consumes v,
-    v < u, rows in operand order). Each node has an output shape (rank 0-4), an element type
-    and a compiler-default layout (minor-to-major). Sources are parameters and constants;
+    v < u). Files list the rows sorted by (u, v) like the real ones, so they do not hold HLO
+    operand order; the cost model reads it (a binary op's first operand passes its layout on),
+    and :func:`operand_edge_index` recovers it for a file by rebuilding the graph from the seed.
+    Each node has an output shape (rank 0-4), an element type and a compiler-default layout
+    (minor-to-major). Sources are parameters and constants;
     ops are elementwise unary/binary, broadcast, reduce, transpose, dot, convolution, reshape,
     and a tuple root in layout graphs. Opcode ids are the real dataset's numbering
     (:mod:`tpuperf.data.opcodes`). Node feature columns follow the real groups:
@@ -18,7 +22,10 @@ Graphs
     30 parameter number; 31-36 ``dimensions`` (reduced dim, transpose permutation, broadcast
     mapping); 37-42 / 43-48 convolution window size / stride; 94 lhs contracting or input
     feature dim, 97 rhs contracting or kernel input-feature dim, 98 kernel output-feature dim,
-    107-108 group counts; 134-139 default layout minor-to-major. Other columns stay 0.
+    107-108 group counts; 134-139 default layout minor-to-major. Other columns stay 0. Where
+    the files still differ from the real ones (e.g. the real ones hold no dot dims in 94-98 and a
+    dot's config rows list only its two minor-most dims) is tested in
+    ``tests/test_synthetic_vs_real.py``.
 
 Layout cost model (``layout_runtime``; ns, noise-free)
     Every dot, convolution and reshape listed in ``node_config_ids`` is configurable: its
@@ -91,7 +98,7 @@ from pathlib import Path
 import numpy as np
 
 from tpuperf.atomic import replaced_dir, write_atomic
-from tpuperf.collection import COLLECTIONS, SPLITS, Collection
+from tpuperf.collection import COLLECTIONS, SPLITS, Collection, locate
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
@@ -519,7 +526,8 @@ def _build_graph(rng: np.random.Generator, source: str, kind: str, n_nodes: int,
 
 
 def _node_arrays(nodes: list[_Node]) -> dict[str, np.ndarray]:
-    """node_feat (n, 140) float32, node_opcode uint8, edge_index int64 in operand order."""
+    """node_feat (n, 140) float32, node_opcode uint8, edge_index (m, 2) int64 in operand order
+    (the cost model's input; a file holds :func:`_file_edges` of it)."""
     n = len(nodes)
     feat = np.zeros((n, 140), np.float32)
     edges = []
@@ -529,7 +537,7 @@ def _node_arrays(nodes: list[_Node]) -> dict[str, np.ndarray]:
         rank = len(node.shape)
         row[COL_DIMS : COL_DIMS + rank] = node.shape
         row[COL_DIM_SUM] = sum(node.shape)
-        row[COL_DIM_PROD] = float(np.prod(node.shape)) if node.opcode != Op.TUPLE else 0
+        row[COL_DIM_PROD] = float(np.prod(node.shape))  # 1 for a scalar or tuple (no dims), as in the real files
         row[COL_LAYOUT : COL_LAYOUT + rank] = node.layout
         row[COL_DIMENSIONS : COL_DIMENSIONS + len(node.dimensions)] = node.dimensions
         if node.opcode == Op.TUPLE:
@@ -551,8 +559,15 @@ def _node_arrays(nodes: list[_Node]) -> dict[str, np.ndarray]:
     }
 
 
+def _file_edges(operand_edges: np.ndarray, *, layout: bool) -> np.ndarray:
+    """The rows a file holds: sorted by (consumer, producer) id like every real file, and, like
+    the real layout files (not the tile ones), stored column-major (Fortran order)."""
+    rows = operand_edges[np.lexsort((operand_edges[:, 1], operand_edges[:, 0]))]
+    return np.asfortranarray(rows) if layout else np.ascontiguousarray(rows)
+
+
 # =============================================================================================
-# Reading a graph back from its arrays (the cost models see only what the file holds)
+# Reading a graph back from its arrays (what the file holds, plus the edges' operand order)
 # =============================================================================================
 @dataclass
 class _Parsed:
@@ -564,7 +579,9 @@ class _Parsed:
     feat: np.ndarray
 
 
-def _parse(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray) -> _Parsed:
+def _parse(node_feat: np.ndarray, node_opcode: np.ndarray, operand_edges: np.ndarray) -> _Parsed:
+    """The graph the cost model reads; ``operand_edges`` (m, 2) rows ``[u, v]`` list each
+    consumer's operands in HLO operand order (a file's rows do not: :func:`operand_edge_index`)."""
     n = len(node_feat)
     dims = node_feat[:, COL_DIMS : COL_DIMS + MAX_RANK].astype(np.int64)
     ranks = (dims > 0).sum(1)
@@ -574,9 +591,9 @@ def _parse(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarra
     etype_cols = list(ETYPE_COL.values())
     elem_bytes = np.array(list(ETYPE_BYTES.values()), np.float64)[node_feat[:, etype_cols].argmax(1)]
     volume = np.where(ranks > 0, np.prod(np.where(dims > 0, dims, 1), axis=1), 1).astype(np.float64)
-    order = np.argsort(edge_index[:, 0], kind="stable")
+    order = np.argsort(operand_edges[:, 0], kind="stable")
     operands: list[list[int]] = [[] for _ in range(n)]
-    for u, v in edge_index[order].tolist():
+    for u, v in operand_edges[order].tolist():
         operands[u].append(v)
     return _Parsed(node_opcode.astype(np.int64), shapes, volume * elem_bytes, layouts, operands, node_feat)
 
@@ -750,12 +767,16 @@ def _decode_configs(node_config_feat: np.ndarray, variables: list[tuple[int, int
 def layout_runtime(
     node_feat: np.ndarray,
     node_opcode: np.ndarray,
-    edge_index: np.ndarray,
+    operand_edges: np.ndarray,
     node_config_ids: np.ndarray,
     node_config_feat: np.ndarray,
 ) -> np.ndarray:
-    """Noise-free runtime (ns, float64) of every layout config: the oracle of a layout file."""
-    g = _parse(node_feat, node_opcode, edge_index)
+    """Noise-free runtime (c,) float64 ns of every layout config: the oracle of a layout file.
+
+    ``operand_edges``: the graph's (m, 2) edge rows with each consumer's operands in HLO operand
+    order; a file's id-sorted ``edge_index`` is not that, :func:`operand_edge_index` gives it.
+    Raises ValueError for a config row that is not a layout of its tensor's rank."""
+    g = _parse(node_feat, node_opcode, operand_edges)
     energy, variables = _layout_energy(g, np.asarray(node_config_ids))
     return energy.evaluate(_decode_configs(node_config_feat, variables))
 
@@ -789,10 +810,12 @@ def _tile_parts(g: _Parsed) -> tuple[int, int]:
 
 
 def tile_runtime(
-    node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.ndarray, config_feat: np.ndarray
+    node_feat: np.ndarray, node_opcode: np.ndarray, operand_edges: np.ndarray, config_feat: np.ndarray
 ) -> np.ndarray:
-    """Noise-free runtime (ns, float64) of every tile config: the oracle of a tile file."""
-    g = _parse(node_feat, node_opcode, edge_index)
+    """Noise-free runtime (c,) float64 ns of every tile config: the oracle of a tile file.
+
+    ``operand_edges`` as for :func:`layout_runtime` (a file's ``edge_index`` is id-sorted)."""
+    g = _parse(node_feat, node_opcode, operand_edges)
     root, main = _tile_parts(g)
     ops = [v for v in range(len(g.shapes)) if g.opcode[v] not in SOURCES]
     work = sum((1 + len(g.operands[v])) * g.nbytes[v] / HBM_BYTES_PER_NS for v in ops)
@@ -859,8 +882,9 @@ def _noisy(rng: np.random.Generator, runtime: np.ndarray, sigma: float) -> np.nd
 def make_tile_graph(
     rng: np.random.Generator, n_nodes: int, n_configs: int, *, labelled: bool = True
 ) -> dict[str, np.ndarray]:
-    """One ``tile:xla`` graph's arrays (file key order). Distinct configs; fewer than
-    ``n_configs`` when the kernel's shapes allow fewer. ``labelled=False`` gives a test file."""
+    """One ``tile:xla`` graph's arrays as a file holds them (key order, id-sorted edge rows).
+    Distinct configs; fewer than ``n_configs`` when the kernel's shapes allow fewer.
+    ``labelled=False`` gives a test file."""
     nodes = _build_graph(rng, "xla", "tile", n_nodes, 0)
     arrays = _node_arrays(nodes)
     g = _parse(arrays["node_feat"], arrays["node_opcode"], arrays["edge_index"])
@@ -889,7 +913,13 @@ def make_tile_graph(
         )
     else:
         runtime, normalizer = np.zeros(c, np.int64), np.ones(c, np.int64)
-    return {**arrays, "config_feat": config_feat, "config_runtime": runtime, "config_runtime_normalizers": normalizer}
+    return {
+        **arrays,
+        "edge_index": _file_edges(arrays["edge_index"], layout=False),
+        "config_feat": config_feat,
+        "config_runtime": runtime,
+        "config_runtime_normalizers": normalizer,
+    }
 
 
 # =============================================================================================
@@ -923,17 +953,6 @@ def _layout_values(
     changed = mutate.reshape(n_configs, nc, 3).any(axis=2)
     as_default = ~changed & (rng.random((n_configs, nc), np.float32) < 0.05)
     return values, as_default
-    choosable = np.flatnonzero(n_perms > 1)
-    n_changes = np.minimum(1 + rng.poisson(DEFAULT_SEARCH_MUTATIONS, n_configs), len(choosable))
-    n_changes[0] = 0  # config 0 is the compiler default itself
-    order = np.argsort(rng.random((n_configs, len(choosable))), axis=1)  # a random subset per row
-    mutate = np.zeros((n_configs, len(variables)), bool)
-    mutate[:, choosable] = np.argsort(order, axis=1) < n_changes[:, None]
-    offset = 1 + np.floor(rng.random(values.shape) * (n_perms - 1)).astype(np.int64)
-    values = np.where(mutate, (values + offset) % n_perms, values)
-    changed = mutate.reshape(n_configs, nc, 3).any(axis=2)
-    as_default = ~changed & (rng.random((n_configs, nc)) < 0.05)
-    return values, as_default
 
 
 def _layout_config_feat(
@@ -965,8 +984,11 @@ def make_layout_graph(
     source: str = "xla",
     search: str = "random",
     labelled: bool = True,
+    operand_order: bool = False,
 ) -> dict[str, np.ndarray]:
-    """One ``layout:{source}:{search}`` graph's arrays (file key order).
+    """One ``layout:{source}:{search}`` graph's arrays as a file holds them (key order; edge rows
+    sorted by id, column-major), or with ``operand_order`` the edge rows in operand order, which
+    :func:`layout_runtime` needs (the other arrays are the same).
 
     Memory: the only big array is node_config_feat (c x nc x 18 float32), built once in place;
     runtimes are computed from it variable by variable. ``labelled=False`` gives a test file."""
@@ -984,6 +1006,7 @@ def make_layout_graph(
         runtime = np.zeros(n_configs, np.int64)
     return {
         **arrays,
+        "edge_index": arrays["edge_index"] if operand_order else _file_edges(arrays["edge_index"], layout=True),
         "node_config_feat": config_feat,
         "node_config_ids": config_ids,
         "config_runtime": runtime,
@@ -1007,7 +1030,7 @@ def write_graph(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
                 info.external_attr = 0o644 << 16
                 info._compresslevel = ZIP_LEVEL  # no public setter before Python 3.13
                 with zf.open(info, "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+                    np.lib.format.write_array(fh, np.asarray(arr), allow_pickle=False)  # keeps Fortran order
 
     write_atomic(path, write)
 
@@ -1016,17 +1039,13 @@ def _draw(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
     return int(rng.integers(bounds[0], bounds[1] + 1))
 
 
-def _make(
+def _sizes(
     collection: Collection, split: str, gi: int, preset: Preset, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    labelled = split != "test"
+) -> tuple[int, int, int]:
+    """(nodes, configurable nodes, configs) of one graph, drawn first from its generator."""
     if not collection.kind.config_per_node:
-        return make_tile_graph(
-            rng,
-            _draw(rng, (preset.tile_nodes[0], preset.tile_nodes[1] - MAX_OVERSHOOT)),
-            _draw(rng, preset.tile_configs),
-            labelled=labelled,
-        )
+        n_nodes = _draw(rng, (preset.tile_nodes[0], preset.tile_nodes[1] - MAX_OVERSHOOT))
+        return n_nodes, 0, _draw(rng, preset.tile_configs)
     size = preset.layout[collection.source]
     n_configurable = _draw(rng, size.configurable)
     n_nodes = _draw(rng, (max(size.nodes[0], NODES_PER_CONFIGURABLE * n_configurable), size.nodes[1] - MAX_OVERSHOOT))
@@ -1035,6 +1054,16 @@ def _make(
         n_configs = preset.layout_test_configs
         if preset.extra_config_test_file and collection == _quirk_collection() and gi == 0:
             n_configs += 1
+    return n_nodes, n_configurable, n_configs
+
+
+def _make(
+    collection: Collection, split: str, gi: int, preset: Preset, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    labelled = split != "test"
+    n_nodes, n_configurable, n_configs = _sizes(collection, split, gi, preset, rng)
+    if not collection.kind.config_per_node:
+        return make_tile_graph(rng, n_nodes, n_configs, labelled=labelled)
     return make_layout_graph(
         rng,
         n_nodes,
@@ -1056,6 +1085,45 @@ def _graph_count(preset: Preset, collection: Collection, split: str) -> int:
     return counts[SPLITS.index(split)]
 
 
+def _graph_rng(seed: int, collection: Collection, split: str, gi: int) -> tuple[np.random.Generator, str]:
+    """The generator of one graph, seeded by (seed, collection, split, index), and its file name
+    (its first 16 bytes)."""
+    rng = np.random.default_rng([seed, COLLECTIONS.index(collection), SPLITS.index(split), gi])
+    return rng, rng.bytes(16).hex()
+
+
+def operand_edge_index(path: Path | str, preset: str, seed: int) -> np.ndarray:
+    """The (m, 2) int64 edge rows of a file ``write_dataset(root, preset, seed)`` wrote, in the
+    operand order its runtimes were computed from (the input of :func:`layout_runtime` and
+    :func:`tile_runtime`), rebuilt from the seed: the file lists them sorted by id.
+
+    Raises ValueError when ``path`` is not in the real layout or is not a file that preset and
+    seed write (its name, nodes or edges differ)."""
+    path = Path(path)
+    collection, split = locate(path)
+    if collection is None or split is None:
+        raise ValueError(f"{path}: not under npz/<collection>/<split>/ of a synthetic dataset")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    for gi in range(_graph_count(spec, collection, split)):
+        rng, name = _graph_rng(seed, collection, split, gi)
+        if name == path.stem:
+            break
+    else:
+        raise ValueError(f"{path}: preset {preset!r} with seed {seed} writes no file of this name")
+    n_nodes, n_configurable, _ = _sizes(collection, split, gi, spec, rng)
+    kind = "layout" if collection.kind.config_per_node else "tile"
+    arrays = _node_arrays(_build_graph(rng, collection.source, kind, n_nodes, n_configurable))
+    with np.load(path) as stored:
+        same = np.array_equal(stored["node_feat"], arrays["node_feat"]) and np.array_equal(
+            stored["edge_index"], _file_edges(arrays["edge_index"], layout=kind == "layout")
+        )
+    if not same:
+        raise ValueError(f"{path}: its nodes or edges are not those preset {preset!r} with seed {seed} generates")
+    return arrays["edge_index"]
+
+
 def write_dataset(out: Path | str, preset: str = "small", seed: int = 0, *, overwrite: bool = False) -> None:
     """Write a whole synthetic dataset in the real layout, all or nothing.
 
@@ -1069,13 +1137,12 @@ def write_dataset(out: Path | str, preset: str = "small", seed: int = 0, *, over
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     with replaced_dir(out) as tmp:
         rows = ["ID,TopConfigs"]
-        for ci, col in enumerate(COLLECTIONS):
-            for si, split in enumerate(SPLITS):
+        for col in COLLECTIONS:
+            for split in SPLITS:
                 folder = col.split_dir(tmp, split)
                 folder.mkdir(parents=True)
                 for gi in range(_graph_count(spec, col, split)):
-                    rng = np.random.default_rng([seed, ci, si, gi])
-                    name = rng.bytes(16).hex()
+                    rng, name = _graph_rng(seed, col, split, gi)
                     arrays = _make(col, split, gi, spec, rng)
                     write_graph(folder / f"{name}.npz", arrays)
                     if split == "test":
