@@ -437,3 +437,41 @@ def test_train_step_compiles_with_xla(rng, kind, attention, scope):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     hlo = step.experimental_get_compiler_ir(graph, runtime)(stage="hlo")
     assert "HloModule" in hlo
+
+
+@pytest.mark.parametrize("conv,kind", [("chebsage", "layout"), ("baseline", "tile")])
+def test_residual_block_ops_match_keras_layer_norm_and_tf_gelu(rng, monkeypatch, kind, conv):
+    """The per-config blocks' LayerNorm and gelu (written for XLA on CPU) give the scores and
+    gradients of Keras' LayerNormalization and tf.nn.gelu, the implementation they replaced,
+    computed here on the same weights (random gamma and beta) under jit_compile=True."""
+    from tpuperf.training.losses import get_loss
+
+    g = fake_graph(rng, kind, 10, 4)
+    graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4, 16, 32), kind)
+    settings = {"conv": conv, "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 2}
+    if conv == "baseline":
+        settings.update(shared_layers=0, config_interaction=0, config_operands=False)
+    model = build_model(kind, model_config(**settings))
+    model(graph)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    loss_fn = get_loss("listmle")
+
+    def scores_and_gradients():
+        @tf.function(jit_compile=True)
+        def run(graph, runtime):
+            with tf.GradientTape() as tape:
+                scores = model(graph, training=True)
+                loss = loss_fn(runtime, scores)
+            return scores, tape.gradient(loss, model.trainable_variables)
+
+        scores, grads = run(graph, runtime)
+        return scores.numpy(), [tf.convert_to_tensor(gr).numpy() for gr in grads]
+
+    got_scores, got_grads = scores_and_gradients()
+    monkeypatch.setattr(L, "gelu", tf.nn.gelu)
+    monkeypatch.setattr(L.LayerNorm, "call", tf.keras.layers.LayerNormalization.call)
+    want_scores, want_grads = scores_and_gradients()
+    assert np.ptp(want_scores[0, :4]) > 1e-3  # the configs' scores differ: the comparison can fail
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-5)
+    for got, want in zip(got_grads, want_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
