@@ -10,7 +10,18 @@ from graph_factory import fake_graph
 
 from tpuperf.models import build_model
 from tpuperf.models import layers as L
-from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, pack, to_arrays, to_graph_tensor
+from tpuperf.training.batches import (
+    CONFIG_EDGES,
+    CONFIG_NODES,
+    EDGES,
+    NODES,
+    BatchItem,
+    BatchShape,
+    BucketPlan,
+    pack,
+    to_arrays,
+    to_graph_tensor,
+)
 from tpuperf.training.scoring import Scorer, chunk_items
 
 FEAT = 6
@@ -475,3 +486,26 @@ def test_residual_block_ops_match_keras_layer_norm_and_tf_gelu(rng, monkeypatch,
     np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-5)
     for got, want in zip(got_grads, want_grads):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("edge_set", [EDGES, CONFIG_EDGES])
+def test_normalized_adjacency_product_matches_one_weighted_sum_per_direction(rng, edge_set):
+    """The one-pass product over both edge directions equals the sum of a weighted pooling per
+    direction (the form it replaced), on [nodes, configs, units] states of either edge set."""
+    import tensorflow_gnn as tfgnn
+
+    g = fake_graph(rng, "layout", 12, 3)
+    graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(2, 16, 32, 3, 16, 32), "layout")
+    node_set = NODES if edge_set == EDGES else CONFIG_NODES
+    assert int(graph.edge_sets[edge_set].sizes[0]) > 0  # real edges, not only padding
+    state = tf.constant(rng.normal(size=(16, 3, 5)).astype(np.float32))
+    weights, _ = L.symmetric_edge_weights(graph, self_loops=True, edge_set=edge_set)
+    want = 0
+    for receiver, sender in ((tfgnn.TARGET, tfgnn.SOURCE), (tfgnn.SOURCE, tfgnn.TARGET)):
+        messages = tfgnn.broadcast_node_to_edges(graph, edge_set, sender, feature_value=state)
+        want += tfgnn.pool_edges_to_node(
+            graph, edge_set, receiver, "sum", feature_value=messages * weights[:, None, None]
+        )
+    got = L.normalized_adjacency_product(graph, state, weights, edge_set)
+    assert graph.node_sets[node_set].total_size == got.shape[0]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
