@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import tensorflow as tf
+import tensorflow_gnn as tfgnn
 
 from tpuperf.config import Config, ModelConfig, TrainConfig, load_config
 from tpuperf.data.cache import CollectionCache
@@ -36,17 +37,32 @@ from tpuperf.training.losses import get_loss
 from tpuperf.training.trainer import batch_stream
 
 
+def session_start_adjacency_product(
+    graph: tfgnn.GraphTensor, state: tf.Tensor, weights: tf.Tensor, edge_set: str
+) -> tf.Tensor:
+    """tpuperf.models.layers.normalized_adjacency_product as before commit c1025d1: one
+    weighted pooling per edge direction (same values)."""
+    product = 0.0
+    for receiver, sender in ((tfgnn.TARGET, tfgnn.SOURCE), (tfgnn.SOURCE, tfgnn.TARGET)):
+        messages = tfgnn.broadcast_node_to_edges(graph, edge_set, sender, feature_value=state)
+        weighted = messages * tf.reshape(weights, [-1] + [1] * (messages.shape.rank - 1))
+        product += tfgnn.pool_edges_to_node(graph, edge_set, receiver, "sum", feature_value=weighted)
+    return product
+
+
 @contextlib.contextmanager
 def session_start_ops():
-    """Models traced inside compute their residual blocks' LayerNorm and gelu as before commit
-    1497c78 (Keras' fused LayerNormalization.call and tf.nn.gelu): the same values, the old XLA
-    program, for before/after figures in one process."""
-    saved = layers.gelu, layers.LayerNorm.call
+    """Models traced inside compute as the session-start code did: the residual blocks' LayerNorm
+    and gelu as before commit 1497c78 (Keras' fused LayerNormalization.call, tf.nn.gelu) and
+    :func:`session_start_adjacency_product`; the same values, the old XLA program, for
+    before/after figures in one process (``--before``; tests/test_models.py checks the values)."""
+    saved = layers.gelu, layers.LayerNorm.call, layers.normalized_adjacency_product
     layers.gelu, layers.LayerNorm.call = tf.nn.gelu, tf.keras.layers.LayerNormalization.call
+    layers.normalized_adjacency_product = session_start_adjacency_product
     try:
         yield
     finally:
-        layers.gelu, layers.LayerNorm.call = saved
+        layers.gelu, layers.LayerNorm.call, layers.normalized_adjacency_product = saved
 
 
 def measure(model_params: ModelConfig, kind: str, train_batches, predict_batches, settings: TrainConfig) -> dict:

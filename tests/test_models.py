@@ -1,6 +1,8 @@
 """Layers against dense reference computations; padding and batching invariances; XLA compile."""
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,9 @@ from tpuperf.training.batches import (
     to_graph_tensor,
 )
 from tpuperf.training.scoring import Scorer, chunk_items
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from throughput import session_start_adjacency_product, session_start_ops  # noqa: E402
 
 FEAT = 6
 
@@ -451,9 +456,10 @@ def test_train_step_compiles_with_xla(rng, kind, attention, scope):
 
 
 @pytest.mark.parametrize("conv,kind", [("chebsage", "layout"), ("baseline", "tile")])
-def test_residual_block_ops_match_keras_layer_norm_and_tf_gelu(rng, monkeypatch, kind, conv):
-    """The per-config blocks' LayerNorm and gelu (written for XLA on CPU) give the scores and
-    gradients of Keras' LayerNormalization and tf.nn.gelu, the implementation they replaced,
+def test_models_match_their_session_start_ops(rng, conv, kind):
+    """The ops rewritten for XLA on CPU (the blocks' LayerNorm and gelu, the adjacency product)
+    give the scores and gradients of the ones they replaced (benchmarks/throughput.py
+    session_start_ops: Keras' LayerNormalization, tf.nn.gelu, one pooling per edge direction),
     computed here on the same weights (random gamma and beta) under jit_compile=True."""
     from tpuperf.training.losses import get_loss
 
@@ -479,9 +485,8 @@ def test_residual_block_ops_match_keras_layer_norm_and_tf_gelu(rng, monkeypatch,
         return scores.numpy(), [tf.convert_to_tensor(gr).numpy() for gr in grads]
 
     got_scores, got_grads = scores_and_gradients()
-    monkeypatch.setattr(L, "gelu", tf.nn.gelu)
-    monkeypatch.setattr(L.LayerNorm, "call", tf.keras.layers.LayerNormalization.call)
-    want_scores, want_grads = scores_and_gradients()
+    with session_start_ops():
+        want_scores, want_grads = scores_and_gradients()
     assert np.ptp(want_scores[0, :4]) > 1e-3  # the configs' scores differ: the comparison can fail
     np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-5)
     for got, want in zip(got_grads, want_grads):
@@ -492,20 +497,13 @@ def test_residual_block_ops_match_keras_layer_norm_and_tf_gelu(rng, monkeypatch,
 def test_normalized_adjacency_product_matches_one_weighted_sum_per_direction(rng, edge_set):
     """The one-pass product over both edge directions equals the sum of a weighted pooling per
     direction (the form it replaced), on [nodes, configs, units] states of either edge set."""
-    import tensorflow_gnn as tfgnn
-
     g = fake_graph(rng, "layout", 12, 3)
     graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(2, 16, 32, 3, 16, 32), "layout")
     node_set = NODES if edge_set == EDGES else CONFIG_NODES
     assert int(graph.edge_sets[edge_set].sizes[0]) > 0  # real edges, not only padding
     state = tf.constant(rng.normal(size=(16, 3, 5)).astype(np.float32))
     weights, _ = L.symmetric_edge_weights(graph, self_loops=True, edge_set=edge_set)
-    want = 0
-    for receiver, sender in ((tfgnn.TARGET, tfgnn.SOURCE), (tfgnn.SOURCE, tfgnn.TARGET)):
-        messages = tfgnn.broadcast_node_to_edges(graph, edge_set, sender, feature_value=state)
-        want += tfgnn.pool_edges_to_node(
-            graph, edge_set, receiver, "sum", feature_value=messages * weights[:, None, None]
-        )
+    want = session_start_adjacency_product(graph, state, weights, edge_set)
     got = L.normalized_adjacency_product(graph, state, weights, edge_set)
     assert graph.node_sets[node_set].total_size == got.shape[0]
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
