@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 import tensorflow as tf
-import tensorflow_gnn as tfgnn
 
 from tpuperf.config import Config, ModelConfig, TrainConfig, load_config
 from tpuperf.data.cache import CollectionCache
@@ -37,11 +36,11 @@ from tpuperf.training.losses import get_loss
 from tpuperf.training.trainer import batch_stream
 
 
-def session_start_adjacency_product(
-    graph: tfgnn.GraphTensor, state: tf.Tensor, weights: tf.Tensor, edge_set: str
-) -> tf.Tensor:
+def session_start_adjacency_product(graph, state: tf.Tensor, weights: tf.Tensor, edge_set: str) -> tf.Tensor:
     """tpuperf.models.layers.normalized_adjacency_product as before commit c1025d1: one
     weighted pooling per edge direction (same values)."""
+    import tensorflow_gnn as tfgnn  # after tpuperf, which selects Keras 2 for it
+
     product = 0.0
     for receiver, sender in ((tfgnn.TARGET, tfgnn.SOURCE), (tfgnn.SOURCE, tfgnn.TARGET)):
         messages = tfgnn.broadcast_node_to_edges(graph, edge_set, sender, feature_value=state)
