@@ -16,11 +16,14 @@ steady per-graph time, what the goal is about), split into preparing and scoring
 model's median time to score the graph with one of its folds (where the time goes).
 
     python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
-                                    [--scope nodes|configurable]
+                                    [--scope nodes|configurable] [--before]
 
 ``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
 ``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes;
 ``--models chebsage sage cheb`` shows what leaving the baseline out (``ensemble.min_weight``) gives.
+``--before`` also loads the export with the session-start per-config ops
+(``throughput.session_start_ops``: same values, the old XLA program) and interleaves its timed calls
+with the current code's, printing both and the speed-up.
 Figures and where the time goes: README, "Ranking new programs" (neither goal is met with the
 default 8 members on a shared machine; the baseline is most of the time).
 """
