@@ -16,11 +16,14 @@ steady per-graph time, what the goal is about), split into preparing and scoring
 model's median time to score the graph with one of its folds (where the time goes).
 
     python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
-                                    [--scope nodes|configurable]
+                                    [--scope nodes|configurable] [--before]
 
 ``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
 ``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes;
 ``--models chebsage sage cheb`` shows what leaving the baseline out (``ensemble.min_weight``) gives.
+``--before`` also loads the export with the session-start per-config ops
+(``throughput.session_start_ops``: same values, the old XLA program) and interleaves its timed calls
+with the current code's, printing both and the speed-up.
 Figures and where the time goes: README, "Ranking new programs" (neither goal is met with the
 default 8 members on a shared machine; the baseline is most of the time).
 """
@@ -135,7 +138,14 @@ def build_export(root: Path, params: Config, kind: str, rng: np.random.Generator
     return export_collection(params, collection)
 
 
-def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rng: np.random.Generator) -> dict:
+def measure(
+    kind: str, root: Path, params: Config, repeats: int, sizes: dict, rng: np.random.Generator, before: bool = False
+) -> dict:
+    """Figures of one kind (module docstring); ``before``: also the same export under
+    :func:`throughput.session_start_ops`, its timed calls interleaved with the current code's,
+    in ``"before"``."""
+    from throughput import session_start_ops
+
     from tpuperf.data.preprocess import prepare_graph
     from tpuperf.ranking.ranker import ExportedModel
 
@@ -159,28 +169,31 @@ def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rn
     model = ExportedModel(export_dir)
     load = time.perf_counter() - start
 
-    def once() -> tuple[float, float, object]:
-        t0 = time.perf_counter()
-        graph = prepare_graph(program, collection, model.stats)
-        t1 = time.perf_counter()
-        ranking = model.rank_graphs([graph])[0]
-        return t1 - t0, time.perf_counter() - t1, ranking
-
-    first_prep, first_score, ranking = once()
-    runs = [once() for _ in range(repeats)]
-    prep = statistics.median(r[0] for r in runs)
-    score = statistics.median(r[1] for r in runs)
+    models, first = {"after": model}, {}
+    if before:  # the same export scored with the session-start ops: traced by its first call, inside the context
+        with session_start_ops():
+            models["before"] = ExportedModel(export_dir)
+            first["before"] = rank_once(models["before"], program, collection)
+    first["after"] = rank_once(model, program, collection)
+    runs = {version: [] for version in models}
+    for _ in range(repeats):  # the versions' timed calls interleave
+        for version, exported in models.items():
+            runs[version].append(rank_once(exported, program, collection))
     graph = prepare_graph(program, collection, model.stats)
-    per_member = {}  # model -> median seconds to score the graph with one of its folds
-    for name, folds in model.folds.items():
-        times = []
+    per_member = {version: {} for version in models}  # model -> median seconds to score the graph with one fold
+    for name in model.folds:
+        times = {version: [] for version in models}
         for _ in range(repeats):
-            for weights in folds.values():
-                model.models[name].set_weights(weights)
-                t0 = time.perf_counter()
-                model.scorer(name).score([graph])
-                times.append(time.perf_counter() - t0)
-        per_member[name] = round(statistics.median(times), 3)
+            for fold in model.folds[name]:
+                for version, exported in models.items():
+                    exported.models[name].set_weights(exported.folds[name][fold])
+                    t0 = time.perf_counter()
+                    exported.scorer(name).score([graph])
+                    times[version].append(time.perf_counter() - t0)
+        for version in models:
+            per_member[version][name] = round(statistics.median(times[version]), 3)
+    figures = {version: summary(first[version], runs[version], per_member[version], goal) for version in models}
+    ranking = first["after"][2]
     return {
         "collection": collection.name,
         "nodes": len(arrays["node_feat"]),
@@ -193,12 +206,34 @@ def measure(kind: str, root: Path, params: Config, repeats: int, sizes: dict, rn
             map(str, model.plan.plan([graph], model.configs, items=-(-graph.num_configs // model.configs)).shapes)
         ),
         "load_s": round(load, 3),
-        "first_rank_s": round(first_prep + first_score, 3),
+        **figures["after"],
+        "goal_s": goal,
+        **({"before": figures["before"]} if before else {}),
+    }
+
+
+def rank_once(model, program: Path, collection) -> tuple[float, float, object]:
+    """(prepare seconds, score seconds, ranking) of one ``tpuperf rank`` of ``program``."""
+    from tpuperf.data.preprocess import prepare_graph
+
+    t0 = time.perf_counter()
+    graph = prepare_graph(program, collection, model.stats)
+    t1 = time.perf_counter()
+    ranking = model.rank_graphs([graph])[0]
+    return t1 - t0, time.perf_counter() - t1, ranking
+
+
+def summary(first: tuple, runs: list[tuple], per_member: dict, goal: float | None) -> dict:
+    """Seconds of one version: the first call (tracing included), medians of the timed calls
+    (:func:`rank_once` results) and ``per_member``."""
+    prep = statistics.median(r[0] for r in runs)
+    score = statistics.median(r[1] for r in runs)
+    return {
+        "first_rank_s": round(first[0] + first[1], 3),
         "rank_s": round(prep + score, 3),
         "prepare_s": round(prep, 3),
         "score_s": round(score, 3),
         "member_score_s": per_member,
-        "goal_s": goal,
         "goal_met": None if goal is None else prep + score <= goal,
     }
 
@@ -217,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scope", choices=("nodes", "configurable"), default=None, help="models' config_scope (default: params.yaml)"
     )
+    parser.add_argument(
+        "--before", action="store_true", help="also time the session-start ops (throughput.session_start_ops)"
+    )
     args = parser.parse_args(argv)
     sizes = SIZES["quick" if args.quick else "full"]
     rng = np.random.default_rng(0)
@@ -227,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             params = bench_params(
                 Path(tmp), args.quick, args.models, None if args.jit == "params" else args.jit == "on", args.scope
             )
-            r = measure(kind, Path(tmp), params, args.repeats, sizes, rng)
+            r = measure(kind, Path(tmp), params, args.repeats, sizes, rng, args.before)
         results.append(r)
         goal = "" if r["goal_s"] is None else f" (goal <= {r['goal_s']} s: {'met' if r['goal_met'] else 'NOT met'})"
         print(
@@ -236,6 +274,17 @@ def main(argv: list[str] | None = None) -> int:
             f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}; per member and fold: "
             + ", ".join(f"{m} {s} s" for m, s in r["member_score_s"].items())
         )
+        if args.before:
+            b = r["before"]
+            print(
+                f"  before (session-start ops, same process): first rank {b['first_rank_s']} s; rank {b['rank_s']} s "
+                f"= prepare {b['prepare_s']} + score {b['score_s']} -> speed-up x{b['rank_s'] / r['rank_s']:.2f}; "
+                "per member and fold: "
+                + ", ".join(
+                    f"{m} {s} -> {r['member_score_s'][m]} s (x{s / r['member_score_s'][m]:.2f})"
+                    for m, s in b["member_score_s"].items()
+                )
+            )
     print(json.dumps(results))
     return 0
 

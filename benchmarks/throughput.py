@@ -1,11 +1,13 @@
 """Training and inference throughput (configs/s) of each model on the same cached batches.
 
 Usage: python benchmarks/throughput.py [--cache cache] [--collection layout-xla-random ...]
-       [--models chebsage baseline] [--steps 20] [--params params.yaml] [--json out.json]
+       [--models chebsage baseline] [--steps 20] [--params params.yaml] [--json out.json] [--before]
 
 Every model sees the very same padded batches (same static shape), so the ratio between
 models is measured in one run on one machine. Configs/s counts real (unpadded) configs.
-Prints one line per model and the ratio of each to the baseline.
+Prints one line per model and the ratio of each to the baseline. ``--before`` also measures
+each model, just before it, with the per-config blocks' ops of the session-start code
+(:func:`session_start_ops`) and prints the speed-up.
 
 Memory: ``rss_before_mb`` is the process RSS before the model is built (TensorFlow runtime and
 the collected batches) and ``peak_rss_mb`` the process's peak RSS (ru_maxrss) right after the
@@ -16,6 +18,7 @@ measures one model (benchmarks/claims.py runs one process per model).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import time
@@ -27,10 +30,38 @@ import tensorflow as tf
 
 from tpuperf.config import Config, ModelConfig, TrainConfig, load_config
 from tpuperf.data.cache import CollectionCache
-from tpuperf.models import build_model
+from tpuperf.models import build_model, layers
 from tpuperf.training.batches import BucketPlan, make_dataset
 from tpuperf.training.losses import get_loss
 from tpuperf.training.trainer import batch_stream
+
+
+def session_start_adjacency_product(graph, state: tf.Tensor, weights: tf.Tensor, edge_set: str) -> tf.Tensor:
+    """tpuperf.models.layers.normalized_adjacency_product as before commit c1025d1: one
+    weighted pooling per edge direction (same values)."""
+    import tensorflow_gnn as tfgnn  # after tpuperf, which selects Keras 2 for it
+
+    product = 0.0
+    for receiver, sender in ((tfgnn.TARGET, tfgnn.SOURCE), (tfgnn.SOURCE, tfgnn.TARGET)):
+        messages = tfgnn.broadcast_node_to_edges(graph, edge_set, sender, feature_value=state)
+        weighted = messages * tf.reshape(weights, [-1] + [1] * (messages.shape.rank - 1))
+        product += tfgnn.pool_edges_to_node(graph, edge_set, receiver, "sum", feature_value=weighted)
+    return product
+
+
+@contextlib.contextmanager
+def session_start_ops():
+    """Models traced inside compute as the session-start code did: the residual blocks' LayerNorm
+    and gelu as before commit 1497c78 (Keras' fused LayerNormalization.call, tf.nn.gelu) and
+    :func:`session_start_adjacency_product`; the same values, the old XLA program, for
+    before/after figures in one process (``--before``; tests/test_models.py checks the values)."""
+    saved = layers.gelu, layers.LayerNorm.call, layers.normalized_adjacency_product
+    layers.gelu, layers.LayerNorm.call = tf.nn.gelu, tf.keras.layers.LayerNormalization.call
+    layers.normalized_adjacency_product = session_start_adjacency_product
+    try:
+        yield
+    finally:
+        layers.gelu, layers.LayerNorm.call, layers.normalized_adjacency_product = saved
 
 
 def measure(model_params: ModelConfig, kind: str, train_batches, predict_batches, settings: TrainConfig) -> dict:
@@ -77,8 +108,11 @@ def collect(dataset_fn, steps: int) -> list:
     return batches
 
 
-def throughput(params: Config, cache_root: str, collection: str, models: list[str], steps: int) -> dict[str, dict]:
-    """Per model: configs/s of training and inference on the same ``steps`` batches of ``collection``."""
+def throughput(
+    params: Config, cache_root: str, collection: str, models: list[str], steps: int, before: bool = False
+) -> dict[str, dict]:
+    """Per model: configs/s of training and inference on the same ``steps`` batches of ``collection``;
+    with ``before`` also ``<model> (before)``, measured first under :func:`session_start_ops`."""
     settings = params.train
     cache = CollectionCache(cache_root, collection)
     kind = cache.collection.kind.name
@@ -104,21 +138,34 @@ def throughput(params: Config, cache_root: str, collection: str, models: list[st
         f"{cache.collection.name}: train batch {shape}, predict batch {pshape}, jit_compile={settings.jit_compile}, "
         f"{steps} timed steps each"
     )
-    return {name: measure(params.model(name), kind, train_batches, predict_batches, settings) for name in models}
+    out = {}
+    for name in models:
+        if before:
+            with session_start_ops():
+                out[f"{name} (before)"] = measure(params.model(name), kind, train_batches, predict_batches, settings)
+        out[name] = measure(params.model(name), kind, train_batches, predict_batches, settings)
+    return out
 
 
 def report(results: dict[str, dict]) -> None:
-    """One line per model with its ratio to the baseline (when measured)."""
+    """One line per model with its ratio to the baseline (when measured) and to its own
+    session-start figures (``--before``)."""
     base = results.get("baseline")
     for name, r in results.items():
         ratio = ""
-        if base and name != "baseline":
+        old = results.get(f"{name} (before)")
+        if old:
+            ratio = (
+                f"  | vs before: train x{r['train_configs_per_s'] / old['train_configs_per_s']:.2f}, "
+                f"predict x{r['predict_configs_per_s'] / old['predict_configs_per_s']:.2f}"
+            )
+        elif base and name != "baseline" and not name.endswith("(before)"):
             ratio = (
                 f"  | vs baseline: train x{r['train_configs_per_s'] / base['train_configs_per_s']:.2f}, "
                 f"predict x{r['predict_configs_per_s'] / base['predict_configs_per_s']:.2f}"
             )
         print(
-            f"{name:>9}: {r['params']:>7} params, train {r['train_configs_per_s']:8.0f} configs/s "
+            f"{name:>18}: {r['params']:>7} params, train {r['train_configs_per_s']:8.0f} configs/s "
             f"({r['train_ms_per_step']:.0f} ms/step), predict {r['predict_configs_per_s']:8.0f} configs/s "
             f"({r['predict_ms_per_step']:.0f} ms/step), peak RSS {r['peak_rss_mb']:.0f} MB{ratio}"
         )
@@ -132,13 +179,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["chebsage", "sage", "cheb", "baseline"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None, help="also write {collection: {model: figures}} here")
+    parser.add_argument("--before", action="store_true", help="also measure each model with the session-start ops")
     args = parser.parse_args()
 
     params = load_config(args.params)
     results = {}
     for collection in args.collection:
         results[collection] = throughput(
-            params, args.cache or params.preprocess.out, collection, args.models, args.steps
+            params, args.cache or params.preprocess.out, collection, args.models, args.steps, args.before
         )
         report(results[collection])
     if args.json:

@@ -1,6 +1,8 @@
 """Layers against dense reference computations; padding and batching invariances; XLA compile."""
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +12,22 @@ from graph_factory import fake_graph
 
 from tpuperf.models import build_model
 from tpuperf.models import layers as L
-from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, pack, to_arrays, to_graph_tensor
+from tpuperf.training.batches import (
+    CONFIG_EDGES,
+    CONFIG_NODES,
+    EDGES,
+    NODES,
+    BatchItem,
+    BatchShape,
+    BucketPlan,
+    pack,
+    to_arrays,
+    to_graph_tensor,
+)
 from tpuperf.training.scoring import Scorer, chunk_items
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from throughput import session_start_adjacency_product, session_start_ops  # noqa: E402
 
 FEAT = 6
 
@@ -437,3 +453,57 @@ def test_train_step_compiles_with_xla(rng, kind, attention, scope):
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     hlo = step.experimental_get_compiler_ir(graph, runtime)(stage="hlo")
     assert "HloModule" in hlo
+
+
+@pytest.mark.parametrize("conv,kind", [("chebsage", "layout"), ("baseline", "tile")])
+def test_models_match_their_session_start_ops(rng, conv, kind):
+    """The ops rewritten for XLA on CPU (the blocks' LayerNorm and gelu, the adjacency product)
+    give the scores and gradients of the ones they replaced (benchmarks/throughput.py
+    session_start_ops: Keras' LayerNormalization, tf.nn.gelu, one pooling per edge direction),
+    computed here on the same weights (random gamma and beta) under jit_compile=True."""
+    from tpuperf.training.losses import get_loss
+
+    g = fake_graph(rng, kind, 10, 4)
+    graph, runtime = graph_tensor([BatchItem(g, np.arange(4))], BatchShape(2, 16, 32, 4, 16, 32), kind)
+    settings = {"conv": conv, "units": 8, "config_units": 8, "shared_layers": 1, "config_layers": 2}
+    if conv == "baseline":
+        settings.update(shared_layers=0, config_interaction=0, config_operands=False)
+    model = build_model(kind, model_config(**settings))
+    model(graph)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    loss_fn = get_loss("listmle")
+
+    def scores_and_gradients():
+        @tf.function(jit_compile=True)
+        def run(graph, runtime):
+            with tf.GradientTape() as tape:
+                scores = model(graph, training=True)
+                loss = loss_fn(runtime, scores)
+            return scores, tape.gradient(loss, model.trainable_variables)
+
+        scores, grads = run(graph, runtime)
+        return scores.numpy(), [tf.convert_to_tensor(gr).numpy() for gr in grads]
+
+    got_scores, got_grads = scores_and_gradients()
+    with session_start_ops():
+        want_scores, want_grads = scores_and_gradients()
+    assert np.ptp(want_scores[0, :4]) > 1e-3  # the configs' scores differ: the comparison can fail
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-4, atol=1e-5)
+    for got, want in zip(got_grads, want_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("edge_set", [EDGES, CONFIG_EDGES])
+def test_normalized_adjacency_product_matches_one_weighted_sum_per_direction(rng, edge_set):
+    """The one-pass product over both edge directions equals the sum of a weighted pooling per
+    direction (the form it replaced), on [nodes, configs, units] states of either edge set."""
+    g = fake_graph(rng, "layout", 12, 3)
+    graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(2, 16, 32, 3, 16, 32), "layout")
+    node_set = NODES if edge_set == EDGES else CONFIG_NODES
+    assert int(graph.edge_sets[edge_set].sizes[0]) > 0  # real edges, not only padding
+    state = tf.constant(rng.normal(size=(16, 3, 5)).astype(np.float32))
+    weights, _ = L.symmetric_edge_weights(graph, self_loops=True, edge_set=edge_set)
+    want = session_start_adjacency_product(graph, state, weights, edge_set)
+    got = L.normalized_adjacency_product(graph, state, weights, edge_set)
+    assert graph.node_sets[node_set].total_size == got.shape[0]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
