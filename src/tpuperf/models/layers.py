@@ -298,14 +298,14 @@ def layout_cost_terms(config: tf.Tensor, tensors: tf.Tensor, graph_bytes: tf.Ten
     ``config`` [M, C, 18] int (minor-to-major values -1..5 of the output, input and kernel
     groups; -1 entries are left to the compiler: a group of only -1 keeps the tensor's own layout,
     the default, and one that sets only its minor-most dim keeps the own layout's order for the
-    rest, as real default-search files do; -2 marks a padding node, whose terms are 0); ``tensors`` [M, 3, 13] int32, the
-    cache's ``config_tensors`` (raw dims, own minor-to-major, bytes per element of the tensor
-    each group lays out; tpuperf.data.preprocess.layout_tensors); ``graph_bytes`` [M] float32,
-    the mean :func:`own_padded_bytes` of the node's graph (0 gives 0 for terms 6-7). Returns
-    [M, C, 3, 8] float32, per group, with ``pad`` the (8, 128) tile padding ratio (padded / real
-    elements; :data:`LANE_TILE`) of the chosen layout, ``own`` that of the tensor's own layout,
-    ``bytes`` its unpadded size and ``moved`` 1 where the chosen layout differs from its own (a
-    copy or transpose: a set entry differs from the own layout's):
+    rest, as real default-search files do; -2 marks a padding node, whose terms are 0);
+    ``tensors`` [M, 3, 13] int32, the cache's ``config_tensors`` (raw dims, own minor-to-major,
+    bytes per element of the tensor each group lays out; tpuperf.data.preprocess.layout_tensors);
+    ``graph_bytes`` [M] float32, the mean :func:`own_padded_bytes` of the node's graph (0 gives 0
+    for terms 6-7). Returns [M, C, 3, 8] float32, per group, with ``pad`` the (8, 128) tile
+    padding ratio (padded / real elements; :data:`LANE_TILE`) of the chosen layout, ``own`` that
+    of the tensor's own layout, ``bytes`` its unpadded size and ``moved`` 1 where the chosen
+    layout differs from its own (a copy or transpose: a set entry differs from the own layout's):
 
     0. log(pad); 1. log1p(bytes x pad) / 16 (about 1 at 10 MB); 2-3. log of the sizes of the
        dims at the minor-most and second-minor positions (0 where there is none);
