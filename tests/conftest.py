@@ -43,6 +43,7 @@ SMALL_MODEL = dict(
     readout="mean",
     config_interaction=0,
     config_operands=False,
+    layout_cost_features=False,
     config_attention=0,
     attention_heads=1,
     config_scope={"tile": "nodes", "layout": "nodes"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tpuperf.data.cache import CachedGraph
+from tpuperf.data.cache import TENSOR_BYTES, TENSOR_DIMS, TENSOR_LAYOUT, TENSOR_WIDTH, CachedGraph
 from tpuperf.data.preprocess import config_edges
 
 
@@ -21,8 +21,13 @@ def fake_graph(
         pos = np.sort(rng.choice(nodes, size=max(1, nodes // 3), replace=False)).astype(np.int32)
         config_feat = rng.integers(-1, 4, size=(configs, len(pos), 18)).astype(np.int8)
         links = config_edges(edge_index, nodes, pos, max_length=4)
+        tensors = np.zeros((len(pos), 3, TENSOR_WIDTH), np.int32)  # rank-4 tensors of dims 1..300, own layout
+        dims_rng = np.random.default_rng([nodes, configs])  # its own stream: rng draws the same graphs as before
+        tensors[:, :, TENSOR_DIMS : TENSOR_DIMS + 4] = dims_rng.integers(1, 300, size=(len(pos), 3, 4))
+        tensors[:, :, TENSOR_LAYOUT : TENSOR_LAYOUT + 6] = [3, 2, 1, 0, -1, -1]
+        tensors[:, :, TENSOR_BYTES] = 4
     else:
-        pos = links = None
+        pos = links = tensors = None
         config_feat = rng.normal(size=(configs, 24)).astype(np.float32)
     return CachedGraph(
         graph_id=name,
@@ -34,6 +39,7 @@ def fake_graph(
         config_feat=config_feat,
         config_node_pos=pos,
         config_edges=links,
+        config_tensors=tensors,
         runtime=rng.uniform(1.0, 2.0, size=configs),
         config_ids=np.arange(configs),
     )

@@ -33,6 +33,7 @@ def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) 
     if layout:
         arrays["config_node_pos"] = np.array([0, n - 1], dtype=np.int32)
         arrays["config_edges"] = np.array([[1, 0]], dtype=np.int32)  # the chain links its two ends
+        arrays["config_tensors"] = np.zeros((2, 3, 13), np.int32)
     for name, arr in arrays.items():
         np.save(d / f"{name}.npy", arr)
     return {
@@ -75,6 +76,7 @@ def test_reader_loads_graphs_with_memmapped_configs(tmp_path):
     assert not isinstance(g.node_feat, np.memmap)
     assert g.config_feat[3, 1, 17] == 3 and g.config_ids.tolist() == [0, 3, 6, 9, 12]
     assert g.config_node_pos.tolist() == [0, 3] and g.config_edges.tolist() == [[1, 0]]
+    assert g.config_tensors.shape == (2, 3, 13)
     assert [x.graph_id for x in cc.graphs("test")] == ["t"]
     assert cc.content_hashes("train") == {"b": "train-b-hash", "a": "train-a-hash"}
     assert cc.content_hashes("valid") == {}
@@ -83,7 +85,8 @@ def test_reader_loads_graphs_with_memmapped_configs(tmp_path):
 def test_tile_graphs_have_no_config_node_pos(tmp_path):
     write_cache(tmp_path, TILE, layout=False)
     g = CollectionCache(tmp_path, TILE).load("test", "t")
-    assert g.config_node_pos is None and g.config_edges is None and g.config_feat.shape == (7, 24)
+    assert g.config_node_pos is None and g.config_edges is None and g.config_tensors is None
+    assert g.config_feat.shape == (7, 24)
 
 
 def test_missing_cache_names_the_file_and_the_fix(tmp_path):
@@ -112,13 +115,14 @@ def test_other_format_version_is_refused(tmp_path):
         CollectionCache(tmp_path, LAYOUT)
 
 
-@pytest.mark.parametrize("old", [1, 2])
+@pytest.mark.parametrize("old", [1, 2, 3])
 def test_older_caches_are_refused_with_the_fix(tmp_path, old):
-    """Format 1 has no content_hash (a checkpoint could resume on stale data), 2 no config_edges."""
-    assert FORMAT_VERSION == 3
+    """Format 1 has no content_hash (a checkpoint could resume on stale data), 2 no config_edges,
+    3 no config_tensors."""
+    assert FORMAT_VERSION == 4
     d = write_cache(tmp_path, LAYOUT, layout=True)
     (d / "stats.json").write_text(json.dumps({"format_version": old}))
     with pytest.raises(
-        CacheError, match=rf"stats.json: format version {old}, reader expects 3: run `dvc repro preprocess`"
+        CacheError, match=rf"stats.json: format version {old}, reader expects 4: run `dvc repro preprocess`"
     ):
         CollectionCache(tmp_path, LAYOUT)

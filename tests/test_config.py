@@ -33,6 +33,7 @@ GNN = dict(
     readout="mean",
     config_interaction=8,
     config_operands=True,
+    layout_cost_features=True,
     config_attention=0,
     attention_heads=4,
     config_scope={"tile": "configurable", "layout": "nodes"},
@@ -54,6 +55,7 @@ BEFORE = {
         readout="mean",
         config_interaction=0,
         config_operands=False,
+        layout_cost_features=False,
         config_attention=0,
         attention_heads=1,
         config_scope={"tile": "nodes", "layout": "nodes"},
@@ -179,6 +181,7 @@ def test_missing_model_key_and_section_are_named(raw) -> None:
         ({"data": {"out": 3}}, r"data\.out must be a string"),
         ({"ensemble": {"models": "sage"}}, r"ensemble\.models must be a list of strings"),
         ({"models": {"sage": {"units": None}}}, r"models\.sage\.units must be an integer"),
+        ({"model_base": {"layout_cost_features": 1}}, r"model_base\.layout_cost_features must be true or false"),
     ],
 )
 def test_wrong_types_are_named(raw, changes, match) -> None:

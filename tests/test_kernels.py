@@ -61,6 +61,7 @@ TINY_MODEL = {
     "readout": "sum",
     "config_interaction": 0,
     "config_operands": False,
+    "layout_cost_features": False,
     "config_attention": 0,
     "attention_heads": 1,
     "config_scope": {"tile": "configurable", "layout": "nodes"},

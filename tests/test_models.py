@@ -316,6 +316,56 @@ def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
         list(pack([BatchItem(fake_graph(rng, "tile", 16, 2), np.arange(2))], shape))
 
 
+def test_layout_cost_terms_of_a_hand_made_node():
+    """(8, 128) tile padding, dim sizes and copies of one node's output (f32 [100, 8], own layout
+    {1,0}: 8 minor-most) and input (bf16 [100]) under three configs; no kernel; a padding node."""
+    tensors = np.zeros((2, 3, 13), np.int32)
+    tensors[0, 0] = [100, 8, 0, 0, 0, 0, 1, 0, -1, -1, -1, -1, 4]
+    tensors[0, 1] = [100, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, 2]
+    tensors[0, 2, 6:12] = -1  # no second operand
+    unset = [-1] * 6
+    config = np.full((2, 3, 18), -2, np.int8)  # node 1 is padding
+    config[0] = [
+        [0, 1, -1, -1, -1, -1, *unset, 0, 1, -1, -1, -1, -1],  # output {0,1}: 100 minor-most; input own
+        [*unset, 1, 0, -1, -1, -1, -1, *unset],  # output own; input names dim 1, past its rank
+        [0, -1, -1, -1, -1, -1, 0, -1, -1, -1, -1, -1, *unset],  # only the output's minor dim set
+    ]
+    terms = L.layout_cost_terms(tf.constant(config), tf.constant(tensors), tf.constant([1000.0, 0.0])).numpy()
+    assert terms.shape == (2, 3, 3, 8)
+    own_out, own_in = 16 * 1.04, 1.28  # 8 -> 128 lanes, 100 -> 104 sublanes; 100 -> 128 lanes
+    moved_out = [np.log(1.28), np.log1p(3200 * 1.28) / 16, np.log(100), np.log(8), 1.0]
+    moved_out += [np.log1p(3200 * (1.28 + own_out)) / 16, 3.2 * (1.28 - own_out), 3.2 * (1.28 + own_out)]
+    kept_out = [np.log(own_out), np.log1p(3200 * own_out) / 16, np.log(8), np.log(100), 0, 0, 0, 0]
+    kept_in = [np.log(1.28), np.log1p(200 * 1.28) / 16, np.log(100), 0, 0, 0, 0, 0]
+    moved_in = [np.log(1.04), np.log1p(200 * 1.04) / 16, 0, np.log(100), 1.0]  # no minor dim: only 100 -> 104
+    moved_in += [np.log1p(200 * (1.04 + own_in)) / 16, 0.2 * (1.04 - own_in), 0.2 * (1.04 + own_in)]
+    want = np.array([[moved_out, kept_in], [kept_out, moved_in], [moved_out, kept_in]])
+    np.testing.assert_allclose(terms[0, :, :2], want, rtol=1e-5, atol=1e-6)
+    assert not terms[0, :, 2].any() and not terms[1].any()  # absent kernel, padding node
+    np.testing.assert_allclose(L.own_padded_bytes(tf.constant(tensors)).numpy(), [3200 * own_out + 200 * 1.28, 0])
+
+
+@pytest.mark.parametrize("scope", ["nodes", "configurable"])
+def test_layout_cost_features_read_the_dims_and_ignore_batch_mates(rng, scope):
+    """With layout_cost_features the scores depend on the configurable nodes' tensor dims (not
+    without), and stay the same alone or packed with another graph (graph_bytes is per graph)."""
+    g1, g2 = fake_graph(rng, "layout", 11, 5, name="a"), fake_graph(rng, "layout", 6, 3, name="b")
+    other = dataclasses.replace(g1, config_tensors=g1.config_tensors.copy())
+    other.config_tensors[:, :, 0] += 37  # other sizes of dim 0
+    alone_shape, together_shape = BatchShape(1, 12, 32, 5, 8, 16), BatchShape(3, 64, 64, 6, 32, 64)
+    for features in (True, False):
+        model = build_model(
+            "layout",
+            model_config(conv="sage", layout_cost_features=features, config_scope={"tile": scope, "layout": scope}),
+        )
+        alone = model(graph_tensor([BatchItem(g1, np.arange(5))], alone_shape, "layout")[0]).numpy()[0]
+        resized = model(graph_tensor([BatchItem(other, np.arange(5))], alone_shape, "layout")[0]).numpy()[0]
+        assert (np.abs(alone - resized).max() > 1e-4) == features
+        items = [BatchItem(g2, np.arange(3)), BatchItem(g1, np.arange(5))]
+        together = model(graph_tensor(items, together_shape, "layout")[0]).numpy()
+        np.testing.assert_allclose(together[1, :5], alone, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "cls,args",
     [
@@ -329,6 +379,7 @@ def test_pack_respects_budgets_and_rejects_oversized_graphs(rng):
         (L.RuntimeHead, {"units": 4, "reduce": "sum"}),
         (L.RuntimeHead, {"units": 4, "reduce": "mean", "attention_references": 2, "attention_heads": 2}),
         (L.ConfigAttention, {"units": 4, "references": 3, "heads": 2}),
+        (L.LayoutCostFeatures, {"units": 4}),
     ],
 )
 def test_layers_round_trip_get_config(cls, args):
@@ -409,16 +460,16 @@ def test_only_the_configurable_scope_reads_config_edges(rng):
 
 
 @pytest.mark.parametrize(
-    "kind,attention,scope",
+    "kind,attention,scope,cost",
     [
-        ("tile", 0, "nodes"),
-        ("layout", 0, "nodes"),
-        ("layout", 2, "nodes"),
-        ("tile", 0, "configurable"),
-        ("layout", 2, "configurable"),
+        ("tile", 0, "nodes", False),
+        ("layout", 0, "nodes", False),
+        ("layout", 2, "nodes", True),
+        ("tile", 0, "configurable", True),
+        ("layout", 2, "configurable", True),
     ],
 )
-def test_train_step_compiles_with_xla(rng, kind, attention, scope):
+def test_train_step_compiles_with_xla(rng, kind, attention, scope, cost):
     """The whole forward + backward + update compiles with jit_compile=True on static shapes."""
     from tpuperf.training.losses import get_loss
 
@@ -435,6 +486,7 @@ def test_train_step_compiles_with_xla(rng, kind, attention, scope):
                 "config_attention": attention,
                 "attention_heads": 2,
                 "config_scope": {"tile": scope, "layout": scope},
+                "layout_cost_features": cost,  # tile ignores it
             }
         ),
     )

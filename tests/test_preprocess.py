@@ -20,7 +20,7 @@ from tpuperf.cli import main as cli_main
 from tpuperf.collection import SPLITS, get_collection
 from tpuperf.config import PreprocessConfig
 from tpuperf.data.cache import CollectionCache
-from tpuperf.data.npz import DataFormatError, load_graph
+from tpuperf.data.npz import DataFormatError, LayoutGraph, load_graph
 from tpuperf.data.opcodes import Opcode
 from tpuperf.data.preprocess import (
     ConfigDeduper,
@@ -31,6 +31,7 @@ from tpuperf.data.preprocess import (
     induced_edges,
     k_hop_nodes,
     layout_chains,
+    layout_tensors,
     preprocess_collection,
     prune,
     signed_log1p,
@@ -601,6 +602,83 @@ def test_real_layout_files(tmp_path):
     chains = CollectionCache(tmp_path / "chains", col)
     assert chains.stats["prune"] == "chains" and chains.load("train", "unet3d").num_nodes == 965
     assert not test.runtime.any()
+
+
+def test_layout_tensors_of_a_hand_made_graph():
+    """Each configurable node's output and operands (lowest ids first) with raw dims, own layout
+    (-1 past the rank) and bytes per element from the element-type column; missing operands zero."""
+    feat = np.zeros((4, 140), np.float32)
+
+    def tensor(node, type_col, dims, layout):
+        feat[node, type_col] = 1
+        feat[node, 21 : 21 + len(dims)] = dims
+        feat[node, 134 : 134 + len(layout)] = layout
+
+    tensor(0, 13, [100, 8], [1, 0])  # f32
+    tensor(1, 15, [3], [0])  # bf16
+    tensor(2, 13, [100, 8, 2], [2, 0, 1])
+    tensor(3, 6, [7], [0])  # s32
+    graph = LayoutGraph(
+        graph_id="g",
+        node_feat=feat,
+        node_opcode=np.zeros(4, np.uint8),
+        edge_index=np.array([[2, 1], [3, 2], [2, 0]]),  # rows not in id order
+        node_config_ids=np.array([2, 3]),
+        node_config_feat=None,
+        config_runtime=np.ones(1, np.int64),
+    )
+    t = layout_tensors(graph)
+    assert t.shape == (2, 3, 13) and t.dtype == np.int32
+    none = [-1] * 6
+    assert t[0].tolist() == [
+        [100, 8, 2, 0, 0, 0, 2, 0, 1, -1, -1, -1, 4],  # the node itself
+        [100, 8, 0, 0, 0, 0, 1, 0, -1, -1, -1, -1, 4],  # node 0, the lowest operand id
+        [3, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, 2],  # node 1
+    ]
+    assert t[1].tolist() == [
+        [7, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, 4],
+        [100, 8, 2, 0, 0, 0, 2, 0, 1, -1, -1, -1, 4],
+        [0] * 6 + none + [0],  # no second operand
+    ]
+
+
+@pytest.mark.skipif(not REAL_DATA.exists(), reason=f"real TpuGraphs sample files not found at {REAL_DATA}")
+@pytest.mark.parametrize(
+    "path",
+    [
+        "nlp/random/test/23559853d9702baaaacbb0c83fd32266.npz",
+        "xla/default/test/cd708819d3f5103afd6460b15e74eaf3.npz",
+        "xla/default/train/unet3d.npz",
+        "xla/random/train/openai_v0_rnn_optimized.npz",
+    ],
+)
+def test_layout_tensors_and_cost_terms_of_real_files(path):
+    """On real files: own layouts are permutations of the rank's dims, byte sizes are real types,
+    and the cost terms of every config are finite, with padding ratios >= 1 and some configs moving
+    tensors away from their own layouts."""
+    from tpuperf.models.layers import layout_cost_terms, own_padded_bytes
+
+    rel = Path(path)
+    col = get_collection(f"layout:{rel.parts[0]}:{rel.parts[1]}")
+    graph = load_graph(REAL_DATA / "npz" / "layout" / rel, col, rel.parts[2])
+    t = layout_tensors(graph)
+    assert t.shape == (len(graph.node_config_ids), 3, 13)
+    dims, own, item = t[..., :6], t[..., 6:12], t[..., 12]
+    rank = (dims > 0).sum(-1)
+    for d, o, r in zip(dims.reshape(-1, 6), own.reshape(-1, 6), rank.reshape(-1)):
+        assert (d[:r] > 0).all() and not d[r:].any()
+        assert sorted(o[:r].tolist()) == list(range(r)) and (o[r:] == -1).all()
+    assert set(np.unique(item).tolist()) <= {0, 1, 2, 4}
+    assert (item[:, 0] > 0).all()  # every configurable node's output is an array
+    config = graph.node_config_feat.astype(np.int8).transpose(1, 0, 2)  # [nc, c, 18], as batches carry it
+    graph_bytes = np.full(len(t), float(own_padded_bytes(t).numpy().mean()), np.float32)
+    terms = layout_cost_terms(config, t, graph_bytes).numpy()  # [nc, c, 3, 8]
+    assert np.isfinite(terms).all()
+    assert (terms[..., 0] >= 0).all() and (terms[..., 4] >= 0).all() and terms[..., 4].max() == 1
+    assert terms[..., 0].max() > 0  # some config pads more than none
+    unset = config[:, :, 0] == -1  # [nc, c]: an output group left to the compiler keeps the own layout
+    assert (terms[..., 0, 4][unset] == 0).all()
+    print(path, "moved fraction", terms[..., 4].mean().round(3), "log pad max", terms[..., 0].max().round(2))
 
 
 def test_cli_reads_params(tmp_path):

@@ -129,6 +129,7 @@ def test_prepare_graph_equals_the_preprocessed_cache(exported, shared_data):
                 "config_ids",
                 "config_node_pos",
                 "config_edges",
+                "config_tensors",
             ):
                 a, b = getattr(cached, field), getattr(fresh, field)
                 assert (a is None and b is None) or (np.array_equal(a, b) and a.dtype == b.dtype), (f, field)

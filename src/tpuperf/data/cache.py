@@ -27,6 +27,11 @@ reading the others. Layout on disk::
                                                non-configurable nodes only (positions in
                                                config_node_pos; computed on the unpruned graph,
                                                paths of at most ``config_edge_length`` edges)
+        config_tensors.npy   int32 (nc, 3, 13) layout only: the raw dims (0-5), own
+                                               minor-to-major (6-11, -1 past the rank) and
+                                               bytes per element (12) of the tensors each
+                                               configurable node's slot groups lay out (output,
+                                               operands of lowest ids; tpuperf.data.preprocess.layout_tensors)
         runtime.npy          float64 (c',)     tile: runtime / normaliser; layout: runtime in
                                                ns; zeros in test
         config_ids.npy       int64 (c',)       index of each kept config in the original file
@@ -65,12 +70,15 @@ import polars as pl
 from tpuperf.collection import Collection, get_collection
 from tpuperf.errors import TpuperfError
 
-FORMAT_VERSION = 3  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
+FORMAT_VERSION = 5  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
+# 4: layout graphs have config_tensors; 5: tile config_feat has the tile features (30 columns)
 STATS_FILE = "stats.json"
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"
 GRAPH_ARRAYS = ("node_feat", "node_opcode", "edge_index", "node_ids", "config_feat", "runtime", "config_ids")
-LAYOUT_ARRAYS = ("config_node_pos", "config_edges")
+LAYOUT_ARRAYS = ("config_node_pos", "config_edges", "config_tensors")
+# config_tensors columns: dims 0-5, the tensor's own minor-to-major 6-11, bytes per element 12
+TENSOR_DIMS, TENSOR_LAYOUT, TENSOR_BYTES, TENSOR_WIDTH = 0, 6, 12, 13
 MEMMAPPED = ("config_feat", "runtime")
 REBUILD_HINT = "run `dvc repro preprocess` (or `tpuperf preprocess --collection <name>`)"
 
@@ -92,6 +100,7 @@ class CachedGraph:
     config_feat: np.ndarray
     config_node_pos: np.ndarray | None  # None for tile
     config_edges: np.ndarray | None  # None for tile
+    config_tensors: np.ndarray | None  # None for tile
     runtime: np.ndarray
     config_ids: np.ndarray
 
@@ -210,6 +219,7 @@ class CollectionCache:
             arrays[name] = np.load(path, mmap_mode="r" if name in MEMMAPPED else None)
         arrays.setdefault("config_node_pos", None)
         arrays.setdefault("config_edges", None)
+        arrays.setdefault("config_tensors", None)
         return CachedGraph(graph_id=graph_id, split=split, **arrays)
 
     def graphs(self, split: str) -> Iterator[CachedGraph]:

@@ -177,6 +177,53 @@ def induced_edges(edge_index: np.ndarray, kept: np.ndarray, num_nodes: int) -> n
     return edges[(edges >= 0).all(axis=1)].astype(np.int32)
 
 
+# ---------------------------------------------------------------- layout tensors
+
+# Raw node_feat columns (TpuGraphs layout): element type one-hot 2-20, output dims 21-26 (0 past the
+# rank), the HLO's own layout minor-to-major 134-139 (0 past the rank).
+RAW_ELEMENT_TYPE, RAW_DIMS, RAW_LAYOUT = 2, 21, 134
+# Bytes per element of each element-type one-hot column (2 + i). The order, inferred from the real
+# files in ../shared/data by the ops that carry each column (col 3 compare outputs = pred, 6 iota =
+# s32, 10 shift-right-logical = u32, 13 most ops = f32, 15 unet3d's convolutions = bf16, 18 tuple,
+# 20 after-all = token), is XLA's primitive types grouped by kind: invalid, pred, s8, s16, s32, s64,
+# u8, u16, u32, u64, f16, f32, f64, bf16, c64, c128, tuple, opaque, token.
+ELEMENT_BYTES = np.array([0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8, 16, 0, 0, 0], np.int32)
+
+
+def layout_tensors(graph: LayoutGraph) -> np.ndarray:
+    """The tensors each configurable node's three layout slot groups lay out, in raw units:
+    int32 (nc, 3, cache.TENSOR_WIDTH), groups output (the node), input (its operand of lowest node
+    id) and kernel (the next one; rows of zeros with layout -1 where the node has fewer operands),
+    columns ``cache.TENSOR_DIMS`` dims 0-5 (0 past the rank), ``cache.TENSOR_LAYOUT`` the tensor's
+    own minor-to-major order from the file (-1 past the rank) and ``cache.TENSOR_BYTES`` bytes per
+    element (:data:`ELEMENT_BYTES`; 0 for tuples and tokens). Operands are taken in node-id order,
+    as ``config_operands`` does (tpuperf.models.layers.ConfigEncoder): files hold no operand order.
+    Read from the unpruned graph. The rank is the number of leading non-zero dims.
+    """
+    feat, ids = graph.node_feat, np.asarray(graph.node_config_ids, dtype=np.int64)
+    edges = np.asarray(graph.edge_index, dtype=np.int64)  # row [consumer, producer]
+    edges = edges[np.lexsort((edges[:, 1], edges[:, 0]))]
+    start = np.searchsorted(edges[:, 0], ids)
+    count = np.searchsorted(edges[:, 0], ids, side="right") - start
+    tensors = np.zeros((len(ids), 3, cache.TENSOR_WIDTH), np.int32)
+    tensors[:, :, cache.TENSOR_LAYOUT : cache.TENSOR_LAYOUT + 6] = -1
+    for group in range(3):
+        present = np.ones(len(ids), bool) if group == 0 else count >= group
+        rows = feat[ids if group == 0 else edges[start[present] + group - 1, 1]]
+        dims = np.rint(rows[:, RAW_DIMS : RAW_DIMS + 6]).astype(np.int64)
+        rank = np.cumprod(dims > 0, axis=1).sum(axis=1)
+        past_rank = np.arange(6) >= rank[:, None]
+        layout = np.where(past_rank, -1, np.rint(rows[:, RAW_LAYOUT : RAW_LAYOUT + 6]))
+        one_hot = rows[:, RAW_ELEMENT_TYPE : RAW_ELEMENT_TYPE + len(ELEMENT_BYTES)]
+        item = np.where(one_hot.any(axis=1), ELEMENT_BYTES[one_hot.argmax(axis=1)], 0)
+        out = tensors[present, group]
+        out[:, cache.TENSOR_DIMS : cache.TENSOR_DIMS + 6] = np.where(past_rank, 0, dims)
+        out[:, cache.TENSOR_LAYOUT : cache.TENSOR_LAYOUT + 6] = layout
+        out[:, cache.TENSOR_BYTES] = item
+        tensors[present, group] = out
+    return tensors
+
+
 # ---------------------------------------------------------------- dedup
 
 
@@ -456,8 +503,10 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     )
     if collection.kind.config_per_node:
         config_feat = _layout_codes(path, graph.node_config_feat)
+        tensors = layout_tensors(graph)
     else:
         config_feat = apply_transform(graph.config_feat.astype(np.float32), stats["config_feat"])
+        tensors = None
     return cache.CachedGraph(
         graph_id=str(path),
         split="test",
@@ -468,6 +517,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
         config_feat=config_feat,
         config_node_pos=config_node_pos,
         config_edges=layout_edges,
+        config_tensors=tensors,
         runtime=graph.target.astype(np.float64),
         config_ids=np.arange(graph.num_configs, dtype=np.int64),
     )
@@ -488,7 +538,13 @@ def _prepare(
             path, out / "config_feat.npy", graph.config_runtime, is_train, settings.chunk_mb << 20
         )
         content.add("config_feat.blake2b", config_digest)
-        _save(out, content, config_node_pos=config_node_pos, config_edges=layout_edges)
+        _save(
+            out,
+            content,
+            config_node_pos=config_node_pos,
+            config_edges=layout_edges,
+            config_tensors=layout_tensors(graph),
+        )
         config_moments = None
     else:
         assert isinstance(graph, TileGraph)

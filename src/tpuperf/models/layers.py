@@ -18,16 +18,19 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from tpuperf.collection import get_kind
+from tpuperf.data.cache import TENSOR_BYTES, TENSOR_DIMS, TENSOR_LAYOUT
 from tpuperf.training.batches import (
     CONFIG,
     CONFIG_MASK,
     CONFIG_NODES,
+    CONFIG_TENSORS,
     EDGES,
     LAYOUT_CONFIG_CLASSES,
     LAYOUT_CONFIG_DIM,
     LAYOUT_GROUP_SIZE,
     NODE_FEAT,
     NODES,
+    NOT_CONFIGURABLE,
     OP_INDEX,
     OPCODE,
 )
@@ -109,6 +112,15 @@ def chebyshev_basis(graph: tfgnn.GraphTensor, state: tf.Tensor, order: int, edge
     for _ in range(2, order):
         basis.append(2.0 * scaled_laplacian(basis[-1]) - basis[-2])
     return basis
+
+
+def at_node_set(graph: tfgnn.GraphTensor, rows: tf.Tensor, node_set: str) -> tf.Tensor:
+    """Per-configurable-node rows [M, ...] as rows of ``node_set``: unchanged on ``cfg``; on ``op``
+    placed at each configurable node's op ([N, ...]; every other node gets zeros)."""
+    if node_set == CONFIG_NODES:
+        return rows
+    op_index = graph.node_sets[CONFIG_NODES][OP_INDEX]
+    return tf.math.unsorted_segment_sum(rows, op_index, tf.shape(graph.node_sets[NODES][OPCODE])[0])
 
 
 class NodeEncoder(tf.keras.layers.Layer):
@@ -195,11 +207,7 @@ class ConfigEncoder(tf.keras.layers.Layer):
         if not self.per_node:
             config = tfgnn.broadcast_context_to_nodes(graph, node_set, feature_value=graph.context[CONFIG])
             return self.project(config)
-        encoded = self._encode_configurable(graph, node_state)  # [M, C, units]
-        if node_set == CONFIG_NODES:
-            return encoded
-        op_index = graph.node_sets[CONFIG_NODES][OP_INDEX]
-        return tf.math.unsorted_segment_sum(encoded, op_index, tf.shape(graph.node_sets[NODES][OPCODE])[0])
+        return at_node_set(graph, self._encode_configurable(graph, node_state), node_set)
 
     def _encode_configurable(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None) -> tf.Tensor:
         raw = tf.cast(graph.node_sets[CONFIG_NODES][CONFIG], tf.int32)  # [M, C, 18]
@@ -251,6 +259,122 @@ class ConfigEncoder(tf.keras.layers.Layer):
             "interaction": self.interaction,
             "operands": self.operands,
         }
+
+
+# TPU tiled layout (https://openxla.org/xla/tiled_layout): the minor-most dim of an array in HBM is
+# padded to a multiple of 128 (lanes) and the second-minor to a multiple of 8 (sublanes), the (8, 128)
+# tile of 32-bit types; one tile for every element type here (bytes already scale with the type).
+LANE_TILE, SUBLANE_TILE = 128, 8
+COST_TERMS = 8  # per slot group: see layout_cost_terms
+
+
+def _tile_padding(dims: tf.Tensor, minor: tf.Tensor, second: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(padding ratio, log size of the minor-most dim, of the second-minor dim), each [M, C, 3]
+    float32, of tensors of ``dims`` [M, 1, 3, 6] float32 (0 past the rank) whose minor-most and
+    second-minor dims are the indices ``minor`` and ``second`` [M, C, 3] int32. An index -1 or
+    naming a dim of size 0 (past the rank) is no dim: it pads nothing and its log size is 0, so
+    rank-1 tensors pad their one dim to 128 and scalars pad nothing."""
+    ratios, logs = [], []
+    for index, tile in ((minor, LANE_TILE), (second, SUBLANE_TILE)):
+        size = tf.reduce_sum(tf.one_hot(index, dims.shape[-1]) * dims, axis=-1)  # -1 -> 0
+        has = size > 0
+        size = tf.maximum(size, 1.0)
+        ratios.append(tf.where(has, tf.math.ceil(size / tile) * tile / size, 1.0))
+        logs.append(tf.math.log(size))
+    return ratios[0] * ratios[1], logs[0], logs[1]
+
+
+def _tensor_bytes(tensors: tf.Tensor) -> tf.Tensor:
+    """[M, 3] float32: unpadded bytes of each group's tensor (elements x bytes per element; 0 if absent)."""
+    dims = tf.cast(tensors[..., TENSOR_DIMS : TENSOR_DIMS + LAYOUT_GROUP_SIZE], tf.float32)
+    return tf.reduce_prod(tf.maximum(dims, 1.0), axis=-1) * tf.cast(tensors[..., TENSOR_BYTES], tf.float32)
+
+
+def own_padded_bytes(tensors: tf.Tensor) -> tf.Tensor:
+    """[M] float32: bytes of a configurable node's three tensors in their own layouts, (8, 128) padded."""
+    dims = tf.cast(tensors[:, tf.newaxis, :, TENSOR_DIMS : TENSOR_DIMS + LAYOUT_GROUP_SIZE], tf.float32)
+    own = tensors[:, tf.newaxis, :, TENSOR_LAYOUT : TENSOR_LAYOUT + 2]
+    own_pad, _, _ = _tile_padding(dims, own[..., 0], own[..., 1])
+    return tf.reduce_sum(_tensor_bytes(tensors) * own_pad[:, 0], axis=-1)
+
+
+def layout_cost_terms(config: tf.Tensor, tensors: tf.Tensor, graph_bytes: tf.Tensor) -> tf.Tensor:
+    """What each layout config costs each configurable node's tensors, from physical TPU layout facts.
+
+    ``config`` [M, C, 18] int (minor-to-major values -1..5 of the output, input and kernel
+    groups; -1 entries are left to the compiler: a group of only -1 keeps the tensor's own layout,
+    the default, and one that sets only its minor-most dim keeps the own layout's order for the
+    rest, as real default-search files do; -2 marks a padding node, whose terms are 0);
+    ``tensors`` [M, 3, 13] int32, the cache's ``config_tensors`` (raw dims, own minor-to-major,
+    bytes per element of the tensor each group lays out; tpuperf.data.preprocess.layout_tensors);
+    ``graph_bytes`` [M] float32, the mean :func:`own_padded_bytes` of the node's graph (0 gives 0
+    for terms 6-7). Returns [M, C, 3, 8] float32, per group, with ``pad`` the (8, 128) tile
+    padding ratio (padded / real elements; :data:`LANE_TILE`) of the chosen layout, ``own`` that
+    of the tensor's own layout, ``bytes`` its unpadded size and ``moved`` 1 where the chosen
+    layout differs from its own (a copy or transpose: a set entry differs from the own layout's):
+
+    0. log(pad); 1. log1p(bytes x pad) / 16 (about 1 at 10 MB); 2-3. log of the sizes of the
+       dims at the minor-most and second-minor positions (0 where there is none);
+    4. moved; 5. moved x log1p(bytes x (pad + own)) / 16, the traffic of the copy;
+    6. bytes x (pad - own) / graph_bytes, the padding the choice adds, and
+    7. moved x bytes x (pad + own) / graph_bytes, the copy's traffic, both relative to the
+       graph's mean configurable node so that summing over nodes compares configs of a graph.
+    An absent operand (no dims, 0 bytes) gives 0 everywhere.
+    """
+    shape = tf.shape(config)
+    raw = tf.reshape(tf.cast(config, tf.int32), [shape[0], shape[1], 3, LAYOUT_GROUP_SIZE])
+    dims = tf.cast(tensors[:, tf.newaxis, :, TENSOR_DIMS : TENSOR_DIMS + LAYOUT_GROUP_SIZE], tf.float32)
+    own = tensors[:, tf.newaxis, :, TENSOR_LAYOUT : TENSOR_LAYOUT + LAYOUT_GROUP_SIZE]  # [M, 1, 3, 6]
+    is_set = raw >= 0  # configs may set only the leading (minor-most) entries of a group
+    minor = tf.where(is_set[..., 0], raw[..., 0], own[..., 0])
+    # an unset second-minor entry: the most minor dim of the own layout that is not the chosen minor
+    second = tf.where(is_set[..., 1], raw[..., 1], tf.where(own[..., 0] != minor, own[..., 0], own[..., 1]))
+    pad, log_minor, log_second = _tile_padding(dims, minor, second)
+    own_pad, _, _ = _tile_padding(dims, own[..., 0], own[..., 1])
+    present = tf.cast(tf.reduce_any(dims > 0, axis=-1), tf.float32)  # [M, 1, 3]
+    moved = present * tf.cast(tf.reduce_any(tf.logical_and(is_set, raw != own), axis=-1), tf.float32)
+    nbytes = _tensor_bytes(tensors)[:, tf.newaxis]  # [M, 1, 3]
+    relative = tf.math.divide_no_nan(nbytes, graph_bytes[:, tf.newaxis, tf.newaxis])
+    terms = [
+        tf.math.log(pad),
+        tf.math.log1p(nbytes * pad) / 16.0,
+        log_minor,
+        log_second,
+        moved,
+        moved * tf.math.log1p(nbytes * (pad + own_pad)) / 16.0,
+        relative * (pad - own_pad),
+        moved * relative * (pad + own_pad),
+    ]
+    real = tf.cast(raw[..., 0] != NOT_CONFIGURABLE, tf.float32)  # [M, C, 3]
+    return tf.stack(terms, axis=-1) * real[..., tf.newaxis]
+
+
+class LayoutCostFeatures(tf.keras.layers.Layer):
+    """Per configurable node and layout config, an embedding of :func:`layout_cost_terms`:
+    ``call(graph, node_set) -> [nodes of node_set, C, units]`` float32 (on ``op``, zeros at
+    non-configurable nodes, like :class:`ConfigEncoder`). The 24 terms (8 per slot group) pass a
+    gelu MLP (``units`` wide, two layers). ``graph_bytes`` is the mean :func:`own_padded_bytes` of
+    each graph's configurable nodes (cfg nodes pooled to their component). Layout only: what
+    a config costs is paired here with the dims it lays out, which the GNN does not learn to do
+    from 12-24 graphs (README "Why the layout models stop short of the oracle")."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = tf.keras.layers.Dense(units, activation="gelu")
+        self.out = tf.keras.layers.Dense(units)
+
+    def call(self, graph: tfgnn.GraphTensor, node_set: str = NODES) -> tf.Tensor:
+        nodes = graph.node_sets[CONFIG_NODES]
+        tensors = nodes[CONFIG_TENSORS]
+        mean = tfgnn.pool_nodes_to_context(graph, CONFIG_NODES, "mean", feature_value=own_padded_bytes(tensors))
+        graph_bytes = tfgnn.broadcast_context_to_nodes(graph, CONFIG_NODES, feature_value=mean)
+        terms = layout_cost_terms(nodes[CONFIG], tensors, graph_bytes)
+        flat = tf.reshape(terms, [tf.shape(terms)[0], tf.shape(terms)[1], 3 * COST_TERMS])
+        return at_node_set(graph, self.out(self.hidden(flat)), node_set)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
 
 
 class SAGEConv(tf.keras.layers.Layer):

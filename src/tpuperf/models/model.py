@@ -21,6 +21,8 @@ and the per-config layers can be narrower (``config_units`` Dc < D): their cost 
 that of a shared layer of the same width.
 ConfigEncoder's ``config_interaction`` (layout) lets a layout's encoding depend on h, i.e. on
 the shapes the layout applies to (a learned gather, tpuperf.models.layers.ConfigEncoder).
+``layout_cost_features`` (layout) adds an embedding of per-node tile-padding and copy terms of
+each config computed from the raw dims (tpuperf.models.layers.LayoutCostFeatures) to z.
 The official-style baseline is the same composition with ``shared_layers=0``: configuration
 features join at the input and every layer runs per configuration (tpuperf.models.build_model).
 """
@@ -31,7 +33,7 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from tpuperf.config import CONFIG_SCOPES
-from tpuperf.models.layers import ConfigEncoder, NodeEncoder, ResidualBlock, RuntimeHead
+from tpuperf.models.layers import ConfigEncoder, LayoutCostFeatures, NodeEncoder, ResidualBlock, RuntimeHead
 from tpuperf.training.batches import CONFIG_EDGES, CONFIG_NODES, EDGES, NODES, OP_INDEX
 
 
@@ -53,6 +55,7 @@ class RankingModel(tf.keras.Model):
         readout: str = "mean",
         config_interaction: int = 0,
         config_operands: bool = False,
+        layout_cost_features: bool = False,
         config_attention: int = 0,
         attention_heads: int = 1,
         config_scope: str = "nodes",
@@ -73,6 +76,7 @@ class RankingModel(tf.keras.Model):
             readout=readout,
             config_interaction=config_interaction,
             config_operands=config_operands,
+            layout_cost_features=layout_cost_features,
             config_attention=config_attention,
             attention_heads=attention_heads,
             config_scope=config_scope,
@@ -86,6 +90,8 @@ class RankingModel(tf.keras.Model):
         self.shared_blocks = [ResidualBlock(conv, units, cheb_order, dropout) for _ in range(shared_layers)]
         self.to_config_width = tf.keras.layers.Dense(config_units)
         self.config_encoder = ConfigEncoder(config_units, kind, config_interaction, config_operands)
+        per_node = self.config_encoder.per_node
+        self.cost_features = LayoutCostFeatures(config_units) if layout_cost_features and per_node else None
         self.config_blocks = [ResidualBlock(conv, config_units, cheb_order, dropout) for _ in range(config_layers)]
         self.head = RuntimeHead(config_units, readout, config_attention, attention_heads)
 
@@ -99,6 +105,8 @@ class RankingModel(tf.keras.Model):
             node_set, edge_set = CONFIG_NODES, CONFIG_EDGES
             start = self._at_config_nodes(graph, state)
         config_state = tf.expand_dims(self.to_config_width(start), 1) + self.config_encoder(graph, state, node_set)
+        if self.cost_features is not None:
+            config_state += self.cost_features(graph, node_set)
         for block in self.config_blocks:
             config_state = block(graph, config_state, training=training, edge_set=edge_set)
         return self.head(graph, config_state, node_set)[:-1]  # the last component is padding

@@ -44,7 +44,7 @@ import polars as pl
 import tpuperf
 from tpuperf.collection import COLLECTIONS, Collection, get_collection, get_kind, locate
 from tpuperf.config import BucketsConfig, ModelConfig, parse
-from tpuperf.data.cache import CachedGraph
+from tpuperf.data.cache import TENSOR_WIDTH, CachedGraph
 from tpuperf.data.npz import KIND_FIELDS, DataFormatError, read_header
 from tpuperf.errors import TpuperfError
 from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
@@ -97,6 +97,7 @@ def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
         config_feat=np.full((1, 1, 18), -1, np.int8) if layout else np.zeros((1, 24), np.float32),
         config_node_pos=np.zeros(1, np.int32) if layout else None,
         config_edges=np.zeros((0, 2), np.int32) if layout else None,
+        config_tensors=np.zeros((1, 3, TENSOR_WIDTH), np.int32) if layout else None,
         runtime=np.ones(1),
         config_ids=np.zeros(1, np.int64),
     )

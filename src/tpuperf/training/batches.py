@@ -11,7 +11,8 @@ small graphs are not padded to the largest one.
 Schema: node set ``op`` with ``feat`` [N, F] float32 and ``opcode`` [N] int32; edge set
 ``feeds`` from producer (source) to consumer (target); node set ``cfg``, the nodes
 configurations act on, with ``op`` [M] int32, the node's row in ``op`` (layout: the
-configurable nodes, M of them, with ``config`` [M, C, 18] int8 raw minor-to-major values;
+configurable nodes, M of them, with ``config`` [M, C, 18] int8 raw minor-to-major values and
+``tensors`` [M, 3, 13] int32, the cache's raw ``config_tensors`` (zeros on padding nodes);
 tile: one node per real item, the kernel, whose ``op`` is the kernel's first node; tfgnn reads
 a node set's static size from its features, so ``op`` is what keeps XLA's shapes static there)
 and edge set ``cfg_feeds`` on it (layout: the cached
@@ -32,11 +33,12 @@ import numpy as np
 
 from tpuperf.collection import get_kind
 from tpuperf.config import TrainConfig
-from tpuperf.data.cache import CachedGraph
+from tpuperf.data.cache import TENSOR_WIDTH, CachedGraph
 
 NODES, EDGES = "op", "feeds"
 CONFIG_NODES, CONFIG_EDGES = "cfg", "cfg_feeds"
 NODE_FEAT, OPCODE, CONFIG, CONFIG_MASK, OP_INDEX = "feat", "opcode", "config", "config_mask", "op"
+CONFIG_TENSORS = "tensors"  # layout cfg nodes: the cache's config_tensors (tpuperf.data.cache)
 LAYOUT_CONFIG_DIM = 18
 LAYOUT_GROUP_SIZE = 6  # output, input and kernel layouts: 6 minor-to-major slots each
 LAYOUT_CONFIG_CLASSES = 7  # minor-to-major values -1..5
@@ -303,6 +305,7 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
     per_node = get_kind(kind).config_per_node
     if per_node:
         config = np.full((shape.config_nodes, shape.configs, LAYOUT_CONFIG_DIM), NOT_CONFIGURABLE, np.int8)
+        tensors = np.zeros((shape.config_nodes, 3, TENSOR_WIDTH), np.int32)
     else:
         config = np.zeros((components, shape.configs, TILE_CONFIG_DIM), np.float32)
 
@@ -322,6 +325,7 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
         if per_node:
             config[cfg_offset : cfg_offset + cn, :k] = chosen.transpose(1, 0, 2)
             op_index[cfg_offset : cfg_offset + cn] = np.asarray(g.config_node_pos) + node_offset
+            tensors[cfg_offset : cfg_offset + cn] = g.config_tensors
             cfg_edges = np.asarray(g.config_edges)
             config_source[cfg_edge_offset : cfg_edge_offset + cm] = cfg_edges[:, 1] + cfg_offset
             config_target[cfg_edge_offset : cfg_edge_offset + cm] = cfg_edges[:, 0] + cfg_offset
@@ -341,7 +345,7 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
     target[edge_offset:] = shape.nodes - 1
     config_source[cfg_edge_offset:] = shape.config_nodes - 1
     config_target[cfg_edge_offset:] = shape.config_nodes - 1
-    return {
+    arrays = {
         "node_sizes": node_sizes,
         "edge_sizes": edge_sizes,
         "config_node_sizes": config_node_sizes,
@@ -357,6 +361,9 @@ def to_arrays(batch: list[BatchItem], shape: BatchShape, kind: str, feat_dim: in
         CONFIG_MASK: config_mask,
         "runtime": runtime,
     }
+    if per_node:
+        arrays[CONFIG_TENSORS] = tensors
+    return arrays
 
 
 def array_signature(shape: BatchShape, kind: str, feat_dim: int):
@@ -364,12 +371,13 @@ def array_signature(shape: BatchShape, kind: str, feat_dim: int):
     import tensorflow as tf
 
     components = shape.graphs + 1
+    per_node = get_kind(kind).config_per_node
     config = (
         tf.TensorSpec((shape.config_nodes, shape.configs, LAYOUT_CONFIG_DIM), tf.int8)
-        if get_kind(kind).config_per_node
+        if per_node
         else tf.TensorSpec((components, shape.configs, TILE_CONFIG_DIM), tf.float32)
     )
-    return {
+    signature = {
         "node_sizes": tf.TensorSpec((components,), tf.int64),
         "edge_sizes": tf.TensorSpec((components,), tf.int64),
         "config_node_sizes": tf.TensorSpec((components,), tf.int64),
@@ -385,6 +393,9 @@ def array_signature(shape: BatchShape, kind: str, feat_dim: int):
         CONFIG_MASK: tf.TensorSpec((components, shape.configs), tf.float32),
         "runtime": tf.TensorSpec((shape.graphs, shape.configs), tf.float32),
     }
+    if per_node:
+        signature[CONFIG_TENSORS] = tf.TensorSpec((shape.config_nodes, 3, TENSOR_WIDTH), tf.int32)
+    return signature
 
 
 def to_graph_tensor(arrays: dict, kind: str):
@@ -397,6 +408,7 @@ def to_graph_tensor(arrays: dict, kind: str):
     context_features = {CONFIG_MASK: arrays[CONFIG_MASK]}
     if get_kind(kind).config_per_node:
         config_node_features[CONFIG] = arrays[CONFIG]
+        config_node_features[CONFIG_TENSORS] = arrays[CONFIG_TENSORS]
     else:
         context_features[CONFIG] = arrays[CONFIG]
     graph = tfgnn.GraphTensor.from_pieces(
