@@ -70,8 +70,8 @@ import polars as pl
 from tpuperf.collection import Collection, get_collection
 from tpuperf.errors import TpuperfError
 
-FORMAT_VERSION = 5  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
-# 4: layout graphs have config_tensors; 5: tile config_feat has the tile features (30 columns)
+FORMAT_VERSION = 4  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
+# 4: layout graphs have config_tensors
 STATS_FILE = "stats.json"
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"
