@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from operator import attrgetter
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,6 +40,8 @@ from tpuperf.data.cache import TENSOR_WIDTH, CachedGraph
 NODES, EDGES = "op", "feeds"
 CONFIG_NODES, CONFIG_EDGES = "cfg", "cfg_feeds"
 NODE_FEAT, OPCODE, CONFIG, CONFIG_MASK, OP_INDEX = "feat", "opcode", "config", "config_mask", "op"
+T = TypeVar("T")  # what Buckets.split groups (batch items or graphs)
+
 CONFIG_TENSORS = "tensors"  # layout cfg nodes: the cache's config_tensors (tpuperf.data.cache)
 LAYOUT_CONFIG_DIM = 18
 LAYOUT_GROUP_SIZE = 6  # output, input and kernel layouts: 6 minor-to-major slots each
@@ -140,11 +144,12 @@ class Buckets:
         """Config slots per graph in the batches of ``graph``'s bucket (ValueError as :meth:`index`)."""
         return self.shapes[self.index(graph)].configs
 
-    def split(self, items: Iterable[BatchItem]) -> list[list[BatchItem]]:
-        """Items per bucket, in their order."""
-        groups: list[list[BatchItem]] = [[] for _ in self.shapes]
-        for item in items:
-            groups[self.index(item.graph)].append(item)
+    def split(self, entries: Iterable[T], graph: Callable[[T], CachedGraph] = attrgetter("graph")) -> list[list[T]]:
+        """``entries`` per bucket, in their order; ``graph`` gives an entry's graph (default: batch
+        items' ``.graph``; pass ``lambda g: g`` for graphs). ValueError as :meth:`index`."""
+        groups: list[list[T]] = [[] for _ in self.shapes]
+        for entry in entries:
+            groups[self.index(graph(entry))].append(entry)
         return groups
 
 

@@ -98,10 +98,9 @@ class Scorer:
             return out
         chunks = len(chunk_items(graphs, self.configs, rows, self.references))
         buckets = self.plan.plan(graphs, self.configs, items=max(1, round(chunks / len(graphs))))
-        for bucket, shape in enumerate(buckets.shapes):
-            members = [g for g in graphs if buckets.index(g) == bucket]
-            items = chunk_items(members, shape.configs, rows, self.references)  # the bucket's configs per graph
-            shape = self._compiled_like(shape, members)
+        for planned, members in zip(buckets.shapes, buckets.split(graphs, graph=lambda g: g)):
+            items = chunk_items(members, planned.configs, rows, self.references)  # the bucket's configs per graph
+            shape = self._compiled_like(planned, members)
             batches = pack(items, shape)
             batches += [[] for _ in range(-len(batches) % replicas)]
             for step, results in enumerate(self._run(batches, shape)):
