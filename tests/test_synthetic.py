@@ -170,8 +170,9 @@ MAIN_2CAE190_TINY_DIGEST = "43bd6f2141fe7c0f4492f017e0733e7a46fa58c0a6cc3a75e57f
 
 def main_comparable_digest(root: Path) -> str:
     """sha256 over every file's path and arrays (key, dtype, shape, bytes) and the sample
-    submission, with the two changes made since 2cae190 undone: edge rows sorted by (u, v) (2cae190
-    wrote operand order) and column 28 of tuple nodes 0 (2cae190 wrote 0, the real files 1)."""
+    submission, with the changes made since 2cae190 undone: edge rows sorted by (u, v) (2cae190
+    wrote operand order), column 28 of tuple nodes 0 (2cae190 wrote 0, the real files 1), and the
+    s32 / bf16 element types back in one-hot columns 8 / 10 (the real files' u8 / u32; now 6 / 15)."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.npz")):
         digest.update(path.relative_to(root).as_posix().encode())
@@ -183,6 +184,7 @@ def main_comparable_digest(root: Path) -> str:
                 if key == "node_feat":
                     a = a.copy()
                     a[arrays["node_opcode"] == Op.TUPLE, 28] = 0
+                    a[:, [8, 10]], a[:, [6, 15]] = a[:, [6, 15]], 0
                 a = np.ascontiguousarray(a)
                 digest.update(f"{key} {a.dtype.str} {a.shape}".encode())
                 digest.update(a.tobytes())

@@ -33,7 +33,7 @@ from conftest import ABSENT_REASON, SHARED_DATA
 
 from tpuperf.collection import locate
 from tpuperf.data import synthetic as syn
-from tpuperf.data.npz import LAYOUT_CONFIG_DIM, find_npz
+from tpuperf.data.npz import ELEMENT_TYPE_COLUMN, ELEMENT_TYPES, LAYOUT_CONFIG_DIM, find_npz
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
 
 KEYS = {
@@ -116,6 +116,20 @@ def last_node_is_a_root(f: File) -> bool:
 def node_features_non_negative_with_one_element_type(f: File) -> bool:
     feat = f["node_feat"]
     return bool((feat >= 0).all() and (feat[:, 2:21].sum(1) == 1).all())
+
+
+FLOAT_OPS = (Opcode.DOT, Opcode.CONVOLUTION, Opcode.EXPONENTIAL, Opcode.TANH)
+
+
+def element_types_of_float_ops_and_compares(f: File) -> bool:
+    """Dots, convolutions, exp and tanh output a floating-point type, compares pred (the element
+    type one-hot in tpuperf.data.npz.ELEMENT_TYPES order, which the cost features read bytes from)."""
+    types = np.array(ELEMENT_TYPES)[f["node_feat"][:, ELEMENT_TYPE_COLUMN : ELEMENT_TYPE_COLUMN + 19].argmax(1)]
+    ops = f["node_opcode"]
+    return bool(
+        np.isin(types[np.isin(ops, FLOAT_OPS)], ["f16", "f32", "f64", "bf16"]).all()
+        and (types[ops == Opcode.COMPARE] == "pred").all()
+    )
 
 
 def shape_columns_consistent(f: File) -> bool:
@@ -204,6 +218,7 @@ PROPERTIES: list[Callable[[File], bool]] = [
     producers_before_consumers,
     last_node_is_a_root,
     node_features_non_negative_with_one_element_type,
+    element_types_of_float_ops_and_compares,
     shape_columns_consistent,
     opcodes_in_the_real_id_range,
     runtimes_zero_in_test_files_else_positive,
@@ -251,6 +266,7 @@ def test_properties_are_not_vacuous(synthetic_files) -> None:
             "node_config_feat": np.roll(f["node_config_feat"], 1, axis=2)
         },
         real_dtypes: {"node_opcode": f["node_opcode"].astype(np.int32)},
+        element_types_of_float_ops_and_compares: {"node_feat": f["node_feat"][:, np.r_[0:10, 13, 11:13, 10, 14:140]]},
         node_splits_one_row_from_0_to_n: {"node_splits": f["node_splits"][0]},
     }
     for prop, change in cases.items():

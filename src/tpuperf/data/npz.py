@@ -22,6 +22,16 @@ NODE_FEAT_DIM = 140
 TILE_CONFIG_DIM = 24
 LAYOUT_CONFIG_DIM = 18
 STREAM_CHUNK_BYTES = 64 << 20
+# node_feat columns 2-20: one-hot of the HLO output's element type, in this order. Inferred from the
+# real files (by the ops that carry each column: compare outputs col 3 = pred, iota col 6 = s32,
+# shift-right-logical col 10 = u32, most ops col 13 = f32, unet3d's convolutions col 15 = bf16,
+# tuples col 18, after-all col 20 = token): XLA's primitive types grouped by kind.
+ELEMENT_TYPE_COLUMN = 2
+ELEMENT_TYPES = (
+    "invalid", "pred", "s8", "s16", "s32", "s64", "u8", "u16", "u32", "u64",
+    "f16", "f32", "f64", "bf16", "c64", "c128", "tuple", "opaque", "token",
+)  # fmt: skip
+ELEMENT_BYTES = np.array([0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8, 16, 0, 0, 0], np.int32)  # per ELEMENT_TYPES
 
 # field -> (dtype kind: "f" float / "i" integer, rank (or the ranks allowed), fixed trailing dims or None)
 COMMON_FIELDS = {

@@ -54,6 +54,8 @@ from tpuperf.collection import SPLITS, Collection
 from tpuperf.config import PRUNE_MODES, Config, PreprocessConfig
 from tpuperf.data import cache
 from tpuperf.data.npz import (
+    ELEMENT_BYTES,
+    ELEMENT_TYPE_COLUMN,
     LAYOUT_CONFIG_DIM,
     DataFormatError,
     LayoutGraph,
@@ -179,15 +181,9 @@ def induced_edges(edge_index: np.ndarray, kept: np.ndarray, num_nodes: int) -> n
 
 # ---------------------------------------------------------------- layout tensors
 
-# Raw node_feat columns (TpuGraphs layout): element type one-hot 2-20, output dims 21-26 (0 past the
-# rank), the HLO's own layout minor-to-major 134-139 (0 past the rank).
-RAW_ELEMENT_TYPE, RAW_DIMS, RAW_LAYOUT = 2, 21, 134
-# Bytes per element of each element-type one-hot column (2 + i). The order, inferred from the real
-# files in ../shared/data by the ops that carry each column (col 3 compare outputs = pred, 6 iota =
-# s32, 10 shift-right-logical = u32, 13 most ops = f32, 15 unet3d's convolutions = bf16, 18 tuple,
-# 20 after-all = token), is XLA's primitive types grouped by kind: invalid, pred, s8, s16, s32, s64,
-# u8, u16, u32, u64, f16, f32, f64, bf16, c64, c128, tuple, opaque, token.
-ELEMENT_BYTES = np.array([0, 1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8, 16, 0, 0, 0], np.int32)
+# Raw node_feat columns (TpuGraphs layout): output dims 21-26 (0 past the rank), the HLO's own layout
+# minor-to-major 134-139 (0 past the rank); the element type one-hot: npz.ELEMENT_TYPES.
+RAW_DIMS, RAW_LAYOUT = 21, 134
 
 
 def layout_tensors(graph: LayoutGraph) -> np.ndarray:
@@ -196,7 +192,7 @@ def layout_tensors(graph: LayoutGraph) -> np.ndarray:
     id) and kernel (the next one; rows of zeros with layout -1 where the node has fewer operands),
     columns ``cache.TENSOR_DIMS`` dims 0-5 (0 past the rank), ``cache.TENSOR_LAYOUT`` the tensor's
     own minor-to-major order from the file (-1 past the rank) and ``cache.TENSOR_BYTES`` bytes per
-    element (:data:`ELEMENT_BYTES`; 0 for tuples and tokens). Operands are taken in node-id order,
+    element (:data:`tpuperf.data.npz.ELEMENT_BYTES`; 0 for tuples and tokens). Operands are taken in node-id order,
     as ``config_operands`` does (tpuperf.models.layers.ConfigEncoder): files hold no operand order.
     Read from the unpruned graph. The rank is the number of leading non-zero dims.
     """
@@ -214,7 +210,7 @@ def layout_tensors(graph: LayoutGraph) -> np.ndarray:
         rank = np.cumprod(dims > 0, axis=1).sum(axis=1)
         past_rank = np.arange(6) >= rank[:, None]
         layout = np.where(past_rank, -1, np.rint(rows[:, RAW_LAYOUT : RAW_LAYOUT + 6]))
-        one_hot = rows[:, RAW_ELEMENT_TYPE : RAW_ELEMENT_TYPE + len(ELEMENT_BYTES)]
+        one_hot = rows[:, ELEMENT_TYPE_COLUMN : ELEMENT_TYPE_COLUMN + len(ELEMENT_BYTES)]
         item = np.where(one_hot.any(axis=1), ELEMENT_BYTES[one_hot.argmax(axis=1)], 0)
         out = tensors[present, group]
         out[:, cache.TENSOR_DIMS : cache.TENSOR_DIMS + 6] = np.where(past_rank, 0, dims)

@@ -99,6 +99,7 @@ import numpy as np
 
 from tpuperf.atomic import replaced_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection, locate
+from tpuperf.data.npz import ELEMENT_BYTES, ELEMENT_TYPE_COLUMN, ELEMENT_TYPES
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
@@ -134,8 +135,9 @@ CONFIGURABLE = LAYOUT_CONFIGURABLE
 
 # ---- node feature columns (the TpuGraphs dataset README's groups) ---------------------------------------
 COL_IS_ROOT = 0
-ETYPE_COL = {"pred": 3, "s32": 8, "bf16": 10, "f32": 13, "tuple": 18}
-ETYPE_BYTES = {"pred": 1, "s32": 4, "bf16": 2, "f32": 4, "tuple": 0}
+ETYPES = ("pred", "s32", "bf16", "f32", "tuple")  # the element types the generator writes
+ETYPE_COL = {t: ELEMENT_TYPE_COLUMN + ELEMENT_TYPES.index(t) for t in ETYPES}  # the real files' columns
+ETYPE_BYTES = {t: int(ELEMENT_BYTES[ELEMENT_TYPES.index(t)]) for t in ETYPES}
 COL_DIMS, COL_DIM_SUM, COL_DIM_PROD = 21, 27, 28
 COL_TUPLE_SIZE, COL_PARAM_NUMBER = 29, 30
 COL_DIMENSIONS = 31
