@@ -6,6 +6,7 @@ import numpy as np
 
 from tpuperf.data.cache import CachedGraph
 from tpuperf.data.preprocess import config_edges
+from tpuperf.training.batches import TILE_CONFIG_DIM
 
 
 def fake_graph(
@@ -23,7 +24,7 @@ def fake_graph(
         links = config_edges(edge_index, nodes, pos, max_length=4)
     else:
         pos = links = None
-        config_feat = rng.normal(size=(configs, 24)).astype(np.float32)
+        config_feat = rng.normal(size=(configs, TILE_CONFIG_DIM)).astype(np.float32)
     return CachedGraph(
         graph_id=name,
         split="train",

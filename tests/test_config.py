@@ -36,6 +36,7 @@ GNN = dict(
     config_attention=0,
     attention_heads=4,
     config_scope={"tile": "configurable", "layout": "nodes"},
+    tile_features=False,
 )
 BEFORE = {
     "chebsage": dict(GNN, conv="chebsage"),
@@ -57,6 +58,7 @@ BEFORE = {
         config_attention=0,
         attention_heads=1,
         config_scope={"tile": "nodes", "layout": "nodes"},
+        tile_features=False,
     ),
 }
 
@@ -179,6 +181,7 @@ def test_missing_model_key_and_section_are_named(raw) -> None:
         ({"data": {"out": 3}}, r"data\.out must be a string"),
         ({"ensemble": {"models": "sage"}}, r"ensemble\.models must be a list of strings"),
         ({"models": {"sage": {"units": None}}}, r"models\.sage\.units must be an integer"),
+        ({"model_base": {"tile_features": "yes"}}, r"model_base\.tile_features must be true or false"),
     ],
 )
 def test_wrong_types_are_named(raw, changes, match) -> None:

@@ -191,6 +191,7 @@ class ModelConfig:
     config_attention: int = _check(min=0)
     attention_heads: int = _check(min=1)
     config_scope: ScopePerKind = _check()
+    tile_features: bool = _check()
 
 
 @dataclass(frozen=True)
