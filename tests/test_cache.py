@@ -112,10 +112,11 @@ def test_other_format_version_is_refused(tmp_path):
         CollectionCache(tmp_path, LAYOUT)
 
 
-@pytest.mark.parametrize("old", [1, 2])
+@pytest.mark.parametrize("old", [1, 2, 3])
 def test_older_caches_are_refused_with_the_fix(tmp_path, old):
-    """Format 1 has no content_hash (a checkpoint could resume on stale data), 2 no config_edges."""
-    assert FORMAT_VERSION == 3
+    """Format 1 has no content_hash (a checkpoint could resume on stale data), 2 no config_edges,
+    3 no tile features in tile config_feat."""
+    assert FORMAT_VERSION == 4
     d = write_cache(tmp_path, LAYOUT, layout=True)
     (d / "stats.json").write_text(json.dumps({"format_version": old}))
     with pytest.raises(
