@@ -120,6 +120,6 @@ def test_older_caches_are_refused_with_the_fix(tmp_path, old):
     d = write_cache(tmp_path, LAYOUT, layout=True)
     (d / "stats.json").write_text(json.dumps({"format_version": old}))
     with pytest.raises(
-        CacheError, match=rf"stats.json: format version {old}, reader expects 3: run `dvc repro preprocess`"
+        CacheError, match=rf"stats.json: format version {old}, reader expects 4: run `dvc repro preprocess`"
     ):
         CollectionCache(tmp_path, LAYOUT)
