@@ -79,6 +79,11 @@ def test_an_invalid_layout_falls_back_to_row_major_and_bad_configs_are_refused()
     np.testing.assert_allclose(
         tile_features(feat, opcode, config([], [3, 100])[None])[0, 2], math.log(128 / 100 * 8 / 3)
     )
+    # garbage: a 0 inside the dims ends the rank, fractional bounds are clipped to >= 1: finite, >= 0
+    feat[2, 21:25] = [4, 0.5, 0, 7]
+    got = tile_features(feat, opcode, np.stack([config([0.2, 7], [0.3, 1]), config([-3, 1e9], [5, 0])]))
+    assert np.isfinite(got).all() and (got >= 0).all()
+    np.testing.assert_allclose(got[:, :2], [[math.log(4), 0.0], [0.0, 0.0]], atol=1e-7)
     with pytest.raises(ValueError, match=r"config_feat must be \(configs, 24\), got \(2, 18\)"):
         tile_features(feat, opcode, np.zeros((2, 18)))
 

@@ -21,7 +21,7 @@ log-scaled terms,
   https://openxla.org/xla/tiled_layout),
 
 where a bound of 0 (not tiled, as in files whose kernel bounds are all 0) means the whole dim and
-a bound larger than its dim is clipped to it. A tensor of rank 0 (a scalar or a tuple root with no
+other bounds are clipped to [1, dim], so every term is finite and >= 0. A tensor of rank 0 (a scalar or a tuple root with no
 array operand found) gives zeros. The bounds' unit in the real files is not documented (elements
 is assumed); the terms stay finite whatever it is.
 """
@@ -48,8 +48,9 @@ LANES, SUBLANES = 128, 8  # the TPU's (8, 128) tile of 32-bit values
 
 
 def _rank(node_feat: np.ndarray, node: int) -> int:
+    """The number of leading dims >= 1 (the files pad dims beyond the rank with 0)."""
     dims = node_feat[node, COL_DIMS : COL_DIMS + MAX_RANK]
-    return int(np.count_nonzero(dims > 0))
+    return int(np.argmin(np.append(dims >= 1, False)))
 
 
 def tiled_tensors(node_feat: np.ndarray, node_opcode: np.ndarray) -> tuple[int | None, int | None]:
@@ -73,7 +74,7 @@ def _tensor_terms(node_feat: np.ndarray, node: int | None, bounds: np.ndarray) -
     rank = _rank(node_feat, node)
     dims = node_feat[node, COL_DIMS : COL_DIMS + rank].astype(np.float64)
     tiles = bounds[:, :rank].astype(np.float64)
-    tiles = np.where(tiles <= 0, dims, np.minimum(tiles, dims))
+    tiles = np.where(tiles <= 0, dims, np.clip(tiles, 1.0, dims))
     counts = np.ceil(dims / tiles)
     out[:, 0] = np.log(counts).sum(1)
     out[:, 1] = np.log(counts * tiles / dims).sum(1)
