@@ -36,7 +36,7 @@ GNN = dict(
     config_attention=0,
     attention_heads=4,
     config_scope={"tile": "configurable", "layout": "nodes"},
-    tile_features=False,
+    tile_features=True,
 )
 BEFORE = {
     "chebsage": dict(GNN, conv="chebsage"),
@@ -58,7 +58,7 @@ BEFORE = {
         config_attention=0,
         attention_heads=1,
         config_scope={"tile": "nodes", "layout": "nodes"},
-        tile_features=False,
+        tile_features=True,
     ),
 }
 
