@@ -28,7 +28,7 @@ from tpuperf.metrics import collection_score
 
 
 def ridge_features(g) -> np.ndarray:
-    extra = tile_features(g.node_feat, g.node_opcode, g.config_feat).astype(np.float64)
+    extra = tile_features(g.node_feat, g.node_opcode, g.edge_index, g.config_feat).astype(np.float64)
     return np.concatenate([config_features(g), extra, extra**2], axis=1)
 
 

@@ -453,7 +453,10 @@ def test_tile_cache_round_trip_equals_direct_computation(tmp_path):
     cc = CollectionCache(tmp_path / "cache", TILE)
     npz = {(s, p.stem): dict(np.load(p)) for s in SPLITS for p in TILE.split_dir(raw, s).glob("*.npz")}
     train_nodes = np.concatenate([d["node_feat"] for k, d in npz.items() if k[0] == "train"])
-    columns = {k: with_tile_features(d["node_feat"], d["node_opcode"], d["config_feat"]) for k, d in npz.items()}
+    columns = {
+        k: with_tile_features(d["node_feat"], d["node_opcode"], d["edge_index"], d["config_feat"])
+        for k, d in npz.items()
+    }
     train_conf = np.concatenate([np.unique(c, axis=0) for k, c in columns.items() if k[0] == "train"])
     assert cc.config_feat_shape == (30,) and cc.stats["config_feat"]["log_columns"][:24] == list(range(24))
     for (split, gid), d in npz.items():

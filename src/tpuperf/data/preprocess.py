@@ -511,7 +511,8 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
         tensors = layout_tensors(graph)
     else:
         config_feat = apply_transform(
-            with_tile_features(graph.node_feat, graph.node_opcode, graph.config_feat), stats["config_feat"]
+            with_tile_features(graph.node_feat, graph.node_opcode, graph.edge_index, graph.config_feat),
+            stats["config_feat"],
         )
         tensors = None
     return cache.CachedGraph(
@@ -563,7 +564,7 @@ def _prepare(
             config_ids, runtime = np.asarray(deduper.config_ids, dtype=np.int64), np.asarray(deduper.runtime)
         else:
             config_ids, runtime = np.arange(graph.num_configs, dtype=np.int64), target.astype(np.float64)
-        config_feat = with_tile_features(graph.node_feat, graph.node_opcode, config_feat)
+        config_feat = with_tile_features(graph.node_feat, graph.node_opcode, graph.edge_index, config_feat)
         _save(out, content, config_feat=config_feat)
         config_moments = column_moments(config_feat) if is_train else None
     node_feat = graph.node_feat[kept].astype(np.float32)
