@@ -103,7 +103,7 @@ import numpy as np
 from tpuperf.atomic import replaced_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection, locate
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
-from tpuperf.data.tile_features import LANES, SUBLANES, element_tiles, file_bounds
+from tpuperf.data.tile_features import LANES, SUBLANES, element_tiles, file_bounds, tile_padding
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
 HBM_BYTES_PER_NS = 1200.0
@@ -786,23 +786,6 @@ def layout_runtime(
 # =============================================================================================
 # Tile cost model
 # =============================================================================================
-def _tile_padding(
-    dims: np.ndarray, tiles: np.ndarray, layout: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(tile count, padding waste of the tensor, lane/sublane padding of one tile) per config."""
-    tiles = np.maximum(tiles, 1.0)
-    counts = np.ceil(dims / tiles)
-    waste = np.prod(counts * tiles / dims, axis=1)
-    lane = np.ones(len(tiles))
-    if layout:
-        minor = tiles[:, layout[0]]
-        lane = np.ceil(minor / LANES) * LANES / minor
-        if len(layout) > 1:
-            second = tiles[:, layout[1]]
-            lane *= np.ceil(second / SUBLANES) * SUBLANES / second
-    return np.prod(counts, axis=1), waste, lane
-
-
 def _tile_parts(g: _Parsed) -> tuple[int, int]:
     """(output node, main input node): the root and the kernel's largest parameter."""
     root = int(np.flatnonzero(g.feat[:, COL_IS_ROOT] > 0)[-1])
@@ -828,10 +811,10 @@ def tile_runtime(
 
     out_dims = np.asarray(g.shapes[root], np.float64)
     out_tiles = element_tiles(config_feat[:, TILE_OUTPUT : TILE_OUTPUT + len(out_dims)], out_dims, g.layouts[root])
-    n_tiles, waste, lane = _tile_padding(out_dims, out_tiles, g.layouts[root])
+    n_tiles, waste, lane = tile_padding(out_dims, out_tiles, g.layouts[root])
     in_dims = np.asarray(g.shapes[main], np.float64)
     in_tiles = element_tiles(config_feat[:, TILE_KERNEL : TILE_KERNEL + len(in_dims)], in_dims, g.layouts[main])
-    n_in_tiles, in_waste, in_lane = _tile_padding(in_dims, in_tiles, g.layouts[main])
+    n_in_tiles, in_waste, in_lane = tile_padding(in_dims, in_tiles, g.layouts[main])
 
     compute = work * waste * lane
     read = g.nbytes[main] / HBM_BYTES_PER_NS * in_waste * in_lane

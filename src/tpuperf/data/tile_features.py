@@ -150,23 +150,32 @@ def file_bounds(tiles: np.ndarray, dims: np.ndarray, minor_to_major: np.ndarray)
     return np.where(below, physical / units, np.ceil(physical / units))
 
 
+def tile_padding(
+    dims: np.ndarray, tiles: np.ndarray, minor_to_major: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per config, of element ``tiles`` (c, rank; logical order, >= 1 after a floor at 1) of a
+    tensor of ``dims`` (rank,) laid out by ``minor_to_major``: (tile count, padding waste of the
+    tiled tensor prod(ceil(d / t) * t / d), (8, 128) padding of one tile under the layout), each
+    (c,) float64 >= 1."""
+    tiles = np.maximum(tiles, 1.0)
+    counts = np.ceil(dims / tiles)
+    waste = np.prod(counts * tiles / dims, axis=1)
+    lane = np.ones(len(tiles))
+    for position, width in zip(physical_order(minor_to_major)[::-1][:2], (LANES, SUBLANES)):
+        t = tiles[:, position]
+        lane *= np.ceil(t / width) * width / t
+    return np.prod(counts, axis=1), waste, lane
+
+
 def _tensor_terms(node_feat: np.ndarray, node: int | None, bounds: np.ndarray) -> np.ndarray:
     """(c, 3) float64 [log_tiles, log_waste, log_lanes] of tiling ``node``'s output by the file's
     ``bounds`` (c, 6) (zeros for None)."""
-    out = np.zeros((len(bounds), 3))
     if node is None:
-        return out
+        return np.zeros((len(bounds), 3))
     rank = _rank(node_feat, node)
     dims = node_feat[node, COL_DIMS : COL_DIMS + rank].astype(np.float64)
     layout = node_feat[node, COL_LAYOUT : COL_LAYOUT + rank]
-    tiles = element_tiles(bounds[:, :rank], dims, layout)
-    counts = np.ceil(dims / tiles)
-    out[:, 0] = np.log(counts).sum(1)
-    out[:, 1] = np.log(counts * tiles / dims).sum(1)
-    for position, width in zip(physical_order(layout)[::-1][:2], (LANES, SUBLANES)):
-        t = tiles[:, position]
-        out[:, 2] += np.log(np.ceil(t / width) * width / t)
-    return out
+    return np.log(np.stack(tile_padding(dims, element_tiles(bounds[:, :rank], dims, layout), layout), axis=1))
 
 
 def tile_features(
