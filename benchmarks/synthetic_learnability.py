@@ -51,11 +51,11 @@ def oracle(g: TileGraph | LayoutGraph, operand_edges: np.ndarray) -> np.ndarray:
     return layout_runtime(g.node_feat, g.node_opcode, operand_edges, g.node_config_ids, g.node_config_feat)
 
 
-def fit_ridge(graphs: list, strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge on per-graph centred features and log runtimes (ranking is within a graph)."""
+def fit_ridge(graphs: list, strength: float, features=config_features) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge on per-graph centred ``features(g)`` and log runtimes (ranking is within a graph)."""
     xs, ys = [], []
     for g in graphs:
-        x, y = config_features(g), np.log(target(g))
+        x, y = features(g), np.log(target(g))
         xs.append(x - x.mean(0))
         ys.append(y - y.mean())
     x, y = np.concatenate(xs), np.concatenate(ys)

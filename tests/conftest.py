@@ -47,6 +47,7 @@ SMALL_MODEL = dict(
     config_attention=0,
     attention_heads=1,
     config_scope={"tile": "nodes", "layout": "nodes"},
+    tile_features=False,
 )
 
 

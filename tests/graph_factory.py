@@ -6,6 +6,7 @@ import numpy as np
 
 from tpuperf.data.cache import TENSOR_BYTES, TENSOR_DIMS, TENSOR_LAYOUT, TENSOR_WIDTH, CachedGraph
 from tpuperf.data.preprocess import config_edges
+from tpuperf.training.batches import TILE_CONFIG_DIM
 
 
 def fake_graph(
@@ -28,7 +29,7 @@ def fake_graph(
         tensors[:, :, TENSOR_BYTES] = 4
     else:
         pos = links = tensors = None
-        config_feat = rng.normal(size=(configs, 24)).astype(np.float32)
+        config_feat = rng.normal(size=(configs, TILE_CONFIG_DIM)).astype(np.float32)
     return CachedGraph(
         graph_id=name,
         split="train",

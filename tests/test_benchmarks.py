@@ -546,3 +546,24 @@ def test_layout_feature_ceiling_on_the_tiny_preset(tmp_path: Path, capsys):
     taus = [float(part.rsplit(" ", 1)[1]) for part in line.split(": ", 1)[1].split(", ")]
     assert line.startswith("layout:xla:random: oracle ") and len(taus) == 1 + len(lfc.FEATURE_SETS)
     assert taus[0] > 0.5 and all(-1 <= t <= 1 for t in taus)  # noise-free cost model vs noisy runtimes
+
+
+def test_tile_feature_ceiling_on_the_tiny_preset(tmp_path: Path, capsys):
+    """The ridge with tile features reads 24 x 2 config columns plus 6 x 2 tile-feature columns and
+    prints both feature sets' valid tile scores, each in [0, 1]."""
+    import tile_feature_ceiling as tfc
+
+    from tpuperf.collection import get_collection
+    from tpuperf.data.npz import load_graph
+    from tpuperf.data.synthetic import write_dataset
+
+    data = tmp_path / "data"
+    write_dataset(data, "tiny", seed=0)
+    col = get_collection("tile:xla")
+    g = load_graph(sorted(col.split_dir(data, "train").glob("*.npz"))[0], col, "train")
+    assert tfc.ridge_features(g).shape == (g.num_configs, 60)
+    tfc.main(["--data", str(data)])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("tile:xla (6 train / 3 valid graphs), config ")
+    scores = [float(part.rsplit(" ", 1)[1]) for part in line.split("), ", 1)[1].split(", ")]
+    assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)

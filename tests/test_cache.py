@@ -26,7 +26,7 @@ def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) 
         "node_ids": np.arange(n, dtype=np.int64) * 2,
         "config_feat": (np.zeros((c, 2, 18), np.int8) + np.arange(c, dtype=np.int8)[:, None, None])
         if layout
-        else np.ones((c, 24), np.float32),
+        else np.ones((c, 30), np.float32),
         "runtime": np.linspace(1, 2, c),
         "config_ids": np.arange(c, dtype=np.int64) * 3,
     }
@@ -58,7 +58,7 @@ def write_cache(root: Path, collection, layout: bool) -> Path:
         write_graph(d, "test", "t", 2, 7, layout),
     ]
     pl.DataFrame(rows).write_parquet(d / "index.parquet")
-    shape = [2, 18] if layout else [24]
+    shape = [2, 18] if layout else [30]
     (d / "stats.json").write_text(
         json.dumps({"format_version": FORMAT_VERSION, "node_feat_dim": 3, "config_feat_shape": shape})
     )
@@ -86,7 +86,7 @@ def test_tile_graphs_have_no_config_node_pos(tmp_path):
     write_cache(tmp_path, TILE, layout=False)
     g = CollectionCache(tmp_path, TILE).load("test", "t")
     assert g.config_node_pos is None and g.config_edges is None and g.config_tensors is None
-    assert g.config_feat.shape == (7, 24)
+    assert g.config_feat.shape == (7, 30)
 
 
 def test_missing_cache_names_the_file_and_the_fix(tmp_path):
@@ -115,14 +115,14 @@ def test_other_format_version_is_refused(tmp_path):
         CollectionCache(tmp_path, LAYOUT)
 
 
-@pytest.mark.parametrize("old", [1, 2, 3])
+@pytest.mark.parametrize("old", [1, 2, 3, 4])
 def test_older_caches_are_refused_with_the_fix(tmp_path, old):
     """Format 1 has no content_hash (a checkpoint could resume on stale data), 2 no config_edges,
-    3 no config_tensors."""
-    assert FORMAT_VERSION == 4
+    3 no config_tensors, 4 no tile features in tile config_feat."""
+    assert FORMAT_VERSION == 5
     d = write_cache(tmp_path, LAYOUT, layout=True)
     (d / "stats.json").write_text(json.dumps({"format_version": old}))
     with pytest.raises(
-        CacheError, match=rf"stats.json: format version {old}, reader expects 4: run `dvc repro preprocess`"
+        CacheError, match=rf"stats.json: format version {old}, reader expects 5: run `dvc repro preprocess`"
     ):
         CollectionCache(tmp_path, LAYOUT)

@@ -37,6 +37,7 @@ GNN = dict(
     config_attention=0,
     attention_heads=4,
     config_scope={"tile": "configurable", "layout": "nodes"},
+    tile_features=True,
 )
 BEFORE = {
     "chebsage": dict(GNN, conv="chebsage"),
@@ -59,6 +60,7 @@ BEFORE = {
         config_attention=0,
         attention_heads=1,
         config_scope={"tile": "nodes", "layout": "nodes"},
+        tile_features=True,
     ),
 }
 
@@ -182,6 +184,7 @@ def test_missing_model_key_and_section_are_named(raw) -> None:
         ({"ensemble": {"models": "sage"}}, r"ensemble\.models must be a list of strings"),
         ({"models": {"sage": {"units": None}}}, r"models\.sage\.units must be an integer"),
         ({"model_base": {"layout_cost_features": 1}}, r"model_base\.layout_cost_features must be true or false"),
+        ({"model_base": {"tile_features": "yes"}}, r"model_base\.tile_features must be true or false"),
     ],
 )
 def test_wrong_types_are_named(raw, changes, match) -> None:

@@ -65,6 +65,7 @@ TINY_MODEL = {
     "config_attention": 0,
     "attention_heads": 1,
     "config_scope": {"tile": "configurable", "layout": "nodes"},
+    "tile_features": False,
 }
 
 FAKE_KAGGLE = """#!{python}

@@ -125,6 +125,23 @@ def test_config_scores_follow_their_config(rng, kind):
     assert np.std(base) > 1e-4
 
 
+@pytest.mark.parametrize("scope", ["nodes", "configurable"])
+def test_tile_features_reach_the_scores_only_when_read(rng, scope):
+    """tile_features false reads the file's 24 config columns only; true also the 6 tile features."""
+    g = fake_graph(rng, "tile", 10, 4)
+    changed = dataclasses.replace(g, config_feat=g.config_feat.copy())
+    changed.config_feat[:, 24:] = rng.normal(size=(4, 6))
+    shape = BatchShape(1, 16, 32, 4, 16, 32)
+    for read in (False, True):
+        settings = {"units": 8, "shared_layers": 1, "config_layers": 1, "tile_features": read}
+        model = build_model("tile", model_config(**settings, config_scope={"tile": scope, "layout": "nodes"}))
+        base, other = (
+            model(graph_tensor([BatchItem(x, np.arange(4))], shape, "tile")[0]).numpy() for x in (g, changed)
+        )
+        assert model.config_encoder.project.kernel.shape[0] == (30 if read else 24)
+        assert np.abs(base - other).max() > 1e-4 if read else np.array_equal(base, other)
+
+
 @pytest.mark.parametrize("interaction", [0, 3])
 def test_layout_non_configurable_nodes_get_no_config_signal(rng, interaction):
     g = fake_graph(rng, "layout", 8, 2)

@@ -37,6 +37,7 @@ from tpuperf.data.preprocess import (
     signed_log1p,
 )
 from tpuperf.data.synthetic import layout_runtime, make_layout_graph
+from tpuperf.data.tile_features import with_tile_features
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data"
@@ -452,15 +453,19 @@ def test_tile_cache_round_trip_equals_direct_computation(tmp_path):
     cc = CollectionCache(tmp_path / "cache", TILE)
     npz = {(s, p.stem): dict(np.load(p)) for s in SPLITS for p in TILE.split_dir(raw, s).glob("*.npz")}
     train_nodes = np.concatenate([d["node_feat"] for k, d in npz.items() if k[0] == "train"])
-    train_conf = np.concatenate([np.unique(d["config_feat"], axis=0) for k, d in npz.items() if k[0] == "train"])
-    assert cc.config_feat_shape == (24,) and cc.stats["config_feat"]["log_columns"] == list(range(24))
+    columns = {
+        k: with_tile_features(d["node_feat"], d["node_opcode"], d["edge_index"], d["config_feat"])
+        for k, d in npz.items()
+    }
+    train_conf = np.concatenate([np.unique(c, axis=0) for k, c in columns.items() if k[0] == "train"])
+    assert cc.config_feat_shape == (30,) and cc.stats["config_feat"]["log_columns"][:24] == list(range(24))
     for (split, gid), d in npz.items():
         g = cc.load(split, gid)
         assert g.config_node_pos is None and g.node_ids.tolist() == list(range(len(d["node_feat"])))
         np.testing.assert_allclose(
             g.node_feat, expected_transform(d["node_feat"], train_nodes, 100.0, True), rtol=1e-5, atol=1e-5
         )
-        conf = expected_transform(d["config_feat"][g.config_ids], train_conf, 100.0, False)
+        conf = expected_transform(columns[split, gid][g.config_ids], train_conf, 100.0, False)
         np.testing.assert_allclose(g.config_feat, conf, rtol=1e-5, atol=1e-5)
         target = d["config_runtime"] / d["config_runtime_normalizers"]
         np.testing.assert_allclose(g.runtime, target[g.config_ids])

@@ -27,6 +27,7 @@ from tpuperf.data.synthetic import (
     write_dataset,
     write_graph,
 )
+from tpuperf.data.tile_features import element_tiles, tiled_tensors
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +169,26 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny) -> None:
 MAIN_2CAE190_TINY_DIGEST = "43bd6f2141fe7c0f4492f017e0733e7a46fa58c0a6cc3a75e57fcf8ee4c41159"
 
 
+def element_config_feat(arrays) -> np.ndarray:
+    """A tile file's config_feat as 2cae190 wrote it: kernel (largest parameter) and output (the
+    root) tiles in elements in logical dim order, then their sum and product, in float32."""
+    feat, old = arrays["node_feat"], np.zeros_like(arrays["config_feat"])
+    output, kernel = tiled_tensors(feat, arrays["node_opcode"], arrays["edge_index"])
+    for node, start in ((kernel, 0), (output, 8)):
+        rank = int((feat[node, 21:27] > 0).sum())
+        dims, layout = feat[node, 21 : 21 + rank], feat[node, 134 : 134 + rank]
+        tiles = element_tiles(arrays["config_feat"][:, start : start + rank], dims, layout)
+        old[:, start : start + rank], old[:, start + 6], old[:, start + 7] = tiles, tiles.sum(1), tiles.prod(1)
+    return old
+
+
 def main_comparable_digest(root: Path) -> str:
     """sha256 over every file's path and arrays (key, dtype, shape, bytes) and the sample
     submission, with the changes made since 2cae190 undone: edge rows sorted by (u, v) (2cae190
-    wrote operand order), column 28 of tuple nodes 0 (2cae190 wrote 0, the real files 1), and the
-    s32 / bf16 element types back in one-hot columns 8 / 10 (the real files' u8 / u32; now 6 / 15)."""
+    wrote operand order), column 28 of tuple nodes 0 (2cae190 wrote 0, the real files 1), the
+    s32 / bf16 element types back in one-hot columns 8 / 10 (the real files' u8 / u32; now 6 / 15)
+    and tile bounds in the real files' convention (2cae190 wrote elements in logical order:
+    :func:`element_config_feat`)."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.npz")):
         digest.update(path.relative_to(root).as_posix().encode())
@@ -185,6 +201,8 @@ def main_comparable_digest(root: Path) -> str:
                     a = a.copy()
                     a[arrays["node_opcode"] == Op.TUPLE, 28] = 0
                     a[:, [8, 10]], a[:, [6, 15]] = a[:, [6, 15]], 0
+                if key == "config_feat":
+                    a = element_config_feat(arrays)
                 a = np.ascontiguousarray(a)
                 digest.update(f"{key} {a.dtype.str} {a.shape}".encode())
                 digest.update(a.tobytes())
@@ -192,7 +210,7 @@ def main_comparable_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def test_same_graphs_configs_and_runtimes_as_before_the_edge_rows_were_sorted(tiny) -> None:
+def test_same_graphs_configs_and_runtimes_as_before_the_edge_rows_were_sorted_and_bounds_reencoded(tiny) -> None:
     assert main_comparable_digest(tiny) == MAIN_2CAE190_TINY_DIGEST
 
 
@@ -398,8 +416,11 @@ def tile_graph() -> dict[str, np.ndarray]:
 
 
 def tile_configs(*tiles: tuple[int, int]) -> np.ndarray:
+    """Configs tiling tile_graph's row-major tensors by (rows, cols) elements, as files hold them:
+    8-row and 128-lane units (tpuperf.data.tile_features)."""
     feat = np.zeros((len(tiles), 24), np.float32)
     for i, (rows, cols) in enumerate(tiles):
+        rows, cols = rows / 8, cols / 128
         feat[i, 0:8] = (rows, cols, 0, 0, 0, 0, rows + cols, rows * cols)
         feat[i, 8:16] = feat[i, 0:8]
     return feat

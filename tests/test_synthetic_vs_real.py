@@ -35,6 +35,7 @@ from tpuperf.collection import locate
 from tpuperf.data import synthetic as syn
 from tpuperf.data.npz import ELEMENT_TYPE_COLUMN, ELEMENT_TYPES, LAYOUT_CONFIG_DIM, find_npz
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
+from tpuperf.data.tile_features import element_tiles, tiled_tensors
 
 KEYS = {
     "tile": ["node_feat", "node_opcode", "edge_index", "config_feat", "config_runtime", "config_runtime_normalizers"],
@@ -168,12 +169,15 @@ def tile_normalizer_one_per_file_and_1_in_test_files(f: File) -> bool:
 
 
 def tile_config_bounds_consistent(f: File) -> bool:
-    """Kernel (0-7) and output (8-15) tile bounds: integer dims packed left, the sum, the product
-    of the non-zero dims (0 when none); 16-23 (input tiles) all 0."""
+    """Kernel (0-7) and output (8-15) tile bounds: dims packed left (integers, or in synthetic files
+    a fraction below one unit: test_tile_bounds_are_whole_units), the sum, the product of the
+    non-zero dims (0 when none); 16-23 (input tiles) all 0."""
     if f.kind != "tile":
         return True
     cf = f["config_feat"].astype(np.float64)
-    ok = not cf[:, 16:].any() and (cf == np.round(cf)).all()
+    bounds = cf[:, [*range(6), *range(8, 14)]]
+    whole_or_below_one = (bounds == np.round(bounds)) | ((bounds > 0) & (bounds < 1))  # synthetic: see below
+    ok = not cf[:, 16:].any() and whole_or_below_one.all()
     for start in (0, 8):
         dims = cf[:, start : start + 6]
         product = np.where((dims > 0).any(1), np.where(dims > 0, dims, 1).prod(1), 0)
@@ -183,6 +187,45 @@ def tile_config_bounds_consistent(f: File) -> bool:
             and np.allclose(cf[:, start + 7], product)
         )
     return bool(ok)
+
+
+def _physical_extents(f: File, node: int) -> np.ndarray:
+    """A tensor's dims major to minor (minor-to-major reversed), the two minor-most counted in
+    8-row / 128-lane tiles (a rank-1 tensor's one dim in 128-lane tiles)."""
+    rank = int((f["node_feat"][node, 21:27] > 0).sum())
+    dims = f["node_feat"][node, 21 : 21 + rank].astype(np.float64)
+    extents = dims[f["node_feat"][node, 134 : 134 + rank].astype(np.int64)[::-1]]
+    extents[-2:] = np.ceil(extents[-2:] / np.array([8.0, 128.0])[-rank:])
+    return extents
+
+
+def tile_bounds_are_physical_dims_in_8_128_units(f: File) -> bool:
+    """The tile bounds' convention (tpuperf.data.tile_features): output bounds (8-13) cut the
+    kernel's output, kernel bounds (0-5) some tensor of the kernel, each bound one physical dim
+    of that tensor (major to minor) with the two minor-most counted in (8, 128) tiles: the
+    bounds set per config are as many as its rank, and their maxima over the file's configs are
+    its physical tiled extents (some config tiles the whole tensor). All-0 bounds: untiled."""
+    if f.kind != "tile":
+        return True
+    cf = f["config_feat"]
+    output, _ = tiled_tensors(f["node_feat"], f["node_opcode"], f["edge_index"])
+    candidates = {"output": [output], "kernel": range(len(f["node_feat"]))}
+    for name, start in (("kernel", 0), ("output", 8)):
+        bounds = cf[:, start : start + 6]
+        if not bounds.any():
+            continue
+        rank = int((bounds > 0).sum(1).max())
+        maxima = bounds[:, :rank].max(0)
+        fits = [
+            v
+            for v in candidates[name]
+            if v is not None
+            and int((f["node_feat"][v, 21:27] > 0).sum()) == rank
+            and np.array_equal(_physical_extents(f, v), maxima)
+        ]
+        if not fits or not ((bounds > 0).sum(1) == rank).all():
+            return False
+    return True
 
 
 def configurable_ids_sorted_unique_of_layout_ops(f: File) -> bool:
@@ -224,6 +267,7 @@ PROPERTIES: list[Callable[[File], bool]] = [
     runtimes_zero_in_test_files_else_positive,
     tile_normalizer_one_per_file_and_1_in_test_files,
     tile_config_bounds_consistent,
+    tile_bounds_are_physical_dims_in_8_128_units,
     configurable_ids_sorted_unique_of_layout_ops,
     node_splits_one_row_from_0_to_n,
     layout_config_groups_distinct_dims_then_minus_one,
@@ -272,6 +316,19 @@ def test_properties_are_not_vacuous(synthetic_files) -> None:
     for prop, change in cases.items():
         broken.arrays = {**f.arrays, **change}
         assert prop(f) and not prop(broken), prop.__name__
+    # tile bounds written as the generator once did (elements, logical dim order) break the convention
+    tile = [t for t in synthetic_files if t.kind == "tile" and t.split == "train"]
+    broken.kind, broken.split, broken.fortran = "tile", "train", dict(tile[0].fortran)
+    for t in tile:
+        output, _ = tiled_tensors(t["node_feat"], t["node_opcode"], t["edge_index"])
+        rank = int((t["node_feat"][output, 21:27] > 0).sum())
+        dims, layout = t["node_feat"][output, 21 : 21 + rank], t["node_feat"][output, 134 : 134 + rank]
+        logical = t["config_feat"].copy()
+        logical[:, 8 : 8 + rank] = element_tiles(t["config_feat"][:, 8 : 8 + rank], dims, layout)
+        broken.arrays = {**t.arrays, "config_feat": logical}
+        assert tile_bounds_are_physical_dims_in_8_128_units(t) and not tile_bounds_are_physical_dims_in_8_128_units(
+            broken
+        )
 
 
 # ---------------------------------------------------------------------------------- known differences
@@ -337,3 +394,18 @@ def test_tile_files_repeat_configs(real_files, synthetic_files) -> None:
     tile = [f for f in real_files if f.kind == "tile"]
     assert failing(tile, repeats) == []
     assert failing([f for f in synthetic_files if f.kind == "tile"], repeats) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the synthetic autotuner also tries tiles below one (8, 128) tile (32 lanes, 2 rows), written as "
+    "fractions of a unit; dropping them would change the configs and every tile runtime",
+)
+def test_tile_bounds_are_whole_units(real_files, synthetic_files) -> None:
+    """Real: every tile bound is a whole number of units (elements, 8-row or 128-lane tiles)."""
+
+    def whole(f: File) -> bool:
+        return bool((f["config_feat"] == np.round(f["config_feat"])).all())
+
+    assert failing([f for f in real_files if f.kind == "tile"], whole) == []
+    assert failing([f for f in synthetic_files if f.kind == "tile"], whole) == []

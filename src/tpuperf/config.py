@@ -192,6 +192,7 @@ class ModelConfig:
     config_interaction: int = _check(min=0)
     config_operands: bool = _check()
     layout_cost_features: bool = _check()
+    tile_features: bool = _check()
     config_attention: int = _check(min=0)
     attention_heads: int = _check(min=1)
     config_scope: ScopePerKind = _check()

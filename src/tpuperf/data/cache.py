@@ -17,7 +17,9 @@ reading the others. Layout on disk::
         edge_index.npy       int32 (m', 2)     row [u, v] = u consumes v's output, pruned ids
         node_ids.npy         int64 (n',)       original node id of each kept node (ascending,
                                                so the topological order is preserved)
-        config_feat.npy      tile:   float32 (c', 24) transformed with the train stats
+        config_feat.npy      tile:   float32 (c', 30) the file's 24 config columns then their
+                                     tile features (tpuperf.data.tile_features), transformed
+                                     with the train stats
                              layout: int8 (c', nc, 18) raw minor-to-major values -1..5,
                                      unchanged, so the encoding is the same in every split
         config_node_pos.npy  int32 (nc,)       layout only: position of each configurable
@@ -39,7 +41,7 @@ reading the others. Layout on disk::
 ``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``prune``, ``hops``, ``config_edge_length``, ``max_nodes``,
 ``max_edges``, ``max_config_nodes`` (over all splits, after pruning: static padded shapes),
 ``max_opcode``, ``node_feat_dim``, ``config_feat_shape`` (one config's trailing shape padded to
-the maxima: ``[24]`` for tile, ``[max_config_nodes, 18]`` for layout), the fit settings
+the maxima: ``[30]`` for tile, ``[max_config_nodes, 18]`` for layout), the fit settings
 (``log1p_above``, ``std_floor``, ``num_train_graphs``) and, for ``node_feat`` and (tile)
 ``config_feat``, the transform: ``columns`` (original column indices kept), ``log_columns``
 (original indices that get ``sign(x) * log1p(|x|)``), ``mean`` and ``std`` (one per kept
@@ -70,8 +72,9 @@ import polars as pl
 from tpuperf.collection import Collection, get_collection
 from tpuperf.errors import TpuperfError
 
-FORMAT_VERSION = 4  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
+FORMAT_VERSION = 5  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
 # 4: layout graphs have config_tensors
+# 5: tile config_feat has tile features (30 columns)
 STATS_FILE = "stats.json"
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"

@@ -28,6 +28,10 @@ Choices, and why:
   nodes the model actually sees.
 - Config edges (layout) are computed on the full graph before pruning, so a chain through
   pruned nodes still links its configurable ends (:func:`config_edges`).
+- Tile configs get per-config tile features (tile count, padding waste, (8, 128) padding of the
+  output and kernel tensors, :mod:`tpuperf.data.tile_features`) computed from the raw file
+  before the transform, as 6 more ``config_feat`` columns; models read them with
+  ``tile_features``.
 - A column of (near-)zero spread on train (std < ``std_floor``) is centred but not scaled, so
   a value that differs in valid/test stays in raw units instead of exploding.
 """
@@ -65,6 +69,7 @@ from tpuperf.data.npz import (
     read_header,
 )
 from tpuperf.data.opcodes import is_layout_propagating
+from tpuperf.data.tile_features import with_tile_features
 from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
@@ -501,7 +506,10 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
         config_feat = _layout_codes(path, graph.node_config_feat)
         tensors = layout_tensors(graph)
     else:
-        config_feat = apply_transform(graph.config_feat.astype(np.float32), stats["config_feat"])
+        config_feat = apply_transform(
+            with_tile_features(graph.node_feat, graph.node_opcode, graph.edge_index, graph.config_feat),
+            stats["config_feat"],
+        )
         tensors = None
     return cache.CachedGraph(
         graph_id=str(path),
@@ -552,7 +560,8 @@ def _prepare(
             config_ids, runtime = np.asarray(deduper.config_ids, dtype=np.int64), np.asarray(deduper.runtime)
         else:
             config_ids, runtime = np.arange(graph.num_configs, dtype=np.int64), target.astype(np.float64)
-        _save(out, content, config_feat=config_feat.astype(np.float32))
+        config_feat = with_tile_features(graph.node_feat, graph.node_opcode, graph.edge_index, config_feat)
+        _save(out, content, config_feat=config_feat)
         config_moments = column_moments(config_feat) if is_train else None
     node_feat = graph.node_feat[kept].astype(np.float32)
     _save(

@@ -62,6 +62,9 @@ Layout cost model (``layout_runtime``; ns, noise-free)
 Tile cost model (``tile_runtime``; ns, noise-free)
     A tile graph is one fused kernel. Config cols 0-7 tile the kernel's main input (its
     largest parameter), 8-15 the output (root), each dims 0-5 + sum + product; 16-23 stay 0.
+    The cost model works on element tiles per logical dim; files hold them in the real files'
+    convention (dims major to minor, the two minor-most in (8, 128) units, a tile below one
+    unit as a fraction: :mod:`tpuperf.data.tile_features`), which decodes back exactly.
     Candidates are what an autotuner would try: per dim, the dim itself or a power of two
     from dim/64 (at least 32 on the minor dim, 2 on the second-minor), at most ``MAX_TILES``
     tiles. runtime = launch + (compute + read + overhead) x spill, with
@@ -101,6 +104,7 @@ from tpuperf.atomic import replaced_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection, locate
 from tpuperf.data.npz import ELEMENT_BYTES, ELEMENT_TYPE_COLUMN, ELEMENT_TYPES
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
+from tpuperf.data.tile_features import LANES, SUBLANES, element_tiles, file_bounds, tile_padding
 
 # ---- cost-model constants (documented in the module docstring) ------------------------------
 HBM_BYTES_PER_NS = 1200.0
@@ -118,8 +122,6 @@ SPILL_SLOPE = 3.0
 TILE_NOISE_SIGMA = 0.02
 LAYOUT_NOISE_SIGMA = 0.002
 DEFAULT_SEARCH_MUTATIONS = 3.0  # mean extra layout variables a default-search config changes
-LANES, SUBLANES = 128, 8
-
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 ZIP_LEVEL = 1  # deflate level: 6x faster than the default 6, files about 2x larger
 
@@ -786,23 +788,6 @@ def layout_runtime(
 # =============================================================================================
 # Tile cost model
 # =============================================================================================
-def _tile_padding(
-    dims: np.ndarray, tiles: np.ndarray, layout: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(tile count, padding waste of the tensor, lane/sublane padding of one tile) per config."""
-    tiles = np.maximum(tiles, 1.0)
-    counts = np.ceil(dims / tiles)
-    waste = np.prod(counts * tiles / dims, axis=1)
-    lane = np.ones(len(tiles))
-    if layout:
-        minor = tiles[:, layout[0]]
-        lane = np.ceil(minor / LANES) * LANES / minor
-        if len(layout) > 1:
-            second = tiles[:, layout[1]]
-            lane *= np.ceil(second / SUBLANES) * SUBLANES / second
-    return np.prod(counts, axis=1), waste, lane
-
-
 def _tile_parts(g: _Parsed) -> tuple[int, int]:
     """(output node, main input node): the root and the kernel's largest parameter."""
     root = int(np.flatnonzero(g.feat[:, COL_IS_ROOT] > 0)[-1])
@@ -816,7 +801,9 @@ def tile_runtime(
 ) -> np.ndarray:
     """Noise-free runtime (c,) float64 ns of every tile config: the oracle of a tile file.
 
-    ``operand_edges`` as for :func:`layout_runtime` (a file's ``edge_index`` is id-sorted)."""
+    ``operand_edges`` as for :func:`layout_runtime` (a file's ``edge_index`` is id-sorted);
+    ``config_feat`` (c, 24) as the file holds it, in the real files' bound convention (decoded
+    to element tiles by :func:`tpuperf.data.tile_features.element_tiles`)."""
     g = _parse(node_feat, node_opcode, operand_edges)
     root, main = _tile_parts(g)
     ops = [v for v in range(len(g.shapes)) if g.opcode[v] not in SOURCES]
@@ -825,11 +812,11 @@ def tile_runtime(
     op_bytes = float(sum(g.nbytes[v] for v in ops))
 
     out_dims = np.asarray(g.shapes[root], np.float64)
-    out_tiles = config_feat[:, TILE_OUTPUT : TILE_OUTPUT + len(out_dims)].astype(np.float64)
-    n_tiles, waste, lane = _tile_padding(out_dims, out_tiles, g.layouts[root])
+    out_tiles = element_tiles(config_feat[:, TILE_OUTPUT : TILE_OUTPUT + len(out_dims)], out_dims, g.layouts[root])
+    n_tiles, waste, lane = tile_padding(out_dims, out_tiles, g.layouts[root])
     in_dims = np.asarray(g.shapes[main], np.float64)
-    in_tiles = config_feat[:, TILE_KERNEL : TILE_KERNEL + len(in_dims)].astype(np.float64)
-    n_in_tiles, in_waste, in_lane = _tile_padding(in_dims, in_tiles, g.layouts[main])
+    in_tiles = element_tiles(config_feat[:, TILE_KERNEL : TILE_KERNEL + len(in_dims)], in_dims, g.layouts[main])
+    n_in_tiles, in_waste, in_lane = tile_padding(in_dims, in_tiles, g.layouts[main])
 
     compute = work * waste * lane
     read = g.nbytes[main] / HBM_BYTES_PER_NS * in_waste * in_lane
@@ -839,8 +826,12 @@ def tile_runtime(
     return OP_LAUNCH_NS + (compute + read + overhead) * spill
 
 
-def _tile_bounds(tiles: np.ndarray) -> np.ndarray:
-    """(c, 8) tile bounds: dims 0-5 (0 beyond the rank), sum, product."""
+def _tile_bounds(tiles: np.ndarray, shape: tuple[int, ...], layout: tuple[int, ...]) -> np.ndarray:
+    """(c, 8) file tile bounds of element ``tiles`` (c, rank; logical dims) of a tensor of ``shape``
+    and minor-to-major ``layout``: its dims 0-5 in the files' convention (major to minor, the two
+    minor-most in (8, 128) units: :func:`tpuperf.data.tile_features.file_bounds`; 0 beyond the
+    rank), sum, product."""
+    tiles = file_bounds(tiles, np.asarray(shape), np.asarray(layout))
     out = np.zeros((len(tiles), 8), np.float32)
     out[:, : tiles.shape[1]] = tiles
     out[:, 6] = tiles.sum(1)
@@ -895,15 +886,16 @@ def make_tile_graph(
     in_t = _sample_tiles(rng, g.shapes[main], g.layouts[main], 8 * n_configs)
     out_t, in_t = out_t[: len(in_t)], in_t[: len(out_t)]
     config_feat = np.zeros((len(out_t), 24), np.float32)
-    config_feat[:, TILE_KERNEL : TILE_KERNEL + 8] = _tile_bounds(in_t)
-    config_feat[:, TILE_OUTPUT : TILE_OUTPUT + 8] = _tile_bounds(out_t)
+    config_feat[:, TILE_KERNEL : TILE_KERNEL + 8] = _tile_bounds(in_t, g.shapes[main], g.layouts[main])
+    config_feat[:, TILE_OUTPUT : TILE_OUTPUT + 8] = _tile_bounds(out_t, g.shapes[root], g.layouts[root])
     _, first = np.unique(config_feat, axis=0, return_index=True)
     config_feat = config_feat[rng.permutation(np.sort(first)[:n_configs])]  # the one-tile config anywhere
     c = len(config_feat)
     if labelled:
         default = np.zeros((1, 24), np.float32)
-        default[:, TILE_KERNEL : TILE_KERNEL + 8] = _tile_bounds(_default_tile(g.shapes[main], g.layouts[main]))
-        default[:, TILE_OUTPUT : TILE_OUTPUT + 8] = _tile_bounds(_default_tile(g.shapes[root], g.layouts[root]))
+        for node, start in ((main, TILE_KERNEL), (root, TILE_OUTPUT)):
+            shape, layout = g.shapes[node], g.layouts[node]
+            default[:, start : start + 8] = _tile_bounds(_default_tile(shape, layout), shape, layout)
         runtime = _noisy(
             rng, tile_runtime(g.feat, arrays["node_opcode"], arrays["edge_index"], config_feat), TILE_NOISE_SIGMA
         )

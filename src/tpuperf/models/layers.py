@@ -33,6 +33,7 @@ from tpuperf.training.batches import (
     NOT_CONFIGURABLE,
     OP_INDEX,
     OPCODE,
+    TILE_FILE_CONFIG_DIM,
 )
 
 
@@ -151,7 +152,8 @@ class ConfigEncoder(tf.keras.layers.Layer):
     state: [nodes of node_set, C, units] float32.
 
     tile: the kernel's tile sizes (a context feature) reach every node of ``node_set`` (the ops,
-    or the kernel's one ``cfg`` node).
+    or the kernel's one ``cfg`` node): the file's 24 columns, and with ``tile_features`` also the
+    6 per-config tile features the cache appends (tpuperf.data.tile_features).
     layout: each configurable node's 18 minor-to-major slots are one-hot encoded (value -1..5;
     padding ``cfg`` nodes carry -2, whose one-hot is all zeros). On ``node_set`` ``cfg`` that is
     the output; on ``op`` the configurable nodes' rows are placed at their ops and every other
@@ -176,10 +178,19 @@ class ConfigEncoder(tf.keras.layers.Layer):
     3 of the operand is minor", which the node's own state holds only blurred by message passing.
     """
 
-    def __init__(self, units: int, kind: str, interaction: int = 0, operands: bool = False, **kwargs):
+    def __init__(
+        self,
+        units: int,
+        kind: str,
+        interaction: int = 0,
+        operands: bool = False,
+        tile_features: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.per_node = get_kind(kind).config_per_node
         self.units, self.kind, self.interaction, self.operands = units, kind, interaction, operands
+        self.tile_features = tile_features
         self.project = tf.keras.layers.Dense(units, use_bias=False)
         if interaction and self.per_node:
             self.groups = LAYOUT_CONFIG_DIM // LAYOUT_GROUP_SIZE
@@ -205,8 +216,10 @@ class ConfigEncoder(tf.keras.layers.Layer):
 
     def call(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None = None, node_set: str = NODES) -> tf.Tensor:
         if not self.per_node:
-            config = tfgnn.broadcast_context_to_nodes(graph, node_set, feature_value=graph.context[CONFIG])
-            return self.project(config)
+            config = graph.context[CONFIG]
+            if not self.tile_features:
+                config = config[..., :TILE_FILE_CONFIG_DIM]
+            return self.project(tfgnn.broadcast_context_to_nodes(graph, node_set, feature_value=config))
         return at_node_set(graph, self._encode_configurable(graph, node_state), node_set)
 
     def _encode_configurable(self, graph: tfgnn.GraphTensor, node_state: tf.Tensor | None) -> tf.Tensor:
@@ -258,6 +271,7 @@ class ConfigEncoder(tf.keras.layers.Layer):
             "kind": self.kind,
             "interaction": self.interaction,
             "operands": self.operands,
+            "tile_features": self.tile_features,
         }
 
 

@@ -19,6 +19,8 @@ Configurations act only where they act, so the per-config cost scales with M (or
 The split is the speed lever: the shared layers run once for the C configs of a batch item,
 and the per-config layers can be narrower (``config_units`` Dc < D): their cost is C times
 that of a shared layer of the same width.
+With ``tile_features`` (tile) ConfigEncoder also reads the 6 per-config tile features of the cache
+(tile count, padding waste and (8, 128) padding of the tiled tensors, tpuperf.data.tile_features).
 ConfigEncoder's ``config_interaction`` (layout) lets a layout's encoding depend on h, i.e. on
 the shapes the layout applies to (a learned gather, tpuperf.models.layers.ConfigEncoder).
 ``layout_cost_features`` (layout) adds an embedding of per-node tile-padding and copy terms of
@@ -59,6 +61,7 @@ class RankingModel(tf.keras.Model):
         config_attention: int = 0,
         attention_heads: int = 1,
         config_scope: str = "nodes",
+        tile_features: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -80,6 +83,7 @@ class RankingModel(tf.keras.Model):
             config_attention=config_attention,
             attention_heads=attention_heads,
             config_scope=config_scope,
+            tile_features=tile_features,
         )
         if config_scope not in CONFIG_SCOPES:
             raise ValueError(f"config_scope must be one of {', '.join(CONFIG_SCOPES)}, got {config_scope!r}")
@@ -89,7 +93,7 @@ class RankingModel(tf.keras.Model):
         self.node_encoder = NodeEncoder(units, opcode_vocab, opcode_dim)
         self.shared_blocks = [ResidualBlock(conv, units, cheb_order, dropout) for _ in range(shared_layers)]
         self.to_config_width = tf.keras.layers.Dense(config_units)
-        self.config_encoder = ConfigEncoder(config_units, kind, config_interaction, config_operands)
+        self.config_encoder = ConfigEncoder(config_units, kind, config_interaction, config_operands, tile_features)
         per_node = self.config_encoder.per_node
         self.cost_features = LayoutCostFeatures(config_units) if layout_cost_features and per_node else None
         self.config_blocks = [ResidualBlock(conv, config_units, cheb_order, dropout) for _ in range(config_layers)]

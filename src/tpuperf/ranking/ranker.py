@@ -47,7 +47,7 @@ from tpuperf.config import BucketsConfig, ModelConfig, parse
 from tpuperf.data.cache import TENSOR_WIDTH, CachedGraph
 from tpuperf.data.npz import KIND_FIELDS, DataFormatError, read_header
 from tpuperf.errors import TpuperfError
-from tpuperf.training.batches import BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
+from tpuperf.training.batches import TILE_CONFIG_DIM, BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
 EXPORT_FORMAT = 2  # 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope
 MANIFEST = "manifest.json"
@@ -94,7 +94,7 @@ def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
         node_opcode=np.zeros(2, np.int32),
         edge_index=np.array([[1, 0]], np.int32),
         node_ids=np.arange(2, dtype=np.int64),
-        config_feat=np.full((1, 1, 18), -1, np.int8) if layout else np.zeros((1, 24), np.float32),
+        config_feat=np.full((1, 1, 18), -1, np.int8) if layout else np.zeros((1, TILE_CONFIG_DIM), np.float32),
         config_node_pos=np.zeros(1, np.int32) if layout else None,
         config_edges=np.zeros((0, 2), np.int32) if layout else None,
         config_tensors=np.zeros((1, 3, TENSOR_WIDTH), np.int32) if layout else None,

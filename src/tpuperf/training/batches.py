@@ -17,8 +17,9 @@ tile: one node per real item, the kernel, whose ``op`` is the kernel's first nod
 a node set's static size from its features, so ``op`` is what keeps XLA's shapes static there)
 and edge set ``cfg_feeds`` on it (layout: the cached
 config edges, producer -> consumer; tile: none but padding); context ``config`` [graphs+1, C,
-24] float32 for tile and context ``config_mask`` [graphs+1, C] float32 (1 = a real config of
-the item, 0 = a padded slot; from the item's config count, so known at test time too). Labels
+30] float32 for tile (the file's 24 config columns, then :mod:`tpuperf.data.tile_features`' 6)
+and context ``config_mask`` [graphs+1, C] float32 (1 = a real config of the item, 0 = a padded
+slot; from the item's config count, so known at test time too). Labels
 are [graphs, C] float32 runtimes with 0 marking padded configs. ``cfg`` and ``cfg_feeds`` have
 their own budgets (``config_nodes``, ``config_edges``) and padding like ``op`` and ``feeds``.
 """
@@ -36,6 +37,8 @@ import numpy as np
 from tpuperf.collection import get_kind
 from tpuperf.config import TrainConfig
 from tpuperf.data.cache import TENSOR_WIDTH, CachedGraph
+from tpuperf.data.npz import TILE_CONFIG_DIM as TILE_FILE_CONFIG_DIM
+from tpuperf.data.tile_features import TILE_FEATURE_NAMES
 
 NODES, EDGES = "op", "feeds"
 CONFIG_NODES, CONFIG_EDGES = "cfg", "cfg_feeds"
@@ -47,7 +50,7 @@ LAYOUT_CONFIG_DIM = 18
 LAYOUT_GROUP_SIZE = 6  # output, input and kernel layouts: 6 minor-to-major slots each
 LAYOUT_CONFIG_CLASSES = 7  # minor-to-major values -1..5
 NOT_CONFIGURABLE = -2  # one-hot of (-2 + 1) = -1 is all zeros
-TILE_CONFIG_DIM = 24
+TILE_CONFIG_DIM = TILE_FILE_CONFIG_DIM + len(TILE_FEATURE_NAMES)  # the file's 24 columns + tile features
 
 
 @dataclass(frozen=True)
