@@ -160,14 +160,14 @@ def measure(
     rng: np.random.Generator,
     before: bool = False,
     chunks: tuple[int, ...] = (),
-    members: str = "all",
+    members: tuple[str, ...] = ("all",),
     profile: str | None = None,
 ) -> dict:
     """Figures of one kind (module docstring). Other versions of the same export, their timed calls
     interleaved with the current code's, in ``"versions"``: ``before`` = under
-    :func:`throughput.session_start_ops`; each of ``chunks`` = :func:`with_chunks`. ``members``:
-    what :meth:`ExportedModel.rank_graphs` scores with. ``profile``: that model's
-    :func:`profile_member` breakdown, in ``"profile"``."""
+    :func:`throughput.session_start_ops`; each of ``chunks`` = :func:`with_chunks`; each of
+    ``members[1:]`` = ranking with ``tpuperf rank --members`` that (``members[0]`` for the others).
+    ``profile``: that model's :func:`profile_member` breakdown, in ``"profile"``."""
     from throughput import session_start_ops
 
     from tpuperf.data.preprocess import prepare_graph
@@ -193,37 +193,40 @@ def measure(
     model = ExportedModel(export_dir)
     load = time.perf_counter() - start
 
-    models, first = {"after": model}, {}
+    models, first = {"after": model}, {}  # version -> its export (members: which of its models rank)
+    chosen = {"after": members[0], **{f"members {m}": m for m in members[1:]}}
     if before:  # the same export scored with the session-start ops: traced by its first call, inside the context
         with session_start_ops():
             models["before"] = ExportedModel(export_dir)
-            first["before"] = rank_once(models["before"], program, collection, members)
+            first["before"] = rank_once(models["before"], program, collection, members[0])
     for configs in chunks:
         models[f"chunks of {configs}"] = with_chunks(ExportedModel(export_dir), configs)
+    exports = dict(models)  # the versions with their own export (timed per member below)
+    models.update({version: model for version in chosen if version != "after"})
     for version, exported in models.items():
         if version not in first:
-            first[version] = rank_once(exported, program, collection, members)
+            first[version] = rank_once(exported, program, collection, chosen.get(version, members[0]))
     runs = {version: [] for version in models}
     for _ in range(repeats):  # the versions' timed calls interleave
         for version, exported in models.items():
-            runs[version].append(rank_once(exported, program, collection, members))
+            runs[version].append(rank_once(exported, program, collection, chosen.get(version, members[0])))
     graph = prepare_graph(program, collection, model.stats)
     per_member = {version: {} for version in models}  # model -> median seconds to score the graph with one fold
     for name in model.folds:
-        times = {version: [] for version in models}
+        times = {version: [] for version in exports}
         for _ in range(repeats):
             for fold in model.folds[name]:
-                for version, exported in models.items():
+                for version, exported in exports.items():
                     exported.models[name].set_weights(exported.folds[name][fold])
                     t0 = time.perf_counter()
                     exported.scorer(name).score([graph])
                     times[version].append(time.perf_counter() - t0)
         for version in models:
-            per_member[version][name] = round(statistics.median(times[version]), 3)
+            per_member[version][name] = round(statistics.median(times[version if version in exports else "after"]), 3)
     figures = {version: summary(first[version], runs[version], per_member[version], goal) for version in models}
     ranking = first["after"][2]
-    for version in models:  # the same ranking, or the version is not exact
-        figures[version]["same_ranking"] = bool(np.array_equal(first[version][2].config_ids, ranking.config_ids))
+    for version in models:  # how far each config's score gap to the top moved: ~0 when the version is exact
+        figures[version]["max_gap_change"] = float(np.abs(score_gaps(first[version][2]) - score_gaps(ranking)).max())
     return {
         "collection": collection.name,
         "nodes": len(arrays["node_feat"]),
@@ -238,10 +241,17 @@ def measure(
         "load_s": round(load, 3),
         **figures["after"],
         "goal_s": goal,
-        "members_option": members,
+        "members_option": members[0],
         "versions": {version: f for version, f in figures.items() if version != "after"},
         **({"profile": profile_member(model, profile, graph, repeats)} if profile else {}),
     }
+
+
+def score_gaps(ranking) -> np.ndarray:
+    """Per config id, the ensemble's score gap to its top config (log of ``relative_runtime``)."""
+    gaps = np.empty(ranking.num_configs)
+    gaps[ranking.config_ids] = np.log(ranking.relative_runtime)
+    return gaps
 
 
 def rank_once(model, program: Path, collection, members: str = "all") -> tuple[float, float, object]:
@@ -396,7 +406,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--chunks", type=int, nargs="+", default=[], help="also time scoring in items of these many configs per graph"
     )
-    parser.add_argument("--members", choices=("all", "best"), default="all", help="tpuperf rank --members")
+    parser.add_argument(
+        "--members",
+        nargs="+",
+        choices=("all", "best"),
+        default=["all"],
+        help="tpuperf rank --members (more than one: the others also timed, interleaved)",
+    )
     parser.add_argument("--profile", metavar="MODEL", help="profile one fold of this model (profile_member)")
     args = parser.parse_args(argv)
     sizes = SIZES["quick" if args.quick else "full"]
@@ -417,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 rng,
                 args.before,
                 tuple(args.chunks),
-                args.members,
+                tuple(args.members),
                 args.profile,
             )
         results.append(r)
@@ -432,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {version} (same process): first rank {b['first_rank_s']} s; rank {b['rank_s']} s "
                 f"= prepare {b['prepare_s']} + score {b['score_s']} (time / current's x{b['rank_s'] / r['rank_s']:.2f}); "
-                f"same ranking {b['same_ranking']}; per member and fold: "
+                f"max change of a config's score gap to the top {b['max_gap_change']:.2g}; per member and fold: "
                 + ", ".join(
                     f"{m} {s} -> {r['member_score_s'][m]} s (x{s / r['member_score_s'][m]:.2f})"
                     for m, s in b["member_score_s"].items()

@@ -23,6 +23,7 @@ from tpuperf.submission.ensemble import (
     rank_normalise,
     run_ensemble,
     score_predictions,
+    summarise,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,6 +146,30 @@ def test_run_ensemble_leaves_out_models_below_min_weight(world):
     full = run_ensemble(settings_of(world), out=result.submission.parent / "full.csv")
     assert full.report["collections"]["tile:xla"]["left_out"] == []
     assert result.submission.read_text() == full.submission.read_text()  # bad's weight was ~6e-6
+
+
+def test_summary_of_models_left_out_of_some_collections():
+    """min_weight may keep a model in one collection and not another: its means are not reported
+    (a mean over some collections would not compare), the ensemble's are."""
+    tile = {
+        "graphs": 3,
+        "ensemble": 0.9,
+        "models": {"a": {"fold_ensemble": 0.8, "mean_fold": 0.7}, "b": {"fold_ensemble": 0.6, "mean_fold": 0.5}},
+    }
+    layout = {"graphs": 2, "ensemble": 0.5, "models": {"a": {"fold_ensemble": 0.4, "mean_fold": 0.3}}}
+    for c in (tile, layout):
+        c.update(
+            mean_single_fold=0.0,
+            best_single_fold=0.0,
+            ensemble_minus_mean_fold=0.0,
+            ensemble_minus_best_fold=0.0,
+            top_model_score=c["models"]["a"]["fold_ensemble"],
+        )
+    summary = summarise({"tile:xla": tile, "layout:xla:random": layout})
+    assert summary["ensemble"] == pytest.approx(0.7) and summary["collections_scored"] == 2
+    assert summary["top_model_score"] == pytest.approx(0.6)
+    assert summary["a_fold_ensemble"] == pytest.approx(0.6) and summary["a_mean_fold"] == pytest.approx(0.5)
+    assert not any(k.startswith("b_") for k in summary)
 
 
 def test_members_must_cover_the_same_configs():
@@ -290,6 +315,7 @@ def test_run_ensemble_writes_a_checked_submission_and_report(world):
         assert good["fold_0"] == good["fold_1"] == good["fold_ensemble"] == good["mean_fold"] == pytest.approx(1.0)
         assert col["ensemble"] == pytest.approx(1.0) and col["best_single_fold"] == pytest.approx(1.0)
         assert col["best_single_fold_member"] == "good/fold_0"
+        assert col["top_model"] == "good" and col["top_model_score"] == pytest.approx(1.0)  # rank --members best
     layout = report["collections"]["layout:xla:random"]
     assert layout["models"]["bad"]["mean_fold"] == pytest.approx(-1.0)
     assert layout["mean_single_fold"] == pytest.approx(0.0) and layout["ensemble_minus_mean_fold"] == pytest.approx(1.0)
@@ -302,7 +328,7 @@ def test_run_ensemble_writes_a_checked_submission_and_report(world):
     assert report["mean"]["good_fold_ensemble"] == pytest.approx(1.0) and report["mean"][
         "bad_mean_fold"
     ] == pytest.approx(-1.0)
-    assert report["mean"]["collections_scored"] == 5
+    assert report["mean"]["collections_scored"] == 5 and report["mean"]["top_model_score"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("mask, mode", [(0o022, "0o644"), (0o077, "0o600")])

@@ -155,6 +155,34 @@ def test_rank_matches_the_member_scores_of_the_cached_graphs(exported, shared_da
             assert r.relative_runtime[0] == 1.0 and np.isfinite(r.relative_runtime).all()
 
 
+def test_members_best_ranks_with_the_top_weighted_models_folds(exported, capsys):
+    """--members best = combining chebsage's (weight 0.73) two folds alone; all = the whole export."""
+    from tpuperf.submission.csv import rankings_from_predictions
+    from tpuperf.submission.ensemble import combine
+
+    root, params = exported
+    col = get_collection("layout:xla:default")
+    path = col.split_dir(params.data.out, "test") / "synthetic_test.npz"
+    model = load_export(root / "models" / col.slug)
+    assert model.member_weights("best") == {"chebsage": 1.0} and model.member_weights("all") == model.weights
+    graph = prepare_graph(path, col, model.stats)
+    scores = model.member_scores([graph], ["chebsage"])
+    assert sorted(set(scores.select("model", "fold").iter_rows())) == [("chebsage", 0), ("chebsage", 1)]
+    best = tpuperf.rank([path], root / "models", members="best")[0]
+    assert np.array_equal(
+        best.config_ids,
+        rankings_from_predictions(combine(scores, {"chebsage": 1.0}))["layout:xla:default:synthetic_test"],
+    )
+    every = tpuperf.rank([path], root / "models")[0]
+    assert np.array_equal(every.config_ids, tpuperf.rank([path], root / "models", members="all")[0].config_ids)
+    code, out, _ = run_cli(
+        capsys, "rank", str(path), "--model", str(root / "models"), "--members", "best", "--format", "json"
+    )
+    assert code == 0 and json.loads(out) == [best.to_dict()]
+    with pytest.raises(ValueError, match="members must be one of all, best, got 'top'"):
+        tpuperf.rank([path], root / "models", members="top")
+
+
 def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shared_data):
     root, _ = exported
     tile = sorted(REAL_TEST["tile:xla"].glob("*.npz"))

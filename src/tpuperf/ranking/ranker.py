@@ -256,10 +256,12 @@ class ExportedModel:
         """Weight per model of the members ``members`` selects (:data:`MEMBER_CHOICES`): ``all``
         = the export's ensemble (as submission.csv), ``best`` = its highest-weighted model alone
         (weight 1, every fold; the first in the manifest on a tie). ValueError for another value."""
+        from tpuperf.submission.ensemble import top_model
+
         check_members(members)
         if members == "all":
             return dict(self.weights)
-        return {max(self.weights, key=self.weights.get): 1.0}
+        return {top_model(self.weights): 1.0}
 
     def member_scores(self, graphs: Sequence[CachedGraph], models: Iterable[str] | None = None) -> pl.DataFrame:
         """Every member's raw score of every config: rows of the prediction format plus
