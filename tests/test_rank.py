@@ -406,3 +406,27 @@ def test_speed_benchmark_quick_run_reports_load_and_rank_times(capsys):
     for r in results:
         assert r["load_s"] > 0 and r["rank_s"] == pytest.approx(r["prepare_s"] + r["score_s"], abs=2e-3)
         assert list(r["member_score_s"]) == ["chebsage"] and r["member_score_s"]["chebsage"] > 0
+
+
+def test_speed_benchmark_versions_and_profile(capsys):
+    """--chunks (exact: same score gaps), --members all best and --profile chebsage (a layer and
+    op-class breakdown of the XLA program, no retracing) on the quick layout graph."""
+    argv = ["--quick", "--repeats", "1", "--kinds", "layout", "--jit", "on", "--chunks", "16"]
+    assert rank_speed.main(argv + ["--members", "all", "best", "--profile", "chebsage"]) == 0
+    (r,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(r["versions"]) == ["chunks of 16", "members best"] and r["members_option"] == "all"
+    assert r["versions"]["chunks of 16"]["max_gap_change"] < 1e-4
+    profile = r["profile"]
+    assert profile["model"] == "chebsage" and profile["traces_added"] == 0
+    assert {"node_encoder", "shared_block_0", "config_encoder", "cost_features", "config_block_0", "head"} <= set(
+        profile["by_layer_s"]
+    )
+    assert sum(v["total"] for v in profile["by_layer_s"].values()) <= profile["xla_s"] + 1e-3
+    assert set(profile["by_op_class_s"]) <= {
+        "layer norm",
+        "gather",
+        "segment sum (scatter)",
+        "dense (dot)",
+        "elementwise",
+    }
+    assert profile["call_s"] == pytest.approx(profile["xla_s"] + profile["host_s"], abs=2e-3)
