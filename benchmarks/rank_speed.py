@@ -16,14 +16,21 @@ steady per-graph time, what the goal is about), split into preparing and scoring
 model's median time to score the graph with one of its folds (where the time goes).
 
     python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
-                                    [--scope nodes|configurable] [--before]
+                                    [--scope nodes|configurable] [--before] [--chunks 32 64 256]
+                                    [--members all best] [--profile chebsage]
 
 ``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
 ``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes;
 ``--models chebsage sage cheb`` shows what leaving the baseline out (``ensemble.min_weight``) gives.
 ``--before`` also loads the export with the session-start per-config ops
 (``throughput.session_start_ops``: same values, the old XLA program) and interleaves its timed calls
-with the current code's, printing both and the speed-up.
+with the current code's, printing both and the speed-up. Likewise ``--chunks C ...`` times the
+export scoring in batch items of C configs per graph (``train.predict_configs_per_graph``, with
+``predict_config_nodes`` scaled alike: the working set of the per-config tensors; exact) and
+``--members all best`` ranks with ``tpuperf rank --members`` each (the first is the reference);
+each version prints how far a config's score gap to the top config moved (~1e-6 = exact).
+``--profile MODEL`` runs TensorFlow's profiler over one fold of MODEL scoring the graph and prints
+its seconds per call by layer and op class of the compiled XLA program, host time and retraces.
 Figures and where the time goes: README, "Ranking new programs" (neither goal is met with the
 default 8 members on a shared machine; the baseline is most of the time).
 """
@@ -313,7 +320,8 @@ def profile_member(exported, name: str, graph, repeats: int) -> dict:
     """Where one fold of model ``name`` spends its time scoring ``graph`` (TensorFlow's profiler,
     ``repeats`` calls after a warm one): seconds per call by layer and by op class of the XLA
     program's instructions (per layer split by op class), the rest of the call (host: batch building, GraphTensor, copies,
-    Python) and the traces (compilations) the timed calls added (0 = no retracing)."""
+    Python), the 12 costliest instructions (name, layer, class, seconds) and the traces
+    (compilations) the timed calls added (0 = no retracing)."""
     import tensorflow as tf
 
     try:
@@ -343,7 +351,7 @@ def profile_member(exported, name: str, graph, repeats: int) -> dict:
     graph_tensor = to_graph_tensor({k: tf.constant(v) for k, v in arrays.items()}, exported.collection.kind.name)[0]
     hlo = scorer._forward.experimental_get_compiler_ir(graph_tensor)(stage="optimized_hlo")
     ops = compiled_ops(hlo, layer_labels(exported.models[name]))
-    layers, classes, device = {}, {}, 0.0
+    layers, classes, device, per_op = {}, {}, 0.0, {}
     for plane in space.planes:
         names = plane.event_metadata
         for line in plane.lines:
@@ -353,6 +361,7 @@ def profile_member(exported, name: str, graph, repeats: int) -> dict:
                     device += seconds
                 if op in ops:
                     layer, op_class = ops[op]
+                    per_op[op] = per_op.get(op, 0.0) + seconds
                     per_class = layers.setdefault(layer, {})
                     per_class[op_class] = per_class.get(op_class, 0.0) + seconds
                     classes[op_class] = classes.get(op_class, 0.0) + seconds
@@ -367,6 +376,7 @@ def profile_member(exported, name: str, graph, repeats: int) -> dict:
             for layer, c in sorted(layers.items(), key=lambda kv: -sum(kv[1].values()))
         },
         "by_op_class_s": ordered(classes),
+        "top_ops_s": [(op, *ops[op], round(t, 4)) for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[:12]],
         "traces_added": scorer.compilations - traces,
     }
 

@@ -171,7 +171,7 @@ def test_members_best_ranks_with_the_top_weighted_models_folds(exported, capsys)
     best = tpuperf.rank([path], root / "models", members="best")[0]
     assert np.array_equal(
         best.config_ids,
-        rankings_from_predictions(combine(scores, {"chebsage": 1.0}))["layout:xla:default:synthetic_test"],
+        rankings_from_predictions(combine(scores, {"chebsage": 1.0}))[col.submission_id(graph.graph_id)],
     )
     every = tpuperf.rank([path], root / "models")[0]
     assert np.array_equal(every.config_ids, tpuperf.rank([path], root / "models", members="all")[0].config_ids)
