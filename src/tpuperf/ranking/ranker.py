@@ -281,9 +281,7 @@ class ExportedModel:
                 )
         return pl.concat(frames)
 
-    def rank_graphs(
-        self, graphs: Sequence[CachedGraph], top: int | None = None, members: str = "all"
-    ) -> list[Ranking]:
+    def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None, members: str = "all") -> list[Ranking]:
         """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each;
         ``members``: which models score them (:meth:`member_weights`)."""
         from tpuperf.submission.csv import rankings_from_predictions
