@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "csv", "json"), default="text")
     p.add_argument(
         "--members",
-        choices=("all", "best"),
+        choices=("all", "best"),  # tpuperf.ranking.ranker.MEMBER_CHOICES (not imported here: it loads polars)
         default="all",
         help="all: the exported ensemble (the submission.csv ranking); best: its highest-weighted model only (faster)",
     )
