@@ -16,14 +16,21 @@ steady per-graph time, what the goal is about), split into preparing and scoring
 model's median time to score the graph with one of its folds (where the time goes).
 
     python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
-                                    [--scope nodes|configurable] [--before]
+                                    [--scope nodes|configurable] [--before] [--chunks 32 64 256]
+                                    [--members all best] [--profile chebsage]
 
 ``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
 ``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes;
 ``--models chebsage sage cheb`` shows what leaving the baseline out (``ensemble.min_weight``) gives.
 ``--before`` also loads the export with the session-start per-config ops
 (``throughput.session_start_ops``: same values, the old XLA program) and interleaves its timed calls
-with the current code's, printing both and the speed-up.
+with the current code's, printing both and the speed-up. Likewise ``--chunks C ...`` times the
+export scoring in batch items of C configs per graph (``train.predict_configs_per_graph``, with
+``predict_config_nodes`` scaled alike: the working set of the per-config tensors; exact) and
+``--members all best`` ranks with ``tpuperf rank --members`` each (the first is the reference);
+each version prints how far a config's score gap to the top config moved (~1e-6 = exact).
+``--profile MODEL`` runs TensorFlow's profiler over one fold of MODEL scoring the graph and prints
+its seconds per call by layer and op class of the compiled XLA program, host time and retraces.
 Figures and where the time goes: README, "Ranking new programs" (neither goal is met with the
 default 8 members on a shared machine; the baseline is most of the time).
 """
@@ -31,8 +38,10 @@ default 8 members on a shared machine; the baseline is most of the time).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -138,12 +147,34 @@ def build_export(root: Path, params: Config, kind: str, rng: np.random.Generator
     return export_collection(params, collection)
 
 
+def with_chunks(model, configs: int):
+    """``model`` (an ExportedModel) scoring in batch items of ``configs`` configs per graph, its
+    planning's ``max_config_nodes`` scaled alike (what ``train.predict_configs_per_graph`` and
+    ``train.buckets.predict_config_nodes`` set in the export); scores do not depend on it."""
+    model.plan = dataclasses.replace(
+        model.plan, max_config_nodes=model.plan.max_config_nodes * configs // model.configs
+    )
+    model.configs = configs
+    return model
+
+
 def measure(
-    kind: str, root: Path, params: Config, repeats: int, sizes: dict, rng: np.random.Generator, before: bool = False
+    kind: str,
+    root: Path,
+    params: Config,
+    repeats: int,
+    sizes: dict,
+    rng: np.random.Generator,
+    before: bool = False,
+    chunks: tuple[int, ...] = (),
+    members: tuple[str, ...] = ("all",),
+    profile: str | None = None,
 ) -> dict:
-    """Figures of one kind (module docstring); ``before``: also the same export under
-    :func:`throughput.session_start_ops`, its timed calls interleaved with the current code's,
-    in ``"before"``."""
+    """Figures of one kind (module docstring). Other versions of the same export, their timed calls
+    interleaved with the current code's, in ``"versions"``: ``before`` = under
+    :func:`throughput.session_start_ops`; each of ``chunks`` = :func:`with_chunks`; each of
+    ``members[1:]`` = ranking with ``tpuperf rank --members`` that (``members[0]`` for the others).
+    ``profile``: that model's :func:`profile_member` breakdown, in ``"profile"``."""
     from throughput import session_start_ops
 
     from tpuperf.data.preprocess import prepare_graph
@@ -169,31 +200,40 @@ def measure(
     model = ExportedModel(export_dir)
     load = time.perf_counter() - start
 
-    models, first = {"after": model}, {}
+    models, first = {"after": model}, {}  # version -> its export (members: which of its models rank)
+    chosen = {"after": members[0], **{f"members {m}": m for m in members[1:]}}
     if before:  # the same export scored with the session-start ops: traced by its first call, inside the context
         with session_start_ops():
             models["before"] = ExportedModel(export_dir)
-            first["before"] = rank_once(models["before"], program, collection)
-    first["after"] = rank_once(model, program, collection)
+            first["before"] = rank_once(models["before"], program, collection, members[0])
+    for configs in chunks:
+        models[f"chunks of {configs}"] = with_chunks(ExportedModel(export_dir), configs)
+    exports = dict(models)  # the versions with their own export (timed per member below)
+    models.update({version: model for version in chosen if version != "after"})
+    for version, exported in models.items():
+        if version not in first:
+            first[version] = rank_once(exported, program, collection, chosen.get(version, members[0]))
     runs = {version: [] for version in models}
     for _ in range(repeats):  # the versions' timed calls interleave
         for version, exported in models.items():
-            runs[version].append(rank_once(exported, program, collection))
+            runs[version].append(rank_once(exported, program, collection, chosen.get(version, members[0])))
     graph = prepare_graph(program, collection, model.stats)
     per_member = {version: {} for version in models}  # model -> median seconds to score the graph with one fold
     for name in model.folds:
-        times = {version: [] for version in models}
+        times = {version: [] for version in exports}
         for _ in range(repeats):
             for fold in model.folds[name]:
-                for version, exported in models.items():
+                for version, exported in exports.items():
                     exported.models[name].set_weights(exported.folds[name][fold])
                     t0 = time.perf_counter()
                     exported.scorer(name).score([graph])
                     times[version].append(time.perf_counter() - t0)
         for version in models:
-            per_member[version][name] = round(statistics.median(times[version]), 3)
+            per_member[version][name] = round(statistics.median(times[version if version in exports else "after"]), 3)
     figures = {version: summary(first[version], runs[version], per_member[version], goal) for version in models}
     ranking = first["after"][2]
+    for version in models:  # how far each config's score gap to the top moved: ~0 when the version is exact
+        figures[version]["max_gap_change"] = float(np.abs(score_gaps(first[version][2]) - score_gaps(ranking)).max())
     return {
         "collection": collection.name,
         "nodes": len(arrays["node_feat"]),
@@ -208,19 +248,137 @@ def measure(
         "load_s": round(load, 3),
         **figures["after"],
         "goal_s": goal,
-        **({"before": figures["before"]} if before else {}),
+        "members_option": members[0],
+        "versions": {version: f for version, f in figures.items() if version != "after"},
+        **({"profile": profile_member(model, profile, graph, repeats)} if profile else {}),
     }
 
 
-def rank_once(model, program: Path, collection) -> tuple[float, float, object]:
-    """(prepare seconds, score seconds, ranking) of one ``tpuperf rank`` of ``program``."""
+def score_gaps(ranking) -> np.ndarray:
+    """Per config id, the ensemble's score gap to its top config (log of ``relative_runtime``)."""
+    gaps = np.empty(ranking.num_configs)
+    gaps[ranking.config_ids] = np.log(ranking.relative_runtime)
+    return gaps
+
+
+def rank_once(model, program: Path, collection, members: str = "all") -> tuple[float, float, object]:
+    """(prepare seconds, score seconds, ranking) of one ``tpuperf rank --members members`` of ``program``."""
     from tpuperf.data.preprocess import prepare_graph
 
     t0 = time.perf_counter()
     graph = prepare_graph(program, collection, model.stats)
     t1 = time.perf_counter()
-    ranking = model.rank_graphs([graph])[0]
+    ranking = model.rank_graphs([graph], members=members)[0]
     return t1 - t0, time.perf_counter() - t1, ranking
+
+
+OP_CLASSES = (  # (class, what a compiled instruction's op_type / name contains), first match wins
+    ("layer norm", ("layer_norm",)),
+    ("gather", ("Gather",)),
+    ("segment sum (scatter)", ("UnsortedSegment", "scatter")),
+    ("dense (dot)", ("MatMul", "Einsum", "Tensordot", "dot")),
+)
+
+
+def layer_labels(model) -> dict[str, str]:
+    """Keras layer name -> its role in a RankingModel (``shared_block_0``, ``config_block_1``, ...)."""
+    labels = {
+        model.node_encoder.name: "node_encoder",
+        model.to_config_width.name: "to_config_width",
+        model.config_encoder.name: "config_encoder",
+        model.head.name: "head",
+    }
+    if model.cost_features is not None:
+        labels[model.cost_features.name] = "cost_features"
+    labels.update({b.name: f"shared_block_{i}" for i, b in enumerate(model.shared_blocks)})
+    labels.update({b.name: f"config_block_{i}" for i, b in enumerate(model.config_blocks)})
+    return labels
+
+
+def compiled_ops(hlo: str, labels: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Instruction name -> (layer, op class) of the top-level instructions of an optimised HLO
+    module's ENTRY computation (what XLA on CPU runs one by one), from their metadata's op_name
+    (``<model>/<layer>/...``, the layer renamed by ``labels``) and op_type; layer ``-`` without
+    metadata, class ``elementwise`` when no :data:`OP_CLASSES` pattern matches."""
+    entry = hlo[hlo.index("ENTRY") :]
+    ops = {}
+    for line in entry.splitlines()[1:]:
+        match = re.match(r"\s*(?:ROOT )?%?([\w.-]+) = ", line)
+        if not match:
+            break
+        name = match.group(1)
+        op_name = re.search(r'op_name="([^"]*)"', line)
+        op_type = re.search(r'op_type="([^"]*)"', line)
+        path = op_name.group(1).split("/") if op_name else []
+        layer = labels.get(path[1], path[1]) if len(path) > 2 else "-"
+        text = " ".join([name, op_type.group(1) if op_type else "", op_name.group(1) if op_name else ""])
+        ops[name] = (layer, next((c for c, keys in OP_CLASSES if any(k in text for k in keys)), "elementwise"))
+    return ops
+
+
+def profile_member(exported, name: str, graph, repeats: int) -> dict:
+    """Where one fold of model ``name`` spends its time scoring ``graph`` (TensorFlow's profiler,
+    ``repeats`` calls after a warm one): seconds per call by layer and by op class of the XLA
+    program's instructions (per layer split by op class), the rest of the call (host: batch building, GraphTensor, copies,
+    Python), the 12 costliest instructions (name, layer, class, seconds) and the traces
+    (compilations) the timed calls added (0 = no retracing)."""
+    import tensorflow as tf
+
+    try:
+        from tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    from tpuperf.training.batches import to_arrays, to_graph_tensor
+    from tpuperf.training.scoring import chunk_items
+
+    exported.models[name].set_weights(next(iter(exported.folds[name].values())))
+    scorer = exported.scorer(name)
+    scorer.score([graph])
+    traces = scorer.compilations
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            scorer.score([graph])
+        wall = (time.perf_counter() - t0) / repeats
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+    shape = scorer._shapes[-1]  # the one shape this graph is scored with
+    arrays = to_arrays(
+        chunk_items([graph], shape.configs)[: shape.graphs], shape, exported.collection.kind.name, exported.feat_dim
+    )
+    graph_tensor = to_graph_tensor({k: tf.constant(v) for k, v in arrays.items()}, exported.collection.kind.name)[0]
+    hlo = scorer._forward.experimental_get_compiler_ir(graph_tensor)(stage="optimized_hlo")
+    ops = compiled_ops(hlo, layer_labels(exported.models[name]))
+    layers, classes, device, per_op = {}, {}, 0.0, {}
+    for plane in space.planes:
+        names = plane.event_metadata
+        for line in plane.lines:
+            for event in line.events:
+                op, seconds = names[event.metadata_id].name, event.duration_ps / 1e12 / repeats
+                if op == "CpuExecutable::ExecuteAsyncOnStream":
+                    device += seconds
+                if op in ops:
+                    layer, op_class = ops[op]
+                    per_op[op] = per_op.get(op, 0.0) + seconds
+                    per_class = layers.setdefault(layer, {})
+                    per_class[op_class] = per_class.get(op_class, 0.0) + seconds
+                    classes[op_class] = classes.get(op_class, 0.0) + seconds
+    ordered = lambda d: {k: round(v, 4) for k, v in sorted(d.items(), key=lambda kv: -kv[1])}  # noqa: E731
+    return {
+        "model": name,
+        "call_s": round(wall, 4),
+        "xla_s": round(device, 4),
+        "host_s": round(wall - device, 4),
+        "by_layer_s": {
+            layer: {"total": round(sum(c.values()), 4), **ordered(c)}
+            for layer, c in sorted(layers.items(), key=lambda kv: -sum(kv[1].values()))
+        },
+        "by_op_class_s": ordered(classes),
+        "top_ops_s": [(op, *ops[op], round(t, 4)) for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[:12]],
+        "traces_added": scorer.compilations - traces,
+    }
 
 
 def summary(first: tuple, runs: list[tuple], per_member: dict, goal: float | None) -> dict:
@@ -255,6 +413,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--before", action="store_true", help="also time the session-start ops (throughput.session_start_ops)"
     )
+    parser.add_argument(
+        "--chunks", type=int, nargs="+", default=[], help="also time scoring in items of these many configs per graph"
+    )
+    parser.add_argument(
+        "--members",
+        nargs="+",
+        choices=("all", "best"),
+        default=["all"],
+        help="tpuperf rank --members (more than one: the others also timed, interleaved)",
+    )
+    parser.add_argument("--profile", metavar="MODEL", help="profile one fold of this model (profile_member)")
     args = parser.parse_args(argv)
     sizes = SIZES["quick" if args.quick else "full"]
     rng = np.random.default_rng(0)
@@ -265,7 +434,18 @@ def main(argv: list[str] | None = None) -> int:
             params = bench_params(
                 Path(tmp), args.quick, args.models, None if args.jit == "params" else args.jit == "on", args.scope
             )
-            r = measure(kind, Path(tmp), params, args.repeats, sizes, rng, args.before)
+            r = measure(
+                kind,
+                Path(tmp),
+                params,
+                args.repeats,
+                sizes,
+                rng,
+                args.before,
+                tuple(args.chunks),
+                tuple(args.members),
+                args.profile,
+            )
         results.append(r)
         goal = "" if r["goal_s"] is None else f" (goal <= {r['goal_s']} s: {'met' if r['goal_met'] else 'NOT met'})"
         print(
@@ -274,17 +454,18 @@ def main(argv: list[str] | None = None) -> int:
             f"rank {r['rank_s']} s = prepare {r['prepare_s']} + score {r['score_s']}{goal}; per member and fold: "
             + ", ".join(f"{m} {s} s" for m, s in r["member_score_s"].items())
         )
-        if args.before:
-            b = r["before"]
+        for version, b in r["versions"].items():
             print(
-                f"  before (session-start ops, same process): first rank {b['first_rank_s']} s; rank {b['rank_s']} s "
-                f"= prepare {b['prepare_s']} + score {b['score_s']} -> speed-up x{b['rank_s'] / r['rank_s']:.2f}; "
-                "per member and fold: "
+                f"  {version} (same process): first rank {b['first_rank_s']} s; rank {b['rank_s']} s "
+                f"= prepare {b['prepare_s']} + score {b['score_s']} (time / current's x{b['rank_s'] / r['rank_s']:.2f}); "
+                f"max change of a config's score gap to the top {b['max_gap_change']:.2g}; per member and fold: "
                 + ", ".join(
                     f"{m} {s} -> {r['member_score_s'][m]} s (x{s / r['member_score_s'][m]:.2f})"
                     for m, s in b["member_score_s"].items()
                 )
             )
+        if "profile" in r:
+            print(f"  profile: {json.dumps(r['profile'])}")
     print(json.dumps(results))
     return 0
 

@@ -23,6 +23,7 @@ from tpuperf.submission.ensemble import (
     rank_normalise,
     run_ensemble,
     score_predictions,
+    summarise,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,6 +148,30 @@ def test_run_ensemble_leaves_out_models_below_min_weight(world):
     assert result.submission.read_text() == full.submission.read_text()  # bad's weight was ~6e-6
 
 
+def test_summary_of_models_left_out_of_some_collections():
+    """min_weight may keep a model in one collection and not another: its means are not reported
+    (a mean over some collections would not compare), the ensemble's are."""
+    tile = {
+        "graphs": 3,
+        "ensemble": 0.9,
+        "models": {"a": {"fold_ensemble": 0.8, "mean_fold": 0.7}, "b": {"fold_ensemble": 0.6, "mean_fold": 0.5}},
+    }
+    layout = {"graphs": 2, "ensemble": 0.5, "models": {"a": {"fold_ensemble": 0.4, "mean_fold": 0.3}}}
+    for c in (tile, layout):
+        c.update(
+            mean_single_fold=0.0,
+            best_single_fold=0.0,
+            ensemble_minus_mean_fold=0.0,
+            ensemble_minus_best_fold=0.0,
+            top_model_score=c["models"]["a"]["fold_ensemble"],
+        )
+    summary = summarise({"tile:xla": tile, "layout:xla:random": layout})
+    assert summary["ensemble"] == pytest.approx(0.7) and summary["collections_scored"] == 2
+    assert summary["top_model_score"] == pytest.approx(0.6)
+    assert summary["a_fold_ensemble"] == pytest.approx(0.6) and summary["a_mean_fold"] == pytest.approx(0.5)
+    assert not any(k.startswith("b_") for k in summary)
+
+
 def test_members_must_cover_the_same_configs():
     df = members_frame([1, 2, 3], {("a", 0): [1, 2, 3], ("a", 1): [1, 2, 3], ("b", 0): [3, 2, 1]})
     holed = df.filter(~((pl.col("model") == "a") & (pl.col("fold") == 1) & (pl.col("config_id") == 2)))
@@ -242,7 +267,8 @@ def world(tmp_path, write_graph) -> dict:
                 frames.append(graph_rows("oof", "o", [1.0, 2.0], [1.0, 2.0]))
                 write_fold(runs, col.name, model, fold, pl.concat(frames))
     (data / "sample_submission.csv").write_text("\n".join(sample) + "\n")
-    return ensemble_params(data, runs, {"weights": "oof", "out": str(tmp_path / "submissions")})
+    # min_weight 0: both models take part (the reports of bad); test_run_ensemble_leaves_out_... raises it
+    return ensemble_params(data, runs, {"weights": "oof", "min_weight": 0.0, "out": str(tmp_path / "submissions")})
 
 
 def ensemble_params(data: Path, runs: Path, ensemble: dict) -> dict:
@@ -290,6 +316,7 @@ def test_run_ensemble_writes_a_checked_submission_and_report(world):
         assert good["fold_0"] == good["fold_1"] == good["fold_ensemble"] == good["mean_fold"] == pytest.approx(1.0)
         assert col["ensemble"] == pytest.approx(1.0) and col["best_single_fold"] == pytest.approx(1.0)
         assert col["best_single_fold_member"] == "good/fold_0"
+        assert col["top_model"] == "good" and col["top_model_score"] == pytest.approx(1.0)  # rank --members best
     layout = report["collections"]["layout:xla:random"]
     assert layout["models"]["bad"]["mean_fold"] == pytest.approx(-1.0)
     assert layout["mean_single_fold"] == pytest.approx(0.0) and layout["ensemble_minus_mean_fold"] == pytest.approx(1.0)
@@ -302,7 +329,7 @@ def test_run_ensemble_writes_a_checked_submission_and_report(world):
     assert report["mean"]["good_fold_ensemble"] == pytest.approx(1.0) and report["mean"][
         "bad_mean_fold"
     ] == pytest.approx(-1.0)
-    assert report["mean"]["collections_scored"] == 5
+    assert report["mean"]["collections_scored"] == 5 and report["mean"]["top_model_score"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("mask, mode", [(0o022, "0o644"), (0o077, "0o600")])

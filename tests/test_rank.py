@@ -155,6 +155,34 @@ def test_rank_matches_the_member_scores_of_the_cached_graphs(exported, shared_da
             assert r.relative_runtime[0] == 1.0 and np.isfinite(r.relative_runtime).all()
 
 
+def test_members_best_ranks_with_the_top_weighted_models_folds(exported, capsys):
+    """--members best = combining chebsage's (weight 0.73) two folds alone; all = the whole export."""
+    from tpuperf.submission.csv import rankings_from_predictions
+    from tpuperf.submission.ensemble import combine
+
+    root, params = exported
+    col = get_collection("layout:xla:default")
+    path = col.split_dir(params.data.out, "test") / "synthetic_test.npz"
+    model = load_export(root / "models" / col.slug)
+    assert model.member_weights("best") == {"chebsage": 1.0} and model.member_weights("all") == model.weights
+    graph = prepare_graph(path, col, model.stats)
+    scores = model.member_scores([graph], ["chebsage"])
+    assert sorted(set(scores.select("model", "fold").iter_rows())) == [("chebsage", 0), ("chebsage", 1)]
+    best = tpuperf.rank([path], root / "models", members="best")[0]
+    assert np.array_equal(
+        best.config_ids,
+        rankings_from_predictions(combine(scores, {"chebsage": 1.0}))[col.submission_id(graph.graph_id)],
+    )
+    every = tpuperf.rank([path], root / "models")[0]
+    assert np.array_equal(every.config_ids, tpuperf.rank([path], root / "models", members="all")[0].config_ids)
+    code, out, _ = run_cli(
+        capsys, "rank", str(path), "--model", str(root / "models"), "--members", "best", "--format", "json"
+    )
+    assert code == 0 and json.loads(out) == [best.to_dict()]
+    with pytest.raises(ValueError, match="members must be one of all, best, got 'top'"):
+        tpuperf.rank([path], root / "models", members="top")
+
+
 def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shared_data):
     root, _ = exported
     tile = sorted(REAL_TEST["tile:xla"].glob("*.npz"))
@@ -378,3 +406,27 @@ def test_speed_benchmark_quick_run_reports_load_and_rank_times(capsys):
     for r in results:
         assert r["load_s"] > 0 and r["rank_s"] == pytest.approx(r["prepare_s"] + r["score_s"], abs=2e-3)
         assert list(r["member_score_s"]) == ["chebsage"] and r["member_score_s"]["chebsage"] > 0
+
+
+def test_speed_benchmark_versions_and_profile(capsys):
+    """--chunks (exact: same score gaps), --members all best and --profile chebsage (a layer and
+    op-class breakdown of the XLA program, no retracing) on the quick layout graph."""
+    argv = ["--quick", "--repeats", "1", "--kinds", "layout", "--jit", "on", "--chunks", "16"]
+    assert rank_speed.main(argv + ["--members", "all", "best", "--profile", "chebsage"]) == 0
+    (r,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(r["versions"]) == ["chunks of 16", "members best"] and r["members_option"] == "all"
+    assert r["versions"]["chunks of 16"]["max_gap_change"] < 1e-4
+    profile = r["profile"]
+    assert profile["model"] == "chebsage" and profile["traces_added"] == 0
+    assert {"node_encoder", "shared_block_0", "config_encoder", "cost_features", "config_block_0", "head"} <= set(
+        profile["by_layer_s"]
+    )
+    assert sum(v["total"] for v in profile["by_layer_s"].values()) <= profile["xla_s"] + 1e-3
+    assert set(profile["by_op_class_s"]) <= {
+        "layer norm",
+        "gather",
+        "segment sum (scatter)",
+        "dense (dot)",
+        "elementwise",
+    }
+    assert profile["call_s"] == pytest.approx(profile["xla_s"] + profile["host_s"], abs=2e-3)

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 
-def rank(files, model, collection=None, top=None):
+def rank(files, model, collection=None, top=None, members="all"):
     """Rank the configurations of TpuGraphs ``.npz`` files with an exported model, fastest first.
 
     Same as ``tpuperf rank``; see :func:`tpuperf.ranking.ranker.rank` for arguments, return value
@@ -21,4 +21,4 @@ def rank(files, model, collection=None, top=None):
     """
     from tpuperf.ranking.ranker import rank as _rank
 
-    return _rank(files, model, collection=collection, top=top)
+    return _rank(files, model, collection=collection, top=top, members=members)

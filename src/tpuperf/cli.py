@@ -122,7 +122,7 @@ def _rank(args: argparse.Namespace) -> int:
     from tpuperf.ranking.ranker import rank
 
     model = args.model or Path(load_config(args.params).export.out)
-    rankings = rank(args.files, model, collection=args.collection, top=args.top)
+    rankings = rank(args.files, model, collection=args.collection, top=args.top, members=args.members)
     if args.format == "json":
         json.dump([r.to_dict() for r in rankings], sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -278,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, help="configs listed per file (default: 5 for tile, all for layout)")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    p.add_argument(
+        "--members",
+        choices=("all", "best"),  # tpuperf.ranking.ranker.MEMBER_CHOICES (not imported here: it loads polars)
+        default="all",
+        help="all: the exported ensemble (the submission.csv ranking); best: its highest-weighted model only (faster)",
+    )
     p.add_argument(
         "--params", type=Path, default=Path("params.yaml"), help="read for export.out when --model is absent"
     )

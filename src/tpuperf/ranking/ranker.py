@@ -52,7 +52,14 @@ from tpuperf.training.batches import TILE_CONFIG_DIM, BatchItem, BatchShape, Buc
 EXPORT_FORMAT = 2  # 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope
 MANIFEST = "manifest.json"
 MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile")
+MEMBER_CHOICES = ("all", "best")  # tpuperf rank --members: the whole exported ensemble, or its top-weighted model
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
+
+
+def check_members(members: str) -> None:
+    """ValueError unless ``members`` is one of :data:`MEMBER_CHOICES`."""
+    if members not in MEMBER_CHOICES:
+        raise ValueError(f"members must be one of {', '.join(MEMBER_CHOICES)}, got {members!r}")
 
 
 class ModelExportError(TpuperfError, ValueError):
@@ -245,14 +252,26 @@ class ExportedModel:
             )
         return self._scorers[name]
 
-    def member_scores(self, graphs: Sequence[CachedGraph]) -> pl.DataFrame:
+    def member_weights(self, members: str = "all") -> dict[str, float]:
+        """Weight per model of the members ``members`` selects (:data:`MEMBER_CHOICES`): ``all``
+        = the export's ensemble (as submission.csv), ``best`` = its highest-weighted model alone
+        (weight 1, every fold; the first in the manifest on a tie). ValueError for another value."""
+        from tpuperf.submission.ensemble import top_model
+
+        check_members(members)
+        if members == "all":
+            return dict(self.weights)
+        return {top_model(self.weights): 1.0}
+
+    def member_scores(self, graphs: Sequence[CachedGraph], models: Iterable[str] | None = None) -> pl.DataFrame:
         """Every member's raw score of every config: rows of the prediction format plus
-        ``collection``, ``model`` and ``fold`` (what :func:`tpuperf.submission.ensemble.combine` reads)."""
+        ``collection``, ``model`` and ``fold`` (what :func:`tpuperf.submission.ensemble.combine` reads);
+        ``models`` restricts the members to those models' folds (default: every model of the export)."""
         from tpuperf.training.scoring import prediction_frame
 
         frames = []
-        for name, folds in self.folds.items():
-            for fold, arrays in folds.items():
+        for name in self.folds if models is None else models:
+            for fold, arrays in self.folds[name].items():
                 self.models[name].set_weights(arrays)
                 scores = self.scorer(name).score(graphs)
                 frames.append(
@@ -262,21 +281,23 @@ class ExportedModel:
                 )
         return pl.concat(frames)
 
-    def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None) -> list[Ranking]:
-        """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each."""
+    def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None, members: str = "all") -> list[Ranking]:
+        """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each;
+        ``members``: which models score them (:meth:`member_weights`)."""
         from tpuperf.submission.csv import rankings_from_predictions
         from tpuperf.submission.ensemble import combine
 
-        members = self.member_scores(graphs)
-        orders = rankings_from_predictions(combine(members, self.weights))
-        share = members.group_by("model").agg(folds=pl.col("fold").n_unique())
-        member_weight = {m: self.weights[m] / f for m, f in share.iter_rows()}
+        weights = self.member_weights(members)
+        scores = self.member_scores(graphs, weights)
+        orders = rankings_from_predictions(combine(scores, weights))
+        share = scores.group_by("model").agg(folds=pl.col("fold").n_unique())
+        member_weight = {m: weights[m] / f for m, f in share.iter_rows()}
         rankings = []
         for g in graphs:
             order = orders[self.collection.submission_id(g.graph_id)]
             gap = np.zeros(g.num_configs)
             for (model, _fold), rows in (
-                members.filter(pl.col("graph_id") == g.graph_id)
+                scores.filter(pl.col("graph_id") == g.graph_id)
                 .sort("config_id")
                 .group_by(["model", "fold"], maintain_order=True)
             ):
@@ -323,7 +344,11 @@ def load_export(directory: Path) -> ExportedModel:
 
 
 def rank(
-    files: Iterable[Path | str], model: Path | str, collection: str | None = None, top: int | None = None
+    files: Iterable[Path | str],
+    model: Path | str,
+    collection: str | None = None,
+    top: int | None = None,
+    members: str = "all",
 ) -> list[Ranking]:
     """Rank every configuration of each TpuGraphs ``.npz`` in ``files``, fastest first.
 
@@ -331,8 +356,10 @@ def rank(
     collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
     file; without it each file's collection comes from its path in the dataset layout, or is the
     model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
-    file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout. Runtimes in the
-    files may be zero.
+    file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout. ``members``:
+    ``all`` scores with the export's whole ensemble (the ranking submission.csv holds), ``best``
+    with its highest-weighted model's folds only (faster, README "Ranking new programs"). Runtimes
+    in the files may be zero.
 
     Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
     other kind), :class:`ModelExportError` (no export for the file's collection, an export of
@@ -343,6 +370,7 @@ def rank(
 
     if top is not None and top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
+    check_members(members)
     files = list(dict.fromkeys(Path(f) for f in files))  # a file named twice is ranked once
     if not files:
         raise ValueError("no files to rank")
@@ -362,6 +390,6 @@ def rank(
     rankings = []
     for c, exported in loaded.items():
         mine = [g for g, gc in zip(graphs, per_file) if gc == c]
-        rankings += exported.rank_graphs(mine, top if top is not None else c.kind.top_k)
+        rankings += exported.rank_graphs(mine, top if top is not None else c.kind.top_k, members)
     by_path = {r.path: r for r in rankings}
     return [by_path[f] for f in files]

@@ -25,7 +25,9 @@ Report (``ensemble_report.json``; the flat DVC metric ``ensemble_metrics.json`` 
 collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_ensemble_report`): per collection, on the valid split and scored exactly as
 ``tpuperf score`` would score the rows (metrics.py on the submission order), the ensemble, each
 model's fold ensemble and the mean of its folds, the mean single fold and the best single fold
-(picked on valid itself, so an optimistic reference), then their means over collections.
+(picked on valid itself, so an optimistic reference), the fold ensemble of the highest-weighted
+model (``top_model_score``: what ``tpuperf rank --members best`` ranks with), then their means
+over collections.
 """
 
 from __future__ import annotations
@@ -110,6 +112,12 @@ def model_weights(
         raise EnsembleError(f"oof scores must be finite, got {dict(oof_scores)}")
     z = np.exp((scores - scores.max()) / temperature)
     return _at_least(dict(zip(oof_scores, (z / z.sum()).tolist())), min_weight)
+
+
+def top_model(weights: Mapping[str, float]) -> str:
+    """The highest-weighted model (the first of ``weights`` on a tie): what ``tpuperf rank
+    --members best`` scores with alone, reported on valid as ``top_model_score``."""
+    return max(weights, key=weights.get)
 
 
 def _at_least(weights: dict[str, float], min_weight: float) -> dict[str, float]:
@@ -226,6 +234,7 @@ def evaluate(valid: pl.DataFrame, weights: Mapping[str, float]) -> dict[str, Any
         }
     best = max(singles, key=singles.get)
     mean_fold = float(np.mean(list(singles.values())))
+    top = top_model(weights)
     configs = valid.unique(["graph_id", "config_id"])  # every member covers the same configs (combine checks)
     runtimes = {gid: group["runtime"].to_numpy() for (gid,), group in configs.group_by("graph_id")}
     return {
@@ -237,21 +246,32 @@ def evaluate(valid: pl.DataFrame, weights: Mapping[str, float]) -> dict[str, Any
         "best_single_fold_member": best,
         "ensemble_minus_mean_fold": ensemble - mean_fold,
         "ensemble_minus_best_fold": ensemble - singles[best],
+        "top_model": top,
+        "top_model_score": models[top]["fold_ensemble"],
         "models": models,
     }
 
 
 def summarise(per_collection: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Means over the scored collections (the competition score when all five are there)."""
+    """Means over the scored collections (the competition score when all five are there); a
+    model's means only when every scored collection kept it (``ensemble.min_weight`` may leave
+    it out of some)."""
     scored = {n: c for n, c in per_collection.items() if c.get("graphs")}
     if not scored:
         return {"collections_scored": 0}
-    keys = ("ensemble", "mean_single_fold", "best_single_fold", "ensemble_minus_mean_fold", "ensemble_minus_best_fold")
+    keys = (
+        "ensemble",
+        "mean_single_fold",
+        "best_single_fold",
+        "ensemble_minus_mean_fold",
+        "ensemble_minus_best_fold",
+        "top_model_score",
+    )
     summary: dict[str, Any] = {
         "collections_scored": len(scored),
         **{k: float(np.mean([c[k] for c in scored.values()])) for k in keys},
     }
-    models = next(iter(scored.values()))["models"]
+    models = [m for m in next(iter(scored.values()))["models"] if all(m in c["models"] for c in scored.values())]
     for model in models:
         summary[f"{model}_fold_ensemble"] = float(
             np.mean([c["models"][model]["fold_ensemble"] for c in scored.values()])
