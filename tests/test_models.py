@@ -592,20 +592,3 @@ def test_chebsage_features_share_one_gather_and_match_the_separate_ops(rng, edge
     np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-5)
     means = L.directional_means(graph, state, edge_set)
     np.testing.assert_allclose(np.stack(means), want[-2:], rtol=1e-5, atol=1e-6)
-
-
-def test_gather_rows_matches_tf_gather_with_its_gradient(rng):
-    state = tf.constant(rng.normal(size=(7, 3, 2)).astype(np.float32))
-    indices = tf.constant([6, 0, 0, 3], tf.int64)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(state)
-        got, want = L.gather_rows(state, indices), tf.gather(state, indices)
-        weighted_got, weighted_want = (
-            tf.reduce_sum(x * tf.range(24.0, dtype=tf.float32)[:, None])
-            for x in (tf.reshape(got, [-1, 1]), tf.reshape(want, [-1, 1]))
-        )
-    assert got.shape == (4, 3, 2)
-    np.testing.assert_array_equal(got.numpy(), want.numpy())
-    np.testing.assert_array_equal(
-        tape.gradient(weighted_got, state).numpy(), tf.convert_to_tensor(tape.gradient(weighted_want, state)).numpy()
-    )

@@ -41,15 +41,6 @@ def _per_edge(weights: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     return tf.reshape(weights, [-1] + [1] * (like.shape.rank - 1))
 
 
-def gather_rows(state: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-    """``tf.gather(state, indices)`` along axis 0 (any trailing shape, dtype of ``state``):
-    [len(indices), ...]. Gathered as [nodes, prod(trailing)] rows: XLA on CPU copies whole rows
-    then, where a [nodes, configs, units] gather measured 3-4x slower (its gradient, a segment
-    sum, is then over rows too)."""
-    rows = tf.gather(tf.reshape(state, [tf.shape(state)[0], -1]), indices)
-    return tf.reshape(rows, tf.concat([tf.shape(indices), tf.shape(state)[1:]], axis=0))
-
-
 def _both_directions(graph: tfgnn.GraphTensor, edge_set: str) -> tuple[tf.Tensor, tf.Tensor]:
     """(senders, receivers) [2 x edges] int32: each edge producer -> consumer, then consumer -> producer."""
     adjacency = graph.edge_sets[edge_set].adjacency
@@ -76,7 +67,7 @@ def directional_means(graph: tfgnn.GraphTensor, state: tf.Tensor, edge_set: str 
     """[mean over the op's inputs (producers), mean over its users (consumers)], each [nodes, ...]
     like ``state``; 0 for a node without any. One gather over both edge directions."""
     senders, receivers = _both_directions(graph, edge_set)
-    return _directional_means_of(gather_rows(state, senders), receivers, tf.shape(state)[0])
+    return _directional_means_of(tf.gather(state, senders), receivers, tf.shape(state)[0])
 
 
 def symmetric_edge_weights(
@@ -108,7 +99,7 @@ def normalized_adjacency_product(
     over the tensor and one zero-filled sum buffer instead of two.
     """
     senders, receivers = _both_directions(graph, edge_set)
-    return _weighted_sum(gather_rows(state, senders), receivers, weights, tf.shape(state)[0])
+    return _weighted_sum(tf.gather(state, senders), receivers, weights, tf.shape(state)[0])
 
 
 def _weighted_sum(messages: tf.Tensor, receivers: tf.Tensor, weights: tf.Tensor, nodes: tf.Tensor) -> tf.Tensor:
@@ -151,12 +142,15 @@ def chebsage_features(graph: tfgnn.GraphTensor, state: tf.Tensor, order: int, ed
     """:func:`chebyshev_basis` then :func:`directional_means`: order + 2 tensors like ``state``.
 
     One gather of ``state`` over both edge directions serves T_1 x and both means (two gathers
-    of [2 x edges, ...] per layer instead of three at order 3).
+    of [2 x edges, ...] per layer instead of three at order 3, and one buffer of [2 x edges,
+    configs, units] messages fewer to keep for the backward pass). Measured on the real unet3d
+    file at hops 0 (chebsage, 32 configs): training peak RSS 1.49 -> 1.40 GiB; step time unchanged
+    within the noise of a loaded machine.
     """
     weights, _ = symmetric_edge_weights(graph, self_loops=False, edge_set=edge_set)
     senders, receivers = _both_directions(graph, edge_set)
     nodes = tf.shape(state)[0]
-    messages = gather_rows(state, senders)
+    messages = tf.gather(state, senders)
     means = _directional_means_of(messages, receivers, nodes)
     if order == 1:
         return [state, *means]
