@@ -49,19 +49,51 @@ def session_start_adjacency_product(graph, state: tf.Tensor, weights: tf.Tensor,
     return product
 
 
+def session_start_directional_means(graph, state: tf.Tensor, edge_set: str) -> list[tf.Tensor]:
+    """tpuperf.models.layers.directional_means as before this session's message passing change:
+    tfgnn's broadcast and mean pooling, one gather per direction (same values)."""
+    import tensorflow_gnn as tfgnn
+
+    means = []
+    for receiver, sender in ((tfgnn.TARGET, tfgnn.SOURCE), (tfgnn.SOURCE, tfgnn.TARGET)):
+        messages = tfgnn.broadcast_node_to_edges(graph, edge_set, sender, feature_value=state)
+        means.append(tfgnn.pool_edges_to_node(graph, edge_set, receiver, "mean", feature_value=messages))
+    return means
+
+
+def session_start_chebsage_features(graph, state: tf.Tensor, order: int, edge_set: str) -> list[tf.Tensor]:
+    """tpuperf.models.layers.chebsage_features before it shared one gather: the Chebyshev basis
+    and the directional means computed apart (same values)."""
+    return layers.chebyshev_basis(graph, state, order, edge_set) + session_start_directional_means(
+        graph, state, edge_set
+    )
+
+
 @contextlib.contextmanager
 def session_start_ops():
     """Models traced inside compute as the session-start code did: the residual blocks' LayerNorm
-    and gelu as before commit 1497c78 (Keras' fused LayerNormalization.call, tf.nn.gelu) and
-    :func:`session_start_adjacency_product`; the same values, the old XLA program, for
+    and gelu as before commit 1497c78 (Keras' fused LayerNormalization.call, tf.nn.gelu),
+    :func:`session_start_adjacency_product` and the message passing before the shared gathers
+    (:func:`session_start_directional_means`, :func:`session_start_chebsage_features`); the same
+    values, the old XLA program, for
     before/after figures in one process (``--before``; tests/test_models.py checks the values)."""
-    saved = layers.gelu, layers.LayerNorm.call, layers.normalized_adjacency_product
-    layers.gelu, layers.LayerNorm.call = tf.nn.gelu, tf.keras.layers.LayerNormalization.call
-    layers.normalized_adjacency_product = session_start_adjacency_product
+    names = ("gelu", "normalized_adjacency_product", "directional_means", "chebsage_features")
+    saved = layers.LayerNorm.call, [getattr(layers, name) for name in names]
+    layers.LayerNorm.call = tf.keras.layers.LayerNormalization.call
+    old = (
+        tf.nn.gelu,
+        session_start_adjacency_product,
+        session_start_directional_means,
+        session_start_chebsage_features,
+    )
+    for name, op in zip(names, old):
+        setattr(layers, name, op)
     try:
         yield
     finally:
-        layers.gelu, layers.LayerNorm.call, layers.normalized_adjacency_product = saved
+        layers.LayerNorm.call = saved[0]
+        for name, op in zip(names, saved[1]):
+            setattr(layers, name, op)
 
 
 def measure(model_params: ModelConfig, kind: str, train_batches, predict_batches, settings: TrainConfig) -> dict:

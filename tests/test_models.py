@@ -27,7 +27,11 @@ from tpuperf.training.batches import (
 from tpuperf.training.scoring import Scorer, chunk_items
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from throughput import session_start_adjacency_product, session_start_ops  # noqa: E402
+from throughput import (  # noqa: E402
+    session_start_adjacency_product,
+    session_start_chebsage_features,
+    session_start_ops,
+)
 
 FEAT = 6
 
@@ -576,3 +580,32 @@ def test_normalized_adjacency_product_matches_one_weighted_sum_per_direction(rng
     got = L.normalized_adjacency_product(graph, state, weights, edge_set)
     assert graph.node_sets[node_set].total_size == got.shape[0]
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("edge_set", [EDGES, CONFIG_EDGES])
+@pytest.mark.parametrize("order", [1, 3])
+def test_chebsage_features_share_one_gather_and_match_the_separate_ops(rng, edge_set, order):
+    """chebsage_features (one gather serving T_1 x and both means) equals the Chebyshev basis and
+    tfgnn's per-direction mean pooling computed apart (throughput.session_start_directional_means),
+    values and gradients, on [nodes, configs, units] states; padding nodes have no edges and get
+    zero means, not NaN."""
+    g = fake_graph(rng, "layout", 12, 3)
+    graph, _ = graph_tensor([BatchItem(g, np.arange(3))], BatchShape(2, 16, 32, 3, 16, 32), "layout")
+    assert int(graph.edge_sets[edge_set].sizes[0]) > 0
+    state = tf.constant(rng.normal(size=(16, 3, 5)).astype(np.float32))
+    probe = tf.constant(rng.normal(size=(order + 2, 16, 3, 5)).astype(np.float32))
+
+    def run(features):
+        with tf.GradientTape() as tape:
+            tape.watch(state)
+            out = tf.stack(features(graph, state, order, edge_set))
+            loss = tf.reduce_sum(out * probe)
+        return out.numpy(), tape.gradient(loss, state).numpy()
+
+    got, got_grad = run(L.chebsage_features)
+    want, want_grad = run(session_start_chebsage_features)
+    assert np.isfinite(got).all() and np.abs(got[-2:]).max() > 0.1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-5)
+    means = L.directional_means(graph, state, edge_set)
+    np.testing.assert_allclose(np.stack(means), want[-2:], rtol=1e-5, atol=1e-6)
