@@ -9,7 +9,7 @@ The figures and the definitions behind each verdict are in benchmarks/claims_ana
 Every run trains to its plateau (early stopping, or a flat end of its OOF curve: section 4), and
 each claim's verdict is the mean ± std over seeds of its per-seed figure.
 
-    python benchmarks/claims.py                   # default plan: synthetic medium preset, chebsage vs baseline on layout:xla:random
+    python benchmarks/claims.py                   # default plan: synthetic medium preset, chebsage vs baseline on the xla collections
     python benchmarks/claims.py --collections layout:xla:random   # the same plan on one collection
     python benchmarks/claims.py --full            # the whole table (every model and collection; hours)
     python benchmarks/claims.py --quick --out /tmp/claims   # smoke run: tiny preset, 1 seed, 1 epoch
@@ -118,18 +118,21 @@ CONVERGE = {"folds": 2, "epochs": 40, "patience": 4, "eval_configs": 64}
 LAYOUT_COLLECTIONS = ("layout:xla:random", "layout:xla:default", "layout:nlp:random", "layout:nlp:default")
 
 PLANS = {
-    # Every claim's figure over 3 seeds on one collection, the 15 runs the four claims need (ListMLE runs
-    # shared by sections 1, 2 and 4). Estimate <= 30 min on a quiet 2-core machine: the committed 1-seed run
-    # (5 of these runs, jobs 1, load ~12.6 on 2 CPUs, i.e. ~6x slower than quiet) trained them in 2790 s at
-    # 4.4 s/epoch chebsage and 8.2 s/epoch baseline, 45-70 epochs per run (2 folds to plateau, best epoch 10-34);
-    # /6.3 -> ~440 s per seed, 15 runs ~22 min + data/preprocess ~15 s + throughput ~1 min. tile:xla (another
-    # 12 runs), sage, cheb and the other layout collections are left to --full.
+    # Every claim's figure over 3 seeds: chebsage vs the baseline (ListMLE; sections 1 and 4) on the two xla
+    # collections, the loss and error runs (sections 2 and 3) on layout:xla:random: 21 runs (the ListMLE runs
+    # of layout:xla:random shared by sections 1, 2 and 4). Estimate, measured at 8e3dea5 with
+    # `--seeds 1 --epochs 2` (2 jobs, load 5-10 from other jobs): an epoch costs 1.4-2.8 s chebsage and
+    # 4.8-6.9 s baseline, plus ~40-65 s of XLA compilation and ~25 s of start-up and scoring per run; at the
+    # ~22 epochs per fold to early stop of the last default run (2 folds), a chebsage run ~190 s, a baseline
+    # run ~310 s loaded: (12 x 190 + 9 x 310) / 2 jobs ~42 min at that load, ~20-25 min on a quiet 2-core
+    # machine if the load halves this run's share of the CPUs.
+    # tile:xla, sage, cheb and the nlp collections are left to --full.
     "default": Plan(
         name="default",
         preset="medium",
         seeds=(0, 1, 2),
         models=("chebsage", "baseline"),
-        model_collections=("layout:xla:random",),
+        model_collections=("layout:xla:random", "layout:xla:default"),
         losses=("listmle", "pairwise", "mse"),
         loss_collections=("layout:xla:random",),
         error_models=("chebsage", "baseline"),

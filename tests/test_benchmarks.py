@@ -258,14 +258,16 @@ def test_plan_restricted_to_collections_drops_sections_left_without_one():
 def test_default_plan_shares_the_listmle_runs_between_sections():
     plan = claims.PLANS["default"]
     runs = plan.runs()
-    assert len(plan.seeds) >= claims.MIN_SEEDS and len(runs) == 15 == len(set(runs))
-    for seed in plan.seeds:  # 2 ListMLE models, chebsage pairwise + mse, baseline mse: 5 runs per seed
-        assert sorted((r.model, r.loss) for r in runs if r.seed == seed) == [
-            ("baseline", "listmle"),
-            ("baseline", "mse"),
-            ("chebsage", "listmle"),
-            ("chebsage", "mse"),
-            ("chebsage", "pairwise"),
+    assert len(plan.seeds) >= claims.MIN_SEEDS and len(runs) == 21 == len(set(runs))
+    for seed in plan.seeds:  # 2 ListMLE models x 2 collections, chebsage pairwise + mse, baseline mse: 7 per seed
+        assert sorted((r.collection, r.model, r.loss) for r in runs if r.seed == seed) == [
+            ("layout:xla:default", "baseline", "listmle"),
+            ("layout:xla:default", "chebsage", "listmle"),
+            ("layout:xla:random", "baseline", "listmle"),
+            ("layout:xla:random", "baseline", "mse"),
+            ("layout:xla:random", "chebsage", "listmle"),
+            ("layout:xla:random", "chebsage", "mse"),
+            ("layout:xla:random", "chebsage", "pairwise"),
         ]
 
 
