@@ -341,6 +341,15 @@ def test_report_states_each_claim_with_its_figure_and_verdict():
     )
 
 
+def test_convergence_verdict_names_the_cells_where_the_target_was_missed():
+    plan = claims.Plan(**{**claims.PLANS["default"].__dict__, "seeds": (0, 1, 2)})
+    records = _fabricated_results(plan)
+    for r in ca.select(records, model="chebsage", loss="listmle", collection="layout:xla:default", seed=1):
+        r["histories"] = [history([0.1, 0.2], [1.0, 1.0])] * 2  # both folds stay below the baseline's 0.40
+    line = next(line for line in claims.claim_lines(plan, records) if "12% faster" in line)
+    assert "| **not reached** (target missed in 2/12 cells) |" in line and "reached in 10/12 cells" in line
+
+
 def test_render_has_every_section_even_when_the_plan_skips_some():
     plan = claims.PLANS["quick"]
     records = _fabricated_results(plan)
