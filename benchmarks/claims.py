@@ -126,7 +126,7 @@ PLANS = {
     # ~22 epochs per fold to early stop of the last default run (2 folds), a chebsage run ~190 s, a baseline
     # run ~310 s loaded: (12 x 190 + 9 x 310) / 2 jobs ~42 min at that load, ~20-25 min on a quiet 2-core
     # machine if the load halves this run's share of the CPUs. Measured (benchmarks/RESULTS.md, 8af16c6): 60.6 min
-    # at load 3-9 (runs 127-627 s, 18-31 epochs per fold); at seed 2's load ~4.5 a seed took 11.2 min, ~36 min for 3.
+    # at load 3-9 (runs 127-627 s, 18-31 epochs per fold); on a quiet machine (015eb0f) 24.8 min.
     # tile:xla, sage, cheb and the nlp collections are left to --full.
     "default": Plan(
         name="default",
