@@ -33,7 +33,7 @@ from conftest import ABSENT_REASON, SHARED_DATA
 
 from tpuperf.collection import locate
 from tpuperf.data import synthetic as syn
-from tpuperf.data.npz import ELEMENT_TYPE_COLUMN, ELEMENT_TYPES, LAYOUT_CONFIG_DIM, find_npz
+from tpuperf.data.npz import COL_ELEMENT_TYPE, ELEMENT_TYPES, LAYOUT_CONFIG_DIM, find_npz
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
 from tpuperf.data.tile_features import element_tiles, tiled_tensors
 
@@ -125,7 +125,7 @@ FLOAT_OPS = (Opcode.DOT, Opcode.CONVOLUTION, Opcode.EXPONENTIAL, Opcode.TANH)
 def element_types_of_float_ops_and_compares(f: File) -> bool:
     """Dots, convolutions, exp and tanh output a floating-point type, compares pred (the element
     type one-hot in tpuperf.data.npz.ELEMENT_TYPES order, which the cost features read bytes from)."""
-    types = np.array(ELEMENT_TYPES)[f["node_feat"][:, ELEMENT_TYPE_COLUMN : ELEMENT_TYPE_COLUMN + 19].argmax(1)]
+    types = np.array(ELEMENT_TYPES)[f["node_feat"][:, COL_ELEMENT_TYPE : COL_ELEMENT_TYPE + 19].argmax(1)]
     ops = f["node_opcode"]
     return bool(
         np.isin(types[np.isin(ops, FLOAT_OPS)], ["f16", "f32", "f64", "bf16"]).all()

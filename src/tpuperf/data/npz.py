@@ -22,11 +22,15 @@ NODE_FEAT_DIM = 140
 TILE_CONFIG_DIM = 24
 LAYOUT_CONFIG_DIM = 18
 STREAM_CHUNK_BYTES = 64 << 20
+# node_feat columns (TpuGraphs dataset README): 0 is_root; 21-26 the output's dims (0 past the rank),
+# 27 their sum, 28 their product (1 for a scalar or tuple); 134-139 its minor-to-major layout (0 past
+# the rank).
+COL_IS_ROOT, COL_DIMS, COL_DIM_SUM, COL_DIM_PROD, COL_LAYOUT, MAX_RANK = 0, 21, 27, 28, 134, 6
 # node_feat columns 2-20: one-hot of the HLO output's element type, in this order. Inferred from the
 # real files (by the ops that carry each column: compare outputs col 3 = pred, iota col 6 = s32,
 # shift-right-logical col 10 = u32, most ops col 13 = f32, unet3d's convolutions col 15 = bf16,
 # tuples col 18, after-all col 20 = token): XLA's primitive types grouped by kind.
-ELEMENT_TYPE_COLUMN = 2
+COL_ELEMENT_TYPE = 2
 ELEMENT_TYPES = (
     "invalid", "pred", "s8", "s16", "s32", "s64", "u8", "u16", "u32", "u64",
     "f16", "f32", "f64", "bf16", "c64", "c128", "tuple", "opaque", "token",

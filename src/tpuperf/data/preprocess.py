@@ -58,9 +58,12 @@ from tpuperf.collection import SPLITS, Collection
 from tpuperf.config import PRUNE_MODES, Config, PreprocessConfig
 from tpuperf.data import cache
 from tpuperf.data.npz import (
+    COL_DIMS,
+    COL_ELEMENT_TYPE,
+    COL_LAYOUT,
     ELEMENT_BYTES,
-    ELEMENT_TYPE_COLUMN,
     LAYOUT_CONFIG_DIM,
+    MAX_RANK,
     DataFormatError,
     LayoutGraph,
     TileGraph,
@@ -186,10 +189,6 @@ def induced_edges(edge_index: np.ndarray, kept: np.ndarray, num_nodes: int) -> n
 
 # ---------------------------------------------------------------- layout tensors
 
-# Raw node_feat columns (TpuGraphs layout): output dims 21-26 (0 past the rank), the HLO's own layout
-# minor-to-major 134-139 (0 past the rank); the element type one-hot: npz.ELEMENT_TYPES.
-RAW_DIMS, RAW_LAYOUT = 21, 134
-
 
 def layout_tensors(graph: LayoutGraph) -> np.ndarray:
     """The tensors each configurable node's three layout slot groups lay out, in raw units:
@@ -211,11 +210,11 @@ def layout_tensors(graph: LayoutGraph) -> np.ndarray:
     for group in range(3):
         present = np.ones(len(ids), bool) if group == 0 else count >= group
         rows = feat[ids if group == 0 else edges[start[present] + group - 1, 1]]
-        dims = np.rint(rows[:, RAW_DIMS : RAW_DIMS + 6]).astype(np.int64)
+        dims = np.rint(rows[:, COL_DIMS : COL_DIMS + MAX_RANK]).astype(np.int64)
         rank = np.cumprod(dims > 0, axis=1).sum(axis=1)
         past_rank = np.arange(6) >= rank[:, None]
-        layout = np.where(past_rank, -1, np.rint(rows[:, RAW_LAYOUT : RAW_LAYOUT + 6]))
-        one_hot = rows[:, ELEMENT_TYPE_COLUMN : ELEMENT_TYPE_COLUMN + len(ELEMENT_BYTES)]
+        layout = np.where(past_rank, -1, np.rint(rows[:, COL_LAYOUT : COL_LAYOUT + MAX_RANK]))
+        one_hot = rows[:, COL_ELEMENT_TYPE : COL_ELEMENT_TYPE + len(ELEMENT_BYTES)]
         item = np.where(one_hot.any(axis=1), ELEMENT_BYTES[one_hot.argmax(axis=1)], 0)
         out = tensors[present, group]
         out[:, cache.TENSOR_DIMS : cache.TENSOR_DIMS + 6] = np.where(past_rank, 0, dims)

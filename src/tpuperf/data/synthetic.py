@@ -102,7 +102,17 @@ import numpy as np
 
 from tpuperf.atomic import replaced_dir, write_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection, locate
-from tpuperf.data.npz import ELEMENT_BYTES, ELEMENT_TYPE_COLUMN, ELEMENT_TYPES
+from tpuperf.data.npz import (
+    COL_DIM_PROD,
+    COL_DIM_SUM,
+    COL_DIMS,
+    COL_ELEMENT_TYPE,
+    COL_IS_ROOT,
+    COL_LAYOUT,
+    ELEMENT_BYTES,
+    ELEMENT_TYPES,
+    MAX_RANK,
+)
 from tpuperf.data.opcodes import LAYOUT_CONFIGURABLE, Opcode
 from tpuperf.data.tile_features import LANES, SUBLANES, element_tiles, file_bounds, tile_padding
 
@@ -135,19 +145,15 @@ ELEMENTWISE = set(UNARY) | set(BINARY)
 CONTRACTIONS = {Op.DOT, Op.CONVOLUTION}
 CONFIGURABLE = LAYOUT_CONFIGURABLE
 
-# ---- node feature columns (the TpuGraphs dataset README's groups) ---------------------------------------
-COL_IS_ROOT = 0
+# ---- node feature columns (the TpuGraphs dataset README's groups; shared ones: tpuperf.data.npz) ----------
 ETYPES = ("pred", "s32", "bf16", "f32", "tuple")  # the element types the generator writes
-ETYPE_COL = {t: ELEMENT_TYPE_COLUMN + ELEMENT_TYPES.index(t) for t in ETYPES}  # the real files' columns
+ETYPE_COL = {t: COL_ELEMENT_TYPE + ELEMENT_TYPES.index(t) for t in ETYPES}  # the real files' columns
 ETYPE_BYTES = {t: int(ELEMENT_BYTES[ELEMENT_TYPES.index(t)]) for t in ETYPES}
-COL_DIMS, COL_DIM_SUM, COL_DIM_PROD = 21, 27, 28
 COL_TUPLE_SIZE, COL_PARAM_NUMBER = 29, 30
 COL_DIMENSIONS = 31
 COL_WINDOW_SIZE, COL_WINDOW_STRIDE = 37, 43
 COL_IN_FEATURE, COL_KER_IN_FEATURE, COL_KER_OUT_FEATURE = 94, 97, 98
 COL_FEATURE_GROUPS, COL_BATCH_GROUPS = 107, 108
-COL_LAYOUT = 134
-MAX_RANK = 6
 
 # Tile config columns: kernel (main input) tile 0-5 + sum + product, output tile 8-13 + 14 + 15.
 TILE_KERNEL, TILE_OUTPUT = 0, 8

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tpuperf.data.npz import COL_DIM_PROD, COL_DIMS, COL_IS_ROOT, COL_LAYOUT, MAX_RANK, TILE_CONFIG_DIM
 from tpuperf.data.opcodes import Opcode
 
 TILE_FEATURE_NAMES = (
@@ -56,8 +57,6 @@ TILE_FEATURE_NAMES = (
     "kernel_log_waste",
     "kernel_log_lanes",
 )
-# node_feat columns (TpuGraphs README): is_root, output dims 0-5, minor-to-major layout 0-5
-COL_IS_ROOT, COL_DIMS, COL_LAYOUT, MAX_RANK = 0, 21, 134, 6
 # config_feat columns where each tensor's 6 per-dimension bounds start
 OUTPUT_BOUNDS, KERNEL_BOUNDS = 8, 0
 LANES, SUBLANES = 128, 8  # the TPU's (8, 128) tile of 32-bit values
@@ -81,7 +80,7 @@ def _output_node(node_feat: np.ndarray, node_opcode: np.ndarray, edge_index: np.
         operands = [int(v) for v in edge_index[edge_index[:, 0] == node, 1]]
         arrays = [v for v in operands if rank(v)]
         if node_opcode[node] == Opcode.TUPLE and arrays:
-            return max(arrays, key=lambda v: (node_feat[v, COL_DIMS + MAX_RANK + 1], -v))
+            return max(arrays, key=lambda v: (node_feat[v, COL_DIM_PROD], -v))
         inner = [v for v in operands if node_feat[v, COL_IS_ROOT] > 0 or node_opcode[v] == Opcode.TUPLE]
         if not inner:
             return None
@@ -99,7 +98,7 @@ def tiled_tensors(
     node_opcode, edge_index = np.asarray(node_opcode), np.asarray(edge_index).reshape(-1, 2)
     output = _output_node(node_feat, node_opcode, edge_index)
     params = [int(v) for v in np.flatnonzero(node_opcode == Opcode.PARAMETER) if _rank(node_feat, int(v))]
-    volume = node_feat[:, COL_DIMS + MAX_RANK + 1]
+    volume = node_feat[:, COL_DIM_PROD]
     kernel = max(params, key=lambda v: (volume[v], -v)) if params else None
     return output, kernel
 
@@ -186,8 +185,8 @@ def tile_features(
     and ``config_feat`` (c, 24) as stored in the file. Raises ValueError if ``config_feat`` is not
     (c, 24)."""
     config_feat = np.asarray(config_feat)
-    if config_feat.ndim != 2 or config_feat.shape[1] != 24:
-        raise ValueError(f"config_feat must be (configs, 24), got {config_feat.shape}")
+    if config_feat.ndim != 2 or config_feat.shape[1] != TILE_CONFIG_DIM:
+        raise ValueError(f"config_feat must be (configs, {TILE_CONFIG_DIM}), got {config_feat.shape}")
     output, kernel = tiled_tensors(node_feat, node_opcode, edge_index)
     parts = [
         _tensor_terms(node_feat, output, config_feat[:, OUTPUT_BOUNDS : OUTPUT_BOUNDS + MAX_RANK]),
