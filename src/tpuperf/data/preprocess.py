@@ -206,19 +206,19 @@ def layout_tensors(graph: LayoutGraph) -> np.ndarray:
     start = np.searchsorted(edges[:, 0], ids)
     count = np.searchsorted(edges[:, 0], ids, side="right") - start
     tensors = np.zeros((len(ids), 3, cache.TENSOR_WIDTH), np.int32)
-    tensors[:, :, cache.TENSOR_LAYOUT : cache.TENSOR_LAYOUT + 6] = -1
+    tensors[:, :, cache.TENSOR_LAYOUT : cache.TENSOR_LAYOUT + MAX_RANK] = -1
     for group in range(3):
         present = np.ones(len(ids), bool) if group == 0 else count >= group
         rows = feat[ids if group == 0 else edges[start[present] + group - 1, 1]]
         dims = np.rint(rows[:, COL_DIMS : COL_DIMS + MAX_RANK]).astype(np.int64)
         rank = np.cumprod(dims > 0, axis=1).sum(axis=1)
-        past_rank = np.arange(6) >= rank[:, None]
+        past_rank = np.arange(MAX_RANK) >= rank[:, None]
         layout = np.where(past_rank, -1, np.rint(rows[:, COL_LAYOUT : COL_LAYOUT + MAX_RANK]))
         one_hot = rows[:, COL_ELEMENT_TYPE : COL_ELEMENT_TYPE + len(ELEMENT_BYTES)]
         item = np.where(one_hot.any(axis=1), ELEMENT_BYTES[one_hot.argmax(axis=1)], 0)
         out = tensors[present, group]
-        out[:, cache.TENSOR_DIMS : cache.TENSOR_DIMS + 6] = np.where(past_rank, 0, dims)
-        out[:, cache.TENSOR_LAYOUT : cache.TENSOR_LAYOUT + 6] = layout
+        out[:, cache.TENSOR_DIMS : cache.TENSOR_DIMS + MAX_RANK] = np.where(past_rank, 0, dims)
+        out[:, cache.TENSOR_LAYOUT : cache.TENSOR_LAYOUT + MAX_RANK] = layout
         out[:, cache.TENSOR_BYTES] = item
         tensors[present, group] = out
     return tensors

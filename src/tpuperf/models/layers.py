@@ -19,6 +19,7 @@ import tensorflow_gnn as tfgnn
 
 from tpuperf.collection import get_kind
 from tpuperf.data.cache import TENSOR_BYTES, TENSOR_DIMS, TENSOR_LAYOUT
+from tpuperf.data.tile_features import LANES, SUBLANES
 from tpuperf.training.batches import (
     CONFIG,
     CONFIG_MASK,
@@ -322,8 +323,8 @@ class ConfigEncoder(tf.keras.layers.Layer):
 
 # TPU tiled layout (https://openxla.org/xla/tiled_layout): the minor-most dim of an array in HBM is
 # padded to a multiple of 128 (lanes) and the second-minor to a multiple of 8 (sublanes), the (8, 128)
-# tile of 32-bit types; one tile for every element type here (bytes already scale with the type).
-LANE_TILE, SUBLANE_TILE = 128, 8
+# tile of 32-bit types (tpuperf.data.tile_features.LANES / SUBLANES); one tile for every element type
+# here (bytes already scale with the type).
 COST_TERMS = 8  # per slot group: see layout_cost_terms
 
 
@@ -334,7 +335,7 @@ def _tile_padding(dims: tf.Tensor, minor: tf.Tensor, second: tf.Tensor) -> tuple
     naming a dim of size 0 (past the rank) is no dim: it pads nothing and its log size is 0, so
     rank-1 tensors pad their one dim to 128 and scalars pad nothing."""
     ratios, logs = [], []
-    for index, tile in ((minor, LANE_TILE), (second, SUBLANE_TILE)):
+    for index, tile in ((minor, LANES), (second, SUBLANES)):
         size = tf.reduce_sum(tf.one_hot(index, dims.shape[-1]) * dims, axis=-1)  # -1 -> 0
         has = size > 0
         size = tf.maximum(size, 1.0)
@@ -368,7 +369,7 @@ def layout_cost_terms(config: tf.Tensor, tensors: tf.Tensor, graph_bytes: tf.Ten
     bytes per element of the tensor each group lays out; tpuperf.data.preprocess.layout_tensors);
     ``graph_bytes`` [M] float32, the mean :func:`own_padded_bytes` of the node's graph (0 gives 0
     for terms 6-7). Returns [M, C, 3, 8] float32, per group, with ``pad`` the (8, 128) tile
-    padding ratio (padded / real elements; :data:`LANE_TILE`) of the chosen layout, ``own`` that
+    padding ratio (padded / real elements; :data:`tpuperf.data.tile_features.LANES`) of the chosen layout, ``own`` that
     of the tensor's own layout, ``bytes`` its unpadded size and ``moved`` 1 where the chosen
     layout differs from its own (a copy or transpose: a set entry differs from the own layout's):
 
