@@ -24,8 +24,7 @@ from tpuperf.collection import get_collection
 from tpuperf.config import load_config
 from tpuperf.data.cache import CollectionCache
 from tpuperf.training.batches import BucketPlan
-from tpuperf.training.strategy import select_strategy
-from tpuperf.training.trainer import FoldRunner, ModelKit, assign_folds, mean_score
+from tpuperf.training.trainer import FoldRunner, ModelKit, assign_folds, mean_score, strategy_settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     fold_of = assign_folds([g.graph_id for g in train], settings.folds, settings.seed)
     fit = [g for g in train if fold_of[g.graph_id] != 0]
     held = [g for g in train if fold_of[g.graph_id] == 0]
+    strategy, settings = strategy_settings(settings)
     buckets = BucketPlan.from_config(settings).plan(
         train, settings.configs_per_graph, settings.samples_per_graph[collection.kind.name]
     )
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         collection,
         config.model(args.model),
         settings,
-        select_strategy(settings.strategy),
+        strategy,
         cache.node_feat_dim,
         train[0],
     )

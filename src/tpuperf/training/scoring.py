@@ -79,7 +79,10 @@ class Scorer:
         forward = tf.function(lambda graph: model(graph, training=False), jit_compile=jit_compile)
         self._forward = forward
         self._shapes: list[BatchShape] = []  # shapes compiled so far
-        self._step = tf.function(lambda graph: strategy.run(forward, args=(graph,)))
+        # strategy.run of a Python function, not of ``forward`` itself: so each replica device traces (and
+        # XLA-compiles) its own program; given ``forward``, MirroredStrategy ran replica 0's program for every
+        # replica, reading the other replicas' variables across devices (an XLA error)
+        self._step = tf.function(lambda graph: strategy.run(lambda g: forward(g), args=(graph,)))
         # one replica: the GraphTensor is built inside the traced function; built eagerly per
         # batch it cost as much Python time as the forward pass itself
         self._single_step = tf.function(lambda arrays: forward(to_graph_tensor(arrays, kind)[0]), autograph=False)

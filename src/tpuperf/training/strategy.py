@@ -7,15 +7,17 @@ compiles one program per batch shape.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import tensorflow as tf
 
-from tpuperf.config import STRATEGIES
+from tpuperf.config import STRATEGIES, TrainConfig
 
 log = logging.getLogger(__name__)
 #: device files an NVIDIA driver creates: the Linux driver's control device, WSL2's GPU bridge
@@ -81,14 +83,86 @@ def find_tpu():
     return None
 
 
-def select_strategy(choice: str = "auto") -> tf.distribute.Strategy:
+def cpu_replica_count(cpu_replicas: int) -> int:
+    """``train.cpu_replicas``, or with 0 the cores this process may run on (``os.sched_getaffinity``)."""
+    return cpu_replicas or len(os.sched_getaffinity(0))
+
+
+def cpu_devices(replicas: int) -> list[str]:
+    """The names of ``replicas`` logical CPU devices the host CPU is split into.
+
+    The split must happen before TensorFlow initialises its logical devices (the first op, model or
+    ``list_logical_devices`` call); afterwards the devices already made are returned when there are
+    ``replicas`` of them, else RuntimeError says so (call :func:`select_strategy` first in the process).
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    except RuntimeError:  # devices initialised already: what they are decides below
+        pass
+    names = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(names) != replicas:
+        raise RuntimeError(
+            f"train.strategy=cpus wants {replicas} logical CPU devices but TensorFlow already started with "
+            f"{len(names)}: select the strategy before any TensorFlow op runs in this process"
+        )
+    return names
+
+
+@functools.cache
+def cpu_strategy(replicas: int) -> tf.distribute.MirroredStrategy:
+    """MirroredStrategy over :func:`cpu_devices` (``replicas``), one per process and replica count: the
+    collective ops of another instance would reuse its keys, and TensorFlow's runtime keeps the tensor
+    shapes it first saw under a key (a later train step of another shape failed with "Shape mismatch in
+    the collective instance")."""
+    devices = cpu_devices(replicas)
+    log.info("using MirroredStrategy over %d logical CPU devices", len(devices))
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def is_cpu_mirrored(strategy: tf.distribute.Strategy) -> bool:
+    """Whether ``strategy`` is :func:`select_strategy`'s ``cpus`` choice (MirroredStrategy over CPU devices)."""
+    return isinstance(strategy, tf.distribute.MirroredStrategy) and all(
+        "CPU" in d.upper() for d in strategy.extended.worker_devices
+    )
+
+
+def replica_batch(settings: TrainConfig, strategy: tf.distribute.Strategy) -> TrainConfig:
+    """``settings`` with each replica's share of a step's batch, what batch shapes are planned with.
+
+    TPUs and GPUs: unchanged, ``train.graphs_per_batch`` graphs per replica (the global batch grows with
+    the chips). ``cpus``: the global batch is split evenly among the replicas, its graphs
+    (``graphs_per_batch``) and its node budget (``buckets.max_batch_nodes``), so a step trains on as many
+    graphs in as much memory as on one device, on every core. ValueError when the ``cpus`` replicas do
+    not divide ``graphs_per_batch``.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if not is_cpu_mirrored(strategy):
+        return settings
+    if settings.graphs_per_batch % replicas:
+        raise ValueError(
+            f"train.graphs_per_batch ({settings.graphs_per_batch}) must be a multiple of the {replicas} CPU "
+            "replicas of train.strategy=cpus: change it or train.cpu_replicas in params.yaml"
+        )
+    return replace(
+        settings,
+        graphs_per_batch=settings.graphs_per_batch // replicas,
+        buckets=replace(settings.buckets, max_batch_nodes=max(1, settings.buckets.max_batch_nodes // replicas)),
+    )
+
+
+def select_strategy(choice: str, cpu_replicas: int) -> tf.distribute.Strategy:
     """``auto``: TPUStrategy if a TPU is found, MirroredStrategy with >1 GPU, else default.
+    ``cpus``: MirroredStrategy over :func:`cpu_replica_count` (``cpu_replicas``) logical CPU devices
+    (:func:`cpu_devices`; must run before TensorFlow initialises its devices).
 
     An explicit ``tpu``/``gpus`` that cannot be honoured is an error, not a silent fallback.
     """
     if choice not in STRATEGIES:
         raise ValueError(f"train.strategy must be one of {STRATEGIES}, not {choice!r}")
     initialize_devices()
+    if choice == "cpus":
+        return cpu_strategy(cpu_replica_count(cpu_replicas))
     if choice in ("auto", "tpu"):
         resolver = find_tpu()
         if resolver is not None:

@@ -73,7 +73,7 @@ from tpuperf.training.batches import (
     to_graph_tensor,
 )
 from tpuperf.training.scoring import Scorer, prediction_frame
-from tpuperf.training.strategy import select_strategy
+from tpuperf.training.strategy import replica_batch, select_strategy
 
 
 class TrainingError(TpuperfError, RuntimeError):
@@ -461,6 +461,18 @@ def log_history(live, fold: int, entries: list[dict]) -> None:
     live.make_summary()
 
 
+def strategy_settings(settings: TrainConfig) -> tuple[tf.distribute.Strategy, TrainConfig]:
+    """The strategy ``train.strategy`` selects (:func:`~tpuperf.training.strategy.select_strategy`; call it before
+    any TensorFlow op of the process) and ``settings`` with each replica's share of a step's batch
+    (:func:`~tpuperf.training.strategy.replica_batch`), what batch shapes are planned with. TrainingError when
+    the ``cpus`` replicas do not divide ``train.graphs_per_batch``."""
+    strategy = select_strategy(settings.strategy, settings.cpu_replicas)
+    try:
+        return strategy, replica_batch(settings, strategy)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
 def train_collection(collection: Collection | str, model_name: str, config: Config) -> dict:
     """Train every fold of one model on one collection; write predictions and the run report (:mod:`tpuperf.runs`).
 
@@ -483,6 +495,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     if not splits["train"]:
         raise TrainingError(f"{cache.dir}: no training graphs with 2 distinct runtimes")
     fold_of = assign_folds([g.graph_id for g in splits["train"]], settings.folds, settings.seed)
+    strategy, settings = strategy_settings(settings)
     # training shapes from the train split only (every fold shares them); scoring plans its own per scored set
     buckets = BucketPlan.from_config(settings).plan(
         splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind.name]
@@ -495,6 +508,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         cache.stats,
         cache.content_hashes("train"),
         source_fingerprint(),
+        strategy.num_replicas_in_sync,  # the batches of a step depend on it
     )
 
     print(
@@ -502,7 +516,6 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         f"{len(splits['test'])} test graphs; {settings.folds} folds; train batch buckets (up to nodes: shape) "
         + ", ".join(f"{bound}: {shape}" for bound, shape in zip(buckets.bounds, buckets.shapes))
     )
-    strategy = select_strategy(settings.strategy)
     live = None
     if settings.live:
         from dvclive import Live
