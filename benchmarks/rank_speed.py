@@ -169,11 +169,13 @@ def measure(
     chunks: tuple[int, ...] = (),
     members: tuple[str, ...] = ("all",),
     profile: str | None = None,
+    cpus=None,
 ) -> dict:
     """Figures of one kind (module docstring). Other versions of the same export, their timed calls
     interleaved with the current code's, in ``"versions"``: ``before`` = under
     :func:`throughput.session_start_ops`; each of ``chunks`` = :func:`with_chunks`; each of
-    ``members[1:]`` = ranking with ``tpuperf rank --members`` that (``members[0]`` for the others).
+    ``members[1:]`` = ranking with ``tpuperf rank --members`` that (``members[0]`` for the others); ``cpus``
+    (a strategy of ``train.strategy`` cpus) = the export scoring under it.
     ``profile``: that model's :func:`profile_member` breakdown, in ``"profile"``."""
     from throughput import session_start_ops
 
@@ -208,6 +210,8 @@ def measure(
             first["before"] = rank_once(models["before"], program, collection, members[0])
     for configs in chunks:
         models[f"chunks of {configs}"] = with_chunks(ExportedModel(export_dir), configs)
+    if cpus is not None:
+        models[f"cpus x{cpus.num_replicas_in_sync}"] = ExportedModel(export_dir, cpus)
     exports = dict(models)  # the versions with their own export (timed per member below)
     models.update({version: model for version in chosen if version != "after"})
     for version, exported in models.items():
@@ -424,7 +428,18 @@ def main(argv: list[str] | None = None) -> int:
         help="tpuperf rank --members (more than one: the others also timed, interleaved)",
     )
     parser.add_argument("--profile", metavar="MODEL", help="profile one fold of this model (profile_member)")
+    parser.add_argument(
+        "--cpus",
+        type=int,
+        metavar="N",
+        help="also time scoring under train.strategy cpus with N logical CPU devices (0: one per core)",
+    )
     args = parser.parse_args(argv)
+    cpus = None
+    if args.cpus is not None:  # before any TensorFlow op: the CPU is split into logical devices
+        from tpuperf.training.strategy import select_strategy
+
+        cpus = select_strategy("cpus", args.cpus)
     sizes = SIZES["quick" if args.quick else "full"]
     rng = np.random.default_rng(0)
     results = []
@@ -445,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                 tuple(args.chunks),
                 tuple(args.members),
                 args.profile,
+                cpus,
             )
         results.append(r)
         goal = "" if r["goal_s"] is None else f" (goal <= {r['goal_s']} s: {'met' if r['goal_met'] else 'NOT met'})"

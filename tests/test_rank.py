@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -430,3 +431,39 @@ def test_speed_benchmark_versions_and_profile(capsys):
         "elementwise",
     }
     assert profile["call_s"] == pytest.approx(profile["xla_s"] + profile["host_s"], abs=2e-3)
+
+
+def test_ranking_under_the_cpus_strategy_gives_the_same_scores(tmp_path):
+    """An export loaded with train.strategy cpus over 2 logical CPUs (its replicas score different
+    batches of the graph at once, XLA-compiled per device) gives every member's scores of the default
+    strategy (float32 rounding) and the same ranking. In a subprocess: the CPU is split before TensorFlow starts."""
+    script = f"""
+import dataclasses, sys
+from pathlib import Path
+import numpy as np
+from tpuperf.training.strategy import select_strategy
+cpus = select_strategy("cpus", 2)
+sys.path.insert(0, {str(REPO / "benchmarks")!r})
+import rank_speed
+from tpuperf.collection import get_collection
+from tpuperf.data.preprocess import prepare_graph
+from tpuperf.data.synthetic import make_layout_graph, write_graph
+from tpuperf.ranking.ranker import ExportedModel
+root, rng = Path({str(tmp_path)!r}), np.random.default_rng(0)
+export = rank_speed.build_export(root, rank_speed.bench_params(root, True, None, True), "layout", rng)
+write_graph(root / "new.npz", make_layout_graph(rng, 300, 20, 60, labelled=False))
+one, two = ExportedModel(export), ExportedModel(export, cpus)
+for model in (one, two):  # one graph per batch, 16 configs each: 4 batches
+    rank_speed.with_chunks(model, 16).plan = dataclasses.replace(model.plan, graphs_per_batch=1)
+graph = prepare_graph(root / "new.npz", get_collection("layout:xla:random"), one.stats)
+a, b = (m.member_scores([graph]).sort("model", "fold", "config_id") for m in (one, two))
+assert a.height == b.height == 60 * 2, (a.height, b.height)
+np.testing.assert_allclose(b["pred"].to_numpy(), a["pred"].to_numpy(), rtol=1e-4, atol=1e-5)
+ra, rb = (m.rank_graphs([graph])[0] for m in (one, two))
+assert np.array_equal(ra.config_ids, rb.config_ids)
+assert two.strategy.num_replicas_in_sync == 2 and two.scorer("chebsage").compilations == 2  # one per device
+print("OK", one.scorer("chebsage").compilations)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "OK 1" in done.stdout

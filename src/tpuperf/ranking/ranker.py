@@ -152,9 +152,15 @@ class ExportedModel:
     Raises :class:`ModelExportError` naming the file when the directory is not an export, was
     written by another tpuperf or export format version, or its weights do not fit the models
     its manifest describes (other features or model settings).
+
+    ``strategy``: the tf.distribute strategy scoring runs under (its replicas score different batches of
+    a graph at once), e.g. ``select_strategy("cpus", 0)`` (:mod:`tpuperf.training.strategy`) for every
+    core of a CPU host; None: TensorFlow's default (one device).
     """
 
-    def __init__(self, directory: Path | str):
+    def __init__(self, directory: Path | str, strategy=None):
+        import contextlib
+
         import tensorflow as tf
 
         from tpuperf.training.strategy import initialize_devices
@@ -201,13 +207,14 @@ class ExportedModel:
         )
         self.configs = int(p["predict_configs_per_graph"])
         self.jit_compile = bool(m["jit_compile"])
-        self.strategy = tf.distribute.get_strategy()
+        self.strategy = strategy or tf.distribute.get_strategy()
         self.models: dict[str, Any] = {}
         self.folds: dict[str, dict[int, list[np.ndarray]]] = {}
         self.weights = {name: float(spec["weight"]) for name, spec in m["models"].items()}
         for name, spec in m["models"].items():
             params = parse(ModelConfig, spec["params"], f"models.{name}.params", str(manifest_path))
-            model = build_member_model(self.collection.kind.name, params, self.feat_dim)
+            with self.strategy.scope() if strategy else contextlib.nullcontext():  # mirrored variables
+                model = build_member_model(self.collection.kind.name, params, self.feat_dim)
             self.models[name] = model
             self.folds[name] = {
                 int(k): self._read_weights(self.dir / name / f"fold_{k}.npz", model) for k in spec["folds"]
