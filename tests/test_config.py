@@ -200,6 +200,7 @@ def test_wrong_types_are_named(raw, changes, match) -> None:
         ({"train": {"samples_per_graph": {"layout": 0}}}, r"train\.samples_per_graph\.layout must be >= 1"),
         ({"train": {"buckets": {"growth": 1.0}}}, r"train\.buckets\.growth must be > 1"),
         ({"preprocess": {"hops": -1}}, r"preprocess\.hops must be >= 0"),
+        ({"train": {"cpu_replicas": -1}}, r"train\.cpu_replicas must be >= 0, got -1"),
         ({"preprocess": {"config_edge_length": 0}}, r"preprocess\.config_edge_length must be >= 1"),
         ({"ensemble": {"temperature": 0.0}}, r"ensemble\.temperature must be > 0"),
         ({"ensemble": {"min_weight": -0.1}}, r"ensemble\.min_weight must be >= 0"),
@@ -223,7 +224,7 @@ def test_out_of_range_values_are_named(raw, changes, match) -> None:
     "changes, match",
     [
         ({"train": {"loss": "hinge"}}, r"train\.loss must be one of listmle, pairwise, mse, got 'hinge'"),
-        ({"train": {"strategy": "cpu"}}, r"train\.strategy must be one of"),
+        ({"train": {"strategy": "cpu"}}, r"train\.strategy must be one of auto, tpu, gpus, cpus, default"),
         ({"data": {"source": "ftp"}}, r"data\.source must be one of auto, kaggle, synthetic, local"),
         ({"preprocess": {"on_bad_file": "ignore"}}, r"preprocess\.on_bad_file must be one of fail, skip"),
         ({"preprocess": {"prune": "bfs"}}, r"preprocess\.prune must be one of khop, chains, got 'bfs'"),
