@@ -80,8 +80,8 @@ class Scorer:
         self._forward = forward
         self._shapes: list[BatchShape] = []  # shapes compiled so far
         # strategy.run of a Python function, not of ``forward`` itself: so each replica device traces (and
-        # XLA-compiles) its own program; given ``forward``, MirroredStrategy ran replica 0's program for every
-        # replica, reading the other replicas' variables across devices (an XLA error)
+        # XLA-compiles) its own program; given ``forward`` with jit_compile, MirroredStrategy over logical CPUs
+        # ran replica 1's call on CPU:0, reading its mirrored variables across devices (an XLA error)
         self._step = tf.function(lambda graph: strategy.run(lambda g: forward(g), args=(graph,)))
         # one replica: the GraphTensor is built inside the traced function; built eagerly per
         # batch it cost as much Python time as the forward pass itself
