@@ -17,7 +17,7 @@ from conftest import SHARED_DATA, _rewrite_npz, _write_graph, config_with
 
 import tpuperf
 from tpuperf.cli import main as cli_main
-from tpuperf.collection import get_collection
+from tpuperf.collection import get_collection, locate
 from tpuperf.config import Config
 from tpuperf.data.cache import CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
@@ -258,6 +258,25 @@ def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported
     assert np.array_equal(by_arg.config_ids, in_layout.config_ids)
     # a model dir of one collection tells it too
     assert np.array_equal(tpuperf.rank([loose], root / "models/layout-nlp-random")[0].config_ids, in_layout.config_ids)
+
+
+def test_a_program_without_measured_runtimes_ranks_as_with_zeros(exported, tmp_path):
+    """A new program has no runtimes: a file without config_runtime (and, tile, its normalisers)
+    ranks exactly as the same file holding zeros (the real test files too, when present)."""
+    root, params = exported
+    files = [get_collection(c).split_dir(params.data.out, "test") / "synthetic_test.npz" for c in COLLECTIONS]
+    files += [f for c in COLLECTIONS if REAL_TEST[c].is_dir() for f in sorted(REAL_TEST[c].glob("*.npz"))[:1]]
+    for i, src in enumerate(files):
+        collection, _ = locate(src)
+        bare = tmp_path / f"program{i}.npz"
+        shutil.copy(src, bare)
+        _rewrite_npz(bare, drop=("config_runtime", "config_runtime_normalizers"))
+        assert "config_runtime" not in read_header(bare)
+        got = tpuperf.rank([bare], root / "models", collection=collection.name)[0]
+        want = tpuperf.rank([src], root / "models")[0]
+        assert got.num_configs == want.num_configs == read_header(src)["config_runtime"].shape[0]
+        assert np.array_equal(got.config_ids, want.config_ids), src
+        assert np.allclose(got.relative_runtime, want.relative_runtime)
 
 
 # ---------------------------------------------------------------- bad inputs: clear errors, nothing written

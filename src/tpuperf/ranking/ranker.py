@@ -359,7 +359,7 @@ def rank(
     file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout. ``members``:
     ``all`` scores with the export's whole ensemble (the ranking submission.csv holds), ``best``
     with its highest-weighted model's folds only (faster, README "Ranking new programs"). Runtimes
-    in the files may be zero.
+    in the files may be zero or absent (``tpuperf.data.npz.ABSENT_RUNTIMES``).
 
     Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
     other kind), :class:`ModelExportError` (no export for the file's collection, an export of
