@@ -23,7 +23,7 @@ from tpuperf.data.cache import CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
 from tpuperf.data.preprocess import prepare_graph, preprocess_collection
 from tpuperf.ranking.export import ExportError, export_collection
-from tpuperf.ranking.ranker import ExportedModel, ModelExportError, load_export
+from tpuperf.ranking.ranker import ExportedModel, ModelExportError, code_fingerprint, load_export
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -359,6 +359,22 @@ def test_model_made_by_another_version(exported, tmp_path):
         ModelExportError,
         match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 2\); this is "
         rf"tpuperf {tpuperf.__version__} \(format 2\): re-export it",
+    ):
+        ExportedModel(model)
+
+
+def test_model_made_by_other_sources(exported, tmp_path):
+    """Same version, other code (e.g. the tile bounds' decoding changed, weight shapes alike): refused."""
+    root, params = exported
+    model = copy_export(root, tmp_path)
+    here = json.loads((model / "manifest.json").read_text())["fingerprint"]["code"]
+    assert here == code_fingerprint() and len(here) == 16
+    ExportedModel(model)  # this code's export loads
+    edit_manifest(model, lambda m: m["fingerprint"].update(code="0123456789abcdef"))
+    with pytest.raises(
+        ModelExportError,
+        match=rf"{model}/manifest.json: made by other tpuperf sources \(code fingerprint 0123456789abcdef, these "
+        rf"sources {here}\): re-export it with this code \(`dvc repro export@layout-xla-default`\)",
     ):
         ExportedModel(model)
 
