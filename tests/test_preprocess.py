@@ -523,7 +523,12 @@ def test_node_splits_rank_1_rank_2_or_absent_preprocess_with_on_bad_file_fail(tm
 
 def test_no_train_data_is_a_clear_error(tmp_path):
     make_layout_dataset(tmp_path / "raw", graphs={"test": 1})
-    with pytest.raises(PreprocessError, match="no train .npz files"):
+    with pytest.raises(
+        PreprocessError,
+        match=rf"no train .npz files under {tmp_path}/raw/npz/\S+/train: cannot fit the feature transform. Add this "
+        rf"collection's train files to the dataset \(data.dir for data.source local\) or leave {LAYOUT.slug} out of "
+        r"`collections` in params.yaml",
+    ):
         preprocess_collection(tmp_path / "raw", tmp_path / "cache", LAYOUT, settings(), progress=False)
     assert not (tmp_path / "cache" / LAYOUT.slug).exists()
 

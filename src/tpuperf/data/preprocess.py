@@ -622,7 +622,9 @@ def _find_inputs(data_root: Path, collection: Collection) -> _Inputs:
     if not inputs.files["train"]:
         raise PreprocessError(
             f"{collection.name}: no train .npz files under {collection.split_dir(data_root, 'train')}: "
-            "cannot fit the feature transform (run `dvc repro download` first?)"
+            "cannot fit the feature transform. Add this collection's train files to the dataset (data.dir for "
+            f"data.source local) or leave {collection.slug} out of `collections` in params.yaml; if {data_root} is "
+            "empty, run `dvc repro download` first"
         )
     return inputs
 
