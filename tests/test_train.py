@@ -63,8 +63,14 @@ def test_folds_are_deterministic_balanced_and_need_enough_graphs():
     assert folds == assign_folds(list(reversed(ids)), 3, seed=1)
     assert sorted(np.bincount(list(folds.values()))) == [3, 3, 4]
     assert folds != assign_folds(ids, 3, seed=2)
-    with pytest.raises(TrainingError, match="only 2 training graphs for 3 folds"):
+    with pytest.raises(
+        TrainingError, match=r"only 2 training graphs for 3 folds \(train.folds >= 2\): lower train.folds to 2"
+    ):
         assign_folds(["a", "b"], 3, seed=0)
+    with pytest.raises(
+        TrainingError, match=r"only 1 training graphs for 2 folds \(train.folds >= 2\): add train graphs$"
+    ):
+        assign_folds(["a"], 2, seed=0)
 
 
 def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):

@@ -85,7 +85,9 @@ def assign_folds(graph_ids: Sequence[str], folds: int, seed: int) -> dict[str, i
     if folds < 2:
         raise TrainingError(f"train.folds must be >= 2, got {folds}")
     if len(graph_ids) < folds:
-        raise TrainingError(f"only {len(graph_ids)} training graphs for {folds} folds: lower train.folds or add data")
+        n = len(graph_ids)
+        fix = "add train graphs" if n < 2 else f"lower train.folds to {n} or add train graphs"
+        raise TrainingError(f"only {n} training graphs for {folds} folds (train.folds >= 2): {fix}")
     order = np.random.default_rng(seed).permutation(sorted(graph_ids))
     return {gid: i % folds for i, gid in enumerate(order)}
 
