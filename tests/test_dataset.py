@@ -152,6 +152,13 @@ BAD_CASES = {
     "edge id too big": (TILE, "train", _set("edge_index", (0, 1), 6), "edge_index", "outside 0..5"),
     "negative edge id": (LAYOUT, "train", _set("edge_index", (4, 0), -1), "edge_index", "outside 0..5"),
     "config node id too big": (LAYOUT, "train", _set("node_config_ids", 1, 6), "node_config_ids", "outside 0..5"),
+    "repeated config node": (
+        LAYOUT,
+        "test",
+        _replace("node_config_ids", lambda x: np.full_like(x, x[0])),
+        "node_config_ids",
+        "repeats node ids",
+    ),
     "node split too big": (LAYOUT, "train", _set("node_splits", (0, 1), 7), "node_splits", "outside 0..6"),
     "config count (tile feat)": (
         TILE,

@@ -348,6 +348,9 @@ def load_graph(
         )
 
     _check_ids(path, "node_config_ids", arrays["node_config_ids"], n)
+    ids, counts = np.unique(arrays["node_config_ids"], return_counts=True)
+    if (counts > 1).any():  # two config slots for one node: which one a layout applies to is undefined
+        raise DataFormatError(path, "node_config_ids", f"repeats node ids {ids[counts > 1][:5].tolist()}")
     if "node_splits" in arrays:
         _check_ids(path, "node_splits", arrays["node_splits"], n + 1)
     if load_configs:
