@@ -460,3 +460,20 @@ def test_validate_cli_passes_valid_files_and_directories(tmp_path, tiny_dataset,
 def test_validate_cli_missing_path_is_a_usage_error(tmp_path, capsys) -> None:
     assert main(["validate", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err == f"tpuperf validate: {tmp_path / 'nowhere'}: no such file or directory\n"
+
+
+def test_a_symlinked_file_is_located_where_its_link_is_then_where_it_points(tmp_path, write_graph) -> None:
+    """A dataset of links into a flat store (content-addressed blobs, DVC's symlink cache) is read
+    by the links' place in the layout; a loose link into the layout by its target's place."""
+    blob = tmp_path / "store" / "3f2a9c"
+    blob.parent.mkdir()
+    write_graph(tmp_path / "made", "layout:nlp:default", "valid", name="g").rename(blob)
+    link = get_collection("layout:nlp:default").split_dir(tmp_path / "data", "valid") / "g.npz"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(blob)
+    assert locate(link) == (get_collection("layout:nlp:default"), "valid")
+    assert locate(blob) == (None, None)
+    validate_file(link)  # the collection and split come from the link: no "cannot tell the collection"
+    loose = tmp_path / "prog.npz"
+    loose.symlink_to(write_graph(tmp_path / "data", "tile:xla", "test", name="k"))
+    assert locate(loose) == (get_collection("tile:xla"), "test")
