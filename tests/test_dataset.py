@@ -462,6 +462,19 @@ def test_validate_cli_missing_path_is_a_usage_error(tmp_path, capsys) -> None:
     assert capsys.readouterr().err == f"tpuperf validate: {tmp_path / 'nowhere'}: no such file or directory\n"
 
 
+def test_validate_cli_follows_symlinked_folders_and_refuses_an_empty_one(tmp_path, tiny_dataset, capsys) -> None:
+    """A dataset assembled from links (`ln -s /data/npz mine/npz`) is checked whole; it used to be
+    "0 files checked, 0 valid, 0 bad" and exit 0, as for a folder with no .npz, which now stops."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "npz").symlink_to(tiny_dataset / "npz")
+    (tmp_path / "mine" / "npz_again").symlink_to(tmp_path / "mine")  # a link cycle is walked once
+    assert main(["validate", str(tmp_path / "mine")]) == 0
+    assert capsys.readouterr().out.splitlines() == ["10 files checked, 10 valid, 0 bad"]
+    (tmp_path / "empty").mkdir()
+    assert main(["validate", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"tpuperf validate: {tmp_path / 'empty'}: no .npz files in it\n"
+
+
 def test_a_symlinked_file_is_located_where_its_link_is_then_where_it_points(tmp_path, write_graph) -> None:
     """A dataset of links into a flat store (content-addressed blobs, DVC's symlink cache) is read
     by the links' place in the layout; a loose link into the layout by its target's place."""

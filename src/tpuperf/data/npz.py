@@ -7,6 +7,7 @@ for NaN/inf, so a multi-GB ``node_config_feat`` is never materialised just to be
 
 from __future__ import annotations
 
+import os
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -376,12 +377,32 @@ def validate_file(path: Path | str, collection: Collection | None = None, split:
     load_graph(path, collection, split, load_configs=False)
 
 
+def walk_files(root: Path | str) -> list[Path]:
+    """Every file under the directory ``root``, recursively, sorted; symlinked folders and files are
+    followed (a dataset assembled from links is read whole), each real folder once (no link cycle)."""
+    seen: set[str] = set()
+    found: list[Path] = []
+    for dirpath, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        found += [Path(dirpath, name) for name in names]  # a broken link too: its reader then names it
+    return sorted(found)
+
+
 def find_npz(paths: list[Path | str]) -> list[Path]:
-    """Every .npz named or found (recursively) under the given files and directories, sorted."""
+    """Every .npz named or found (recursively, :func:`walk_files`) under the given files and
+    directories, sorted per argument. FileNotFoundError for a path that does not exist or a
+    directory holding no .npz (rather than checking nothing and reporting success)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(p.rglob("*.npz")))
+            files = [f for f in walk_files(p) if f.suffix == ".npz"]
+            if not files:
+                raise FileNotFoundError(f"{p}: no .npz files in it")
+            found.extend(files)
         elif p.exists():
             found.append(p)
         else:
