@@ -330,6 +330,19 @@ def test_missing_or_malformed_arrays(exported, tmp_path, change, message):
         tpuperf.rank([path], root / "models")
 
 
+def test_opcode_beyond_the_models_embedding(exported, tmp_path, capsys):
+    """The models clip opcode ids into their 128-row table: a newer op id would silently share a row."""
+    root, params = exported
+    path = _write_graph(tmp_path, "layout:xla:default", "test", name="new_op")
+    with np.load(path) as npz:
+        opcode = npz["node_opcode"].copy()
+    opcode[0] = 200
+    _rewrite_npz(path, node_opcode=opcode)
+    code, out, err = run_cli(capsys, "rank", str(path), "--model", str(root / "models"))
+    assert code == 1 and out == ""
+    assert f"{path}: opcode id 200 is beyond the 128-row opcode embedding of the exported chebsage" in err
+
+
 def test_every_file_is_checked_before_output(exported, tmp_path, capsys):
     root, params = exported
     good = get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz"

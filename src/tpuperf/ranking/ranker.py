@@ -297,11 +297,20 @@ class ExportedModel:
 
     def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None, members: str = "all") -> list[Ranking]:
         """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each;
-        ``members``: which models score them (:meth:`member_weights`)."""
+        ``members``: which models score them (:meth:`member_weights`). :class:`ModelExportError` for a
+        graph with an opcode id beyond a member's ``opcode_vocab``."""
         from tpuperf.submission.csv import rankings_from_predictions
         from tpuperf.submission.ensemble import combine
 
         weights = self.member_weights(members)
+        for g in graphs:  # the models clip opcode ids into their embedding tables: no silent merge
+            for name in weights:
+                vocab = int(self.manifest["models"][name]["params"]["opcode_vocab"])
+                if len(g.node_opcode) and int(g.node_opcode.max()) >= vocab:
+                    raise ModelExportError(
+                        f"{g.graph_id}: opcode id {int(g.node_opcode.max())} is beyond the {vocab}-row opcode "
+                        f"embedding of the exported {name}: it cannot rank this program (train with a larger opcode_vocab)"
+                    )
         scores = self.member_scores(graphs, weights)
         orders = rankings_from_predictions(combine(scores, weights))
         share = scores.group_by("model").agg(folds=pl.col("fold").n_unique())

@@ -48,7 +48,7 @@ import tensorflow as tf
 from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.collection import Collection, get_collection
 from tpuperf.config import Config, ModelConfig, TrainConfig
-from tpuperf.data.cache import CachedGraph, CollectionCache
+from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
 from tpuperf.provenance import source_fingerprint
@@ -472,6 +472,11 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     settings = config.train
     model = config.model(model_name)
     cache = CollectionCache(config.preprocess.out, collection)
+    if cache.stats["max_opcode"] >= model.opcode_vocab:  # the model clips ids into its table: no silent merge
+        raise TrainingError(
+            f"{cache.dir / STATS_FILE}: opcode ids up to {cache.stats['max_opcode']}, but models.{model_name}."
+            f"opcode_vocab is {model.opcode_vocab}: raise it above {cache.stats['max_opcode']} in params.yaml"
+        )
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
     excluded = {split: unranked_graphs({g.graph_id: g.runtime for g in splits[split]}) for split in ("train", "valid")}
     if excluded["train"] or excluded["valid"]:
