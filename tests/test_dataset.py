@@ -152,6 +152,13 @@ BAD_CASES = {
     "edge id too big": (TILE, "train", _set("edge_index", (0, 1), 6), "edge_index", "outside 0..5"),
     "negative edge id": (LAYOUT, "train", _set("edge_index", (4, 0), -1), "edge_index", "outside 0..5"),
     "config node id too big": (LAYOUT, "train", _set("node_config_ids", 1, 6), "node_config_ids", "outside 0..5"),
+    "repeated config node": (
+        LAYOUT,
+        "test",
+        _replace("node_config_ids", lambda x: np.full_like(x, x[0])),
+        "node_config_ids",
+        "repeats node ids",
+    ),
     "node split too big": (LAYOUT, "train", _set("node_splits", (0, 1), 7), "node_splits", "outside 0..6"),
     "config count (tile feat)": (
         TILE,
@@ -453,3 +460,33 @@ def test_validate_cli_passes_valid_files_and_directories(tmp_path, tiny_dataset,
 def test_validate_cli_missing_path_is_a_usage_error(tmp_path, capsys) -> None:
     assert main(["validate", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err == f"tpuperf validate: {tmp_path / 'nowhere'}: no such file or directory\n"
+
+
+def test_validate_cli_follows_symlinked_folders_and_refuses_an_empty_one(tmp_path, tiny_dataset, capsys) -> None:
+    """A dataset assembled from links (`ln -s /data/npz mine/npz`) is checked whole; it used to be
+    "0 files checked, 0 valid, 0 bad" and exit 0, as for a folder with no .npz, which now stops."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "npz").symlink_to(tiny_dataset / "npz")
+    (tmp_path / "mine" / "npz_again").symlink_to(tmp_path / "mine")  # a link cycle is walked once
+    assert main(["validate", str(tmp_path / "mine")]) == 0
+    assert capsys.readouterr().out.splitlines() == ["10 files checked, 10 valid, 0 bad"]
+    (tmp_path / "empty").mkdir()
+    assert main(["validate", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"tpuperf validate: {tmp_path / 'empty'}: no .npz files in it\n"
+
+
+def test_a_symlinked_file_is_located_where_its_link_is_then_where_it_points(tmp_path, write_graph) -> None:
+    """A dataset of links into a flat store (content-addressed blobs, DVC's symlink cache) is read
+    by the links' place in the layout; a loose link into the layout by its target's place."""
+    blob = tmp_path / "store" / "3f2a9c"
+    blob.parent.mkdir()
+    write_graph(tmp_path / "made", "layout:nlp:default", "valid", name="g").rename(blob)
+    link = get_collection("layout:nlp:default").split_dir(tmp_path / "data", "valid") / "g.npz"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(blob)
+    assert locate(link) == (get_collection("layout:nlp:default"), "valid")
+    assert locate(blob) == (None, None)
+    validate_file(link)  # the collection and split come from the link: no "cannot tell the collection"
+    loose = tmp_path / "prog.npz"
+    loose.symlink_to(write_graph(tmp_path / "data", "tile:xla", "test", name="k"))
+    assert locate(loose) == (get_collection("tile:xla"), "test")

@@ -272,6 +272,23 @@ def test_local_links_validates_and_replaces_previous_output(tmp_path, tiny_datas
     assert (Path(params.out) / MANIFEST_NAME).read_bytes() == first  # deterministic: no timestamps
 
 
+def test_local_dataset_assembled_from_symlinked_folders_is_taken_whole(tmp_path, tiny_dataset) -> None:
+    """data.dir built from links to split folders elsewhere: those folders' files were skipped
+    (os.walk did not follow them), so the download left e.g. every train split out."""
+    mine = tmp_path / "mine"
+    for src in sorted(tiny_dataset.rglob("*")):
+        rel = src.relative_to(tiny_dataset)
+        if src.is_dir() and src.name in SPLITS:
+            (mine / rel).parent.mkdir(parents=True, exist_ok=True)
+            (mine / rel).symlink_to(src)
+    (mine / "sample_submission.csv").symlink_to(tiny_dataset / "sample_submission.csv")
+    params = params_for(tmp_path, "local", dir=mine)
+    manifest = download(params)
+    assert manifest["num_files"] == len(list(tiny_dataset.rglob("*.npz"))) == 10
+    assert_same_dataset(Path(params.out), tiny_dataset)
+    assert len(data_fingerprint(params)["files"]) == 11  # the fingerprint lists them too
+
+
 def test_local_real_files(tmp_path, shared_data) -> None:
     params = params_for(tmp_path, "local", dir=shared_data, jobs=2)
     manifest = download(params)

@@ -1,4 +1,5 @@
 import json
+import logging
 import runpy
 import subprocess
 import sys
@@ -286,6 +287,26 @@ def ensemble_params(data: Path, runs: Path, ensemble: dict) -> dict:
 
 def settings_of(params: dict, **ensemble) -> EnsembleSettings:
     return EnsembleSettings.from_config(Config.from_dict(deep_merge(params, {"ensemble": ensemble})))
+
+
+def test_collections_left_out_of_params_are_not_combined_from_stale_runs(world, caplog):
+    """runs/ of every collection exist (e.g. from before `collections` was cut to one): the ensemble
+    combines only the listed one and refuses to write a submission that would reuse the others."""
+    params = {**world, "collections": ["tile-xla"]}
+    settings = settings_of(params)
+    assert [c.name for c in settings.collections] == ["tile:xla"]
+    with (
+        caplog.at_level(logging.INFO),
+        pytest.raises(
+            EnsembleError,
+            match=r"params.yaml collections leaves out layout-xla-random, layout-xla-default, layout-nlp-random, "
+            r"layout-nlp-default: a submission ranks all five collections; list them all",
+        ),
+    ):
+        run_ensemble(settings)
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("tile:xla: ") for m in logged) and not any(m.startswith("layout:") for m in logged)
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
 
 
 def test_run_ensemble_writes_a_checked_submission_and_report(world):

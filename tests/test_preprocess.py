@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import params_with
+from conftest import _write_graph, params_with
 
 from tpuperf.cli import main as cli_main
-from tpuperf.collection import SPLITS, get_collection
+from tpuperf.collection import SPLITS, get_collection, locate
 from tpuperf.config import PreprocessConfig
 from tpuperf.data.cache import CollectionCache
 from tpuperf.data.npz import DataFormatError, LayoutGraph, load_graph
@@ -26,6 +26,7 @@ from tpuperf.data.preprocess import (
     ConfigDeduper,
     PreprocessError,
     _write_layout_configs,
+    apply_transform,
     chain_nodes,
     config_edges,
     induced_edges,
@@ -523,7 +524,12 @@ def test_node_splits_rank_1_rank_2_or_absent_preprocess_with_on_bad_file_fail(tm
 
 def test_no_train_data_is_a_clear_error(tmp_path):
     make_layout_dataset(tmp_path / "raw", graphs={"test": 1})
-    with pytest.raises(PreprocessError, match="no train .npz files"):
+    with pytest.raises(
+        PreprocessError,
+        match=rf"no train .npz files under {tmp_path}/raw/npz/\S+/train: cannot fit the feature transform. Add this "
+        rf"collection's train files to the dataset \(data.dir for data.source local\) or leave {LAYOUT.slug} out of "
+        r"`collections` in params.yaml",
+    ):
         preprocess_collection(tmp_path / "raw", tmp_path / "cache", LAYOUT, settings(), progress=False)
     assert not (tmp_path / "cache" / LAYOUT.slug).exists()
 
@@ -749,3 +755,64 @@ def test_second_dvc_repro_does_no_work(tmp_path):
     second = _dvc(tmp_path, "repro", "preprocess")
     assert "Running stage" not in second and second.count("didn't change, skipping") == 5
     assert (tmp_path / "cache" / LAYOUT.slug / "stats.json").stat().st_mtime_ns == stamp
+
+
+REAL_COLLECTIONS = sorted(
+    {locate(p)[0].name for p in REAL_DATA.glob("npz/**/*.npz")} if REAL_DATA.is_dir() else {"tile:xla"}
+)
+
+
+@pytest.mark.parametrize("name", REAL_COLLECTIONS)
+def test_the_cache_holds_each_real_files_own_arrays(name, tmp_path):
+    """Every real file of a collection, preprocessed in its own split (a train file also as a valid
+    graph: dedup there, every config here), checked against its raw arrays with numpy: kept nodes
+    and their rows, induced edges in file order, configurable node positions, config rows and ids,
+    runtimes (tile: runtime / normaliser; train: the minimum over identical configs, the first
+    one's id). Configs stream in 1 MB chunks, so dedup runs across chunks (unet3d: 5 chunks). A
+    synthetic train graph fits the transform where the collection has no real train file."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"{REAL_DATA} absent (real TpuGraphs sample files)")
+    col = get_collection(name)
+    placed = []  # (real file, split)
+    for path in sorted(p for p in REAL_DATA.glob("npz/**/*.npz") if locate(p)[0] == col):
+        split = locate(path)[1]
+        placed += [(path, split)] + ([(path, "valid")] if split == "train" else [])
+    for path, split in placed:
+        folder = col.split_dir(tmp_path / "raw", split)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / path.name).symlink_to(path)
+    if not any(split == "train" for _, split in placed):
+        _write_graph(tmp_path / "raw", name, "train", name="synthetic_train")
+    preprocess_collection(tmp_path / "raw", tmp_path / "cache", col, settings(), progress=False)
+    cache = CollectionCache(tmp_path / "cache", col)
+    for path, split in placed:
+        with np.load(path) as npz:
+            raw = {k: npz[k] for k in npz.files}
+        c = len(raw["config_runtime"])
+        target = raw["config_runtime"] / raw.get("config_runtime_normalizers", 1)
+        configs = raw["node_config_feat"] if col.kind.config_per_node else raw["config_feat"]
+        g = cache.load(split, path.stem)
+        kept = np.asarray(g.node_ids)
+        assert (np.diff(kept) > 0).all() and np.array_equal(g.node_opcode, raw["node_opcode"][kept])
+        np.testing.assert_allclose(
+            g.node_feat, apply_transform(raw["node_feat"][kept], cache.stats["node_feat"]), rtol=1e-6, atol=1e-6
+        )
+        both_kept = np.isin(raw["edge_index"], kept).all(axis=1)
+        assert np.array_equal(kept[np.asarray(g.edge_index)], raw["edge_index"][both_kept])
+        ids = np.asarray(g.config_ids)
+        if split == "train":  # one config per distinct row: the first occurrence's id, the fastest runtime
+            _, first, group = np.unique(configs.reshape(c, -1), axis=0, return_index=True, return_inverse=True)
+            assert np.array_equal(ids, np.sort(first))
+            fastest = np.full(len(first), np.inf)
+            np.minimum.at(fastest, group.ravel(), target)
+            assert np.array_equal(g.runtime, fastest[group.ravel()[ids]])
+        else:
+            assert np.array_equal(ids, np.arange(c)) and np.array_equal(g.runtime, target)
+        if col.kind.config_per_node:
+            assert np.array_equal(kept[np.asarray(g.config_node_pos)], raw["node_config_ids"])
+            assert np.array_equal(np.asarray(g.config_feat), raw["node_config_feat"][ids].astype(np.int8))
+        else:
+            tiles = with_tile_features(raw["node_feat"], raw["node_opcode"], raw["edge_index"], configs[ids])
+            np.testing.assert_allclose(
+                g.config_feat, apply_transform(tiles, cache.stats["config_feat"]), rtol=1e-6, atol=1e-6
+            )

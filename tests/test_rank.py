@@ -18,13 +18,13 @@ from conftest import SHARED_DATA, _rewrite_npz, _write_graph, config_with
 
 import tpuperf
 from tpuperf.cli import main as cli_main
-from tpuperf.collection import get_collection
+from tpuperf.collection import get_collection, locate
 from tpuperf.config import Config
 from tpuperf.data.cache import CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
 from tpuperf.data.preprocess import prepare_graph, preprocess_collection
 from tpuperf.ranking.export import ExportError, export_collection
-from tpuperf.ranking.ranker import ExportedModel, ModelExportError, load_export
+from tpuperf.ranking.ranker import ExportedModel, ModelExportError, code_fingerprint, load_export
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -261,6 +261,25 @@ def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported
     assert np.array_equal(tpuperf.rank([loose], root / "models/layout-nlp-random")[0].config_ids, in_layout.config_ids)
 
 
+def test_a_program_without_measured_runtimes_ranks_as_with_zeros(exported, tmp_path):
+    """A new program has no runtimes: a file without config_runtime (and, tile, its normalisers)
+    ranks exactly as the same file holding zeros (the real test files too, when present)."""
+    root, params = exported
+    files = [get_collection(c).split_dir(params.data.out, "test") / "synthetic_test.npz" for c in COLLECTIONS]
+    files += [f for c in COLLECTIONS if REAL_TEST[c].is_dir() for f in sorted(REAL_TEST[c].glob("*.npz"))[:1]]
+    for i, src in enumerate(files):
+        collection, _ = locate(src)
+        bare = tmp_path / f"program{i}.npz"
+        shutil.copy(src, bare)
+        _rewrite_npz(bare, drop=("config_runtime", "config_runtime_normalizers"))
+        assert "config_runtime" not in read_header(bare)
+        got = tpuperf.rank([bare], root / "models", collection=collection.name)[0]
+        want = tpuperf.rank([src], root / "models")[0]
+        assert got.num_configs == want.num_configs == read_header(src)["config_runtime"].shape[0]
+        assert np.array_equal(got.config_ids, want.config_ids), src
+        assert np.allclose(got.relative_runtime, want.relative_runtime)
+
+
 # ---------------------------------------------------------------- bad inputs: clear errors, nothing written
 
 
@@ -312,6 +331,19 @@ def test_missing_or_malformed_arrays(exported, tmp_path, change, message):
         tpuperf.rank([path], root / "models")
 
 
+def test_opcode_beyond_the_models_embedding(exported, tmp_path, capsys):
+    """The models clip opcode ids into their 128-row table: a newer op id would silently share a row."""
+    root, params = exported
+    path = _write_graph(tmp_path, "layout:xla:default", "test", name="new_op")
+    with np.load(path) as npz:
+        opcode = npz["node_opcode"].copy()
+    opcode[0] = 200
+    _rewrite_npz(path, node_opcode=opcode)
+    code, out, err = run_cli(capsys, "rank", str(path), "--model", str(root / "models"))
+    assert code == 1 and out == ""
+    assert f"{path}: opcode id 200 is beyond the 128-row opcode embedding of the exported chebsage" in err
+
+
 def test_every_file_is_checked_before_output(exported, tmp_path, capsys):
     root, params = exported
     good = get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz"
@@ -341,6 +373,22 @@ def test_model_made_by_another_version(exported, tmp_path):
         ModelExportError,
         match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 2\); this is "
         rf"tpuperf {tpuperf.__version__} \(format 2\): re-export it",
+    ):
+        ExportedModel(model)
+
+
+def test_model_made_by_other_sources(exported, tmp_path):
+    """Same version, other code (e.g. the tile bounds' decoding changed, weight shapes alike): refused."""
+    root, params = exported
+    model = copy_export(root, tmp_path)
+    here = json.loads((model / "manifest.json").read_text())["fingerprint"]["code"]
+    assert here == code_fingerprint() and len(here) == 16
+    ExportedModel(model)  # this code's export loads
+    edit_manifest(model, lambda m: m["fingerprint"].update(code="0123456789abcdef"))
+    with pytest.raises(
+        ModelExportError,
+        match=rf"{model}/manifest.json: made by other tpuperf sources \(code fingerprint 0123456789abcdef, these "
+        rf"sources {here}\): re-export it with this code \(`dvc repro export@layout-xla-default`\)",
     ):
         ExportedModel(model)
 

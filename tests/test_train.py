@@ -63,8 +63,14 @@ def test_folds_are_deterministic_balanced_and_need_enough_graphs():
     assert folds == assign_folds(list(reversed(ids)), 3, seed=1)
     assert sorted(np.bincount(list(folds.values()))) == [3, 3, 4]
     assert folds != assign_folds(ids, 3, seed=2)
-    with pytest.raises(TrainingError, match="only 2 training graphs for 3 folds"):
+    with pytest.raises(
+        TrainingError, match=r"only 2 training graphs for 3 folds \(train.folds >= 2\): lower train.folds to 2"
+    ):
         assign_folds(["a", "b"], 3, seed=0)
+    with pytest.raises(
+        TrainingError, match=r"only 1 training graphs for 2 folds \(train.folds >= 2\): add train graphs$"
+    ):
+        assign_folds(["a"], 2, seed=0)
 
 
 def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
@@ -332,7 +338,7 @@ def test_constant_runtime_graphs_are_left_out_and_counted(tmp_path, capsys, rewr
 
 
 def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
-    from tpuperf.data.cache import CacheError
+    from tpuperf.data.cache import CacheError, CollectionCache
     from tpuperf.training.trainer import TrainingError, train_collection
 
     with pytest.raises(CacheError, match="missing: run `dvc repro preprocess`"):
@@ -341,6 +347,15 @@ def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
         train_collection(COLLECTION, "chebsage", small_params(tiny_cache, tmp_path, folds=50))
     with pytest.raises(ConfigError, match=r"no models\.transformer"):
         train_collection(COLLECTION, "transformer", small_params(tiny_cache, tmp_path))
+    max_opcode = CollectionCache(tiny_cache, COLLECTION).stats["max_opcode"]
+    narrow = small_params(tiny_cache, tmp_path)
+    sage = dataclasses.replace(narrow.models["sage"], opcode_vocab=max_opcode)  # ids 0..max need max + 1 rows
+    narrow = dataclasses.replace(narrow, models={**narrow.models, "sage": sage})
+    with pytest.raises(
+        TrainingError,
+        match=rf"stats.json: opcode ids up to {max_opcode}, but models.sage.opcode_vocab is {max_opcode}: raise it",
+    ):
+        train_collection(COLLECTION, "sage", narrow)
     assert not (tmp_path / "runs").exists()
 
 

@@ -3,6 +3,7 @@ kinds of collection (:data:`TILE`, :data:`LAYOUT`) with what differs between the
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,15 +119,19 @@ def get_collection(name_or_slug: str) -> Collection:
 
 
 def locate(path: Path | str) -> tuple[Collection | None, str | None]:
-    """Infer (collection, split) from a path inside the real layout, or (None, None)."""
-    parts = Path(path).resolve().parts
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] != "npz":
-            continue
-        rest = parts[i + 1 :]
-        for col in COLLECTIONS:
-            segs = tuple(col.name.split(":"))
-            if rest[: len(segs)] == segs:
-                split = rest[len(segs)] if len(rest) > len(segs) else None
-                return col, split if split in SPLITS else None
+    """Infer (collection, split) from a path inside the real layout, or (None, None).
+
+    The path as given (made absolute, ``..`` folded) is read first, then with symlinks resolved:
+    a file linked into the layout from elsewhere (a flat store, DVC's cache) is where its link is.
+    """
+    for parts in (Path(os.path.abspath(path)).parts, Path(path).resolve().parts):
+        for i in range(len(parts) - 1, -1, -1):
+            if parts[i] != "npz":
+                continue
+            rest = parts[i + 1 :]
+            for col in COLLECTIONS:
+                segs = tuple(col.name.split(":"))
+                if rest[: len(segs)] == segs:
+                    split = rest[len(segs)] if len(rest) > len(segs) else None
+                    return col, split if split in SPLITS else None
     return None, None

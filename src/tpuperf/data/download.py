@@ -31,7 +31,7 @@ from joblib import Parallel, delayed
 from tpuperf.atomic import replaced_dir, write_json_atomic
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 from tpuperf.config import Config, DataConfig
-from tpuperf.data.npz import DataFormatError, validate_file
+from tpuperf.data.npz import DataFormatError, validate_file, walk_files
 from tpuperf.errors import TpuperfError
 
 MANIFEST_NAME = "manifest.json"
@@ -208,11 +208,9 @@ def _local_dir(params: DataConfig) -> Path:
 
 def _local_files(src: Path) -> list[PurePosixPath]:
     """Every file the local source takes from ``src`` (all under npz/, and the sample submission),
-    relative to ``src``, sorted. Symlinked files count (they are followed), symlinked folders do not."""
+    relative to ``src``, sorted. Symlinked files and folders are followed (:func:`tpuperf.data.npz.walk_files`)."""
     files = [PurePosixPath(SAMPLE_SUBMISSION)]
-    for dirpath, _dirs, names in os.walk(src / "npz"):
-        folder = PurePosixPath(Path(dirpath).relative_to(src).as_posix())
-        files += [folder / name for name in names]
+    files += [PurePosixPath(f.relative_to(src).as_posix()) for f in walk_files(src / "npz")]
     return sorted(files)
 
 

@@ -7,6 +7,7 @@ for NaN/inf, so a multi-GB ``node_config_feat`` is never materialised just to be
 
 from __future__ import annotations
 
+import os
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -54,6 +55,9 @@ LAYOUT_FIELDS = {
 }
 # the arrays one kind's files hold besides COMMON_FIELDS
 KIND_FIELDS = {TILE: TILE_FIELDS, LAYOUT: LAYOUT_FIELDS}
+# what a file without measurements stands for when runtimes may be absent (load_graph(runtimes_optional=True),
+# `tpuperf rank` of a new program): runtimes unknown (0, as in test files), normalisers 1 (as in tile test files)
+ABSENT_RUNTIMES = {"config_runtime": 0, "config_runtime_normalizers": 1}
 # node_splits is a segmentation hint the pipeline does not use: the real files store it (1, k), the
 # official dataset README describes it (k,); either, or none, is accepted.
 OPTIONAL_LAYOUT_FIELDS = {"node_splits": ("i", (1, 2), ())}
@@ -262,6 +266,19 @@ def _check_ids(path: Path, key: str, ids: np.ndarray, n: int) -> None:
         raise DataFormatError(path, key, f"ids range {ids.min()}..{ids.max()} outside 0..{n - 1}")
 
 
+def _absent_runtimes(infos: dict[str, ArrayInfo], kind: Kind) -> dict[str, np.ndarray]:
+    """The :data:`ABSENT_RUNTIMES` arrays a file lacks, sized by its config array (also entered in
+    ``infos``); none when that array is missing too (the header check then names it)."""
+    config_key = "node_config_feat" if kind.config_per_node else "config_feat"
+    if config_key not in infos or not infos[config_key].shape:
+        return {}
+    c = infos[config_key].shape[0]
+    keys = ["config_runtime"] + ([] if kind.config_per_node else ["config_runtime_normalizers"])
+    absent = {k: np.full(c, ABSENT_RUNTIMES[k], np.int64) for k in keys if k not in infos}
+    infos.update({k: ArrayInfo(a.shape, a.dtype) for k, a in absent.items()})
+    return absent
+
+
 def _resolve(path: Path, collection: Collection | None, split: str | None) -> tuple[Collection, str | None]:
     found_col, found_split = locate(path)
     collection = collection or found_col
@@ -276,6 +293,7 @@ def load_graph(
     split: str | None = None,
     *,
     load_configs: bool = True,
+    runtimes_optional: bool = False,
 ) -> Graph:
     """Read and fully validate one file; returns a :class:`TileGraph` or :class:`LayoutGraph`.
 
@@ -283,10 +301,14 @@ def load_graph(
     ``split`` decides whether runtimes must be positive (test files hold zeros).
     ``load_configs=False`` leaves a layout file's ``node_config_feat`` on disk (still checked,
     by streaming) so big graphs can be processed chunk by chunk with :func:`iter_chunks`.
+    ``runtimes_optional=True`` (a new program to rank: nothing measured) accepts a file without
+    ``config_runtime`` / ``config_runtime_normalizers`` and fills them as :data:`ABSENT_RUNTIMES`
+    (int64, one per configuration); with ``split`` "train" or "valid" the zeros are then refused.
     """
     path = Path(path)
     collection, split = _resolve(path, collection, split)
     infos = read_header(path)
+    absent = _absent_runtimes(infos, collection.kind) if runtimes_optional else {}
     _check_header(path, infos, COMMON_FIELDS, required=True)
     _check_header(path, infos, KIND_FIELDS[collection.kind], required=True)
     if collection.kind.config_per_node:
@@ -296,7 +318,7 @@ def load_graph(
     arrays = {}
     small_keys = [k for k in infos if k != "node_config_feat"]
     for key in small_keys:
-        arrays[key] = _load_array(path, key)
+        arrays[key] = absent[key] if key in absent else _load_array(path, key)
         if arrays[key].dtype.kind == "f":
             _check_finite(path, key, iter([arrays[key]]))
     n = len(arrays["node_feat"])
@@ -327,6 +349,9 @@ def load_graph(
         )
 
     _check_ids(path, "node_config_ids", arrays["node_config_ids"], n)
+    ids, counts = np.unique(arrays["node_config_ids"], return_counts=True)
+    if (counts > 1).any():  # two config slots for one node: which one a layout applies to is undefined
+        raise DataFormatError(path, "node_config_ids", f"repeats node ids {ids[counts > 1][:5].tolist()}")
     if "node_splits" in arrays:
         _check_ids(path, "node_splits", arrays["node_splits"], n + 1)
     if load_configs:
@@ -352,12 +377,32 @@ def validate_file(path: Path | str, collection: Collection | None = None, split:
     load_graph(path, collection, split, load_configs=False)
 
 
+def walk_files(root: Path | str) -> list[Path]:
+    """Every file under the directory ``root``, recursively, sorted; symlinked folders and files are
+    followed (a dataset assembled from links is read whole), each real folder once (no link cycle)."""
+    seen: set[str] = set()
+    found: list[Path] = []
+    for dirpath, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        found += [Path(dirpath, name) for name in names]  # a broken link too: its reader then names it
+    return sorted(found)
+
+
 def find_npz(paths: list[Path | str]) -> list[Path]:
-    """Every .npz named or found (recursively) under the given files and directories, sorted."""
+    """Every .npz named or found (recursively, :func:`walk_files`) under the given files and
+    directories, sorted per argument. FileNotFoundError for a path that does not exist or a
+    directory holding no .npz (rather than checking nothing and reporting success)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(p.rglob("*.npz")))
+            files = [f for f in walk_files(p) if f.suffix == ".npz"]
+            if not files:
+                raise FileNotFoundError(f"{p}: no .npz files in it")
+            found.extend(files)
         elif p.exists():
             found.append(p)
         else:

@@ -488,7 +488,7 @@ def graph_structure(
 def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any]) -> cache.CachedGraph:
     """One raw file as the cache would hold it in the test split, built in memory.
 
-    Validates the file (:func:`tpuperf.data.npz.load_graph`; runtimes may be absent as zeros),
+    Validates the file (:func:`tpuperf.data.npz.load_graph`; runtimes may be zeros or absent),
     prunes it with ``stats["prune"]`` and ``stats["hops"]``, links its configurable nodes with config edges of at most
     ``stats["config_edge_length"]`` edges (:func:`config_edges`) and applies the stored transform ``stats`` (the
     ``stats.json`` of the model's training cache), keeping every configuration, exactly as
@@ -497,7 +497,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     :class:`~tpuperf.data.npz.DataFormatError` naming the file and field.
     """
     path = Path(path)
-    graph = load_graph(path, collection, "test")
+    graph = load_graph(path, collection, "test", runtimes_optional=True)
     kept, edges, config_node_pos, layout_edges = graph_structure(
         graph, stats["prune"], int(stats["hops"]), int(stats["config_edge_length"])
     )
@@ -622,7 +622,9 @@ def _find_inputs(data_root: Path, collection: Collection) -> _Inputs:
     if not inputs.files["train"]:
         raise PreprocessError(
             f"{collection.name}: no train .npz files under {collection.split_dir(data_root, 'train')}: "
-            "cannot fit the feature transform (run `dvc repro download` first?)"
+            "cannot fit the feature transform. Add this collection's train files to the dataset (data.dir for "
+            f"data.source local) or leave {collection.slug} out of `collections` in params.yaml; if {data_root} is "
+            "empty, run `dvc repro download` first"
         )
     return inputs
 

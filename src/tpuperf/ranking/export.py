@@ -36,8 +36,7 @@ from tpuperf.collection import Collection
 from tpuperf.config import Config
 from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError
-from tpuperf.provenance import source_fingerprint
-from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model
+from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model, code_fingerprint
 from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_oof_score
 from tpuperf.submission.ensemble import EnsembleSettings, model_weights
 
@@ -58,8 +57,8 @@ def _sha256(paths: list[Path]) -> str:
 
 def fingerprint(cache_dir: Path) -> dict[str, str]:
     """``data``: hash of the cache's stats.json and index.parquet (the transform and the graphs it
-    was fitted on); ``code``: :func:`tpuperf.provenance.source_fingerprint` (first 16 hex chars)."""
-    return {"data": _sha256([cache_dir / STATS_FILE, cache_dir / INDEX_FILE]), "code": source_fingerprint()[:16]}
+    was fitted on); ``code``: :func:`tpuperf.ranking.ranker.code_fingerprint`, which the ranker requires of an export."""
+    return {"data": _sha256([cache_dir / STATS_FILE, cache_dir / INDEX_FILE]), "code": code_fingerprint()}
 
 
 def _fold_checkpoint(checkpoints_dir: Path | str, collection: Collection, model: str, fold: int) -> Path:

@@ -47,13 +47,19 @@ from tpuperf.config import BucketsConfig, ModelConfig, parse
 from tpuperf.data.cache import TENSOR_WIDTH, CachedGraph
 from tpuperf.data.npz import KIND_FIELDS, DataFormatError, read_header
 from tpuperf.errors import TpuperfError
+from tpuperf.provenance import source_fingerprint
 from tpuperf.training.batches import TILE_CONFIG_DIM, BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
 EXPORT_FORMAT = 2  # 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope
 MANIFEST = "manifest.json"
-MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile")
+MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile", "fingerprint")
 MEMBER_CHOICES = ("all", "best")  # tpuperf rank --members: the whole exported ensemble, or its top-weighted model
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
+
+
+def code_fingerprint() -> str:
+    """The manifest's ``fingerprint.code``: :func:`tpuperf.provenance.source_fingerprint`, first 16 hex chars."""
+    return source_fingerprint()[:16]
 
 
 def check_members(members: str) -> None:
@@ -150,7 +156,9 @@ class ExportedModel:
     """One collection's exported ensemble, loaded for ranking (no cache, no training code).
 
     Raises :class:`ModelExportError` naming the file when the directory is not an export, was
-    written by another tpuperf or export format version, or its weights do not fit the models
+    written by another tpuperf or export format version or by other tpuperf sources (its
+    ``fingerprint.code`` is not :func:`code_fingerprint`: an edit of the preprocessing or model code
+    can change what the same weights compute), or its weights do not fit the models
     its manifest describes (other features or model settings).
 
     ``strategy``: the tf.distribute strategy scoring runs under (its replicas score different batches of
@@ -188,6 +196,12 @@ class ExportedModel:
         if missing:
             raise ModelExportError(f"{manifest_path}: no {missing} (a partial or hand-edited export: re-export it)")
         self.collection = get_collection(m["collection"])
+        made_by, here = m["fingerprint"].get("code"), code_fingerprint()
+        if made_by != here:  # the preprocessing or the models may differ with the same weight shapes
+            raise ModelExportError(
+                f"{manifest_path}: made by other tpuperf sources (code fingerprint {made_by}, these sources "
+                f"{here}): re-export it with this code (`dvc repro export@{self.collection.slug}`)"
+            )
         self.stats = m["stats"]
         self.feat_dim = int(self.stats["node_feat_dim"])
         if self.feat_dim != len(self.stats["node_feat"]["columns"]):
@@ -290,11 +304,20 @@ class ExportedModel:
 
     def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None, members: str = "all") -> list[Ranking]:
         """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each;
-        ``members``: which models score them (:meth:`member_weights`)."""
+        ``members``: which models score them (:meth:`member_weights`). :class:`ModelExportError` for a
+        graph with an opcode id beyond a member's ``opcode_vocab``."""
         from tpuperf.submission.csv import rankings_from_predictions
         from tpuperf.submission.ensemble import combine
 
         weights = self.member_weights(members)
+        for g in graphs:  # the models clip opcode ids into their embedding tables: no silent merge
+            for name in weights:
+                vocab = int(self.manifest["models"][name]["params"]["opcode_vocab"])
+                if len(g.node_opcode) and int(g.node_opcode.max()) >= vocab:
+                    raise ModelExportError(
+                        f"{g.graph_id}: opcode id {int(g.node_opcode.max())} is beyond the {vocab}-row opcode "
+                        f"embedding of the exported {name}: it cannot rank this program (train with a larger opcode_vocab)"
+                    )
         scores = self.member_scores(graphs, weights)
         orders = rankings_from_predictions(combine(scores, weights))
         share = scores.group_by("model").agg(folds=pl.col("fold").n_unique())
@@ -366,7 +389,7 @@ def rank(
     file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout. ``members``:
     ``all`` scores with the export's whole ensemble (the ranking submission.csv holds), ``best``
     with its highest-weighted model's folds only (faster, README "Ranking new programs"). Runtimes
-    in the files may be zero.
+    in the files may be zero or absent (``tpuperf.data.npz.ABSENT_RUNTIMES``).
 
     Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
     other kind), :class:`ModelExportError` (no export for the file's collection, an export of

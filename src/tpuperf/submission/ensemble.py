@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tpuperf.collection import COLLECTIONS
+from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.config import WEIGHT_SCHEMES, Config
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
@@ -64,6 +64,7 @@ class EnsembleSettings:
     """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`)."""
 
     models: tuple[str, ...]
+    collections: tuple[Collection, ...]
     weights: str
     temperature: float
     min_weight: float
@@ -74,9 +75,10 @@ class EnsembleSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> EnsembleSettings:
-        """The ensemble's view of a validated params.yaml (ensemble.*, train.folds/runs_dir, data.out)."""
+        """The ensemble's view of a validated params.yaml (ensemble.*, collections, train.folds/runs_dir, data.out)."""
         return cls(
             models=config.ensemble_models,
+            collections=tuple(get_collection(slug) for slug in config.collections),
             weights=config.ensemble.weights,
             temperature=config.ensemble.temperature,
             min_weight=config.ensemble.min_weight,
@@ -307,7 +309,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     out = Path(out) if out is not None else settings.out_dir / SUBMISSION_FILES[split]
     rankings: dict[str, np.ndarray] = {}
     report: dict[str, Any] = {}
-    for collection in COLLECTIONS:
+    for collection in settings.collections:
         df = read_fold_predictions(
             settings.runs_dir,
             settings.folds,
@@ -350,6 +352,12 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             line += "; no valid graphs to score"
         log.info(line)
 
+    left_out = [c.slug for c in COLLECTIONS if c not in settings.collections]
+    if left_out:  # their runs/ (if any) were made by other settings or data: never reused silently
+        raise EnsembleError(
+            f"params.yaml collections leaves out {', '.join(left_out)}: a submission ranks all five collections; "
+            "list them all (the valid scores of the others are logged above)"
+        )
     sample = settings.data_dir / SAMPLE_SUBMISSION if split == "test" else None
     write_submission(rankings, out, sample=sample, data_dir=settings.data_dir, split=split)
     checked = f"{settings.data_dir} {split} files" + (f" and {sample}" if sample else "")

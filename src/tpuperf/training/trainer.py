@@ -48,7 +48,7 @@ import tensorflow as tf
 from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.collection import Collection, get_collection
 from tpuperf.config import Config, ModelConfig, TrainConfig
-from tpuperf.data.cache import CachedGraph, CollectionCache
+from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
 from tpuperf.provenance import source_fingerprint
@@ -85,7 +85,9 @@ def assign_folds(graph_ids: Sequence[str], folds: int, seed: int) -> dict[str, i
     if folds < 2:
         raise TrainingError(f"train.folds must be >= 2, got {folds}")
     if len(graph_ids) < folds:
-        raise TrainingError(f"only {len(graph_ids)} training graphs for {folds} folds: lower train.folds or add data")
+        n = len(graph_ids)
+        fix = "add train graphs" if n < 2 else f"lower train.folds to {n} or add train graphs"
+        raise TrainingError(f"only {n} training graphs for {folds} folds (train.folds >= 2): {fix}")
     order = np.random.default_rng(seed).permutation(sorted(graph_ids))
     return {gid: i % folds for i, gid in enumerate(order)}
 
@@ -482,6 +484,11 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     settings = config.train
     model = config.model(model_name)
     cache = CollectionCache(config.preprocess.out, collection)
+    if cache.stats["max_opcode"] >= model.opcode_vocab:  # the model clips ids into its table: no silent merge
+        raise TrainingError(
+            f"{cache.dir / STATS_FILE}: opcode ids up to {cache.stats['max_opcode']}, but models.{model_name}."
+            f"opcode_vocab is {model.opcode_vocab}: raise it above {cache.stats['max_opcode']} in params.yaml"
+        )
     splits = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
     excluded = {split: unranked_graphs({g.graph_id: g.runtime for g in splits[split]}) for split in ("train", "valid")}
     if excluded["train"] or excluded["valid"]:
