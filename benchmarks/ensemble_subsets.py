@@ -1,4 +1,4 @@
-"""Valid score of every subset of an ensemble's models, with both folds or one, from existing runs.
+"""Valid (or out-of-fold) score of every subset of an ensemble's models, with both folds or one, from existing runs.
 
 No training: reads a pipeline's fold predictions and run reports (``train.runs_dir`` of
 ``--params``), weights each subset as the ensemble does (``ensemble.weights`` /
@@ -7,10 +7,12 @@ No training: reads a pipeline's fold predictions and run reports (``train.runs_d
 :func:`tpuperf.submission.ensemble.evaluate`, the code behind ``ensemble_report.json``.
 "fold k" keeps only fold k of every model (the weights stay the models' mean-over-folds ones).
 What a subset costs in ``tpuperf rank`` is the sum of its members' per-fold times
-(``benchmarks/rank_speed.py --models ...``).
+(``benchmarks/rank_speed.py --models ...``). ``--split oof`` scores each fold's held-out train
+graphs instead (no fold combination: a graph is held out by one fold), to pick a subset without
+looking at valid.
 
 Usage: python benchmarks/ensemble_subsets.py [--params params.yaml] [--models chebsage sage cheb]
-       [--collections layout:xla:random ...]
+       [--collections layout:xla:random ...] [--split valid|oof]
 """
 
 from __future__ import annotations
@@ -27,22 +29,27 @@ from tpuperf.submission.ensemble import EnsembleSettings, evaluate, model_weight
 
 
 def subset_scores(
-    valid: pl.DataFrame, oof: dict[str, float], settings: EnsembleSettings, models: list[str]
+    preds: pl.DataFrame, oof: dict[str, float], settings: EnsembleSettings, models: list[str], split: str = "valid"
 ) -> list[tuple[tuple[str, ...], str, float]]:
-    """(subset, folds label, valid score) for every non-empty subset of ``models`` x (all folds,
-    each single fold). ``valid``: one collection's valid prediction rows (``read_fold_predictions``
-    columns); ``oof``: out-of-fold score per model. Raises what ``model_weights`` / ``evaluate`` raise."""
-    folds = sorted(valid["fold"].unique())
+    """(subset, folds label, score) for every non-empty subset of ``models``. ``preds``: one
+    collection's prediction rows of ``split`` (``read_fold_predictions`` columns); ``oof``:
+    out-of-fold score per model. ``valid``: all folds combined, then each single fold. ``oof``
+    (each fold's held-out train graphs, scored by that fold's members only): each fold, then
+    their mean. Raises what ``model_weights`` / ``evaluate`` raise."""
+    folds = sorted(preds["fold"].unique())
     rows = []
     for size in range(1, len(models) + 1):
         for subset in itertools.combinations(models, size):
             weights = model_weights(
                 {m: oof[m] for m in subset}, settings.weights, settings.temperature, min_weight=settings.min_weight
             )
-            members = valid.filter(pl.col("model").is_in(list(weights)))
-            for label, kept in [(f"{len(folds)} folds", folds), *((f"fold {f}", [f]) for f in folds)]:
-                score = evaluate(members.filter(pl.col("fold").is_in(kept)), weights)["ensemble"]
-                rows.append((subset, label, score))
+            members = preds.filter(pl.col("model").is_in(list(weights)))
+            single = {f: evaluate(members.filter(pl.col("fold") == f), weights)["ensemble"] for f in folds}
+            if split == "valid":
+                rows.append((subset, f"{len(folds)} folds", evaluate(members, weights)["ensemble"]))
+            rows += [(subset, f"fold {f}", score) for f, score in single.items()]
+            if split == "oof":
+                rows.append((subset, "fold mean", sum(single.values()) / len(single)))
     return rows
 
 
@@ -50,16 +57,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params of the pipeline whose runs are read")
     parser.add_argument("--models", nargs="+", default=["chebsage", "sage", "cheb"])
+    parser.add_argument(
+        "--split", choices=("valid", "oof"), default="valid", help="oof: each fold's held-out train graphs"
+    )
     parser.add_argument("--collections", nargs="+", default=[c.name for c in COLLECTIONS if c.kind.name == "layout"])
     args = parser.parse_args(argv)
     settings = EnsembleSettings.from_config(load_config(args.params))
     for name in args.collections:
         collection = get_collection(name)
-        valid = read_fold_predictions(
-            settings.runs_dir, settings.folds, collections=[collection.name], models=args.models, splits={"valid"}
+        preds = read_fold_predictions(
+            settings.runs_dir, settings.folds, collections=[collection.name], models=args.models, splits={args.split}
         )
         oof = {m: read_oof_score(settings.runs_dir, collection, m, settings.folds) for m in args.models}
-        for subset, label, score in subset_scores(valid, oof, settings, args.models):
+        for subset, label, score in subset_scores(preds, oof, settings, args.models, args.split):
             print(f"{collection.name}\t{'+'.join(subset)}\t{label}\t{score:.4f}")
 
 
