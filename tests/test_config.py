@@ -107,7 +107,8 @@ def test_model_sections_resolve_to_the_values_before_model_base() -> None:
 
 def test_model_sections_hold_only_their_overrides_of_model_base(raw) -> None:
     """One column per override in `dvc exp show`, not one per model x key; a new model is one line."""
-    assert raw["models"]["sage"] == {"conv": "sage"} and raw["models"]["chebsage"] == {"conv": "chebsage", "config_layers": 1}
+    assert raw["models"]["sage"] == {"conv": "sage"}
+    assert raw["models"]["chebsage"] == {"conv": "chebsage", "config_layers": 1}
     assert set(raw["models"]["baseline"]) < set(raw["model_base"])
     config = Config.from_dict(deep_merge(raw, {"models": {"wide": {"conv": "sage", "units": 128}, "plain": None}}))
     assert dataclasses.asdict(config.model("wide")) == {**BEFORE["sage"], "units": 128}
