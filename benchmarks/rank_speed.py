@@ -17,7 +17,7 @@ model's median time to score the graph with one of its folds (where the time goe
 
     python benchmarks/rank_speed.py [--repeats 3] [--quick] [--models chebsage] [--jit on|off] [--kinds layout tile]
                                     [--scope nodes|configurable] [--before] [--chunks 32 64 256]
-                                    [--members all best] [--profile chebsage]
+                                    [--members all best] [--profile chebsage] [--params params.yaml]
 
 ``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
 ``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes;
@@ -106,12 +106,17 @@ def scope_changes(raw: dict, scope: str | None) -> dict:
 
 
 def bench_params(
-    root: Path, quick: bool, models: list[str] | None = None, jit: bool | None = None, scope: str | None = None
+    root: Path,
+    quick: bool,
+    models: list[str] | None = None,
+    jit: bool | None = None,
+    scope: str | None = None,
+    params_file: Path = REPO / "params.yaml",
 ) -> Config:
-    """The repo's params with paths under ``root``; ``quick``: one tiny model, no XLA; ``models``,
-    ``jit`` and ``scope`` (when given) replace ensemble.models, train.jit_compile and the models'
-    config_scope (:func:`scope_changes`)."""
-    raw = load_params(REPO / "params.yaml")
+    """``params_file`` (the repo's params.yaml unless given) with paths under ``root``; ``quick``: one
+    tiny model, no XLA; ``models``, ``jit`` and ``scope`` (when given) replace ensemble.models,
+    train.jit_compile and the models' config_scope (:func:`scope_changes`)."""
+    raw = load_params(params_file)
     raw = deep_merge(raw, scope_changes(raw, scope))
     members = models or raw["ensemble"]["models"] or list(raw["models"])
     changes = {
@@ -434,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also time scoring under train.strategy cpus with N logical CPU devices (0: one per core)",
     )
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=REPO / "params.yaml",
+        help="params file (e.g. a copy with a model setting changed)",
+    )
     args = parser.parse_args(argv)
     cpus = None
     if args.cpus is not None:  # before any TensorFlow op: the CPU is split into logical devices
@@ -447,7 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.kinds:
         with tempfile.TemporaryDirectory() as tmp:
             params = bench_params(
-                Path(tmp), args.quick, args.models, None if args.jit == "params" else args.jit == "on", args.scope
+                Path(tmp),
+                args.quick,
+                args.models,
+                None if args.jit == "params" else args.jit == "on",
+                args.scope,
+                args.params,
             )
             r = measure(
                 kind,

@@ -21,6 +21,7 @@ MODELS = ["chebsage", "sage", "cheb", "baseline"]
 
 # the four model sections as params.yaml spelled them out before model_base (the baseline had no
 # config_units/config_interaction/config_attention/attention_heads: RankingModel's None/0/0/1 applied)
+# and chebsage had config_layers 2; 1 since the per-config stack measurement, README "What fewer members ...")
 GNN = dict(
     units=64,
     config_units=32,
@@ -40,7 +41,7 @@ GNN = dict(
     tile_features=True,
 )
 BEFORE = {
-    "chebsage": dict(GNN, conv="chebsage"),
+    "chebsage": dict(GNN, conv="chebsage", config_layers=1),
     "sage": dict(GNN, conv="sage"),
     "cheb": dict(GNN, conv="cheb"),
     "baseline": dict(
@@ -106,7 +107,8 @@ def test_model_sections_resolve_to_the_values_before_model_base() -> None:
 
 def test_model_sections_hold_only_their_overrides_of_model_base(raw) -> None:
     """One column per override in `dvc exp show`, not one per model x key; a new model is one line."""
-    assert raw["models"]["sage"] == {"conv": "sage"} and raw["models"]["chebsage"] == {"conv": "chebsage"}
+    assert raw["models"]["sage"] == {"conv": "sage"}
+    assert raw["models"]["chebsage"] == {"conv": "chebsage", "config_layers": 1}
     assert set(raw["models"]["baseline"]) < set(raw["model_base"])
     config = Config.from_dict(deep_merge(raw, {"models": {"wide": {"conv": "sage", "units": 128}, "plain": None}}))
     assert dataclasses.asdict(config.model("wide")) == {**BEFORE["sage"], "units": 128}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import SHARED_DATA, _rewrite_npz, _write_graph, config_with
 
 import tpuperf
@@ -455,6 +456,18 @@ def test_speed_benchmark_quick_run_reports_load_and_rank_times(capsys):
     for r in results:
         assert r["load_s"] > 0 and r["rank_s"] == pytest.approx(r["prepare_s"] + r["score_s"], abs=2e-3)
         assert list(r["member_score_s"]) == ["chebsage"] and r["member_score_s"]["chebsage"] > 0
+
+
+def test_speed_benchmark_reads_another_params_file(tmp_path, capsys):
+    """--params: the export is built from that file (here its ensemble.models: sage first)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["ensemble"]["models"] = ["sage", "baseline"]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    assert (
+        rank_speed.main(["--quick", "--repeats", "1", "--kinds", "layout", "--params", str(tmp_path / "p.yaml")]) == 0
+    )
+    (r,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(r["member_score_s"]) == ["sage"]
 
 
 def test_speed_benchmark_versions_and_profile(capsys):
