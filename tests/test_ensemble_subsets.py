@@ -17,7 +17,17 @@ from ensemble_subsets import subset_scores  # noqa: E402
 
 
 def settings(min_weight: float) -> EnsembleSettings:
-    return EnsembleSettings(("a", "b"), "oof", 0.1, min_weight, 2, Path("runs"), Path("data"), Path("out"))
+    return EnsembleSettings(
+        models=("a", "b"),
+        collections=(),
+        weights="oof",
+        temperature=0.1,
+        min_weight=min_weight,
+        folds=2,
+        runs_dir=Path("runs"),
+        data_dir=Path("data"),
+        out_dir=Path("out"),
+    )
 
 
 def test_subsets_and_folds_scored_by_hand():
