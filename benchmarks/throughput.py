@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import resource
 import time
@@ -67,6 +68,17 @@ def session_start_chebsage_features(graph, state: tf.Tensor, order: int, edge_se
     return layers.chebyshev_basis(graph, state, order, edge_set) + session_start_directional_means(
         graph, state, edge_set
     )
+
+
+# model settings params.yaml changed since issue #12 was filed, per model: chebsage's per-config stack had
+# 2 layers until commit cbef3e4 (README "What fewer members or a lighter per-config stack cost")
+SESSION_START_MODELS = {"chebsage": {"config_layers": 2}}
+
+
+def session_start_model(name: str, model: ModelConfig) -> ModelConfig:
+    """``model`` (params.yaml's ``models.<name>``) with the settings it had at the session start
+    (:data:`SESSION_START_MODELS`), for the *before* side of a before/after speed comparison."""
+    return dataclasses.replace(model, **SESSION_START_MODELS.get(name, {}))
 
 
 @contextlib.contextmanager

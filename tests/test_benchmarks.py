@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -529,7 +530,7 @@ def test_scale_quick_run_prints_every_stage_and_goal(tmp_path: Path):
         "full dataset on this machine",
         "padding efficiency >= 70%",
         "peak RSS of every stage <= 8 GiB",
-        "session-start ops) >= 2x",
+        "session-start ops and model) >= 2x",
     ):
         assert line in done.stdout, line
 
@@ -578,3 +579,18 @@ def test_tile_feature_ceiling_on_the_tiny_preset(tmp_path: Path, capsys):
     assert line.startswith("tile:xla (6 train / 3 valid graphs), config ")
     scores = [float(part.rsplit(" ", 1)[1]) for part in line.split("), ", 1)[1].split(", ")]
     assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
+
+
+def test_scale_before_side_trains_the_session_start_model_settings():
+    """scale.py's *before* trains chebsage with the per-config depth it had when issue #12 was filed
+    (2 layers; params.yaml now sets 1), every other model and setting as params.yaml has them."""
+    from throughput import session_start_model
+
+    from tpuperf.config import load_config
+
+    config = load_config(BENCHMARKS.parent / "params.yaml")
+    chebsage = config.model("chebsage")
+    before = session_start_model("chebsage", chebsage)
+    assert (chebsage.config_layers, before.config_layers) == (1, 2)
+    assert dataclasses.replace(before, config_layers=chebsage.config_layers) == chebsage
+    assert session_start_model("sage", config.model("sage")) == config.model("sage")
