@@ -35,6 +35,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -265,6 +266,24 @@ def run_params(base: dict, plan: Plan, work: Path) -> dict:
 # ---------------------------------------------------------------- training (worker processes)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent(parent: int) -> None:
+    """Pool worker initializer: on Linux the worker gets SIGTERM when the benchmark process ``parent``
+    ends, however it ends (prctl PR_SET_PDEATHSIG; the standard library has no portable form).
+    Without it a killed benchmark left its runs training: two orphans trained on for 20+ minutes.
+    A worker whose parent is already gone exits at once. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent ended before the signal was armed
+        os._exit(1)
+
+
 def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args: dict) -> dict:
     """Train one run with the project's trainer and reduce its outputs to a record (claims_analysis)."""
     import polars as pl
@@ -366,7 +385,9 @@ def train_all(
     finished = {Run(r["collection"], r["model"], r["loss"], r["seed"]) for r in records}
     runs = [run for run in plan.runs() if run not in finished]
     context = multiprocessing.get_context("spawn")  # no forked TensorFlow state; the parent never imports TF
-    with ProcessPoolExecutor(max_workers=plan.jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=plan.jobs, mp_context=context, initializer=end_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = {
             pool.submit(train_run, run, params, work, run.seed == plan.seeds[0], plan.loss_args.get(run.loss, {})): run
             for run in runs

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -594,3 +595,39 @@ def test_scale_before_side_trains_the_session_start_model_settings():
     assert (chebsage.config_layers, before.config_layers) == (1, 2)
     assert dataclasses.replace(before, config_layers=chebsage.config_layers) == chebsage
     assert session_start_model("sage", config.model("sage")) == config.model("sage")
+
+
+def test_claims_pool_workers_end_with_the_benchmark_process(tmp_path: Path):
+    """A claims run killed outright (SIGKILL) takes its training workers with it (claims.end_with_parent):
+    the worker below would otherwise sleep on for a minute."""
+    psutil = pytest.importorskip("psutil")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    script = f"""
+import multiprocessing, os, signal, sys, time
+from concurrent.futures import ProcessPoolExecutor
+sys.path.insert(0, {str(BENCHMARKS)!r})
+import claims
+pool = ProcessPoolExecutor(
+    1, mp_context=multiprocessing.get_context("spawn"), initializer=claims.end_with_parent, initargs=(os.getpid(),)
+)
+print(pool.submit(os.getpid).result(), flush=True)
+pool.submit(time.sleep, 60)
+time.sleep(0.5)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    out = tmp_path / "worker_pid"
+    with out.open("w") as f:  # a file, not a pipe: a surviving worker would hold a pipe open
+        subprocess.Popen([sys.executable, "-c", script], stdout=f).wait(timeout=120)
+    worker = int(out.read_text().split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(worker).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    else:
+        psutil.Process(worker).kill()
+        pytest.fail(f"worker {worker} outlived the killed benchmark process")
