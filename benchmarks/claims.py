@@ -15,6 +15,8 @@ each claim's verdict is the mean ± std over seeds of its per-seed figure.
     python benchmarks/claims.py --quick --out /tmp/claims   # smoke run: tiny preset, 1 seed, 1 epoch
     python benchmarks/claims.py --data DIR        # a local real-layout dataset (needs train + valid splits)
     python benchmarks/claims.py --work DIR --resume   # continue a stopped run (same plan and params) in DIR
+                                                      # (DIR may hold only its results.partial.json and params.yaml,
+                                                      # e.g. copied from another machine: the data is prepared again)
 
 Everything not overridden by the plan (printed at start and written to RESULTS.md) comes from
 ``--params`` (params.yaml). The test split is never used: it is unlabelled, and scoring it would
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import multiprocessing
@@ -238,6 +241,48 @@ def prepare(plan: Plan, params: dict, data: Path | None, work: Path) -> tuple[st
         cache = CollectionCache(settings.out, name)
         counts[name] = {split: len(cache.graph_ids(split)) for split in SPLITS_USED}
     return described, counts
+
+
+def cache_digests(params: dict, plan: Plan) -> dict[str, str] | None:
+    """Per collection, a sha256 (64 hex chars) of the prepared cache's stats.json and its train and valid graphs'
+    content hashes (tpuperf.data.cache.ContentHash): what the runs trained on. None if the cache is missing or
+    incomplete (a work directory moved to another machine without it)."""
+    from tpuperf.config import Config
+    from tpuperf.data.cache import STATS_FILE, CacheError, CollectionCache
+
+    root = Config.from_dict(params).preprocess.out
+    digests = {}
+    for name in plan.collections:
+        try:
+            cache = CollectionCache(root, name)
+            digest = hashlib.sha256((cache.dir / STATS_FILE).read_bytes())
+            for split in SPLITS_USED:
+                digest.update(json.dumps(sorted(cache.content_hashes(split).items())).encode())
+        except (CacheError, OSError):
+            return None
+        digests[name] = digest.hexdigest()
+    return digests
+
+
+def prepare_again(plan: Plan, params: dict, data: Path | None, work: Path, earlier: dict) -> None:
+    """``--resume`` in a work directory that holds the stopped run's results.partial.json and params.yaml but
+    not its prepared data (e.g. copied to another machine): generate (or read ``data``) and preprocess again,
+    then require the same graphs as the stopped run; SystemExit naming what differs. Runs finished
+    earlier are kept; unfinished ones restart from scratch (their fold checkpoints are not there)."""
+    for sub in ("data", "view", "cache"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    print(f"--resume: {work} has no prepared data: preparing it again", flush=True)
+    described, counts = prepare(plan, params, data, work)
+    if (described, counts) != (earlier["info"]["data"], earlier["info"]["counts"]):
+        raise SystemExit(
+            f"--resume: the data prepared again ({described}, {counts}) is not the stopped run's "
+            f"({earlier['info']['data']}, {earlier['info']['counts']}): give the same --data"
+        )
+    before = earlier["info"].get("cache_digests")
+    if before is None:
+        print("--resume: the stopped run saved no cache digests (older claims.py): only graph counts checked")
+    elif cache_digests(params, plan) != before:
+        raise SystemExit("--resume: the data prepared again differs from the stopped run's (cache digests)")
 
 
 def _collection(name: str):
@@ -1033,6 +1078,7 @@ def results(
     phases: dict,
     data_description: str,
     counts: dict,
+    digests: dict[str, str],
     earlier: dict | None = None,
 ) -> dict:
     """What results.json holds besides ``records``, ``failures`` and ``speed``: command, machine, plan, timings
@@ -1055,6 +1101,7 @@ def results(
         "phases": phases,
         "data": data_description,
         "counts": counts,
+        "cache_digests": digests,
     }
     return {"info": info, "params": str(args.params), "plan": plan.__dict__}
 
@@ -1069,6 +1116,11 @@ def resumed(work: Path | None) -> dict:
     return json.loads(partial.read_text())
 
 
+def settings_only(params: dict) -> dict:
+    """``params`` without ``preprocess.out``: the cache path is the --work directory's, not a setting."""
+    return {**params, "preprocess": {k: v for k, v in params.get("preprocess", {}).items() if k != "out"}}
+
+
 def check_resumable(earlier: dict, plan: Plan, params: dict, params_path: Path) -> None:
     """SystemExit naming what differs when this session's plan, params or tpuperf sources are not those of
     the stopped run: records of different settings or code must not be mixed in one report."""
@@ -1081,8 +1133,8 @@ def check_resumable(earlier: dict, plan: Plan, params: dict, params_path: Path) 
     changed = sorted(k for k in now.keys() | earlier["plan"].keys() if now.get(k) != earlier["plan"].get(k))
     if changed:
         raise SystemExit(f"--resume: the plan differs from the stopped run's in {', '.join(changed)}")
-    before = yaml.safe_load(params_path.read_text())
-    changed = sorted(k for k in params.keys() | before.keys() if params.get(k) != before.get(k))
+    before, now = (settings_only(p) for p in (yaml.safe_load(params_path.read_text()), params))
+    changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
     if changed:
         raise SystemExit(
             f"--resume: params differ from the stopped run's ({params_path}) in section(s) {', '.join(changed)}"
@@ -1158,8 +1210,12 @@ def main(argv: list[str] | None = None) -> None:
             data_description, counts = prepare(plan, params, args.data, work)
         else:
             check_resumable(earlier, plan, params, params_path)
+            params_path.write_text(yaml.safe_dump(params, sort_keys=False))  # the cache path of this --work
+            if cache_digests(params, plan) is None:
+                prepare_again(plan, params, args.data, work, earlier)
             data_description, counts = earlier["info"]["data"], earlier["info"]["counts"]
             load_start = earlier["info"]["load"][0]
+        digests = cache_digests(params, plan)
         t_data = time.perf_counter()
         partial = work / "results.partial.json"
 
@@ -1175,7 +1231,7 @@ def main(argv: list[str] | None = None) -> None:
         def save_partial(records: list[dict], failures: list[tuple[str, str]]) -> None:
             now = time.perf_counter()
             wall, phases = timing(now, now)
-            raw = results(args, plan, host, load_start, wall, phases, data_description, counts, earlier)
+            raw = results(args, plan, host, load_start, wall, phases, data_description, counts, digests, earlier)
             write_json_atomic(partial, {**raw, "records": records, "failures": failures, "speed": {}}, indent=1)
 
         print(f"finished runs are saved to {partial} as they end (render it with --render if this run is stopped)")
@@ -1189,7 +1245,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     wall, phases = timing(t_train, t_speed)
-    raw = results(args, plan, host, load_start, wall, phases, data_description, counts, earlier)
+    raw = results(args, plan, host, load_start, wall, phases, data_description, counts, digests, earlier)
     raw.update(records=records, failures=failures, speed=speed)
     info = raw["info"]
     write_outputs(raw, args.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import claims  # noqa: E402
 import claims_analysis as ca  # noqa: E402
 
+from tpuperf.config import load_params  # noqa: E402
 from tpuperf.provenance import source_fingerprint  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -428,15 +430,20 @@ def test_quick_run_writes_results_and_plots(tmp_path: Path):
     claims.main(["--render", str(tmp_path / "results.json"), "--out", str(again)])  # no training
     assert (again / "RESULTS.md").read_text() == text
 
-    # stopped after the baseline's run: --resume trains only chebsage's and keeps the baseline's record
+    # stopped after the baseline's run, and only results.partial.json + params.yaml moved to another machine:
+    # --resume prepares the data again, trains only chebsage's run and keeps the baseline's record
     stopped = {**raw, "records": [r for r in raw["records"] if r["model"] == "baseline"]}
-    (work / "results.partial.json").write_text(json.dumps(stopped))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "results.partial.json").write_text(json.dumps(stopped))
+    shutil.copy(work / "params.yaml", moved / "params.yaml")
     resumed = tmp_path / "resumed"
-    cmd = [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(resumed), "--work", str(work)]
+    cmd = [sys.executable, str(BENCHMARKS / "claims.py"), "--quick", "--out", str(resumed), "--work", str(moved)]
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "is not empty" in refused.stderr
     done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "has no prepared data: preparing it again" in done.stdout
     assert "[1/1] layout:xla:random / chebsage / listmle / seed 0" in done.stdout
     again = json.loads((resumed / "results.json").read_text())
     assert again["records"][0] == stopped["records"][0] and len(again["records"]) == 2
@@ -462,6 +469,27 @@ def test_resume_refuses_other_settings(tmp_path: Path):
     earlier["info"]["source_sha256"] = "0" * 64
     with pytest.raises(SystemExit, match="tpuperf sources differ"):
         claims.check_resumable(earlier, plan, {"train": {"epochs": 1}, "models": {}}, params_path)
+
+
+def test_resume_prepares_the_data_again_only_if_it_is_the_stopped_runs(tmp_path: Path):
+    """A work directory moved without its data: --resume regenerates it and refuses other graphs or arrays."""
+    plan = claims.PLANS["quick"]
+    first = tmp_path / "first"
+    params = claims.run_params(load_params(BENCHMARKS.parent / "params.yaml"), plan, first)
+    described, counts = claims.prepare(plan, params, None, first)
+    digests = claims.cache_digests(params, plan)
+    assert set(digests) == {"layout:xla:random"} and len(digests["layout:xla:random"]) == 64
+    moved = tmp_path / "moved"
+    params = claims.run_params(load_params(BENCHMARKS.parent / "params.yaml"), plan, moved)
+    assert claims.cache_digests(params, plan) is None  # nothing prepared there
+    earlier = {"info": {"data": described, "counts": counts, "cache_digests": digests}}
+    claims.prepare_again(plan, params, None, moved, earlier)  # the same synthetic data: passes
+    assert claims.cache_digests(params, plan) == digests
+    with pytest.raises(SystemExit, match="cache digests"):
+        claims.prepare_again(plan, params, None, moved, {"info": {**earlier["info"], "cache_digests": {"x": "0"}}})
+    other = {name: {**split, "train": split["train"] + 1} for name, split in counts.items()}
+    with pytest.raises(SystemExit, match="is not the stopped run's"):
+        claims.prepare_again(plan, params, None, moved, {"info": {**earlier["info"], "counts": other}})
 
 
 def test_scale_draws_the_real_size_distribution():
