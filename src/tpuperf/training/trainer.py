@@ -7,17 +7,19 @@ OOF scores are the fold's OOF predictions (scoring the held-out graphs again wou
 Valid graphs are never used for any decision, so their scores are honest.
 
 Outputs (paths from params.yaml ``train.*``):
-    checkpoints/<slug>/<model>/fold_<k>/   resume state: weights + optimizer each epoch,
-                                           best weights, state.json (history, early stopping,
-                                           and a fingerprint of the data and settings it
-                                           belongs to)
+    checkpoints/<slug>/<model>/fold_<k>/   resume state: weights + optimizer after epoch n
+                                           (last-<n>), best weights, state.json (history, early
+                                           stopping, and a fingerprint of the data and settings
+                                           it belongs to)
     runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.runs
     runs/<slug>/<model>/report.json        per-fold and mean OOF/valid scores, throughput (+ metrics.json: oof, valid)
     runs/<slug>/<model>/live/              dvclive learning curves (``dvc plots show``)
 
 Resume: a killed run restarts at the last finished epoch with the same weights, optimizer
 state, early-stopping state and data stream (batches are a pure function of seed, fold and
-epoch), so it reaches the same result as an uninterrupted run. A checkpoint is reused only for
+epoch), so it reaches the same result as an uninterrupted run. state.json is written last in an epoch and
+names the weights to resume from (``last-<epochs_done>``; the previous epoch's are deleted only after it), so a
+kill while an epoch's files are being written resumes from the epoch before. A checkpoint is reused only for
 exactly what it was made from: its fingerprint covers the model and train settings, the cache's
 ``stats.json`` (feature transform and preprocess settings such as ``prune`` and ``hops``), the content hash
 of every train graph (graphs, configs, runtimes; see :class:`tpuperf.data.cache.ContentHash`) and the
@@ -376,7 +378,7 @@ class FoldRunner:
     def run(self) -> FoldState:
         self.kit.reset(self.settings.seed * 1000 + self.fold, self.steps_per_epoch)
         if self.state.epochs_done:
-            self.kit.checkpoint.read(str(self.ckpt_dir / "last")).assert_existing_objects_matched()
+            self.kit.checkpoint.read(self.last_checkpoint(self.state.epochs_done)).assert_existing_objects_matched()
             print(f"fold {self.fold}: resuming after epoch {self.state.epochs_done}")
         if not self.state.finished and self.state.epochs_done < self.settings.epochs:
             samples = self.settings.samples_per_graph[self.collection.kind.name]
@@ -426,6 +428,11 @@ class FoldRunner:
             self.write_best_oof(self.scorer.score(self.oof_graphs, self.eval_rows))
         return self.state
 
+    def last_checkpoint(self, epochs_done: int) -> str:
+        """Prefix of the weights and optimizer state after ``epochs_done`` epochs (``last-<epochs_done>``):
+        one name per epoch, so that the state.json of an earlier epoch never points at later weights."""
+        return str(self.ckpt_dir / f"last-{epochs_done}")
+
     def write_best_oof(self, scores: dict[str, np.ndarray]) -> None:
         """The best weights' scores of the evaluated OOF configs: the fold's OOF predictions."""
         write_atomic(self.best_oof_path, prediction_frame("oof", self.oof_graphs, scores, self.eval_rows).write_parquet)
@@ -446,8 +453,10 @@ class FoldRunner:
         state.epochs_done = epoch + 1
         if state.wait >= self.settings.patience:
             state.finished = True
-        self.kit.checkpoint.write(str(self.ckpt_dir / "last"))
-        write_json_atomic(self.state_path, asdict(state), sort_keys=True)
+        self.kit.checkpoint.write(self.last_checkpoint(state.epochs_done))
+        write_json_atomic(self.state_path, asdict(state), sort_keys=True)  # commits the epoch: resume from it
+        for stale in self.ckpt_dir.glob(f"{Path(self.last_checkpoint(epoch)).name}.*"):
+            stale.unlink()
         if self.settings.verbose:
             print(f"fold {self.fold} epoch {epoch}: loss {logs['loss']:.4f}, oof {score:.4f}, {seconds:.1f} s")
         if self.live is not None:
