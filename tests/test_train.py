@@ -148,6 +148,16 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
         )
         assert oof_score == pytest.approx(metrics["folds"][fold]["oof_score"], abs=1e-9)
     assert oof_ids == set(cache.graph_ids("train"))  # every train graph is out-of-fold exactly once
+
+    from tpuperf.ranking.export import export_collection
+
+    # the export takes these checkpoints: they say they were trained for this cache and model (weights_for)
+    export_params = dataclasses.replace(
+        params,
+        ensemble=dataclasses.replace(params.ensemble, models=("chebsage",)),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    assert (export_collection(export_params, COLLECTION) / "manifest.json").is_file()
     curves = run / "live" / "plots" / "metrics" / "fold_0" / "oof_score.tsv"
     assert len(curves.read_text().strip().splitlines()) == 1 + params.train.epochs
 

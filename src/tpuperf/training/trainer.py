@@ -53,7 +53,7 @@ from tpuperf.config import Config, ModelConfig, TrainConfig
 from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
-from tpuperf.provenance import source_fingerprint
+from tpuperf.provenance import source_fingerprint, weights_provenance
 from tpuperf.runs import (
     BEST_CHECKPOINT,
     BEST_OOF_FILE,
@@ -162,6 +162,7 @@ class FoldState:
     """What survives a kill: progress, early stopping and the learning curve."""
 
     fingerprint: str
+    weights_for: str = ""  # tpuperf.provenance.weights_provenance: what `tpuperf export` requires of the weights
     epochs_done: int = 0
     best_score: float = -math.inf
     best_epoch: int = -1
@@ -172,13 +173,13 @@ class FoldState:
     train_configs: int = 0  # padded config slots processed (graphs x configs per batch x steps)
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> FoldState:
+    def load(cls, path: Path, fingerprint: str, weights_for: str) -> FoldState:
         if path.exists():
             state = cls(**json.loads(path.read_text()))
             if state.fingerprint == fingerprint:
                 return state
             print(f"{path}: training data, settings or code changed since this checkpoint; starting the fold afresh")
-        return cls(fingerprint)
+        return cls(fingerprint, weights_for)
 
 
 class LearningRate:
@@ -339,7 +340,7 @@ class FoldRunner:
         oof_graphs,
         buckets: Buckets,
         ckpt_dir: Path,
-        fingerprint: str,
+        fingerprint: tuple[str, str],
         live,
     ):
         self.kit, self.collection, self.settings, self.fold = kit, kit.collection, settings, fold
@@ -350,7 +351,7 @@ class FoldRunner:
         self.replicas = self.strategy.num_replicas_in_sync
         self.state_path = ckpt_dir / STATE_FILE
         self.best_oof_path = ckpt_dir / BEST_OOF_FILE  # the best epoch's OOF scores = the fold's OOF predictions
-        self.state = FoldState.load(self.state_path, fingerprint)
+        self.state = FoldState.load(self.state_path, *fingerprint)
         if self.state.epochs_done == 0:
             for stale in ckpt_dir.glob("*"):
                 if stale.is_file():
@@ -518,12 +519,10 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     )
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
+    weights_for = weights_provenance(asdict(model), cache.stats, cache.content_hashes("train"), source_fingerprint())
     fingerprint = _fingerprint(
-        asdict(model),
+        weights_for,
         {k: v for k, v in asdict(settings).items() if k not in cosmetic},
-        cache.stats,
-        cache.content_hashes("train"),
-        source_fingerprint(),
         strategy.num_replicas_in_sync,  # the batches of a step depend on it
     )
 
@@ -547,7 +546,16 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         ckpt_dir = fold_checkpoint_dir(settings.checkpoints_dir, collection, model_name, fold)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         runner = FoldRunner(
-            kit, model_name, settings, fold, train_graphs, oof_graphs, buckets, ckpt_dir, fingerprint, live
+            kit,
+            model_name,
+            settings,
+            fold,
+            train_graphs,
+            oof_graphs,
+            buckets,
+            ckpt_dir,
+            (fingerprint, weights_for),
+            live,
         )
         if runner.state.history and live is not None:
             log_history(live, fold, runner.state.history)  # replay curves of epochs already done
