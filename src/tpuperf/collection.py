@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPLITS = ("train", "valid", "test")
+DATASET_MANIFEST = (
+    "manifest.json"  # beside npz/ in a downloaded dataset (tpuperf.data.download): files, checksums, source
+)
 
 
 @dataclass(frozen=True)

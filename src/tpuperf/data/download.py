@@ -34,12 +34,12 @@ from typing import Any
 from joblib import Parallel, delayed
 
 from tpuperf.atomic import replaced_dir, write_json_atomic
-from tpuperf.collection import COLLECTIONS, SPLITS, Collection
+from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, SPLITS, Collection
 from tpuperf.config import Config, DataConfig
 from tpuperf.data.npz import DataFormatError, validate_file, walk_files
 from tpuperf.errors import TpuperfError
 
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = DATASET_MANIFEST
 SAMPLE_SUBMISSION = "sample_submission.csv"
 NPZ_DIR = "npz"
 SUBMISSION_HEADER = "ID,TopConfigs"

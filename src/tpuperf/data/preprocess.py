@@ -54,7 +54,7 @@ from scipy import sparse
 from tqdm import tqdm
 
 from tpuperf.atomic import replaced_dir
-from tpuperf.collection import SPLITS, Collection
+from tpuperf.collection import DATASET_MANIFEST, SPLITS, Collection
 from tpuperf.config import PRUNE_MODES, Config, PreprocessConfig
 from tpuperf.data import cache
 from tpuperf.data.npz import (
@@ -635,8 +635,19 @@ def _parallel(jobs: int, tasks: list, desc: str, progress: bool) -> Iterable:
     return tqdm(results, total=len(tasks), desc=desc, unit="graph", disable=not progress)
 
 
+def data_source(data_root: Path) -> str | None:
+    """``source`` of the dataset's manifest (``kaggle``, ``synthetic`` or ``local``: what the download stage
+    built it from), None when ``data_root`` has no manifest (files put there by hand)."""
+    path = data_root / DATASET_MANIFEST
+    return json.loads(path.read_text()).get("source") if path.is_file() else None
+
+
 def _build_stats(
-    collection: Collection, results: list[GraphResult], settings: PreprocessConfig, index: pl.DataFrame
+    collection: Collection,
+    results: list[GraphResult],
+    settings: PreprocessConfig,
+    index: pl.DataFrame,
+    source: str | None,
 ) -> dict[str, Any]:
     # sorted: pooled float sums must not depend on the order in which workers finished
     train = sorted((r for r in results if r.row["split"] == "train"), key=lambda r: r.row["graph_id"])
@@ -648,6 +659,7 @@ def _build_stats(
         "format_version": cache.FORMAT_VERSION,
         "collection": collection.name,
         "slug": collection.slug,
+        "data_source": source,
         "prune": settings.prune,
         "hops": settings.hops,
         "config_edge_length": settings.config_edge_length,
@@ -746,7 +758,7 @@ def preprocess_collection(
             .sort("split", "graph_id")
             .with_columns(pl.col("split").cast(pl.String))
         )
-        stats = _build_stats(collection, results, settings, index)
+        stats = _build_stats(collection, results, settings, index, data_source(data_root))
         finish = [delayed(finish_graph)(tmp / rel, stats, collection.kind.config_per_node) for rel in index["path"]]
         for _ in _parallel(settings.jobs, finish, f"transform {collection.slug}", progress):
             pass
