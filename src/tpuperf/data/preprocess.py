@@ -54,7 +54,7 @@ from scipy import sparse
 from tqdm import tqdm
 
 from tpuperf.atomic import replaced_dir
-from tpuperf.collection import DATASET_MANIFEST, SPLITS, Collection
+from tpuperf.collection import SPLITS, Collection, data_source
 from tpuperf.config import PRUNE_MODES, Config, PreprocessConfig
 from tpuperf.data import cache
 from tpuperf.data.npz import (
@@ -633,13 +633,6 @@ def _parallel(jobs: int, tasks: list, desc: str, progress: bool) -> Iterable:
     """Run joblib tasks with a progress bar, yielding results as they finish."""
     results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
     return tqdm(results, total=len(tasks), desc=desc, unit="graph", disable=not progress)
-
-
-def data_source(data_root: Path) -> str | None:
-    """``source`` of the dataset's manifest (``kaggle``, ``synthetic`` or ``local``: what the download stage
-    built it from), None when ``data_root`` has no manifest (files put there by hand)."""
-    path = data_root / DATASET_MANIFEST
-    return json.loads(path.read_text()).get("source") if path.is_file() else None
 
 
 def _build_stats(
