@@ -340,7 +340,8 @@ class FoldRunner:
         oof_graphs,
         buckets: Buckets,
         ckpt_dir: Path,
-        fingerprint: tuple[str, str],
+        fingerprint: str,
+        weights_for: str,
         live,
     ):
         self.kit, self.collection, self.settings, self.fold = kit, kit.collection, settings, fold
@@ -351,7 +352,7 @@ class FoldRunner:
         self.replicas = self.strategy.num_replicas_in_sync
         self.state_path = ckpt_dir / STATE_FILE
         self.best_oof_path = ckpt_dir / BEST_OOF_FILE  # the best epoch's OOF scores = the fold's OOF predictions
-        self.state = FoldState.load(self.state_path, *fingerprint)
+        self.state = FoldState.load(self.state_path, fingerprint, weights_for)
         if self.state.epochs_done == 0:
             for stale in ckpt_dir.glob("*"):
                 if stale.is_file():
@@ -554,7 +555,8 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
             oof_graphs,
             buckets,
             ckpt_dir,
-            (fingerprint, weights_for),
+            fingerprint,
+            weights_for,
             live,
         )
         if runner.state.history and live is not None:
