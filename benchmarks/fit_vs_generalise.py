@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        runner = FoldRunner(kit, args.model, settings, 0, fit, held, buckets, Path(tmp), "diagnosis", None)
+        runner = FoldRunner(kit, args.model, settings, 0, fit, held, buckets, Path(tmp), "diagnosis", "", None)
         state = runner.run()
     rng = np.random.default_rng([settings.seed, 11])
     rows = {

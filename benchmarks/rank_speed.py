@@ -64,15 +64,17 @@ COLLECTIONS = {"layout": "layout:xla:random", "tile": "tile:xla"}
 
 def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     """What training leaves for the export stage, with fresh (untrained) weights: each member's
-    ``checkpoints/<slug>/<model>/fold_<k>/best`` + a finished state.json, and each model's
-    run report with an oof_score (model i gets 0.3 - 0.05 i)."""
+    ``checkpoints/<slug>/<model>/fold_<k>/best`` + a finished state.json (trained for the current cache and
+    model settings), and each model's run report with an oof_score (model i gets 0.3 - 0.05 i)."""
     import tensorflow as tf
 
     from tpuperf.data.cache import CollectionCache
+    from tpuperf.provenance import source_fingerprint, weights_provenance
     from tpuperf.ranking.ranker import build_member_model
     from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, write_run_report
 
-    feat_dim = CollectionCache(config.preprocess.out, collection).node_feat_dim
+    cache = CollectionCache(config.preprocess.out, collection)
+    feat_dim = cache.node_feat_dim
     folds = config.train.folds
     for i, name in enumerate(config.ensemble_models):
         for fold in range(folds):
@@ -81,7 +83,10 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
             fold_dir = fold_checkpoint_dir(config.train.checkpoints_dir, collection, name, fold)
             fold_dir.mkdir(parents=True)
             tf.train.Checkpoint(model=model).write(str(fold_dir / BEST_CHECKPOINT))
-            (fold_dir / STATE_FILE).write_text(json.dumps({"finished": True}))
+            weights_for = weights_provenance(
+                dataclasses.asdict(config.model(name)), cache.stats, cache.content_hashes("train"), source_fingerprint()
+            )
+            (fold_dir / STATE_FILE).write_text(json.dumps({"finished": True, "weights_for": weights_for}))
         write_run_report(
             config.train.runs_dir,
             collection,

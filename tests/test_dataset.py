@@ -232,6 +232,21 @@ BAD_CASES = {
         "4 non-positive runtimes in a valid file",
     ),
     "negative runtime in test": (TILE, "test", _set("config_runtime", 2, -1), "config_runtime", "negative runtimes"),
+    # `tpuperf validate` passed these; preprocess and rank then refused them (after the download had taken them)
+    "layout value not an integer": (
+        LAYOUT,
+        "test",
+        _set("node_config_feat", (1, 0, 3), 0.5),
+        "node_config_feat",
+        "value 0.5 is not an integer in -1..5",
+    ),
+    "layout value out of range": (
+        LAYOUT,
+        "train",
+        _set("node_config_feat", (0, 1, 17), 6),
+        "node_config_feat",
+        "value 6.0 is not an integer in -1..5",
+    ),
     "zero normaliser in train": (
         TILE,
         "train",

@@ -88,12 +88,22 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")
 
 
-def zip_dataset(root: Path, archive: Path, prefix: str = "") -> Path:
-    """The competition zip: the dataset's files at the top level (or under ``prefix``)."""
+def zip_dataset(root: Path, archive: Path, prefix: str = "", npz_prefix: str = "") -> Path:
+    """A competition zip: the dataset's files at the top level (or under ``prefix``), its npz/ folder under
+    ``npz_prefix`` too (the real zip: ``npz_all/npz/...`` beside ``sample_submission.csv``)."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            zf.write(path, prefix + path.relative_to(root).as_posix())
+            rel = path.relative_to(root).as_posix()
+            zf.write(path, prefix + (npz_prefix + rel if rel.startswith("npz/") else rel))
     return archive
+
+
+def competition_layout(dataset: Path, out: Path) -> Path:
+    """``dataset`` laid out as the unzipped competition data: ``npz_all/npz/...`` and ``sample_submission.csv``
+    (Kaggle mounts it so at /kaggle/input/predict-ai-model-runtime)."""
+    shutil.copytree(dataset / "npz", out / "npz_all" / "npz")
+    shutil.copy(dataset / "sample_submission.csv", out / "sample_submission.csv")
+    return out
 
 
 def params_for(tmp_path: Path, source: str, *, dir: Path | None = None, seed: int = 0, jobs: int = 1) -> DataConfig:
@@ -151,9 +161,17 @@ def assert_manifest_describes(out: Path, manifest: dict, source: str, requested:
 # ---------------------------------------------------------------- kaggle
 
 
-@pytest.mark.parametrize("prefix", ["", f"{COMPETITION}/"], ids=["top-level", "nested"])
-def test_kaggle_downloads_unzips_and_validates(tmp_path, tiny_dataset, fake_kaggle, credentials, prefix) -> None:
-    fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip", prefix))
+@pytest.mark.parametrize(
+    "prefix, npz_prefix",
+    [("", ""), (f"{COMPETITION}/", ""), ("", "npz_all/")],
+    ids=["top-level", "nested", "competition-zip"],
+)
+def test_kaggle_downloads_unzips_and_validates(
+    tmp_path, tiny_dataset, fake_kaggle, credentials, prefix, npz_prefix
+) -> None:
+    """The competition's zip holds npz_all/npz/... beside sample_submission.csv: it was refused as 'does not
+    have the TpuGraphs layout' (npz/ and the sample had to share a folder)."""
+    fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip", prefix, npz_prefix))
     params = params_for(tmp_path, "kaggle")
     manifest = download(params)
     [call] = fake_kaggle.calls()
@@ -298,6 +316,17 @@ def test_local_real_files(tmp_path, shared_data) -> None:
     rows = len((shared_data / "sample_submission.csv").read_text().splitlines()) - 1
     assert manifest["sample_submission.csv"]["rows"] == rows > 0
     assert not (Path(params.out) / "README.md").exists()  # only the layout is taken
+
+
+def test_local_unzipped_competition_data(tmp_path, tiny_dataset) -> None:
+    """data.dir = the unzipped competition data (npz_all/npz/... beside sample_submission.csv, as Kaggle
+    mounts it): refused with 'npz missing' before; now the dataset is taken as if npz/ were at the top."""
+    params = params_for(tmp_path, "local", dir=competition_layout(tiny_dataset, tmp_path / "unzipped"))
+    manifest = download(params)
+    assert_same_dataset(Path(params.out), tiny_dataset)
+    assert_manifest_describes(Path(params.out), manifest, "local", "local")
+    files = [rel for rel, *_ in data_fingerprint(params)["files"]]
+    assert len(files) == 11 and "sample_submission.csv" in files and "npz_all/npz/tile/xla/test/test0.npz" in files
 
 
 @pytest.mark.parametrize("problem", ["unset", "no npz", "no sample"])

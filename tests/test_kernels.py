@@ -610,6 +610,11 @@ def test_bundle_is_found_and_must_match_the_kernel(tmp_path: Path, capsys):
     assert found == bundle and "is absent, using" in capsys.readouterr().out
     with pytest.raises(KernelEnvironmentError, match=r"the competition data is not mounted: .*\(datasets\)"):
         find_mount(tmp_path / "input", COMPETITION, kernel_entry.is_dataset_root, "the competition data")
+    # as Kaggle mounts the competition: npz_all/npz/... beside sample_submission.csv (was 'not mounted')
+    competition = tmp_path / "input" / COMPETITION
+    (competition / "npz_all" / "npz" / "tile").mkdir(parents=True)
+    (competition / "sample_submission.csv").write_text("ID,TopConfigs\n")
+    assert find_mount(tmp_path / "input", COMPETITION, kernel_entry.is_dataset_root, "the data") == competition
     config = {"source_sha256": "b" * 64, "bundle_id": f"{USER}/tpuperf-bundle"}
     with pytest.raises(
         KernelEnvironmentError,

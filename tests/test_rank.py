@@ -448,6 +448,75 @@ def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exporte
     assert [p.name for p in (root / "models").iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("change", ["re-preprocessed cache", "model setting"])
+def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tmp_path, change):
+    """`tpuperf export` after `tpuperf preprocess` (here: other pruning hops) or a model edit of the same weight
+    shapes (dropout), without training again, packaged the old weights with the new transform or settings
+    silently; each fold's state.json now says what its weights were trained for (weights_for)."""
+    root, params = exported
+    name = "layout:xla:default"
+    col = get_collection(name)
+    shutil.copytree(root / "checkpoints", tmp_path / "checkpoints")
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(params.train, checkpoints_dir=str(tmp_path / "checkpoints")),
+        preprocess=dataclasses.replace(params.preprocess, out=str(tmp_path / "cache")),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    export_collection(params, col)  # the copies as trained: exported
+    if change == "re-preprocessed cache":
+        settings = dataclasses.replace(params.preprocess, hops=params.preprocess.hops + 1)
+        preprocess_collection(params.data.out, params.preprocess.out, col, settings, progress=False)
+    else:
+        models = dict(params.models)
+        models["chebsage"] = dataclasses.replace(models["chebsage"], dropout=0.5)
+        params = dataclasses.replace(params, models=models)
+    state = tmp_path / "checkpoints" / col.slug / "chebsage" / "fold_0" / "state.json"
+    with pytest.raises(ExportError, match=rf"{state}: fold 0 of chebsage was trained for other data, model settings"):
+        export_collection(params, col)
+
+
+def test_rank_says_when_the_model_learnt_from_generated_data(exported, tmp_path):
+    """The default pipeline without Kaggle credentials trains on the synthetic dataset; `tpuperf rank` then
+    ranked a compiler engineer's program with it and said nothing (only the download stage's banner told).
+    The cache's stats.json keeps the dataset's source (its manifest.json), the export carries it, and loading
+    such an export warns."""
+    import warnings
+
+    from tpuperf.data.download import download
+
+    root, params = exported
+    params = dataclasses.replace(
+        params,
+        data=dataclasses.replace(
+            params.data,
+            source="synthetic",
+            out=str(tmp_path / "data"),
+            fingerprint=str(tmp_path / "source.json"),
+            synthetic=dataclasses.replace(params.data.synthetic, preset="tiny"),
+        ),
+        preprocess=dataclasses.replace(params.preprocess, out=str(tmp_path / "cache")),
+        train=dataclasses.replace(
+            params.train, checkpoints_dir=str(tmp_path / "checkpoints"), runs_dir=str(tmp_path / "runs")
+        ),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    col = get_collection("tile:xla")
+    download(params.data)
+    preprocess_collection(params.data.out, params.preprocess.out, col, params.preprocess, progress=False)
+    assert CollectionCache(params.preprocess.out, col).stats["data_source"] == "synthetic"
+    write_untrained_members(params, col)
+    out = export_collection(params, col)
+    test_file = next(col.split_dir(params.data.out, "test").glob("*.npz"))
+    with pytest.warns(UserWarning, match=r"trained on GENERATED data \(data\.source synthetic\)"):
+        tpuperf.rank([test_file], out)
+    with warnings.catch_warnings():  # an export of files without a download manifest: nothing to say
+        warnings.simplefilter("error")
+        ExportedModel(root / "models" / col.slug)
+    assert json.loads((root / "models" / col.slug / "manifest.json").read_text())["stats"]["data_source"] is None
+
+
 def test_speed_benchmark_quick_run_reports_load_and_rank_times(capsys):
     assert rank_speed.main(["--quick", "--repeats", "1"]) == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

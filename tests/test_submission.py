@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -467,6 +468,19 @@ def test_submit_refuses_invalid_file_and_reports_kaggle_failure(tmp_path, data, 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(KaggleError, match="kaggle CLI not found on PATH"):
         submit(good, "m", "c", data_dir=data)
+
+
+def test_submit_refuses_a_submission_of_the_synthetic_dataset(tmp_path, data, fake_kaggle):
+    """data.out built by the synthetic source (the default pipeline without credentials): its test files are not
+    Kaggle's, yet the file passed the check against them and was sent (the competition then fails it, a daily
+    submission spent). Its manifest.json says the source; nothing is sent then."""
+    good = write_submission(FULL_RANKINGS, tmp_path / "s.csv", data_dir=data)
+    (data / "manifest.json").write_text(json.dumps({"source": "synthetic"}))
+    with pytest.raises(SubmissionError, match=r"data.source synthetic: .* not the competition's test files"):
+        submit(good, "m", "predict-ai-model-runtime", data_dir=data)
+    assert not fake_kaggle.exists()  # nothing was sent
+    (data / "manifest.json").write_text(json.dumps({"source": "kaggle"}))
+    assert submit(good, "m", "predict-ai-model-runtime", data_dir=data) == "Successfully submitted"
 
 
 def test_submit_reports_a_failure_the_cli_prints_with_exit_0(tmp_path, data, monkeypatch):

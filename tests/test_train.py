@@ -148,12 +148,27 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
         )
         assert oof_score == pytest.approx(metrics["folds"][fold]["oof_score"], abs=1e-9)
     assert oof_ids == set(cache.graph_ids("train"))  # every train graph is out-of-fold exactly once
+
+    from tpuperf.ranking.export import export_collection
+
+    # the export takes these checkpoints: they say they were trained for this cache and model (weights_for)
+    export_params = dataclasses.replace(
+        params,
+        ensemble=dataclasses.replace(params.ensemble, models=("chebsage",)),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    assert (export_collection(export_params, COLLECTION) / "manifest.json").is_file()
     curves = run / "live" / "plots" / "metrics" / "fold_0" / "oof_score.tsv"
     assert len(curves.read_text().strip().splitlines()) == 1 + params.train.epochs
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch):
-    """Same weights, scores and predictions; and the same learning rate at every step (warm-up, then cosine decay)."""
+@pytest.mark.parametrize("kill", ["after_state", "before_state"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch, kill):
+    """Same weights, scores and predictions; and the same learning rate at every step (warm-up, then cosine decay).
+
+    ``kill``: the run is killed after the second epoch has been recorded in state.json, or after that epoch's
+    weights were checkpointed but before state.json said so (the last write of an epoch): the resumed run must
+    then repeat the second epoch from the first one's weights, not train on from the second one's."""
     from tpuperf.training import trainer as train
 
     schedule = {"lr_schedule": {"warmup_epochs": 1, "final_fraction": 0.1}, "weight_decay": 0.01}
@@ -172,7 +187,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
     run = "straight"
     straight = train.train_collection(COLLECTION, "sage", small_params(tiny_cache, tmp_path / "a", **schedule))
 
-    real_end_epoch = train.FoldRunner.end_epoch
+    real_end_epoch, real_write_json = train.FoldRunner.end_epoch, train.write_json_atomic
     calls = {"n": 0}
 
     def killed_after_second_epoch(self, epoch, logs, seconds):
@@ -181,7 +196,17 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
         if calls["n"] == 2:
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(train.FoldRunner, "end_epoch", killed_after_second_epoch)
+    def killed_before_second_state(path, payload, **kwargs):
+        if Path(path).name == "state.json":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt("simulated kill")
+        return real_write_json(path, payload, **kwargs)
+
+    if kill == "after_state":
+        monkeypatch.setattr(train.FoldRunner, "end_epoch", killed_after_second_epoch)
+    else:
+        monkeypatch.setattr(train, "write_json_atomic", killed_before_second_state)
     params_b = small_params(tiny_cache, tmp_path / "b", **schedule)
     run = "killed"
     with pytest.raises(KeyboardInterrupt):
@@ -191,9 +216,11 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
     state = json.loads(
         (tmp_path / "b" / "checkpoints" / COLLECTION.slug / "sage" / "fold_0" / "state.json").read_text()
     )
-    assert state["epochs_done"] == 2 and not state["finished"]
+    done = 2 if kill == "after_state" else 1
+    assert state["epochs_done"] == done and not state["finished"]
 
     monkeypatch.setattr(train.FoldRunner, "end_epoch", real_end_epoch)
+    monkeypatch.setattr(train, "write_json_atomic", real_write_json)
     run = "resumed"
     resumed = train.train_collection(COLLECTION, "sage", params_b)
     rates = {name: [(step, lr) for r, step, lr in seen if r == name] for name in ("straight", "killed", "resumed")}
@@ -201,8 +228,11 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tiny_cache, tmp_
     assert len({lr for _, lr in rates["straight"]}) > per_epoch  # the rate changes within and across epochs
     assert max(lr for _, lr in rates["straight"]) == pytest.approx(0.003, rel=1e-6)
     assert rates["straight"][0] == (0, 0.0)
-    # fold 0 resumes at the step after the kill (not at step 0), on the uninterrupted run's rates; fold 1 as well
-    assert rates["resumed"][0][0] == 2 * per_epoch and rates["killed"] + rates["resumed"] == rates["straight"]
+    # fold 0 resumes after the last epoch state.json records (not at step 0, not after an epoch it does not
+    # record), on the uninterrupted run's rates; fold 1 as well
+    resume_at = done * per_epoch
+    assert rates["resumed"][0][0] == resume_at
+    assert rates["killed"][:resume_at] + rates["resumed"] == rates["straight"]
     for a, b in zip(straight["folds"], resumed["folds"]):
         assert a["best_epoch"] == b["best_epoch"]
         assert a["oof_score"] == pytest.approx(b["oof_score"], abs=1e-6)

@@ -3,11 +3,15 @@ kinds of collection (:data:`TILE`, :data:`LAYOUT`) with what differs between the
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 SPLITS = ("train", "valid", "test")
+DATASET_MANIFEST = (
+    "manifest.json"  # beside npz/ in a downloaded dataset (tpuperf.data.download): files, checksums, source
+)
 
 
 @dataclass(frozen=True)
@@ -135,3 +139,10 @@ def locate(path: Path | str) -> tuple[Collection | None, str | None]:
                     split = rest[len(segs)] if len(rest) > len(segs) else None
                     return col, split if split in SPLITS else None
     return None, None
+
+
+def data_source(data_root: Path | str) -> str | None:
+    """``source`` of the dataset's :data:`DATASET_MANIFEST` (``kaggle``, ``synthetic`` or ``local``: what the
+    download stage built it from), None when ``data_root`` has no manifest (files put there by hand)."""
+    path = Path(data_root, DATASET_MANIFEST)
+    return json.loads(path.read_text()).get("source") if path.is_file() else None

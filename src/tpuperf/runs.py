@@ -9,7 +9,8 @@ read. Their paths and file formats are defined here only.
                                        output: ``dvc metrics show runs/*/*/metrics.json``)
         live/                          dvclive plots
     <train.checkpoints_dir>/<slug>/<model>/fold_<k>/
-        state.json                     history, early stopping, ``finished``
+        state.json                     history, early stopping, ``finished``; written last in an epoch
+        last-<n>.*                     weights and optimizer after n epochs (n = state.json's ``epochs_done``)
         best.*                         the best epoch's weights (a tf.train.Checkpoint prefix)
         best_oof.parquet               the best epoch's OOF predictions (prediction format below)
     <ensemble.out>/

@@ -38,7 +38,8 @@ reading the others. Layout on disk::
                                                ns; zeros in test
         config_ids.npy       int64 (c',)       index of each kept config in the original file
 
-``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``prune``, ``hops``, ``config_edge_length``, ``max_nodes``,
+``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``data_source`` (the dataset manifest's
+``source``: kaggle, synthetic, local, or null without a manifest), ``prune``, ``hops``, ``config_edge_length``, ``max_nodes``,
 ``max_edges``, ``max_config_nodes`` (over all splits, after pruning: static padded shapes),
 ``max_opcode``, ``node_feat_dim``, ``config_feat_shape`` (one config's trailing shape padded to
 the maxima: ``[30]`` for tile, ``[max_config_nodes, 18]`` for layout), the fit settings

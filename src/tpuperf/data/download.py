@@ -7,6 +7,10 @@ Sources (``data.source`` in params.yaml):
 - ``local``: a directory that already has the real layout (``data.dir``), hard-linked or copied;
 - ``auto``: kaggle when Kaggle credentials exist, synthetic otherwise, announced loudly.
 
+Where a dataset's ``npz/`` folder and sample submission may be (:func:`layout_candidates`): both at the top, or
+``npz/`` one folder down with the sample beside it or at the top: the competition's zip (and Kaggle's mount of it)
+holds ``npz_all/npz/...`` beside ``sample_submission.csv``. The output always has them at its top.
+
 The dataset is built in a hidden temporary directory beside the output, every file is validated,
 and only then is it renamed into place. A failure therefore never leaves a half-written dataset
 and never touches the previous one. The manifest holds no timestamp, so the same source gives the
@@ -23,19 +27,21 @@ import subprocess
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from joblib import Parallel, delayed
 
 from tpuperf.atomic import replaced_dir, write_json_atomic
-from tpuperf.collection import COLLECTIONS, SPLITS, Collection
+from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, SPLITS, Collection
 from tpuperf.config import Config, DataConfig
 from tpuperf.data.npz import DataFormatError, validate_file, walk_files
 from tpuperf.errors import TpuperfError
 
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = DATASET_MANIFEST
 SAMPLE_SUBMISSION = "sample_submission.csv"
+NPZ_DIR = "npz"
 SUBMISSION_HEADER = "ID,TopConfigs"
 MAX_LISTED = 5  # problems quoted in one error message
 ERROR_TAIL_LINES = 20  # lines of the kaggle CLI's output quoted when it fails
@@ -138,9 +144,9 @@ def data_fingerprint(params: DataConfig) -> dict[str, Any]:
         return {"source": source, "competition": params.competition}
     if source == "synthetic":
         return {"source": source, "preset": params.synthetic.preset, "seed": params.synthetic.seed}
-    src = _local_dir(params)
+    src, layout = _local_dir(params)
     files = []
-    for rel in _local_files(src):
+    for rel, _ in _local_files(src, layout):
         st = src.joinpath(*rel.parts).stat()
         files.append([str(rel), st.st_size, st.st_mtime_ns, st.st_ino])
     return {"source": source, "dir": str(src.resolve()), "files": files}
@@ -188,38 +194,72 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _local_dir(params: DataConfig) -> Path:
-    """``data.dir``, checked to have the real layout, for ``data.source: local``."""
+def layout_candidates(top_folders: Iterable[str]) -> list[tuple[str, str]]:
+    """Where a dataset's ``npz/`` folder and sample submission may be, as (npz folder, sample file) POSIX paths
+    relative to its root, in the order tried: both at the top; then, per folder of ``top_folders`` (sorted),
+    ``<folder>/npz`` with the sample beside it or at the top (the competition's ``npz_all/npz`` and
+    ``sample_submission.csv``)."""
+    pairs = [(NPZ_DIR, SAMPLE_SUBMISSION)]
+    for folder in sorted(top_folders):
+        pairs += [(f"{folder}/{NPZ_DIR}", f"{folder}/{SAMPLE_SUBMISSION}"), (f"{folder}/{NPZ_DIR}", SAMPLE_SUBMISSION)]
+    return pairs
+
+
+def local_layout(src: Path) -> tuple[str, str] | None:
+    """The first of :func:`layout_candidates` that directory ``src`` has (npz folder and sample file), or None."""
+    folders = [d.name for d in src.iterdir() if d.is_dir()] if src.is_dir() else []
+    return next(
+        (
+            (npz, sample)
+            for npz, sample in layout_candidates(folders)
+            if (src / npz).is_dir() and (src / sample).is_file()
+        ),
+        None,
+    )
+
+
+def _local_dir(params: DataConfig) -> tuple[Path, tuple[str, str]]:
+    """``data.dir`` and where its npz folder and sample submission are (:func:`local_layout`), for
+    ``data.source: local``; DownloadError when it has no TpuGraphs layout."""
     src = Path(params.dir) if params.dir else None
     if src is None:
         raise DownloadError(
             "data.source is 'local' but data.dir is not set: point data.dir in params.yaml at a directory "
             f"holding npz/... and {SAMPLE_SUBMISSION} (for example an unzipped Kaggle download)."
         )
-    missing = [name for name in ("npz", SAMPLE_SUBMISSION) if not (src / name).exists()]
-    if missing:
+    layout = local_layout(src)
+    if layout is None:
+        pairs = layout_candidates([d.name for d in src.iterdir() if d.is_dir()] if src.is_dir() else [])
+        found = {NPZ_DIR: any((src / npz).is_dir() for npz, _ in pairs)}
+        found[SAMPLE_SUBMISSION] = any((src / sample).is_file() for _, sample in pairs)
+        missing = [name for name, ok in found.items() if not ok] or [f"{SAMPLE_SUBMISSION} beside npz or at the top"]
         raise DownloadError(
             f"data.source is 'local' but data.dir {src} does not have the TpuGraphs layout: "
-            f"{' and '.join(missing)} missing (expected npz/<kind>/<source>/[<search>/]<split>/*.npz "
-            f"and {SAMPLE_SUBMISSION})."
+            f"{' and '.join(missing)} missing (expected npz/<kind>/<source>/[<search>/]<split>/*.npz at the top or "
+            f"one folder down, as the unzipped competition's npz_all/npz, and {SAMPLE_SUBMISSION} beside that "
+            "npz folder or at the top)."
         )
-    return src
+    return src, layout
 
 
-def _local_files(src: Path) -> list[PurePosixPath]:
-    """Every file the local source takes from ``src`` (all under npz/, and the sample submission),
-    relative to ``src``, sorted. Symlinked files and folders are followed (:func:`tpuperf.data.npz.walk_files`)."""
-    files = [PurePosixPath(SAMPLE_SUBMISSION)]
-    files += [PurePosixPath(f.relative_to(src).as_posix()) for f in walk_files(src / "npz")]
+def _local_files(src: Path, layout: tuple[str, str]) -> list[tuple[PurePosixPath, PurePosixPath]]:
+    """Every file the local source takes from ``src`` (all under the npz folder, and the sample submission) as
+    (path relative to ``src``, path in the dataset), sorted. Symlinked files and folders are followed
+    (:func:`tpuperf.data.npz.walk_files`)."""
+    npz, sample = layout
+    files = [(PurePosixPath(sample), PurePosixPath(SAMPLE_SUBMISSION))]
+    for f in walk_files(src / npz):
+        rel = PurePosixPath(f.relative_to(src / npz).as_posix())
+        files.append((PurePosixPath(npz) / rel, PurePosixPath(NPZ_DIR) / rel))
     return sorted(files)
 
 
 def _fill_local(staging: Path, params: DataConfig) -> dict[str, Any]:
     """Link or copy the local files; folders are created afresh (not copying a read-only mode
     from the source, which would make the output impossible to delete)."""
-    src = _local_dir(params)
-    for rel in _local_files(src):
-        target = staging.joinpath(*rel.parts)
+    src, layout = _local_dir(params)
+    for rel, dest in _local_files(src, layout):
+        target = staging.joinpath(*dest.parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         _link_or_copy(src.joinpath(*rel.parts), target)
     return {"dir": str(src.resolve())}
@@ -271,14 +311,13 @@ def _find_archive(scratch: Path, params: DataConfig) -> Path:
     )
 
 
-def _layout_prefix(names: list[str]) -> str | None:
-    """'' when the zip holds npz/... and the sample submission at its top, 'dir/' when one folder down."""
+def _zip_layout(names: list[str]) -> tuple[str, str] | None:
+    """The first of :func:`layout_candidates` a zip holding files ``names`` has: (npz folder holding .npz
+    files, sample file), or None."""
     present = set(names)
-    candidates = [""] + sorted({n.split("/", 1)[0] + "/" for n in names if "/" in n})
-    for prefix in candidates:
-        has_npz = any(n.startswith(prefix + "npz/") and n.endswith(".npz") for n in names)
-        if has_npz and prefix + SAMPLE_SUBMISSION in present:
-            return prefix
+    for npz, sample in layout_candidates({n.split("/", 1)[0] for n in names if "/" in n}):
+        if sample in present and any(n.startswith(f"{npz}/") and n.endswith(".npz") for n in names):
+            return npz, sample
     return None
 
 
@@ -287,15 +326,20 @@ def _extract_layout(archive: Path, dest: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [i for i in zf.infolist() if not i.is_dir()]
-            prefix = _layout_prefix([i.filename for i in members])
-            if prefix is None:
+            layout = _zip_layout([i.filename for i in members])
+            if layout is None:
                 raise DownloadError(
-                    f"{archive.name} does not have the TpuGraphs layout: expected npz/... and {SAMPLE_SUBMISSION} "
-                    f"at its top level or one folder down, but it holds {_listing([i.filename for i in members])}."
+                    f"{archive.name} does not have the TpuGraphs layout: expected npz/... at its top level or one "
+                    f"folder down and {SAMPLE_SUBMISSION} beside it or at the top, but it holds "
+                    f"{_listing([i.filename for i in members])}."
                 )
+            npz, sample = layout
             for info in members:
-                rel = PurePosixPath(info.filename[len(prefix) :])
-                if not info.filename.startswith(prefix) or not (rel.parts[0] == "npz" or str(rel) == SAMPLE_SUBMISSION):
+                if info.filename == sample:
+                    rel = PurePosixPath(SAMPLE_SUBMISSION)
+                elif info.filename.startswith(f"{npz}/"):
+                    rel = PurePosixPath(NPZ_DIR, info.filename[len(npz) + 1 :])
+                else:
                     continue
                 if ".." in rel.parts:
                     raise DownloadError(f"{archive.name} holds an unsafe path {info.filename!r}.")

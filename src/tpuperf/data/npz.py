@@ -22,6 +22,7 @@ from tpuperf.errors import TpuperfError
 NODE_FEAT_DIM = 140
 TILE_CONFIG_DIM = 24
 LAYOUT_CONFIG_DIM = 18
+LAYOUT_VALUE_RANGE = (-1, 5)  # node_config_feat minor-to-major entries: -1 = unused dim, else a dim index 0..5
 STREAM_CHUNK_BYTES = 64 << 20
 # node_feat columns (TpuGraphs dataset README): 0 is_root; 21-26 the output's dims (0 past the rank),
 # 27 their sum, 28 their product (1 for a scalar or tuple); 134-139 its minor-to-major layout (0 past
@@ -260,6 +261,17 @@ def _check_finite(path: Path, key: str, chunks: Iterator[np.ndarray]) -> None:
             raise DataFormatError(path, key, f"contains {bad}")
 
 
+def layout_codes(path: Path | str, chunk: np.ndarray) -> np.ndarray:
+    """Finite ``node_config_feat`` values (any shape) as int8; :class:`DataFormatError` naming the first value that
+    is not an integer in :data:`LAYOUT_VALUE_RANGE`."""
+    codes = chunk.astype(np.int8)
+    lo, hi = LAYOUT_VALUE_RANGE
+    if not np.array_equal(codes, chunk) or codes.min(initial=lo) < lo or codes.max(initial=hi) > hi:
+        bad = chunk[(chunk != codes) | (codes < lo) | (codes > hi)]
+        raise DataFormatError(path, "node_config_feat", f"value {bad.flat[0]} is not an integer in {lo}..{hi}")
+    return codes
+
+
 def _check_ids(path: Path, key: str, ids: np.ndarray, n: int) -> None:
     """Ids must lie in 0..n-1 (``node_splits`` passes n + 1: its boundaries may equal n)."""
     if ids.size and (ids.min() < 0 or ids.max() >= n):
@@ -354,12 +366,10 @@ def load_graph(
         raise DataFormatError(path, "node_config_ids", f"repeats node ids {ids[counts > 1][:5].tolist()}")
     if "node_splits" in arrays:
         _check_ids(path, "node_splits", arrays["node_splits"], n + 1)
-    if load_configs:
-        config_feat = _load_array(path, "node_config_feat")
-        _check_finite(path, "node_config_feat", iter([config_feat]))
-    else:
-        config_feat = None
-        _check_finite(path, "node_config_feat", iter_chunks(path, "node_config_feat"))
+    config_feat = _load_array(path, "node_config_feat") if load_configs else None
+    for chunk in [config_feat] if load_configs else iter_chunks(path, "node_config_feat"):
+        _check_finite(path, "node_config_feat", iter([chunk]))
+        layout_codes(path, chunk)  # minor-to-major dim indices: what preprocess and rank read them as
     return LayoutGraph(
         graph_id,
         arrays["node_feat"],

@@ -54,7 +54,7 @@ from scipy import sparse
 from tqdm import tqdm
 
 from tpuperf.atomic import replaced_dir
-from tpuperf.collection import SPLITS, Collection
+from tpuperf.collection import SPLITS, Collection, data_source
 from tpuperf.config import PRUNE_MODES, Config, PreprocessConfig
 from tpuperf.data import cache
 from tpuperf.data.npz import (
@@ -68,6 +68,7 @@ from tpuperf.data.npz import (
     LayoutGraph,
     TileGraph,
     iter_chunks,
+    layout_codes,
     load_graph,
     read_header,
 )
@@ -76,8 +77,6 @@ from tpuperf.data.tile_features import with_tile_features
 from tpuperf.errors import TpuperfError
 
 log = logging.getLogger(__name__)
-
-LAYOUT_VALUE_RANGE = (-1, 5)  # minor-to-major entries: -1 = unused dim, else a dim index 0..5
 
 
 class PreprocessError(TpuperfError, RuntimeError):
@@ -259,16 +258,6 @@ class ConfigDeduper:
         return np.asarray(new, dtype=np.int64)
 
 
-def _layout_codes(path: Path, chunk: np.ndarray) -> np.ndarray:
-    """The float minor-to-major values as int8, refusing anything but integers in -1..5."""
-    codes = chunk.astype(np.int8)
-    lo, hi = LAYOUT_VALUE_RANGE
-    if not np.array_equal(codes, chunk) or codes.min() < lo or codes.max() > hi:
-        bad = chunk[(chunk != codes) | (codes < lo) | (codes > hi)]
-        raise DataFormatError(path, "node_config_feat", f"value {bad.flat[0]} is not an integer in {lo}..{hi}")
-    return codes
-
-
 def _shrink_npy(path: Path, rows: int) -> None:
     """Cut a C-order .npy to its first ``rows`` rows in place.
 
@@ -312,7 +301,7 @@ def _write_layout_configs(
         }
         np.lib.format.write_array_header_1_0(fh, header)
         for chunk in iter_chunks(path, "node_config_feat", chunk_bytes):
-            codes = _layout_codes(path, chunk)
+            codes = layout_codes(path, chunk)
             if deduper is not None:
                 codes = codes[deduper.add(codes, start)]
             data = codes.tobytes()
@@ -502,7 +491,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
         graph, stats["prune"], int(stats["hops"]), int(stats["config_edge_length"])
     )
     if collection.kind.config_per_node:
-        config_feat = _layout_codes(path, graph.node_config_feat)
+        config_feat = layout_codes(path, graph.node_config_feat)
         tensors = layout_tensors(graph)
     else:
         config_feat = apply_transform(
@@ -636,7 +625,11 @@ def _parallel(jobs: int, tasks: list, desc: str, progress: bool) -> Iterable:
 
 
 def _build_stats(
-    collection: Collection, results: list[GraphResult], settings: PreprocessConfig, index: pl.DataFrame
+    collection: Collection,
+    results: list[GraphResult],
+    settings: PreprocessConfig,
+    index: pl.DataFrame,
+    source: str | None,
 ) -> dict[str, Any]:
     # sorted: pooled float sums must not depend on the order in which workers finished
     train = sorted((r for r in results if r.row["split"] == "train"), key=lambda r: r.row["graph_id"])
@@ -648,6 +641,7 @@ def _build_stats(
         "format_version": cache.FORMAT_VERSION,
         "collection": collection.name,
         "slug": collection.slug,
+        "data_source": source,
         "prune": settings.prune,
         "hops": settings.hops,
         "config_edge_length": settings.config_edge_length,
@@ -746,7 +740,7 @@ def preprocess_collection(
             .sort("split", "graph_id")
             .with_columns(pl.col("split").cast(pl.String))
         )
-        stats = _build_stats(collection, results, settings, index)
+        stats = _build_stats(collection, results, settings, index, data_source(data_root))
         finish = [delayed(finish_graph)(tmp / rel, stats, collection.kind.config_per_node) for rel in index["path"]]
         for _ in _parallel(settings.jobs, finish, f"transform {collection.slug}", progress):
             pass

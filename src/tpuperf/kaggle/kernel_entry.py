@@ -29,7 +29,7 @@ Paths (environment variables override the Kaggle defaults; the tests run the scr
     TPUPERF_KERNEL_SKIP_INSTALL=1   use the packages already installed (local runs)
 
 When a default input path is absent, a directory holding the expected marker (bundle.json of the
-right dataset; npz/ + sample_submission.csv) is searched for under the input root and announced.
+right dataset; sample_submission.csv + npz/ beside it or one folder down) is searched for under the input root and announced.
 """
 
 from __future__ import annotations
@@ -265,7 +265,11 @@ class Paths:
 
 
 def is_dataset_root(path: Path) -> bool:
-    return (path / "npz").is_dir() and (path / "sample_submission.csv").is_file()
+    """``path`` holds sample_submission.csv and npz/ beside it or one folder down (Kaggle mounts the competition
+    with npz_all/npz/...): what the local source accepts as data.dir (tpuperf.data.download.layout_candidates,
+    which this stdlib-only script cannot import before the install)."""
+    sample = (path / "sample_submission.csv").is_file()
+    return sample and ((path / "npz").is_dir() or any((d / "npz").is_dir() for d in path.glob("*")))
 
 
 def is_bundle(path: Path, dataset_id: str) -> bool:

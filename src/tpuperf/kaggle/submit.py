@@ -1,5 +1,6 @@
 """Send a submission with the kaggle CLI, after the full check against the data
-(:func:`tpuperf.submission.csv.check_submission`): a file that check refuses is never sent."""
+(:func:`tpuperf.submission.csv.check_submission`): a file that check refuses is never sent, nor one checked
+against a synthetic dataset (its test files are not the competition's)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tpuperf.collection import data_source
 from tpuperf.errors import TpuperfError
 from tpuperf.kaggle.cli import kaggle_failure
 from tpuperf.submission.csv import SubmissionError, check_submission
@@ -23,12 +25,18 @@ def submit(
     :func:`~tpuperf.submission.csv.check_submission`, plus ``sample``'s ID set when given), then ``kaggle competitions
     submit``; returns the CLI's output.
 
-    Raises :class:`~tpuperf.submission.csv.SubmissionError` for a file that check refuses (nothing is sent) and
+    Raises :class:`~tpuperf.submission.csv.SubmissionError` for a file that check refuses or a ``data_dir`` whose
+    manifest says it was generated (data.source synthetic; nothing is sent then) and
     :class:`KaggleError` when the kaggle CLI is missing or reports a failure.
     """
     if not message.strip():
         raise ValueError("a submission message is required (-m)")
     problems = check_submission(path, sample=sample, data_dir=data_dir, split="test")
+    if data_source(data_dir) == "synthetic":
+        problems.append(
+            f"{data_dir} was built by data.source synthetic: its test files are generated, not the competition's "
+            "test files (run the pipeline on the real data: Kaggle credentials, or data.source kaggle / local)"
+        )
     if problems:
         raise SubmissionError(path, problems)
     kaggle = shutil.which("kaggle")

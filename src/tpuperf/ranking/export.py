@@ -4,7 +4,8 @@
 
 What goes in is what ``ensemble.py`` combines for the submission: the ``ensemble.models`` whose
 weight reaches ``ensemble.min_weight``, each with its ``train.folds`` best-epoch checkpoints
-(``checkpoints/<slug>/<model>/fold_<k>/best``), weighted by
+(``checkpoints/<slug>/<model>/fold_<k>/best``; each must have been trained for the current cache and model
+settings, its state.json's ``weights_for``: :func:`tpuperf.provenance.weights_provenance`), weighted by
 :func:`tpuperf.submission.ensemble.model_weights` from their out-of-fold scores; the cache's
 ``stats.json`` (feature transform, pruning mode and hops); and the batch planning the pipeline scored
 with (``train.graphs_per_batch``, ``train.batch_slack``, ``train.buckets`` and
@@ -36,6 +37,7 @@ from tpuperf.collection import Collection
 from tpuperf.config import Config
 from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError
+from tpuperf.provenance import source_fingerprint, weights_provenance
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model, code_fingerprint
 from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_oof_score
 from tpuperf.submission.ensemble import EnsembleSettings, model_weights
@@ -61,13 +63,22 @@ def fingerprint(cache_dir: Path) -> dict[str, str]:
     return {"data": _sha256([cache_dir / STATS_FILE, cache_dir / INDEX_FILE]), "code": code_fingerprint()}
 
 
-def _fold_checkpoint(checkpoints_dir: Path | str, collection: Collection, model: str, fold: int) -> Path:
+def _fold_checkpoint(
+    checkpoints_dir: Path | str, collection: Collection, model: str, fold: int, weights_for: str
+) -> Path:
+    """The fold's best checkpoint, when its training finished for ``weights_for`` (else ExportError)."""
     fold_dir = fold_checkpoint_dir(checkpoints_dir, collection, model, fold)
     state_path = fold_dir / STATE_FILE
     if not state_path.is_file():
         raise ExportError(f"{state_path}: missing: train {model} first (`dvc repro train`)")
-    if not json.loads(state_path.read_text()).get("finished"):
+    state = json.loads(state_path.read_text())
+    if not state.get("finished"):
         raise ExportError(f"{state_path}: fold {fold} of {model} has not finished training")
+    if state.get("weights_for") != weights_for:
+        raise ExportError(
+            f"{state_path}: fold {fold} of {model} was trained for other data, model settings or tpuperf sources "
+            f"than the cache and params.yaml now hold: train it again (`dvc repro train@{collection.slug}-{model}`)"
+        )
     best = fold_dir / BEST_CHECKPOINT
     if not Path(f"{best}.index").is_file():
         raise ExportError(f"{best}.index: missing: fold {fold} of {model} has no best checkpoint")
@@ -93,15 +104,17 @@ def export_collection(config: Config, collection: Collection) -> Path:
     oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
     weights = model_weights(oof, ens.weights, ens.temperature, min_weight=ens.min_weight)
 
+    train_hashes = cache.content_hashes("train")
     final = out_root / collection.slug
     with replaced_dir(final) as tmp:
         models = {}
         for name in weights:  # the models ensemble.min_weight keeps, as in the submission
             model_config = config.model(name)
             model = build_member_model(collection.kind.name, model_config, cache.node_feat_dim)
+            weights_for = weights_provenance(asdict(model_config), cache.stats, train_hashes, source_fingerprint())
             (tmp / name).mkdir()
             for fold in range(ens.folds):
-                best = _fold_checkpoint(train.checkpoints_dir, collection, name, fold)
+                best = _fold_checkpoint(train.checkpoints_dir, collection, name, fold, weights_for)
                 # the best checkpoint also holds the optimizer slots the compiled model tracked: not needed
                 tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched().expect_partial()
                 np.savez(tmp / name / f"fold_{fold}.npz", **{f"{i:04d}": w for i, w in enumerate(model.get_weights())})

@@ -7,7 +7,8 @@ per collection, ``<export.out>/<collection-slug>/``::
                            their params.yaml settings, weights and folds, the batch shape the
                            pipeline predicted with, jit_compile, the preprocessing transform
                            (the cache's whole stats.json: feature columns, log columns, means,
-                           stds, pruning) and a fingerprint of the data and code that made it
+                           stds, pruning, the dataset's source: loading an export of synthetic
+                           data warns) and a fingerprint of the data and code that made it
     <model>/fold_<k>.npz   one member's weights: arrays ``0000``, ``0001``, ... in the order of
                            ``model.get_weights()`` of ``build_model(kind, params)``
 
@@ -32,6 +33,7 @@ and it only says how decisively the models separate a config from the best (the 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -203,6 +205,12 @@ class ExportedModel:
                 f"{here}): re-export it with this code (`dvc repro export@{self.collection.slug}`)"
             )
         self.stats = m["stats"]
+        if self.stats.get("data_source") == "synthetic":  # the default pipeline without Kaggle credentials
+            warnings.warn(
+                f"{manifest_path}: its models were trained on GENERATED data (data.source synthetic), not on "
+                "measured runtimes: their rankings of real programs show that the pipeline runs, not what is fast",
+                stacklevel=2,
+            )
         self.feat_dim = int(self.stats["node_feat_dim"])
         if self.feat_dim != len(self.stats["node_feat"]["columns"]):
             raise ModelExportError(

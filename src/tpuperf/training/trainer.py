@@ -7,17 +7,19 @@ OOF scores are the fold's OOF predictions (scoring the held-out graphs again wou
 Valid graphs are never used for any decision, so their scores are honest.
 
 Outputs (paths from params.yaml ``train.*``):
-    checkpoints/<slug>/<model>/fold_<k>/   resume state: weights + optimizer each epoch,
-                                           best weights, state.json (history, early stopping,
-                                           and a fingerprint of the data and settings it
-                                           belongs to)
+    checkpoints/<slug>/<model>/fold_<k>/   resume state: weights + optimizer after epoch n
+                                           (last-<n>), best weights, state.json (history, early
+                                           stopping, and a fingerprint of the data and settings
+                                           it belongs to)
     runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.runs
     runs/<slug>/<model>/report.json        per-fold and mean OOF/valid scores, throughput (+ metrics.json: oof, valid)
     runs/<slug>/<model>/live/              dvclive learning curves (``dvc plots show``)
 
 Resume: a killed run restarts at the last finished epoch with the same weights, optimizer
 state, early-stopping state and data stream (batches are a pure function of seed, fold and
-epoch), so it reaches the same result as an uninterrupted run. A checkpoint is reused only for
+epoch), so it reaches the same result as an uninterrupted run. state.json is written last in an epoch and
+names the weights to resume from (``last-<epochs_done>``; the previous epoch's are deleted only after it), so a
+kill while an epoch's files are being written resumes from the epoch before. A checkpoint is reused only for
 exactly what it was made from: its fingerprint covers the model and train settings, the cache's
 ``stats.json`` (feature transform and preprocess settings such as ``prune`` and ``hops``), the content hash
 of every train graph (graphs, configs, runtimes; see :class:`tpuperf.data.cache.ContentHash`) and the
@@ -51,7 +53,7 @@ from tpuperf.config import Config, ModelConfig, TrainConfig
 from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
-from tpuperf.provenance import source_fingerprint
+from tpuperf.provenance import source_fingerprint, weights_provenance
 from tpuperf.runs import (
     BEST_CHECKPOINT,
     BEST_OOF_FILE,
@@ -160,6 +162,7 @@ class FoldState:
     """What survives a kill: progress, early stopping and the learning curve."""
 
     fingerprint: str
+    weights_for: str = ""  # tpuperf.provenance.weights_provenance: what `tpuperf export` requires of the weights
     epochs_done: int = 0
     best_score: float = -math.inf
     best_epoch: int = -1
@@ -170,13 +173,13 @@ class FoldState:
     train_configs: int = 0  # padded config slots processed (graphs x configs per batch x steps)
 
     @classmethod
-    def load(cls, path: Path, fingerprint: str) -> FoldState:
+    def load(cls, path: Path, fingerprint: str, weights_for: str) -> FoldState:
         if path.exists():
             state = cls(**json.loads(path.read_text()))
             if state.fingerprint == fingerprint:
                 return state
             print(f"{path}: training data, settings or code changed since this checkpoint; starting the fold afresh")
-        return cls(fingerprint)
+        return cls(fingerprint, weights_for)
 
 
 class LearningRate:
@@ -338,6 +341,7 @@ class FoldRunner:
         buckets: Buckets,
         ckpt_dir: Path,
         fingerprint: str,
+        weights_for: str,
         live,
     ):
         self.kit, self.collection, self.settings, self.fold = kit, kit.collection, settings, fold
@@ -348,7 +352,7 @@ class FoldRunner:
         self.replicas = self.strategy.num_replicas_in_sync
         self.state_path = ckpt_dir / STATE_FILE
         self.best_oof_path = ckpt_dir / BEST_OOF_FILE  # the best epoch's OOF scores = the fold's OOF predictions
-        self.state = FoldState.load(self.state_path, fingerprint)
+        self.state = FoldState.load(self.state_path, fingerprint, weights_for)
         if self.state.epochs_done == 0:
             for stale in ckpt_dir.glob("*"):
                 if stale.is_file():
@@ -376,7 +380,7 @@ class FoldRunner:
     def run(self) -> FoldState:
         self.kit.reset(self.settings.seed * 1000 + self.fold, self.steps_per_epoch)
         if self.state.epochs_done:
-            self.kit.checkpoint.read(str(self.ckpt_dir / "last")).assert_existing_objects_matched()
+            self.kit.checkpoint.read(self.last_checkpoint(self.state.epochs_done)).assert_existing_objects_matched()
             print(f"fold {self.fold}: resuming after epoch {self.state.epochs_done}")
         if not self.state.finished and self.state.epochs_done < self.settings.epochs:
             samples = self.settings.samples_per_graph[self.collection.kind.name]
@@ -426,6 +430,11 @@ class FoldRunner:
             self.write_best_oof(self.scorer.score(self.oof_graphs, self.eval_rows))
         return self.state
 
+    def last_checkpoint(self, epochs_done: int) -> str:
+        """Prefix of the weights and optimizer state after ``epochs_done`` epochs (``last-<epochs_done>``):
+        one name per epoch, so that the state.json of an earlier epoch never points at later weights."""
+        return str(self.ckpt_dir / f"last-{epochs_done}")
+
     def write_best_oof(self, scores: dict[str, np.ndarray]) -> None:
         """The best weights' scores of the evaluated OOF configs: the fold's OOF predictions."""
         write_atomic(self.best_oof_path, prediction_frame("oof", self.oof_graphs, scores, self.eval_rows).write_parquet)
@@ -446,8 +455,10 @@ class FoldRunner:
         state.epochs_done = epoch + 1
         if state.wait >= self.settings.patience:
             state.finished = True
-        self.kit.checkpoint.write(str(self.ckpt_dir / "last"))
-        write_json_atomic(self.state_path, asdict(state), sort_keys=True)
+        self.kit.checkpoint.write(self.last_checkpoint(state.epochs_done))
+        write_json_atomic(self.state_path, asdict(state), sort_keys=True)  # commits the epoch: resume from it
+        for stale in self.ckpt_dir.glob(f"{Path(self.last_checkpoint(epoch)).name}.*"):
+            stale.unlink()
         if self.settings.verbose:
             print(f"fold {self.fold} epoch {epoch}: loss {logs['loss']:.4f}, oof {score:.4f}, {seconds:.1f} s")
         if self.live is not None:
@@ -509,12 +520,10 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     )
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
+    weights_for = weights_provenance(asdict(model), cache.stats, cache.content_hashes("train"), source_fingerprint())
     fingerprint = _fingerprint(
-        asdict(model),
+        weights_for,
         {k: v for k, v in asdict(settings).items() if k not in cosmetic},
-        cache.stats,
-        cache.content_hashes("train"),
-        source_fingerprint(),
         strategy.num_replicas_in_sync,  # the batches of a step depend on it
     )
 
@@ -538,7 +547,17 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         ckpt_dir = fold_checkpoint_dir(settings.checkpoints_dir, collection, model_name, fold)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         runner = FoldRunner(
-            kit, model_name, settings, fold, train_graphs, oof_graphs, buckets, ckpt_dir, fingerprint, live
+            kit,
+            model_name,
+            settings,
+            fold,
+            train_graphs,
+            oof_graphs,
+            buckets,
+            ckpt_dir,
+            fingerprint,
+            weights_for,
+            live,
         )
         if runner.state.history and live is not None:
             log_history(live, fold, runner.state.history)  # replay curves of epochs already done
