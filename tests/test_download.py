@@ -147,8 +147,9 @@ def assert_manifest_describes(out: Path, manifest: dict, source: str, requested:
         for split in SPLITS:
             entry = manifest["collections"][col.name][split]
             files = sorted(col.split_dir(out, split).glob("*.npz"))
-            assert entry["num_files"] == len(files)
-            assert entry["sha256"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+            valid = [f for f in files if f.name not in entry["invalid"]]
+            assert entry["num_files"] == len(files) and set(entry["invalid"]) <= {f.name for f in files}
+            assert entry["sha256"] == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in valid}
             total += len(files)
     assert manifest["num_files"] == total > 0
     sample = out / "sample_submission.csv"
@@ -252,23 +253,65 @@ def test_zip_without_the_layout(tmp_path, fake_kaggle, credentials) -> None:
     assert not Path(params.out).exists() and leftovers(params) == []
 
 
-def test_invalid_npz_inside_zip_keeps_previous_output(
-    tmp_path, tiny_dataset, fake_kaggle, credentials, rewrite_npz
+def test_invalid_npz_inside_zip_is_listed_not_refused(
+    tmp_path, tiny_dataset, fake_kaggle, credentials, rewrite_npz, capsys
 ) -> None:
+    """One invalid file among many used to refuse the whole download (and, with kaggle, cost the 6 GB again
+    after fixing nothing); now it is kept, listed with its problem in the manifest and announced."""
     bad = tiny_dataset / "npz/layout/nlp/default/train/train4.npz"
     rewrite_npz(bad, config_runtime=np.zeros(4, np.int64))
     fake_kaggle.serve(zip_dataset(tiny_dataset, tmp_path / "served.zip"))
     params = params_for(tmp_path, "kaggle")
+    manifest = download(params)
+    out = Path(params.out)
+    assert_same_dataset(out, tiny_dataset)
+    assert_manifest_describes(out, manifest, "kaggle", "kaggle")
+    problem = "config_runtime: 4 non-positive runtimes in a train file"
+    assert manifest["collections"]["layout:nlp:default"]["train"] == {
+        "num_files": 1,
+        "sha256": {},
+        "invalid": {"train4.npz": problem},
+    }
+    assert manifest["num_invalid"] == 1
+    assert sum(len(split["invalid"]) for col in manifest["collections"].values() for split in col.values()) == 1
+    printed = capsys.readouterr().out
+    assert f"WARNING: 1 of 10 files failed validation and are listed as invalid in {MANIFEST_NAME}: " in printed
+    assert f"npz/layout/nlp/default/train/train4.npz: {problem}" in printed
+    assert "preprocess.on_bad_file" in printed and "wrote 10 validated files (1 invalid) to" in printed
+    assert len(fake_kaggle.calls()) == 1 and leftovers(params) == []
+    assert main(["validate", str(out)]) == 1  # the check alone still fails on it
+    assert f"BAD {out}/npz/layout/nlp/default/train/train4.npz: {problem}" in capsys.readouterr().out
+
+
+def test_no_valid_file_is_refused_and_keeps_previous_output(tmp_path, tiny_dataset) -> None:
+    for path in tiny_dataset.rglob("*.npz"):
+        path.write_bytes(b"not a zip archive")
+    params = params_for(tmp_path, "local", dir=tiny_dataset)
     Path(params.out).mkdir(parents=True)
     (Path(params.out) / "previous.txt").write_text("from an earlier run")
     with pytest.raises(DownloadError) as info:
         download(params)
     message = str(info.value)
-    assert "1 of 10 files failed validation" in message
-    assert "npz/layout/nlp/default/train/train4.npz: config_runtime: 4 non-positive runtimes in a train file" in message
+    assert message.startswith("all 10 files failed validation: npz/tile/xla/train/train0.npz: ")
+    assert "unreadable or truncated archive" in message and "(and 5 more)" in message
     assert "the previous dataset there is untouched" in message
     assert [p.name for p in Path(params.out).iterdir()] == ["previous.txt"]
     assert leftovers(params) == []
+
+
+def test_manifest_of_invalid_files_is_deterministic(tmp_path, tiny_dataset) -> None:
+    """A problem quoting the file's path (here an OS error on a folder named like an .npz) must not carry the
+    temporary directory the dataset was built in: the same files give the same manifest bytes."""
+    (tiny_dataset / "npz/tile/xla/valid/folder.npz").mkdir(parents=True)
+    (tiny_dataset / "npz/tile/xla/valid/folder.npz/readme.txt").write_text("not an npz")
+    manifests = []
+    for run in ("a", "b"):
+        manifest = download(params_for(tmp_path / run, "local", dir=tiny_dataset))
+        assert manifest["num_invalid"] == 1
+        manifests.append((tmp_path / run / "data" / "raw" / MANIFEST_NAME).read_bytes())
+    why = manifest["collections"]["tile:xla"]["valid"]["invalid"]["folder.npz"]
+    assert "Is a directory: 'npz/tile/xla/valid/folder.npz'" in why and ".tmp" not in why
+    assert manifests[0] == manifests[1]
 
 
 # ---------------------------------------------------------------- local

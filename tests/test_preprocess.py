@@ -18,8 +18,9 @@ from conftest import _write_graph, params_with
 
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import SPLITS, get_collection, locate
-from tpuperf.config import PreprocessConfig
+from tpuperf.config import DataConfig, PreprocessConfig, SyntheticConfig
 from tpuperf.data.cache import CollectionCache
+from tpuperf.data.download import download
 from tpuperf.data.npz import DataFormatError, LayoutGraph, load_graph
 from tpuperf.data.opcodes import Opcode
 from tpuperf.data.preprocess import (
@@ -520,6 +521,80 @@ def test_node_splits_rank_1_rank_2_or_absent_preprocess_with_on_bad_file_fail(tm
     assert report["skipped"] == []
     assert sorted(CollectionCache(out, LAYOUT).graph_ids("train")) == ["train0", "train1", "train2"]
     assert report["splits"]["train"]["graphs"] == 3
+
+
+def downloaded_with_invalid_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A layout dataset through the download stage (data.source local) with one invalid train file (a layout
+    config value 7) and one invalid test file (not a zip): the stage keeps both and lists them in its manifest.
+    Returns (data root, train file, test file)."""
+    src = tmp_path / "src"
+    make_layout_dataset(src)
+    (src / "sample_submission.csv").write_text(f"ID,TopConfigs\n{LAYOUT.submission_id('test0')},0;1;2;3;4;5\n")
+    codes = layout_codes(np.random.default_rng(1), 6, 2)
+    codes[3, 1, 5] = 7  # minor-to-major entries must be -1..5
+    write_layout(
+        LAYOUT.split_dir(src, "train") / "outofrange.npz",
+        np.zeros((9, 140)),
+        CHAIN_EDGES,
+        [4, 8],
+        codes,
+        np.arange(1, 7),
+    )
+    (LAYOUT.split_dir(src, "test") / "broken.npz").write_bytes(b"not a zip archive")
+    data = DataConfig(
+        source="local",
+        dir=str(src),
+        out=str(tmp_path / "raw"),
+        fingerprint=str(tmp_path / "source.json"),
+        competition="predict-ai-model-runtime",
+        synthetic=SyntheticConfig(preset="tiny", seed=0),
+        jobs=1,
+    )
+    manifest = download(data)
+    raw = Path(data.out)
+    assert manifest["num_invalid"] == 2
+    return raw, LAYOUT.split_dir(raw, "train") / "outofrange.npz", LAYOUT.split_dir(raw, "test") / "broken.npz"
+
+
+CONFIG_PROBLEM = "node_config_feat: value 7.0 is not an integer in -1..5"
+
+
+def test_files_the_download_listed_invalid_stop_preprocess_by_name_with_on_bad_file_fail(tmp_path, monkeypatch):
+    """The download used to refuse such a dataset outright; now it lists the files and on_bad_file decides here,
+    before any file is read."""
+    raw, train_bad, test_bad = downloaded_with_invalid_files(tmp_path)
+    out = tmp_path / "cache"
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a file was read although preprocess had to stop first")
+
+    monkeypatch.setattr("tpuperf.data.preprocess.prepare_file", must_not_run)
+    with pytest.raises(PreprocessError) as info:
+        preprocess_collection(raw, out, LAYOUT, settings(on_bad_file="fail"), progress=False)
+    message = str(info.value)
+    assert message.startswith(
+        f"{LAYOUT.name}: 2 file(s) failed validation in the download stage (listed as invalid in {raw}/manifest.json): "
+        f"{train_bad}: {CONFIG_PROBLEM}; {test_bad}: unreadable or truncated archive (File is not a zip file). "
+        "preprocess.on_bad_file is 'fail': "
+    )
+    assert "on_bad_file: skip" in message and not out.exists()
+
+
+def test_files_the_download_listed_invalid_are_skipped_and_reported_with_on_bad_file_skip(tmp_path, caplog):
+    raw, train_bad, test_bad = downloaded_with_invalid_files(tmp_path)
+    out = tmp_path / "cache"
+    with caplog.at_level(logging.INFO, logger="tpuperf.data.preprocess"):
+        report = preprocess_collection(raw, out, LAYOUT, settings(on_bad_file="skip"), progress=False)
+    assert report["skipped"] == [
+        {"path": str(test_bad), "reason": "unreadable or truncated archive (File is not a zip file)"},
+        {"path": str(train_bad), "reason": CONFIG_PROBLEM},
+    ]
+    assert json.loads((out / LAYOUT.slug / "report.json").read_text())["skipped"] == report["skipped"]
+    cache = CollectionCache(out, LAYOUT)
+    assert sorted(cache.graph_ids("train")) == ["train0", "train1", "train2"] and cache.graph_ids("test") == ["test0"]
+    assert report["splits"]["test"] == {**report["splits"]["test"], "files": 2, "graphs": 1}
+    assert "1 test file(s) skipped: their submission rows will be missing" in caplog.text
+    assert str(test_bad) in caplog.text
 
 
 def test_no_train_data_is_a_clear_error(tmp_path):

@@ -141,8 +141,27 @@ def locate(path: Path | str) -> tuple[Collection | None, str | None]:
     return None, None
 
 
+def _manifest(data_root: Path | str) -> dict | None:
+    path = Path(data_root, DATASET_MANIFEST)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def data_source(data_root: Path | str) -> str | None:
     """``source`` of the dataset's :data:`DATASET_MANIFEST` (``kaggle``, ``synthetic`` or ``local``: what the
     download stage built it from), None when ``data_root`` has no manifest (files put there by hand)."""
-    path = Path(data_root, DATASET_MANIFEST)
-    return json.loads(path.read_text()).get("source") if path.is_file() else None
+    manifest = _manifest(data_root)
+    return manifest.get("source") if manifest else None
+
+
+def invalid_files(data_root: Path | str, split: str) -> dict[Path, str]:
+    """The ``split`` files the download stage found invalid, from the dataset's :data:`DATASET_MANIFEST`
+    (``collections.<name>.<split>.invalid``): path (``<data_root>/npz/.../<split>/<file>.npz``, as
+    :meth:`Collection.split_dir` builds it) -> problem (``"field: problem"``). Empty when ``data_root``
+    has no manifest (files put there by hand: their readers validate them) or the manifest lists none.
+    ``preprocess.on_bad_file`` decides what becomes of them (:mod:`tpuperf.data.preprocess`)."""
+    manifest = _manifest(data_root) or {}
+    found = {}
+    for col in COLLECTIONS:
+        entry = manifest.get("collections", {}).get(col.name, {}).get(split, {})
+        found.update({col.split_dir(data_root, split) / name: why for name, why in entry.get("invalid", {}).items()})
+    return found

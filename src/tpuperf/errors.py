@@ -26,3 +26,12 @@ class UsageError(TpuperfError):
 # params.yaml is a tpuperf.config.ConfigError): an unknown name (KeyError), a missing input path
 # (FileNotFoundError), an existing output (FileExistsError) and a bad params value (ValueError).
 EXPECTED: tuple[type[Exception], ...] = (TpuperfError, KeyError, FileNotFoundError, FileExistsError, ValueError)
+
+
+def listing(items: list[str], limit: int = 5) -> str:
+    """The first ``limit`` of ``items`` joined with ``; `` and how many more there are, for a
+    one-paragraph message; ``nothing`` when empty."""
+    if not items:
+        return "nothing"
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more

@@ -15,6 +15,12 @@ The dataset is built in a hidden temporary directory beside the output, every fi
 and only then is it renamed into place. A failure therefore never leaves a half-written dataset
 and never touches the previous one. The manifest holds no timestamp, so the same source gives the
 same bytes and DVC sees nothing new on a rerun.
+
+An invalid file does not stop the stage (one quirky file among ~7,000 must not cost another 6 GB
+download): the manifest lists it with its problem (:func:`build_manifest`), a summary is printed,
+and ``preprocess.on_bad_file`` decides in one place, preprocess, whether it stops the pipeline
+(naming the files) or is left out. The stage still refuses a dataset that is unusable as a whole:
+no ``npz/`` files, .npz files outside the layout, no valid file, no sample submission or a bad header.
 """
 
 from __future__ import annotations
@@ -37,26 +43,17 @@ from tpuperf.atomic import replaced_dir, write_json_atomic
 from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, SPLITS, Collection
 from tpuperf.config import Config, DataConfig
 from tpuperf.data.npz import DataFormatError, validate_file, walk_files
-from tpuperf.errors import TpuperfError
+from tpuperf.errors import TpuperfError, listing
 
 MANIFEST_NAME = DATASET_MANIFEST
 SAMPLE_SUBMISSION = "sample_submission.csv"
 NPZ_DIR = "npz"
 SUBMISSION_HEADER = "ID,TopConfigs"
-MAX_LISTED = 5  # problems quoted in one error message
 ERROR_TAIL_LINES = 20  # lines of the kaggle CLI's output quoted when it fails
 
 
 class DownloadError(TpuperfError, RuntimeError):
     """The stage could not produce a dataset; the message names the cause and what to do."""
-
-
-def _listing(items: list[str]) -> str:
-    """The first few items of a long list, for a one-paragraph error message."""
-    if not items:
-        return "nothing"
-    more = f" (and {len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
-    return "; ".join(items[:MAX_LISTED]) + more
 
 
 def _credential_files() -> list[Path]:
@@ -114,8 +111,10 @@ def download(params: DataConfig) -> dict[str, Any]:
     counts = ", ".join(
         f"{name} {sum(s['num_files'] for s in splits.values())}" for name, splits in manifest["collections"].items()
     )
+    invalid = f" ({manifest['num_invalid']} invalid)" if manifest["num_invalid"] else ""
     print(
-        f"tpuperf download: wrote {manifest['num_files']} validated files to {out} ({counts}); see {out / MANIFEST_NAME}"
+        f"tpuperf download: wrote {manifest['num_files']} validated files{invalid} to {out} ({counts}); "
+        f"see {out / MANIFEST_NAME}"
     )
     return manifest
 
@@ -331,7 +330,7 @@ def _extract_layout(archive: Path, dest: Path) -> None:
                 raise DownloadError(
                     f"{archive.name} does not have the TpuGraphs layout: expected npz/... at its top level or one "
                     f"folder down and {SAMPLE_SUBMISSION} beside it or at the top, but it holds "
-                    f"{_listing([i.filename for i in members])}."
+                    f"{listing([i.filename for i in members])}."
                 )
             npz, sample = layout
             for info in members:
@@ -366,7 +365,7 @@ def _layout_files(root: Path) -> list[tuple[Collection, str, Path]]:
     if stray:
         raise DownloadError(
             f"{len(stray)} .npz files are outside the TpuGraphs layout (npz/<kind>/<source>/[<search>/]<split>/): "
-            f"{_listing([str(p.relative_to(root)) for p in stray])}."
+            f"{listing([str(p.relative_to(root)) for p in stray])}."
         )
     if not files:
         raise DownloadError("the dataset holds no .npz files under npz/.")
@@ -382,12 +381,13 @@ def _sha256(path: Path) -> str:
 
 
 def _check_and_hash(root: Path, col: Collection, split: str, path: Path) -> tuple[str | None, str | None]:
-    """(sha256, None) for a valid file, (None, 'npz/...: field: problem') for an invalid one."""
+    """(sha256, None) for a valid file, (None, 'field: problem') for an invalid one. The problem never holds
+    ``root`` (a temporary directory), so the manifest stays the same for the same files."""
     try:
         validate_file(path, col, split)
     except DataFormatError as exc:
         field = f"{exc.field}: " if exc.field else ""
-        return None, f"{path.relative_to(root)}: {field}{exc.problem}"
+        return None, f"{field}{exc.problem}".replace(f"{root}{os.sep}", "")
     return _sha256(path), None
 
 
@@ -404,31 +404,54 @@ def _sample_submission_rows(root: Path) -> int:
 
 
 def build_manifest(root: Path, source: str, requested: str, origin: dict[str, Any], jobs: int = 1) -> dict[str, Any]:
-    """Validate and checksum every file under ``root``; the manifest, or DownloadError naming the bad files.
+    """Validate and checksum every file under ``root``; the manifest.
 
-    Deterministic for a given dataset: sorted keys, no timestamps.
+    A file that fails validation does not stop the stage: it is listed, with its problem, under
+    ``collections.<name>.<split>.invalid`` (file name -> ``"field: problem"``; its ``sha256`` left out)
+    and counted in ``num_invalid``, and a summary is printed; ``preprocess.on_bad_file`` then decides
+    (:func:`tpuperf.collection.invalid_files`). DownloadError for what leaves no usable dataset:
+    .npz files outside the layout, none under npz/, no valid one, no sample submission or a bad header.
+    Deterministic for a given dataset: files in sorted order, no timestamps.
     """
     files = _layout_files(root)
     rows = _sample_submission_rows(root)
     results = Parallel(n_jobs=jobs, prefer="threads")(delayed(_check_and_hash)(root, *f) for f in files)
-    problems = [problem for _, problem in results if problem]
-    if problems:
-        raise DownloadError(f"{len(problems)} of {len(files)} files failed validation: {_listing(problems)}.")
+    problems = [f"{path.relative_to(root)}: {problem}" for (_, _, path), (_, problem) in zip(files, results) if problem]
+    if len(problems) == len(files):
+        raise DownloadError(f"all {len(files)} files failed validation: {listing(problems)}.")
     collections: dict[str, Any] = {
-        col.name: {split: {"num_files": 0, "sha256": {}} for split in SPLITS} for col in COLLECTIONS
+        col.name: {split: {"num_files": 0, "sha256": {}, "invalid": {}} for split in SPLITS} for col in COLLECTIONS
     }
-    for (col, split, path), (sha, _) in zip(files, results):
+    for (col, split, path), (sha, problem) in zip(files, results):
         entry = collections[col.name][split]
         entry["num_files"] += 1
-        entry["sha256"][path.name] = sha
+        if problem:
+            entry["invalid"][path.name] = problem
+        else:
+            entry["sha256"][path.name] = sha
+    if problems:
+        _warn_invalid(problems, len(files))
     return {
         "source": source,
         "requested_source": requested,
         "origin": origin,
         "num_files": len(files),
+        "num_invalid": len(problems),
         "collections": collections,
         SAMPLE_SUBMISSION: {"rows": rows, "sha256": _sha256(root / SAMPLE_SUBMISSION)},
     }
+
+
+def _warn_invalid(problems: list[str], total: int) -> None:
+    """The loud summary of the files that failed validation (the count and the first few)."""
+    banner = "!" * 78
+    print(
+        f"{banner}\ntpuperf download: WARNING: {len(problems)} of {total} files failed validation and are listed as "
+        f"invalid in {MANIFEST_NAME}: {listing(problems)}.\npreprocess.on_bad_file in params.yaml decides: fail stops "
+        "preprocess naming them; skip leaves them out (a test file left out has no submission rows, "
+        "which Kaggle refuses). Check a fixed file with `tpuperf validate PATH`.\n" + banner,
+        flush=True,
+    )
 
 
 _FILL = {"kaggle": _fill_kaggle, "synthetic": _fill_synthetic, "local": _fill_local}

@@ -13,6 +13,12 @@ Two passes over one collection, each file processed in a joblib worker:
    cannot leak into it. Pass 1 writes every split at once so that each file (up to GBs
    compressed) is decompressed once for writing, not once for the stats and again for writing.
 
+Bad files are decided here, in one place, by ``preprocess.on_bad_file``: those the download stage
+listed as invalid in the dataset's manifest (:func:`tpuperf.collection.invalid_files`; checked before any
+file is read) and those pass 1 rejects itself. ``fail`` stops naming them; ``skip`` leaves them out and
+lists them under ``skipped`` in the cache's ``report.json`` (a skipped test file leaves its submission
+rows missing, which the ensemble's submission check then names).
+
 Choices, and why:
 
 - Dedup keeps, among identical configurations of a TRAIN graph, the MINIMUM runtime and the
@@ -54,7 +60,7 @@ from scipy import sparse
 from tqdm import tqdm
 
 from tpuperf.atomic import replaced_dir
-from tpuperf.collection import SPLITS, Collection, data_source
+from tpuperf.collection import DATASET_MANIFEST, SPLITS, Collection, data_source, invalid_files
 from tpuperf.config import PRUNE_MODES, Config, PreprocessConfig
 from tpuperf.data import cache
 from tpuperf.data.npz import (
@@ -74,7 +80,7 @@ from tpuperf.data.npz import (
 )
 from tpuperf.data.opcodes import is_layout_propagating
 from tpuperf.data.tile_features import with_tile_features
-from tpuperf.errors import TpuperfError
+from tpuperf.errors import TpuperfError, listing
 
 log = logging.getLogger(__name__)
 
@@ -690,6 +696,27 @@ def _report(inputs: _Inputs, index: pl.DataFrame, bad: list[BadFile], settings: 
     }
 
 
+def _listed_invalid(
+    data_root: Path, inputs: _Inputs, collection: Collection, settings: PreprocessConfig
+) -> dict[Path, str]:
+    """This collection's files the download stage listed as invalid (:func:`tpuperf.collection.invalid_files`):
+    path -> problem, to be skipped; PreprocessError naming them (the count and the first few, with their
+    problems) when ``on_bad_file`` is ``fail``."""
+    listed: dict[Path, str] = {}
+    for split in SPLITS:
+        present = set(inputs.files[split])
+        listed.update({path: why for path, why in invalid_files(data_root, split).items() if path in present})
+    if listed and settings.on_bad_file == "fail":
+        raise PreprocessError(
+            f"{collection.name}: {len(listed)} file(s) failed validation in the download stage (listed as invalid in "
+            f"{data_root / DATASET_MANIFEST}): {listing([f'{path}: {why}' for path, why in listed.items()])}. "
+            "preprocess.on_bad_file is 'fail': replace or remove them in the source and run the download again, "
+            "or set preprocess.on_bad_file: skip in params.yaml to leave them out (a test file left out has no "
+            "submission rows, which Kaggle refuses)"
+        )
+    return listed
+
+
 def preprocess_stage(config: Config, collection: Collection) -> dict[str, Any]:
     """The ``preprocess`` stage of one collection (``tpuperf preprocess``, the Kaggle kernel):
     :func:`preprocess_collection` from ``data.out`` to ``preprocess.out`` with the loaded
@@ -708,7 +735,11 @@ def preprocess_collection(
     """Build ``<out_root>/<slug>/`` from ``<data_root>/npz/...``; returns the report (also saved).
 
     Built in a temp dir beside the target and renamed into place at the end, so a failure
-    leaves the previous cache untouched and no partial directory.
+    leaves the previous cache untouched and no partial directory. With ``settings.on_bad_file``
+    ``fail``, raises PreprocessError for files the download stage listed as invalid (before reading
+    any file) and :class:`~tpuperf.data.npz.DataFormatError` for a file pass 1 rejects; with ``skip``
+    both are left out and listed in the report's ``skipped``. PreprocessError also when there is no
+    train file left to fit the transform on.
     """
     data_root, out_root = Path(data_root), Path(out_root)
     inputs = _find_inputs(data_root, collection)
@@ -717,15 +748,17 @@ def preprocess_collection(
     for split in inputs.missing_splits:
         log.warning("  no %s split under %s: the cache will have no %s graphs", split, inputs.data_dir, split)
 
+    listed = _listed_invalid(data_root, inputs, collection, settings)
     final = out_root / collection.slug
     with replaced_dir(final) as tmp:
         tasks = [
             delayed(prepare_file)(path, collection, split, tmp, settings)
             for split in SPLITS
             for path in inputs.files[split]
+            if path not in listed
         ]
         results: list[GraphResult] = []
-        bad: list[BadFile] = []
+        bad = [BadFile(str(path), None, why) for path, why in listed.items()]
         for res in _parallel(settings.jobs, tasks, f"read {collection.slug}", progress):
             if isinstance(res, BadFile):
                 if settings.on_bad_file == "fail":
@@ -755,6 +788,14 @@ def preprocess_collection(
 def _log_summary(final: Path, report: dict[str, Any], collection: Collection, settings: PreprocessConfig) -> None:
     for b in report["skipped"]:
         log.warning("  skipped %s: %s", b["path"], b["reason"])
+    test = [b["path"] for b in report["skipped"] if Path(b["path"]).parent.name == "test"]
+    if test:
+        log.warning(
+            "  %d test file(s) skipped: their submission rows will be missing, so no submission can be written "
+            "(Kaggle refuses one without them): %s",
+            len(test),
+            listing(test),
+        )
     s = report["splits"]
     tr = s["train"]
     nodes_o = sum(v["nodes_original"] for v in s.values())
