@@ -13,6 +13,7 @@ from conftest import params_with
 
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.config import Config, ConfigError, deep_merge
+from tpuperf.data.download import MANIFEST_NAME, build_manifest
 from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 from tpuperf.submission.ensemble import (
@@ -455,6 +456,54 @@ def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):
         f"missing ID (in the test files of {data} but not in the file): tile:xla:t",
         "missing ID (in sample sample_submission.csv but not in the file): tile:xla:t",
     ]
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+
+
+def skip_invalid_test_file(world: dict, collection: str) -> Path:
+    """Make ``collection``'s test file ``t`` invalid, list it in a manifest as the download stage does, and
+    drop its predictions (preprocess.on_bad_file: skip left it out of the cache, so no model ranked it)."""
+    data = Path(world["data"]["out"])
+    broken = get_collection(collection).split_dir(data, "test") / "t.npz"
+    broken.write_bytes(b"not a zip archive")
+    manifest = build_manifest(data, "local", "local", {})
+    assert manifest["num_invalid"] == 1
+    (data / MANIFEST_NAME).write_text(json.dumps(manifest))
+    for model in MODELS:
+        for fold in range(FOLDS):
+            rewrite_fold(world, collection, model, fold, lambda df: df.filter(pl.col("graph_id") != "t"))
+    return broken
+
+
+NOT_A_ZIP = "unreadable or truncated archive (File is not a zip file)"
+
+
+def test_skipped_test_file_is_named_in_the_missing_row(world):
+    """The submission check said only "missing ID ...: layout:nlp:default:t"; it now names the file the download
+    listed as invalid and its problem, and nothing is written."""
+    broken = skip_invalid_test_file(world, "layout:nlp:default")  # its other test file ("big") is still ranked
+    data = Path(world["data"]["out"])
+    with pytest.raises(SubmissionError) as caught:
+        run_ensemble(settings_of(world))
+    assert caught.value.problems == [
+        f"missing ID (in the test files of {data} but not in the file): layout:nlp:default:t (its test file {broken} "
+        f"failed validation in the download stage: {NOT_A_ZIP}; listed in {data / MANIFEST_NAME}: preprocess "
+        "(on_bad_file: skip) leaves it out, so no model ranked it: Kaggle refuses a submission without its row)",
+        "missing ID (in sample sample_submission.csv but not in the file): layout:nlp:default:t",
+    ]
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+
+
+def test_collection_whose_test_files_were_all_skipped_names_them(world):
+    """tile:xla's only test file skipped: "no test predictions for tile:xla" now says why."""
+    broken = skip_invalid_test_file(world, "tile:xla")
+    data = Path(world["data"]["out"])
+    with pytest.raises(PredictionFormatError) as caught:
+        run_ensemble(settings_of(world))
+    assert str(caught.value).endswith(
+        "no test predictions for tile:xla: its 1 test file(s) that failed validation in the download stage (listed "
+        f"in {data / MANIFEST_NAME}) were skipped by preprocess (Kaggle refuses a submission without their rows): "
+        f"{broken}: {NOT_A_ZIP}"
+    )
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
 
 

@@ -20,6 +20,10 @@ Without the data the checker cannot know a file's config count: it can only requ
 to be a permutation of 0..len-1 and a tile row to hold 5 ids. That partial check is never enough
 to write or send a file: :func:`write_submission` and :func:`tpuperf.kaggle.submit.submit` always check against the
 data.
+
+A data file the download stage listed as invalid in the dataset's manifest has no row when
+``preprocess.on_bad_file: skip`` left it out; the full check then names that file and its problem
+beside its missing ID (:func:`tpuperf.collection.invalid_files`), since Kaggle refuses a submission without it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 import polars as pl
 
 from tpuperf.atomic import write_atomic
-from tpuperf.collection import COLLECTIONS, Collection, get_collection
+from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, Collection, get_collection, invalid_files
 from tpuperf.data.npz import iter_chunks, read_header
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, competition_score, rank_configs, unranked_graphs
@@ -170,12 +174,15 @@ def _row_problems(collection: Collection, ids: np.ndarray, num_configs: int | No
     return problems
 
 
-def _set_problems(got: set[str], expected: set[str], source: str) -> list[str]:
+def _set_problems(got: set[str], expected: set[str], source: str, why: Mapping[str, str] | None = None) -> list[str]:
+    """One problem per missing and per extra ID (the first MAX_LISTED of each); ``why`` adds the known
+    reason a missing ID is missing."""
     problems = []
+    why = why or {}
     labelled = (("missing ID (in {} but not in the file)", expected - got), ("extra ID (not in {})", got - expected))
     for label, ids in labelled:
         ids = sorted(ids)
-        problems += [f"{label.format(source)}: {i}" for i in ids[:MAX_LISTED]]
+        problems += [f"{label.format(source)}: {i}{why.get(i, '')}" for i in ids[:MAX_LISTED]]
         if len(ids) > MAX_LISTED:
             problems.append(f"... and {len(ids) - MAX_LISTED} more {label.split(' (')[0]}s")
     return problems
@@ -189,6 +196,22 @@ def _data_ids(data_dir: Path, split: str) -> dict[str, Path]:
         if split_dir.is_dir():
             files.update({col.submission_id(p.stem): p for p in sorted(split_dir.glob("*.npz"))})
     return files
+
+
+def _skipped(data_dir: Path | str, split: str, files: Mapping[str, Path]) -> dict[str, str]:
+    """ID -> why its row is missing, for the ``split`` files the download stage listed as invalid in the
+    dataset's manifest (:func:`tpuperf.collection.invalid_files`): preprocess skipped them
+    (``preprocess.on_bad_file: skip``), so no model ranked them."""
+    invalid = invalid_files(data_dir, split)
+    refused = ": Kaggle refuses a submission without its row" if split == "test" else ""
+    return {
+        row_id: (
+            f" (its {split} file {path} failed validation in the download stage: {invalid[path]}; listed in "
+            f"{Path(data_dir, DATASET_MANIFEST)}: preprocess (on_bad_file: skip) leaves it out, so no model ranked it{refused})"
+        )
+        for row_id, path in files.items()
+        if path in invalid
+    }
 
 
 def _check(
@@ -211,7 +234,9 @@ def _check(
                 "`tpuperf download` puts the dataset at data.out of params.yaml)"
             )
             return problems, {}, {}
-        problems += _set_problems(set(counts), set(files), f"the {split} files of {data_dir}")
+        problems += _set_problems(
+            set(counts), set(files), f"the {split} files of {data_dir}", _skipped(data_dir, split, files)
+        )
     if sample is not None:
         sample_problems: list[str] = []
         sample_rows = _read_rows(Path(sample), sample_problems)

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tpuperf.collection import COLLECTIONS, Collection, get_collection
+from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, Collection, get_collection, invalid_files
 from tpuperf.config import WEIGHT_SCHEMES, Config
-from tpuperf.errors import TpuperfError
+from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_oof_score, write_ensemble_report
 from tpuperf.submission.csv import rankings_from_predictions, write_submission
@@ -297,12 +297,28 @@ def _describe_weights(weights: Mapping[str, float]) -> str:
     return ", ".join(f"{m} {w:.3f}" for m, w in weights.items())
 
 
+def _skipped_files(data_dir: Path, collection: Collection, split: str) -> str:
+    """Why a collection may have no ``split`` predictions: its files the download stage listed as invalid
+    (:func:`tpuperf.collection.invalid_files`), which preprocess skipped; empty when it listed none."""
+    split_dir = collection.split_dir(data_dir, split)
+    invalid = [f"{path}: {why}" for path, why in invalid_files(data_dir, split).items() if path.parent == split_dir]
+    if not invalid:
+        return ""
+    refused = " (Kaggle refuses a submission without their rows)" if split == "test" else ""
+    return (
+        f": its {len(invalid)} {split} file(s) that failed validation in the download stage (listed in "
+        f"{data_dir / DATASET_MANIFEST}) were skipped by preprocess{refused}: {listing(invalid)}"
+    )
+
+
 def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | str | None = None) -> EnsembleResult:
     """Combine every collection's fold predictions; write the ``split`` submission and the valid report.
 
     The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
     submission) and written only when valid (:class:`tpuperf.submission.csv.SubmissionError`
-    otherwise). One collection is held in memory at a time.
+    otherwise; a missing row of a file the download listed as invalid names that file).
+    :class:`~tpuperf.runs.PredictionFormatError` for a collection without ``split`` predictions, naming
+    its files the download listed as invalid when there are any. One collection is held in memory at a time.
     """
     if split not in SUBMISSION_FILES:
         raise EnsembleError(f"split must be one of {sorted(SUBMISSION_FILES)}, got {split!r}")
@@ -323,7 +339,8 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
         target = df.filter(pl.col("split") == split)
         if target.height == 0:
             raise PredictionFormatError(
-                settings.runs_dir / collection.slug, f"no {split} predictions for {collection.name}"
+                settings.runs_dir / collection.slug,
+                f"no {split} predictions for {collection.name}{_skipped_files(settings.data_dir, collection, split)}",
             )
         rankings.update(rankings_from_predictions(combine(target, weights)))
         valid = df.filter(pl.col("split") == "valid")
