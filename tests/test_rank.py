@@ -345,6 +345,21 @@ def test_opcode_beyond_the_models_embedding(exported, tmp_path, capsys):
     assert f"{path}: opcode id 200 is beyond the 128-row opcode embedding of the exported chebsage" in err
 
 
+def test_opcode_vocab_is_read_once_at_load(exported, tmp_path):
+    """Each member's opcode table size is read with the manifest when the export loads (the table
+    the member is built with), not from the manifest again on every rank call."""
+    root, params = exported
+    col = get_collection("layout:xla:default")
+    model = ExportedModel(root / "models" / col.slug)
+    assert model.opcode_vocab == {name: m.node_encoder.embedding.input_dim for name, m in model.models.items()}
+    assert model.opcode_vocab == {name: 128 for name in MODELS}
+    for spec in model.manifest["models"].values():  # rank_graphs must not look here any more
+        del spec["params"]["opcode_vocab"]
+    path = _write_graph(tmp_path, col.name, "test", name="known_ops")
+    ranking = model.rank_graphs([prepare_graph(path, col, model.stats)])[0]
+    assert sorted(ranking.config_ids) == list(range(ranking.num_configs))
+
+
 def test_every_file_is_checked_before_output(exported, tmp_path, capsys):
     root, params = exported
     good = get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz"
