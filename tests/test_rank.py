@@ -485,6 +485,20 @@ def test_speed_benchmark_reads_another_params_file(tmp_path, capsys):
     assert list(r["member_score_s"]) == ["sage"]
 
 
+def test_speed_benchmark_before_is_the_session_start_ops_and_models(capsys):
+    """--before ranks with an export of the session start's models (throughput.session_start: chebsage's
+    2 per-config layers, as scale.py's before), not only the current export under the old ops."""
+    assert rank_speed.main(["--quick", "--repeats", "1", "--kinds", "layout", "--before"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    (r,) = json.loads(out[-1])
+    assert list(r["versions"]) == ["before"] and r["config_layers"] == {"chebsage": 1}  # --quick: 1 layer
+    before = r["versions"]["before"]
+    assert before["config_layers"] == {"chebsage": 2} and before["rank_s"] > 0
+    assert any(
+        line.startswith("  before (same process): ") and "per-config layers {'chebsage': 2}" in line for line in out
+    )
+
+
 def test_speed_benchmark_versions_and_profile(capsys):
     """--chunks (exact: same score gaps), --members all best and --profile chebsage (a layer and
     op-class breakdown of the XLA program, no retracing) on the quick layout graph."""
