@@ -306,10 +306,10 @@ def run_collection(
     samples = settings.samples_per_graph[collection.kind.name]
     buckets = plan_buckets(settings, splits, samples, mode)
     _reset_peak()
-    with session_start(config) if mode == "before" else contextlib.nullcontext(config) as models:  # traced inside
+    with session_start(config) if mode == "before" else contextlib.nullcontext(config) as side:  # traced inside
         kit = ModelKit(
             collection,
-            models.model(model),
+            side.model(model),
             settings,
             strategy,
             cache.node_feat_dim,
