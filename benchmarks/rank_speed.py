@@ -22,13 +22,16 @@ model's median time to score the graph with one of its folds (where the time goe
 ``--scope`` sets ``config_scope`` of every model but the official-style baseline (which stays
 ``nodes``), to compare the per-config stage over all nodes with the one over configurable nodes;
 ``--models chebsage sage cheb`` shows what leaving the baseline out (``ensemble.min_weight``) gives.
-``--before`` also loads the export with the session-start per-config ops
-(``throughput.session_start_ops``: same values, the old XLA program) and interleaves its timed calls
-with the current code's, printing both and the speed-up. Likewise ``--chunks C ...`` times the
+``--before`` also exports the same ensemble as at the session start (``throughput.session_start``: the
+session-start per-config ops, the old XLA program, and model settings, ``throughput.SESSION_START_MODELS``,
+as ``throughput.py --before`` and ``scale.py``'s before; same train graphs and transform, its own
+untrained weights), loads it and interleaves its timed calls with the current code's, printing both
+and the speed-up. Likewise ``--chunks C ...`` times the
 export scoring in batch items of C configs per graph (``train.predict_configs_per_graph``, with
 ``predict_config_nodes`` scaled alike: the working set of the per-config tensors; exact) and
 ``--members all best`` ranks with ``tpuperf rank --members`` each (the first is the reference);
-each version prints how far a config's score gap to the top config moved (~1e-6 = exact).
+each version prints how far a config's score gap to the top config moved (~1e-6 = exact; not a
+check for ``--before`` when ``SESSION_START_MODELS`` changes a member: other weights).
 ``--profile MODEL`` runs TensorFlow's profiler over one fold of MODEL scoring the graph and prints
 its seconds per call by layer and op class of the compiled XLA program, host time and retraces.
 Figures and where the time goes: README, "Ranking new programs" (neither goal is met with the
@@ -38,6 +41,7 @@ default 8 members on a shared machine; the baseline is most of the time).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -175,24 +179,27 @@ def measure(
     repeats: int,
     sizes: dict,
     rng: np.random.Generator,
-    before: bool = False,
+    before: Config | None = None,
     chunks: tuple[int, ...] = (),
     members: tuple[str, ...] = ("all",),
     profile: str | None = None,
     cpus=None,
 ) -> dict:
     """Figures of one kind (module docstring). Other versions of the same export, their timed calls
-    interleaved with the current code's, in ``"versions"``: ``before`` = under
-    :func:`throughput.session_start_ops`; each of ``chunks`` = :func:`with_chunks`; each of
-    ``members[1:]`` = ranking with ``tpuperf rank --members`` that (``members[0]`` for the others); ``cpus``
-    (a strategy of ``train.strategy`` cpus) = the export scoring under it.
+    interleaved with the current code's, in ``"versions"``: ``before`` (a Config like ``params``, its
+    paths under another root) = its own export built, loaded and traced under
+    :func:`throughput.session_start`; each of ``chunks`` = :func:`with_chunks`; each of ``members[1:]``
+    = ranking with ``tpuperf rank --members`` that (``members[0]`` for the others); ``cpus`` (a
+    strategy of ``train.strategy`` cpus) = the export scoring under it. Each version's
+    ``config_layers``: per model, the per-config layers its members are built with.
     ``profile``: that model's :func:`profile_member` breakdown, in ``"profile"``."""
-    from throughput import session_start_ops
+    from throughput import session_start
 
     from tpuperf.data.preprocess import prepare_graph
     from tpuperf.ranking.ranker import ExportedModel
 
     nodes, configurable, configs, goal = sizes[kind]
+    before_rng = copy.deepcopy(rng)  # the before export's train graphs: the same draws, so the same transform
     export_dir = build_export(root, params, kind, rng)
     program = root / f"new_{kind}_program.npz"
     if kind == "layout":
@@ -214,9 +221,9 @@ def measure(
 
     models, first = {"after": model}, {}  # version -> its export (members: which of its models rank)
     chosen = {"after": members[0], **{f"members {m}": m for m in members[1:]}}
-    if before:  # the same export scored with the session-start ops: traced by its first call, inside the context
-        with session_start_ops():
-            models["before"] = ExportedModel(export_dir)
+    if before is not None:  # the session start's export: built, then traced by its first call, inside the context
+        with session_start(before) as old:
+            models["before"] = ExportedModel(build_export(root, old, kind, before_rng))
             first["before"] = rank_once(models["before"], program, collection, members[0])
     for configs in chunks:
         models[f"chunks of {configs}"] = with_chunks(ExportedModel(export_dir), configs)
@@ -245,6 +252,8 @@ def measure(
         for version in models:
             per_member[version][name] = round(statistics.median(times[version if version in exports else "after"]), 3)
     figures = {version: summary(first[version], runs[version], per_member[version], goal) for version in models}
+    for version, exported in models.items():  # what each version's members are built with (--before: its own)
+        figures[version]["config_layers"] = {name: len(m.config_blocks) for name, m in exported.models.items()}
     ranking = first["after"][2]
     for version in models:  # how far each config's score gap to the top moved: ~0 when the version is exact
         figures[version]["max_gap_change"] = float(np.abs(score_gaps(first[version][2]) - score_gaps(ranking)).max())
@@ -425,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scope", choices=("nodes", "configurable"), default=None, help="models' config_scope (default: params.yaml)"
     )
     parser.add_argument(
-        "--before", action="store_true", help="also time the session-start ops (throughput.session_start_ops)"
+        "--before", action="store_true", help="also time the session start's ops and models (throughput.session_start)"
     )
     parser.add_argument(
         "--chunks", type=int, nargs="+", default=[], help="also time scoring in items of these many configs per graph"
@@ -462,13 +471,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpu cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start")
     for kind in args.kinds:
         with tempfile.TemporaryDirectory() as tmp:
-            params = bench_params(
-                Path(tmp),
-                args.quick,
-                args.models,
-                None if args.jit == "params" else args.jit == "on",
-                args.scope,
-                args.params,
+            params, before = (
+                bench_params(
+                    root,
+                    args.quick,
+                    args.models,
+                    None if args.jit == "params" else args.jit == "on",
+                    args.scope,
+                    args.params,
+                )
+                for root in (Path(tmp), Path(tmp) / "before")
             )
             r = measure(
                 kind,
@@ -477,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.repeats,
                 sizes,
                 rng,
-                args.before,
+                before if args.before else None,
                 tuple(args.chunks),
                 tuple(args.members),
                 args.profile,
@@ -495,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {version} (same process): first rank {b['first_rank_s']} s; rank {b['rank_s']} s "
                 f"= prepare {b['prepare_s']} + score {b['score_s']} (time / current's x{b['rank_s'] / r['rank_s']:.2f}); "
-                f"max change of a config's score gap to the top {b['max_gap_change']:.2g}; per member and fold: "
+                + ("" if b["config_layers"] == r["config_layers"] else f"per-config layers {b['config_layers']}; ")
+                + f"max change of a config's score gap to the top {b['max_gap_change']:.2g}; per member and fold: "
                 + ", ".join(
                     f"{m} {s} -> {r['member_score_s'][m]} s (x{s / r['member_score_s'][m]:.2f})"
                     for m, s in b["member_score_s"].items()

@@ -14,9 +14,10 @@ resetting the kernel's high-water mark (/proc/self/clear_refs) first:
   preprocess   wall time, peak RSS, cache bytes on disk
   train        one epoch (``train.samples_per_graph`` items per train graph) of ``--model``, twice
                on the same graphs: *before* = one static shape planned from every split with the
-               session-start ops and model settings (throughput.session_start_ops / session_start_model: the
-               pipeline before size buckets, the op rewrites and chebsage's single per-config layer), *after* = ``train.buckets`` planned from
-               the train graphs with the current ops; padding efficiency (real / padded node slots, real configs / config slots),
+               session-start ops and model settings (throughput.session_start, as ``throughput.py`` and
+               ``rank_speed.py --before``: the pipeline before size buckets, the op rewrites and the per-config
+               layers removed since), *after* = ``train.buckets`` planned from the train graphs with the
+               current ops and models; padding efficiency (real / padded node slots, real configs / config slots),
                steady real configs/s (compilation steps excluded), compilations, peak RSS
   score        valid + test graphs with the *after* model: wall, configs/s, peak RSS
 
@@ -273,7 +274,7 @@ def run_collection(
     ``after:<strategy>`` (a fresh process, so that the first one's memory is not counted) trains with buckets
     and scores under ``train.strategy`` = ``<strategy>`` (graphs_per_batch per replica as the pipeline plans it)."""
     import tensorflow as tf
-    from throughput import session_start_model, session_start_ops
+    from throughput import session_start
 
     import tpuperf  # noqa: F401
     from tpuperf.data.cache import CollectionCache
@@ -305,10 +306,10 @@ def run_collection(
     samples = settings.samples_per_graph[collection.kind.name]
     buckets = plan_buckets(settings, splits, samples, mode)
     _reset_peak()
-    with session_start_ops() if mode == "before" else contextlib.nullcontext():  # traced inside: the old ops
+    with session_start(config) if mode == "before" else contextlib.nullcontext(config) as side:  # traced inside
         kit = ModelKit(
             collection,
-            session_start_model(model, config.model(model)) if mode == "before" else config.model(model),
+            side.model(model),
             settings,
             strategy,
             cache.node_feat_dim,

@@ -6,8 +6,9 @@ Usage: python benchmarks/throughput.py [--cache cache] [--collection layout-xla-
 Every model sees the very same padded batches (same static shape), so the ratio between
 models is measured in one run on one machine. Configs/s counts real (unpadded) configs.
 Prints one line per model and the ratio of each to the baseline. ``--before`` also measures
-each model, just before it, with the per-config blocks' ops of the session-start code
-(:func:`session_start_ops`) and prints the speed-up.
+each model, just before it, as at the session start (:func:`session_start`: the per-config blocks'
+ops of the session-start code and the model settings of :data:`SESSION_START_MODELS`, as
+``rank_speed.py --before`` and ``scale.py``'s before) and prints the speed-up.
 
 Memory: ``rss_before_mb`` is the process RSS before the model is built (TensorFlow runtime and
 the collected batches) and ``peak_rss_mb`` the process's peak RSS (ru_maxrss) right after the
@@ -75,10 +76,22 @@ def session_start_chebsage_features(graph, state: tf.Tensor, order: int, edge_se
 SESSION_START_MODELS = {"chebsage": {"config_layers": 2}}
 
 
-def session_start_model(name: str, model: ModelConfig) -> ModelConfig:
-    """``model`` (params.yaml's ``models.<name>``) with the settings it had at the session start
-    (:data:`SESSION_START_MODELS`), for the *before* side of a before/after speed comparison."""
-    return dataclasses.replace(model, **SESSION_START_MODELS.get(name, {}))
+def session_start_config(config: Config) -> Config:
+    """``config`` with each ``models.<name>`` section as it was at the session start
+    (:data:`SESSION_START_MODELS`; the other sections and models unchanged)."""
+    models = {name: dataclasses.replace(m, **SESSION_START_MODELS.get(name, {})) for name, m in config.models.items()}
+    return dataclasses.replace(config, models=models)
+
+
+@contextlib.contextmanager
+def session_start(config: Config):
+    """The *before* side of every before/after speed figure (``throughput.py --before``,
+    ``rank_speed.py --before``, ``scale.py``): yields :func:`session_start_config` of ``config``,
+    and models traced inside compute with the session-start ops (:func:`session_start_ops`). Build
+    the before side's models from the yielded config and trace them inside, so that a quoted
+    before/after ratio always means the session start's ops and model settings against the current ones."""
+    with session_start_ops():
+        yield session_start_config(config)
 
 
 @contextlib.contextmanager
@@ -156,7 +169,7 @@ def throughput(
     params: Config, cache_root: str, collection: str, models: list[str], steps: int, before: bool = False
 ) -> dict[str, dict]:
     """Per model: configs/s of training and inference on the same ``steps`` batches of ``collection``;
-    with ``before`` also ``<model> (before)``, measured first under :func:`session_start_ops`."""
+    with ``before`` also ``<model> (before)``, measured first as at the session start (:func:`session_start`)."""
     settings = params.train
     cache = CollectionCache(cache_root, collection)
     kind = cache.collection.kind.name
@@ -185,8 +198,8 @@ def throughput(
     out = {}
     for name in models:
         if before:
-            with session_start_ops():
-                out[f"{name} (before)"] = measure(params.model(name), kind, train_batches, predict_batches, settings)
+            with session_start(params) as old:
+                out[f"{name} (before)"] = measure(old.model(name), kind, train_batches, predict_batches, settings)
         out[name] = measure(params.model(name), kind, train_batches, predict_batches, settings)
     return out
 
@@ -223,7 +236,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["chebsage", "sage", "cheb", "baseline"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None, help="also write {collection: {model: figures}} here")
-    parser.add_argument("--before", action="store_true", help="also measure each model with the session-start ops")
+    parser.add_argument(
+        "--before", action="store_true", help="also measure each model as at the session start (session_start)"
+    )
     args = parser.parse_args()
 
     params = load_config(args.params)

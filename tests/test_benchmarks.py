@@ -610,19 +610,53 @@ def test_tile_feature_ceiling_on_the_tiny_preset(tmp_path: Path, capsys):
     assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
 
 
-def test_scale_before_side_trains_the_session_start_model_settings():
-    """scale.py's *before* trains chebsage with the per-config depth it had when issue #12 was filed
-    (2 layers; params.yaml now sets 1), every other model and setting as params.yaml has them."""
-    from throughput import session_start_model
+def test_before_side_is_the_session_start_ops_and_models():
+    """throughput.session_start, the before side of scale.py, throughput.py --before and rank_speed.py
+    --before: chebsage with the per-config depth it had when issue #12 was filed (2 layers; params.yaml
+    now sets 1), every other model and setting as params.yaml has them, traced with the session-start ops."""
+    import tensorflow as tf
+    from throughput import session_start
 
     from tpuperf.config import load_config
+    from tpuperf.models import layers
 
     config = load_config(BENCHMARKS.parent / "params.yaml")
+    with session_start(config) as before:
+        assert layers.LayerNorm.call is tf.keras.layers.LayerNormalization.call  # the session-start ops
+    assert layers.LayerNorm.call is not tf.keras.layers.LayerNormalization.call
     chebsage = config.model("chebsage")
-    before = session_start_model("chebsage", chebsage)
-    assert (chebsage.config_layers, before.config_layers) == (1, 2)
-    assert dataclasses.replace(before, config_layers=chebsage.config_layers) == chebsage
-    assert session_start_model("sage", config.model("sage")) == config.model("sage")
+    assert (chebsage.config_layers, before.model("chebsage").config_layers) == (1, 2)
+    assert dataclasses.replace(before.model("chebsage"), config_layers=chebsage.config_layers) == chebsage
+    assert before.model("sage") == config.model("sage")
+    assert dataclasses.replace(before, models=config.models) == config
+
+
+def test_throughput_before_measures_the_session_start_models(tmp_path: Path, monkeypatch):
+    """throughput.py --before times each model as session_start has it (ops and model settings), like
+    scale.py's before: it used to apply the ops only, so its chebsage ratio compared other programs."""
+    import tensorflow as tf
+    import throughput
+    from conftest import config_with
+
+    from tpuperf.collection import get_collection
+    from tpuperf.data.preprocess import preprocess_collection
+    from tpuperf.data.synthetic import write_dataset
+    from tpuperf.models import layers
+
+    config = config_with({"preprocess": {"out": str(tmp_path / "cache"), "jobs": 1}})
+    write_dataset(tmp_path / "data", "tiny", seed=0)
+    col = get_collection("layout:xla:random")
+    preprocess_collection(tmp_path / "data", config.preprocess.out, col, config.preprocess, progress=False)
+    seen = []
+
+    def measure(model, kind, train_batches, predict_batches, settings):
+        seen.append((model.conv, model.config_layers, layers.LayerNorm.call is tf.keras.layers.LayerNormalization.call))
+        return {}
+
+    monkeypatch.setattr(throughput, "measure", measure)
+    out = throughput.throughput(config, config.preprocess.out, col.slug, ["chebsage", "sage"], 1, before=True)
+    assert list(out) == ["chebsage (before)", "chebsage", "sage (before)", "sage"]
+    assert seen == [("chebsage", 2, True), ("chebsage", 1, False), ("sage", 2, True), ("sage", 2, False)]
 
 
 def test_claims_pool_workers_end_with_the_benchmark_process(tmp_path: Path):

@@ -345,6 +345,21 @@ def test_opcode_beyond_the_models_embedding(exported, tmp_path, capsys):
     assert f"{path}: opcode id 200 is beyond the 128-row opcode embedding of the exported chebsage" in err
 
 
+def test_opcode_vocab_is_read_once_at_load(exported, tmp_path):
+    """Each member's opcode table size is read with the manifest when the export loads (the table
+    the member is built with), not from the manifest again on every rank call."""
+    root, params = exported
+    col = get_collection("layout:xla:default")
+    model = ExportedModel(root / "models" / col.slug)
+    assert model.opcode_vocab == {name: m.node_encoder.embedding.input_dim for name, m in model.models.items()}
+    assert model.opcode_vocab == {name: 128 for name in MODELS}
+    for spec in model.manifest["models"].values():  # rank_graphs must not look here any more
+        del spec["params"]["opcode_vocab"]
+    path = _write_graph(tmp_path, col.name, "test", name="known_ops")
+    ranking = model.rank_graphs([prepare_graph(path, col, model.stats)])[0]
+    assert sorted(ranking.config_ids) == list(range(ranking.num_configs))
+
+
 def test_every_file_is_checked_before_output(exported, tmp_path, capsys):
     root, params = exported
     good = get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz"
@@ -537,6 +552,20 @@ def test_speed_benchmark_reads_another_params_file(tmp_path, capsys):
     )
     (r,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(r["member_score_s"]) == ["sage"]
+
+
+def test_speed_benchmark_before_is_the_session_start_ops_and_models(capsys):
+    """--before ranks with an export of the session start's models (throughput.session_start: chebsage's
+    2 per-config layers, as scale.py's before), not only the current export under the old ops."""
+    assert rank_speed.main(["--quick", "--repeats", "1", "--kinds", "layout", "--before"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    (r,) = json.loads(out[-1])
+    assert list(r["versions"]) == ["before"] and r["config_layers"] == {"chebsage": 1}  # --quick: 1 layer
+    before = r["versions"]["before"]
+    assert before["config_layers"] == {"chebsage": 2} and before["rank_s"] > 0
+    assert any(
+        line.startswith("  before (same process): ") and "per-config layers {'chebsage': 2}" in line for line in out
+    )
 
 
 def test_speed_benchmark_versions_and_profile(capsys):

@@ -233,8 +233,10 @@ class ExportedModel:
         self.models: dict[str, Any] = {}
         self.folds: dict[str, dict[int, list[np.ndarray]]] = {}
         self.weights = {name: float(spec["weight"]) for name, spec in m["models"].items()}
+        self.opcode_vocab: dict[str, int] = {}  # model -> rows of its opcode embedding (ids 0..rows-1)
         for name, spec in m["models"].items():
             params = parse(ModelConfig, spec["params"], f"models.{name}.params", str(manifest_path))
+            self.opcode_vocab[name] = params.opcode_vocab
             with self.strategy.scope() if strategy else contextlib.nullcontext():  # mirrored variables
                 model = build_member_model(self.collection.kind.name, params, self.feat_dim)
             self.models[name] = model
@@ -319,11 +321,12 @@ class ExportedModel:
 
         weights = self.member_weights(members)
         for g in graphs:  # the models clip opcode ids into their embedding tables: no silent merge
+            top_id = int(g.node_opcode.max()) if len(g.node_opcode) else -1
             for name in weights:
-                vocab = int(self.manifest["models"][name]["params"]["opcode_vocab"])
-                if len(g.node_opcode) and int(g.node_opcode.max()) >= vocab:
+                vocab = self.opcode_vocab[name]
+                if top_id >= vocab:
                     raise ModelExportError(
-                        f"{g.graph_id}: opcode id {int(g.node_opcode.max())} is beyond the {vocab}-row opcode "
+                        f"{g.graph_id}: opcode id {top_id} is beyond the {vocab}-row opcode "
                         f"embedding of the exported {name}: it cannot rank this program (train with a larger opcode_vocab)"
                     )
         scores = self.member_scores(graphs, weights)
