@@ -13,6 +13,7 @@ from conftest import params_with
 
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.config import Config, ConfigError, deep_merge
+from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 from tpuperf.submission.ensemble import (
@@ -204,7 +205,31 @@ def write_fold(runs: Path, collection: str, model: str, fold: int, frame: pl.Dat
     frame.write_parquet(path)
 
 
+def write_cache(runs: Path, collection: str, hops: int = 2, label: str = "") -> Path:
+    """The two files of a cache beside ``runs`` that the ensemble checks predictions against (stats.json and
+    index.parquet's content hashes; ``hops`` and ``label`` vary them): the graphs of :func:`world`."""
+    col = get_collection(collection)
+    root = runs.parent / "cache"
+    (root / col.slug).mkdir(parents=True, exist_ok=True)
+    stats = {"format_version": FORMAT_VERSION, "collection": col.name, "hops": hops}
+    (root / col.slug / STATS_FILE).write_text(json.dumps(stats))
+    graphs = [("train", "o"), ("valid", "v"), ("test", "t"), ("test", "big")]
+    pl.DataFrame(
+        {
+            "split": [s for s, _ in graphs],
+            "graph_id": [g for _, g in graphs],
+            "content_hash": [g + label for _, g in graphs],
+        }
+    ).write_parquet(root / col.slug / INDEX_FILE)
+    return root
+
+
 def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: int = FOLDS) -> Path:
+    """The run report of ``model``, predicted from the cache beside ``runs`` (:func:`write_cache` when none)."""
+    cache = runs.parent / "cache" / get_collection(collection).slug
+    if not cache.is_dir():
+        write_cache(runs, collection)
+    made_from = {"weights_for": "w", "model": {}, "train": {}, **CollectionCache(cache.parent, collection).identity()}
     return write_run_report(
         runs,
         get_collection(collection),
@@ -216,6 +241,7 @@ def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: in
             "oof_score": oof,
             "folds": [{"fold": k, "oof_score": oof} for k in range(folds)],
             "valid_score_mean_fold": None,
+            "predicted_from": made_from,
         },
     )
 
@@ -278,6 +304,7 @@ def ensemble_params(data: Path, runs: Path, ensemble: dict) -> dict:
         {
             "data": {"out": str(data)},
             "train": {"folds": FOLDS, "runs_dir": str(runs)},
+            "preprocess": {"out": str(runs.parent / "cache")},
             "ensemble": {"models": None, "temperature": 0.05, **ensemble},
             "kernels": {"models": list(MODELS)},
         }
@@ -373,6 +400,33 @@ def test_valid_submission_scores_as_reported(world):
     # equal weights of perfect and reversed: every config ties at 1/2 -> order by id, as by hand
     assert report["layout:xla:random"]["ensemble"] == pytest.approx(0.0)
     assert report["tile:xla"]["ensemble"] == pytest.approx(1.0)  # configs 0..4 hold the best, 10
+
+
+@pytest.mark.parametrize("retrained", [("bad",), ()], ids=["one model re-trained", "none re-trained"])
+def test_models_predicted_from_another_cache_refused(world, retrained):
+    """`tpuperf ensemble` by hand after `tpuperf preprocess` with other hops: the runs re-trained since and those
+    not (here: none) were combined as one ensemble; each run report says what it was predicted from."""
+    runs = Path(world["train"]["runs_dir"])
+    write_cache(runs, "layout:xla:default", hops=3)  # preprocess again, other settings
+    for model in retrained:
+        write_metrics(runs, "layout:xla:default", model, 0.2)
+    problem = (
+        r"its models were predicted from different caches: bad from the one in .*cache/layout-xla-default, "
+        r"good from another \(good: stats differ\)"
+        if retrained
+        else r"every model \(good, bad\) was predicted from another cache than .*cache/layout-xla-default holds now "
+        r"\(good: stats differ; bad: stats differ; preprocess ran after train\?\)"
+    )
+    stale = "dvc repro train@layout-xla-default-good" + (
+        "" if retrained else ", dvc repro train@layout-xla-default-bad"
+    )
+    with pytest.raises(EnsembleError, match=rf"^layout:xla:default: {problem}; .*: train them again \({stale}\)$"):
+        run_ensemble(settings_of(world))
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+    write_cache(runs, "layout:xla:default", label="-relabelled")  # same settings, other graph contents
+    bad = "stats and graphs" if retrained else "graphs"
+    with pytest.raises(EnsembleError, match=rf"\(good: graphs differ; bad: {bad} differ"):
+        run_ensemble(settings_of(world))
 
 
 def rewrite_fold(world: dict, collection: str, model: str, fold: int, change) -> None:

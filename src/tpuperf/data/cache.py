@@ -207,6 +207,18 @@ class CollectionCache:
         rows = self.index.filter(pl.col("split") == split).select("graph_id", "content_hash").iter_rows()
         return dict(rows)
 
+    def identity(self) -> dict[str, str]:
+        """What predictions made from this cache were made from (a run report's ``predicted_from``,
+        :mod:`tpuperf.runs`): ``stats``, sha256 (64 hex chars) of stats.json's content (keys sorted: the transform
+        and the preprocess settings), and ``graphs``, sha256 of every graph's (split, graph_id, content_hash),
+        sorted. Equal values: same transform, settings and graph contents."""
+        stats = json.dumps(self.stats, sort_keys=True).encode()
+        rows = self.index.select("split", "graph_id", "content_hash").sort("split", "graph_id").rows()
+        return {
+            "stats": hashlib.sha256(stats).hexdigest(),
+            "graphs": hashlib.sha256(json.dumps(rows).encode()).hexdigest(),
+        }
+
     def graph_ids(self, split: str) -> list[str]:
         return self.index.filter(pl.col("split") == split)["graph_id"].to_list()
 

@@ -21,6 +21,11 @@ A model whose weight is below ``ensemble.min_weight`` is left out and the others
 renormalised (:func:`model_weights`): the submission and the export (``tpuperf rank``) apply the
 same rule, so ranking needs to score only the models that count.
 
+Before combining, every model of a collection must have been predicted from the cache ``preprocess.out``
+holds now (each run report's ``predicted_from``, :data:`tpuperf.runs.PREDICTED_FROM_KEYS`: stats.json and the
+graphs' content hashes): run by hand after ``tpuperf preprocess`` (e.g. other hops) and a re-train of only some
+models, or of none, the ensemble refuses, naming the models to train again (:func:`check_predicted_from`).
+
 Report (``ensemble_report.json``; the flat DVC metric ``ensemble_metrics.json`` holds only each
 collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_ensemble_report`): per collection, on the valid split and scored exactly as
 ``tpuperf score`` would score the rows (metrics.py on the submission order), the ensemble, each
@@ -43,9 +48,10 @@ import polars as pl
 
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.config import WEIGHT_SCHEMES, Config
+from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
-from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_oof_score, write_ensemble_report
+from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_run_report, write_ensemble_report
 from tpuperf.submission.csv import rankings_from_predictions, write_submission
 
 log = logging.getLogger(__name__)
@@ -71,11 +77,13 @@ class EnsembleSettings:
     folds: int
     runs_dir: Path
     data_dir: Path
+    cache_dir: Path
     out_dir: Path
 
     @classmethod
     def from_config(cls, config: Config) -> EnsembleSettings:
-        """The ensemble's view of a validated params.yaml (ensemble.*, collections, train.folds/runs_dir, data.out)."""
+        """The ensemble's view of a validated params.yaml (ensemble.*, collections, train.folds/runs_dir, data.out,
+        preprocess.out)."""
         return cls(
             models=config.ensemble_models,
             collections=tuple(get_collection(slug) for slug in config.collections),
@@ -85,6 +93,7 @@ class EnsembleSettings:
             folds=config.train.folds,
             runs_dir=Path(config.train.runs_dir),
             data_dir=Path(config.data.out),
+            cache_dir=Path(config.preprocess.out),
             out_dir=Path(config.ensemble.out),
         )
 
@@ -132,6 +141,40 @@ def _at_least(weights: dict[str, float], min_weight: float) -> dict[str, float]:
         )
     total = sum(kept.values())
     return {m: w / total for m, w in kept.items()}
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def check_predicted_from(collection: Collection, made_from: Mapping[str, Mapping[str, Any]], cache: Path) -> None:
+    """Refuse models of ``collection`` whose predictions were not made from the cache under ``cache`` (the
+    ``preprocess.out`` root) as it is now. ``made_from``: model -> its run report's ``predicted_from``.
+
+    Raises :class:`EnsembleError` naming the collection and the models when they were predicted from
+    different caches, or all from one that is not the current one (preprocess ran again, train did not);
+    :class:`tpuperf.data.cache.CacheError` when there is no cache to check against.
+    """
+    current = CollectionCache(cache, collection).identity()
+    stale = [m for m, made in made_from.items() if any(made[k] != current[k] for k in current)]
+    if not stale:
+        return
+    fresh = [m for m in made_from if m not in stale]
+    what = "; ".join(f"{m}: {' and '.join(k for k in current if made_from[m][k] != current[k])} differ" for m in stale)
+    cached = cache / collection.slug
+    if fresh:
+        problem = (
+            f"its models were predicted from different caches: {', '.join(fresh)} from the one in {cached}, "
+            f"{', '.join(stale)} from another ({what})"
+        )
+    else:
+        problem = (
+            f"every model ({', '.join(stale)}) was predicted from another cache than {cached} holds now ({what}; "
+            f"preprocess ran after train?)"
+        )
+    raise EnsembleError(
+        f"{collection.name}: {problem}; {STATS_FILE} decides the transform and pruning, the graphs' content hashes "
+        f"the data: train them again ({', '.join(f'dvc repro train@{collection.slug}-{m}' for m in stale)})"
+    )
 
 
 # ---------------------------------------------------------------- combining
@@ -300,7 +343,8 @@ def _describe_weights(weights: Mapping[str, float]) -> str:
 def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | str | None = None) -> EnsembleResult:
     """Combine every collection's fold predictions; write the ``split`` submission and the valid report.
 
-    The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
+    Every model of a collection must have been predicted from ``cache_dir``'s cache as it is now
+    (:func:`check_predicted_from`, :class:`EnsembleError` otherwise). The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
     submission) and written only when valid (:class:`tpuperf.submission.csv.SubmissionError`
     otherwise). One collection is held in memory at a time.
     """
@@ -317,7 +361,9 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             models=settings.models,
             splits={split, "valid"},
         )
-        oof = {m: read_oof_score(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
+        reports = {m: read_run_report(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
+        check_predicted_from(collection, {m: r["predicted_from"] for m, r in reports.items()}, settings.cache_dir)
+        oof = {m: float(r["oof_score"]) for m, r in reports.items()}
         weights = model_weights(oof, settings.weights, settings.temperature, min_weight=settings.min_weight)
         df = df.filter(pl.col("model").is_in(list(weights)))
         target = df.filter(pl.col("split") == split)
