@@ -14,6 +14,7 @@ from conftest import params_with
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.config import Config, ConfigError, deep_merge
 from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, STATS_FILE, CollectionCache
+from tpuperf.data.preprocess import first_identical
 from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 from tpuperf.submission.ensemble import (
@@ -205,20 +206,36 @@ def write_fold(runs: Path, collection: str, model: str, fold: int, frame: pl.Dat
     frame.write_parquet(path)
 
 
-def write_cache(runs: Path, collection: str, hops: int = 2, label: str = "") -> Path:
-    """The two files of a cache beside ``runs`` that the ensemble checks predictions against (stats.json and
-    index.parquet's content hashes; ``hops`` and ``label`` vary them): the graphs of :func:`world`."""
+def world_graphs(collection: str) -> dict[tuple[str, str], int]:
+    """``{(split, graph_id): configs}`` of :func:`world`'s graphs of one collection."""
+    big = {("test", "big"): 1001} if collection == "layout:nlp:default" else {}
+    kind = get_collection(collection).kind.name
+    return {("train", "o"): 2, ("valid", "v"): len(VALID_RUNTIME[kind]), ("test", "t"): TEST_CONFIGS[collection], **big}
+
+
+def write_cache(
+    runs: Path, collection: str, hops: int = 2, label: str = "", first: dict[tuple[str, str], np.ndarray] | None = None
+) -> Path:
+    """What the ensemble reads of a cache beside ``runs``: stats.json and index.parquet's content hashes (``hops`` and
+    ``label`` vary them) and, for tile, each graph's config_first (``first``: ``{(split, graph_id): config_first}``;
+    default: :func:`world`'s graphs, no two configs identical)."""
     col = get_collection(collection)
     root = runs.parent / "cache"
     (root / col.slug).mkdir(parents=True, exist_ok=True)
     stats = {"format_version": FORMAT_VERSION, "collection": col.name, "hops": hops}
     (root / col.slug / STATS_FILE).write_text(json.dumps(stats))
-    graphs = [("train", "o"), ("valid", "v"), ("test", "t"), ("test", "big")]
+    if first is None:
+        first = {key: np.arange(c, dtype=np.int64) for key, c in world_graphs(collection).items()}
+    for split, graph in first:
+        (root / col.slug / split / graph).mkdir(parents=True, exist_ok=True)
+        if col.is_tile:
+            np.save(root / col.slug / split / graph / "config_first.npy", first[split, graph])
     pl.DataFrame(
         {
-            "split": [s for s, _ in graphs],
-            "graph_id": [g for _, g in graphs],
-            "content_hash": [g + label for _, g in graphs],
+            "split": [s for s, _ in first],
+            "graph_id": [g for _, g in first],
+            "content_hash": [g + label for _, g in first],
+            "path": [f"{s}/{g}" for s, g in first],
         }
     ).write_parquet(root / col.slug / INDEX_FILE)
     return root
@@ -429,6 +446,27 @@ def test_models_predicted_from_another_cache_refused(world, retrained):
         run_ensemble(settings_of(world))
 
 
+def test_tile_row_spends_its_5_slots_on_distinct_configurations(world):
+    """Configs 0, 1, 2 of the tile test graph are one configuration (identical features: config_first), so good's
+    ranking by id spent 3 of the 5 slots on it; the row now holds 5 distinct ones. The valid row too, and the
+    reported valid score is the one of that row."""
+    runs = Path(world["train"]["runs_dir"])
+    first = {key: np.arange(c, dtype=np.int64) for key, c in world_graphs("tile:xla").items()}
+    first["test", "t"] = np.array([0, 0, 0, 3, 4, 5, 6])
+    first["valid", "v"] = np.array([0, 0, 2, 0, 4, 5, 6])  # good's order 1, 3, 0, 2, 4, ...: 3 and 0 repeat 1
+    write_cache(runs, "tile:xla", first=first)
+    for model, oof in (("good", 0.8), ("bad", 0.2)):  # trained again on this cache
+        write_metrics(runs, "tile:xla", model, oof)
+    result = run_ensemble(settings_of(world))
+    rows = dict(line.split(",") for line in result.submission.read_text().splitlines()[1:])
+    assert rows["tile:xla:t"] == "0;3;4;5;6"
+    valid = run_ensemble(settings_of(world), split="valid")
+    rows = dict(line.split(",") for line in valid.submission.read_text().splitlines()[1:])
+    assert rows["tile:xla:v"] == "1;2;4;5;6"  # runtimes 10, 40, 50, 60, 70: best 10, score 1
+    tile = valid.report["collections"]["tile:xla"]
+    assert score_submission(valid.submission, world["data"]["out"], split="valid")["tile:xla"] == tile["ensemble"]
+
+
 def rewrite_fold(world: dict, collection: str, model: str, fold: int, change) -> None:
     path = (
         Path(world["train"]["runs_dir"])
@@ -485,6 +523,11 @@ def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):
         config_feat=np.zeros((4, 24), np.float32),
         config_runtime_normalizers=np.ones(4, np.int64),
     )
+    runs = Path(world["train"]["runs_dir"])
+    graphs = {key: np.arange(c, dtype=np.int64) for key, c in world_graphs("tile:xla").items()}
+    write_cache(runs, "tile:xla", first={**graphs, ("test", "ghost"): np.arange(4, dtype=np.int64)})
+    for model, oof in (("good", 0.8), ("bad", 0.2)):  # trained again on the cache with ghost
+        write_metrics(runs, "tile:xla", model, oof)
     for model in MODELS:
         for fold in range(FOLDS):
             rewrite_fold(
@@ -615,11 +658,13 @@ def test_synthetic_dataset_end_to_end(tmp_path):
     rng = np.random.default_rng(0)
     for col in COLLECTIONS:
         files = {split: sorted(col.split_dir(data, split).glob("*.npz")) for split in ("valid", "test")}
-        truth = {}
+        truth, first = {}, {}
         for split, paths in files.items():
             for path in paths:
                 with np.load(path) as z:
                     truth[split, path.stem] = z["config_runtime"] / z.get("config_runtime_normalizers", 1)
+                    first[split, path.stem] = first_identical(z["config_feat"]) if col.is_tile else None
+        write_cache(runs, col.name, first=first)
         for model in MODELS:
             write_metrics(runs, col.name, model, 0.5)
             for fold in range(FOLDS):

@@ -4,7 +4,9 @@ Combining (per collection, per graph). Every member (one model's one fold) score
 its scores become normalised ranks ``r = rank / (n - 1)`` in [0, 1] (0 = predicted fastest,
 ties get their average rank), so that members whose raw scores live on different scales
 (ListMLE logits, log-runtimes) count alike and only their order matters. The ensemble score is
-the weighted mean of the members' ``r``; lower = faster, ties go to the lower config id.
+the weighted mean of the members' ``r``; lower = faster, ties go to the lower config id. A tile row
+then ranks each distinct configuration before any repeat (the cache's ``config_first``:
+:func:`tpuperf.metrics.rank_configs`), so its top 5 are 5 distinct configurations where the file has them.
 Within a model the folds share its weight equally.
 
 Model weights (``ensemble.weights``), per collection:
@@ -52,7 +54,7 @@ from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_run_report, write_ensemble_report
-from tpuperf.submission.csv import rankings_from_predictions, write_submission
+from tpuperf.submission.csv import identical_labels, rankings_from_predictions, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -241,16 +243,19 @@ def combine(df: pl.DataFrame, weights: Mapping[str, float]) -> pl.DataFrame:
 # ---------------------------------------------------------------- valid scores
 
 
-def score_predictions(df: pl.DataFrame) -> dict[str, float]:
+def score_predictions(df: pl.DataFrame, first: Mapping[tuple[str, str], np.ndarray] | None = None) -> dict[str, float]:
     """Competition metric per collection of ranking each graph's configs by ``pred``.
 
     Rows are ranked as a submission row would be (ascending ``pred``, ties to the lower config
-    id) and scored on those positions, so the result equals ``tpuperf score`` of the file.
+    id, with ``first`` a tile top 5 of distinct configurations: :func:`tpuperf.submission.csv.rankings_from_predictions`)
+    and scored on those positions, so the result equals ``tpuperf score`` of the file.
     """
     preds: dict[str, dict[str, np.ndarray]] = {}
     runtimes: dict[str, dict[str, np.ndarray]] = {}
     for (name, graph_id), group in df.sort("config_id").group_by(["collection", "graph_id"], maintain_order=True):
-        order = rank_configs(group["pred"].to_numpy())
+        order = rank_configs(
+            group["pred"].to_numpy(), identical_labels(first, name, graph_id, group["config_id"].to_numpy())
+        )
         position = np.empty(order.size, dtype=np.float64)
         position[order] = np.arange(order.size)
         preds.setdefault(name, {})[graph_id] = position
@@ -258,22 +263,25 @@ def score_predictions(df: pl.DataFrame) -> dict[str, float]:
     return {name: collection_score(name, preds[name], runtimes[name]) for name in preds}
 
 
-def evaluate(valid: pl.DataFrame, weights: Mapping[str, float]) -> dict[str, Any]:
-    """Valid-split report of one collection's ensemble against its models and single folds."""
+def evaluate(
+    valid: pl.DataFrame, weights: Mapping[str, float], first: Mapping[tuple[str, str], np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Valid-split report of one collection's ensemble against its models and single folds; ``first`` as
+    :func:`score_predictions`'s (every score ranked alike)."""
     name = valid["collection"][0]
-    ensemble = score_predictions(combine(valid, weights))[name]
+    ensemble = score_predictions(combine(valid, weights), first)[name]
     models: dict[str, Any] = {}
     singles: dict[str, float] = {}
     for model in weights:
         rows = valid.filter(pl.col("model") == model)
         folds = {
-            f"fold_{f}": score_predictions(rows.filter(pl.col("fold") == f))[name]
+            f"fold_{f}": score_predictions(rows.filter(pl.col("fold") == f), first)[name]
             for f in sorted(rows["fold"].unique())
         }
         singles.update({f"{model}/{f}": s for f, s in folds.items()})
         models[model] = {
             "weight": weights[model],
-            "fold_ensemble": score_predictions(combine(rows, {model: 1.0}))[name],
+            "fold_ensemble": score_predictions(combine(rows, {model: 1.0}), first)[name],
             "mean_fold": float(np.mean(list(folds.values()))),
             **folds,
         }
@@ -371,11 +379,17 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             raise PredictionFormatError(
                 settings.runs_dir / collection.slug, f"no {split} predictions for {collection.name}"
             )
-        rankings.update(rankings_from_predictions(combine(target, weights)))
+        first = None  # tile: its top 5 distinct configurations (the cache's config_first)
+        if collection.kind.top_k is not None:
+            cache = CollectionCache(settings.cache_dir, collection)
+            first = {(collection.name, g): ids for s in {split, "valid"} for g, ids in cache.config_first(s).items()}
+        rankings.update(rankings_from_predictions(combine(target, weights), first))
         valid = df.filter(pl.col("split") == "valid")
         left_out = [m for m in settings.models if m not in weights]
         report[collection.name] = (
-            {"oof_scores": oof, "left_out": left_out, **evaluate(valid, weights)} if valid.height else {"graphs": 0}
+            {"oof_scores": oof, "left_out": left_out, **evaluate(valid, weights, first)}
+            if valid.height
+            else {"graphs": 0}
         )
         line = (
             f"{collection.name}: {len(weights)} models x {settings.folds} folds, weights "
