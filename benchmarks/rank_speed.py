@@ -102,6 +102,12 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
                 "oof_score": 0.3 - 0.05 * i,
                 "valid_score_mean_fold": None,
                 "folds": [{"fold": f} for f in range(folds)],
+                "predicted_from": {
+                    **cache.identity(),
+                    "weights_for": weights_for,
+                    "model": dataclasses.asdict(config.model(name)),
+                    "train": {},  # untrained
+                },
             },
         )
 

@@ -693,3 +693,42 @@ os.kill(os.getpid(), signal.SIGKILL)
     else:
         psutil.Process(worker).kill()
         pytest.fail(f"worker {worker} outlived the killed benchmark process")
+
+
+def test_tile_repeats_counts_configurations_identical_to_an_earlier_one(tmp_path: Path, capsys):
+    import tile_repeats
+    from conftest import _write_graph
+
+    feat = np.repeat(np.array([1, 2, 1, 1, 3, 4, 5], np.float32)[:, None], 24, axis=1)  # 2 repeats of config 0
+    runtime, ones = np.arange(1, 8, dtype=np.int64), np.ones(7, np.int64)
+    _write_graph(
+        tmp_path,
+        "tile:xla",
+        "valid",
+        name="a",
+        config_feat=feat,
+        config_runtime=runtime,
+        config_runtime_normalizers=ones,
+    )
+    same = np.zeros((3, 24), np.float32)  # one configuration 3 times: fewer than 5 distinct
+    _write_graph(
+        tmp_path,
+        "tile:xla",
+        "valid",
+        name="b",
+        config_feat=same,
+        config_runtime=runtime[:3],
+        config_runtime_normalizers=ones[:3],
+    )
+    assert tile_repeats.main([str(tmp_path)]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(line) == {
+        "data": str(tmp_path),
+        "split": "valid",
+        "files": 2,
+        "configs": 10,
+        "repeated_configs": 4,
+        "files_with_repeats": 2,
+        "files_with_fewer_than_5_distinct": 1,
+        "largest_repeat_share": round(2 / 3, 4),
+    }

@@ -34,6 +34,8 @@ def write_graph(root: Path, split: str, gid: str, n: int, c: int, layout: bool) 
         arrays["config_node_pos"] = np.array([0, n - 1], dtype=np.int32)
         arrays["config_edges"] = np.array([[1, 0]], dtype=np.int32)  # the chain links its two ends
         arrays["config_tensors"] = np.zeros((2, 3, 13), np.int32)
+    else:
+        arrays["config_first"] = np.zeros(c, np.int64)  # one configuration c times
     for name, arr in arrays.items():
         np.save(d / f"{name}.npy", arr)
     return {
@@ -87,6 +89,10 @@ def test_tile_graphs_have_no_config_node_pos(tmp_path):
     g = CollectionCache(tmp_path, TILE).load("test", "t")
     assert g.config_node_pos is None and g.config_edges is None and g.config_tensors is None
     assert g.config_feat.shape == (7, 30)
+    assert (
+        g.config_first.tolist() == [0] * 7
+        and CollectionCache(tmp_path, TILE).config_first("test")["t"].tolist() == [0] * 7
+    )
 
 
 def test_missing_cache_names_the_file_and_the_fix(tmp_path):
@@ -115,14 +121,14 @@ def test_other_format_version_is_refused(tmp_path):
         CollectionCache(tmp_path, LAYOUT)
 
 
-@pytest.mark.parametrize("old", [1, 2, 3, 4])
+@pytest.mark.parametrize("old", [1, 2, 3, 4, 5])
 def test_older_caches_are_refused_with_the_fix(tmp_path, old):
     """Format 1 has no content_hash (a checkpoint could resume on stale data), 2 no config_edges,
-    3 no config_tensors, 4 no tile features in tile config_feat."""
-    assert FORMAT_VERSION == 5
+    3 no config_tensors, 4 no tile features in tile config_feat, 5 no tile config_first."""
+    assert FORMAT_VERSION == 6
     d = write_cache(tmp_path, LAYOUT, layout=True)
     (d / "stats.json").write_text(json.dumps({"format_version": old}))
     with pytest.raises(
-        CacheError, match=rf"stats.json: format version {old}, reader expects 5: run `dvc repro preprocess`"
+        CacheError, match=rf"stats.json: format version {old}, reader expects 6: run `dvc repro preprocess`"
     ):
         CollectionCache(tmp_path, LAYOUT)

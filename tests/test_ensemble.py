@@ -13,7 +13,9 @@ from conftest import params_with
 
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.config import Config, ConfigError, deep_merge
+from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.data.download import MANIFEST_NAME, build_manifest
+from tpuperf.data.preprocess import first_identical
 from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 from tpuperf.submission.ensemble import (
@@ -205,7 +207,47 @@ def write_fold(runs: Path, collection: str, model: str, fold: int, frame: pl.Dat
     frame.write_parquet(path)
 
 
+def world_graphs(collection: str) -> dict[tuple[str, str], int]:
+    """``{(split, graph_id): configs}`` of :func:`world`'s graphs of one collection."""
+    big = {("test", "big"): 1001} if collection == "layout:nlp:default" else {}
+    kind = get_collection(collection).kind.name
+    return {("train", "o"): 2, ("valid", "v"): len(VALID_RUNTIME[kind]), ("test", "t"): TEST_CONFIGS[collection], **big}
+
+
+def write_cache(
+    runs: Path, collection: str, hops: int = 2, label: str = "", first: dict[tuple[str, str], np.ndarray] | None = None
+) -> Path:
+    """What the ensemble reads of a cache beside ``runs``: stats.json and index.parquet's content hashes (``hops`` and
+    ``label`` vary them) and, for tile, each graph's config_first (``first``: ``{(split, graph_id): config_first}``;
+    default: :func:`world`'s graphs, no two configs identical)."""
+    col = get_collection(collection)
+    root = runs.parent / "cache"
+    (root / col.slug).mkdir(parents=True, exist_ok=True)
+    stats = {"format_version": FORMAT_VERSION, "collection": col.name, "hops": hops}
+    (root / col.slug / STATS_FILE).write_text(json.dumps(stats))
+    if first is None:
+        first = {key: np.arange(c, dtype=np.int64) for key, c in world_graphs(collection).items()}
+    for split, graph in first:
+        (root / col.slug / split / graph).mkdir(parents=True, exist_ok=True)
+        if col.is_tile:
+            np.save(root / col.slug / split / graph / "config_first.npy", first[split, graph])
+    pl.DataFrame(
+        {
+            "split": [s for s, _ in first],
+            "graph_id": [g for _, g in first],
+            "content_hash": [g + label for _, g in first],
+            "path": [f"{s}/{g}" for s, g in first],
+        }
+    ).write_parquet(root / col.slug / INDEX_FILE)
+    return root
+
+
 def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: int = FOLDS) -> Path:
+    """The run report of ``model``, predicted from the cache beside ``runs`` (:func:`write_cache` when none)."""
+    cache = runs.parent / "cache" / get_collection(collection).slug
+    if not cache.is_dir():
+        write_cache(runs, collection)
+    made_from = {"weights_for": "w", "model": {}, "train": {}, **CollectionCache(cache.parent, collection).identity()}
     return write_run_report(
         runs,
         get_collection(collection),
@@ -217,6 +259,7 @@ def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: in
             "oof_score": oof,
             "folds": [{"fold": k, "oof_score": oof} for k in range(folds)],
             "valid_score_mean_fold": None,
+            "predicted_from": made_from,
         },
     )
 
@@ -279,6 +322,7 @@ def ensemble_params(data: Path, runs: Path, ensemble: dict) -> dict:
         {
             "data": {"out": str(data)},
             "train": {"folds": FOLDS, "runs_dir": str(runs)},
+            "preprocess": {"out": str(runs.parent / "cache")},
             "ensemble": {"models": None, "temperature": 0.05, **ensemble},
             "kernels": {"models": list(MODELS)},
         }
@@ -376,6 +420,54 @@ def test_valid_submission_scores_as_reported(world):
     assert report["tile:xla"]["ensemble"] == pytest.approx(1.0)  # configs 0..4 hold the best, 10
 
 
+@pytest.mark.parametrize("retrained", [("bad",), ()], ids=["one model re-trained", "none re-trained"])
+def test_models_predicted_from_another_cache_refused(world, retrained):
+    """`tpuperf ensemble` by hand after `tpuperf preprocess` with other hops: the runs re-trained since and those
+    not (here: none) were combined as one ensemble; each run report says what it was predicted from."""
+    runs = Path(world["train"]["runs_dir"])
+    write_cache(runs, "layout:xla:default", hops=3)  # preprocess again, other settings
+    for model in retrained:
+        write_metrics(runs, "layout:xla:default", model, 0.2)
+    problem = (
+        r"its models were predicted from different caches: bad from the one in .*cache/layout-xla-default, "
+        r"good from another \(good: stats differ\)"
+        if retrained
+        else r"every model \(good, bad\) was predicted from another cache than .*cache/layout-xla-default holds now "
+        r"\(good: stats differ; bad: stats differ; preprocess ran after train\?\)"
+    )
+    stale = "dvc repro train@layout-xla-default-good" + (
+        "" if retrained else ", dvc repro train@layout-xla-default-bad"
+    )
+    with pytest.raises(EnsembleError, match=rf"^layout:xla:default: {problem}; .*: train them again \({stale}\)$"):
+        run_ensemble(settings_of(world))
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+    write_cache(runs, "layout:xla:default", label="-relabelled")  # same settings, other graph contents
+    bad = "stats and graphs" if retrained else "graphs"
+    with pytest.raises(EnsembleError, match=rf"\(good: graphs differ; bad: {bad} differ"):
+        run_ensemble(settings_of(world))
+
+
+def test_tile_row_spends_its_5_slots_on_distinct_configurations(world):
+    """Configs 0, 1, 2 of the tile test graph are one configuration (identical features: config_first), so good's
+    ranking by id spent 3 of the 5 slots on it; the row now holds 5 distinct ones. The valid row too, and the
+    reported valid score is the one of that row."""
+    runs = Path(world["train"]["runs_dir"])
+    first = {key: np.arange(c, dtype=np.int64) for key, c in world_graphs("tile:xla").items()}
+    first["test", "t"] = np.array([0, 0, 0, 3, 4, 5, 6])
+    first["valid", "v"] = np.array([0, 0, 2, 0, 4, 5, 6])  # good's order 1, 3, 0, 2, 4, ...: 3 and 0 repeat 1
+    write_cache(runs, "tile:xla", first=first)
+    for model, oof in (("good", 0.8), ("bad", 0.2)):  # trained again on this cache
+        write_metrics(runs, "tile:xla", model, oof)
+    result = run_ensemble(settings_of(world))
+    rows = dict(line.split(",") for line in result.submission.read_text().splitlines()[1:])
+    assert rows["tile:xla:t"] == "0;3;4;5;6"
+    valid = run_ensemble(settings_of(world), split="valid")
+    rows = dict(line.split(",") for line in valid.submission.read_text().splitlines()[1:])
+    assert rows["tile:xla:v"] == "1;2;4;5;6"  # runtimes 10, 40, 50, 60, 70: best 10, score 1
+    tile = valid.report["collections"]["tile:xla"]
+    assert score_submission(valid.submission, world["data"]["out"], split="valid")["tile:xla"] == tile["ensemble"]
+
+
 def rewrite_fold(world: dict, collection: str, model: str, fold: int, change) -> None:
     path = (
         Path(world["train"]["runs_dir"])
@@ -432,6 +524,11 @@ def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):
         config_feat=np.zeros((4, 24), np.float32),
         config_runtime_normalizers=np.ones(4, np.int64),
     )
+    runs = Path(world["train"]["runs_dir"])
+    graphs = {key: np.arange(c, dtype=np.int64) for key, c in world_graphs("tile:xla").items()}
+    write_cache(runs, "tile:xla", first={**graphs, ("test", "ghost"): np.arange(4, dtype=np.int64)})
+    for model, oof in (("good", 0.8), ("bad", 0.2)):  # trained again on the cache with ghost
+        write_metrics(runs, "tile:xla", model, oof)
     for model in MODELS:
         for fold in range(FOLDS):
             rewrite_fold(
@@ -610,11 +707,13 @@ def test_synthetic_dataset_end_to_end(tmp_path):
     rng = np.random.default_rng(0)
     for col in COLLECTIONS:
         files = {split: sorted(col.split_dir(data, split).glob("*.npz")) for split in ("valid", "test")}
-        truth = {}
+        truth, first = {}, {}
         for split, paths in files.items():
             for path in paths:
                 with np.load(path) as z:
                     truth[split, path.stem] = z["config_runtime"] / z.get("config_runtime_normalizers", 1)
+                    first[split, path.stem] = first_identical(z["config_feat"]) if col.is_tile else None
+        write_cache(runs, col.name, first=first)
         for model in MODELS:
             write_metrics(runs, col.name, model, 0.5)
             for fold in range(FOLDS):

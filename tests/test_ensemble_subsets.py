@@ -26,6 +26,7 @@ def settings(min_weight: float) -> EnsembleSettings:
         folds=2,
         runs_dir=Path("runs"),
         data_dir=Path("data"),
+        cache_dir=Path("cache"),
         out_dir=Path("out"),
     )
 

@@ -122,6 +122,21 @@ def test_rank_configs():
         rank_configs([0.0, np.inf])
 
 
+def test_rank_configs_puts_each_distinct_configuration_before_any_repeat():
+    """Identical configurations score alike, so a top 5 spent slots on one configuration several times (a real tile
+    file holds 25 identical configs): with labels of identity, each distinct one comes first, repeats after."""
+    pred = [0.1, 0.2, 0.1, 0.3, 0.2, 0.5, 0.4, 0.6]
+    same = [0, 1, 0, 3, 1, 5, 6, 7]  # 2 repeats 0, 4 repeats 1
+    np.testing.assert_array_equal(rank_configs(pred), [0, 2, 1, 4, 3, 6, 5, 7])
+    np.testing.assert_array_equal(rank_configs(pred, same), [0, 1, 3, 6, 5, 7, 2, 4])
+    runtime = np.array([5.0, 4.0, 5.0, 3.0, 4.0, 9.0, 1.0, 2.0])  # the fastest (6) was past the top 5
+    assert tile_score_of_ranking(rank_configs(pred), runtime) == pytest.approx(2 - 3.0)
+    assert tile_score_of_ranking(rank_configs(pred, same), runtime) == pytest.approx(1.0)
+    np.testing.assert_array_equal(rank_configs([0.2, 0.1, 0.3], [0, 0, 0]), [1, 0, 2])  # fewer distinct than 5
+    with pytest.raises(ValueError, match=r"same has shape \(2,\), pred \(3,\)"):
+        rank_configs([0.2, 0.1, 0.3], [0, 0])
+
+
 def test_collection_and_competition_score():
     preds = {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([3.0, 2.0, 1.0])}
     runtimes = {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([1.0, 2.0, 3.0])}

@@ -19,7 +19,7 @@ from conftest import _write_graph, params_with
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import SPLITS, get_collection, locate
 from tpuperf.config import DataConfig, PreprocessConfig, SyntheticConfig
-from tpuperf.data.cache import CollectionCache
+from tpuperf.data.cache import CacheError, CollectionCache
 from tpuperf.data.download import download
 from tpuperf.data.npz import DataFormatError, LayoutGraph, load_graph
 from tpuperf.data.opcodes import Opcode
@@ -34,6 +34,7 @@ from tpuperf.data.preprocess import (
     k_hop_nodes,
     layout_chains,
     layout_tensors,
+    prepare_graph,
     preprocess_collection,
     prune,
     signed_log1p,
@@ -355,6 +356,9 @@ def test_dedup_only_in_train_split(tmp_path):
     assert train.config_ids.tolist() == [0, 1, 3] and train.runtime.tolist() == [1, 3, 4]
     assert valid.config_ids.tolist() == list(range(6)) and valid.runtime.tolist() == runtime
     assert cc.load("test", "g").num_configs == 6
+    assert cc.load("test", "g").config_first is None  # layout ranks every config: no top K to keep distinct
+    with pytest.raises(CacheError, match="layout:nlp:random graphs have no config_first"):
+        cc.config_first("test")
     assert report["splits"]["train"]["configs_original"] == 6 and report["splits"]["train"]["configs_kept"] == 3
     row = cc.index.filter(cc.index["split"] == "train").row(0, named=True)
     assert row["num_configs"] == 3 and row["num_configs_original"] == 6
@@ -376,6 +380,31 @@ def test_tile_dedup_keeps_min_normalised_runtime(tmp_path):
     g = CollectionCache(tmp_path / "cache", TILE).load("train", "k")
     assert g.config_ids.tolist() == [0, 1]
     assert g.runtime.tolist() == [4.0, 3.0]  # min(8/2, 6/1) and min(9/3, 30/3)
+    assert g.config_first.tolist() == [0, 1]  # deduplicated: each is the first of its features
+
+
+def test_tile_valid_and_test_keep_repeats_and_record_the_first_identical_config(tmp_path):
+    """valid/test keep every config (each has a row to rank); config_first says which are the same configuration,
+    for a top 5 of distinct ones; `tpuperf rank` prepares the same array from the raw file."""
+    raw = tmp_path / "raw"
+    conf = np.repeat(np.array([3, 1, 3, 2, 1, 3], np.float32)[:, None], 24, axis=1)
+    for split in SPLITS:
+        write_tile(
+            TILE.split_dir(raw, split) / "k.npz",
+            np.random.default_rng(0).random((2, 140)),
+            [[1, 0]],
+            conf,
+            np.zeros(6) if split == "test" else [8, 9, 6, 30, 7, 5],
+            np.ones(6),
+        )
+    preprocess_collection(raw, tmp_path / "cache", TILE, settings(), progress=False)
+    cc = CollectionCache(tmp_path / "cache", TILE)
+    for split in ("valid", "test"):
+        assert cc.load(split, "k").config_first.tolist() == [0, 1, 0, 3, 1, 0]
+        assert cc.config_first(split)["k"].tolist() == [0, 1, 0, 3, 1, 0]
+    assert cc.load("train", "k").config_first.tolist() == cc.load("train", "k").config_ids.tolist() == [0, 1, 3]
+    ranked = prepare_graph(TILE.split_dir(raw, "test") / "k.npz", TILE, cc.stats)
+    assert ranked.config_first.tolist() == [0, 1, 0, 3, 1, 0]
 
 
 def test_deduper_hashes_rows_not_objects():

@@ -23,7 +23,8 @@ from tpuperf.collection import get_collection, locate
 from tpuperf.config import Config
 from tpuperf.data.cache import CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
-from tpuperf.data.preprocess import prepare_graph, preprocess_collection
+from tpuperf.data.preprocess import first_identical, prepare_graph, preprocess_collection
+from tpuperf.metrics import rank_configs
 from tpuperf.ranking.export import ExportError, export_collection
 from tpuperf.ranking.ranker import ExportedModel, ModelExportError, code_fingerprint, load_export
 
@@ -149,7 +150,8 @@ def test_rank_matches_the_member_scores_of_the_cached_graphs(exported, shared_da
         model = load_export(root / "models" / col.slug)
         cache = CollectionCache(params.preprocess.out, col)
         cached = [cache.load("test", f.stem) for f in files]
-        expected = rankings_from_predictions(combine(model.member_scores(cached), model.weights))
+        first = {(name, g.graph_id): g.config_first for g in cached if g.config_first is not None}  # tile
+        expected = rankings_from_predictions(combine(model.member_scores(cached), model.weights), first)
         for f, r in zip(files, tpuperf.rank(files, root / "models", top=100_000)):
             assert r.collection == name and r.path == f
             assert np.array_equal(r.config_ids, expected[col.submission_id(f.stem)])
@@ -194,6 +196,46 @@ def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shar
     assert [r.num_configs for r in rankings] == [read_header(f)["config_runtime"].shape[0] for f in tile + layout]
     top2 = tpuperf.rank(tile, root / "models", top=2)
     assert [r.config_ids.tolist() for r in top2] == [r.config_ids[:2].tolist() for r in rankings[: len(tile)]]
+
+
+def test_tile_top_k_holds_distinct_configurations(exported, tmp_path):
+    """Identical configurations score alike, so a top 5 could spend several slots on one: a file of 6 copies of one
+    configuration and 4 others is ranked with each distinct one first (`tpuperf rank`, default top 5 and --top 3)."""
+    root, params = exported
+    path = shutil.copy(Path(params.data.out, "npz/tile/xla/test/synthetic_test.npz"), tmp_path / "repeats.npz")
+    with np.load(path) as z:
+        rows = np.concatenate([z["config_feat"][:4], z["config_feat"][:1] + 1])  # 5 distinct configurations
+    feat = rows[[0, 0, 1, 0, 0, 2, 0, 3, 0, 4]]
+    _rewrite_npz(
+        path, config_feat=feat, config_runtime=np.zeros(10, np.int64), config_runtime_normalizers=np.ones(10, np.int64)
+    )
+    same = first_identical(feat)
+    assert len(set(same)) == 5
+    (top5,) = tpuperf.rank([path], root / "models", collection="tile:xla")
+    assert sorted(same[top5.config_ids]) == [0, 2, 5, 7, 9]
+    (top3,) = tpuperf.rank([path], root / "models", collection="tile:xla", top=3)
+    assert top3.config_ids.tolist() == top5.config_ids[:3].tolist()
+
+
+def test_tile_top_5_of_the_real_test_files_are_distinct_configurations(exported, shared_data):
+    """The real tile test files hold repeated configurations (5 of 1,282 and 8 of 807 configs repeat an earlier
+    one; one file is 25 copies of one): each top 5 holds 5 distinct ones, or every distinct one and repeats."""
+    root, _ = exported
+    files = sorted(REAL_TEST["tile:xla"].glob("*.npz"))
+    stats = load_export(root / "models/tile-xla").stats
+    repeats, rankings = [], tpuperf.rank(files, root / "models")
+    for f, ranking in zip(files, rankings):
+        with np.load(f) as z:
+            same = first_identical(z["config_feat"])
+        repeats.append((len(same), len(same) - len(set(same))))
+        distinct = min(5, len(set(same)))
+        assert len(ranking.config_ids) == 5 and len(set(same[ranking.config_ids])) == distinct, f.name
+        # scores that put the repeated configurations first (the untrained export's may not): still distinct
+        first = prepare_graph(f, get_collection("tile:xla"), stats).config_first
+        assert first.tolist() == same.tolist()
+        top5 = rank_configs(-np.bincount(same)[same].astype(float), first)[:5]
+        assert len(set(same[top5])) == distinct, f.name
+    assert sorted(repeats) == [(25, 24), (807, 8), (1282, 5)]
 
 
 def test_chunking_does_not_change_scores(exported):

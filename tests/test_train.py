@@ -125,6 +125,9 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
     assert metrics["metric"] == "kendall_tau" and -1 <= metrics["oof_score"] <= 1
 
     cache = CollectionCache(tiny_cache, COLLECTION)
+    made_from = metrics["predicted_from"]  # what the ensemble checks against the cache
+    assert {k: made_from[k] for k in ("stats", "graphs")} == cache.identity()
+    assert made_from["model"]["dropout"] == params.model("chebsage").dropout and made_from["train"]["folds"] == 2
     oof_ids = set()
     for fold in (0, 1):
         frame = pl.read_parquet(run / "predictions" / f"fold_{fold}.parquet")

@@ -51,14 +51,31 @@ def unranked_graphs(runtimes: Mapping[str, np.ndarray]) -> list[str]:
     return sorted(g for g, runtime in runtimes.items() if not has_ranking(runtime))
 
 
-def rank_configs(pred: np.ndarray) -> np.ndarray:
-    """Config indices ordered predicted-fastest first (ascending ``pred``, ties by index)."""
+def rank_configs(pred: np.ndarray, same: np.ndarray | None = None) -> np.ndarray:
+    """Config indices ordered predicted-fastest first (ascending ``pred``, ties by index).
+
+    ``same`` (int, shape of ``pred``): a label per config, equal for configurations with identical features
+    (e.g. the id of the first identical one, a tile cache's ``config_first``). With it, every distinct
+    configuration (its fastest-predicted config) comes before any repeat, so a top K (the tile
+    submission's 5, ``tpuperf rank --top K``) holds K distinct configurations when the graph has them: a
+    repeat's measured runtime can only be the same configuration's again. Repeats then follow in order.
+    ValueError for a non-1-D or non-finite ``pred`` or a ``same`` of another shape.
+    """
     pred = np.asarray(pred, dtype=np.float64)
     if pred.ndim != 1:
         raise ValueError(f"pred must be 1-D, got shape {pred.shape}")
     if not np.isfinite(pred).all():
         raise ValueError(f"{int((~np.isfinite(pred)).sum())} non-finite predictions cannot be ranked")
-    return np.argsort(pred, kind="stable")
+    order = np.argsort(pred, kind="stable")
+    if same is None:
+        return order
+    same = np.asarray(same)
+    if same.shape != pred.shape:
+        raise ValueError(f"same has shape {same.shape}, pred {pred.shape}")
+    _, first = np.unique(same[order], return_index=True)  # each label's first position in the order
+    distinct = np.zeros(order.size, dtype=bool)
+    distinct[first] = True
+    return np.concatenate([order[distinct], order[~distinct]])
 
 
 def kendall_tau(pred: np.ndarray, runtime: np.ndarray) -> float:

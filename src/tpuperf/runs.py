@@ -3,7 +3,9 @@ read. Their paths and file formats are defined here only.
 
     <train.runs_dir>/<slug>/<model>/
         predictions/fold_<k>.parquet   one fold's predictions (format below), k = 0 .. train.folds - 1
-        report.json                    the run report: per-fold and mean OOF/valid scores, throughput
+        report.json                    the run report: per-fold and mean OOF/valid scores, throughput, and
+                                       ``predicted_from`` (what its predictions were made from, which the
+                                       ensemble checks: :data:`PREDICTED_FROM_KEYS`)
                                        (:func:`write_run_report`, :func:`read_run_report`)
         metrics.json                   flat summary ``{"oof": float, "valid": float | null}`` only (a plain
                                        output: ``dvc metrics show runs/*/*/metrics.json``)
@@ -54,7 +56,12 @@ BEST_OOF_FILE = "best_oof.parquet"
 ENSEMBLE_METRICS_FILE = "ensemble_metrics.json"
 ENSEMBLE_REPORT_FILE = "ensemble_report.json"
 #: keys every run report has (:func:`write_run_report`); ``folds`` is a list with one dict per fold
-RUN_REPORT_KEYS = ("collection", "model", "metric", "folds", "oof_score", "valid_score_mean_fold")
+RUN_REPORT_KEYS = ("collection", "model", "metric", "folds", "oof_score", "valid_score_mean_fold", "predicted_from")
+#: keys of a run report's ``predicted_from``: the cache's identity (``stats`` and ``graphs``,
+#: :meth:`tpuperf.data.cache.CollectionCache.identity`: every split's graphs, those predicted), ``weights_for``
+#: (:func:`tpuperf.provenance.weights_provenance`), and the settings that decide the predictions: ``model``
+#: (``models.<name>`` merged with ``model_base``) and ``train`` (the train settings a fold's result depends on)
+PREDICTED_FROM_KEYS = ("stats", "graphs", "weights_for", "model", "train")
 #: keys every ensemble report has (:func:`write_ensemble_report`)
 ENSEMBLE_REPORT_KEYS = ("weights", "temperature", "models", "folds", "mean", "collections")
 PREDICTION_SPLITS = ("oof", "valid", "test")
@@ -145,6 +152,9 @@ def _check_run_report(path: Path, report: Any, collection: Collection, model: st
     if not isinstance(report["folds"], list) or (folds is not None and len(report["folds"]) != folds):
         have = len(report["folds"]) if isinstance(report["folds"], list) else report["folds"]
         raise RunArtifactError(path, f"has {have} folds but train.folds is {folds} (stale report?)")
+    made_from = report["predicted_from"]
+    if not isinstance(made_from, dict) or any(k not in made_from for k in PREDICTED_FROM_KEYS):
+        raise RunArtifactError(path, f"predicted_from needs keys {list(PREDICTED_FROM_KEYS)}, got {made_from!r}")
     if not _finite(report["oof_score"]):
         raise RunArtifactError(path, f"oof_score is {report['oof_score']!r}, not a finite number")
     valid = report["valid_score_mean_fold"]

@@ -37,6 +37,11 @@ reading the others. Layout on disk::
         runtime.npy          float64 (c',)     tile: runtime / normaliser; layout: runtime in
                                                ns; zeros in test
         config_ids.npy       int64 (c',)       index of each kept config in the original file
+        config_first.npy     int64 (c',)       tile only: the id (in the original file) of the first config
+                                               whose raw features equal this one's (its own id when none
+                                               before it; train: always its own, train is deduplicated);
+                                               what :func:`tpuperf.metrics.rank_configs` needs to give a
+                                               top 5 distinct configurations
 
 ``stats.json`` holds ``format_version``, ``collection``, ``slug``, ``data_source`` (the dataset manifest's
 ``source``: kaggle, synthetic, local, or null without a manifest), ``prune``, ``hops``, ``config_edge_length``, ``max_nodes``,
@@ -73,14 +78,16 @@ import polars as pl
 from tpuperf.collection import Collection, get_collection
 from tpuperf.errors import TpuperfError
 
-FORMAT_VERSION = 5  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
+FORMAT_VERSION = 6  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
 # 4: layout graphs have config_tensors
 # 5: tile config_feat has tile features (30 columns)
+# 6: tile graphs have config_first
 STATS_FILE = "stats.json"
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"
 GRAPH_ARRAYS = ("node_feat", "node_opcode", "edge_index", "node_ids", "config_feat", "runtime", "config_ids")
 LAYOUT_ARRAYS = ("config_node_pos", "config_edges", "config_tensors")
+TILE_ARRAYS = ("config_first",)
 # config_tensors columns: dims 0-5, the tensor's own minor-to-major 6-11, bytes per element 12
 TENSOR_DIMS, TENSOR_LAYOUT, TENSOR_BYTES, TENSOR_WIDTH = 0, 6, 12, 13
 MEMMAPPED = ("config_feat", "runtime")
@@ -107,6 +114,7 @@ class CachedGraph:
     config_tensors: np.ndarray | None  # None for tile
     runtime: np.ndarray
     config_ids: np.ndarray
+    config_first: np.ndarray | None = None  # tile: int64 (c',), see the module docstring; None for layout
 
     @property
     def num_nodes(self) -> int:
@@ -157,7 +165,7 @@ def graph_dir(split: str, graph_id: str) -> str:
 
 def array_names(collection: Collection) -> tuple[str, ...]:
     """The ``.npy`` files every graph of this collection has."""
-    return GRAPH_ARRAYS + LAYOUT_ARRAYS if collection.kind.config_per_node else GRAPH_ARRAYS
+    return GRAPH_ARRAYS + (LAYOUT_ARRAYS if collection.kind.config_per_node else TILE_ARRAYS)
 
 
 class CollectionCache:
@@ -207,6 +215,30 @@ class CollectionCache:
         rows = self.index.filter(pl.col("split") == split).select("graph_id", "content_hash").iter_rows()
         return dict(rows)
 
+    def identity(self) -> dict[str, str]:
+        """What predictions made from this cache were made from (a run report's ``predicted_from``,
+        :mod:`tpuperf.runs`): ``stats``, sha256 (64 hex chars) of stats.json's content (keys sorted: the transform
+        and the preprocess settings), and ``graphs``, sha256 of every graph's (split, graph_id, content_hash),
+        sorted. Equal values: same transform, settings and graph contents."""
+        stats = json.dumps(self.stats, sort_keys=True).encode()
+        rows = self.index.select("split", "graph_id", "content_hash").sort("split", "graph_id").rows()
+        return {
+            "stats": hashlib.sha256(stats).hexdigest(),
+            "graphs": hashlib.sha256(json.dumps(rows).encode()).hexdigest(),
+        }
+
+    def config_first(self, split: str) -> dict[str, np.ndarray]:
+        """``{graph_id: config_first}`` (int64 (c',), see the module docstring) of one split's tile graphs.
+        Raises :class:`CacheError` for a layout cache (it has none) or a missing file."""
+        if self.collection.kind.config_per_node:
+            raise CacheError(f"{self.dir}: {self.collection.name} graphs have no config_first (tile only)")
+        found = {}
+        for graph_id, rel in self.index.filter(pl.col("split") == split).select("graph_id", "path").iter_rows():
+            path = self.dir / rel / "config_first.npy"
+            self._require(path)
+            found[graph_id] = np.load(path)
+        return found
+
     def graph_ids(self, split: str) -> list[str]:
         return self.index.filter(pl.col("split") == split)["graph_id"].to_list()
 
@@ -224,6 +256,7 @@ class CollectionCache:
         arrays.setdefault("config_node_pos", None)
         arrays.setdefault("config_edges", None)
         arrays.setdefault("config_tensors", None)
+        arrays.setdefault("config_first", None)
         return CachedGraph(graph_id=graph_id, split=split, **arrays)
 
     def graphs(self, split: str) -> Iterator[CachedGraph]:

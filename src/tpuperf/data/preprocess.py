@@ -264,6 +264,13 @@ class ConfigDeduper:
         return np.asarray(new, dtype=np.int64)
 
 
+def first_identical(rows: np.ndarray) -> np.ndarray:
+    """int64 (c,): for each row of ``rows`` (c, ...), the index of the first row equal to it (its own when none
+    before it): a tile cache's ``config_first`` from the file's raw ``config_feat``."""
+    _, first, inverse = np.unique(rows.reshape(len(rows), -1), axis=0, return_index=True, return_inverse=True)
+    return first[inverse.reshape(-1)].astype(np.int64)
+
+
 def _shrink_npy(path: Path, rows: int) -> None:
     """Cut a C-order .npy to its first ``rows`` rows in place.
 
@@ -499,7 +506,9 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
     if collection.kind.config_per_node:
         config_feat = layout_codes(path, graph.node_config_feat)
         tensors = layout_tensors(graph)
+        config_first = None
     else:
+        config_first = first_identical(graph.config_feat)
         config_feat = apply_transform(
             with_tile_features(graph.node_feat, graph.node_opcode, graph.edge_index, graph.config_feat),
             stats["config_feat"],
@@ -518,6 +527,7 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
         config_tensors=tensors,
         runtime=graph.target.astype(np.float64),
         config_ids=np.arange(graph.num_configs, dtype=np.int64),
+        config_first=config_first,
     )
 
 
@@ -552,10 +562,12 @@ def _prepare(
             deduper = ConfigDeduper(target)
             config_feat = config_feat[deduper.add(config_feat, 0)]
             config_ids, runtime = np.asarray(deduper.config_ids, dtype=np.int64), np.asarray(deduper.runtime)
+            config_first = config_ids  # deduplicated: each config is the first of its features
         else:
             config_ids, runtime = np.arange(graph.num_configs, dtype=np.int64), target.astype(np.float64)
+            config_first = first_identical(config_feat)
         config_feat = with_tile_features(graph.node_feat, graph.node_opcode, graph.edge_index, config_feat)
-        _save(out, content, config_feat=config_feat)
+        _save(out, content, config_feat=config_feat, config_first=config_first)
         config_moments = column_moments(config_feat) if is_train else None
     node_feat = graph.node_feat[kept].astype(np.float32)
     _save(

@@ -330,7 +330,8 @@ class ExportedModel:
                         f"embedding of the exported {name}: it cannot rank this program (train with a larger opcode_vocab)"
                     )
         scores = self.member_scores(graphs, weights)
-        orders = rankings_from_predictions(combine(scores, weights))
+        first = {(self.collection.name, g.graph_id): g.config_first for g in graphs if g.config_first is not None}
+        orders = rankings_from_predictions(combine(scores, weights), first)
         share = scores.group_by("model").agg(folds=pl.col("fold").n_unique())
         member_weight = {m: weights[m] / f for m, f in share.iter_rows()}
         rankings = []
@@ -397,7 +398,9 @@ def rank(
     collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
     file; without it each file's collection comes from its path in the dataset layout, or is the
     model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
-    file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout. ``members``:
+    file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout; a tile file's ranking holds
+    every distinct configuration before any repeat (identical features, :func:`tpuperf.metrics.rank_configs`),
+    as the submission's does. ``members``:
     ``all`` scores with the export's whole ensemble (the ranking submission.csv holds), ``best``
     with its highest-weighted model's folds only (faster, README "Ranking new programs"). Runtimes
     in the files may be zero or absent (``tpuperf.data.npz.ABSENT_RUNTIMES``).

@@ -56,11 +56,34 @@ class SubmissionError(TpuperfError, ValueError):
         super().__init__(f"{path}: {len(problems)} problem(s):\n" + "\n".join(problems))
 
 
-def rankings_from_predictions(df: pl.DataFrame) -> dict[str, np.ndarray]:
+def identical_labels(
+    first: Mapping[tuple[str, str], np.ndarray] | None, name: str, graph_id: str, config_ids: np.ndarray
+) -> np.ndarray | None:
+    """The ``same`` labels :func:`tpuperf.metrics.rank_configs` takes for one graph's ``config_ids`` rows:
+    ``first[(collection name, graph_id)]`` (a tile cache's ``config_first``, indexed by config id) at those ids.
+    None when ``first`` is None or the collection has no top K (layout ranks every config).
+    Raises ValueError when ``first`` lacks a tile graph or does not cover its config ids.
+    """
+    if first is None or get_collection(name).kind.top_k is None:
+        return None
+    same = first.get((name, graph_id))
+    if same is None:
+        raise ValueError(f"{name}:{graph_id}: no config_first for it (preprocess again?)")
+    if len(config_ids) and int(config_ids.max()) >= len(same):
+        raise ValueError(f"{name}:{graph_id}: config id {int(config_ids.max())} beyond its {len(same)} config_first")
+    return same[config_ids]
+
+
+def rankings_from_predictions(
+    df: pl.DataFrame, first: Mapping[tuple[str, str], np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """Submission ID -> config ids predicted-fastest first, from rows of one prediction per config.
 
     ``df`` needs ``collection``, ``graph_id``, ``config_id`` and ``pred`` (e.g. one fold's test
-    rows, or an ensemble's combined scores). Ties in ``pred`` go to the lower config id.
+    rows, or an ensemble's combined scores). Ties in ``pred`` go to the lower config id. ``first``:
+    ``{(collection name, graph_id): config_first}`` of every tile graph (:meth:`tpuperf.data.cache.CollectionCache.config_first`),
+    so that a tile row's top 5 are distinct configurations where the graph has 5
+    (:func:`identical_labels`, :func:`tpuperf.metrics.rank_configs`).
     """
     dups = df.height - df.select("collection", "graph_id", "config_id").n_unique()
     if dups:
@@ -68,8 +91,9 @@ def rankings_from_predictions(df: pl.DataFrame) -> dict[str, np.ndarray]:
     rankings = {}
     for (name, graph_id), group in df.sort("config_id").group_by(["collection", "graph_id"], maintain_order=True):
         config_ids = group["config_id"].to_numpy()
+        same = identical_labels(first, name, graph_id, config_ids)
         try:
-            order = rank_configs(group["pred"].to_numpy())
+            order = rank_configs(group["pred"].to_numpy(), same)
         except ValueError as exc:
             raise ValueError(f"{name}:{graph_id}: {exc}") from exc
         rankings[get_collection(name).submission_id(graph_id)] = config_ids[order]

@@ -4,7 +4,9 @@ Combining (per collection, per graph). Every member (one model's one fold) score
 its scores become normalised ranks ``r = rank / (n - 1)`` in [0, 1] (0 = predicted fastest,
 ties get their average rank), so that members whose raw scores live on different scales
 (ListMLE logits, log-runtimes) count alike and only their order matters. The ensemble score is
-the weighted mean of the members' ``r``; lower = faster, ties go to the lower config id.
+the weighted mean of the members' ``r``; lower = faster, ties go to the lower config id. A tile row
+then ranks each distinct configuration before any repeat (the cache's ``config_first``:
+:func:`tpuperf.metrics.rank_configs`), so its top 5 are 5 distinct configurations where the file has them.
 Within a model the folds share its weight equally.
 
 Model weights (``ensemble.weights``), per collection:
@@ -20,6 +22,11 @@ Model weights (``ensemble.weights``), per collection:
 A model whose weight is below ``ensemble.min_weight`` is left out and the others' weights are
 renormalised (:func:`model_weights`): the submission and the export (``tpuperf rank``) apply the
 same rule, so ranking needs to score only the models that count.
+
+Before combining, every model of a collection must have been predicted from the cache ``preprocess.out``
+holds now (each run report's ``predicted_from``, :data:`tpuperf.runs.PREDICTED_FROM_KEYS`: stats.json and the
+graphs' content hashes): run by hand after ``tpuperf preprocess`` (e.g. other hops) and a re-train of only some
+models, or of none, the ensemble refuses, naming the models to train again (:func:`check_predicted_from`).
 
 Report (``ensemble_report.json``; the flat DVC metric ``ensemble_metrics.json`` holds only each
 collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_ensemble_report`): per collection, on the valid split and scored exactly as
@@ -43,10 +50,11 @@ import polars as pl
 
 from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, Collection, get_collection, invalid_files
 from tpuperf.config import WEIGHT_SCHEMES, Config
+from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
-from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_oof_score, write_ensemble_report
-from tpuperf.submission.csv import rankings_from_predictions, write_submission
+from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_run_report, write_ensemble_report
+from tpuperf.submission.csv import identical_labels, rankings_from_predictions, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +79,13 @@ class EnsembleSettings:
     folds: int
     runs_dir: Path
     data_dir: Path
+    cache_dir: Path
     out_dir: Path
 
     @classmethod
     def from_config(cls, config: Config) -> EnsembleSettings:
-        """The ensemble's view of a validated params.yaml (ensemble.*, collections, train.folds/runs_dir, data.out)."""
+        """The ensemble's view of a validated params.yaml (ensemble.*, collections, train.folds/runs_dir, data.out,
+        preprocess.out)."""
         return cls(
             models=config.ensemble_models,
             collections=tuple(get_collection(slug) for slug in config.collections),
@@ -85,6 +95,7 @@ class EnsembleSettings:
             folds=config.train.folds,
             runs_dir=Path(config.train.runs_dir),
             data_dir=Path(config.data.out),
+            cache_dir=Path(config.preprocess.out),
             out_dir=Path(config.ensemble.out),
         )
 
@@ -132,6 +143,40 @@ def _at_least(weights: dict[str, float], min_weight: float) -> dict[str, float]:
         )
     total = sum(kept.values())
     return {m: w / total for m, w in kept.items()}
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def check_predicted_from(collection: Collection, made_from: Mapping[str, Mapping[str, Any]], cache: Path) -> None:
+    """Refuse models of ``collection`` whose predictions were not made from the cache under ``cache`` (the
+    ``preprocess.out`` root) as it is now. ``made_from``: model -> its run report's ``predicted_from``.
+
+    Raises :class:`EnsembleError` naming the collection and the models when they were predicted from
+    different caches, or all from one that is not the current one (preprocess ran again, train did not);
+    :class:`tpuperf.data.cache.CacheError` when there is no cache to check against.
+    """
+    current = CollectionCache(cache, collection).identity()
+    stale = [m for m, made in made_from.items() if any(made[k] != current[k] for k in current)]
+    if not stale:
+        return
+    fresh = [m for m in made_from if m not in stale]
+    what = "; ".join(f"{m}: {' and '.join(k for k in current if made_from[m][k] != current[k])} differ" for m in stale)
+    cached = cache / collection.slug
+    if fresh:
+        problem = (
+            f"its models were predicted from different caches: {', '.join(fresh)} from the one in {cached}, "
+            f"{', '.join(stale)} from another ({what})"
+        )
+    else:
+        problem = (
+            f"every model ({', '.join(stale)}) was predicted from another cache than {cached} holds now ({what}; "
+            f"preprocess ran after train?)"
+        )
+    raise EnsembleError(
+        f"{collection.name}: {problem}; {STATS_FILE} decides the transform and pruning, the graphs' content hashes "
+        f"the data: train them again ({', '.join(f'dvc repro train@{collection.slug}-{m}' for m in stale)})"
+    )
 
 
 # ---------------------------------------------------------------- combining
@@ -198,16 +243,19 @@ def combine(df: pl.DataFrame, weights: Mapping[str, float]) -> pl.DataFrame:
 # ---------------------------------------------------------------- valid scores
 
 
-def score_predictions(df: pl.DataFrame) -> dict[str, float]:
+def score_predictions(df: pl.DataFrame, first: Mapping[tuple[str, str], np.ndarray] | None = None) -> dict[str, float]:
     """Competition metric per collection of ranking each graph's configs by ``pred``.
 
     Rows are ranked as a submission row would be (ascending ``pred``, ties to the lower config
-    id) and scored on those positions, so the result equals ``tpuperf score`` of the file.
+    id, with ``first`` a tile top 5 of distinct configurations: :func:`tpuperf.submission.csv.rankings_from_predictions`)
+    and scored on those positions, so the result equals ``tpuperf score`` of the file.
     """
     preds: dict[str, dict[str, np.ndarray]] = {}
     runtimes: dict[str, dict[str, np.ndarray]] = {}
     for (name, graph_id), group in df.sort("config_id").group_by(["collection", "graph_id"], maintain_order=True):
-        order = rank_configs(group["pred"].to_numpy())
+        order = rank_configs(
+            group["pred"].to_numpy(), identical_labels(first, name, graph_id, group["config_id"].to_numpy())
+        )
         position = np.empty(order.size, dtype=np.float64)
         position[order] = np.arange(order.size)
         preds.setdefault(name, {})[graph_id] = position
@@ -215,22 +263,25 @@ def score_predictions(df: pl.DataFrame) -> dict[str, float]:
     return {name: collection_score(name, preds[name], runtimes[name]) for name in preds}
 
 
-def evaluate(valid: pl.DataFrame, weights: Mapping[str, float]) -> dict[str, Any]:
-    """Valid-split report of one collection's ensemble against its models and single folds."""
+def evaluate(
+    valid: pl.DataFrame, weights: Mapping[str, float], first: Mapping[tuple[str, str], np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Valid-split report of one collection's ensemble against its models and single folds; ``first`` as
+    :func:`score_predictions`'s (every score ranked alike)."""
     name = valid["collection"][0]
-    ensemble = score_predictions(combine(valid, weights))[name]
+    ensemble = score_predictions(combine(valid, weights), first)[name]
     models: dict[str, Any] = {}
     singles: dict[str, float] = {}
     for model in weights:
         rows = valid.filter(pl.col("model") == model)
         folds = {
-            f"fold_{f}": score_predictions(rows.filter(pl.col("fold") == f))[name]
+            f"fold_{f}": score_predictions(rows.filter(pl.col("fold") == f), first)[name]
             for f in sorted(rows["fold"].unique())
         }
         singles.update({f"{model}/{f}": s for f, s in folds.items()})
         models[model] = {
             "weight": weights[model],
-            "fold_ensemble": score_predictions(combine(rows, {model: 1.0}))[name],
+            "fold_ensemble": score_predictions(combine(rows, {model: 1.0}), first)[name],
             "mean_fold": float(np.mean(list(folds.values()))),
             **folds,
         }
@@ -314,7 +365,8 @@ def _skipped_files(data_dir: Path, collection: Collection, split: str) -> str:
 def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | str | None = None) -> EnsembleResult:
     """Combine every collection's fold predictions; write the ``split`` submission and the valid report.
 
-    The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
+    Every model of a collection must have been predicted from ``cache_dir``'s cache as it is now
+    (:func:`check_predicted_from`, :class:`EnsembleError` otherwise). The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
     submission) and written only when valid (:class:`tpuperf.submission.csv.SubmissionError`
     otherwise; a missing row of a file the download listed as invalid names that file).
     :class:`~tpuperf.runs.PredictionFormatError` for a collection without ``split`` predictions, naming
@@ -333,7 +385,9 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             models=settings.models,
             splits={split, "valid"},
         )
-        oof = {m: read_oof_score(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
+        reports = {m: read_run_report(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
+        check_predicted_from(collection, {m: r["predicted_from"] for m, r in reports.items()}, settings.cache_dir)
+        oof = {m: float(r["oof_score"]) for m, r in reports.items()}
         weights = model_weights(oof, settings.weights, settings.temperature, min_weight=settings.min_weight)
         df = df.filter(pl.col("model").is_in(list(weights)))
         target = df.filter(pl.col("split") == split)
@@ -342,11 +396,17 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
                 settings.runs_dir / collection.slug,
                 f"no {split} predictions for {collection.name}{_skipped_files(settings.data_dir, collection, split)}",
             )
-        rankings.update(rankings_from_predictions(combine(target, weights)))
+        first = None  # tile: its top 5 distinct configurations (the cache's config_first)
+        if collection.kind.top_k is not None:
+            cache = CollectionCache(settings.cache_dir, collection)
+            first = {(collection.name, g): ids for s in {split, "valid"} for g, ids in cache.config_first(s).items()}
+        rankings.update(rankings_from_predictions(combine(target, weights), first))
         valid = df.filter(pl.col("split") == "valid")
         left_out = [m for m in settings.models if m not in weights]
         report[collection.name] = (
-            {"oof_scores": oof, "left_out": left_out, **evaluate(valid, weights)} if valid.height else {"graphs": 0}
+            {"oof_scores": oof, "left_out": left_out, **evaluate(valid, weights, first)}
+            if valid.height
+            else {"graphs": 0}
         )
         line = (
             f"{collection.name}: {len(weights)} models x {settings.folds} folds, weights "

@@ -521,9 +521,10 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
     weights_for = weights_provenance(asdict(model), cache.stats, cache.content_hashes("train"), source_fingerprint())
+    decisive = {k: v for k, v in asdict(settings).items() if k not in cosmetic}
     fingerprint = _fingerprint(
         weights_for,
-        {k: v for k, v in asdict(settings).items() if k not in cosmetic},
+        decisive,
         strategy.num_replicas_in_sync,  # the batches of a step depend on it
     )
 
@@ -593,6 +594,13 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         "oof_score": float(np.mean([f["oof_score"] for f in fold_metrics])),
         "valid_score_mean_fold": _mean_or_none([f["valid_score"] for f in fold_metrics]),
         "graphs_excluded_constant_runtime": {split: len(ids) for split, ids in excluded.items()},
+        # what the ensemble checks: every model of a collection predicted from the cache preprocess.out holds
+        "predicted_from": {
+            **cache.identity(),
+            "weights_for": weights_for,
+            "model": _plain(asdict(model)),
+            "train": _plain(decisive),
+        },
     }
     written = write_run_report(settings.runs_dir, collection, model_name, metrics)
     print(f"XLA compilations: train step {kit.train_compilations}, scoring {kit.scorer.compilations}")
@@ -601,6 +609,11 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         f"{metrics['valid_score_mean_fold']}; wrote {written.parent}"
     )
     return metrics
+
+
+def _plain(settings: dict) -> dict:
+    """``settings`` as its JSON reads back (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(settings, default=str))
 
 
 def _mean_or_none(values: list) -> float | None:
