@@ -9,10 +9,11 @@ Valid graphs are never used for any decision, so their scores are honest.
 Outputs (paths from params.yaml ``train.*``):
     checkpoints/<slug>/<model>/fold_<k>/   resume state: weights + optimizer after epoch n
                                            (last-<n>), best weights, state.json (history, early
-                                           stopping, and a fingerprint of the data and settings
-                                           it belongs to)
+                                           stopping, a fingerprint of the data and settings it
+                                           belongs to, and ``weights_for``, which the export requires)
     runs/<slug>/<model>/predictions/fold_<k>.parquet   format: tpuperf.runs
-    runs/<slug>/<model>/report.json        per-fold and mean OOF/valid scores, throughput (+ metrics.json: oof, valid)
+    runs/<slug>/<model>/report.json        per-fold and mean OOF/valid scores, throughput, ``predicted_from``
+                                           (which the ensemble checks; tpuperf.runs) (+ metrics.json: oof, valid)
     runs/<slug>/<model>/live/              dvclive learning curves (``dvc plots show``)
 
 Resume: a killed run restarts at the last finished epoch with the same weights, optimizer
