@@ -19,6 +19,7 @@ The pipeline (each step a DVC stage; `dvc repro` runs them all, settings in para
   download -> preprocess -> train (k folds per collection x model) -> ensemble (submission.csv)
   -> export (a self-contained model) -> rank (new programs' configurations, fastest first).
 Around it: validate data files, check/score/submit a submission, run the pipeline on Kaggle TPUs."""
+PARAMS_HELP = "the settings file (default: params.yaml)"
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -215,61 +216,72 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check TpuGraphs .npz files (files or directories, recursive)")
-    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("paths", nargs="+", type=Path, help=".npz files or directories (searched recursively)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser(
         "synth", help="write a synthetic dataset in the real layout (hidden cost model: tpuperf.data.synthetic)"
     )
     p.add_argument("--out", type=Path, required=True, help="output directory (must not exist unless --overwrite)")
-    p.add_argument("--preset", default="small", choices=("tiny", "small", "medium", "real"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--preset", default="small", choices=("tiny", "small", "medium", "real"), help="dataset size (default: small)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="same preset and seed, same bytes (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     p.set_defaults(func=_synth)
 
-    p = sub.add_parser("download", help="put the dataset + manifest.json at data.out (params: data.*)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p = sub.add_parser(
+        "download",
+        help="put the dataset + manifest.json at data.out (params: data.*); files failing validation are listed "
+        "in the manifest, preprocess.on_bad_file decides",
+    )
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     p.set_defaults(func=_download)
 
     p = sub.add_parser(
         "fingerprint", help="write data.fingerprint: what download would fetch (no network; params: data.*)"
     )
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     p.set_defaults(func=_fingerprint)
 
     p = sub.add_parser(
         "preprocess", help="build cache/<collection>/ from the downloaded data (params: preprocess.*, data.out)"
     )
     p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     p.set_defaults(func=_preprocess)
 
     p = sub.add_parser("train", help="k-fold training of one model on one collection (params: train.*, models.*)")
     p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")
     p.add_argument("--model", required=True, help="a key of models in params.yaml, e.g. chebsage")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
-        "ensemble", help="every collection's fold predictions -> the checked submission CSV (params: ensemble.*)"
+        "ensemble",
+        help="every collection's fold predictions -> the checked submission CSV (params: ensemble.*); refuses "
+        "runs predicted from another cache than preprocess.out holds",
     )
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     p.add_argument("--split", choices=("test", "valid"), default="test", help="which split's rows to write")
     p.add_argument("--out", type=Path, help="CSV path (default: <ensemble.out>/submission.csv or valid_submission.csv)")
     p.set_defaults(func=_ensemble)
 
     p = sub.add_parser(
         "export",
-        help="write <export.out>/<collection>/: the ensemble's models, weights and transform (tpuperf.ranking.export)",
+        help="write <export.out>/<collection>/: the ensemble's models, weights and transform (tpuperf.ranking.export); "
+        "every fold must have been trained for the current cache and model settings",
     )
     p.add_argument("--collection", required=True, help="e.g. layout:nlp:random or layout-nlp-random")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
-        "rank", help="rank every configuration of new .npz programs with an exported model, fastest first"
+        "rank",
+        help="rank every configuration of new .npz programs with an exported model, fastest first (warns when "
+        "the model learnt from synthetic data)",
     )
-    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("files", nargs="+", type=Path, help="TpuGraphs .npz files (runtimes may be zeros or absent)")
     p.add_argument(
         "--model", type=Path, help="an export dir, or the root holding one per collection (default: export.out)"
     )
@@ -277,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--collection", help="collection of every file (default: from its path, or the model's when it has one)"
     )
     p.add_argument("--top", type=int, help="configs listed per file (default: 5 for tile, all for layout)")
-    p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default: text)")
     p.add_argument(
         "--members",
         choices=("all", "best"),  # tpuperf.ranking.ranker.MEMBER_CHOICES (not imported here: it loads polars)
@@ -290,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_rank)
 
     p = sub.add_parser("check-submission", help="check a submission CSV; one line per problem, exit 1 on any")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="the submission CSV (header ID,TopConfigs)")
     p.add_argument("--sample", type=Path, help="sample_submission.csv whose ID set the file must match")
     p.add_argument("--data", type=Path, help="TpuGraphs data dir (npz/...): check IDs and config counts")
     p.add_argument(
@@ -299,16 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_check_submission)
 
     p = sub.add_parser("score", help="competition metric of a submission-format CSV against labelled data")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="the submission CSV (header ID,TopConfigs)")
     p.add_argument("--data", type=Path, required=True, help="TpuGraphs data dir with labelled npz/.../<split>/")
-    p.add_argument("--split", default="valid", choices=("train", "valid", "test"))
+    p.add_argument(
+        "--split",
+        default="valid",
+        choices=("train", "valid", "test"),
+        help="split of --data the file is for (default: valid)",
+    )
     p.set_defaults(func=_score)
 
     p = sub.add_parser(
-        "submit", help="check a submission as check-submission --data does, then send it with the kaggle CLI"
+        "submit",
+        help="check a submission as check-submission --data does, then send it with the kaggle CLI (never one of a "
+        "synthetic dataset)",
     )
-    p.add_argument("file", type=Path)
-    p.add_argument("-m", "--message", required=True)
+    p.add_argument("file", type=Path, help="the submission CSV (header ID,TopConfigs)")
+    p.add_argument("-m", "--message", required=True, help="the submission's description on Kaggle")
     p.add_argument("--competition", help="Kaggle competition (default: data.competition in params.yaml)")
     p.add_argument(
         "--data",
@@ -316,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="TpuGraphs data dir whose test files the file must match (default: data.out in params.yaml)",
     )
     p.add_argument("--sample", type=Path, help="also require the sample's exact ID set")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("kernels", help="Kaggle TPU kernels running this pipeline (kernels/README.md)")
@@ -325,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="write the wheel bundle dataset + one kernel folder per collection (params: kernels.*)"
     )
     k.add_argument("--out", type=Path, default=Path("build/kernels"))
-    k.add_argument("--params", type=Path, default=Path("params.yaml"))
+    k.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     k.add_argument("--collections", nargs="+", help="default: kernels.collections")
     k.add_argument("--models", nargs="+", help="default: kernels.models")
     k.add_argument(
@@ -338,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         "push", help="kaggle datasets version (or create) the bundle, then kaggle kernels push each kernel"
     )
     k.add_argument("--dir", type=Path, default=Path("build/kernels"), help="output of tpuperf kernels build")
-    k.add_argument("--params", type=Path, default=Path("params.yaml"))
+    k.add_argument("--params", type=Path, default=Path("params.yaml"), help=PARAMS_HELP)
     k.add_argument("-m", "--message", help="dataset version note (default: tpuperf version + source fingerprint)")
     k.add_argument("--create", action="store_true", help="first push: kaggle datasets create instead of version")
     k.add_argument("--kernels-only", action="store_true", help="push the kernels without a new bundle version")
