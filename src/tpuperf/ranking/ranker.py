@@ -407,8 +407,9 @@ def rank(
 
     Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
     other kind), :class:`ModelExportError` (no export for the file's collection, an export of
-    another version, weights that do not fit) and ValueError for a bad ``collection`` or
-    ``top``. Every file is checked before any is scored.
+    another version or other tpuperf sources, weights that do not fit) and ValueError for a bad ``collection`` or
+    ``top``. Every file is checked before any is scored. Warns (UserWarning) when the export's models were
+    trained on a synthetic dataset (its stats' ``data_source``).
     """
     from tpuperf.data.preprocess import prepare_graph
 
