@@ -73,7 +73,7 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     import tensorflow as tf
 
     from tpuperf.data.cache import CollectionCache
-    from tpuperf.provenance import source_fingerprint, weights_provenance
+    from tpuperf.provenance import weights_for_cache
     from tpuperf.ranking.ranker import build_member_model
     from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, write_run_report
 
@@ -87,9 +87,7 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
             fold_dir = fold_checkpoint_dir(config.train.checkpoints_dir, collection, name, fold)
             fold_dir.mkdir(parents=True)
             tf.train.Checkpoint(model=model).write(str(fold_dir / BEST_CHECKPOINT))
-            weights_for = weights_provenance(
-                dataclasses.asdict(config.model(name)), cache.stats, cache.content_hashes("train"), source_fingerprint()
-            )
+            weights_for = weights_for_cache(dataclasses.asdict(config.model(name)), cache)
             (fold_dir / STATE_FILE).write_text(json.dumps({"finished": True, "weights_for": weights_for}))
         write_run_report(
             config.train.runs_dir,

@@ -16,6 +16,7 @@ from tpuperf.config import Config, ConfigError, deep_merge
 from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.data.download import MANIFEST_NAME, build_manifest
 from tpuperf.data.preprocess import first_identical
+from tpuperf.provenance import weights_for_cache
 from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 from tpuperf.submission.ensemble import (
@@ -445,6 +446,25 @@ def test_models_predicted_from_another_cache_refused(world, retrained):
     bad = "stats and graphs" if retrained else "graphs"
     with pytest.raises(EnsembleError, match=rf"\(good: graphs differ; bad: {bad} differ"):
         run_ensemble(settings_of(world))
+
+
+def test_the_same_files_from_another_source_are_the_same_cache(world):
+    """Kaggle kernels preprocess with data.source local; the ensemble after them runs where the same files came
+    through data.source kaggle: the caches differ only in stats.json's data_source, so the runs are accepted.
+    Another transform or setting still is another cache."""
+    runs = Path(world["train"]["runs_dir"])
+    root = runs.parent / "cache"
+    weights = weights_for_cache({"units": 8}, CollectionCache(root, "layout:xla:default"))
+    for stats_path in root.glob(f"*/{STATS_FILE}"):
+        stats = json.loads(stats_path.read_text())
+        stats_path.write_text(json.dumps({**stats, "data_source": "kaggle"}))
+    run_ensemble(settings_of(world))  # the runs were predicted from caches without a data_source: accepted
+    assert weights_for_cache({"units": 8}, CollectionCache(root, "layout:xla:default")) == weights  # export takes them
+    stats_path = root / "layout-xla-default" / STATS_FILE
+    stats_path.write_text(json.dumps({**json.loads(stats_path.read_text()), "hops": 5}))
+    with pytest.raises(EnsembleError, match="stats differ"):
+        run_ensemble(settings_of(world))
+    assert weights_for_cache({"units": 8}, CollectionCache(root, "layout:xla:default")) != weights
 
 
 def test_tile_row_spends_its_5_slots_on_distinct_configurations(world):

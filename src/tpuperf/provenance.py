@@ -13,7 +13,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tpuperf.data.cache import CollectionCache
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -34,9 +37,17 @@ def weights_provenance(
     model: Mapping[str, Any], stats: Mapping[str, Any], train_hashes: Mapping[str, str], code: str
 ) -> str:
     """What trained weights mean, as sha256 (64 hex chars): the model's settings (``models.<name>`` merged with
-    ``model_base``, as a dict), the cache's stats.json (feature transform, pruning), the content hash of every
+    ``model_base``, as a dict), the cache's stats.json without where its files came from (feature transform, pruning;
+    :attr:`tpuperf.data.cache.CollectionCache.fitted_stats`), the content hash of every
     train graph (``{graph_id: hash}``, :class:`tpuperf.data.cache.ContentHash`) and the sources (``code``,
     :func:`source_fingerprint`). Equal values: the weights fit this cache's transform and these settings.
     """
     payload = json.dumps([dict(model), dict(stats), dict(train_hashes), code], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def weights_for_cache(model: Mapping[str, Any], cache: CollectionCache) -> str:
+    """:func:`weights_provenance` of weights of ``model`` (``models.<name>`` merged with ``model_base``, as a dict)
+    trained on ``cache``'s train graphs by the current sources: what a fold's state.json records
+    (tpuperf.training.trainer) and ``tpuperf export`` requires (tpuperf.ranking.export)."""
+    return weights_provenance(model, cache.fitted_stats, cache.content_hashes("train"), source_fingerprint())

@@ -83,6 +83,10 @@ FORMAT_VERSION = 6  # 2: index.parquet has content_hash; 3: layout config_edges.
 # 5: tile config_feat has tile features (30 columns)
 # 6: tile graphs have config_first
 STATS_FILE = "stats.json"
+# stats.json keys that say where the files came from, not what the models see: the same files downloaded from
+# Kaggle or read as a local copy (a Kaggle kernel preprocesses with data.source local) make equal caches for
+# training, export and the ensemble (CollectionCache.fitted_stats)
+DATA_ORIGIN_KEYS = ("data_source",)
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"
 GRAPH_ARRAYS = ("node_feat", "node_opcode", "edge_index", "node_ids", "config_feat", "runtime", "config_ids")
@@ -193,6 +197,13 @@ class CollectionCache:
         return json.loads((self.dir / STATS_FILE).read_text())
 
     @cached_property
+    def fitted_stats(self) -> dict:
+        """:attr:`stats` without :data:`DATA_ORIGIN_KEYS`: the transform and preprocess settings the models depend
+        on, what checkpoints (:func:`tpuperf.provenance.weights_provenance`) and predictions (:meth:`identity`)
+        are tied to."""
+        return {k: v for k, v in self.stats.items() if k not in DATA_ORIGIN_KEYS}
+
+    @cached_property
     def index(self) -> pl.DataFrame:
         return pl.read_parquet(self.dir / INDEX_FILE)
 
@@ -217,10 +228,10 @@ class CollectionCache:
 
     def identity(self) -> dict[str, str]:
         """What predictions made from this cache were made from (a run report's ``predicted_from``,
-        :mod:`tpuperf.runs`): ``stats``, sha256 (64 hex chars) of stats.json's content (keys sorted: the transform
-        and the preprocess settings), and ``graphs``, sha256 of every graph's (split, graph_id, content_hash),
+        :mod:`tpuperf.runs`): ``stats``, sha256 (64 hex chars) of :attr:`fitted_stats` (keys sorted: the transform
+        and the preprocess settings, not where the files came from), and ``graphs``, sha256 of every graph's (split, graph_id, content_hash),
         sorted. Equal values: same transform, settings and graph contents."""
-        stats = json.dumps(self.stats, sort_keys=True).encode()
+        stats = json.dumps(self.fitted_stats, sort_keys=True).encode()
         rows = self.index.select("split", "graph_id", "content_hash").sort("split", "graph_id").rows()
         return {
             "stats": hashlib.sha256(stats).hexdigest(),

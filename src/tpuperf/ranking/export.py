@@ -37,7 +37,7 @@ from tpuperf.collection import Collection
 from tpuperf.config import Config
 from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError
-from tpuperf.provenance import source_fingerprint, weights_provenance
+from tpuperf.provenance import weights_for_cache
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model, code_fingerprint
 from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_oof_score
 from tpuperf.submission.ensemble import EnsembleSettings, model_weights
@@ -104,14 +104,13 @@ def export_collection(config: Config, collection: Collection) -> Path:
     oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
     weights = model_weights(oof, ens.weights, ens.temperature, min_weight=ens.min_weight)
 
-    train_hashes = cache.content_hashes("train")
     final = out_root / collection.slug
     with replaced_dir(final) as tmp:
         models = {}
         for name in weights:  # the models ensemble.min_weight keeps, as in the submission
             model_config = config.model(name)
             model = build_member_model(collection.kind.name, model_config, cache.node_feat_dim)
-            weights_for = weights_provenance(asdict(model_config), cache.stats, train_hashes, source_fingerprint())
+            weights_for = weights_for_cache(asdict(model_config), cache)
             (tmp / name).mkdir()
             for fold in range(ens.folds):
                 best = _fold_checkpoint(train.checkpoints_dir, collection, name, fold, weights_for)

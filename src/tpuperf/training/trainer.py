@@ -54,7 +54,7 @@ from tpuperf.config import Config, ModelConfig, TrainConfig
 from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
-from tpuperf.provenance import source_fingerprint, weights_provenance
+from tpuperf.provenance import weights_for_cache
 from tpuperf.runs import (
     BEST_CHECKPOINT,
     BEST_OOF_FILE,
@@ -521,7 +521,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     )
     feat_dim = cache.node_feat_dim
     cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
-    weights_for = weights_provenance(asdict(model), cache.stats, cache.content_hashes("train"), source_fingerprint())
+    weights_for = weights_for_cache(asdict(model), cache)
     decisive = {k: v for k, v in asdict(settings).items() if k not in cosmetic}
     fingerprint = _fingerprint(
         weights_for,
