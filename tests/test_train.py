@@ -333,7 +333,7 @@ def test_checkpoint_is_reused_only_for_the_same_data_settings_and_code(
     assert again(changed)[1:] == (2, 0)
     assert again(changed)[1:] == (0, 2)
     # other source code (the installed package cannot be edited here: its fingerprint is replaced)
-    monkeypatch.setattr("tpuperf.training.trainer.source_fingerprint", lambda: "0" * 64)
+    monkeypatch.setattr("tpuperf.provenance.source_fingerprint", lambda: "0" * 64)
     assert again(changed)[1:] == (2, 0)
     assert file_modes(tmp_path / "runs") == file_modes(tmp_path / "checkpoints") == {"0o600"}
 
