@@ -48,13 +48,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, Collection, get_collection, invalid_files
+from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.config import WEIGHT_SCHEMES, Config
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_run_report, write_ensemble_report
-from tpuperf.submission.csv import identical_labels, rankings_from_predictions, write_submission
+from tpuperf.submission.csv import identical_labels, rankings_from_predictions, skipped_files, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -367,18 +367,11 @@ def _describe_weights(weights: Mapping[str, float]) -> str:
     return ", ".join(f"{m} {w:.3f}" for m, w in weights.items())
 
 
-def _skipped_files(data_dir: Path, collection: Collection, split: str) -> str:
-    """Why a collection may have no ``split`` predictions: its files the download stage listed as invalid
-    (:func:`tpuperf.collection.invalid_files`), which preprocess skipped; empty when it listed none."""
-    split_dir = collection.split_dir(data_dir, split)
-    invalid = [f"{path}: {why}" for path, why in invalid_files(data_dir, split).items() if path.parent == split_dir]
-    if not invalid:
-        return ""
-    refused = " (Kaggle refuses a submission without their rows)" if split == "test" else ""
-    return (
-        f": its {len(invalid)} {split} file(s) that failed validation in the download stage (listed in "
-        f"{data_dir / DATASET_MANIFEST}) were skipped by preprocess{refused}: {listing(invalid)}"
-    )
+def _why_skipped(data_dir: Path, collection: Collection, split: str) -> str:
+    """Why a collection may have no ``split`` predictions (:func:`tpuperf.submission.csv.skipped_files`): ``": "``
+    and its skipped files' reasons, or empty when the download stage listed none of its files as invalid."""
+    skipped = skipped_files(data_dir, split, collection)
+    return f": {len(skipped)} {split} file(s) skipped: {listing(list(skipped.values()))}" if skipped else ""
 
 
 def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | str | None = None) -> EnsembleResult:
@@ -413,7 +406,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
         if target.height == 0:
             raise PredictionFormatError(
                 settings.runs_dir / collection.slug,
-                f"no {split} predictions for {collection.name}{_skipped_files(settings.data_dir, collection, split)}",
+                f"no {split} predictions for {collection.name}{_why_skipped(settings.data_dir, collection, split)}",
             )
         first = config_labels(settings.cache_dir, collection, {split, "valid"})
         rankings.update(rankings_from_predictions(combine(target, weights), first))
