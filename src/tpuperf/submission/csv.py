@@ -60,14 +60,17 @@ def identical_labels(
     first: Mapping[tuple[str, str], np.ndarray] | None, name: str, graph_id: str, config_ids: np.ndarray
 ) -> np.ndarray | None:
     """The ``same`` labels :func:`tpuperf.metrics.rank_configs` takes for one graph's ``config_ids`` rows:
-    ``first[(collection name, graph_id)]`` (a tile cache's ``config_first``, indexed by config id) at those ids.
-    None when ``first`` is None or the collection has no top K (layout ranks every config).
-    Raises ValueError when ``first`` lacks a tile graph or does not cover its config ids.
+    ``first[(collection name, graph_id)]`` (int (c,), indexed by config id: a tile cache's ``config_first``, or
+    the labels ``tpuperf rank --top K`` computes for a layout file) at those ids. None when ``first`` is None,
+    or holds no labels for a layout graph (its submission row ranks every config: Kendall tau of the whole order).
+    Raises ValueError when ``first`` lacks a tile graph or does not cover the config ids.
     """
-    if first is None or get_collection(name).kind.top_k is None:
+    if first is None:
         return None
     same = first.get((name, graph_id))
     if same is None:
+        if get_collection(name).kind.top_k is None:
+            return None
         raise ValueError(f"{name}:{graph_id}: no config_first for it (preprocess again?)")
     if len(config_ids) and int(config_ids.max()) >= len(same):
         raise ValueError(f"{name}:{graph_id}: config id {int(config_ids.max())} beyond its {len(same)} config_first")
