@@ -20,22 +20,29 @@ from __future__ import annotations
 import argparse
 import itertools
 
+import numpy as np
 import polars as pl
 
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.config import load_config
 from tpuperf.runs import read_fold_predictions, read_oof_score
-from tpuperf.submission.ensemble import EnsembleSettings, evaluate, model_weights
+from tpuperf.submission.ensemble import EnsembleSettings, config_labels, evaluate, model_weights
 
 
 def subset_scores(
-    preds: pl.DataFrame, oof: dict[str, float], settings: EnsembleSettings, models: list[str], split: str = "valid"
+    preds: pl.DataFrame,
+    oof: dict[str, float],
+    settings: EnsembleSettings,
+    models: list[str],
+    split: str = "valid",
+    first: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> list[tuple[tuple[str, ...], str, float]]:
     """(subset, folds label, score) for every non-empty subset of ``models``. ``preds``: one
     collection's prediction rows of ``split`` (``read_fold_predictions`` columns); ``oof``:
     out-of-fold score per model. ``valid``: all folds combined, then each single fold. ``oof``
     (each fold's held-out train graphs, scored by that fold's members only): each fold, then
-    their mean. Raises what ``model_weights`` / ``evaluate`` raise."""
+    their mean. ``first``: the tile labels :func:`tpuperf.submission.ensemble.evaluate` takes (valid; train
+    graphs are deduplicated, so their configs are all distinct). Raises what ``model_weights`` / ``evaluate`` raise."""
     folds = sorted(preds["fold"].unique())
     rows = []
     for size in range(1, len(models) + 1):
@@ -44,9 +51,9 @@ def subset_scores(
                 {m: oof[m] for m in subset}, settings.weights, settings.temperature, min_weight=settings.min_weight
             )
             members = preds.filter(pl.col("model").is_in(list(weights)))
-            single = {f: evaluate(members.filter(pl.col("fold") == f), weights)["ensemble"] for f in folds}
+            single = {f: evaluate(members.filter(pl.col("fold") == f), weights, first)["ensemble"] for f in folds}
             if split == "valid":
-                rows.append((subset, f"{len(folds)} folds", evaluate(members, weights)["ensemble"]))
+                rows.append((subset, f"{len(folds)} folds", evaluate(members, weights, first)["ensemble"]))
             rows += [(subset, f"fold {f}", score) for f, score in single.items()]
             if split == "oof":
                 rows.append((subset, "fold mean", sum(single.values()) / len(single)))
@@ -69,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
             settings.runs_dir, settings.folds, collections=[collection.name], models=args.models, splits={args.split}
         )
         oof = {m: read_oof_score(settings.runs_dir, collection, m, settings.folds) for m in args.models}
-        for subset, label, score in subset_scores(preds, oof, settings, args.models, args.split):
+        first = config_labels(settings.cache_dir, collection, ["valid"]) if args.split == "valid" else None
+        for subset, label, score in subset_scores(preds, oof, settings, args.models, args.split, first):
             print(f"{collection.name}\t{'+'.join(subset)}\t{label}\t{score:.4f}")
 
 

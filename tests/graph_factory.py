@@ -43,4 +43,5 @@ def fake_graph(
         config_tensors=tensors,
         runtime=rng.uniform(1.0, 2.0, size=configs),
         config_ids=np.arange(configs),
+        config_first=None if kind == "layout" else np.arange(configs),  # a tile cache's: no repeats
     )

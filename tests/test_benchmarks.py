@@ -695,8 +695,8 @@ os.kill(os.getpid(), signal.SIGKILL)
         pytest.fail(f"worker {worker} outlived the killed benchmark process")
 
 
-def test_tile_repeats_counts_configurations_identical_to_an_earlier_one(tmp_path: Path, capsys):
-    import tile_repeats
+def test_config_repeats_counts_configurations_identical_to_an_earlier_one(tmp_path: Path, capsys):
+    import config_repeats
     from conftest import _write_graph
 
     feat = np.repeat(np.array([1, 2, 1, 1, 3, 4, 5], np.float32)[:, None], 24, axis=1)  # 2 repeats of config 0
@@ -720,10 +720,33 @@ def test_tile_repeats_counts_configurations_identical_to_an_earlier_one(tmp_path
         config_runtime=runtime[:3],
         config_runtime_normalizers=ones[:3],
     )
-    assert tile_repeats.main([str(tmp_path)]) == 0
-    (line,) = capsys.readouterr().out.strip().splitlines()
-    assert json.loads(line) == {
+    layout = np.load(_write_graph(tmp_path, "layout:xla:random", "test", name="l"))["node_config_feat"]
+    repeated = layout[[0, 1, 0, 2, 3, 1]].copy()  # 4 configurations, 2 repeats over every configurable node
+    repeated[2, -1, -1] = 5 if repeated[0, -1, -1] != 5 else 4  # config 2 differs from 0 at one node: distinct
+    _write_graph(
+        tmp_path, "layout:xla:random", "test", name="l", node_config_feat=repeated, config_runtime=np.zeros(6, np.int64)
+    )
+    assert config_repeats.main([str(tmp_path), "--per-file"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [{k: v for k, v in line.items() if k != "labels_ms"} for line in lines[:2]] == [
+        {
+            "file": str(tmp_path / "npz/tile/xla/valid/a.npz"),
+            "collection": "tile:xla",
+            "configs": 7,
+            "distinct": 5,
+            "most_copies": 3,
+        },
+        {
+            "file": str(tmp_path / "npz/tile/xla/valid/b.npz"),
+            "collection": "tile:xla",
+            "configs": 3,
+            "distinct": 1,
+            "most_copies": 3,
+        },
+    ]
+    assert lines[2] == {
         "data": str(tmp_path),
+        "collection": "tile:xla",
         "split": "valid",
         "files": 2,
         "configs": 10,
@@ -732,3 +755,11 @@ def test_tile_repeats_counts_configurations_identical_to_an_earlier_one(tmp_path
         "files_with_fewer_than_5_distinct": 1,
         "largest_repeat_share": round(2 / 3, 4),
     }
+    assert {k: v for k, v in lines[3].items() if k != "labels_ms"} == {
+        "file": str(tmp_path / "npz/layout/xla/random/test/l.npz"),
+        "collection": "layout:xla:random",
+        "configs": 6,
+        "distinct": 5,
+        "most_copies": 2,
+    }
+    assert lines[4]["repeated_configs"] == 1 and len(lines) == 5

@@ -617,9 +617,9 @@ def test_collection_whose_test_files_were_all_skipped_names_them(world):
     with pytest.raises(PredictionFormatError) as caught:
         run_ensemble(settings_of(world))
     assert str(caught.value).endswith(
-        "no test predictions for tile:xla: its 1 test file(s) that failed validation in the download stage (listed "
-        f"in {data / MANIFEST_NAME}) were skipped by preprocess (Kaggle refuses a submission without their rows): "
-        f"{broken}: {NOT_A_ZIP}"
+        f"no test predictions for tile:xla: 1 test file(s) skipped: its test file {broken} failed validation in the "
+        f"download stage: {NOT_A_ZIP}; listed in {data / MANIFEST_NAME}: preprocess (on_bad_file: skip) leaves it "
+        "out, so no model ranked it: Kaggle refuses a submission without its row"
     )
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
 

@@ -175,3 +175,21 @@ def test_each_collection_kind_holds_its_metric_submission_rule_and_config_layout
     assert get_kind("layout") is LAYOUT
     with pytest.raises(ValueError, match="must be one of tile, layout, got 'tiles'"):
         get_kind("tiles")
+
+
+def test_collection_score_ranks_a_tile_top_5_with_same_labels():
+    """Configs 1 and 2 are config 0 again: by pred the plain top 5 (0..4) misses config 5, the fastest; with the
+    labels it holds 0, 3, 4, 5, 6 (the submission's row)."""
+    runtime = np.array([3.0, 3.0, 3.0, 4.0, 5.0, 1.0, 6.0])
+    pred, same = np.arange(7.0), np.array([0, 0, 0, 3, 4, 5, 6])
+    assert tile_score(pred, runtime) == pytest.approx(2 - 3.0)
+    assert tile_score(pred, runtime, same=same) == pytest.approx(1.0)
+    assert graph_score("tile:xla", pred, runtime, same) == pytest.approx(1.0)
+    flat = {"g": pred, "h": pred}
+    assert collection_score("tile:xla", flat, {"g": runtime, "h": runtime}, {"g": same, "h": np.arange(7)}) == (
+        pytest.approx((1.0 + 2 - 3.0) / 2)
+    )
+    with pytest.raises(ValueError, match=r"same labels for other graphs: missing \['h'\]"):
+        collection_score("tile:xla", flat, {"g": runtime, "h": runtime}, {"g": same})
+    with pytest.raises(ValueError, match="layout:xla:random ranks every config"):
+        graph_score("layout:xla:random", pred, runtime, same)

@@ -217,6 +217,32 @@ def test_tile_top_k_holds_distinct_configurations(exported, tmp_path):
     assert top3.config_ids.tolist() == top5.config_ids[:3].tolist()
 
 
+def test_layout_top_k_holds_distinct_configurations_and_the_full_ranking_keeps_its_order(exported, tmp_path):
+    """Real layout files repeat configurations too (6 and 1 of 1,000 in the test files): a file whose predicted-best
+    configuration comes 7 times among 10 configs spent `tpuperf rank --top 4` on 4 copies of it; the cut list now
+    holds the 4 distinct ones. The full ranking (the submission's row, scored by Kendall tau) keeps the predicted
+    order, copies together, and so does a --top of every config."""
+    root, params = exported
+    col = get_collection("layout:xla:default")
+    path = shutil.copy(
+        Path(params.data.out, "npz/layout/xla/default/test/synthetic_test.npz"), tmp_path / "repeats.npz"
+    )
+    with np.load(path) as z:
+        base = z["node_config_feat"]
+    assert len(set(first_identical(base))) == len(base) == 4
+    (plain,) = tpuperf.rank([path], root / "models", collection=col.name)
+    best, *others = plain.config_ids.tolist()
+    feat = base[[best, best, others[0], best, best, others[1], best, others[2], best, best]]
+    _rewrite_npz(path, node_config_feat=feat, config_runtime=np.zeros(10, np.int64))
+    same = first_identical(feat)
+    (full,) = tpuperf.rank([path], root / "models", collection=col.name)
+    assert full.config_ids[:7].tolist() == [0, 1, 3, 4, 6, 8, 9]  # the copies of the best, tied, by id
+    (top4,) = tpuperf.rank([path], root / "models", collection=col.name, top=4)
+    assert sorted(same[top4.config_ids]) == [0, 2, 5, 7] and top4.config_ids[0] == 0
+    (top10,) = tpuperf.rank([path], root / "models", collection=col.name, top=10)
+    assert top10.config_ids.tolist() == full.config_ids.tolist()
+
+
 def test_tile_top_5_of_the_real_test_files_are_distinct_configurations(exported, shared_data):
     """The real tile test files hold repeated configurations (5 of 1,282 and 8 of 807 configs repeat an earlier
     one; one file is 25 copies of one): each top 5 holds 5 distinct ones, or every distinct one and repeats."""

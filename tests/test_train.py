@@ -73,6 +73,52 @@ def test_folds_are_deterministic_balanced_and_need_enough_graphs():
         assign_folds(["a"], 2, seed=0)
 
 
+def test_tile_valid_and_oof_scores_rank_a_top_5_as_the_submission_does():
+    """A tile kernel whose configs 1 and 3 are config 0 again (identical features: config_first): ranked by
+    pred, the plain top 5 (0, 1, 2, 3, 4) spends 2 slots on config 0 and misses config 5, the fastest
+    (2 - 3 / 1 = -1); the submission's row lists distinct configurations first (0, 2, 4, 5, 6: 1.0). The
+    trainer's score (valid: every row; OOF: a sample of rows, the labels taken at them) is that row's score,
+    as is the ensemble's valid report (score_predictions)."""
+    from graph_factory import fake_graph
+
+    from tpuperf.metrics import tile_score_of_ranking
+    from tpuperf.submission.csv import rankings_from_predictions
+    from tpuperf.submission.ensemble import score_predictions
+    from tpuperf.training.trainer import mean_score
+
+    tile = get_collection("tile:xla")
+    runtime = np.array([3.0, 3.0, 4.0, 3.0, 5.0, 1.0, 6.0, 2.0])
+    first = np.array([0, 0, 2, 0, 4, 5, 6, 7])
+    graph = dataclasses.replace(
+        fake_graph(np.random.default_rng(0), "tile", nodes=5, configs=8, name="k"), runtime=runtime, config_first=first
+    )
+    labels = {(tile.name, "k"): first}
+
+    def frame(config_ids: np.ndarray, pred: np.ndarray) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "collection": tile.name,
+                "graph_id": "k",
+                "config_id": config_ids,
+                "pred": pred,
+                "runtime": runtime[config_ids],
+            }
+        )
+
+    pred = np.arange(8.0)
+    row = rankings_from_predictions(frame(np.arange(8), pred), labels)["tile:xla:k"]
+    assert row[:5].tolist() == [0, 2, 4, 5, 6]
+    assert mean_score(tile, [graph], {"k": pred}) == pytest.approx(tile_score_of_ranking(row, runtime))  # plain: -1
+    assert score_predictions(frame(np.arange(8), pred), labels) == pytest.approx({tile.name: 1.0})
+
+    rows = np.array([1, 0, 3, 2, 4, 7])  # an OOF sample without config 5; best of it: config 7 (2.0), scored last
+    pred = np.arange(6.0)
+    row = rankings_from_predictions(frame(rows, pred), labels)["tile:xla:k"]
+    assert row[:5].tolist() == [1, 2, 4, 7, 0]  # plain: 1, 0, 3, 2, 4 (2 - 3 / 2)
+    assert mean_score(tile, [graph], {"k": pred}, {"k": rows}) == pytest.approx(1.0)
+    assert score_predictions(frame(rows, pred), labels) == pytest.approx({tile.name: 1.0})
+
+
 def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
     from tpuperf.data.cache import CollectionCache
     from tpuperf.training.batches import Buckets, plan_batch_shape

@@ -288,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--collection", help="collection of every file (default: from its path, or the model's when it has one)"
     )
-    p.add_argument("--top", type=int, help="configs listed per file (default: 5 for tile, all for layout)")
+    p.add_argument(
+        "--top",
+        type=int,
+        help="configs listed per file, distinct configurations first (default: 5 for tile, all for layout)",
+    )
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default: text)")
     p.add_argument(
         "--members",

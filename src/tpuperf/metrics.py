@@ -6,6 +6,10 @@ Conventions shared with the losses and the submission files:
 - ``runtime`` is what the metric compares: runtime / normaliser for ``tile:xla``, runtime in ns
   for ``layout:*``.
 - Ties in ``pred`` are broken by config index (stable sort), so a ranking is deterministic.
+- A tile top 5 holds every distinct configuration before any repeat (identical features; ``same``
+  labels, :func:`rank_configs`), as the submission and ``tpuperf rank`` list it. The scorers that can
+  know the labels (training's valid and out-of-fold scores, the ensemble's valid report) pass them to
+  :func:`collection_score`, so a training-time score is the score of the submission it produces.
 - A graph whose configs have fewer than 2 distinct runtimes has no order to predict
   (:func:`has_ranking`): Kendall tau is undefined there, and the tile score is 1.0 whatever
   the prediction, so such graphs say nothing about a model. :func:`collection_score` leaves
@@ -112,36 +116,65 @@ def tile_score_of_ranking(ranking: np.ndarray, runtime: np.ndarray, k: int = TIL
     return float(2.0 - runtime[ranking[:k]].min() / runtime.min())
 
 
-def tile_score(pred: np.ndarray, runtime: np.ndarray, k: int = TILE_TOP_K) -> float:
-    """Tile metric of one kernel from per-config predictions (see :func:`tile_score_of_ranking`)."""
+def tile_score(pred: np.ndarray, runtime: np.ndarray, k: int = TILE_TOP_K, same: np.ndarray | None = None) -> float:
+    """Tile metric of one kernel from per-config predictions (see :func:`tile_score_of_ranking`).
+
+    ``pred``, ``runtime``: float (c,). ``same``: int (c,) or None, the labels :func:`rank_configs` takes
+    (equal for identical configurations, e.g. a tile cache's ``config_first``): the top k is then the
+    submission's, every distinct configuration before any repeat. ValueError for mismatched shapes, no
+    configs, non-finite predictions or non-positive runtimes.
+    """
     pred, runtime = _vectors(pred, runtime)
-    return tile_score_of_ranking(rank_configs(pred), runtime, k)
+    return tile_score_of_ranking(rank_configs(pred, same), runtime, k)
 
 
 # Kind.metric -> the function scoring one graph
 GRAPH_METRICS = {"tile_score": tile_score, "kendall_tau": kendall_tau}
 
 
-def graph_score(collection: Collection | str, pred: np.ndarray, runtime: np.ndarray) -> float:
-    """The metric of ``collection`` for one graph: tile score or Kendall tau."""
+def graph_score(
+    collection: Collection | str, pred: np.ndarray, runtime: np.ndarray, same: np.ndarray | None = None
+) -> float:
+    """The metric of ``collection`` for one graph: tile score or Kendall tau.
+
+    ``pred``, ``runtime``: float (c,). ``same``: int (c,) labels of identical configurations, for a
+    collection with a top K only (tile: :func:`tile_score`); ValueError when given for one that ranks
+    every config (layout: Kendall tau compares the whole ranking, repeats included).
+    """
     col = collection if isinstance(collection, Collection) else get_collection(collection)
-    return GRAPH_METRICS[col.kind.metric](pred, runtime)
+    if same is None:
+        return GRAPH_METRICS[col.kind.metric](pred, runtime)
+    if col.kind.top_k is None:
+        raise ValueError(f"{col.name} ranks every config: its metric takes no 'same' labels")
+    return GRAPH_METRICS[col.kind.metric](pred, runtime, same=same)
 
 
 def collection_score(
-    collection: Collection | str, preds: Mapping[str, np.ndarray], runtimes: Mapping[str, np.ndarray]
+    collection: Collection | str,
+    preds: Mapping[str, np.ndarray],
+    runtimes: Mapping[str, np.ndarray],
+    same: Mapping[str, np.ndarray] | None = None,
 ) -> float:
-    """Mean per-graph metric over the graphs of one collection; both mappings keyed by graph id.
+    """Mean per-graph metric over the graphs of one collection; the mappings keyed by graph id.
 
+    ``preds[g]``, ``runtimes[g]``: float (c_g,). ``same``: None, or for a tile collection ``{graph_id:
+    int (c_g,)}`` of every graph, the labels of identical configurations (a tile cache's ``config_first``
+    at the scored rows), so that each top 5 is ranked as the submission ranks it (:func:`rank_configs`).
     Graphs without 2 distinct runtimes (:func:`unranked_graphs`) are left out of the mean.
 
     Raises:
-        ValueError: the ids differ, there is no graph, or no graph has 2 distinct runtimes.
+        ValueError: the ids differ (``same``'s too), there is no graph, no graph has 2 distinct
+            runtimes, or ``same`` is given for a collection without a top K (:func:`graph_score`).
     """
     if set(preds) != set(runtimes):
         only_pred = sorted(set(preds) - set(runtimes))[:5]
         only_true = sorted(set(runtimes) - set(preds))[:5]
         raise ValueError(f"graph ids differ: predicted only {only_pred}, labelled only {only_true}")
+    if same is not None and set(same) != set(preds):
+        raise ValueError(
+            f"same labels for other graphs: missing {sorted(set(preds) - set(same))[:5]}, "
+            f"extra {sorted(set(same) - set(preds))[:5]}"
+        )
     if not preds:
         raise ValueError("no graphs to score")
     unranked = set(unranked_graphs(runtimes))
@@ -150,7 +183,15 @@ def collection_score(
             f"none of the {len(preds)} graph(s) has 2 distinct runtimes (e.g. {sorted(unranked)[:3]}): "
             "nothing to rank, so the score is undefined"
         )
-    return float(np.mean([graph_score(collection, preds[g], runtimes[g]) for g in preds if g not in unranked]))
+    return float(
+        np.mean(
+            [
+                graph_score(collection, preds[g], runtimes[g], None if same is None else same[g])
+                for g in preds
+                if g not in unranked
+            ]
+        )
+    )
 
 
 def competition_score(scores: Mapping[str, float]) -> float:

@@ -313,9 +313,10 @@ class ExportedModel:
         return pl.concat(frames)
 
     def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None, members: str = "all") -> list[Ranking]:
-        """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each;
-        ``members``: which models score them (:meth:`member_weights`). :class:`ModelExportError` for a
-        graph with an opcode id beyond a member's ``opcode_vocab``."""
+        """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each, and a cut
+        ranking lists every distinct configuration before any repeat (:func:`_same_labels`); ``members``: which
+        models score them (:meth:`member_weights`). :class:`ModelExportError` for a graph with an opcode id
+        beyond a member's ``opcode_vocab``."""
         from tpuperf.submission.csv import rankings_from_predictions
         from tpuperf.submission.ensemble import combine
 
@@ -330,7 +331,11 @@ class ExportedModel:
                         f"embedding of the exported {name}: it cannot rank this program (train with a larger opcode_vocab)"
                     )
         scores = self.member_scores(graphs, weights)
-        first = {(self.collection.name, g.graph_id): g.config_first for g in graphs if g.config_first is not None}
+        first = {
+            (self.collection.name, g.graph_id): same
+            for g in graphs
+            if (same := _same_labels(self.collection, g, top)) is not None
+        }
         orders = rankings_from_predictions(combine(scores, weights), first)
         share = scores.group_by("model").agg(folds=pl.col("fold").n_unique())
         member_weight = {m: weights[m] / f for m, f in share.iter_rows()}
@@ -350,6 +355,23 @@ class ExportedModel:
                 Ranking(Path(g.graph_id), self.collection.name, keep.astype(np.int64), np.exp(gap[keep]), g.num_configs)
             )
         return rankings
+
+
+def _same_labels(collection: Collection, graph: CachedGraph, top: int | None) -> np.ndarray | None:
+    """int64 (c,) labels of the identical configurations of a prepared ``collection`` graph, or None (the
+    ``same`` of :func:`tpuperf.metrics.rank_configs`). Tile: ``config_first``, always, as the submission's top 5.
+    Layout: computed here (:func:`tpuperf.data.preprocess.first_identical` of the config codes, the exact
+    ``node_config_feat`` values) when ``top`` cuts the ranking (fewer than its configs), so ``tpuperf rank --top K``
+    spends its K slots on distinct configurations (the real test files repeat 6 and 1 of 1,000: 30-44 ms a file,
+    ``benchmarks/config_repeats.py --per-file``). A full layout ranking keeps the predicted order: the
+    submission's, scored by Kendall tau."""
+    if not collection.kind.config_per_node:
+        return graph.config_first
+    if top is None or top >= graph.num_configs:
+        return None
+    from tpuperf.data.preprocess import first_identical
+
+    return first_identical(graph.config_feat)
 
 
 def _model_dirs(model: Path) -> dict[Collection, Path]:
@@ -398,9 +420,9 @@ def rank(
     collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
     file; without it each file's collection comes from its path in the dataset layout, or is the
     model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
-    file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout; a tile file's ranking holds
-    every distinct configuration before any repeat (identical features, :func:`tpuperf.metrics.rank_configs`),
-    as the submission's does. ``members``:
+    file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout; a tile file's ranking, and a
+    layout file's cut by ``top``, holds every distinct configuration before any repeat (identical features,
+    :func:`tpuperf.metrics.rank_configs`), as the tile submission's does. ``members``:
     ``all`` scores with the export's whole ensemble (the ranking submission.csv holds), ``best``
     with its highest-weighted model's folds only (faster, README "Ranking new programs"). Runtimes
     in the files may be zero or absent (``tpuperf.data.npz.ABSENT_RUNTIMES``).

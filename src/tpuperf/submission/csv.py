@@ -60,14 +60,17 @@ def identical_labels(
     first: Mapping[tuple[str, str], np.ndarray] | None, name: str, graph_id: str, config_ids: np.ndarray
 ) -> np.ndarray | None:
     """The ``same`` labels :func:`tpuperf.metrics.rank_configs` takes for one graph's ``config_ids`` rows:
-    ``first[(collection name, graph_id)]`` (a tile cache's ``config_first``, indexed by config id) at those ids.
-    None when ``first`` is None or the collection has no top K (layout ranks every config).
-    Raises ValueError when ``first`` lacks a tile graph or does not cover its config ids.
+    ``first[(collection name, graph_id)]`` (int (c,), indexed by config id: a tile cache's ``config_first``, or
+    the labels ``tpuperf rank --top K`` computes for a layout file) at those ids. None when ``first`` is None,
+    or holds no labels for a layout graph (its submission row ranks every config: Kendall tau of the whole order).
+    Raises ValueError when ``first`` lacks a tile graph or does not cover the config ids.
     """
-    if first is None or get_collection(name).kind.top_k is None:
+    if first is None:
         return None
     same = first.get((name, graph_id))
     if same is None:
+        if get_collection(name).kind.top_k is None:
+            return None
         raise ValueError(f"{name}:{graph_id}: no config_first for it (preprocess again?)")
     if len(config_ids) and int(config_ids.max()) >= len(same):
         raise ValueError(f"{name}:{graph_id}: config id {int(config_ids.max())} beyond its {len(same)} config_first")
@@ -222,19 +225,21 @@ def _data_ids(data_dir: Path, split: str) -> dict[str, Path]:
     return files
 
 
-def _skipped(data_dir: Path | str, split: str, files: Mapping[str, Path]) -> dict[str, str]:
-    """ID -> why its row is missing, for the ``split`` files the download stage listed as invalid in the
-    dataset's manifest (:func:`tpuperf.collection.invalid_files`): preprocess skipped them
-    (``preprocess.on_bad_file: skip``), so no model ranked them."""
-    invalid = invalid_files(data_dir, split)
+def skipped_files(data_dir: Path | str, split: str, collection: Collection | None = None) -> dict[Path, str]:
+    """``.npz`` path -> why no model ranked it, for each ``split`` file (of ``collection``, or of every collection)
+    the download stage listed as invalid in the dataset's manifest (:func:`tpuperf.collection.invalid_files`):
+    the file, its problem, the manifest, that preprocess (``preprocess.on_bad_file: skip``) left it out and, for
+    test, that Kaggle refuses a submission without its row. Empty when the manifest lists none (or there is none).
+    What a missing submission row (:func:`check_submission`) and a collection without predictions
+    (:func:`tpuperf.submission.ensemble.run_ensemble`) say about such files."""
     refused = ": Kaggle refuses a submission without its row" if split == "test" else ""
     return {
-        row_id: (
-            f" (its {split} file {path} failed validation in the download stage: {invalid[path]}; listed in "
-            f"{Path(data_dir, DATASET_MANIFEST)}: preprocess (on_bad_file: skip) leaves it out, so no model ranked it{refused})"
+        path: (
+            f"its {split} file {path} failed validation in the download stage: {why}; listed in "
+            f"{Path(data_dir, DATASET_MANIFEST)}: preprocess (on_bad_file: skip) leaves it out, so no model ranked it{refused}"
         )
-        for row_id, path in files.items()
-        if path in invalid
+        for path, why in invalid_files(data_dir, split).items()
+        if collection is None or path.parent == collection.split_dir(data_dir, split)
     }
 
 
@@ -258,9 +263,9 @@ def _check(
                 "`tpuperf download` puts the dataset at data.out of params.yaml)"
             )
             return problems, {}, {}
-        problems += _set_problems(
-            set(counts), set(files), f"the {split} files of {data_dir}", _skipped(data_dir, split, files)
-        )
+        skipped = skipped_files(data_dir, split)
+        why = {row_id: f" ({skipped[path]})" for row_id, path in files.items() if path in skipped}
+        problems += _set_problems(set(counts), set(files), f"the {split} files of {data_dir}", why)
     if sample is not None:
         sample_problems: list[str] = []
         sample_rows = _read_rows(Path(sample), sample_problems)

@@ -40,7 +40,7 @@ over collections.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,13 +48,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, Collection, get_collection, invalid_files
+from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.config import WEIGHT_SCHEMES, Config
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_run_report, write_ensemble_report
-from tpuperf.submission.csv import identical_labels, rankings_from_predictions, write_submission
+from tpuperf.submission.csv import identical_labels, rankings_from_predictions, skipped_files, write_submission
 
 log = logging.getLogger(__name__)
 
@@ -243,24 +243,43 @@ def combine(df: pl.DataFrame, weights: Mapping[str, float]) -> pl.DataFrame:
 # ---------------------------------------------------------------- valid scores
 
 
+def config_labels(
+    cache_dir: Path, collection: Collection, splits: Iterable[str]
+) -> dict[tuple[str, str], np.ndarray] | None:
+    """``{(collection name, graph_id): config_first}`` (int64 (c,), indexed by config id) of the ``splits``
+    (valid / test: every config kept) of a tile collection's cache at ``cache_dir``: what ranks and scores a
+    top 5 of distinct configurations (:func:`score_predictions`, the submission rows). None for a collection
+    without a top K (layout ranks every config). Raises :class:`tpuperf.data.cache.CacheError` for a missing
+    or older cache."""
+    if collection.kind.top_k is None:
+        return None
+    cache = CollectionCache(cache_dir, collection)
+    return {(collection.name, g): ids for s in splits for g, ids in cache.config_first(s).items()}
+
+
 def score_predictions(df: pl.DataFrame, first: Mapping[tuple[str, str], np.ndarray] | None = None) -> dict[str, float]:
     """Competition metric per collection of ranking each graph's configs by ``pred``.
 
-    Rows are ranked as a submission row would be (ascending ``pred``, ties to the lower config
-    id, with ``first`` a tile top 5 of distinct configurations: :func:`tpuperf.submission.csv.rankings_from_predictions`)
-    and scored on those positions, so the result equals ``tpuperf score`` of the file.
+    ``df``: prediction rows (``collection``, ``graph_id``, ``config_id``, ``pred``, ``runtime``), one per config.
+    ``first``: ``{(collection name, graph_id): config_first}`` of the tile graphs, or None (no labels: every
+    config its own). Rows are ranked as a submission row would be (ascending ``pred``, ties to the lower config
+    id: :func:`tpuperf.submission.csv.rankings_from_predictions`) and scored on those positions by
+    :func:`tpuperf.metrics.collection_score` with the tile labels (the training scores' function), whose tile
+    top 5 is the row's, so the result equals ``tpuperf score`` of the file.
     """
     preds: dict[str, dict[str, np.ndarray]] = {}
     runtimes: dict[str, dict[str, np.ndarray]] = {}
+    labels: dict[str, dict[str, np.ndarray]] = {}
     for (name, graph_id), group in df.sort("config_id").group_by(["collection", "graph_id"], maintain_order=True):
-        order = rank_configs(
-            group["pred"].to_numpy(), identical_labels(first, name, graph_id, group["config_id"].to_numpy())
-        )
+        order = rank_configs(group["pred"].to_numpy())
         position = np.empty(order.size, dtype=np.float64)
-        position[order] = np.arange(order.size)
+        position[order] = np.arange(order.size)  # ties broken as the row breaks them (Kendall tau sees no tie)
         preds.setdefault(name, {})[graph_id] = position
         runtimes.setdefault(name, {})[graph_id] = group["runtime"].to_numpy()
-    return {name: collection_score(name, preds[name], runtimes[name]) for name in preds}
+        same = identical_labels(first, name, graph_id, group["config_id"].to_numpy())
+        if same is not None:
+            labels.setdefault(name, {})[graph_id] = same
+    return {name: collection_score(name, preds[name], runtimes[name], labels.get(name)) for name in preds}
 
 
 def evaluate(
@@ -348,18 +367,11 @@ def _describe_weights(weights: Mapping[str, float]) -> str:
     return ", ".join(f"{m} {w:.3f}" for m, w in weights.items())
 
 
-def _skipped_files(data_dir: Path, collection: Collection, split: str) -> str:
-    """Why a collection may have no ``split`` predictions: its files the download stage listed as invalid
-    (:func:`tpuperf.collection.invalid_files`), which preprocess skipped; empty when it listed none."""
-    split_dir = collection.split_dir(data_dir, split)
-    invalid = [f"{path}: {why}" for path, why in invalid_files(data_dir, split).items() if path.parent == split_dir]
-    if not invalid:
-        return ""
-    refused = " (Kaggle refuses a submission without their rows)" if split == "test" else ""
-    return (
-        f": its {len(invalid)} {split} file(s) that failed validation in the download stage (listed in "
-        f"{data_dir / DATASET_MANIFEST}) were skipped by preprocess{refused}: {listing(invalid)}"
-    )
+def _why_skipped(data_dir: Path, collection: Collection, split: str) -> str:
+    """Why a collection may have no ``split`` predictions (:func:`tpuperf.submission.csv.skipped_files`): ``": "``
+    and its skipped files' reasons, or empty when the download stage listed none of its files as invalid."""
+    skipped = skipped_files(data_dir, split, collection)
+    return f": {len(skipped)} {split} file(s) skipped: {listing(list(skipped.values()))}" if skipped else ""
 
 
 def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | str | None = None) -> EnsembleResult:
@@ -394,12 +406,9 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
         if target.height == 0:
             raise PredictionFormatError(
                 settings.runs_dir / collection.slug,
-                f"no {split} predictions for {collection.name}{_skipped_files(settings.data_dir, collection, split)}",
+                f"no {split} predictions for {collection.name}{_why_skipped(settings.data_dir, collection, split)}",
             )
-        first = None  # tile: its top 5 distinct configurations (the cache's config_first)
-        if collection.kind.top_k is not None:
-            cache = CollectionCache(settings.cache_dir, collection)
-            first = {(collection.name, g): ids for s in {split, "valid"} for g, ids in cache.config_first(s).items()}
+        first = config_labels(settings.cache_dir, collection, {split, "valid"})
         rankings.update(rankings_from_predictions(combine(target, weights), first))
         valid = df.filter(pl.col("split") == "valid")
         left_out = [m for m in settings.models if m not in weights]

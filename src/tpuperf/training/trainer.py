@@ -150,12 +150,24 @@ def mean_score(
     scores: dict[str, np.ndarray],
     rows: dict[str, np.ndarray] | None = None,
 ) -> float | None:
-    """Mean competition metric over graphs (optionally on a subset of each graph's configs);
-    None when no graph has 2 distinct runtimes (:func:`tpuperf.metrics.collection_score`)."""
-    truth = {g.graph_id: np.asarray(g.runtime)[rows[g.graph_id]] if rows else np.asarray(g.runtime) for g in graphs}
+    """Mean competition metric over ``graphs``, as the submission ranks them; None when no graph has 2
+    distinct runtimes (:func:`tpuperf.metrics.collection_score`).
+
+    ``scores[graph_id]``: float (r,), one per scored config row: every row of the graph, or with ``rows``
+    the int (r,) cache rows ``rows[graph_id]``. Runtimes and, for tile, the ``config_first`` labels
+    (identical configurations, so a top 5 holds distinct ones as the submission's does) are taken at the
+    same rows.
+    """
+
+    def at_rows(g: CachedGraph, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values)[rows[g.graph_id]] if rows else np.asarray(values)
+
+    truth = {g.graph_id: at_rows(g, g.runtime) for g in graphs}
     if not any(has_ranking(runtime) for runtime in truth.values()):
         return None
-    return collection_score(collection, scores, truth)
+    tile = collection.kind.top_k is not None
+    same = {g.graph_id: at_rows(g, g.config_first) for g in graphs} if tile else None
+    return collection_score(collection, scores, truth, same)
 
 
 @dataclass
