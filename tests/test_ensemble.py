@@ -12,7 +12,7 @@ import yaml
 from conftest import params_with
 
 from tpuperf.collection import COLLECTIONS, get_collection
-from tpuperf.config import Config, ConfigError, deep_merge
+from tpuperf.config import Config, ConfigError, deep_merge, plain
 from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.data.download import MANIFEST_NAME, build_manifest
 from tpuperf.data.preprocess import first_identical
@@ -248,7 +248,12 @@ def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: in
     cache = runs.parent / "cache" / get_collection(collection).slug
     if not cache.is_dir():
         write_cache(runs, collection)
-    made_from = {"weights_for": "w", "model": {}, "train": {}, **CollectionCache(cache.parent, collection).identity()}
+    made_from = {
+        "weights_for": "w",
+        "model": plain(Config.from_dict(ensemble_params(runs, runs, {})).model(model)),  # as params.yaml has it
+        "train": {},
+        **CollectionCache(cache.parent, collection).identity(),
+    }
     return write_run_report(
         runs,
         get_collection(collection),
@@ -446,6 +451,22 @@ def test_models_predicted_from_another_cache_refused(world, retrained):
     bad = "stats and graphs" if retrained else "graphs"
     with pytest.raises(EnsembleError, match=rf"\(good: graphs differ; bad: {bad} differ"):
         run_ensemble(settings_of(world))
+
+
+def test_models_trained_with_other_settings_than_params_refused(world):
+    """`tpuperf ensemble` by hand after editing a model's section of params.yaml without training it again: its
+    predictions (and out-of-fold weight) came from the old settings, which `tpuperf export` refuses; so does the
+    ensemble, naming the model, the key and both values, and writes no submission."""
+    params = deep_merge(world, {"models": {"bad": {"units": world["models"]["bad"]["units"] * 2}}})
+    units = world["models"]["bad"]["units"]
+    with pytest.raises(
+        EnsembleError,
+        match=rf"^tile:xla: bad was trained with other model settings than params.yaml's models.bad \(units: "
+        rf"{units} in its run report, {2 * units} in params.yaml\): train it again \(dvc repro train@tile-xla-bad\)$",
+    ):
+        run_ensemble(settings_of(params))
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+    run_ensemble(settings_of(world))  # the settings the runs were trained with: accepted
 
 
 def test_the_same_files_from_another_source_are_the_same_cache(world):

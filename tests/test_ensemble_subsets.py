@@ -19,6 +19,7 @@ from ensemble_subsets import subset_scores  # noqa: E402
 def settings(min_weight: float) -> EnsembleSettings:
     return EnsembleSettings(
         models=("a", "b"),
+        model_settings={"a": {}, "b": {}},
         collections=(),
         weights="oof",
         temperature=0.1,

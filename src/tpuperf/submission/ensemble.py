@@ -26,7 +26,10 @@ same rule, so ranking needs to score only the models that count.
 Before combining, every model of a collection must have been predicted from the cache ``preprocess.out``
 holds now (each run report's ``predicted_from``, :data:`tpuperf.runs.PREDICTED_FROM_KEYS`: stats.json and the
 graphs' content hashes): run by hand after ``tpuperf preprocess`` (e.g. other hops) and a re-train of only some
-models, or of none, the ensemble refuses, naming the models to train again (:func:`check_predicted_from`).
+models, or of none, the ensemble refuses, naming the models to train again (:func:`check_predicted_from`). So it
+does when a model's params.yaml section (merged with ``model_base``) is not the one its run was trained with
+(``predicted_from``'s ``model``: an edited section without a re-train, :func:`check_model_settings`), as
+``tpuperf export`` refuses those weights.
 
 Report (``ensemble_report.json``; the flat DVC metric ``ensemble_metrics.json`` holds only each
 collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_ensemble_report`): per collection, on the valid split and scored exactly as
@@ -49,7 +52,7 @@ import numpy as np
 import polars as pl
 
 from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, Collection, get_collection, invalid_files
-from tpuperf.config import WEIGHT_SCHEMES, Config
+from tpuperf.config import WEIGHT_SCHEMES, Config, plain
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
@@ -69,9 +72,11 @@ class EnsembleError(TpuperfError, ValueError):
 
 @dataclass(frozen=True)
 class EnsembleSettings:
-    """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`)."""
+    """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`). ``model_settings``: each of ``models``'
+    params.yaml section merged with ``model_base``, as :func:`tpuperf.config.plain` (what run reports record)."""
 
     models: tuple[str, ...]
+    model_settings: Mapping[str, Mapping[str, Any]]
     collections: tuple[Collection, ...]
     weights: str
     temperature: float
@@ -88,6 +93,7 @@ class EnsembleSettings:
         preprocess.out)."""
         return cls(
             models=config.ensemble_models,
+            model_settings={m: plain(config.model(m)) for m in config.ensemble_models},
             collections=tuple(get_collection(slug) for slug in config.collections),
             weights=config.ensemble.weights,
             temperature=config.ensemble.temperature,
@@ -177,6 +183,34 @@ def check_predicted_from(collection: Collection, made_from: Mapping[str, Mapping
         f"{collection.name}: {problem}; {STATS_FILE} decides the transform and pruning, the graphs' content hashes "
         f"the data: train them again ({', '.join(f'dvc repro train@{collection.slug}-{m}' for m in stale)})"
     )
+
+
+def check_model_settings(
+    collection: Collection, made_from: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Refuse models of ``collection`` whose run was trained with other model settings than params.yaml holds now.
+    ``made_from``: model -> its run report's ``predicted_from``; ``settings``: model -> its section merged with
+    ``model_base`` (:attr:`EnsembleSettings.model_settings`).
+
+    Raises :class:`EnsembleError` naming the collection, each such model and every key that differs with both values.
+    """
+    stale = {}
+    for model, made in made_from.items():
+        was, now = made["model"], settings[model]
+        keys = list(now) + [k for k in was if k not in now]
+        diff = [
+            f"{k}: {was.get(k, 'absent')} in its run report, {now.get(k, 'absent')} in params.yaml"
+            for k in keys
+            if was.get(k, "absent") != now.get(k, "absent")
+        ]
+        if diff:
+            stale[model] = "; ".join(diff)
+    if stale:
+        what = ", ".join(
+            f"{m} was trained with other model settings than params.yaml's models.{m} ({d})" for m, d in stale.items()
+        )
+        again = ", ".join(f"dvc repro train@{collection.slug}-{m}" for m in stale)
+        raise EnsembleError(f"{collection.name}: {what}: train it again ({again})")
 
 
 # ---------------------------------------------------------------- combining
@@ -386,7 +420,9 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             splits={split, "valid"},
         )
         reports = {m: read_run_report(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
-        check_predicted_from(collection, {m: r["predicted_from"] for m, r in reports.items()}, settings.cache_dir)
+        made_from = {m: r["predicted_from"] for m, r in reports.items()}
+        check_predicted_from(collection, made_from, settings.cache_dir)
+        check_model_settings(collection, made_from, settings.model_settings)
         oof = {m: float(r["oof_score"]) for m, r in reports.items()}
         weights = model_weights(oof, settings.weights, settings.temperature, min_weight=settings.min_weight)
         df = df.filter(pl.col("model").is_in(list(weights)))

@@ -50,7 +50,7 @@ import tensorflow as tf
 
 from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.collection import Collection, get_collection
-from tpuperf.config import Config, ModelConfig, TrainConfig
+from tpuperf.config import Config, ModelConfig, TrainConfig, plain
 from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
@@ -599,8 +599,8 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         "predicted_from": {
             **cache.identity(),
             "weights_for": weights_for,
-            "model": _plain(asdict(model)),
-            "train": _plain(decisive),
+            "model": plain(model),
+            "train": plain(decisive),
         },
     }
     written = write_run_report(settings.runs_dir, collection, model_name, metrics)
@@ -610,11 +610,6 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         f"{metrics['valid_score_mean_fold']}; wrote {written.parent}"
     )
     return metrics
-
-
-def _plain(settings: dict) -> dict:
-    """``settings`` as its JSON reads back (tuples as lists, paths as strings)."""
-    return json.loads(json.dumps(settings, default=str))
 
 
 def _mean_or_none(values: list) -> float | None:
