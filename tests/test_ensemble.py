@@ -17,7 +17,15 @@ from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, STATS_FILE, Collectio
 from tpuperf.data.download import MANIFEST_NAME, build_manifest
 from tpuperf.data.preprocess import first_identical
 from tpuperf.provenance import weights_for_cache
-from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
+from tpuperf.runs import (
+    PredictionFormatError,
+    RunArtifactError,
+    prediction_digests,
+    read_ensemble_report,
+    read_oof_score,
+    report_path,
+    write_run_report,
+)
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 from tpuperf.submission.ensemble import (
     EnsembleError,
@@ -203,9 +211,14 @@ def test_constant_runtime_valid_graph_left_out_of_the_report():
 
 
 def write_fold(runs: Path, collection: str, model: str, fold: int, frame: pl.DataFrame) -> None:
+    """One fold's predictions, recorded in the model's run report when there is one (as a finished train run)."""
     path = runs / get_collection(collection).slug / model / "predictions" / f"fold_{fold}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(path)
+    col = get_collection(collection)
+    if report_path(runs, col, model).is_file():
+        report = json.loads(report_path(runs, col, model).read_text())
+        write_run_report(runs, col, model, {**report, "predictions": prediction_digests(runs, col, model)})
 
 
 def world_graphs(collection: str) -> dict[tuple[str, str], int]:
@@ -266,6 +279,7 @@ def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: in
             "folds": [{"fold": k, "oof_score": oof} for k in range(folds)],
             "valid_score_mean_fold": None,
             "predicted_from": made_from,
+            "predictions": prediction_digests(runs, get_collection(collection), model),
         },
     )
 
@@ -510,14 +524,10 @@ def test_tile_row_spends_its_5_slots_on_distinct_configurations(world):
 
 
 def rewrite_fold(world: dict, collection: str, model: str, fold: int, change) -> None:
-    path = (
-        Path(world["train"]["runs_dir"])
-        / get_collection(collection).slug
-        / model
-        / "predictions"
-        / f"fold_{fold}.parquet"
-    )
-    change(pl.read_parquet(path)).write_parquet(path)
+    """Fold ``fold``'s predictions changed by ``change`` (a train run that wrote them so: its report records them)."""
+    runs = Path(world["train"]["runs_dir"])
+    path = runs / get_collection(collection).slug / model / "predictions" / f"fold_{fold}.parquet"
+    write_fold(runs, collection, model, fold, change(pl.read_parquet(path)))
 
 
 def test_missing_fold_and_metrics_caught(world):
@@ -551,6 +561,28 @@ def test_missing_fold_and_metrics_caught(world):
         write_metrics(runs, "tile:xla", "bad", float("nan"))
     with pytest.raises(RunArtifactError, match=r"ensemble_report.json: missing: run tpuperf ensemble first"):
         read_ensemble_report(runs)
+
+
+def test_fold_files_of_another_run_than_the_report_refused(world):
+    """`tpuperf train` by hand with other train settings (e.g. train.epochs), stopped during fold 1: fold 0's file
+    is the new run's, fold 1's and report.json the previous run's (same cache and model settings). Combined, the
+    ensemble mixed two runs with the old out-of-fold weight; the report's digests tell, naming the file."""
+    runs = Path(world["train"]["runs_dir"])
+    path = runs / "layout-xla-random" / "good" / "predictions" / "fold_0.parquet"
+    pl.read_parquet(path).with_columns(pred=-pl.col("pred")).write_parquet(path)  # the new run's fold 0, no report
+    with pytest.raises(
+        PredictionFormatError,
+        match=r"layout-xla-random/good/predictions/fold_0.parquet: not the predictions .*layout-xla-random/good/"
+        r"report.json describes \(sha256 [0-9a-f]{16}, the report records [0-9a-f]{16}\): written by another run of "
+        r"train .*; train good on layout:xla:random again$",
+    ):
+        run_ensemble(settings_of(world))
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+    report = json.loads(report_path(runs, get_collection("layout:xla:random"), "good").read_text())
+    del report["predictions"]  # a report of a tpuperf before the digests
+    report_path(runs, get_collection("layout:xla:random"), "good").write_text(json.dumps(report))
+    with pytest.raises(RunArtifactError, match=r"missing keys \['predictions'\] \(written by an older tpuperf"):
+        run_ensemble(settings_of(world))
 
 
 def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):

@@ -56,7 +56,13 @@ from tpuperf.config import WEIGHT_SCHEMES, Config, plain
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
-from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_run_report, write_ensemble_report
+from tpuperf.runs import (
+    PredictionFormatError,
+    check_prediction_digests,
+    read_fold_predictions,
+    read_run_report,
+    write_ensemble_report,
+)
 from tpuperf.submission.csv import identical_labels, rankings_from_predictions, write_submission
 
 log = logging.getLogger(__name__)
@@ -420,6 +426,8 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             splits={split, "valid"},
         )
         reports = {m: read_run_report(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
+        for m, r in reports.items():
+            check_prediction_digests(settings.runs_dir, collection, m, r, settings.folds)
         made_from = {m: r["predicted_from"] for m, r in reports.items()}
         check_predicted_from(collection, made_from, settings.cache_dir)
         check_model_settings(collection, made_from, settings.model_settings)

@@ -61,6 +61,7 @@ from tpuperf.runs import (
     STATE_FILE,
     fold_checkpoint_dir,
     live_dir,
+    prediction_digests,
     prediction_path,
     write_run_report,
 )
@@ -595,6 +596,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         "oof_score": float(np.mean([f["oof_score"] for f in fold_metrics])),
         "valid_score_mean_fold": _mean_or_none([f["valid_score"] for f in fold_metrics]),
         "graphs_excluded_constant_runtime": {split: len(ids) for split, ids in excluded.items()},
+        "predictions": prediction_digests(settings.runs_dir, collection, model_name),  # the files this describes
         # what the ensemble checks: every model of a collection predicted from the cache preprocess.out holds
         "predicted_from": {
             **cache.identity(),
