@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
     made_from = metrics["predicted_from"]  # what the ensemble checks against the cache
     assert {k: made_from[k] for k in ("stats", "graphs")} == cache.identity()
     assert made_from["model"]["dropout"] == params.model("chebsage").dropout and made_from["train"]["folds"] == 2
+    files = {k: run / "predictions" / f"fold_{k}.parquet" for k in (0, 1)}
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files.values()}
+    assert metrics["predictions"] == digests  # the fold files this report describes (the ensemble checks them)
     oof_ids = set()
     for fold in (0, 1):
         frame = pl.read_parquet(run / "predictions" / f"fold_{fold}.parquet")
