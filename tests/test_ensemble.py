@@ -13,7 +13,7 @@ from conftest import params_with
 
 from tpuperf.collection import COLLECTIONS, get_collection
 from tpuperf.config import Config, ConfigError, deep_merge, plain
-from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, STATS_FILE, CollectionCache
+from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, PREPROCESS_KEYS, STATS_FILE, CacheError, CollectionCache
 from tpuperf.data.download import MANIFEST_NAME, build_manifest
 from tpuperf.data.preprocess import first_identical
 from tpuperf.provenance import weights_for_cache
@@ -229,7 +229,11 @@ def world_graphs(collection: str) -> dict[tuple[str, str], int]:
 
 
 def write_cache(
-    runs: Path, collection: str, hops: int = 2, label: str = "", first: dict[tuple[str, str], np.ndarray] | None = None
+    runs: Path,
+    collection: str,
+    hops: int | None = None,
+    label: str = "",
+    first: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> Path:
     """What the ensemble reads of a cache beside ``runs``: stats.json and index.parquet's content hashes (``hops`` and
     ``label`` vary them) and, for tile, each graph's config_first (``first``: ``{(split, graph_id): config_first}``;
@@ -237,7 +241,10 @@ def write_cache(
     col = get_collection(collection)
     root = runs.parent / "cache"
     (root / col.slug).mkdir(parents=True, exist_ok=True)
-    stats = {"format_version": FORMAT_VERSION, "collection": col.name, "hops": hops}
+    built_with = {k: getattr(Config.from_dict(params_with({})).preprocess, k) for k in PREPROCESS_KEYS}
+    stats = {"format_version": FORMAT_VERSION, "collection": col.name, **built_with}
+    if hops is not None:
+        stats["hops"] = hops
     (root / col.slug / STATS_FILE).write_text(json.dumps(stats))
     if first is None:
         first = {key: np.arange(c, dtype=np.int64) for key, c in world_graphs(collection).items()}
@@ -446,6 +453,12 @@ def test_models_predicted_from_another_cache_refused(world, retrained):
     not (here: none) were combined as one ensemble; each run report says what it was predicted from."""
     runs = Path(world["train"]["runs_dir"])
     write_cache(runs, "layout:xla:default", hops=3)  # preprocess again, other settings
+    with pytest.raises(
+        CacheError, match=r"layout-xla-default/stats.json: built with preprocess.hops 3 \(params.yaml: "
+    ):
+        run_ensemble(settings_of(world))  # params.yaml not edited to match: the cache's settings are not its
+    # params.yaml says so too (its other collections' caches are left as they were: combine this one)
+    edited = deep_merge(world, {"preprocess": {"hops": 3}, "collections": ["layout-xla-default"]})
     for model in retrained:
         write_metrics(runs, "layout:xla:default", model, 0.2)
     problem = (
@@ -459,9 +472,9 @@ def test_models_predicted_from_another_cache_refused(world, retrained):
         "" if retrained else ", dvc repro train@layout-xla-default-bad"
     )
     with pytest.raises(EnsembleError, match=rf"^layout:xla:default: {problem}; .*: train them again \({stale}\)$"):
-        run_ensemble(settings_of(world))
+        run_ensemble(settings_of(edited))
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
-    write_cache(runs, "layout:xla:default", label="-relabelled")  # same settings, other graph contents
+    write_cache(runs, "layout:xla:default", label="-relabelled")  # params.yaml's settings, other graph contents
     bad = "stats and graphs" if retrained else "graphs"
     with pytest.raises(EnsembleError, match=rf"\(good: graphs differ; bad: {bad} differ"):
         run_ensemble(settings_of(world))
@@ -498,7 +511,7 @@ def test_the_same_files_from_another_source_are_the_same_cache(world):
     stats_path = root / "layout-xla-default" / STATS_FILE
     stats_path.write_text(json.dumps({**json.loads(stats_path.read_text()), "hops": 5}))
     with pytest.raises(EnsembleError, match="stats differ"):
-        run_ensemble(settings_of(world))
+        run_ensemble(settings_of(deep_merge(world, {"preprocess": {"hops": 5}, "collections": ["layout-xla-default"]})))
     assert weights_for_cache({"units": 8}, CollectionCache(root, "layout:xla:default")) != weights
 
 

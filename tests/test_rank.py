@@ -21,7 +21,7 @@ import tpuperf
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import get_collection, locate
 from tpuperf.config import Config
-from tpuperf.data.cache import CollectionCache
+from tpuperf.data.cache import CacheError, CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
 from tpuperf.data.preprocess import first_identical, prepare_graph, preprocess_collection
 from tpuperf.metrics import rank_configs
@@ -503,6 +503,21 @@ def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exporte
         export_collection(params, get_collection("tile:xla"))
     assert (root / "models/tile-xla/manifest.json").read_bytes() == before
     assert [p.name for p in (root / "models").iterdir() if p.name.startswith(".")] == []
+
+
+def test_export_refuses_a_cache_built_with_other_preprocess_settings(exported, tmp_path):
+    """params.yaml's preprocess.prune edited, `tpuperf export` run by hand without preprocess and train: the export
+    would carry the old cache's pruning under the new setting's name."""
+    root, params = exported
+    other = "chains" if params.preprocess.prune == "khop" else "khop"
+    params = dataclasses.replace(
+        params,
+        preprocess=dataclasses.replace(params.preprocess, prune=other),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    with pytest.raises(CacheError, match=rf"stats.json: built with preprocess.prune '\w+' \(params.yaml: '{other}'\)"):
+        export_collection(params, get_collection("layout:xla:default"))
+    assert not (tmp_path / "models").exists()
 
 
 @pytest.mark.parametrize("change", ["re-preprocessed cache", "model setting"])

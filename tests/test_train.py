@@ -393,6 +393,17 @@ def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
         match=rf"stats.json: opcode ids up to {max_opcode}, but models.sage.opcode_vocab is {max_opcode}: raise it",
     ):
         train_collection(COLLECTION, "sage", narrow)
+    # params.yaml's preprocess.hops edited, `tpuperf train` run by hand without `tpuperf preprocess`: the cache is
+    # the old setting's, and the run would have been taken for the new one's
+    params = small_params(tiny_cache, tmp_path)
+    hops = params.preprocess.hops
+    edited = dataclasses.replace(params, preprocess=dataclasses.replace(params.preprocess, hops=hops + 1))
+    with pytest.raises(
+        CacheError,
+        match=rf"stats.json: built with preprocess.hops {hops} \(params.yaml: {hops + 1}\): run `dvc repro preprocess` "
+        r"\(or `tpuperf preprocess --collection layout-xla-random`\)$",
+    ):
+        train_collection(COLLECTION, "chebsage", edited)
     assert not (tmp_path / "runs").exists()
 
 

@@ -52,7 +52,7 @@ import numpy as np
 import polars as pl
 
 from tpuperf.collection import COLLECTIONS, DATASET_MANIFEST, Collection, get_collection, invalid_files
-from tpuperf.config import WEIGHT_SCHEMES, Config, plain
+from tpuperf.config import WEIGHT_SCHEMES, Config, PreprocessConfig, plain
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
@@ -83,6 +83,9 @@ class EnsembleSettings:
 
     models: tuple[str, ...]
     model_settings: Mapping[str, Mapping[str, Any]]
+    preprocess: (
+        PreprocessConfig  # what each collection's cache must have been built with (CollectionCache.check_built_with)
+    )
     collections: tuple[Collection, ...]
     weights: str
     temperature: float
@@ -100,6 +103,7 @@ class EnsembleSettings:
         return cls(
             models=config.ensemble_models,
             model_settings={m: plain(config.model(m)) for m in config.ensemble_models},
+            preprocess=config.preprocess,
             collections=tuple(get_collection(slug) for slug in config.collections),
             weights=config.ensemble.weights,
             temperature=config.ensemble.temperature,
@@ -405,8 +409,11 @@ def _skipped_files(data_dir: Path, collection: Collection, split: str) -> str:
 def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | str | None = None) -> EnsembleResult:
     """Combine every collection's fold predictions; write the ``split`` submission and the valid report.
 
-    Every model of a collection must have been predicted from ``cache_dir``'s cache as it is now
-    (:func:`check_predicted_from`, :class:`EnsembleError` otherwise). The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
+    Each collection's cache must have been built with ``settings.preprocess`` (CacheError otherwise,
+    :meth:`tpuperf.data.cache.CollectionCache.check_built_with`), every model of a collection predicted from it as
+    it is now (:func:`check_predicted_from`) and trained with its ``model_settings`` (:func:`check_model_settings`),
+    its fold files the ones its run report describes (:func:`tpuperf.runs.check_prediction_digests`);
+    :class:`EnsembleError` / :class:`~tpuperf.runs.PredictionFormatError` otherwise. The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
     submission) and written only when valid (:class:`tpuperf.submission.csv.SubmissionError`
     otherwise; a missing row of a file the download listed as invalid names that file).
     :class:`~tpuperf.runs.PredictionFormatError` for a collection without ``split`` predictions, naming
@@ -418,6 +425,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     rankings: dict[str, np.ndarray] = {}
     report: dict[str, Any] = {}
     for collection in settings.collections:
+        CollectionCache(settings.cache_dir, collection).check_built_with(settings.preprocess)
         df = read_fold_predictions(
             settings.runs_dir,
             settings.folds,

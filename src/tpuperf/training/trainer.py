@@ -497,6 +497,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     settings = config.train
     model = config.model(model_name)
     cache = CollectionCache(config.preprocess.out, collection)
+    cache.check_built_with(config.preprocess)
     if cache.stats["max_opcode"] >= model.opcode_vocab:  # the model clips ids into its table: no silent merge
         raise TrainingError(
             f"{cache.dir / STATS_FILE}: opcode ids up to {cache.stats['max_opcode']}, but models.{model_name}."
