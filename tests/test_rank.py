@@ -540,6 +540,7 @@ def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tm
     if change == "re-preprocessed cache":
         settings = dataclasses.replace(params.preprocess, hops=params.preprocess.hops + 1)
         preprocess_collection(params.data.out, params.preprocess.out, col, settings, progress=False)
+        params = dataclasses.replace(params, preprocess=settings)  # params.yaml edited, then preprocess run
     else:
         models = dict(params.models)
         models["chebsage"] = dataclasses.replace(models["chebsage"], dropout=0.5)
