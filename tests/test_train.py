@@ -329,8 +329,9 @@ def test_checkpoint_is_reused_only_for_the_same_data_settings_and_code(
     assert oof["runtime"].to_list() == [new_runtime[c] for c in oof["config_id"]]  # the new labels, not the old
     assert oof["runtime"].to_list() != [old_runtime.get(c) for c in oof["config_id"]]
 
-    build_cache(data, cache, hops=2)  # another pruning
-    assert again()[1:] == (2, 0)
+    build_cache(data, cache, hops=2)  # another pruning, params.yaml edited to match
+    params = dataclasses.replace(params, preprocess=dataclasses.replace(params.preprocess, hops=2))
+    assert again(params)[1:] == (2, 0)
     changed = dataclasses.replace(
         params, train=dataclasses.replace(params.train, learning_rate=0.01)
     )  # another setting
