@@ -288,6 +288,26 @@ def test_cli_formats_agree_with_the_api(exported, capsys):
     assert json.loads(out) == [r.to_dict() for r in api]
 
 
+def test_a_directory_ranks_its_files_as_validate_reads_them(exported, tmp_path, capsys):
+    """`tpuperf rank DIR` said "DIR: no such file" for a directory that exists, which `tpuperf validate DIR` reads
+    (recursively): it now ranks the directory's .npz files, sorted, each as if named; a missing path and a directory
+    without .npz files are named as validate names them."""
+    root, params = exported
+    test_dir = get_collection("layout:nlp:random").split_dir(params.data.out, "test")
+    files = sorted(test_dir.glob("*.npz"))
+    by_dir = tpuperf.rank([test_dir], root / "models")
+    by_file = tpuperf.rank(files, root / "models")
+    assert [r.path for r in by_dir] == files
+    assert [r.config_ids.tolist() for r in by_dir] == [r.config_ids.tolist() for r in by_file]
+    (tmp_path / "empty").mkdir()
+    for path, problem in (
+        (tmp_path / "empty", "no .npz files in it"),
+        (tmp_path / "gone", "no such file or directory"),
+    ):
+        code, out, err = run_cli(capsys, "rank", str(path), "--model", str(root / "models"))
+        assert (code, out, err.strip()) == (1, "", f"tpuperf rank failed: {path}: {problem}")
+
+
 def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported, tmp_path):
     root, params = exported
     src = get_collection("layout:nlp:random").split_dir(params.data.out, "test") / "synthetic_test.npz"
