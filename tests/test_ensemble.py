@@ -268,10 +268,12 @@ def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: in
     cache = runs.parent / "cache" / get_collection(collection).slug
     if not cache.is_dir():
         write_cache(runs, collection)
+    config = Config.from_dict(ensemble_params(runs, runs, {}))  # the settings as params.yaml has them
+    cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # not recorded (tpuperf.training.trainer)
     made_from = {
         "weights_for": "w",
-        "model": plain(Config.from_dict(ensemble_params(runs, runs, {})).model(model)),  # as params.yaml has it
-        "train": {},
+        "model": plain(config.model(model)),
+        "train": {k: v for k, v in plain(config.train).items() if k not in cosmetic},
         **CollectionCache(cache.parent, collection).identity(),
     }
     return write_run_report(
@@ -480,20 +482,29 @@ def test_models_predicted_from_another_cache_refused(world, retrained):
         run_ensemble(settings_of(world))
 
 
-def test_models_trained_with_other_settings_than_params_refused(world):
-    """`tpuperf ensemble` by hand after editing a model's section of params.yaml without training it again: its
-    predictions (and out-of-fold weight) came from the old settings, which `tpuperf export` refuses; so does the
-    ensemble, naming the model, the key and both values, and writes no submission."""
-    params = deep_merge(world, {"models": {"bad": {"units": world["models"]["bad"]["units"] * 2}}})
-    units = world["models"]["bad"]["units"]
+@pytest.mark.parametrize(
+    "edit, differs",
+    [
+        ({"models": {"bad": {"units": 16}}}, r"models.bad.units: {units} in its run report, 16 in params.yaml"),
+        ({"train": {"epochs": 99}}, r"train.epochs: {epochs} in its run report, 99 in params.yaml"),
+    ],
+    ids=["model setting", "train setting"],
+)
+def test_models_trained_with_other_settings_than_params_refused(world, edit, differs):
+    """`tpuperf ensemble` by hand after editing a model's section or the train section of params.yaml without
+    training again: the old predictions (and out-of-fold weights) were combined, which `tpuperf export` refuses;
+    the ensemble now names the model, the key and both values, and writes no submission. How a run executes
+    (train.strategy, cpu_replicas, jit_compile: Kaggle kernels override them) is not compared."""
+    differs = differs.format(units=world["models"]["bad"]["units"], epochs=world["train"]["epochs"])
+    stale = "bad" if "models" in edit else "good"  # a train edit: every model, the first named
     with pytest.raises(
         EnsembleError,
-        match=rf"^tile:xla: bad was trained with other model settings than params.yaml's models.bad \(units: "
-        rf"{units} in its run report, {2 * units} in params.yaml\): train it again \(dvc repro train@tile-xla-bad\)$",
+        match=rf"^tile:xla: {stale} was trained with other settings than params.yaml holds \({differs}\)",
     ):
-        run_ensemble(settings_of(params))
+        run_ensemble(settings_of(deep_merge(world, edit)))
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
-    run_ensemble(settings_of(world))  # the settings the runs were trained with: accepted
+    execution = {"train": {"strategy": "cpus", "cpu_replicas": 2, "jit_compile": not world["train"]["jit_compile"]}}
+    run_ensemble(settings_of(deep_merge(world, execution)))  # the settings the runs were trained with: accepted
 
 
 def test_the_same_files_from_another_source_are_the_same_cache(world):

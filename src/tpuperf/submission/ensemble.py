@@ -27,9 +27,9 @@ Before combining, every model of a collection must have been predicted from the 
 holds now (each run report's ``predicted_from``, :data:`tpuperf.runs.PREDICTED_FROM_KEYS`: stats.json and the
 graphs' content hashes): run by hand after ``tpuperf preprocess`` (e.g. other hops) and a re-train of only some
 models, or of none, the ensemble refuses, naming the models to train again (:func:`check_predicted_from`). So it
-does when a model's params.yaml section (merged with ``model_base``) is not the one its run was trained with
-(``predicted_from``'s ``model``: an edited section without a re-train, :func:`check_model_settings`), as
-``tpuperf export`` refuses those weights.
+does when a model's params.yaml section (merged with ``model_base``) or the ``train`` section is not the one its
+run was trained with (``predicted_from``'s ``model`` and ``train``: an edit without a re-train, :func:`check_settings`;
+``tpuperf export`` refuses those weights), except :data:`TRAIN_EXECUTION_KEYS`.
 
 Report (``ensemble_report.json``; the flat DVC metric ``ensemble_metrics.json`` holds only each
 collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_ensemble_report`): per collection, on the valid split and scored exactly as
@@ -69,6 +69,10 @@ log = logging.getLogger(__name__)
 
 MEMBER = ("model", "fold")
 SAMPLE_SUBMISSION = "sample_submission.csv"
+# train settings that decide how a run executes, not what it learns (two CPU replicas train like one on the same
+# global batch: tests/test_strategy.py); the Kaggle kernels override them (kernels.overrides), so a run made there is
+# not another run's for them
+TRAIN_EXECUTION_KEYS = ("strategy", "cpu_replicas", "jit_compile")
 SUBMISSION_FILES = {"test": "submission.csv", "valid": "valid_submission.csv"}
 
 
@@ -83,6 +87,7 @@ class EnsembleSettings:
 
     models: tuple[str, ...]
     model_settings: Mapping[str, Mapping[str, Any]]
+    train_settings: Mapping[str, Any]  # params.yaml's train section, as tpuperf.config.plain
     preprocess: (
         PreprocessConfig  # what each collection's cache must have been built with (CollectionCache.check_built_with)
     )
@@ -103,6 +108,7 @@ class EnsembleSettings:
         return cls(
             models=config.ensemble_models,
             model_settings={m: plain(config.model(m)) for m in config.ensemble_models},
+            train_settings=plain(config.train),
             preprocess=config.preprocess,
             collections=tuple(get_collection(slug) for slug in config.collections),
             weights=config.ensemble.weights,
@@ -195,32 +201,39 @@ def check_predicted_from(collection: Collection, made_from: Mapping[str, Mapping
     )
 
 
-def check_model_settings(
-    collection: Collection, made_from: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Mapping[str, Any]]
+def _differences(section: str, was: Mapping[str, Any], now: Mapping[str, Any], keys: list[str]) -> list[str]:
+    return [
+        f"{section}.{k}: {was.get(k, 'absent')} in its run report, {now.get(k, 'absent')} in params.yaml"
+        for k in keys
+        if was.get(k, "absent") != now.get(k, "absent")
+    ]
+
+
+def check_settings(
+    collection: Collection,
+    made_from: Mapping[str, Mapping[str, Any]],
+    model_settings: Mapping[str, Mapping[str, Any]],
+    train_settings: Mapping[str, Any],
 ) -> None:
-    """Refuse models of ``collection`` whose run was trained with other model settings than params.yaml holds now.
-    ``made_from``: model -> its run report's ``predicted_from``; ``settings``: model -> its section merged with
-    ``model_base`` (:attr:`EnsembleSettings.model_settings`).
+    """Refuse models of ``collection`` whose run was trained with other settings than params.yaml holds now.
+    ``made_from``: model -> its run report's ``predicted_from``; ``model_settings``: model -> its section merged with
+    ``model_base``; ``train_settings``: the ``train`` section (:class:`EnsembleSettings`). Every model setting is
+    compared, and every train setting the report records (not the cosmetic ones) except :data:`TRAIN_EXECUTION_KEYS`.
 
     Raises :class:`EnsembleError` naming the collection, each such model and every key that differs with both values.
     """
     stale = {}
     for model, made in made_from.items():
-        was, now = made["model"], settings[model]
-        keys = list(now) + [k for k in was if k not in now]
-        diff = [
-            f"{k}: {was.get(k, 'absent')} in its run report, {now.get(k, 'absent')} in params.yaml"
-            for k in keys
-            if was.get(k, "absent") != now.get(k, "absent")
-        ]
+        was, now = made["model"], model_settings[model]
+        diff = _differences(f"models.{model}", was, now, list(now) + [k for k in was if k not in now])
+        trained = [k for k in made["train"] if k not in TRAIN_EXECUTION_KEYS]
+        diff += _differences("train", made["train"], train_settings, trained)
         if diff:
             stale[model] = "; ".join(diff)
     if stale:
-        what = ", ".join(
-            f"{m} was trained with other model settings than params.yaml's models.{m} ({d})" for m, d in stale.items()
-        )
+        what = ", ".join(f"{m} was trained with other settings than params.yaml holds ({d})" for m, d in stale.items())
         again = ", ".join(f"dvc repro train@{collection.slug}-{m}" for m in stale)
-        raise EnsembleError(f"{collection.name}: {what}: train it again ({again})")
+        raise EnsembleError(f"{collection.name}: {what}: train again ({again})")
 
 
 # ---------------------------------------------------------------- combining
@@ -411,7 +424,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
 
     Each collection's cache must have been built with ``settings.preprocess`` (CacheError otherwise,
     :meth:`tpuperf.data.cache.CollectionCache.check_built_with`), every model of a collection predicted from it as
-    it is now (:func:`check_predicted_from`) and trained with its ``model_settings`` (:func:`check_model_settings`),
+    it is now (:func:`check_predicted_from`) and trained with its ``model_settings`` and ``train_settings`` (:func:`check_settings`),
     its fold files the ones its run report describes (:func:`tpuperf.runs.check_prediction_digests`);
     :class:`EnsembleError` / :class:`~tpuperf.runs.PredictionFormatError` otherwise. The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
     submission) and written only when valid (:class:`tpuperf.submission.csv.SubmissionError`
@@ -438,7 +451,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             check_prediction_digests(settings.runs_dir, collection, m, r, settings.folds)
         made_from = {m: r["predicted_from"] for m, r in reports.items()}
         check_predicted_from(collection, made_from, settings.cache_dir)
-        check_model_settings(collection, made_from, settings.model_settings)
+        check_settings(collection, made_from, settings.model_settings, settings.train_settings)
         oof = {m: float(r["oof_score"]) for m, r in reports.items()}
         weights = model_weights(oof, settings.weights, settings.temperature, min_weight=settings.min_weight)
         df = df.filter(pl.col("model").is_in(list(weights)))

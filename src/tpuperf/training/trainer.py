@@ -603,7 +603,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
             **cache.identity(),
             "weights_for": weights_for,
             "model": plain(model),
-            "train": plain(decisive),
+            "train": plain({k: v for k, v in asdict(config.train).items() if k not in cosmetic}),  # as params.yaml
         },
     }
     written = write_run_report(settings.runs_dir, collection, model_name, metrics)
