@@ -220,9 +220,8 @@ class CollectionCache:
             if self.stats.get(k) != getattr(preprocess, k)
         ]
         if diff:
-            raise CacheError(
-                f"{self.dir / STATS_FILE}: built with {', '.join(diff)}: {REBUILD_HINT.replace('<name>', self.collection.slug)}"
-            )
+            hint = REBUILD_HINT.replace("<name>", self.collection.slug)
+            raise CacheError(f"{self.dir / STATS_FILE}: built with {', '.join(diff)}: {hint}")
 
     @cached_property
     def index(self) -> pl.DataFrame:

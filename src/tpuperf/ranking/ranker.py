@@ -395,8 +395,8 @@ def rank(
     """Rank every configuration of each TpuGraphs ``.npz`` in ``files``, fastest first.
 
     ``files``: ``.npz`` files, or directories whose ``.npz`` files (recursively, sorted) are ranked, as
-    ``tpuperf validate`` reads them. ``model``: an export directory of one collection, or the export root holding one per
-    collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
+    ``tpuperf validate`` reads them. ``model``: an export directory of one collection, or the export root holding one
+    per collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
     file; without it each file's collection comes from its path in the dataset layout, or is the
     model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
     file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout; a tile file's ranking holds
@@ -409,8 +409,9 @@ def rank(
     Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
     other kind), :class:`ModelExportError` (no export for the file's collection, an export of
     another version or other tpuperf sources, weights that do not fit), FileNotFoundError for a path that does not
-    exist or a directory without ``.npz`` files, and ValueError for a bad ``collection`` or ``top``. Every file is checked before any is scored. Warns (UserWarning) when the export's models were
-    trained on a synthetic dataset (its stats' ``data_source``).
+    exist or a directory without ``.npz`` files, and ValueError for a bad ``collection`` or ``top``. Every file is
+    checked before any is scored. Warns (UserWarning) when the export's models were trained on a synthetic dataset
+    (its stats' ``data_source``).
     """
     from tpuperf.data.preprocess import prepare_graph
 
@@ -420,9 +421,8 @@ def rank(
     files = list(files)
     if not files:
         raise ValueError("no files to rank")
-    files = list(
-        dict.fromkeys(find_npz(files))
-    )  # directories as `tpuperf validate` reads them; a file named twice once
+    # directories are read as `tpuperf validate` reads them; a file named twice is ranked once
+    files = list(dict.fromkeys(find_npz(files)))
     dirs = _model_dirs(Path(model))
     given = get_collection(collection) if collection is not None else None
     only = next(iter(dirs)) if len(dirs) == 1 else None

@@ -83,14 +83,14 @@ class EnsembleError(TpuperfError, ValueError):
 @dataclass(frozen=True)
 class EnsembleSettings:
     """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`). ``model_settings``: each of ``models``'
-    params.yaml section merged with ``model_base``, as :func:`tpuperf.config.plain` (what run reports record)."""
+    params.yaml section merged with ``model_base``, and ``train_settings`` the train section, as
+    :func:`tpuperf.config.plain` (what run reports record); ``preprocess``: what each collection's cache must have
+    been built with (:meth:`tpuperf.data.cache.CollectionCache.check_built_with`)."""
 
     models: tuple[str, ...]
     model_settings: Mapping[str, Mapping[str, Any]]
-    train_settings: Mapping[str, Any]  # params.yaml's train section, as tpuperf.config.plain
-    preprocess: (
-        PreprocessConfig  # what each collection's cache must have been built with (CollectionCache.check_built_with)
-    )
+    train_settings: Mapping[str, Any]
+    preprocess: PreprocessConfig
     collections: tuple[Collection, ...]
     weights: str
     temperature: float
@@ -424,9 +424,10 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
 
     Each collection's cache must have been built with ``settings.preprocess`` (CacheError otherwise,
     :meth:`tpuperf.data.cache.CollectionCache.check_built_with`), every model of a collection predicted from it as
-    it is now (:func:`check_predicted_from`) and trained with its ``model_settings`` and ``train_settings`` (:func:`check_settings`),
-    its fold files the ones its run report describes (:func:`tpuperf.runs.check_prediction_digests`);
-    :class:`EnsembleError` / :class:`~tpuperf.runs.PredictionFormatError` otherwise. The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
+    it is now (:func:`check_predicted_from`) and trained with its ``model_settings`` and ``train_settings``
+    (:func:`check_settings`), its fold files the ones its run report describes
+    (:func:`tpuperf.runs.check_prediction_digests`); :class:`EnsembleError` / :class:`~tpuperf.runs.PredictionFormatError`
+    otherwise. The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
     submission) and written only when valid (:class:`tpuperf.submission.csv.SubmissionError`
     otherwise; a missing row of a file the download listed as invalid names that file).
     :class:`~tpuperf.runs.PredictionFormatError` for a collection without ``split`` predictions, naming
