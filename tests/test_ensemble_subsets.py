@@ -21,6 +21,7 @@ def settings(min_weight: float) -> EnsembleSettings:
     return EnsembleSettings(
         models=("a", "b"),
         model_settings={"a": {}, "b": {}},
+        train_settings={},
         preprocess=config_with({}).preprocess,
         collections=(),
         weights="oof",
