@@ -106,6 +106,7 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
                     "model": dataclasses.asdict(config.model(name)),
                     "train": {},  # untrained
                 },
+                "predictions": {},  # none: the export reads only the checkpoints and oof_score
             },
         )
 

@@ -12,12 +12,20 @@ import yaml
 from conftest import params_with
 
 from tpuperf.collection import COLLECTIONS, get_collection
-from tpuperf.config import Config, ConfigError, deep_merge
-from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, STATS_FILE, CollectionCache
+from tpuperf.config import Config, ConfigError, deep_merge, plain
+from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, PREPROCESS_KEYS, STATS_FILE, CacheError, CollectionCache
 from tpuperf.data.download import MANIFEST_NAME, build_manifest
 from tpuperf.data.preprocess import first_identical
 from tpuperf.provenance import weights_for_cache
-from tpuperf.runs import PredictionFormatError, RunArtifactError, read_ensemble_report, read_oof_score, write_run_report
+from tpuperf.runs import (
+    PredictionFormatError,
+    RunArtifactError,
+    prediction_digests,
+    read_ensemble_report,
+    read_oof_score,
+    report_path,
+    write_run_report,
+)
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
 from tpuperf.submission.ensemble import (
     EnsembleError,
@@ -203,9 +211,14 @@ def test_constant_runtime_valid_graph_left_out_of_the_report():
 
 
 def write_fold(runs: Path, collection: str, model: str, fold: int, frame: pl.DataFrame) -> None:
+    """One fold's predictions, recorded in the model's run report when there is one (as a finished train run)."""
     path = runs / get_collection(collection).slug / model / "predictions" / f"fold_{fold}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(path)
+    col = get_collection(collection)
+    if report_path(runs, col, model).is_file():
+        report = json.loads(report_path(runs, col, model).read_text())
+        write_run_report(runs, col, model, {**report, "predictions": prediction_digests(runs, col, model)})
 
 
 def world_graphs(collection: str) -> dict[tuple[str, str], int]:
@@ -216,7 +229,11 @@ def world_graphs(collection: str) -> dict[tuple[str, str], int]:
 
 
 def write_cache(
-    runs: Path, collection: str, hops: int = 2, label: str = "", first: dict[tuple[str, str], np.ndarray] | None = None
+    runs: Path,
+    collection: str,
+    hops: int | None = None,
+    label: str = "",
+    first: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> Path:
     """What the ensemble reads of a cache beside ``runs``: stats.json and index.parquet's content hashes (``hops`` and
     ``label`` vary them) and, for tile, each graph's config_first (``first``: ``{(split, graph_id): config_first}``;
@@ -224,7 +241,10 @@ def write_cache(
     col = get_collection(collection)
     root = runs.parent / "cache"
     (root / col.slug).mkdir(parents=True, exist_ok=True)
-    stats = {"format_version": FORMAT_VERSION, "collection": col.name, "hops": hops}
+    built_with = {k: getattr(Config.from_dict(params_with({})).preprocess, k) for k in PREPROCESS_KEYS}
+    stats = {"format_version": FORMAT_VERSION, "collection": col.name, **built_with}
+    if hops is not None:
+        stats["hops"] = hops
     (root / col.slug / STATS_FILE).write_text(json.dumps(stats))
     if first is None:
         first = {key: np.arange(c, dtype=np.int64) for key, c in world_graphs(collection).items()}
@@ -248,7 +268,14 @@ def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: in
     cache = runs.parent / "cache" / get_collection(collection).slug
     if not cache.is_dir():
         write_cache(runs, collection)
-    made_from = {"weights_for": "w", "model": {}, "train": {}, **CollectionCache(cache.parent, collection).identity()}
+    config = Config.from_dict(ensemble_params(runs, runs, {}))  # the settings as params.yaml has them
+    cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # not recorded (tpuperf.training.trainer)
+    made_from = {
+        "weights_for": "w",
+        "model": plain(config.model(model)),
+        "train": {k: v for k, v in plain(config.train).items() if k not in cosmetic},
+        **CollectionCache(cache.parent, collection).identity(),
+    }
     return write_run_report(
         runs,
         get_collection(collection),
@@ -261,6 +288,7 @@ def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: in
             "folds": [{"fold": k, "oof_score": oof} for k in range(folds)],
             "valid_score_mean_fold": None,
             "predicted_from": made_from,
+            "predictions": prediction_digests(runs, get_collection(collection), model),
         },
     )
 
@@ -427,6 +455,12 @@ def test_models_predicted_from_another_cache_refused(world, retrained):
     not (here: none) were combined as one ensemble; each run report says what it was predicted from."""
     runs = Path(world["train"]["runs_dir"])
     write_cache(runs, "layout:xla:default", hops=3)  # preprocess again, other settings
+    with pytest.raises(
+        CacheError, match=r"layout-xla-default/stats.json: built with preprocess.hops 3 \(params.yaml: "
+    ):
+        run_ensemble(settings_of(world))  # params.yaml not edited to match: the cache's settings are not its
+    # params.yaml says so too (its other collections' caches are left as they were: combine this one)
+    edited = deep_merge(world, {"preprocess": {"hops": 3}, "collections": ["layout-xla-default"]})
     for model in retrained:
         write_metrics(runs, "layout:xla:default", model, 0.2)
     problem = (
@@ -440,12 +474,37 @@ def test_models_predicted_from_another_cache_refused(world, retrained):
         "" if retrained else ", dvc repro train@layout-xla-default-bad"
     )
     with pytest.raises(EnsembleError, match=rf"^layout:xla:default: {problem}; .*: train them again \({stale}\)$"):
-        run_ensemble(settings_of(world))
+        run_ensemble(settings_of(edited))
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
-    write_cache(runs, "layout:xla:default", label="-relabelled")  # same settings, other graph contents
+    write_cache(runs, "layout:xla:default", label="-relabelled")  # params.yaml's settings, other graph contents
     bad = "stats and graphs" if retrained else "graphs"
     with pytest.raises(EnsembleError, match=rf"\(good: graphs differ; bad: {bad} differ"):
         run_ensemble(settings_of(world))
+
+
+@pytest.mark.parametrize(
+    "edit, differs",
+    [
+        ({"models": {"bad": {"units": 16}}}, r"models.bad.units: {units} in its run report, 16 in params.yaml"),
+        ({"train": {"epochs": 99}}, r"train.epochs: {epochs} in its run report, 99 in params.yaml"),
+    ],
+    ids=["model setting", "train setting"],
+)
+def test_models_trained_with_other_settings_than_params_refused(world, edit, differs):
+    """`tpuperf ensemble` by hand after editing a model's section or the train section of params.yaml without
+    training again: the old predictions (and out-of-fold weights) were combined, which `tpuperf export` refuses;
+    the ensemble now names the model, the key and both values, and writes no submission. How a run executes
+    (train.strategy, cpu_replicas, jit_compile: Kaggle kernels override them) is not compared."""
+    differs = differs.format(units=world["models"]["bad"]["units"], epochs=world["train"]["epochs"])
+    stale = "bad" if "models" in edit else "good"  # a train edit: every model, the first named
+    with pytest.raises(
+        EnsembleError,
+        match=rf"^tile:xla: {stale} was trained with other settings than params.yaml holds \({differs}\)",
+    ):
+        run_ensemble(settings_of(deep_merge(world, edit)))
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+    execution = {"train": {"strategy": "cpus", "cpu_replicas": 2, "jit_compile": not world["train"]["jit_compile"]}}
+    run_ensemble(settings_of(deep_merge(world, execution)))  # the settings the runs were trained with: accepted
 
 
 def test_the_same_files_from_another_source_are_the_same_cache(world):
@@ -463,7 +522,7 @@ def test_the_same_files_from_another_source_are_the_same_cache(world):
     stats_path = root / "layout-xla-default" / STATS_FILE
     stats_path.write_text(json.dumps({**json.loads(stats_path.read_text()), "hops": 5}))
     with pytest.raises(EnsembleError, match="stats differ"):
-        run_ensemble(settings_of(world))
+        run_ensemble(settings_of(deep_merge(world, {"preprocess": {"hops": 5}, "collections": ["layout-xla-default"]})))
     assert weights_for_cache({"units": 8}, CollectionCache(root, "layout:xla:default")) != weights
 
 
@@ -489,14 +548,10 @@ def test_tile_row_spends_its_5_slots_on_distinct_configurations(world):
 
 
 def rewrite_fold(world: dict, collection: str, model: str, fold: int, change) -> None:
-    path = (
-        Path(world["train"]["runs_dir"])
-        / get_collection(collection).slug
-        / model
-        / "predictions"
-        / f"fold_{fold}.parquet"
-    )
-    change(pl.read_parquet(path)).write_parquet(path)
+    """Fold ``fold``'s predictions changed by ``change`` (a train run that wrote them so: its report records them)."""
+    runs = Path(world["train"]["runs_dir"])
+    path = runs / get_collection(collection).slug / model / "predictions" / f"fold_{fold}.parquet"
+    write_fold(runs, collection, model, fold, change(pl.read_parquet(path)))
 
 
 def test_missing_fold_and_metrics_caught(world):
@@ -530,6 +585,28 @@ def test_missing_fold_and_metrics_caught(world):
         write_metrics(runs, "tile:xla", "bad", float("nan"))
     with pytest.raises(RunArtifactError, match=r"ensemble_report.json: missing: run tpuperf ensemble first"):
         read_ensemble_report(runs)
+
+
+def test_fold_files_of_another_run_than_the_report_refused(world):
+    """`tpuperf train` by hand with other train settings (e.g. train.epochs), stopped during fold 1: fold 0's file
+    is the new run's, fold 1's and report.json the previous run's (same cache and model settings). Combined, the
+    ensemble mixed two runs with the old out-of-fold weight; the report's digests tell, naming the file."""
+    runs = Path(world["train"]["runs_dir"])
+    path = runs / "layout-xla-random" / "good" / "predictions" / "fold_0.parquet"
+    pl.read_parquet(path).with_columns(pred=-pl.col("pred")).write_parquet(path)  # the new run's fold 0, no report
+    with pytest.raises(
+        PredictionFormatError,
+        match=r"layout-xla-random/good/predictions/fold_0.parquet: not the predictions .*layout-xla-random/good/"
+        r"report.json describes \(sha256 [0-9a-f]{16}, the report records [0-9a-f]{16}\): written by another run of "
+        r"train .*; train good on layout:xla:random again$",
+    ):
+        run_ensemble(settings_of(world))
+    assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
+    report = json.loads(report_path(runs, get_collection("layout:xla:random"), "good").read_text())
+    del report["predictions"]  # a report of a tpuperf before the digests
+    report_path(runs, get_collection("layout:xla:random"), "good").write_text(json.dumps(report))
+    with pytest.raises(RunArtifactError, match=r"missing keys \['predictions'\] \(written by an older tpuperf"):
+        run_ensemble(settings_of(world))
 
 
 def test_graph_ids_must_match_the_sample_both_ways(world, write_graph):

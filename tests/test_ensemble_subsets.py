@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import config_with
 from test_ensemble import members_frame
 
 from tpuperf.submission.ensemble import EnsembleSettings
@@ -19,6 +20,9 @@ from ensemble_subsets import subset_scores  # noqa: E402
 def settings(min_weight: float) -> EnsembleSettings:
     return EnsembleSettings(
         models=("a", "b"),
+        model_settings={"a": {}, "b": {}},
+        train_settings={},
+        preprocess=config_with({}).preprocess,
         collections=(),
         weights="oof",
         temperature=0.1,

@@ -21,7 +21,7 @@ import tpuperf
 from tpuperf.cli import main as cli_main
 from tpuperf.collection import get_collection, locate
 from tpuperf.config import Config
-from tpuperf.data.cache import CollectionCache
+from tpuperf.data.cache import CacheError, CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
 from tpuperf.data.preprocess import first_identical, prepare_graph, preprocess_collection
 from tpuperf.metrics import rank_configs
@@ -314,6 +314,26 @@ def test_cli_formats_agree_with_the_api(exported, capsys):
     assert json.loads(out) == [r.to_dict() for r in api]
 
 
+def test_a_directory_ranks_its_files_as_validate_reads_them(exported, tmp_path, capsys):
+    """`tpuperf rank DIR` said "DIR: no such file" for a directory that exists, which `tpuperf validate DIR` reads
+    (recursively): it now ranks the directory's .npz files, sorted, each as if named; a missing path and a directory
+    without .npz files are named as validate names them."""
+    root, params = exported
+    test_dir = get_collection("layout:nlp:random").split_dir(params.data.out, "test")
+    files = sorted(test_dir.glob("*.npz"))
+    by_dir = tpuperf.rank([test_dir], root / "models")
+    by_file = tpuperf.rank(files, root / "models")
+    assert [r.path for r in by_dir] == files
+    assert [r.config_ids.tolist() for r in by_dir] == [r.config_ids.tolist() for r in by_file]
+    (tmp_path / "empty").mkdir()
+    for path, problem in (
+        (tmp_path / "empty", "no .npz files in it"),
+        (tmp_path / "gone", "no such file or directory"),
+    ):
+        code, out, err = run_cli(capsys, "rank", str(path), "--model", str(root / "models"))
+        assert (code, out, err.strip()) == (1, "", f"tpuperf rank failed: {path}: {problem}")
+
+
 def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported, tmp_path):
     root, params = exported
     src = get_collection("layout:nlp:random").split_dir(params.data.out, "test") / "synthetic_test.npz"
@@ -531,6 +551,21 @@ def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exporte
     assert [p.name for p in (root / "models").iterdir() if p.name.startswith(".")] == []
 
 
+def test_export_refuses_a_cache_built_with_other_preprocess_settings(exported, tmp_path):
+    """params.yaml's preprocess.prune edited, `tpuperf export` run by hand without preprocess and train: the export
+    would carry the old cache's pruning under the new setting's name."""
+    root, params = exported
+    other = "chains" if params.preprocess.prune == "khop" else "khop"
+    params = dataclasses.replace(
+        params,
+        preprocess=dataclasses.replace(params.preprocess, prune=other),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    with pytest.raises(CacheError, match=rf"stats.json: built with preprocess.prune '\w+' \(params.yaml: '{other}'\)"):
+        export_collection(params, get_collection("layout:xla:default"))
+    assert not (tmp_path / "models").exists()
+
+
 @pytest.mark.parametrize("change", ["re-preprocessed cache", "model setting"])
 def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tmp_path, change):
     """`tpuperf export` after `tpuperf preprocess` (here: other pruning hops) or a model edit of the same weight
@@ -551,6 +586,7 @@ def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tm
     if change == "re-preprocessed cache":
         settings = dataclasses.replace(params.preprocess, hops=params.preprocess.hops + 1)
         preprocess_collection(params.data.out, params.preprocess.out, col, settings, progress=False)
+        params = dataclasses.replace(params, preprocess=settings)  # params.yaml edited, then preprocess run
     else:
         models = dict(params.models)
         models["chebsage"] = dataclasses.replace(models["chebsage"], dropout=0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -174,6 +175,9 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
     made_from = metrics["predicted_from"]  # what the ensemble checks against the cache
     assert {k: made_from[k] for k in ("stats", "graphs")} == cache.identity()
     assert made_from["model"]["dropout"] == params.model("chebsage").dropout and made_from["train"]["folds"] == 2
+    files = {k: run / "predictions" / f"fold_{k}.parquet" for k in (0, 1)}
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files.values()}
+    assert metrics["predictions"] == digests  # the fold files this report describes (the ensemble checks them)
     oof_ids = set()
     for fold in (0, 1):
         frame = pl.read_parquet(run / "predictions" / f"fold_{fold}.parquet")
@@ -371,8 +375,9 @@ def test_checkpoint_is_reused_only_for_the_same_data_settings_and_code(
     assert oof["runtime"].to_list() == [new_runtime[c] for c in oof["config_id"]]  # the new labels, not the old
     assert oof["runtime"].to_list() != [old_runtime.get(c) for c in oof["config_id"]]
 
-    build_cache(data, cache, hops=2)  # another pruning
-    assert again()[1:] == (2, 0)
+    build_cache(data, cache, hops=2)  # another pruning, params.yaml edited to match
+    params = dataclasses.replace(params, preprocess=dataclasses.replace(params.preprocess, hops=2))
+    assert again(params)[1:] == (2, 0)
     changed = dataclasses.replace(
         params, train=dataclasses.replace(params.train, learning_rate=0.01)
     )  # another setting
@@ -435,6 +440,17 @@ def test_bad_inputs_fail_clearly(tiny_cache, tmp_path):
         match=rf"stats.json: opcode ids up to {max_opcode}, but models.sage.opcode_vocab is {max_opcode}: raise it",
     ):
         train_collection(COLLECTION, "sage", narrow)
+    # params.yaml's preprocess.hops edited, `tpuperf train` run by hand without `tpuperf preprocess`: the cache is
+    # the old setting's, and the run would have been taken for the new one's
+    params = small_params(tiny_cache, tmp_path)
+    hops = params.preprocess.hops
+    edited = dataclasses.replace(params, preprocess=dataclasses.replace(params.preprocess, hops=hops + 1))
+    with pytest.raises(
+        CacheError,
+        match=rf"stats.json: built with preprocess.hops {hops} \(params.yaml: {hops + 1}\): run `dvc repro preprocess` "
+        r"\(or `tpuperf preprocess --collection layout-xla-random`\)$",
+    ):
+        train_collection(COLLECTION, "chebsage", edited)
     assert not (tmp_path / "runs").exists()
 
 

@@ -281,7 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank every configuration of new .npz programs with an exported model, fastest first (warns when "
         "the model learnt from synthetic data)",
     )
-    p.add_argument("files", nargs="+", type=Path, help="TpuGraphs .npz files (runtimes may be zeros or absent)")
+    p.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="TpuGraphs .npz files or directories (recursive; runtimes may be zeros or absent)",
+    )
     p.add_argument(
         "--model", type=Path, help="an export dir, or the root holding one per collection (default: export.out)"
     )

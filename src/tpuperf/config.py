@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -344,6 +345,15 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def plain(settings: Any) -> Any:
+    """A settings dataclass (or a dict of settings) as its JSON reads back: dicts, tuples as lists, paths as
+    strings. What run reports record (``predicted_from``'s ``model`` and ``train``) and the ensemble compares
+    with params.yaml's sections."""
+    if dataclasses.is_dataclass(settings):
+        settings = dataclasses.asdict(settings)
+    return json.loads(json.dumps(settings, default=str))
 
 
 # ---------------------------------------------------------------- validation

@@ -3,9 +3,10 @@ read. Their paths and file formats are defined here only.
 
     <train.runs_dir>/<slug>/<model>/
         predictions/fold_<k>.parquet   one fold's predictions (format below), k = 0 .. train.folds - 1
-        report.json                    the run report: per-fold and mean OOF/valid scores, throughput, and
+        report.json                    the run report: per-fold and mean OOF/valid scores, throughput,
                                        ``predicted_from`` (what its predictions were made from, which the
-                                       ensemble checks: :data:`PREDICTED_FROM_KEYS`)
+                                       ensemble checks: :data:`PREDICTED_FROM_KEYS`) and ``predictions``, the
+                                       digest of each fold file it describes (:func:`prediction_digests`)
                                        (:func:`write_run_report`, :func:`read_run_report`)
         metrics.json                   flat summary ``{"oof": float, "valid": float | null}`` only (a plain
                                        output: ``dvc metrics show runs/*/*/metrics.json``)
@@ -34,6 +35,7 @@ Fold prediction format (written by :mod:`tpuperf.training.trainer` from
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +58,16 @@ BEST_OOF_FILE = "best_oof.parquet"
 ENSEMBLE_METRICS_FILE = "ensemble_metrics.json"
 ENSEMBLE_REPORT_FILE = "ensemble_report.json"
 #: keys every run report has (:func:`write_run_report`); ``folds`` is a list with one dict per fold
-RUN_REPORT_KEYS = ("collection", "model", "metric", "folds", "oof_score", "valid_score_mean_fold", "predicted_from")
+RUN_REPORT_KEYS = (
+    "collection",
+    "model",
+    "metric",
+    "folds",
+    "oof_score",
+    "valid_score_mean_fold",
+    "predicted_from",
+    "predictions",
+)
 #: keys of a run report's ``predicted_from``: the cache's identity (``stats`` and ``graphs``,
 #: :meth:`tpuperf.data.cache.CollectionCache.identity`: every split's graphs, those predicted), ``weights_for``
 #: (:func:`tpuperf.provenance.weights_provenance`), and the settings that decide the predictions: ``model``
@@ -123,6 +134,37 @@ def fold_checkpoint_dir(checkpoints_dir: Path | str, collection: Collection, mod
     return Path(checkpoints_dir, collection.slug, model, f"fold_{fold}")
 
 
+# ---------------------------------------------------------------- which predictions a report describes
+
+
+def prediction_digests(runs_dir: Path | str, collection: Collection, model: str) -> dict[str, str]:
+    """``{fold_<k>.parquet: sha256 of its bytes (16 hex chars)}`` of every fold file in the run's predictions dir
+    (none when it is missing): what a run report's ``predictions`` records, written once every fold is."""
+    pred_dir = predictions_dir(runs_dir, collection, model)
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(pred_dir.glob("fold_*.parquet"))}
+
+
+def check_prediction_digests(
+    runs_dir: Path | str, collection: Collection, model: str, report: Mapping[str, Any], folds: int
+) -> None:
+    """Refuse fold files 0..``folds``-1 that are not the ones ``report`` (the run's :func:`read_run_report`)
+    describes: a ``tpuperf train`` stopped after some folds leaves new files beside the previous run's others
+    and report, and so does copying a kernel's partial ``runs/`` over local ones. Raises
+    :class:`PredictionFormatError` naming the file."""
+    recorded = report["predictions"]
+    for fold in range(folds):
+        path = prediction_path(runs_dir, collection, model, fold)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        if recorded.get(path.name) != digest:
+            raise PredictionFormatError(
+                path,
+                f"not the predictions {report_path(runs_dir, collection, model)} describes (sha256 {digest}, "
+                f"the report records {recorded.get(path.name, 'none')}): written by another run of train (one "
+                f"stopped after some folds, or a partial copy of a kernel's runs/); train {model} on "
+                f"{collection.name} again",
+            )
+
+
 # ---------------------------------------------------------------- run reports and metrics
 
 
@@ -152,6 +194,8 @@ def _check_run_report(path: Path, report: Any, collection: Collection, model: st
     if not isinstance(report["folds"], list) or (folds is not None and len(report["folds"]) != folds):
         have = len(report["folds"]) if isinstance(report["folds"], list) else report["folds"]
         raise RunArtifactError(path, f"has {have} folds but train.folds is {folds} (stale report?)")
+    if not isinstance(report["predictions"], dict):
+        raise RunArtifactError(path, f"predictions must map fold files to digests, got {report['predictions']!r}")
     made_from = report["predicted_from"]
     if not isinstance(made_from, dict) or any(k not in made_from for k in PREDICTED_FROM_KEYS):
         raise RunArtifactError(path, f"predicted_from needs keys {list(PREDICTED_FROM_KEYS)}, got {made_from!r}")

@@ -71,12 +71,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from tpuperf.collection import Collection, get_collection
 from tpuperf.errors import TpuperfError
+
+if TYPE_CHECKING:
+    from tpuperf.config import PreprocessConfig
 
 FORMAT_VERSION = 6  # 2: index.parquet has content_hash; 3: layout config_edges.npy, stats.json has prune
 # 4: layout graphs have config_tensors
@@ -87,6 +91,8 @@ STATS_FILE = "stats.json"
 # Kaggle or read as a local copy (a Kaggle kernel preprocesses with data.source local) make equal caches for
 # training, export and the ensemble (CollectionCache.fitted_stats)
 DATA_ORIGIN_KEYS = ("data_source",)
+# the preprocess.* settings stats.json records (what the cache was built with; tpuperf.data.preprocess)
+PREPROCESS_KEYS = ("prune", "hops", "config_edge_length", "log1p_above", "std_floor")
 INDEX_FILE = "index.parquet"
 REPORT_FILE = "report.json"
 GRAPH_ARRAYS = ("node_feat", "node_opcode", "edge_index", "node_ids", "config_feat", "runtime", "config_ids")
@@ -202,6 +208,20 @@ class CollectionCache:
         on, what checkpoints (:func:`tpuperf.provenance.weights_provenance`) and predictions (:meth:`identity`)
         are tied to."""
         return {k: v for k, v in self.stats.items() if k not in DATA_ORIGIN_KEYS}
+
+    def check_built_with(self, preprocess: PreprocessConfig) -> None:
+        """CacheError naming stats.json and each setting, when ``preprocess`` (params.yaml's
+        :class:`tpuperf.config.PreprocessConfig`) is not what the cache was built with (:data:`PREPROCESS_KEYS`):
+        e.g. ``preprocess.hops`` edited and ``tpuperf train`` run by hand without ``tpuperf preprocess`` would train,
+        export and ensemble on the old cache as if it were the new setting's."""
+        diff = [
+            f"preprocess.{k} {self.stats.get(k)!r} (params.yaml: {getattr(preprocess, k)!r})"
+            for k in PREPROCESS_KEYS
+            if self.stats.get(k) != getattr(preprocess, k)
+        ]
+        if diff:
+            hint = REBUILD_HINT.replace("<name>", self.collection.slug)
+            raise CacheError(f"{self.dir / STATS_FILE}: built with {', '.join(diff)}: {hint}")
 
     @cached_property
     def index(self) -> pl.DataFrame:

@@ -101,6 +101,7 @@ def export_collection(config: Config, collection: Collection) -> Path:
     train = config.train
     out_root = Path(config.export.out)
     cache = CollectionCache(config.preprocess.out, collection)
+    cache.check_built_with(config.preprocess)
     oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
     weights = model_weights(oof, ens.weights, ens.temperature, min_weight=ens.min_weight)
 

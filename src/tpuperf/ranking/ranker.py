@@ -47,7 +47,7 @@ import tpuperf
 from tpuperf.collection import COLLECTIONS, Collection, get_collection, get_kind, locate
 from tpuperf.config import BucketsConfig, ModelConfig, parse
 from tpuperf.data.cache import TENSOR_WIDTH, CachedGraph
-from tpuperf.data.npz import KIND_FIELDS, DataFormatError, read_header
+from tpuperf.data.npz import KIND_FIELDS, DataFormatError, find_npz, read_header
 from tpuperf.errors import TpuperfError
 from tpuperf.provenance import source_fingerprint
 from tpuperf.training.batches import TILE_CONFIG_DIM, BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
@@ -416,8 +416,9 @@ def rank(
 ) -> list[Ranking]:
     """Rank every configuration of each TpuGraphs ``.npz`` in ``files``, fastest first.
 
-    ``model``: an export directory of one collection, or the export root holding one per
-    collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
+    ``files``: ``.npz`` files, or directories whose ``.npz`` files (recursively, sorted) are ranked, as
+    ``tpuperf validate`` reads them. ``model``: an export directory of one collection, or the export root holding one
+    per collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
     file; without it each file's collection comes from its path in the dataset layout, or is the
     model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
     file; None keeps the kind's ``top_k`` (5 for tile) and every config for layout; a tile file's ranking, and a
@@ -429,21 +430,21 @@ def rank(
 
     Raises :class:`~tpuperf.data.npz.DataFormatError` (missing or malformed arrays, a file of the
     other kind), :class:`ModelExportError` (no export for the file's collection, an export of
-    another version or other tpuperf sources, weights that do not fit) and ValueError for a bad ``collection`` or
-    ``top``. Every file is checked before any is scored. Warns (UserWarning) when the export's models were
-    trained on a synthetic dataset (its stats' ``data_source``).
+    another version or other tpuperf sources, weights that do not fit), FileNotFoundError for a path that does not
+    exist or a directory without ``.npz`` files, and ValueError for a bad ``collection`` or ``top``. Every file is
+    checked before any is scored. Warns (UserWarning) when the export's models were trained on a synthetic dataset
+    (its stats' ``data_source``).
     """
     from tpuperf.data.preprocess import prepare_graph
 
     if top is not None and top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     check_members(members)
-    files = list(dict.fromkeys(Path(f) for f in files))  # a file named twice is ranked once
+    files = list(files)
     if not files:
         raise ValueError("no files to rank")
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: no such file")
+    # directories are read as `tpuperf validate` reads them; a file named twice is ranked once
+    files = list(dict.fromkeys(find_npz(files)))
     dirs = _model_dirs(Path(model))
     given = get_collection(collection) if collection is not None else None
     only = next(iter(dirs)) if len(dirs) == 1 else None

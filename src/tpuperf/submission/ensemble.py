@@ -26,7 +26,10 @@ same rule, so ranking needs to score only the models that count.
 Before combining, every model of a collection must have been predicted from the cache ``preprocess.out``
 holds now (each run report's ``predicted_from``, :data:`tpuperf.runs.PREDICTED_FROM_KEYS`: stats.json and the
 graphs' content hashes): run by hand after ``tpuperf preprocess`` (e.g. other hops) and a re-train of only some
-models, or of none, the ensemble refuses, naming the models to train again (:func:`check_predicted_from`).
+models, or of none, the ensemble refuses, naming the models to train again (:func:`check_predicted_from`). So it
+does when a model's params.yaml section (merged with ``model_base``) or the ``train`` section is not the one its
+run was trained with (``predicted_from``'s ``model`` and ``train``: an edit without a re-train, :func:`check_settings`;
+``tpuperf export`` refuses those weights), except :data:`TRAIN_EXECUTION_KEYS`.
 
 Report (``ensemble_report.json``; the flat DVC metric ``ensemble_metrics.json`` holds only each
 collection's and the mean valid ensemble score, see :func:`tpuperf.runs.write_ensemble_report`): per collection, on the valid split and scored exactly as
@@ -49,17 +52,27 @@ import numpy as np
 import polars as pl
 
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
-from tpuperf.config import WEIGHT_SCHEMES, Config
+from tpuperf.config import WEIGHT_SCHEMES, Config, PreprocessConfig, plain
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
-from tpuperf.runs import PredictionFormatError, read_fold_predictions, read_run_report, write_ensemble_report
+from tpuperf.runs import (
+    PredictionFormatError,
+    check_prediction_digests,
+    read_fold_predictions,
+    read_run_report,
+    write_ensemble_report,
+)
 from tpuperf.submission.csv import identical_labels, rankings_from_predictions, skipped_files, write_submission
 
 log = logging.getLogger(__name__)
 
 MEMBER = ("model", "fold")
 SAMPLE_SUBMISSION = "sample_submission.csv"
+# train settings that decide how a run executes, not what it learns (two CPU replicas train like one on the same
+# global batch: tests/test_strategy.py); the Kaggle kernels override them (kernels.overrides), so a run made there is
+# not another run's for them
+TRAIN_EXECUTION_KEYS = ("strategy", "cpu_replicas", "jit_compile")
 SUBMISSION_FILES = {"test": "submission.csv", "valid": "valid_submission.csv"}
 
 
@@ -69,9 +82,15 @@ class EnsembleError(TpuperfError, ValueError):
 
 @dataclass(frozen=True)
 class EnsembleSettings:
-    """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`)."""
+    """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`). ``model_settings``: each of ``models``'
+    params.yaml section merged with ``model_base``, and ``train_settings`` the train section, as
+    :func:`tpuperf.config.plain` (what run reports record); ``preprocess``: what each collection's cache must have
+    been built with (:meth:`tpuperf.data.cache.CollectionCache.check_built_with`)."""
 
     models: tuple[str, ...]
+    model_settings: Mapping[str, Mapping[str, Any]]
+    train_settings: Mapping[str, Any]
+    preprocess: PreprocessConfig
     collections: tuple[Collection, ...]
     weights: str
     temperature: float
@@ -88,6 +107,9 @@ class EnsembleSettings:
         preprocess.out)."""
         return cls(
             models=config.ensemble_models,
+            model_settings={m: plain(config.model(m)) for m in config.ensemble_models},
+            train_settings=plain(config.train),
+            preprocess=config.preprocess,
             collections=tuple(get_collection(slug) for slug in config.collections),
             weights=config.ensemble.weights,
             temperature=config.ensemble.temperature,
@@ -177,6 +199,41 @@ def check_predicted_from(collection: Collection, made_from: Mapping[str, Mapping
         f"{collection.name}: {problem}; {STATS_FILE} decides the transform and pruning, the graphs' content hashes "
         f"the data: train them again ({', '.join(f'dvc repro train@{collection.slug}-{m}' for m in stale)})"
     )
+
+
+def _differences(section: str, was: Mapping[str, Any], now: Mapping[str, Any], keys: list[str]) -> list[str]:
+    return [
+        f"{section}.{k}: {was.get(k, 'absent')} in its run report, {now.get(k, 'absent')} in params.yaml"
+        for k in keys
+        if was.get(k, "absent") != now.get(k, "absent")
+    ]
+
+
+def check_settings(
+    collection: Collection,
+    made_from: Mapping[str, Mapping[str, Any]],
+    model_settings: Mapping[str, Mapping[str, Any]],
+    train_settings: Mapping[str, Any],
+) -> None:
+    """Refuse models of ``collection`` whose run was trained with other settings than params.yaml holds now.
+    ``made_from``: model -> its run report's ``predicted_from``; ``model_settings``: model -> its section merged with
+    ``model_base``; ``train_settings``: the ``train`` section (:class:`EnsembleSettings`). Every model setting is
+    compared, and every train setting the report records (not the cosmetic ones) except :data:`TRAIN_EXECUTION_KEYS`.
+
+    Raises :class:`EnsembleError` naming the collection, each such model and every key that differs with both values.
+    """
+    stale = {}
+    for model, made in made_from.items():
+        was, now = made["model"], model_settings[model]
+        diff = _differences(f"models.{model}", was, now, list(now) + [k for k in was if k not in now])
+        trained = [k for k in made["train"] if k not in TRAIN_EXECUTION_KEYS]
+        diff += _differences("train", made["train"], train_settings, trained)
+        if diff:
+            stale[model] = "; ".join(diff)
+    if stale:
+        what = ", ".join(f"{m} was trained with other settings than params.yaml holds ({d})" for m, d in stale.items())
+        again = ", ".join(f"dvc repro train@{collection.slug}-{m}" for m in stale)
+        raise EnsembleError(f"{collection.name}: {what}: train again ({again})")
 
 
 # ---------------------------------------------------------------- combining
@@ -377,8 +434,12 @@ def _why_skipped(data_dir: Path, collection: Collection, split: str) -> str:
 def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | str | None = None) -> EnsembleResult:
     """Combine every collection's fold predictions; write the ``split`` submission and the valid report.
 
-    Every model of a collection must have been predicted from ``cache_dir``'s cache as it is now
-    (:func:`check_predicted_from`, :class:`EnsembleError` otherwise). The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
+    Each collection's cache must have been built with ``settings.preprocess`` (CacheError otherwise,
+    :meth:`tpuperf.data.cache.CollectionCache.check_built_with`), every model of a collection predicted from it as
+    it is now (:func:`check_predicted_from`) and trained with its ``model_settings`` and ``train_settings``
+    (:func:`check_settings`), its fold files the ones its run report describes
+    (:func:`tpuperf.runs.check_prediction_digests`); :class:`EnsembleError` / :class:`~tpuperf.runs.PredictionFormatError`
+    otherwise. The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
     submission) and written only when valid (:class:`tpuperf.submission.csv.SubmissionError`
     otherwise; a missing row of a file the download listed as invalid names that file).
     :class:`~tpuperf.runs.PredictionFormatError` for a collection without ``split`` predictions, naming
@@ -390,6 +451,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     rankings: dict[str, np.ndarray] = {}
     report: dict[str, Any] = {}
     for collection in settings.collections:
+        CollectionCache(settings.cache_dir, collection).check_built_with(settings.preprocess)
         df = read_fold_predictions(
             settings.runs_dir,
             settings.folds,
@@ -398,7 +460,11 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
             splits={split, "valid"},
         )
         reports = {m: read_run_report(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
-        check_predicted_from(collection, {m: r["predicted_from"] for m, r in reports.items()}, settings.cache_dir)
+        for m, r in reports.items():
+            check_prediction_digests(settings.runs_dir, collection, m, r, settings.folds)
+        made_from = {m: r["predicted_from"] for m, r in reports.items()}
+        check_predicted_from(collection, made_from, settings.cache_dir)
+        check_settings(collection, made_from, settings.model_settings, settings.train_settings)
         oof = {m: float(r["oof_score"]) for m, r in reports.items()}
         weights = model_weights(oof, settings.weights, settings.temperature, min_weight=settings.min_weight)
         df = df.filter(pl.col("model").is_in(list(weights)))

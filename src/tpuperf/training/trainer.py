@@ -50,7 +50,7 @@ import tensorflow as tf
 
 from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.collection import Collection, get_collection
-from tpuperf.config import Config, ModelConfig, TrainConfig
+from tpuperf.config import Config, ModelConfig, TrainConfig, plain
 from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
@@ -61,6 +61,7 @@ from tpuperf.runs import (
     STATE_FILE,
     fold_checkpoint_dir,
     live_dir,
+    prediction_digests,
     prediction_path,
     write_run_report,
 )
@@ -508,6 +509,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
     settings = config.train
     model = config.model(model_name)
     cache = CollectionCache(config.preprocess.out, collection)
+    cache.check_built_with(config.preprocess)
     if cache.stats["max_opcode"] >= model.opcode_vocab:  # the model clips ids into its table: no silent merge
         raise TrainingError(
             f"{cache.dir / STATS_FILE}: opcode ids up to {cache.stats['max_opcode']}, but models.{model_name}."
@@ -607,12 +609,13 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         "oof_score": float(np.mean([f["oof_score"] for f in fold_metrics])),
         "valid_score_mean_fold": _mean_or_none([f["valid_score"] for f in fold_metrics]),
         "graphs_excluded_constant_runtime": {split: len(ids) for split, ids in excluded.items()},
+        "predictions": prediction_digests(settings.runs_dir, collection, model_name),  # the files this describes
         # what the ensemble checks: every model of a collection predicted from the cache preprocess.out holds
         "predicted_from": {
             **cache.identity(),
             "weights_for": weights_for,
-            "model": _plain(asdict(model)),
-            "train": _plain(decisive),
+            "model": plain(model),
+            "train": plain({k: v for k, v in asdict(config.train).items() if k not in cosmetic}),  # as params.yaml
         },
     }
     written = write_run_report(settings.runs_dir, collection, model_name, metrics)
@@ -622,11 +625,6 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         f"{metrics['valid_score_mean_fold']}; wrote {written.parent}"
     )
     return metrics
-
-
-def _plain(settings: dict) -> dict:
-    """``settings`` as its JSON reads back (tuples as lists, paths as strings)."""
-    return json.loads(json.dumps(settings, default=str))
 
 
 def _mean_or_none(values: list) -> float | None:
