@@ -18,6 +18,8 @@ from tpuperf.data.download import MANIFEST_NAME, build_manifest
 from tpuperf.data.preprocess import first_identical
 from tpuperf.provenance import weights_for_cache
 from tpuperf.runs import (
+    ENSEMBLE_METRICS_FILE,
+    ENSEMBLE_REPORT_FILE,
     PredictionFormatError,
     RunArtifactError,
     prediction_digests,
@@ -505,6 +507,20 @@ def test_models_trained_with_other_settings_than_params_refused(world, edit, dif
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
     execution = {"train": {"strategy": "cpus", "cpu_replicas": 2, "jit_compile": not world["train"]["jit_compile"]}}
     run_ensemble(settings_of(deep_merge(world, execution)))  # the settings the runs were trained with: accepted
+
+
+def test_a_refused_run_leaves_no_previous_submission_behind(world, caplog):
+    """A successful `tpuperf ensemble`, then params.yaml edited and the ensemble run again by hand: it is refused,
+    but the previous run's submission.csv and reports stayed beside the error, so `tpuperf submit` would have sent
+    the old models' submission as if it were this run's. A run now removes them first (saying so)."""
+    out = Path(world["ensemble"]["out"])
+    run_ensemble(settings_of(world))
+    previous = [out / "submission.csv", out / ENSEMBLE_REPORT_FILE, out / ENSEMBLE_METRICS_FILE]
+    assert all(path.exists() for path in previous)
+    with caplog.at_level(logging.INFO, logger="tpuperf.submission.ensemble"), pytest.raises(EnsembleError):
+        run_ensemble(settings_of(deep_merge(world, {"models": {"bad": {"units": 16}}})))
+    assert [path for path in previous if path.exists()] == []
+    assert f"removed {out / 'submission.csv'}" in caplog.text
 
 
 def test_the_same_files_from_another_source_are_the_same_cache(world):

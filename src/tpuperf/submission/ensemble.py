@@ -57,6 +57,8 @@ from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
 from tpuperf.runs import (
+    ENSEMBLE_METRICS_FILE,
+    ENSEMBLE_REPORT_FILE,
     PredictionFormatError,
     check_prediction_digests,
     read_fold_predictions,
@@ -444,10 +446,17 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
     otherwise; a missing row of a file the download listed as invalid names that file).
     :class:`~tpuperf.runs.PredictionFormatError` for a collection without ``split`` predictions, naming
     its files the download listed as invalid when there are any. One collection is held in memory at a time.
+    The previous run's ``out`` and ensemble report are removed first, so a refused run leaves none of them.
     """
     if split not in SUBMISSION_FILES:
         raise EnsembleError(f"split must be one of {sorted(SUBMISSION_FILES)}, got {split!r}")
     out = Path(out) if out is not None else settings.out_dir / SUBMISSION_FILES[split]
+    # a refused or killed run must not leave the previous run's files looking like its own (`tpuperf submit`
+    # would send the old models' submission)
+    for previous in (out, settings.out_dir / ENSEMBLE_REPORT_FILE, settings.out_dir / ENSEMBLE_METRICS_FILE):
+        if previous.exists():
+            previous.unlink()
+            log.info(f"removed {previous} of the previous ensemble run (written again when this one succeeds)")
     rankings: dict[str, np.ndarray] = {}
     report: dict[str, Any] = {}
     for collection in settings.collections:
