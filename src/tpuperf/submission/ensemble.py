@@ -55,7 +55,7 @@ from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.config import WEIGHT_SCHEMES, Config, PreprocessConfig, plain
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
-from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
+from tpuperf.metrics import collection_score, ranking_positions, unranked_graphs
 from tpuperf.runs import (
     PredictionFormatError,
     check_prediction_digests,
@@ -328,10 +328,7 @@ def score_predictions(df: pl.DataFrame, first: Mapping[tuple[str, str], np.ndarr
     runtimes: dict[str, dict[str, np.ndarray]] = {}
     labels: dict[str, dict[str, np.ndarray]] = {}
     for (name, graph_id), group in df.sort("config_id").group_by(["collection", "graph_id"], maintain_order=True):
-        order = rank_configs(group["pred"].to_numpy())
-        position = np.empty(order.size, dtype=np.float64)
-        position[order] = np.arange(order.size)  # ties broken as the row breaks them (Kendall tau sees no tie)
-        preds.setdefault(name, {})[graph_id] = position
+        preds.setdefault(name, {})[graph_id] = ranking_positions(group["pred"].to_numpy())
         runtimes.setdefault(name, {})[graph_id] = group["runtime"].to_numpy()
         same = identical_labels(first, name, graph_id, group["config_id"].to_numpy())
         if same is not None:
