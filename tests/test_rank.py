@@ -566,11 +566,15 @@ def test_export_refuses_a_cache_built_with_other_preprocess_settings(exported, t
     assert not (tmp_path / "models").exists()
 
 
-@pytest.mark.parametrize("change", ["re-preprocessed cache", "model setting"])
-def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tmp_path, change):
-    """`tpuperf export` after `tpuperf preprocess` (here: other pruning hops) or a model edit of the same weight
-    shapes (dropout), without training again, packaged the old weights with the new transform or settings
-    silently; each fold's state.json now says what its weights were trained for (weights_for)."""
+@pytest.mark.parametrize("change", ["re-preprocessed cache", "model setting", "tpuperf sources"])
+def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tmp_path, monkeypatch, change):
+    """`tpuperf export` after `tpuperf preprocess` (here: other pruning hops), a model edit of the same weight
+    shapes (dropout) or a source edit, without training again, packaged the old weights with the new transform,
+    settings or code silently. The run reports say what the runs were trained with, and the export refuses them
+    as the ensemble does (tpuperf.submission.ensemble.check_reports); each fold's state.json says what its weights
+    were trained for (weights_for, which also holds the sources)."""
+    from tpuperf.submission.ensemble import EnsembleError
+
     root, params = exported
     name = "layout:xla:default"
     col = get_collection(name)
@@ -583,16 +587,21 @@ def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tm
         export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
     )
     export_collection(params, col)  # the copies as trained: exported
+    state = tmp_path / "checkpoints" / col.slug / "chebsage" / "fold_0" / "state.json"
     if change == "re-preprocessed cache":
         settings = dataclasses.replace(params.preprocess, hops=params.preprocess.hops + 1)
         preprocess_collection(params.data.out, params.preprocess.out, col, settings, progress=False)
         params = dataclasses.replace(params, preprocess=settings)  # params.yaml edited, then preprocess run
-    else:
+        error, message = EnsembleError, "every model .* was predicted from another cache"
+    elif change == "model setting":
         models = dict(params.models)
         models["chebsage"] = dataclasses.replace(models["chebsage"], dropout=0.5)
         params = dataclasses.replace(params, models=models)
-    state = tmp_path / "checkpoints" / col.slug / "chebsage" / "fold_0" / "state.json"
-    with pytest.raises(ExportError, match=rf"{state}: fold 0 of chebsage was trained for other data, model settings"):
+        error, message = EnsembleError, r"models.chebsage.dropout: 0.0 in its run report, 0.5 in params.yaml"
+    else:
+        monkeypatch.setattr("tpuperf.provenance.source_fingerprint", lambda: "edited")
+        error, message = ExportError, rf"{state}: fold 0 of chebsage was trained for other data, model settings"
+    with pytest.raises(error, match=message):
         export_collection(params, col)
 
 

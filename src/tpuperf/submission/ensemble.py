@@ -236,6 +236,17 @@ def check_settings(
         raise EnsembleError(f"{collection.name}: {what}: train again ({again})")
 
 
+def check_reports(settings: EnsembleSettings, collection: Collection, reports: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse the run reports (model -> :func:`tpuperf.runs.read_run_report`) of ``collection`` whose models were
+    predicted from another cache than ``settings.cache_dir`` holds now (:func:`check_predicted_from`) or trained
+    with other settings than params.yaml holds (:func:`check_settings`): the checks the submission and the export
+    (:mod:`tpuperf.ranking.export`) both make. Raises :class:`EnsembleError` (or
+    :class:`tpuperf.data.cache.CacheError` without a cache), as those do."""
+    made_from = {m: r["predicted_from"] for m, r in reports.items()}
+    check_predicted_from(collection, made_from, settings.cache_dir)
+    check_settings(collection, made_from, settings.model_settings, settings.train_settings)
+
+
 # ---------------------------------------------------------------- combining
 
 
@@ -459,9 +470,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
         reports = {m: read_run_report(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
         for m, r in reports.items():
             check_prediction_digests(settings.runs_dir, collection, m, r, settings.folds)
-        made_from = {m: r["predicted_from"] for m, r in reports.items()}
-        check_predicted_from(collection, made_from, settings.cache_dir)
-        check_settings(collection, made_from, settings.model_settings, settings.train_settings)
+        check_reports(settings, collection, reports)
         oof = {m: float(r["oof_score"]) for m, r in reports.items()}
         weights = model_weights(oof, settings.weights, settings.temperature, min_weight=settings.min_weight)
         df = df.filter(pl.col("model").is_in(list(weights)))

@@ -593,6 +593,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
                 "best_epoch": state.best_epoch,
                 "epochs_run": state.epochs_done,
                 "oof_score": state.best_score,
+                "state_fingerprint": state.fingerprint,  # the checkpoints this describes (tpuperf export checks)
                 "valid_score": mean_score(collection, scored["valid"], scores["valid"]),
                 "train_seconds": round(state.train_seconds, 2),
                 "train_config_slots_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),
