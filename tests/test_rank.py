@@ -23,10 +23,11 @@ from tpuperf.collection import get_collection, locate
 from tpuperf.config import Config
 from tpuperf.data.cache import CacheError, CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
+from tpuperf.data.opcodes import opcode_name
 from tpuperf.data.preprocess import first_identical, prepare_graph, preprocess_collection
 from tpuperf.metrics import rank_configs
 from tpuperf.ranking.export import ExportError, export_collection
-from tpuperf.ranking.ranker import ExportedModel, ModelExportError, code_fingerprint, load_export
+from tpuperf.ranking.ranker import EXPORT_FORMAT, ExportedModel, ModelExportError, code_fingerprint, load_export
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -433,6 +434,39 @@ def test_opcode_beyond_the_models_embedding(exported, tmp_path, capsys):
     assert f"{path}: opcode id 200 is beyond the 128-row opcode embedding of the exported chebsage" in err
 
 
+def test_opcodes_training_never_saw_are_named(exported, tmp_path):
+    """An opcode within the 128-row table that no train graph's node had keeps its random initial embedding row:
+    the models read that op as noise. The export records the ids training saw; rank warns with the count and
+    the ops, and is quiet for a program of seen ops."""
+    import warnings
+
+    root, params = exported
+    col = get_collection("tile:xla")
+    seen = json.loads((root / "models" / col.slug / "manifest.json").read_text())["train_opcodes"]
+    cache_ops = set().union(
+        *(set(g.node_opcode.tolist()) for g in CollectionCache(params.preprocess.out, col).graphs("train"))
+    )
+    assert seen == sorted(cache_ops)
+    unseen = min(set(range(1, 128)) - set(seen))
+    path = _write_graph(tmp_path, col.name, "test", name="seen_ops")
+    with np.load(path) as npz:
+        opcode = np.full_like(npz["node_opcode"], seen[0])
+    _rewrite_npz(path, node_opcode=opcode)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tpuperf.rank([path], root / "models")
+    assert not [w for w in caught if "never saw" in str(w.message)]
+    opcode[[0, 2]] = unseen
+    _rewrite_npz(path, node_opcode=opcode)
+    name = opcode_name(unseen)
+    with pytest.warns(
+        UserWarning,
+        match=rf"{path}: 2 of its {len(opcode)} nodes have opcodes the tile:xla models never "
+        rf"saw in training: {name} \({unseen}\) x2; their embeddings are untrained",
+    ):
+        tpuperf.rank([path], root / "models")
+
+
 def test_opcode_vocab_is_read_once_at_load(exported, tmp_path):
     """Each member's opcode table size is read with the manifest when the export loads (the table
     the member is built with), not from the manifest again on every rank call."""
@@ -475,8 +509,8 @@ def test_model_made_by_another_version(exported, tmp_path):
     edit_manifest(model, lambda m: m.update(tpuperf_version="0.0.1"))
     with pytest.raises(
         ModelExportError,
-        match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 2\); this is "
-        rf"tpuperf {tpuperf.__version__} \(format 2\): re-export it",
+        match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format {EXPORT_FORMAT}\); this is "
+        rf"tpuperf {tpuperf.__version__} \(format {EXPORT_FORMAT}\): re-export it",
     ):
         ExportedModel(model)
 

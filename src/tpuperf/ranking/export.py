@@ -163,6 +163,8 @@ def export_collection(config: Config, collection: Collection) -> Path:
             },
             "jit_compile": train.jit_compile,
             "stats": cache.stats,
+            # opcode ids of the nodes training saw (pruned train graphs): the others' embedding rows are untrained
+            "train_opcodes": sorted(set().union(*(np.unique(g.node_opcode).tolist() for g in cache.graphs("train")))),
             "fingerprint": fingerprint(cache.dir),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
