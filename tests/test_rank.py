@@ -585,6 +585,25 @@ def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exporte
     assert [p.name for p in (root / "models").iterdir() if p.name.startswith(".")] == []
 
 
+def test_export_refuses_a_run_report_that_does_not_name_its_checkpoints(exported, tmp_path):
+    """A report written before reports recorded each fold's state_fingerprint cannot say which checkpoints it
+    describes (tests/test_train.py: a train run stopped after a fold finished)."""
+    root, params = exported
+    params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(params.train, runs_dir=str(tmp_path / "runs")),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    report = tmp_path / "runs" / "tile-xla" / "sage" / "report.json"
+    old = json.loads(report.read_text())
+    del old["folds"][1]["state_fingerprint"]
+    report.write_text(json.dumps(old))
+    with pytest.raises(ExportError, match=rf"{report}: records no state_fingerprint for fold 1 \(an older tpuperf\)"):
+        export_collection(params, get_collection("tile:xla"))
+    assert list((tmp_path / "models").iterdir()) == []
+
+
 def test_export_refuses_a_cache_built_with_other_preprocess_settings(exported, tmp_path):
     """params.yaml's preprocess.prune edited, `tpuperf export` run by hand without preprocess and train: the export
     would carry the old cache's pruning under the new setting's name."""

@@ -91,10 +91,14 @@ def _fold_checkpoint(
             f"{state_path}: fold {fold} of {model} was trained for other data, model settings or tpuperf sources "
             f"than the cache and params.yaml now hold: train it again ({again})"
         )
-    if recorded is None or state.get("fingerprint") != recorded:
+    if recorded is None:
+        raise ExportError(
+            f"{report}: records no state_fingerprint for fold {fold} (an older tpuperf): train again ({again})"
+        )
+    if state.get("fingerprint") != recorded:
         raise ExportError(
             f"{state_path}: fold {fold} of {model} is not the checkpoint {report} describes (fingerprint "
-            f"{str(state.get('fingerprint'))[:12]}, the report records {str(recorded)[:12]}): a train run stopped "
+            f"{str(state.get('fingerprint'))[:12]}, the report records {recorded[:12]}): a train run stopped "
             f"after this fold finished, so the report's out-of-fold score and the other folds are another run's; "
             f"train {model} again ({again})"
         )
