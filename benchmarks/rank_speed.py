@@ -69,7 +69,8 @@ COLLECTIONS = {"layout": "layout:xla:random", "tile": "tile:xla"}
 def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     """What training leaves for the export stage, with fresh (untrained) weights: each member's
     ``checkpoints/<slug>/<model>/fold_<k>/best`` + a finished state.json (trained for the current cache and
-    model settings), and each model's run report with an oof_score (model i gets 0.3 - 0.05 i)."""
+    model settings), and each model's run report with an oof_score (model i gets 0.3 - 0.05 i) and each fold's
+    state fingerprint."""
     import tensorflow as tf
 
     from tpuperf.data.cache import CollectionCache
@@ -88,7 +89,8 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
             fold_dir.mkdir(parents=True)
             tf.train.Checkpoint(model=model).write(str(fold_dir / BEST_CHECKPOINT))
             weights_for = weights_for_cache(dataclasses.asdict(config.model(name)), cache)
-            (fold_dir / STATE_FILE).write_text(json.dumps({"finished": True, "weights_for": weights_for}))
+            state = {"finished": True, "weights_for": weights_for, "fingerprint": f"untrained-{seed}-{name}-{fold}"}
+            (fold_dir / STATE_FILE).write_text(json.dumps(state))
         write_run_report(
             config.train.runs_dir,
             collection,
@@ -99,7 +101,7 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
                 "metric": "untrained",
                 "oof_score": 0.3 - 0.05 * i,
                 "valid_score_mean_fold": None,
-                "folds": [{"fold": f} for f in range(folds)],
+                "folds": [{"fold": f, "state_fingerprint": f"untrained-{seed}-{name}-{f}"} for f in range(folds)],
                 "predicted_from": {
                     **cache.identity(),
                     "weights_for": weights_for,

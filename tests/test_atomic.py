@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import polars as pl
@@ -86,3 +87,31 @@ def test_unserialisable_json_keeps_the_old_file(tmp_path):
         write_json_atomic(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": [1, 2]}
     assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temporary left
+
+
+def test_a_killed_writers_leftovers_go_at_the_next_write(tmp_path):
+    """SIGKILL mid-`tpuperf preprocess` left its hidden staging directory (up to a cache's size) beside the cache,
+    one more per kill, and mid-swap the moved-aside old cache; nothing removed them. The next write of the same
+    target now removes those of writers no longer running, and keeps a running writer's."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)  # a pid that has exited (not reused within this test, in practice)
+    final = tmp_path / "cache" / "tile-xla"
+    final.parent.mkdir()
+    stale = [final.with_name(f".tile-xla.{tag}-{dead}-0123abcd") for tag in ("staging", "old")]
+    for d in stale:
+        (d / "train").mkdir(parents=True)
+        (d / "train" / "g.npy").write_bytes(b"x" * 100)
+    live = final.with_name(f".tile-xla.staging-{os.getpid()}-89abcdef")  # a concurrent writer still at work
+    live.mkdir()
+    other = final.with_name(f".tile-xla-other.staging-{dead}-0123abcd")  # another target's: not this write's
+    other.mkdir()
+    with replaced_dir(final) as tmp:
+        (tmp / "stats.json").write_text("{}")
+    assert sorted(p.name for p in final.parent.iterdir()) == sorted(["tile-xla", live.name, other.name])
+    stale_file = tmp_path / f".report.json.tmp-{dead}-0123abcd"
+    stale_file.write_text("{")
+    write_json_atomic(tmp_path / "report.json", {"a": 1})
+    assert not stale_file.exists() and json.loads((tmp_path / "report.json").read_text()) == {"a": 1}

@@ -177,7 +177,10 @@ def test_kaggle_downloads_unzips_and_validates(
     manifest = download(params)
     [call] = fake_kaggle.calls()
     assert call[:-1] == ["competitions", "download", "-c", COMPETITION, "-p"]
-    assert Path(call[-1]).parent == Path(params.out).parent  # downloaded beside the output, same file system
+    # downloaded inside the output's staging dir (same file system), which the next download removes if killed
+    staging = Path(call[-1]).parent
+    assert staging.parent == Path(params.out).parent
+    assert re.fullmatch(rf"\.{Path(params.out).name}\.staging-\d+-[0-9a-f]{{8}}", staging.name), staging.name
     assert_same_dataset(Path(params.out), tiny_dataset)
     assert_manifest_describes(Path(params.out), manifest, "kaggle", "kaggle")
     assert manifest["origin"] == {"competition": COMPETITION}

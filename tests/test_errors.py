@@ -46,3 +46,41 @@ def test_cli_maps_errors_to_exit_codes(tmp_path: Path, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exc:  # argparse's own usage errors
         main(["train"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        PermissionError(13, "Permission denied", "runs/tile-xla/chebsage"),
+        PermissionError("Permission denied (os error 13): runs/x/.fold_0.parquet.tmp-1"),  # polars: no errno
+        OSError(28, "No space left on device", "checkpoints/x/state.json"),
+        KeyboardInterrupt(),
+    ],
+)
+def test_cli_says_what_an_unwritable_location_or_an_interrupt_means(monkeypatch, capsys, raised):
+    """A read-only or full output location, and Ctrl-C (`timeout -s INT`), ended in a traceback from wherever it hit
+    (dvclive, polars, TensorFlow). Now one line: the path, and that nothing half-written is left / how to go on."""
+    import tpuperf.cli as cli
+
+    def fail(args):
+        raise raised
+
+    monkeypatch.setattr(cli, "_fingerprint", fail)
+    code = main(["fingerprint"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    if isinstance(raised, KeyboardInterrupt):
+        assert code == 130 and err.startswith("tpuperf fingerprint interrupted: its outputs are written whole")
+    else:
+        assert code == 1 and err.startswith(f"tpuperf fingerprint failed: {raised}: nothing half-written is left")
+
+
+def test_cli_keeps_the_traceback_of_other_os_errors(monkeypatch):
+    import tpuperf.cli as cli
+
+    def fail(args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(cli, "_fingerprint", fail)
+    with pytest.raises(OSError, match="Input/output error"):
+        main(["fingerprint"])

@@ -23,10 +23,11 @@ from tpuperf.collection import get_collection, locate
 from tpuperf.config import Config
 from tpuperf.data.cache import CacheError, CollectionCache
 from tpuperf.data.npz import DataFormatError, read_header
+from tpuperf.data.opcodes import opcode_name
 from tpuperf.data.preprocess import first_identical, prepare_graph, preprocess_collection
 from tpuperf.metrics import rank_configs
 from tpuperf.ranking.export import ExportError, export_collection
-from tpuperf.ranking.ranker import ExportedModel, ModelExportError, code_fingerprint, load_export
+from tpuperf.ranking.ranker import EXPORT_FORMAT, ExportedModel, ModelExportError, code_fingerprint, load_export
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -433,6 +434,39 @@ def test_opcode_beyond_the_models_embedding(exported, tmp_path, capsys):
     assert f"{path}: opcode id 200 is beyond the 128-row opcode embedding of the exported chebsage" in err
 
 
+def test_opcodes_training_never_saw_are_named(exported, tmp_path):
+    """An opcode within the 128-row table that no train graph's node had keeps its random initial embedding row:
+    the models read that op as noise. The export records the ids training saw; rank warns with the count and
+    the ops, and is quiet for a program of seen ops."""
+    import warnings
+
+    root, params = exported
+    col = get_collection("tile:xla")
+    seen = json.loads((root / "models" / col.slug / "manifest.json").read_text())["train_opcodes"]
+    cache_ops = set().union(
+        *(set(g.node_opcode.tolist()) for g in CollectionCache(params.preprocess.out, col).graphs("train"))
+    )
+    assert seen == sorted(cache_ops)
+    unseen = min(set(range(1, 128)) - set(seen))
+    path = _write_graph(tmp_path, col.name, "test", name="seen_ops")
+    with np.load(path) as npz:
+        opcode = np.full_like(npz["node_opcode"], seen[0])
+    _rewrite_npz(path, node_opcode=opcode)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tpuperf.rank([path], root / "models")
+    assert not [w for w in caught if "never saw" in str(w.message)]
+    opcode[[0, 2]] = unseen
+    _rewrite_npz(path, node_opcode=opcode)
+    name = opcode_name(unseen)
+    with pytest.warns(
+        UserWarning,
+        match=rf"{path}: 2 of its {len(opcode)} nodes have opcodes the tile:xla models never "
+        rf"saw in training: {name} \({unseen}\) x2; their embeddings are untrained",
+    ):
+        tpuperf.rank([path], root / "models")
+
+
 def test_opcode_vocab_is_read_once_at_load(exported, tmp_path):
     """Each member's opcode table size is read with the manifest when the export loads (the table
     the member is built with), not from the manifest again on every rank call."""
@@ -475,8 +509,8 @@ def test_model_made_by_another_version(exported, tmp_path):
     edit_manifest(model, lambda m: m.update(tpuperf_version="0.0.1"))
     with pytest.raises(
         ModelExportError,
-        match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format 2\); this is "
-        rf"tpuperf {tpuperf.__version__} \(format 2\): re-export it",
+        match=rf"{model}/manifest.json: made by tpuperf 0.0.1 \(export format {EXPORT_FORMAT}\); this is "
+        rf"tpuperf {tpuperf.__version__} \(format {EXPORT_FORMAT}\): re-export it",
     ):
         ExportedModel(model)
 
@@ -551,6 +585,25 @@ def test_export_refuses_an_unfinished_fold_and_keeps_the_previous_export(exporte
     assert [p.name for p in (root / "models").iterdir() if p.name.startswith(".")] == []
 
 
+def test_export_refuses_a_run_report_that_does_not_name_its_checkpoints(exported, tmp_path):
+    """A report written before reports recorded each fold's state_fingerprint cannot say which checkpoints it
+    describes (tests/test_train.py: a train run stopped after a fold finished)."""
+    root, params = exported
+    params = dataclasses.replace(
+        params,
+        train=dataclasses.replace(params.train, runs_dir=str(tmp_path / "runs")),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    report = tmp_path / "runs" / "tile-xla" / "sage" / "report.json"
+    old = json.loads(report.read_text())
+    del old["folds"][1]["state_fingerprint"]
+    report.write_text(json.dumps(old))
+    with pytest.raises(ExportError, match=rf"{report}: records no state_fingerprint for fold 1 \(an older tpuperf\)"):
+        export_collection(params, get_collection("tile:xla"))
+    assert list((tmp_path / "models").iterdir()) == []
+
+
 def test_export_refuses_a_cache_built_with_other_preprocess_settings(exported, tmp_path):
     """params.yaml's preprocess.prune edited, `tpuperf export` run by hand without preprocess and train: the export
     would carry the old cache's pruning under the new setting's name."""
@@ -566,11 +619,15 @@ def test_export_refuses_a_cache_built_with_other_preprocess_settings(exported, t
     assert not (tmp_path / "models").exists()
 
 
-@pytest.mark.parametrize("change", ["re-preprocessed cache", "model setting"])
-def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tmp_path, change):
-    """`tpuperf export` after `tpuperf preprocess` (here: other pruning hops) or a model edit of the same weight
-    shapes (dropout), without training again, packaged the old weights with the new transform or settings
-    silently; each fold's state.json now says what its weights were trained for (weights_for)."""
+@pytest.mark.parametrize("change", ["re-preprocessed cache", "model setting", "tpuperf sources"])
+def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tmp_path, monkeypatch, change):
+    """`tpuperf export` after `tpuperf preprocess` (here: other pruning hops), a model edit of the same weight
+    shapes (dropout) or a source edit, without training again, packaged the old weights with the new transform,
+    settings or code silently. The run reports say what the runs were trained with, and the export refuses them
+    as the ensemble does (tpuperf.submission.ensemble.check_reports); each fold's state.json says what its weights
+    were trained for (weights_for, which also holds the sources)."""
+    from tpuperf.submission.ensemble import EnsembleError
+
     root, params = exported
     name = "layout:xla:default"
     col = get_collection(name)
@@ -583,16 +640,21 @@ def test_export_refuses_checkpoints_of_other_data_or_model_settings(exported, tm
         export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
     )
     export_collection(params, col)  # the copies as trained: exported
+    state = tmp_path / "checkpoints" / col.slug / "chebsage" / "fold_0" / "state.json"
     if change == "re-preprocessed cache":
         settings = dataclasses.replace(params.preprocess, hops=params.preprocess.hops + 1)
         preprocess_collection(params.data.out, params.preprocess.out, col, settings, progress=False)
         params = dataclasses.replace(params, preprocess=settings)  # params.yaml edited, then preprocess run
-    else:
+        error, message = EnsembleError, "every model .* was predicted from another cache"
+    elif change == "model setting":
         models = dict(params.models)
         models["chebsage"] = dataclasses.replace(models["chebsage"], dropout=0.5)
         params = dataclasses.replace(params, models=models)
-    state = tmp_path / "checkpoints" / col.slug / "chebsage" / "fold_0" / "state.json"
-    with pytest.raises(ExportError, match=rf"{state}: fold 0 of chebsage was trained for other data, model settings"):
+        error, message = EnsembleError, r"models.chebsage.dropout: 0.0 in its run report, 0.5 in params.yaml"
+    else:
+        monkeypatch.setattr("tpuperf.provenance.source_fingerprint", lambda: "edited")
+        error, message = ExportError, rf"{state}: fold 0 of chebsage was trained for other data, model settings"
+    with pytest.raises(error, match=message):
         export_collection(params, col)
 
 

@@ -120,6 +120,30 @@ def test_tile_valid_and_oof_scores_rank_a_top_5_as_the_submission_does():
     assert score_predictions(frame(rows, pred), labels) == pytest.approx({tile.name: 1.0})
 
 
+def test_layout_valid_and_oof_scores_are_the_submission_rows_tau_when_scores_tie():
+    """Identical configurations of a layout valid file (kept there: the real unet3d holds 1,159 configs, 681
+    distinct) score alike. Kendall tau-b of the raw scores counts such a pair as a tie (5 / sqrt(5 * 6) = 0.913
+    here); the submission row cannot tie, it lists config 0 before config 1 (the lower id), although config 1
+    is faster: 4 / 6. The trainer's score is the row's, as the ensemble's valid report is."""
+    from graph_factory import fake_graph
+
+    from tpuperf.submission.ensemble import score_predictions
+    from tpuperf.training.trainer import mean_score
+
+    layout = get_collection("layout:xla:default")
+    runtime = np.array([2.0, 1.0, 3.0, 4.0])
+    graph = dataclasses.replace(
+        fake_graph(np.random.default_rng(0), "layout", nodes=5, configs=4, name="g"), runtime=runtime
+    )
+    pred = np.array([0.5, 0.5, 1.0, 2.0], dtype=np.float32)
+    frame = pl.DataFrame(
+        {"collection": layout.name, "graph_id": "g", "config_id": np.arange(4), "pred": pred, "runtime": runtime}
+    )
+    assert score_predictions(frame) == pytest.approx({layout.name: 4 / 6})
+    assert mean_score(layout, [graph], {"g": pred}) == pytest.approx(4 / 6)  # raw tau-b: 0.913
+    assert mean_score(layout, [graph], {"g": pred[[1, 2, 3]]}, {"g": np.array([1, 2, 3])}) == pytest.approx(1.0)
+
+
 def test_batch_stream_is_deterministic_and_skips_exactly(tiny_cache):
     from tpuperf.data.cache import CollectionCache
     from tpuperf.training.batches import Buckets, plan_batch_shape
@@ -169,6 +193,9 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
         "valid": metrics["valid_score_mean_fold"],
     }
     assert [f["fold"] for f in metrics["folds"]] == [0, 1]
+    for f in metrics["folds"]:  # the checkpoints the report describes (the export checks them)
+        state = tmp_path / "checkpoints" / COLLECTION.slug / "chebsage" / f"fold_{f['fold']}" / "state.json"
+        assert f["state_fingerprint"] == json.loads(state.read_text())["fingerprint"]
     assert metrics["metric"] == "kendall_tau" and -1 <= metrics["oof_score"] <= 1
 
     cache = CollectionCache(tiny_cache, COLLECTION)
@@ -213,6 +240,46 @@ def test_training_writes_predictions_for_every_config_and_metrics(tiny_cache, tm
     assert (export_collection(export_params, COLLECTION) / "manifest.json").is_file()
     curves = run / "live" / "plots" / "metrics" / "fold_0" / "oof_score.tsv"
     assert len(curves.read_text().strip().splitlines()) == 1 + params.train.epochs
+
+
+def test_export_refuses_a_fold_finished_by_a_train_run_that_was_stopped(tiny_cache, tmp_path, monkeypatch):
+    """A train run with another learning rate, stopped after its fold 0 finished (while scoring fold 0's valid and
+    test graphs, before the fold file and the report): fold 0's checkpoint is new, fold 1's and the report (its
+    out-of-fold score, the export's weights) the previous run's. With the learning rate edited back, every
+    state.json is finished and trained for this cache and model (weights_for): the export packed the two runs'
+    folds together. With the edit kept, the report is of other settings: the ensemble refuses it, the export
+    did not."""
+    from tpuperf.ranking.export import ExportError, export_collection
+    from tpuperf.submission.ensemble import EnsembleError
+    from tpuperf.training import trainer as train
+
+    def params(lr: float) -> Config:
+        p = small_params(tiny_cache, tmp_path, epochs=1, learning_rate=lr)
+        return dataclasses.replace(
+            p,
+            ensemble=dataclasses.replace(p.ensemble, models=("sage",)),
+            export=dataclasses.replace(p.export, out=str(tmp_path / "models")),
+        )
+
+    train.train_collection(COLLECTION, "sage", params(0.003))
+    export_collection(params(0.003), COLLECTION)
+
+    real_frame = train.prediction_frame
+
+    def stopped(split, *args, **kwargs):
+        if split != "oof":  # the fold's valid and test predictions, after its training finished
+            raise KeyboardInterrupt("simulated kill")
+        return real_frame(split, *args, **kwargs)
+
+    monkeypatch.setattr(train, "prediction_frame", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_collection(COLLECTION, "sage", params(0.01))
+    state = tmp_path / "checkpoints" / COLLECTION.slug / "sage" / "fold_0" / "state.json"
+    assert json.loads(state.read_text())["finished"]
+    with pytest.raises(EnsembleError, match=r"train.learning_rate: 0.003 in its run report, 0.01 in params.yaml"):
+        export_collection(params(0.01), COLLECTION)
+    with pytest.raises(ExportError, match=rf"{state}: fold 0 of sage is not the checkpoint .*report.json describes"):
+        export_collection(params(0.003), COLLECTION)
 
 
 @pytest.mark.parametrize("kill", ["after_state", "before_state"])

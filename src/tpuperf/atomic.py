@@ -2,7 +2,8 @@
 
 Every output of the pipeline (cache, checkpoints state, predictions, metrics, submissions,
 datasets, kernel folders) is written next to its target and renamed into place, so a kill or
-an error never leaves a half-written file or directory. Temp files are created with a plain
+an error never leaves a half-written file or directory; what a SIGKILL leaves beside it is removed by the next
+write of that target (:func:`remove_stale_siblings`). Temp files are created with a plain
 ``open`` (mode 0666 minus the umask) rather than :func:`tempfile.mkstemp` (always 0600,
 which ``os.replace`` would carry to the published file); staging directories likewise with
 ``mkdir`` (0777 minus the umask) rather than :func:`tempfile.mkdtemp` (0700).
@@ -10,8 +11,10 @@ which ``os.replace`` would carry to the published file); staging directories lik
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -25,6 +28,37 @@ def _sibling(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_siblings(path: Path) -> list[Path]:
+    """Delete what writers of ``path`` killed outright (SIGKILL, OOM killer) left beside it: the hidden temp files,
+    staging and moved-aside directories :func:`_sibling` names, whose process no longer runs. A killed
+    ``preprocess`` leaves a staging directory of up to the cache's size, one per kill. Writers still running on
+    this host keep theirs; the pid is this host's, so writers of one directory on several hosts or in containers
+    with their own pid namespaces are not supported (a removed live writer's publish then fails: FileNotFoundError).
+    Returns the paths removed."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:tmp|staging|old)-(\d+)-[0-9a-f]{{8}}")
+    removed = []
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        match = pattern.fullmatch(stale.name)
+        if match is None or _running(int(match[1])):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
 def write_atomic(path: Path | str, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp)`` to create a temp file beside ``path``, fsync it and rename it to ``path``.
 
@@ -35,6 +69,7 @@ def write_atomic(path: Path | str, write: Callable[[Path], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(path)
     tmp = _sibling(path, "tmp")
     try:
         write(tmp)
@@ -66,6 +101,7 @@ def replaced_dir(final: Path | str) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(final)
     staging = _sibling(final, "staging")
     staging.mkdir()
     try:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tpuperf.errors import EXPECTED, UsageError
+from tpuperf.errors import EXPECTED, UsageError, storage_error
 
 DESCRIPTION = """\
 Rank the XLA compiler configurations of TPU programs (TpuGraphs .npz graphs) by predicted
@@ -376,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; its exit code (:mod:`tpuperf.errors`): 0 done, 1 an expected failure,
-    2 a usage error, each failure as one line ``tpuperf <command>[ failed]: <message>`` on stderr."""
+    """Run one subcommand; its exit code (:mod:`tpuperf.errors`): 0 done, 1 an expected failure or an output
+    location that cannot be written, 2 a usage error, 130 an interrupt, each as one line ``tpuperf <command>[
+    failed|interrupted]: <message>`` on stderr."""
     args = build_parser().parse_args(argv)
     command = " ".join(filter(None, (args.command, getattr(args, "kernels_command", None))))
     try:
@@ -388,6 +389,21 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED as exc:
         print(f"tpuperf {command} failed: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if not storage_error(exc):
+            raise
+        print(
+            f"tpuperf {command} failed: {exc}: nothing half-written is left; run it again once it can write there",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"tpuperf {command} interrupted: its outputs are written whole or not at all; run it again (train resumes "
+            "each fold after its last finished epoch)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

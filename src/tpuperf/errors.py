@@ -6,12 +6,15 @@ also keeps the builtin base it had (``ValueError``, ``RuntimeError``, ``FileNotF
 ``except ValueError`` in callers still catches it.
 
 Exit codes of ``tpuperf`` (mapped in one place, :func:`tpuperf.cli.main`): 0 success, 1 an
-expected failure (:data:`EXPECTED`; one line ``tpuperf <command> failed: <message>`` on stderr),
-2 a usage error (argparse's own, or :class:`UsageError`). Anything else is a bug and keeps its
-traceback.
+expected failure (:data:`EXPECTED`, or an output location that cannot be written: :func:`storage_error`;
+one line ``tpuperf <command> failed: <message>`` on stderr), 2 a usage error (argparse's own, or
+:class:`UsageError`), 130 an interrupt (Ctrl-C, ``timeout -s INT``: one line saying how to go on). Anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class TpuperfError(Exception):
@@ -26,6 +29,17 @@ class UsageError(TpuperfError):
 # params.yaml is a tpuperf.config.ConfigError): an unknown name (KeyError), a missing input path
 # (FileNotFoundError), an existing output (FileExistsError) and a bad params value (ValueError).
 EXPECTED: tuple[type[Exception], ...] = (TpuperfError, KeyError, FileNotFoundError, FileExistsError, ValueError)
+
+
+# an output location that cannot take the write: full, over quota, or a read-only file system
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def storage_error(exc: BaseException) -> bool:
+    """True for an OSError of where the outputs go rather than of tpuperf: permission denied (PermissionError; polars
+    raises it without an errno) or :data:`STORAGE_ERRNOS`. Its message names the path; every output is written to a
+    temp name and renamed (:mod:`tpuperf.atomic`), so nothing half-written is left."""
+    return isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
 
 
 def listing(items: list[str], limit: int = 5) -> str:

@@ -82,6 +82,19 @@ def rank_configs(pred: np.ndarray, same: np.ndarray | None = None) -> np.ndarray
     return np.concatenate([order[distinct], order[~distinct]])
 
 
+def ranking_positions(pred: np.ndarray) -> np.ndarray:
+    """float64 (c,): each config's position in :func:`rank_configs` ``(pred)`` (0 = predicted fastest, ties
+    broken by index): the ranking a submission row conveys, in which no two configs tie. Scoring these
+    rather than raw ``pred`` (whose ties Kendall tau-b counts as ties, e.g. identical configurations of a
+    valid or test file, which score alike) gives the score of the row; training's and the ensemble's scores
+    both do. ValueError for a non-1-D or non-finite ``pred``.
+    """
+    order = rank_configs(pred)
+    position = np.empty(order.size, dtype=np.float64)
+    position[order] = np.arange(order.size)
+    return position
+
+
 def kendall_tau(pred: np.ndarray, runtime: np.ndarray) -> float:
     """Kendall tau-b between predicted and true runtimes of one graph's configs (layout metric).
 

@@ -3,7 +3,9 @@ read. Their paths and file formats are defined here only.
 
     <train.runs_dir>/<slug>/<model>/
         predictions/fold_<k>.parquet   one fold's predictions (format below), k = 0 .. train.folds - 1
-        report.json                    the run report: per-fold and mean OOF/valid scores, throughput,
+        report.json                    the run report: per-fold and mean OOF/valid scores, throughput, each
+                                       fold's ``state_fingerprint`` (its state.json's ``fingerprint``: the
+                                       checkpoints it describes, which the export checks),
                                        ``predicted_from`` (what its predictions were made from, which the
                                        ensemble checks: :data:`PREDICTED_FROM_KEYS`) and ``predictions``, the
                                        digest of each fold file it describes (:func:`prediction_digests`)
@@ -12,7 +14,8 @@ read. Their paths and file formats are defined here only.
                                        output: ``dvc metrics show runs/*/*/metrics.json``)
         live/                          dvclive plots
     <train.checkpoints_dir>/<slug>/<model>/fold_<k>/
-        state.json                     history, early stopping, ``finished``; written last in an epoch
+        state.json                     history, early stopping, ``finished``, ``fingerprint`` (data and settings),
+                                       ``weights_for``; written last in an epoch
         last-<n>.*                     weights and optimizer after n epochs (n = state.json's ``epochs_done``)
         best.*                         the best epoch's weights (a tf.train.Checkpoint prefix)
         best_oof.parquet               the best epoch's OOF predictions (prediction format below)

@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -278,7 +277,10 @@ def _fill_kaggle(staging: Path, params: DataConfig) -> dict[str, Any]:
             "and save it as ~/.kaggle/kaggle.json or export KAGGLE_USERNAME and KAGGLE_KEY, or set "
             "data.source: auto or synthetic to use generated data."
         )
-    scratch = Path(tempfile.mkdtemp(prefix=".kaggle-download-", suffix=".tmp", dir=staging.parent))
+    # inside the staging dir (same file system as the output): what a SIGKILL leaves, the ~6 GB zip included, goes
+    # with the staging dir at the next download (tpuperf.atomic.remove_stale_siblings)
+    scratch = staging / ".kaggle-download"
+    scratch.mkdir()
     try:
         cmd = [exe, "competitions", "download", "-c", params.competition, "-p", str(scratch)]
         print(f"tpuperf download: running {' '.join(cmd)} (about 6 GB for the real competition)", flush=True)

@@ -169,3 +169,12 @@ LAYOUT_CONFIGURABLE = frozenset({Opcode.CONVOLUTION, Opcode.DOT, Opcode.RESHAPE}
 def is_layout_propagating(opcode: np.ndarray) -> np.ndarray:
     """bool, the shape of ``opcode`` (integer ids): which ops are in :data:`LAYOUT_PROPAGATING`."""
     return np.isin(opcode, np.fromiter(LAYOUT_PROPAGATING, dtype=np.int64))
+
+
+def opcode_name(opcode: int) -> str:
+    """The HLO op name of a ``node_opcode`` id, e.g. ``dot`` for 34; ``unknown`` for an id the numbering does not name
+    (0, the retired 97 and 101, or one beyond it)."""
+    try:
+        return Opcode(opcode).name.lower().replace("_", "-")
+    except ValueError:
+        return "unknown"

@@ -6,7 +6,11 @@ What goes in is what ``ensemble.py`` combines for the submission: the ``ensemble
 weight reaches ``ensemble.min_weight``, each with its ``train.folds`` best-epoch checkpoints
 (``checkpoints/<slug>/<model>/fold_<k>/best``; each must have been trained for the current cache and model
 settings, its state.json's ``weights_for``: :func:`tpuperf.provenance.weights_provenance`), weighted by
-:func:`tpuperf.submission.ensemble.model_weights` from their out-of-fold scores; the cache's
+:func:`tpuperf.submission.ensemble.model_weights` from their out-of-fold scores. Those come from the run reports,
+refused as the submission refuses them (:func:`tpuperf.submission.ensemble.check_reports`: another cache, edited
+settings), and each fold's checkpoint must be the one its report describes (state.json's ``fingerprint`` = the
+report's fold ``state_fingerprint``): a ``tpuperf train`` stopped after a fold finished leaves that fold's new
+weights beside the previous run's report, its OOF scores and its other folds. The cache's
 ``stats.json`` (feature transform, pruning mode and hops); and the batch planning the pipeline scored
 with (``train.graphs_per_batch``, ``train.batch_slack``, ``train.buckets`` and
 ``train.predict_configs_per_graph``: :class:`tpuperf.training.batches.BucketPlan`), so that
@@ -39,8 +43,8 @@ from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.provenance import weights_for_cache
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model, code_fingerprint
-from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_oof_score
-from tpuperf.submission.ensemble import EnsembleSettings, model_weights
+from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_run_report, report_path
+from tpuperf.submission.ensemble import EnsembleSettings, check_reports, model_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +68,39 @@ def fingerprint(cache_dir: Path) -> dict[str, str]:
 
 
 def _fold_checkpoint(
-    checkpoints_dir: Path | str, collection: Collection, model: str, fold: int, weights_for: str
+    checkpoints_dir: Path | str,
+    collection: Collection,
+    model: str,
+    fold: int,
+    weights_for: str,
+    recorded: str | None,
+    report: Path,
 ) -> Path:
-    """The fold's best checkpoint, when its training finished for ``weights_for`` (else ExportError)."""
+    """The fold's best checkpoint, when its training finished for ``weights_for`` in the run whose ``report`` (the
+    model's run report) records ``recorded`` as the fold's ``state_fingerprint`` (else ExportError)."""
     fold_dir = fold_checkpoint_dir(checkpoints_dir, collection, model, fold)
     state_path = fold_dir / STATE_FILE
+    again = f"`dvc repro train@{collection.slug}-{model}`"
     if not state_path.is_file():
-        raise ExportError(f"{state_path}: missing: train {model} first (`dvc repro train`)")
+        raise ExportError(f"{state_path}: missing: train {model} first ({again})")
     state = json.loads(state_path.read_text())
     if not state.get("finished"):
         raise ExportError(f"{state_path}: fold {fold} of {model} has not finished training")
     if state.get("weights_for") != weights_for:
         raise ExportError(
             f"{state_path}: fold {fold} of {model} was trained for other data, model settings or tpuperf sources "
-            f"than the cache and params.yaml now hold: train it again (`dvc repro train@{collection.slug}-{model}`)"
+            f"than the cache and params.yaml now hold: train it again ({again})"
+        )
+    if recorded is None:
+        raise ExportError(
+            f"{report}: records no state_fingerprint for fold {fold} (an older tpuperf): train again ({again})"
+        )
+    if state.get("fingerprint") != recorded:
+        raise ExportError(
+            f"{state_path}: fold {fold} of {model} is not the checkpoint {report} describes (fingerprint "
+            f"{str(state.get('fingerprint'))[:12]}, the report records {recorded[:12]}): a train run stopped "
+            f"after this fold finished, so the report's out-of-fold score and the other folds are another run's; "
+            f"train {model} again ({again})"
         )
     best = fold_dir / BEST_CHECKPOINT
     if not Path(f"{best}.index").is_file():
@@ -88,9 +111,10 @@ def _fold_checkpoint(
 def export_collection(config: Config, collection: Collection) -> Path:
     """Write ``<export.out>/<slug>/`` for ``collection`` from params.yaml's settings; returns it.
 
-    Raises :class:`ExportError` for a missing/unfinished fold, and the cache's and ensemble's
-    errors (:class:`tpuperf.data.cache.CacheError`, :class:`tpuperf.submission.ensemble.EnsembleError`,
-    :class:`tpuperf.runs.RunArtifactError`) for a missing cache or run report.
+    Raises :class:`ExportError` for a missing or unfinished fold, or one its run report does not describe, and the
+    cache's and ensemble's errors (:class:`tpuperf.data.cache.CacheError`, :class:`tpuperf.runs.RunArtifactError`,
+    :class:`tpuperf.submission.ensemble.EnsembleError`) for a missing cache or run report, or a report of another
+    cache or settings than params.yaml holds (:func:`tpuperf.submission.ensemble.check_reports`).
     """
     import tensorflow as tf
 
@@ -102,7 +126,9 @@ def export_collection(config: Config, collection: Collection) -> Path:
     out_root = Path(config.export.out)
     cache = CollectionCache(config.preprocess.out, collection)
     cache.check_built_with(config.preprocess)
-    oof = {m: read_oof_score(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
+    reports = {m: read_run_report(ens.runs_dir, collection, m, ens.folds) for m in ens.models}
+    check_reports(ens, collection, reports)
+    oof = {m: float(r["oof_score"]) for m, r in reports.items()}
     weights = model_weights(oof, ens.weights, ens.temperature, min_weight=ens.min_weight)
 
     final = out_root / collection.slug
@@ -114,7 +140,9 @@ def export_collection(config: Config, collection: Collection) -> Path:
             weights_for = weights_for_cache(asdict(model_config), cache)
             (tmp / name).mkdir()
             for fold in range(ens.folds):
-                best = _fold_checkpoint(train.checkpoints_dir, collection, name, fold, weights_for)
+                recorded = reports[name]["folds"][fold].get("state_fingerprint")
+                report = report_path(ens.runs_dir, collection, name)
+                best = _fold_checkpoint(train.checkpoints_dir, collection, name, fold, weights_for, recorded, report)
                 # the best checkpoint also holds the optimizer slots the compiled model tracked: not needed
                 tf.train.Checkpoint(model=model).read(str(best)).assert_existing_objects_matched().expect_partial()
                 np.savez(tmp / name / f"fold_{fold}.npz", **{f"{i:04d}": w for i, w in enumerate(model.get_weights())})
@@ -139,6 +167,8 @@ def export_collection(config: Config, collection: Collection) -> Path:
             },
             "jit_compile": train.jit_compile,
             "stats": cache.stats,
+            # opcode ids of the nodes training saw (pruned train graphs): the others' embedding rows are untrained
+            "train_opcodes": sorted(set().union(*(np.unique(g.node_opcode).tolist() for g in cache.graphs("train")))),
             "fingerprint": fingerprint(cache.dir),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))

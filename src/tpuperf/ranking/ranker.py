@@ -8,7 +8,9 @@ per collection, ``<export.out>/<collection-slug>/``::
                            pipeline predicted with, jit_compile, the preprocessing transform
                            (the cache's whole stats.json: feature columns, log columns, means,
                            stds, pruning, the dataset's source: loading an export of synthetic
-                           data warns) and a fingerprint of the data and code that made it
+                           data warns), the opcode ids of the (pruned) train graphs' nodes (a program
+                           with others warns: their embedding rows never learnt) and a fingerprint of
+                           the data and code that made it
     <model>/fold_<k>.npz   one member's weights: arrays ``0000``, ``0001``, ... in the order of
                            ``model.get_weights()`` of ``build_model(kind, params)``
 
@@ -48,13 +50,16 @@ from tpuperf.collection import COLLECTIONS, Collection, get_collection, get_kind
 from tpuperf.config import BucketsConfig, ModelConfig, parse
 from tpuperf.data.cache import TENSOR_WIDTH, CachedGraph
 from tpuperf.data.npz import KIND_FIELDS, DataFormatError, find_npz, read_header
+from tpuperf.data.opcodes import opcode_name
 from tpuperf.errors import TpuperfError
 from tpuperf.provenance import source_fingerprint
 from tpuperf.training.batches import TILE_CONFIG_DIM, BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
-EXPORT_FORMAT = 2  # 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope
+EXPORT_FORMAT = (
+    3  # 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope; 3: train_opcodes
+)
 MANIFEST = "manifest.json"
-MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile", "fingerprint")
+MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile", "fingerprint", "train_opcodes")
 MEMBER_CHOICES = ("all", "best")  # tpuperf rank --members: the whole exported ensemble, or its top-weighted model
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
 
@@ -244,6 +249,7 @@ class ExportedModel:
                 int(k): self._read_weights(self.dir / name / f"fold_{k}.npz", model) for k in spec["folds"]
             }
         self._scorers: dict[str, Any] = {}
+        self.train_opcodes = np.asarray(m["train_opcodes"], dtype=np.int64)  # sorted ids training saw
 
     def _read_weights(self, path: Path, model) -> list[np.ndarray]:
         try:
@@ -312,11 +318,25 @@ class ExportedModel:
                 )
         return pl.concat(frames)
 
+    def _warn_unseen_opcodes(self, g: CachedGraph) -> None:
+        """Warn (UserWarning) naming how many of ``g``'s (pruned) nodes have opcodes no train graph's node had, and
+        which: their embedding rows kept their random initial values, so the models read those ops as noise."""
+        unseen = ~np.isin(g.node_opcode, self.train_opcodes)
+        if not unseen.any():
+            return
+        ids, counts = np.unique(np.asarray(g.node_opcode)[unseen], return_counts=True)
+        names = ", ".join(f"{opcode_name(int(i))} ({int(i)}) x{int(c)}" for i, c in zip(ids, counts))
+        warnings.warn(
+            f"{g.graph_id}: {int(unseen.sum())} of its {len(unseen)} nodes have opcodes the {self.collection.name} "
+            f"models never saw in training: {names}; their embeddings are untrained, so the ranking may be poor",
+            stacklevel=3,
+        )
+
     def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None, members: str = "all") -> list[Ranking]:
         """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each, and a cut
         ranking lists every distinct configuration before any repeat (:func:`_same_labels`); ``members``: which
         models score them (:meth:`member_weights`). :class:`ModelExportError` for a graph with an opcode id
-        beyond a member's ``opcode_vocab``."""
+        beyond a member's ``opcode_vocab``; a UserWarning for one with opcodes no train graph had."""
         from tpuperf.submission.csv import rankings_from_predictions
         from tpuperf.submission.ensemble import combine
 
@@ -330,6 +350,8 @@ class ExportedModel:
                         f"{g.graph_id}: opcode id {top_id} is beyond the {vocab}-row opcode "
                         f"embedding of the exported {name}: it cannot rank this program (train with a larger opcode_vocab)"
                     )
+        for g in graphs:
+            self._warn_unseen_opcodes(g)
         scores = self.member_scores(graphs, weights)
         first = {
             (self.collection.name, g.graph_id): same
@@ -433,7 +455,7 @@ def rank(
     another version or other tpuperf sources, weights that do not fit), FileNotFoundError for a path that does not
     exist or a directory without ``.npz`` files, and ValueError for a bad ``collection`` or ``top``. Every file is
     checked before any is scored. Warns (UserWarning) when the export's models were trained on a synthetic dataset
-    (its stats' ``data_source``).
+    (its stats' ``data_source``), and per file holding opcodes no (pruned) train graph had, naming them.
     """
     from tpuperf.data.preprocess import prepare_graph
 

@@ -55,7 +55,7 @@ from tpuperf.collection import COLLECTIONS, Collection, get_collection
 from tpuperf.config import WEIGHT_SCHEMES, Config, PreprocessConfig, plain
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
-from tpuperf.metrics import collection_score, rank_configs, unranked_graphs
+from tpuperf.metrics import collection_score, ranking_positions, unranked_graphs
 from tpuperf.runs import (
     ENSEMBLE_METRICS_FILE,
     ENSEMBLE_REPORT_FILE,
@@ -238,6 +238,17 @@ def check_settings(
         raise EnsembleError(f"{collection.name}: {what}: train again ({again})")
 
 
+def check_reports(settings: EnsembleSettings, collection: Collection, reports: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse the run reports (model -> :func:`tpuperf.runs.read_run_report`) of ``collection`` whose models were
+    predicted from another cache than ``settings.cache_dir`` holds now (:func:`check_predicted_from`) or trained
+    with other settings than params.yaml holds (:func:`check_settings`): the checks the submission and the export
+    (:mod:`tpuperf.ranking.export`) both make. Raises :class:`EnsembleError` (or
+    :class:`tpuperf.data.cache.CacheError` without a cache), as those do."""
+    made_from = {m: r["predicted_from"] for m, r in reports.items()}
+    check_predicted_from(collection, made_from, settings.cache_dir)
+    check_settings(collection, made_from, settings.model_settings, settings.train_settings)
+
+
 # ---------------------------------------------------------------- combining
 
 
@@ -330,10 +341,7 @@ def score_predictions(df: pl.DataFrame, first: Mapping[tuple[str, str], np.ndarr
     runtimes: dict[str, dict[str, np.ndarray]] = {}
     labels: dict[str, dict[str, np.ndarray]] = {}
     for (name, graph_id), group in df.sort("config_id").group_by(["collection", "graph_id"], maintain_order=True):
-        order = rank_configs(group["pred"].to_numpy())
-        position = np.empty(order.size, dtype=np.float64)
-        position[order] = np.arange(order.size)  # ties broken as the row breaks them (Kendall tau sees no tie)
-        preds.setdefault(name, {})[graph_id] = position
+        preds.setdefault(name, {})[graph_id] = ranking_positions(group["pred"].to_numpy())
         runtimes.setdefault(name, {})[graph_id] = group["runtime"].to_numpy()
         same = identical_labels(first, name, graph_id, group["config_id"].to_numpy())
         if same is not None:
@@ -471,9 +479,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
         reports = {m: read_run_report(settings.runs_dir, collection, m, settings.folds) for m in settings.models}
         for m, r in reports.items():
             check_prediction_digests(settings.runs_dir, collection, m, r, settings.folds)
-        made_from = {m: r["predicted_from"] for m, r in reports.items()}
-        check_predicted_from(collection, made_from, settings.cache_dir)
-        check_settings(collection, made_from, settings.model_settings, settings.train_settings)
+        check_reports(settings, collection, reports)
         oof = {m: float(r["oof_score"]) for m, r in reports.items()}
         weights = model_weights(oof, settings.weights, settings.temperature, min_weight=settings.min_weight)
         df = df.filter(pl.col("model").is_in(list(weights)))

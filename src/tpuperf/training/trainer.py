@@ -53,7 +53,7 @@ from tpuperf.collection import Collection, get_collection
 from tpuperf.config import Config, ModelConfig, TrainConfig, plain
 from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
-from tpuperf.metrics import collection_score, has_ranking, unranked_graphs
+from tpuperf.metrics import collection_score, has_ranking, ranking_positions, unranked_graphs
 from tpuperf.provenance import weights_for_cache
 from tpuperf.runs import (
     BEST_CHECKPOINT,
@@ -155,9 +155,11 @@ def mean_score(
     distinct runtimes (:func:`tpuperf.metrics.collection_score`).
 
     ``scores[graph_id]``: float (r,), one per scored config row: every row of the graph, or with ``rows``
-    the int (r,) cache rows ``rows[graph_id]``. Runtimes and, for tile, the ``config_first`` labels
-    (identical configurations, so a top 5 holds distinct ones as the submission's does) are taken at the
-    same rows.
+    the int (r,) ascending cache rows ``rows[graph_id]`` (cache rows are in config id order). Each graph's
+    scores are scored as the positions of its submission row (:func:`tpuperf.metrics.ranking_positions`:
+    ties to the lower config id, as the ensemble's valid score ranks them). Runtimes and, for tile, the
+    ``config_first`` labels (identical configurations, so a top 5 holds distinct ones as the submission's
+    does) are taken at the same rows.
     """
 
     def at_rows(g: CachedGraph, values: np.ndarray) -> np.ndarray:
@@ -168,7 +170,8 @@ def mean_score(
         return None
     tile = collection.kind.top_k is not None
     same = {g.graph_id: at_rows(g, g.config_first) for g in graphs} if tile else None
-    return collection_score(collection, scores, truth, same)
+    positions = {g: ranking_positions(s) for g, s in scores.items()}
+    return collection_score(collection, positions, truth, same)
 
 
 @dataclass
@@ -590,6 +593,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
                 "best_epoch": state.best_epoch,
                 "epochs_run": state.epochs_done,
                 "oof_score": state.best_score,
+                "state_fingerprint": state.fingerprint,  # the checkpoints this describes (tpuperf export checks)
                 "valid_score": mean_score(collection, scored["valid"], scores["valid"]),
                 "train_seconds": round(state.train_seconds, 2),
                 "train_config_slots_per_s": round(state.train_configs / max(state.train_seconds, 1e-9), 1),
