@@ -26,7 +26,7 @@ from tpuperf.data.npz import DataFormatError, read_header
 from tpuperf.data.opcodes import opcode_name
 from tpuperf.data.preprocess import first_identical, prepare_graph, preprocess_collection
 from tpuperf.metrics import rank_configs
-from tpuperf.ranking.export import ExportError, export_collection
+from tpuperf.ranking.export import ExportError, export_collection, train_opcodes
 from tpuperf.ranking.ranker import EXPORT_FORMAT, ExportedModel, ModelExportError, code_fingerprint, load_export
 
 REPO = Path(__file__).resolve().parents[1]
@@ -465,6 +465,21 @@ def test_opcodes_training_never_saw_are_named(exported, tmp_path):
         rf"saw in training: {name} \({unseen}\) x2; their embeddings are untrained",
     ):
         tpuperf.rank([path], root / "models")
+
+
+def test_train_opcodes_leave_out_the_train_graphs_training_leaves_out():
+    """A train graph without 2 distinct runtimes (the real openai_v0_rnn_optimized: 20 identical configs) is left
+    out of every training batch, so an opcode only it has was never trained: the manifest listed it as seen."""
+
+    class Cache:
+        def graphs(self, split):
+            assert split == "train"
+            return [
+                dataclasses.make_dataclass("G", ["node_opcode", "runtime"])(np.array([3, 5, 3]), np.array([1.0, 2.0])),
+                dataclasses.make_dataclass("G", ["node_opcode", "runtime"])(np.array([7, 3]), np.array([4.0, 4.0])),
+            ]
+
+    assert train_opcodes(Cache()) == [3, 5]
 
 
 def test_opcode_vocab_is_read_once_at_load(exported, tmp_path):

@@ -41,6 +41,7 @@ from tpuperf.collection import Collection
 from tpuperf.config import Config
 from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError
+from tpuperf.metrics import has_ranking
 from tpuperf.provenance import weights_for_cache
 from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model, code_fingerprint
 from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_run_report, report_path
@@ -65,6 +66,14 @@ def fingerprint(cache_dir: Path) -> dict[str, str]:
     """``data``: hash of the cache's stats.json and index.parquet (the transform and the graphs it
     was fitted on); ``code``: :func:`tpuperf.ranking.ranker.code_fingerprint`, which the ranker requires of an export."""
     return {"data": _sha256([cache_dir / STATS_FILE, cache_dir / INDEX_FILE]), "code": code_fingerprint()}
+
+
+def train_opcodes(cache: CollectionCache) -> list[int]:
+    """Sorted opcode ids of the (pruned) nodes of the train graphs training learns from: the manifest's
+    ``train_opcodes``; the embedding rows of the others were never trained (``tpuperf rank`` warns). A train graph
+    without 2 distinct runtimes is left out of training (:func:`tpuperf.metrics.has_ranking`), so of this too."""
+    trained = (g for g in cache.graphs("train") if has_ranking(g.runtime))
+    return sorted(set().union(*(np.unique(g.node_opcode).tolist() for g in trained)))
 
 
 def _fold_checkpoint(
@@ -167,8 +176,7 @@ def export_collection(config: Config, collection: Collection) -> Path:
             },
             "jit_compile": train.jit_compile,
             "stats": cache.stats,
-            # opcode ids of the nodes training saw (pruned train graphs): the others' embedding rows are untrained
-            "train_opcodes": sorted(set().union(*(np.unique(g.node_opcode).tolist() for g in cache.graphs("train")))),
+            "train_opcodes": train_opcodes(cache),
             "fingerprint": fingerprint(cache.dir),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
