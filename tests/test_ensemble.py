@@ -12,7 +12,7 @@ import yaml
 from conftest import params_with
 
 from tpuperf.collection import COLLECTIONS, get_collection
-from tpuperf.config import Config, ConfigError, deep_merge, plain
+from tpuperf.config import Config, ConfigError, deep_merge
 from tpuperf.data.cache import FORMAT_VERSION, INDEX_FILE, PREPROCESS_KEYS, STATS_FILE, CacheError, CollectionCache
 from tpuperf.data.download import MANIFEST_NAME, build_manifest
 from tpuperf.data.preprocess import first_identical
@@ -26,6 +26,7 @@ from tpuperf.runs import (
     read_ensemble_report,
     read_oof_score,
     report_path,
+    trained_with,
     write_run_report,
 )
 from tpuperf.submission.csv import SubmissionError, check_submission, score_submission
@@ -271,11 +272,9 @@ def write_metrics(runs: Path, collection: str, model: str, oof: float, folds: in
     if not cache.is_dir():
         write_cache(runs, collection)
     config = Config.from_dict(ensemble_params(runs, runs, {}))  # the settings as params.yaml has them
-    cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # not recorded (tpuperf.training.trainer)
     made_from = {
         "weights_for": "w",
-        "model": plain(config.model(model)),
-        "train": {k: v for k, v in plain(config.train).items() if k not in cosmetic},
+        **trained_with(config, model),
         **CollectionCache(cache.parent, collection).identity(),
     }
     return write_run_report(

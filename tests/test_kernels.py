@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,7 +42,8 @@ from tpuperf.kaggle.kernels import (
     wait_until_ready,
 )
 from tpuperf.provenance import source_fingerprint
-from tpuperf.runs import read_fold_predictions
+from tpuperf.runs import check_prediction_digests, read_fold_predictions, trained_with
+from tpuperf.submission.ensemble import setting_differences
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "kernels" / "requirements-kernel.txt"
@@ -279,6 +281,29 @@ def test_build_refuses_missing_wheels_tensorflow_pins_and_no_username(tmp_path: 
         read_requirements(bad)
     with pytest.raises(KernelError, match="set kernels.username in params.yaml or export KAGGLE_USERNAME"):
         build_kernels(deep_merge(params, {"kernels": {"username": None}}), tmp_path / "out")
+
+
+def test_build_refuses_overrides_the_local_ensemble_would_refuse(tmp_path: Path):
+    """kernels.overrides merged a training knob (train.epochs), a model setting or a preprocess setting into the
+    kernels' params: their runs (hours of TPU time) came back to a local ensemble that compares each run report's
+    settings and the cache's with params.yaml's and refuses them all. The build names each such override; how a run
+    executes (small_params' strategy, jit_compile, verbose, jobs) builds."""
+    params = small_params(tmp_path)
+    local = params_with({})
+    bad = {"train": {"epochs": 3, "cpu_replicas": 2}, "models": {"tiny": {"units": 3}}, "preprocess": {"hops": 4}}
+    with pytest.raises(KernelError) as err:
+        build_kernels(deep_merge(params, {"kernels": {"overrides": bad}}), tmp_path / "out")
+    said = str(err.value)
+    assert said.startswith("kernels.overrides changes settings the local tpuperf ensemble compares with params.yaml's")
+    for differs in (
+        f"preprocess.hops: 4 in kernels.overrides, {local['preprocess']['hops']} in params.yaml",
+        f"models.tiny.units: 3 in kernels.overrides, {TINY_MODEL['units']} in params.yaml",
+        "train.epochs: 3 in kernels.overrides, 1 in params.yaml",
+    ):
+        assert differs in said
+    assert "cpu_replicas" not in said.split(": set them in params.yaml")[0]
+    assert not (tmp_path / "out").exists()
+    assert build_kernels(params, tmp_path / "out")  # small_params' overrides: how a run executes
 
 
 def test_download_wheels_commands(tmp_path: Path):
@@ -556,6 +581,13 @@ def test_entry_script_runs_the_pipeline_locally(built: Path, tmp_path: Path):
                 assert sorted(rows["config_id"].to_list()) == list(range(configs)), (split, path.stem, fold)
     metrics = json.loads((working / "runs" / "tile-xla" / "tiny" / "report.json").read_text())
     assert [f["fold"] for f in metrics["folds"]] == [0, 1] and metrics["metric"] == "tile_score"
+    # the local ensemble takes the run, copied into runs/: trained with params.yaml's settings (the overrides only
+    # change how it ran), its fold files the ones its report describes
+    local = load_config(built.parent.parent / "params.yaml")
+    assert setting_differences("tiny", metrics["predicted_from"], trained_with(local, "tiny")) == []
+    runs = tmp_path / "runs"
+    shutil.copytree(working / "runs", runs)
+    check_prediction_digests(runs, collection, "tiny", metrics, folds=2)
 
 
 # ---------------------------------------------------------------- (4) environment checks

@@ -49,6 +49,7 @@ import polars as pl
 
 from tpuperf.atomic import write_json_atomic
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
+from tpuperf.config import Config, plain
 from tpuperf.errors import TpuperfError
 
 PREDICTIONS_DIR = "predictions"
@@ -137,6 +138,22 @@ def fold_checkpoint_dir(checkpoints_dir: Path | str, collection: Collection, mod
     return Path(checkpoints_dir, collection.slug, model, f"fold_{fold}")
 
 
+# ---------------------------------------------------------------- which settings a report records
+
+#: train settings that cannot change what a fold learns: left out of the checkpoints' fingerprint and of what a run
+#: report records (:func:`trained_with`)
+TRAIN_COSMETIC_KEYS = ("verbose", "live", "runs_dir", "checkpoints_dir")
+
+
+def trained_with(config: Config, model: str) -> dict[str, dict[str, Any]]:
+    """``{"model": ..., "train": ...}``: what a run report's ``predicted_from`` records of the settings a run of
+    ``model`` was made with (``config.model(model)`` and ``config.train`` as params.yaml holds them, without
+    :data:`TRAIN_COSMETIC_KEYS`), as JSON reads them back (:func:`tpuperf.config.plain`). ConfigError for an
+    unknown model."""
+    train = {k: v for k, v in plain(config.train).items() if k not in TRAIN_COSMETIC_KEYS}
+    return {"model": plain(config.model(model)), "train": train}
+
+
 # ---------------------------------------------------------------- which predictions a report describes
 
 
@@ -144,7 +161,11 @@ def prediction_digests(runs_dir: Path | str, collection: Collection, model: str)
     """``{fold_<k>.parquet: sha256 of its bytes (16 hex chars)}`` of every fold file in the run's predictions dir
     (none when it is missing): what a run report's ``predictions`` records, written once every fold is."""
     pred_dir = predictions_dir(runs_dir, collection, model)
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(pred_dir.glob("fold_*.parquet"))}
+    return {p.name: _digest(p) for p in sorted(pred_dir.glob("fold_*.parquet"))}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def check_prediction_digests(
@@ -157,7 +178,7 @@ def check_prediction_digests(
     recorded = report["predictions"]
     for fold in range(folds):
         path = prediction_path(runs_dir, collection, model, fold)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        digest = _digest(path)
         if recorded.get(path.name) != digest:
             raise PredictionFormatError(
                 path,

@@ -308,6 +308,32 @@ def _write_json(path: Path, payload: dict) -> None:
 # ---------------------------------------------------------------- build
 
 
+def check_overrides(config: Config, run: Config, models: Sequence[str]) -> None:
+    """KernelError naming every setting ``kernels.overrides`` changes (``run``: params.yaml merged with them) that
+    the local ``tpuperf ensemble`` compares with params.yaml's (``config``), so that it would refuse the kernels'
+    runs after their hours of TPU time: a ``preprocess`` setting the cache records
+    (:data:`tpuperf.data.cache.PREPROCESS_KEYS`), a setting of one of ``models`` or a train setting a run report
+    records (:func:`tpuperf.submission.ensemble.setting_differences`). How a run executes may be overridden."""
+    from tpuperf.data.cache import PREPROCESS_KEYS
+    from tpuperf.runs import trained_with
+    from tpuperf.submission.ensemble import setting_differences
+
+    where = ("kernels.overrides", "params.yaml")
+    diff = [
+        f"preprocess.{k}: {getattr(run.preprocess, k)} in {where[0]}, {getattr(config.preprocess, k)} in {where[1]}"
+        for k in PREPROCESS_KEYS
+        if getattr(run.preprocess, k) != getattr(config.preprocess, k)
+    ]
+    for model in models:
+        diff += setting_differences(model, trained_with(run, model), trained_with(config, model), *where)
+    if diff:
+        raise KernelError(
+            f"kernels.overrides changes settings the local tpuperf ensemble compares with params.yaml's, so it would "
+            f"refuse the kernels' runs: {'; '.join(dict.fromkeys(diff))}: set them in params.yaml instead (overrides "
+            "may change how a run executes: train.strategy, cpu_replicas, jit_compile, verbose, live, jobs)"
+        )
+
+
 def build_kernels(
     params: dict[str, Any],
     out: Path | str,
@@ -334,9 +360,8 @@ def build_kernels(
     plans = plan_kernels(settings, cols, models)
     competition = config.data.competition
     run_params = deep_merge(params, settings.overrides)
-    Config.from_dict(
-        run_params, "params.yaml merged with kernels.overrides"
-    )  # a bad override fails here, not on Kaggle
+    # a bad override fails here, not on Kaggle
+    check_overrides(config, Config.from_dict(run_params, "params.yaml merged with kernels.overrides"), models)
 
     out = Path(out)
     with replaced_dir(out) as tmp:

@@ -55,9 +55,8 @@ from tpuperf.errors import TpuperfError
 from tpuperf.provenance import source_fingerprint
 from tpuperf.training.batches import TILE_CONFIG_DIM, BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
-EXPORT_FORMAT = (
-    3  # 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope; 3: train_opcodes
-)
+# 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope; 3: train_opcodes
+EXPORT_FORMAT = 3
 MANIFEST = "manifest.json"
 MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile", "fingerprint", "train_opcodes")
 MEMBER_CHOICES = ("all", "best")  # tpuperf rank --members: the whole exported ensemble, or its top-weighted model

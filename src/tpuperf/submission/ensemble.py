@@ -203,12 +203,32 @@ def check_predicted_from(collection: Collection, made_from: Mapping[str, Mapping
     )
 
 
-def _differences(section: str, was: Mapping[str, Any], now: Mapping[str, Any], keys: list[str]) -> list[str]:
+def _differences(
+    section: str, was: Mapping[str, Any], now: Mapping[str, Any], keys: list[str], was_in: str, now_in: str
+) -> list[str]:
     return [
-        f"{section}.{k}: {was.get(k, 'absent')} in its run report, {now.get(k, 'absent')} in params.yaml"
+        f"{section}.{k}: {was.get(k, 'absent')} in {was_in}, {now.get(k, 'absent')} in {now_in}"
         for k in keys
         if was.get(k, "absent") != now.get(k, "absent")
     ]
+
+
+def setting_differences(
+    model: str,
+    was: Mapping[str, Mapping[str, Any]],
+    now: Mapping[str, Mapping[str, Any]],
+    was_in: str = "its run report",
+    now_in: str = "params.yaml",
+) -> list[str]:
+    """``<section>.<key>: <was> in <was_in>, <now> in <now_in>`` for each setting of ``model`` that differs between
+    two ``{"model": ..., "train": ...}`` (as :func:`tpuperf.runs.trained_with` gives them, e.g. a run report's
+    ``predicted_from``): every model setting, and every train setting ``was`` holds except :data:`TRAIN_EXECUTION_KEYS`."""
+    was_model, now_model = was["model"], now["model"]
+    keys = list(now_model) + [k for k in was_model if k not in now_model]
+    trained = [k for k in was["train"] if k not in TRAIN_EXECUTION_KEYS]
+    return _differences(f"models.{model}", was_model, now_model, keys, was_in, now_in) + _differences(
+        "train", was["train"], now["train"], trained, was_in, now_in
+    )
 
 
 def check_settings(
@@ -219,17 +239,15 @@ def check_settings(
 ) -> None:
     """Refuse models of ``collection`` whose run was trained with other settings than params.yaml holds now.
     ``made_from``: model -> its run report's ``predicted_from``; ``model_settings``: model -> its section merged with
-    ``model_base``; ``train_settings``: the ``train`` section (:class:`EnsembleSettings`). Every model setting is
-    compared, and every train setting the report records (not the cosmetic ones) except :data:`TRAIN_EXECUTION_KEYS`.
+    ``model_base``; ``train_settings``: the ``train`` section (:class:`EnsembleSettings`). Compared by
+    :func:`setting_differences` (the settings the report records, not the cosmetic train ones, except
+    :data:`TRAIN_EXECUTION_KEYS`).
 
     Raises :class:`EnsembleError` naming the collection, each such model and every key that differs with both values.
     """
     stale = {}
     for model, made in made_from.items():
-        was, now = made["model"], model_settings[model]
-        diff = _differences(f"models.{model}", was, now, list(now) + [k for k in was if k not in now])
-        trained = [k for k in made["train"] if k not in TRAIN_EXECUTION_KEYS]
-        diff += _differences("train", made["train"], train_settings, trained)
+        diff = setting_differences(model, made, {"model": model_settings[model], "train": train_settings})
         if diff:
             stale[model] = "; ".join(diff)
     if stale:

@@ -50,7 +50,7 @@ import tensorflow as tf
 
 from tpuperf.atomic import write_atomic, write_json_atomic
 from tpuperf.collection import Collection, get_collection
-from tpuperf.config import Config, ModelConfig, TrainConfig, plain
+from tpuperf.config import Config, ModelConfig, TrainConfig
 from tpuperf.data.cache import STATS_FILE, CachedGraph, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import collection_score, has_ranking, ranking_positions, unranked_graphs
@@ -59,10 +59,12 @@ from tpuperf.runs import (
     BEST_CHECKPOINT,
     BEST_OOF_FILE,
     STATE_FILE,
+    TRAIN_COSMETIC_KEYS,
     fold_checkpoint_dir,
     live_dir,
     prediction_digests,
     prediction_path,
+    trained_with,
     write_run_report,
 )
 from tpuperf.training.batches import (
@@ -537,9 +539,8 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         splits["train"], settings.configs_per_graph, settings.samples_per_graph[collection.kind.name]
     )
     feat_dim = cache.node_feat_dim
-    cosmetic = ("verbose", "live", "runs_dir", "checkpoints_dir")  # cannot change what a fold learns
     weights_for = weights_for_cache(asdict(model), cache)
-    decisive = {k: v for k, v in asdict(settings).items() if k not in cosmetic}
+    decisive = {k: v for k, v in asdict(settings).items() if k not in TRAIN_COSMETIC_KEYS}
     fingerprint = _fingerprint(
         weights_for,
         decisive,
@@ -618,8 +619,7 @@ def train_collection(collection: Collection | str, model_name: str, config: Conf
         "predicted_from": {
             **cache.identity(),
             "weights_for": weights_for,
-            "model": plain(model),
-            "train": plain({k: v for k, v in asdict(config.train).items() if k not in cosmetic}),  # as params.yaml
+            **trained_with(config, model_name),  # the settings as params.yaml holds them
         },
     }
     written = write_run_report(settings.runs_dir, collection, model_name, metrics)
