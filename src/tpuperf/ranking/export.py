@@ -108,8 +108,9 @@ def _fold_checkpoint(
         raise ExportError(
             f"{state_path}: fold {fold} of {model} is not the checkpoint {report} describes (fingerprint "
             f"{str(state.get('fingerprint'))[:12]}, the report records {recorded[:12]}): a train run stopped "
-            f"after this fold finished, so the report's out-of-fold score and the other folds are another run's; "
-            f"train {model} again ({again})"
+            f"after this fold finished, or run reports copied from elsewhere (a Kaggle kernel's runs/, whose "
+            f"checkpoints stay there), so the report's out-of-fold score is another run's; train {model} here "
+            f"again ({again})"
         )
     best = fold_dir / BEST_CHECKPOINT
     if not Path(f"{best}.index").is_file():
