@@ -27,8 +27,7 @@ import numpy as np
 
 from tpuperf.collection import COLLECTIONS, SPLITS, Collection
 from tpuperf.data.preprocess import first_identical
-
-TOP_K = 5  # the tile submission's top K, and `tpuperf rank`'s default for tile
+from tpuperf.metrics import TILE_TOP_K as TOP_K  # the tile submission's top K, `tpuperf rank`'s default for tile
 
 
 def file_repeats(path: Path, collection: Collection) -> dict:
