@@ -73,6 +73,9 @@ def test_cli_says_what_an_unwritable_location_or_an_interrupt_means(monkeypatch,
         assert code == 130 and err.startswith("tpuperf fingerprint interrupted: its outputs are written whole")
     else:
         assert code == 1 and err.startswith(f"tpuperf fingerprint failed: {raised}: nothing half-written is left")
+        # an unreadable input is denied too: the hint must not send the user to fix only where outputs go
+        may = "may read and write" if isinstance(raised, PermissionError) else "can write"
+        assert err.endswith(f"run it again once it {may} there\n")
 
 
 def test_cli_keeps_the_traceback_of_other_os_errors(monkeypatch):

@@ -392,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if not storage_error(exc):
             raise
+        # permission denied may be an input's (an unreadable .npz) as well as an output location's
+        may = "may read and write" if isinstance(exc, PermissionError) else "can write"
         print(
-            f"tpuperf {command} failed: {exc}: nothing half-written is left; run it again once it can write there",
+            f"tpuperf {command} failed: {exc}: nothing half-written is left; run it again once it {may} there",
             file=sys.stderr,
         )
         return 1
