@@ -37,8 +37,9 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 def storage_error(exc: BaseException) -> bool:
     """True for an OSError of where the inputs and outputs are rather than of tpuperf: permission denied
-    (PermissionError, reading or writing; polars raises it without an errno) or :data:`STORAGE_ERRNOS`. Its message names the path; every output is written to a
-    temp name and renamed (:mod:`tpuperf.atomic`), so nothing half-written is left."""
+    (PermissionError, reading or writing; polars raises it without an errno) or :data:`STORAGE_ERRNOS`. Its message
+    names the path; every output is written to a temp name and renamed (:mod:`tpuperf.atomic`), so nothing
+    half-written is left."""
     return isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
 
 
