@@ -76,7 +76,7 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     from tpuperf.data.cache import CollectionCache
     from tpuperf.provenance import weights_for_cache
     from tpuperf.ranking.ranker import build_member_model
-    from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, write_run_report
+    from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, trained_with, write_run_report
 
     cache = CollectionCache(config.preprocess.out, collection)
     feat_dim = cache.node_feat_dim
@@ -105,8 +105,7 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
                 "predicted_from": {
                     **cache.identity(),
                     "weights_for": weights_for,
-                    "model": dataclasses.asdict(config.model(name)),
-                    "train": {},  # untrained
+                    **trained_with(config, name),  # the settings params.yaml holds (the export compares them)
                 },
                 "predictions": {},  # none: the export reads only the checkpoints and oof_score
             },
