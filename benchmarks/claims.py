@@ -335,7 +335,7 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
 
     from tpuperf.config import Config
     from tpuperf.runs import STATE_FILE, fold_checkpoint_dir, read_fold_predictions
-    from tpuperf.submission.ensemble import combine, score_predictions
+    from tpuperf.submission.ensemble import combine, config_labels, score_predictions
     from tpuperf.training.trainer import train_collection
 
     runs_dir, ckpt_dir = work / "runs" / run.tag, work / "checkpoints" / run.tag
@@ -369,7 +369,10 @@ def train_run(run: Run, params: dict, work: Path, keep_scatter: bool, loss_args:
         "loss_args": loss_args,
         "seed": run.seed,
         "valid_score": metrics["valid_score_mean_fold"],
-        "valid_ensemble": score_predictions(combine(valid, {run.model: 1.0}))[collection.name],
+        # ranked as the submission ranks its rows (a tile top 5 of distinct configurations)
+        "valid_ensemble": score_predictions(
+            combine(valid, {run.model: 1.0}), config_labels(config.preprocess.out, collection, ["valid"])
+        )[collection.name],
         "oof_score": metrics["oof_score"],
         "fold_valid_scores": [f["valid_score"] for f in metrics["folds"]],
         "wall_seconds": wall,
