@@ -20,8 +20,7 @@ from ensemble_subsets import subset_scores  # noqa: E402
 def settings(min_weight: float) -> EnsembleSettings:
     return EnsembleSettings(
         models=("a", "b"),
-        model_settings={"a": {}, "b": {}},
-        train_settings={},
+        trained_with={"a": {"model": {}, "train": {}}, "b": {"model": {}, "train": {}}},
         preprocess=config_with({}).preprocess,
         collections=(),
         weights="oof",

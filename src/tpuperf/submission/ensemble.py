@@ -52,7 +52,7 @@ import numpy as np
 import polars as pl
 
 from tpuperf.collection import COLLECTIONS, Collection, get_collection
-from tpuperf.config import WEIGHT_SCHEMES, Config, PreprocessConfig, plain
+from tpuperf.config import WEIGHT_SCHEMES, Config, PreprocessConfig
 from tpuperf.data.cache import STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError, listing
 from tpuperf.metrics import collection_score, ranking_positions, unranked_graphs
@@ -63,6 +63,7 @@ from tpuperf.runs import (
     check_prediction_digests,
     read_fold_predictions,
     read_run_report,
+    trained_with,
     write_ensemble_report,
 )
 from tpuperf.submission.csv import identical_labels, rankings_from_predictions, skipped_files, write_submission
@@ -84,14 +85,13 @@ class EnsembleError(TpuperfError, ValueError):
 
 @dataclass(frozen=True)
 class EnsembleSettings:
-    """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`). ``model_settings``: each of ``models``'
-    params.yaml section merged with ``model_base``, and ``train_settings`` the train section, as
-    :func:`tpuperf.config.plain` (what run reports record); ``preprocess``: what each collection's cache must have
-    been built with (:meth:`tpuperf.data.cache.CollectionCache.check_built_with`)."""
+    """What ``ensemble.py`` reads from params.yaml (:meth:`from_config`). ``trained_with``: model -> what a run of it
+    made with params.yaml's settings records (:func:`tpuperf.runs.trained_with`: ``{"model": ..., "train": ...}``),
+    for each of ``models``; ``preprocess``: what each collection's cache must have been built with
+    (:meth:`tpuperf.data.cache.CollectionCache.check_built_with`)."""
 
     models: tuple[str, ...]
-    model_settings: Mapping[str, Mapping[str, Any]]
-    train_settings: Mapping[str, Any]
+    trained_with: Mapping[str, Mapping[str, Mapping[str, Any]]]
     preprocess: PreprocessConfig
     collections: tuple[Collection, ...]
     weights: str
@@ -109,8 +109,7 @@ class EnsembleSettings:
         preprocess.out)."""
         return cls(
             models=config.ensemble_models,
-            model_settings={m: plain(config.model(m)) for m in config.ensemble_models},
-            train_settings=plain(config.train),
+            trained_with={m: trained_with(config, m) for m in config.ensemble_models},
             preprocess=config.preprocess,
             collections=tuple(get_collection(slug) for slug in config.collections),
             weights=config.ensemble.weights,
@@ -234,20 +233,18 @@ def setting_differences(
 def check_settings(
     collection: Collection,
     made_from: Mapping[str, Mapping[str, Any]],
-    model_settings: Mapping[str, Mapping[str, Any]],
-    train_settings: Mapping[str, Any],
+    now: Mapping[str, Mapping[str, Mapping[str, Any]]],
 ) -> None:
     """Refuse models of ``collection`` whose run was trained with other settings than params.yaml holds now.
-    ``made_from``: model -> its run report's ``predicted_from``; ``model_settings``: model -> its section merged with
-    ``model_base``; ``train_settings``: the ``train`` section (:class:`EnsembleSettings`). Compared by
-    :func:`setting_differences` (the settings the report records, not the cosmetic train ones, except
-    :data:`TRAIN_EXECUTION_KEYS`).
+    ``made_from``: model -> its run report's ``predicted_from``; ``now``: model -> :func:`tpuperf.runs.trained_with`
+    of params.yaml (:attr:`EnsembleSettings.trained_with`). Compared by :func:`setting_differences` (every model
+    setting, and the train settings the report records except :data:`TRAIN_EXECUTION_KEYS`).
 
     Raises :class:`EnsembleError` naming the collection, each such model and every key that differs with both values.
     """
     stale = {}
     for model, made in made_from.items():
-        diff = setting_differences(model, made, {"model": model_settings[model], "train": train_settings})
+        diff = setting_differences(model, made, now[model])
         if diff:
             stale[model] = "; ".join(diff)
     if stale:
@@ -264,7 +261,7 @@ def check_reports(settings: EnsembleSettings, collection: Collection, reports: M
     :class:`tpuperf.data.cache.CacheError` without a cache), as those do."""
     made_from = {m: r["predicted_from"] for m, r in reports.items()}
     check_predicted_from(collection, made_from, settings.cache_dir)
-    check_settings(collection, made_from, settings.model_settings, settings.train_settings)
+    check_settings(collection, made_from, settings.trained_with)
 
 
 # ---------------------------------------------------------------- combining
@@ -464,7 +461,7 @@ def run_ensemble(settings: EnsembleSettings, split: str = "test", out: Path | st
 
     Each collection's cache must have been built with ``settings.preprocess`` (CacheError otherwise,
     :meth:`tpuperf.data.cache.CollectionCache.check_built_with`), every model of a collection predicted from it as
-    it is now (:func:`check_predicted_from`) and trained with its ``model_settings`` and ``train_settings``
+    it is now (:func:`check_predicted_from`) and trained with the settings ``trained_with`` holds
     (:func:`check_settings`), its fold files the ones its run report describes
     (:func:`tpuperf.runs.check_prediction_digests`); :class:`EnsembleError` / :class:`~tpuperf.runs.PredictionFormatError`
     otherwise. The submission is checked against ``data_dir``'s ``split`` files (and, for test, the sample
