@@ -8,9 +8,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import config_with
 
 from tpuperf.collection import get_collection
-from tpuperf.data.cache import FORMAT_VERSION, CacheError, CollectionCache, graph_dir
+from tpuperf.config import PRUNE_MODES
+from tpuperf.data.cache import (
+    FORMAT_VERSION,
+    PREPROCESS_KEYS,
+    CacheError,
+    CollectionCache,
+    graph_dir,
+    preprocess_differences,
+)
 
 LAYOUT = get_collection("layout:xla:random")
 TILE = get_collection("tile:xla")
@@ -132,3 +141,22 @@ def test_older_caches_are_refused_with_the_fix(tmp_path, old):
         CacheError, match=rf"stats.json: format version {old}, reader expects 6: run `dvc repro preprocess`"
     ):
         CollectionCache(tmp_path, LAYOUT)
+
+
+def test_preprocess_differences_of_settings_and_stats_json():
+    """One comparison serves the cache check (stats.json against params.yaml) and the kernels' overrides check (two
+    PreprocessConfigs): values as JSON reads them back, so a stats.json integer equals a float setting and a list
+    its tuple; only PREPROCESS_KEYS count, a key stats.json lacks is None."""
+    settings = config_with({}).preprocess
+    stats = json.loads(json.dumps({k: getattr(settings, k) for k in PREPROCESS_KEYS} | {"jobs": 99, "max_nodes": 7}))
+    stats["log1p_above"] = int(settings.log1p_above)  # 100 in stats.json, 100.0 in params.yaml
+    assert preprocess_differences(stats, settings) == []
+    assert preprocess_differences({"prune": ("khop", 1)}, {"prune": ["khop", 1]}) == []  # a tuple equals its list
+    prune = next(mode for mode in PRUNE_MODES if mode != settings.prune)
+    other = config_with({"preprocess": {"hops": settings.hops + 2, "prune": prune, "jobs": 1}}).preprocess
+    assert preprocess_differences(settings, other) == [
+        ("prune", settings.prune, prune),
+        ("hops", settings.hops, settings.hops + 2),
+    ]
+    del stats["std_floor"]
+    assert preprocess_differences(stats, settings) == [("std_floor", None, settings.std_floor)]

@@ -65,18 +65,20 @@ Only train graphs are deduplicated (valid/test keep every config, so ``config_id
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from tpuperf.collection import Collection, get_collection
+from tpuperf.config import plain
 from tpuperf.errors import TpuperfError
 
 if TYPE_CHECKING:
@@ -106,6 +108,22 @@ REBUILD_HINT = "run `dvc repro preprocess` (or `tpuperf preprocess --collection 
 
 class CacheError(TpuperfError, FileNotFoundError):
     """The cache is absent, incomplete or from another format version; says how to rebuild it."""
+
+
+def preprocess_differences(
+    a: PreprocessConfig | Mapping[str, Any], b: PreprocessConfig | Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """``(key, a's value, b's value)`` for each of :data:`PREPROCESS_KEYS` whose value differs between two sets of
+    preprocess settings, in that key order. Each is a :class:`tpuperf.config.PreprocessConfig` or a mapping such as
+    ``stats.json`` (a key it lacks is None); values are compared as JSON reads them back
+    (:func:`tpuperf.config.plain`: a tuple equals its list, 100 equals 100.0), and returned so."""
+
+    def values(settings: PreprocessConfig | Mapping[str, Any]) -> dict[str, Any]:
+        raw = settings if isinstance(settings, Mapping) else dataclasses.asdict(settings)
+        return plain({k: raw.get(k) for k in PREPROCESS_KEYS})
+
+    was, now = values(a), values(b)
+    return [(k, was[k], now[k]) for k in PREPROCESS_KEYS if was[k] != now[k]]
 
 
 @dataclass
@@ -215,9 +233,8 @@ class CollectionCache:
         e.g. ``preprocess.hops`` edited and ``tpuperf train`` run by hand without ``tpuperf preprocess`` would train,
         export and ensemble on the old cache as if it were the new setting's."""
         diff = [
-            f"preprocess.{k} {self.stats.get(k)!r} (params.yaml: {getattr(preprocess, k)!r})"
-            for k in PREPROCESS_KEYS
-            if self.stats.get(k) != getattr(preprocess, k)
+            f"preprocess.{k} {was!r} (params.yaml: {now!r})"
+            for k, was, now in preprocess_differences(self.stats, preprocess)
         ]
         if diff:
             hint = REBUILD_HINT.replace("<name>", self.collection.slug)

@@ -312,17 +312,16 @@ def check_overrides(config: Config, run: Config, models: Sequence[str]) -> None:
     """KernelError naming every setting ``kernels.overrides`` changes (``run``: params.yaml merged with them) that
     the local ``tpuperf ensemble`` compares with params.yaml's (``config``), so that it would refuse the kernels'
     runs after their hours of TPU time: a ``preprocess`` setting the cache records
-    (:data:`tpuperf.data.cache.PREPROCESS_KEYS`), a setting of one of ``models`` or a train setting a run report
+    (:func:`tpuperf.data.cache.preprocess_differences`), a setting of one of ``models`` or a train setting a run report
     records (:func:`tpuperf.submission.ensemble.setting_differences`). How a run executes may be overridden."""
-    from tpuperf.data.cache import PREPROCESS_KEYS
+    from tpuperf.data.cache import preprocess_differences
     from tpuperf.runs import trained_with
     from tpuperf.submission.ensemble import setting_differences
 
     where = ("kernels.overrides", "params.yaml")
     diff = [
-        f"preprocess.{k}: {getattr(run.preprocess, k)} in {where[0]}, {getattr(config.preprocess, k)} in {where[1]}"
-        for k in PREPROCESS_KEYS
-        if getattr(run.preprocess, k) != getattr(config.preprocess, k)
+        f"preprocess.{k}: {was} in {where[0]}, {now} in {where[1]}"
+        for k, was, now in preprocess_differences(run.preprocess, config.preprocess)
     ]
     for model in models:
         diff += setting_differences(model, trained_with(run, model), trained_with(config, model), *where)
