@@ -91,8 +91,8 @@ def test_unserialisable_json_keeps_the_old_file(tmp_path):
 
 def test_a_killed_writers_leftovers_go_at_the_next_write(tmp_path):
     """SIGKILL mid-`tpuperf preprocess` left its hidden staging directory (up to a cache's size) beside the cache,
-    one more per kill, and mid-swap the moved-aside old cache; nothing removed them. The next write of the same
-    target now removes those of writers no longer running, and keeps a running writer's."""
+    one more per kill, and mid-swap the moved-aside old cache; nothing removed them. The next write into that
+    directory now removes those of writers no longer running, of any target there, and keeps a running writer's."""
     import subprocess
     import sys
 
@@ -106,12 +106,36 @@ def test_a_killed_writers_leftovers_go_at_the_next_write(tmp_path):
         (d / "train" / "g.npy").write_bytes(b"x" * 100)
     live = final.with_name(f".tile-xla.staging-{os.getpid()}-89abcdef")  # a concurrent writer still at work
     live.mkdir()
-    other = final.with_name(f".tile-xla-other.staging-{dead}-0123abcd")  # another target's: not this write's
+    other = final.with_name(f".tile-xla-other.staging-{dead}-0123abcd")  # another target's in the same directory
     other.mkdir()
+    mine = final.with_name("tile-xla.staging-1-0123abcd")  # not a hidden name a writer makes: the user's
+    mine.mkdir()
     with replaced_dir(final) as tmp:
         (tmp / "stats.json").write_text("{}")
-    assert sorted(p.name for p in final.parent.iterdir()) == sorted(["tile-xla", live.name, other.name])
+    assert sorted(p.name for p in final.parent.iterdir()) == sorted(["tile-xla", live.name, mine.name])
     stale_file = tmp_path / f".report.json.tmp-{dead}-0123abcd"
     stale_file.write_text("{")
     write_json_atomic(tmp_path / "report.json", {"a": 1})
     assert not stale_file.exists() and json.loads((tmp_path / "report.json").read_text()) == {"a": 1}
+
+
+def test_writing_many_files_into_one_directory_lists_it_once(tmp_path, monkeypatch):
+    """Every write listed its directory for a killed writer's leftovers, so `tpuperf synth` writing n files into one
+    directory took O(n^2) (benchmarks/atomic_writes.py). A process now lists a directory at its first write there;
+    a leftover appearing later stays for the next run to remove."""
+    import subprocess
+    import sys
+
+    listed = []
+    for name in ("listdir", "scandir"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda path=".", real=real: listed.append(os.fspath(path)) or real(path))
+    out = tmp_path / "npz"
+    for i in range(20):
+        write_text_atomic(out / f"{i}.txt", str(i))
+    assert [p for p in listed if os.path.abspath(p) == str(out)] == [os.fspath(out)]
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    later = out / f".0.txt.tmp-{int(done.stdout)}-0123abcd"
+    later.write_text("0")
+    write_text_atomic(out / "0.txt", "again")
+    assert later.exists() and len(listed) == 1

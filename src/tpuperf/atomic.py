@@ -3,7 +3,7 @@
 Every output of the pipeline (cache, checkpoints state, predictions, metrics, submissions,
 datasets, kernel folders) is written next to its target and renamed into place, so a kill or
 an error never leaves a half-written file or directory; what a SIGKILL leaves beside it is removed by the next
-write of that target (:func:`remove_stale_siblings`). Temp files are created with a plain
+process's first write into that directory (:func:`remove_stale_leftovers`). Temp files are created with a plain
 ``open`` (mode 0666 minus the umask) rather than :func:`tempfile.mkstemp` (always 0600,
 which ``os.replace`` would carry to the published file); staging directories likewise with
 ``mkdir`` (0777 minus the umask) rather than :func:`tempfile.mkdtemp` (0700).
@@ -11,7 +11,6 @@ which ``os.replace`` would carry to the published file); staging directories lik
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -38,17 +37,28 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_stale_siblings(path: Path) -> list[Path]:
-    """Delete what writers of ``path`` killed outright (SIGKILL, OOM killer) left beside it: the hidden temp files,
-    staging and moved-aside directories :func:`_sibling` names, whose process no longer runs. A killed
-    ``preprocess`` leaves a staging directory of up to the cache's size, one per kill. Writers still running on
-    this host keep theirs; the pid is this host's, so writers of one directory on several hosts or in containers
-    with their own pid namespaces are not supported (a removed live writer's publish then fails: FileNotFoundError).
-    Returns the paths removed."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:tmp|staging|old)-(\d+)-[0-9a-f]{{8}}")
+# what _sibling names: .<target>.<tag>-<pid>-<8 hex>
+_LEFTOVER = re.compile(r"\..+\.(?:tmp|staging|old)-(\d+)-[0-9a-f]{8}")
+# the directories (absolute paths) remove_stale_leftovers has listed in this process
+_cleaned: set[str] = set()
+
+
+def remove_stale_leftovers(directory: Path) -> list[Path]:
+    """Delete what writers killed outright (SIGKILL, OOM killer) left in ``directory``: the hidden temp files,
+    staging and moved-aside directories :func:`_sibling` names, of any target there, whose process no longer runs.
+    A killed ``preprocess`` leaves a staging directory of up to the cache's size, one per kill. Each process lists a
+    directory once, at its first write there (later calls return at once): listing it at every write made writing
+    n files into one directory O(n^2) (``python benchmarks/atomic_writes.py``), and what a writer leaves when it
+    is killed is the next run's to remove. Writers still running on this host keep theirs; the pid is this host's,
+    so writers of one directory on several hosts or in containers with their own pid namespaces are not supported
+    (a removed live writer's publish then fails: FileNotFoundError). Returns the paths removed."""
+    key = os.path.abspath(directory)
+    if key in _cleaned:
+        return []
+    _cleaned.add(key)
     removed = []
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        match = pattern.fullmatch(stale.name)
+    for stale in [Path(directory, name) for name in os.listdir(directory)]:
+        match = _LEFTOVER.fullmatch(stale.name)
         if match is None or _running(int(match[1])):
             continue
         if stale.is_dir() and not stale.is_symlink():
@@ -69,7 +79,7 @@ def write_atomic(path: Path | str, write: Callable[[Path], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_siblings(path)
+    remove_stale_leftovers(path.parent)
     tmp = _sibling(path, "tmp")
     try:
         write(tmp)
@@ -101,7 +111,7 @@ def replaced_dir(final: Path | str) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_siblings(final)
+    remove_stale_leftovers(final.parent)
     staging = _sibling(final, "staging")
     staging.mkdir()
     try:

@@ -278,7 +278,7 @@ def _fill_kaggle(staging: Path, params: DataConfig) -> dict[str, Any]:
             "data.source: auto or synthetic to use generated data."
         )
     # inside the staging dir (same file system as the output): what a SIGKILL leaves, the ~6 GB zip included, goes
-    # with the staging dir at the next download (tpuperf.atomic.remove_stale_siblings)
+    # with the staging dir at the next download (tpuperf.atomic.remove_stale_leftovers)
     scratch = staging / ".kaggle-download"
     scratch.mkdir()
     try:
