@@ -335,6 +335,24 @@ def test_a_directory_ranks_its_files_as_validate_reads_them(exported, tmp_path, 
         assert (code, out, err.strip()) == (1, "", f"tpuperf rank failed: {path}: {problem}")
 
 
+def test_a_file_named_twice_is_ranked_once(exported, tmp_path, monkeypatch):
+    """Files were told apart by their path string: the same file named through `..`, by its absolute path, through
+    a symlink or hard link, or found again in its directory, was ranked, and listed, once per name. It is ranked
+    once, under the name it came first with; a copy is another file."""
+    root, params = exported
+    src = get_collection("layout:nlp:random").split_dir(params.data.out, "test") / "synthetic_test.npz"
+    shutil.copy(src, tmp_path / "prog.npz")
+    shutil.copy(src, tmp_path / "copy.npz")
+    (tmp_path / "link.npz").symlink_to("prog.npz")
+    (tmp_path / "hard.npz").hardlink_to(tmp_path / "prog.npz")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    names = ["prog.npz", "sub/../prog.npz", tmp_path / "prog.npz", "link.npz", "hard.npz", tmp_path]
+    ranked = tpuperf.rank(names, root / "models", collection="layout:nlp:random")
+    assert [r.path for r in ranked] == [Path("prog.npz"), tmp_path / "copy.npz"]
+    assert np.array_equal(ranked[0].config_ids, ranked[1].config_ids)
+
+
 def test_collection_from_argument_for_a_file_outside_the_dataset_layout(exported, tmp_path):
     root, params = exported
     src = get_collection("layout:nlp:random").split_dir(params.data.out, "test") / "synthetic_test.npz"

@@ -428,6 +428,16 @@ def load_export(directory: Path) -> ExportedModel:
     return _load(directory.resolve(), (st.st_mtime_ns, st.st_ino))
 
 
+def _distinct_files(files: list[Path]) -> list[Path]:
+    """``files`` without the repeats of a file under another name (``a.npz`` and ``x/../a.npz``, an absolute path, a
+    symlink or hard link to it: the same device and inode), each kept under the name it came first with."""
+    first: dict[tuple[int, int], Path] = {}
+    for f in files:
+        st = f.stat()
+        first.setdefault((st.st_dev, st.st_ino), f)
+    return list(first.values())
+
+
 def rank(
     files: Iterable[Path | str],
     model: Path | str,
@@ -438,7 +448,8 @@ def rank(
     """Rank every configuration of each TpuGraphs ``.npz`` in ``files``, fastest first.
 
     ``files``: ``.npz`` files, or directories whose ``.npz`` files (recursively, sorted) are ranked, as
-    ``tpuperf validate`` reads them. ``model``: an export directory of one collection, or the export root holding one
+    ``tpuperf validate`` reads them; a file named again (under any path or link) is ranked once, under its first
+    name. ``model``: an export directory of one collection, or the export root holding one
     per collection (``<export.out>`` in params.yaml). ``collection`` (name or slug) applies to every
     file; without it each file's collection comes from its path in the dataset layout, or is the
     model's when ``model`` holds one collection. ``top``: keep the first ``top`` configs of each
@@ -465,7 +476,7 @@ def rank(
     if not files:
         raise ValueError("no files to rank")
     # directories are read as `tpuperf validate` reads them; a file named twice is ranked once
-    files = list(dict.fromkeys(find_npz(files)))
+    files = _distinct_files(find_npz(files))
     dirs = _model_dirs(Path(model))
     given = get_collection(collection) if collection is not None else None
     only = next(iter(dirs)) if len(dirs) == 1 else None
