@@ -495,7 +495,8 @@ def test_models_trained_with_other_settings_than_params_refused(world, edit, dif
     """`tpuperf ensemble` by hand after editing a model's section or the train section of params.yaml without
     training again: the old predictions (and out-of-fold weights) were combined, which `tpuperf export` refuses;
     the ensemble now names the model, the key and both values, and writes no submission. How a run executes
-    (train.strategy, cpu_replicas, jit_compile: Kaggle kernels override them) is not compared."""
+    (train.strategy, cpu_replicas, jit_compile, predict_configs_per_graph: Kaggle kernels override them) is not
+    compared."""
     differs = differs.format(units=world["models"]["bad"]["units"], epochs=world["train"]["epochs"])
     stale = "bad" if "models" in edit else "good"  # a train edit: every model, the first named
     with pytest.raises(
@@ -504,7 +505,14 @@ def test_models_trained_with_other_settings_than_params_refused(world, edit, dif
     ):
         run_ensemble(settings_of(deep_merge(world, edit)))
     assert not (Path(world["ensemble"]["out"]) / "submission.csv").exists()
-    execution = {"train": {"strategy": "cpus", "cpu_replicas": 2, "jit_compile": not world["train"]["jit_compile"]}}
+    execution = {
+        "train": {
+            "strategy": "cpus",
+            "cpu_replicas": 2,
+            "jit_compile": not world["train"]["jit_compile"],
+            "predict_configs_per_graph": world["train"]["predict_configs_per_graph"] + 5,
+        }
+    }
     run_ensemble(settings_of(deep_merge(world, execution)))  # the settings the runs were trained with: accepted
 
 

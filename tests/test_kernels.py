@@ -290,7 +290,11 @@ def test_build_refuses_overrides_the_local_ensemble_would_refuse(tmp_path: Path)
     executes (small_params' strategy, jit_compile, verbose, jobs) builds."""
     params = small_params(tmp_path)
     local = params_with({})
-    bad = {"train": {"epochs": 3, "cpu_replicas": 2}, "models": {"tiny": {"units": 3}}, "preprocess": {"hops": 4}}
+    bad = {
+        "train": {"epochs": 3, "cpu_replicas": 2, "predict_configs_per_graph": 7},
+        "models": {"tiny": {"units": 3}},
+        "preprocess": {"hops": 4},
+    }
     with pytest.raises(KernelError) as err:
         build_kernels(deep_merge(params, {"kernels": {"overrides": bad}}), tmp_path / "out")
     said = str(err.value)
@@ -302,6 +306,7 @@ def test_build_refuses_overrides_the_local_ensemble_would_refuse(tmp_path: Path)
     ):
         assert differs in said
     assert "cpu_replicas" not in said.split(": set them in params.yaml")[0]
+    assert "predict_configs_per_graph" not in said.split(": set them in params.yaml")[0]  # scoring's memory
     assert not (tmp_path / "out").exists()
     assert build_kernels(params, tmp_path / "out")  # small_params' overrides: how a run executes
 

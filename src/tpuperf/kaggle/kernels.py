@@ -316,7 +316,7 @@ def check_overrides(config: Config, run: Config, models: Sequence[str]) -> None:
     records (:func:`tpuperf.submission.ensemble.setting_differences`). How a run executes may be overridden."""
     from tpuperf.data.cache import preprocess_differences
     from tpuperf.runs import trained_with
-    from tpuperf.submission.ensemble import setting_differences
+    from tpuperf.submission.ensemble import TRAIN_EXECUTION_KEYS, setting_differences
 
     where = ("kernels.overrides", "params.yaml")
     diff = [
@@ -329,7 +329,7 @@ def check_overrides(config: Config, run: Config, models: Sequence[str]) -> None:
         raise KernelError(
             f"kernels.overrides changes settings the local tpuperf ensemble compares with params.yaml's, so it would "
             f"refuse the kernels' runs: {'; '.join(dict.fromkeys(diff))}: set them in params.yaml instead (overrides "
-            "may change how a run executes: train.strategy, cpu_replicas, jit_compile, verbose, live, jobs)"
+            f"may change how a run executes: train.{', '.join(TRAIN_EXECUTION_KEYS)}, verbose, live, jobs)"
         )
 
 

@@ -72,10 +72,12 @@ log = logging.getLogger(__name__)
 
 MEMBER = ("model", "fold")
 SAMPLE_SUBMISSION = "sample_submission.csv"
-# train settings that decide how a run executes, not what it learns (two CPU replicas train like one on the same
-# global batch: tests/test_strategy.py); the Kaggle kernels override them (kernels.overrides), so a run made there is
-# not another run's for them
-TRAIN_EXECUTION_KEYS = ("strategy", "cpu_replicas", "jit_compile")
+# train settings that decide how a run executes, not what it learns: its scores and weights agree to float rounding
+# (two CPU replicas train like one on the same global batch: tests/test_strategy.py; a graph's configs scored in
+# chunks of any size score alike, config attention included: tests/test_models.py, no op mixes configs but the
+# attention to the chunk-invariant references, tpuperf.training.scoring.chunk_items); the Kaggle kernels override them
+# for their accelerator (kernels.overrides), so a run made there is not another run's for them
+TRAIN_EXECUTION_KEYS = ("strategy", "cpu_replicas", "jit_compile", "predict_configs_per_graph")
 SUBMISSION_FILES = {"test": "submission.csv", "valid": "valid_submission.csv"}
 
 
