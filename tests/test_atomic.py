@@ -139,3 +139,16 @@ def test_writing_many_files_into_one_directory_lists_it_once(tmp_path, monkeypat
     later.write_text("0")
     write_text_atomic(out / "0.txt", "again")
     assert later.exists() and len(listed) == 1
+
+
+def test_atomic_writes_benchmark_times_each_write(tmp_path):
+    """benchmarks/atomic_writes.py: one duration per file, every file written whole."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from atomic_writes import time_writes
+
+    seconds = time_writes(tmp_path / "out", 30, 100)
+    assert len(seconds) == 30 and all(s > 0 for s in seconds)
+    assert sorted(p.stat().st_size for p in (tmp_path / "out").iterdir()) == [100] * 30
