@@ -254,6 +254,23 @@ BAD_CASES = {
         "config_runtime_normalizers",
         "non-positive normalisers",
     ),
+    # the pipeline reads opcodes as int32 and features as float32: these wrapped to opcode 3 / became inf unchecked
+    "opcode id beyond int32": (
+        LAYOUT,
+        "test",
+        _replace("node_opcode", lambda x: np.where(np.arange(len(x)) == 1, 2**32 + 3, x.astype(np.int64))),
+        "node_opcode",
+        "opcode id 4294967299 does not fit int32",
+    ),
+    "node_feat beyond float32": (
+        TILE,
+        "train",
+        _replace(
+            "node_feat", lambda x: np.where(np.arange(x.size).reshape(x.shape) == 9, -1e300, x.astype(np.float64))
+        ),
+        "node_feat",
+        "value -1e+300 is beyond float32's range",
+    ),
 }
 
 
@@ -314,6 +331,38 @@ def test_node_splits_of_other_ranks_dtypes_or_values_is_refused(
     with pytest.raises(DataFormatError) as info:
         validate_file(path)
     assert_names(info.value, path, "node_splits", problem)
+
+
+@pytest.mark.parametrize("collection", [TILE, LAYOUT])
+def test_unknown_keys_are_ignored(tmp_path, write_graph, rewrite_npz, collection) -> None:
+    """Arrays the format does not define are neither read nor checked: an object array (unreadable without
+    pickle) stopped `tpuperf validate` with a message naming no file, a NaN in one refused the file."""
+    path = write_graph(tmp_path, collection, "test")
+    want = load_graph(path)
+    rewrite_npz(path, notes=np.array([{"by": "me"}], dtype=object), scratch=np.array([np.nan, np.inf]))
+    assert {"notes", "scratch"} <= set(read_header(path))
+    validate_file(path)
+    got = load_graph(path)
+    for field in ("node_feat", "node_opcode", "edge_index", "config_runtime"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    assert main(["validate", str(path)]) == 0
+
+
+def test_a_new_program_may_hold_zero_normalisers(tmp_path, write_graph) -> None:
+    """README: a new program's runtimes and normalisers may be zeros or absent (rank reads it with
+    runtimes_optional); zero normalisers then stand for the absent ones (1). A zero normaliser beside a
+    measured runtime stays refused, and so do zero normalisers in a file read as data (validate)."""
+    zeros = np.zeros(4, np.int64)
+    path = write_graph(tmp_path, TILE, "test", config_runtime_normalizers=zeros)
+    graph = load_graph(path, runtimes_optional=True)
+    np.testing.assert_array_equal(graph.config_runtime_normalizers, np.ones(4, np.int64))
+    with pytest.raises(DataFormatError, match="non-positive normalisers"):
+        validate_file(path)
+    measured = write_graph(
+        tmp_path, TILE, "test", name="m", config_runtime=np.array([0, 0, 5, 0]), config_runtime_normalizers=zeros
+    )
+    with pytest.raises(DataFormatError, match="config_runtime_normalizers: 1 non-positive normalisers beside"):
+        load_graph(measured, runtimes_optional=True)
 
 
 @pytest.mark.parametrize("collection", [TILE, "layout:nlp:default"])

@@ -87,3 +87,23 @@ def test_cli_keeps_the_traceback_of_other_os_errors(monkeypatch):
     monkeypatch.setattr(cli, "_fingerprint", fail)
     with pytest.raises(OSError, match="Input/output error"):
         main(["fingerprint"])
+
+
+def test_cli_prints_a_warning_as_one_line_naming_the_command(monkeypatch, capsys):
+    """`tpuperf rank` warnings (synthetic training data, opcodes training never saw) printed as Python's
+    `.../ranker.py:419: UserWarning: ...` plus the line of tpuperf source that raised it: now one line per warning,
+    `tpuperf <command>: warning: <message>`, the command going on."""
+    import warnings
+
+    import tpuperf.cli as cli
+
+    def warn(args):
+        warnings.warn("prog.npz: 2 of its 9 nodes have opcodes the tile:xla models never saw", stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(cli, "_fingerprint", warn)
+    assert main(["fingerprint"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        err == "tpuperf fingerprint: warning: prog.npz: 2 of its 9 nodes have opcodes the tile:xla models never saw\n"
+    )

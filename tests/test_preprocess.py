@@ -899,7 +899,10 @@ def test_the_cache_holds_each_real_files_own_arrays(name, tmp_path):
         kept = np.asarray(g.node_ids)
         assert (np.diff(kept) > 0).all() and np.array_equal(g.node_opcode, raw["node_opcode"][kept])
         np.testing.assert_allclose(
-            g.node_feat, apply_transform(raw["node_feat"][kept], cache.stats["node_feat"]), rtol=1e-6, atol=1e-6
+            g.node_feat,
+            apply_transform(raw["node_feat"][kept], cache.stats["node_feat"], path, "node_feat"),
+            rtol=1e-6,
+            atol=1e-6,
         )
         both_kept = np.isin(raw["edge_index"], kept).all(axis=1)
         assert np.array_equal(kept[np.asarray(g.edge_index)], raw["edge_index"][both_kept])
@@ -918,5 +921,8 @@ def test_the_cache_holds_each_real_files_own_arrays(name, tmp_path):
         else:
             tiles = with_tile_features(raw["node_feat"], raw["node_opcode"], raw["edge_index"], configs[ids])
             np.testing.assert_allclose(
-                g.config_feat, apply_transform(tiles, cache.stats["config_feat"]), rtol=1e-6, atol=1e-6
+                g.config_feat,
+                apply_transform(tiles, cache.stats["config_feat"], path, "config_feat"),
+                rtol=1e-6,
+                atol=1e-6,
             )

@@ -439,6 +439,23 @@ def test_missing_or_malformed_arrays(exported, tmp_path, change, message):
         tpuperf.rank([path], root / "models")
 
 
+def test_a_feature_the_transform_takes_beyond_float32_names_the_file(exported, tmp_path, capsys):
+    """A finite float32 feature far beyond the training data (3e38 in a standardised column) overflowed in the
+    transform: rank ended in a FloatingPointError traceback ("model produced non-finite scores"). Now one line
+    naming the file, the field and the column, and nothing on stdout."""
+    root, params = exported
+    stats = json.loads((root / "models" / "layout-xla-default" / "manifest.json").read_text())["stats"]["node_feat"]
+    column = next(c for c, std in zip(stats["columns"], stats["std"]) if c not in stats["log_columns"] and std < 1)
+    path = _write_graph(tmp_path, "layout:xla:default", "test", name="wide")
+    with np.load(path) as npz:
+        feat = npz["node_feat"].copy()
+    feat[:, column] = 3e38
+    _rewrite_npz(path, node_feat=feat)
+    code, out, err = run_cli(capsys, "rank", str(path), "--model", str(root / "models"))
+    assert code == 1 and out == ""
+    assert f"{path}: node_feat: column {column}: value 3e+38 overflows float32 once transformed" in err
+
+
 def test_opcode_beyond_the_models_embedding(exported, tmp_path, capsys):
     """The models clip opcode ids into their 128-row table: a newer op id would silently share a row."""
     root, params = exported

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from tpuperf.errors import EXPECTED, UsageError, storage_error
@@ -280,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         "rank",
         help="rank every configuration of new .npz programs with an exported model, fastest first (warns when "
         "the model learnt from synthetic data)",
+        description="Rank the configurations of TpuGraphs .npz programs with an exported model, fastest first.",
+        epilog="Output per file, fastest first: config_id (index into the file's configurations) and "
+        "relative_runtime = exp of the ensemble's weighted score gap to the first config (1 for it). It is a "
+        "predicted runtime ratio only when the models were trained with train.loss mse (the export's manifest.json "
+        "says which `loss`); with listmle (the default) or pairwise it has no unit, only shows how clearly the "
+        "models separate a config from the first, and need not increase down the list (the order combines the "
+        "members' ranks). Warnings (stderr): models trained on synthetic data, opcodes training never saw.",
     )
     p.add_argument(
         "files",
@@ -378,11 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; its exit code (:mod:`tpuperf.errors`): 0 done, 1 an expected failure or an output
     location that cannot be written, 2 a usage error, 130 an interrupt, each as one line ``tpuperf <command>[
-    failed|interrupted]: <message>`` on stderr."""
+    failed|interrupted]: <message>`` on stderr. A warning is one line ``tpuperf <command>: warning: <message>``."""
     args = build_parser().parse_args(argv)
     command = " ".join(filter(None, (args.command, getattr(args, "kernels_command", None))))
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"tpuperf {command}: warning: {message}", file=file or sys.stderr)
+
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return args.func(args)
     except UsageError as exc:
         print(f"tpuperf {command}: {exc}", file=sys.stderr)
         return 2

@@ -255,10 +255,15 @@ def _check_sizes(path: Path, infos: dict[str, ArrayInfo], kind: Kind) -> None:
 
 
 def _check_finite(path: Path, key: str, chunks: Iterator[np.ndarray]) -> None:
+    """No NaN or inf, and (a wider float) no value beyond float32's range: the pipeline reads features as float32."""
+    limit = np.finfo(np.float32).max
     for chunk in chunks:
         if not np.isfinite(chunk).all():
             bad = "NaN" if np.isnan(chunk).any() else "inf"
             raise DataFormatError(path, key, f"contains {bad}")
+        wide = np.abs(chunk) > limit
+        if wide.any():
+            raise DataFormatError(path, key, f"value {chunk[wide].flat[0]:g} is beyond float32's range")
 
 
 def layout_codes(path: Path | str, chunk: np.ndarray) -> np.ndarray:
@@ -315,7 +320,11 @@ def load_graph(
     by streaming) so big graphs can be processed chunk by chunk with :func:`iter_chunks`.
     ``runtimes_optional=True`` (a new program to rank: nothing measured) accepts a file without
     ``config_runtime`` / ``config_runtime_normalizers`` and fills them as :data:`ABSENT_RUNTIMES`
-    (int64, one per configuration); with ``split`` "train" or "valid" the zeros are then refused.
+    (int64, one per configuration); with ``split`` "train" or "valid" the zeros are then refused. A zero
+    normaliser of a config whose runtime is zero (unmeasured) is then read as the absent one (1).
+
+    Arrays the format does not define (other keys) are neither read nor checked. Opcode ids must fit int32 and
+    float values float32 (what the pipeline converts them to).
     """
     path = Path(path)
     collection, split = _resolve(path, collection, split)
@@ -328,7 +337,8 @@ def load_graph(
     _check_sizes(path, infos, collection.kind)
 
     arrays = {}
-    small_keys = [k for k in infos if k != "node_config_feat"]
+    known = {**COMMON_FIELDS, **KIND_FIELDS[collection.kind], **OPTIONAL_LAYOUT_FIELDS}
+    small_keys = [k for k in infos if k in known and k != "node_config_feat"]
     for key in small_keys:
         arrays[key] = absent[key] if key in absent else _load_array(path, key)
         if arrays[key].dtype.kind == "f":
@@ -337,6 +347,8 @@ def load_graph(
     _check_ids(path, "edge_index", arrays["edge_index"], n)
     if arrays["node_opcode"].min() < 0:
         raise DataFormatError(path, "node_opcode", "negative opcode ids")
+    if arrays["node_opcode"].max() > np.iinfo(np.int32).max:
+        raise DataFormatError(path, "node_opcode", f"opcode id {arrays['node_opcode'].max()} does not fit int32")
     runtime = arrays["config_runtime"]
     if split in ("train", "valid") and (runtime <= 0).any():
         raise DataFormatError(
@@ -348,6 +360,14 @@ def load_graph(
     graph_id = path.stem
     if not collection.kind.config_per_node:
         norm = arrays["config_runtime_normalizers"]
+        if runtimes_optional and (norm == 0).any():
+            if (runtime[norm == 0] != 0).any():
+                raise DataFormatError(
+                    path,
+                    "config_runtime_normalizers",
+                    f"{int((runtime[norm == 0] != 0).sum())} non-positive normalisers beside measured runtimes",
+                )
+            norm = np.where(norm == 0, ABSENT_RUNTIMES["config_runtime_normalizers"], norm)
         if (norm <= 0).any():
             raise DataFormatError(path, "config_runtime_normalizers", "non-positive normalisers")
         return TileGraph(

@@ -392,13 +392,25 @@ def fit_transform(moments: pl.DataFrame, log1p_above: float, std_floor: float, d
     }
 
 
-def apply_transform(x: np.ndarray, transform: dict[str, Any]) -> np.ndarray:
-    """Keep the transform's columns, signed-log1p its wide ones, standardise; float32."""
+def apply_transform(x: np.ndarray, transform: dict[str, Any], source: Path | str, field: str) -> np.ndarray:
+    """Keep the transform's columns, signed-log1p its wide ones, standardise; float32 (n, len(columns)).
+    :class:`~tpuperf.data.npz.DataFormatError` naming ``source`` (the file ``x`` came from), ``field`` and the
+    column when a value leaves float32's range once transformed (finite, but far beyond the training data)."""
     columns = np.asarray(transform["columns"], dtype=np.int64)
     out = np.asarray(x, dtype=np.float64)[:, columns]
     logged = np.isin(columns, transform["log_columns"])
     out[:, logged] = signed_log1p(out[:, logged])
-    return ((out - np.asarray(transform["mean"])) / np.asarray(transform["std"])).astype(np.float32)
+    out = (out - np.asarray(transform["mean"])) / np.asarray(transform["std"])
+    wide = np.abs(out) > np.finfo(np.float32).max
+    if wide.any():
+        row, col = np.argwhere(wide)[0]
+        raise DataFormatError(
+            source,
+            field,
+            f"column {columns[col]}: value {np.asarray(x)[row, columns[col]]:g} overflows float32 once transformed "
+            f"(train mean {transform['mean'][col]:g}, std {transform['std'][col]:g})",
+        )
+    return out.astype(np.float32)
 
 
 # ---------------------------------------------------------------- per-file work
@@ -512,12 +524,14 @@ def prepare_graph(path: Path | str, collection: Collection, stats: dict[str, Any
         config_feat = apply_transform(
             with_tile_features(graph.node_feat, graph.node_opcode, graph.edge_index, graph.config_feat),
             stats["config_feat"],
+            path,
+            "config_feat",
         )
         tensors = None
     return cache.CachedGraph(
         graph_id=str(path),
         split="test",
-        node_feat=apply_transform(graph.node_feat[kept].astype(np.float32), stats["node_feat"]),
+        node_feat=apply_transform(graph.node_feat[kept].astype(np.float32), stats["node_feat"], path, "node_feat"),
         node_opcode=graph.node_opcode[kept].astype(np.int32),
         edge_index=edges,
         node_ids=kept,
@@ -604,7 +618,7 @@ def finish_graph(dir_: Path, stats: dict[str, Any], config_per_node: bool) -> No
     names = ("node_feat",) if config_per_node else ("node_feat", "config_feat")
     for name in names:
         path = dir_ / f"{name}.npy"
-        np.save(path, apply_transform(np.load(path), stats[name]))
+        np.save(path, apply_transform(np.load(path), stats[name], path, name))
 
 
 # ---------------------------------------------------------------- the stage
