@@ -116,13 +116,34 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confidence(r) -> str:
+    """The text format's second header line of one ranking (:class:`tpuperf.ranking.ranker.Ranking`)."""
+    oof = ", ".join(f"{m} {v:.3f}" for m, v in r.oof_scores.items())
+    if len(r.oof_scores) < 2:
+        agreement = "n/a (one model)"
+    elif r.member_agreement is None:
+        agreement = "n/a (one config)"
+    else:
+        agreement = f"{r.member_agreement:.3f} (mean Kendall tau between the {len(r.oof_scores)} models' rankings)"
+    return (
+        f"# out-of-fold {r.metric}: {oof}; member agreement: {agreement}; "
+        f"feature values beyond outlier_sigma: {r.outlying_values}"
+    )
+
+
 def _rank(args: argparse.Namespace) -> int:
     import csv
     import json
 
+    from tpuperf.collection import get_collection
     from tpuperf.config import load_config
     from tpuperf.ranking.ranker import rank
 
+    if args.collection is not None:
+        try:
+            get_collection(args.collection)
+        except ValueError as exc:
+            raise UsageError(f"--collection: {exc}") from exc
     model = args.model or Path(load_config(args.params).export.out)
     rankings = rank(args.files, model, collection=args.collection, top=args.top, members=args.members)
     if args.format == "json":
@@ -130,17 +151,52 @@ def _rank(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     elif args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["file", "collection", "rank", "config_id", "relative_runtime"])
+        writer.writerow(
+            [
+                "file",
+                "collection",
+                "rank",
+                "config_id",
+                "ensemble_score",
+                "metric",
+                "oof_scores",
+                "member_agreement",
+                "outlying_values",
+            ]
+        )
         for r in rankings:
-            for i, (config, rel) in enumerate(zip(r.config_ids, r.relative_runtime)):
-                writer.writerow([r.path, r.collection, i, int(config), repr(float(rel))])
+            oof = ";".join(f"{m}={v!r}" for m, v in r.oof_scores.items())
+            agreement = "" if r.member_agreement is None else repr(r.member_agreement)
+            for i, (config, score) in enumerate(zip(r.config_ids, r.ensemble_score)):
+                writer.writerow(
+                    [
+                        r.path,
+                        r.collection,
+                        i,
+                        int(config),
+                        repr(float(score)),
+                        r.metric,
+                        oof,
+                        agreement,
+                        r.outlying_values,
+                    ]
+                )
     else:
         for r in rankings:
             print(f"# {r.path}: {r.collection}, {len(r.config_ids)} of {r.num_configs} configs, fastest first")
-            print("rank config_id relative_runtime")
-            for i, (config, rel) in enumerate(zip(r.config_ids, r.relative_runtime)):
-                print(f"{i} {int(config)} {rel:.6g}")
+            print(_confidence(r))
+            print("rank config_id ensemble_score")
+            for i, (config, score) in enumerate(zip(r.config_ids, r.ensemble_score)):
+                print(f"{i} {int(config)} {score:.6g}")
     return 0
+
+
+def _positive(text: str) -> int:
+    """argparse type of ``--top``: an int >= 1 (else a usage error, exit 2)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _check_submission(args: argparse.Namespace) -> int:
@@ -282,12 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="rank every configuration of new .npz programs with an exported model, fastest first (warns when "
         "the model learnt from synthetic data)",
         description="Rank the configurations of TpuGraphs .npz programs with an exported model, fastest first.",
-        epilog="Output per file, fastest first: config_id (index into the file's configurations) and "
-        "relative_runtime = exp of the ensemble's weighted score gap to the first config (1 for it). It is a "
-        "predicted runtime ratio only when the models were trained with train.loss mse (the export's manifest.json "
-        "says which `loss`); with listmle (the default) or pairwise it has no unit, only shows how clearly the "
-        "models separate a config from the first, and need not increase down the list (the order combines the "
-        "members' ranks). Warnings (stderr): models trained on synthetic data, opcodes training never saw.",
+        epilog="Output per file, fastest first: config_id and ensemble_score (in [0, 1], the members' combined "
+        "normalised rank that orders the list; no runtime), with the models' out-of-fold scores, their agreement "
+        'on this file and its count of feature values beyond export.outlier_sigma: README "Ranking new programs" '
+        "says what each means and when to doubt a ranking. Warnings (stderr): models trained on synthetic data, "
+        "opcodes training never saw, feature values far outside the training data.",
     )
     p.add_argument(
         "files",
@@ -303,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--top",
-        type=int,
+        type=_positive,
         help="configs listed per file, distinct configurations first (default: 5 for tile, all for layout)",
     )
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default: text)")

@@ -214,9 +214,12 @@ class EnsembleConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """``export``: where `tpuperf export` writes the per-collection model directories."""
+    """``export``: where `tpuperf export` writes the per-collection model directories, and ``outlier_sigma``: how
+    many train standard deviations from the train mean a standardised feature value of a ranked file may lie before
+    `tpuperf rank` counts and warns about it (carried in the manifest)."""
 
     out: str = _check()
+    outlier_sigma: float = _check(above=0)
 
 
 @dataclass(frozen=True)

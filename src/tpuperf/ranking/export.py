@@ -178,6 +178,7 @@ def export_collection(config: Config, collection: Collection) -> Path:
             "jit_compile": train.jit_compile,
             "stats": cache.stats,
             "train_opcodes": train_opcodes(cache),
+            "outlier_sigma": config.export.outlier_sigma,
             "fingerprint": fingerprint(cache.dir),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))

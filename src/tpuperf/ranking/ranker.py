@@ -24,12 +24,23 @@ the pipeline applied to test files), scores every configuration with every membe
 (per-member rank normalisation, the ensemble's model weights, folds sharing their model's
 weight), so a dataset test file gets the ranking of ``submissions/submission.csv``.
 
-``relative_runtime``: per config, ``exp(sum_m w_m (s_m(config) - s_m(best)))`` over members m
-with weights w_m (summing to 1), where s_m is member m's raw score and ``best`` the ensemble's
-top config; 1.0 for the top config. It is a predicted runtime ratio when the models regress log
-runtime (``train.loss: mse``); for ranking losses (listmle, pairwise) the scores have no unit
-and it only says how decisively the models separate a config from the best (the manifest's
-``loss`` tells which).
+What a ranking says (:class:`Ranking`; ``tpuperf rank``'s columns and header, README "Ranking new programs"):
+
+- ``ensemble_score`` per config, in [0, 1]: the score that orders the list, :func:`~tpuperf.submission.ensemble.combine`'s
+  weighted mean over the members of the config's normalised rank (0 = every member ranks it fastest, 1 = every
+  member slowest). It never decreases down a full list; a cut list (tile's top 5, layout's ``--top K``) puts repeats
+  of a configuration after every distinct one, so a repeat may show a lower score than the distinct config above
+  it. It is no runtime: the members' raw scores are ListMLE/pairwise logits without a unit, and even log runtimes
+  (``train.loss: mse``) averaged over members can order configs otherwise than their combined ranks do.
+- ``oof_scores``: each scoring model's out-of-fold score on the training graphs (its run report's ``oof_score``,
+  which the export carries in the manifest), in the collection's metric ``metric`` (``tile_score`` or
+  ``kendall_tau``): how well that model ranked programs it had not trained on.
+- ``member_agreement`` per file: the mean Kendall tau-b over pairs of scoring models between their rankings of the
+  file's configs (each model's folds combined), None with one model or one config: a low value says the models
+  disagree on this program.
+- ``outlying_values`` per file: how many of its standardised feature values (node features of the pruned graph,
+  and tile config features) lie more than the manifest's ``outlier_sigma`` (``export.outlier_sigma``) train
+  standard deviations from the train mean; a file with any is also warned about, naming the feature columns.
 """
 
 from __future__ import annotations
@@ -80,18 +91,24 @@ class ModelExportError(TpuperfError, ValueError):
 
 @dataclass
 class Ranking:
-    """One file's configurations, predicted fastest first.
+    """One file's configurations, predicted fastest first (module docstring: what each value means).
 
-    ``config_ids`` int64 (k,): indices into the file's configurations; ``relative_runtime``
-    float64 (k,): see the module docstring (1.0 first, non-decreasing is not guaranteed for
-    ranking losses); ``num_configs``: configurations in the file (k <= num_configs).
+    ``config_ids`` int64 (k,): indices into the file's configurations; ``ensemble_score`` float64 (k,) in [0, 1]:
+    the combined normalised rank that orders them; ``num_configs``: configurations in the file (k <= num_configs);
+    ``metric``: ``tile_score`` or ``kendall_tau``; ``oof_scores``: model -> its out-of-fold ``metric``, for the
+    models that scored; ``member_agreement``: mean pairwise Kendall tau-b of those models' rankings, None for one
+    model or one config; ``outlying_values``: count of standardised feature values beyond ``outlier_sigma``.
     """
 
     path: Path
     collection: str
     config_ids: np.ndarray
-    relative_runtime: np.ndarray
+    ensemble_score: np.ndarray
     num_configs: int
+    metric: str
+    oof_scores: dict[str, float]
+    member_agreement: float | None
+    outlying_values: int
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,8 +116,27 @@ class Ranking:
             "collection": self.collection,
             "num_configs": self.num_configs,
             "config_ids": self.config_ids.tolist(),
-            "relative_runtime": self.relative_runtime.tolist(),
+            "ensemble_score": self.ensemble_score.tolist(),
+            "metric": self.metric,
+            "oof_scores": dict(self.oof_scores),
+            "member_agreement": self.member_agreement,
+            "outlying_values": self.outlying_values,
         }
+
+
+def member_agreement(scores: Sequence[np.ndarray]) -> float | None:
+    """Mean Kendall tau-b over every pair of ``scores`` (float (c,) each: one model's scores of one file's c
+    configs): 1 = the models order the configs alike, 0 = unrelated, -1 = reversed. None for fewer than 2 models or
+    2 configs. A pair in which one model scores every config alike counts 0: no order, as
+    :func:`tpuperf.metrics.kendall_tau` counts constant predictions."""
+    from itertools import combinations
+
+    from scipy.stats import kendalltau
+
+    if len(scores) < 2 or len(scores[0]) < 2:
+        return None
+    taus = [kendalltau(a, b).statistic for a, b in combinations(scores, 2)]
+    return float(np.mean([0.0 if np.isnan(t) else t for t in taus]))
 
 
 def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
@@ -249,6 +285,8 @@ class ExportedModel:
             }
         self._scorers: dict[str, Any] = {}
         self.train_opcodes = np.asarray(m["train_opcodes"], dtype=np.int64)  # sorted ids training saw
+        self.oof_scores = {name: float(spec["oof_score"]) for name, spec in m["models"].items()}
+        self.outlier_sigma = float(m["outlier_sigma"])  # export.outlier_sigma
 
     def _read_weights(self, path: Path, model) -> list[np.ndarray]:
         try:
@@ -331,11 +369,36 @@ class ExportedModel:
             stacklevel=3,
         )
 
+    def _outlying_values(self, g: CachedGraph) -> int:
+        """How many of ``g``'s standardised feature values (node features; tile: config features too) lie beyond
+        ``outlier_sigma`` train standard deviations of the train mean; warns (UserWarning) naming the file, the counts
+        and the original feature columns when any do: the models never saw such values, so the ranking may be poor."""
+        parts = [("node", g.node_feat, self.stats["node_feat"]["columns"])]
+        if not self.collection.kind.config_per_node:  # layout config features are codes -1..5, not standardised
+            parts.append(("config", g.config_feat, self.stats["config_feat"]["columns"]))
+        found, total = [], 0
+        for name, values, columns in parts:
+            far = np.abs(values) > self.outlier_sigma
+            count = int(far.sum())
+            total += count
+            if count:
+                cols = ", ".join(str(columns[j]) for j in np.flatnonzero(far.any(axis=0)))
+                found.append(f"{count} of its {values.size} {name} feature values (columns {cols})")
+        if found:
+            warnings.warn(
+                f"{g.graph_id}: {' and '.join(found)} lie more than {self.outlier_sigma:g} train standard deviations "
+                f"from the {self.collection.name} training data's mean (export.outlier_sigma): the program is unlike "
+                "what the models learnt from, so the ranking may be poor",
+                stacklevel=3,
+            )
+        return total
+
     def rank_graphs(self, graphs: Sequence[CachedGraph], top: int | None = None, members: str = "all") -> list[Ranking]:
         """Rankings of prepared graphs (``graph_id`` = their path), fastest first; ``top`` cuts each, and a cut
         ranking lists every distinct configuration before any repeat (:func:`_same_labels`); ``members``: which
         models score them (:meth:`member_weights`). :class:`ModelExportError` for a graph with an opcode id
-        beyond a member's ``opcode_vocab``; a UserWarning for one with opcodes no train graph had."""
+        beyond a member's ``opcode_vocab``; a UserWarning for one with opcodes no train graph had, and one for
+        one with feature values beyond ``outlier_sigma`` (:meth:`_outlying_values`)."""
         from tpuperf.submission.csv import rankings_from_predictions
         from tpuperf.submission.ensemble import combine
 
@@ -349,33 +412,47 @@ class ExportedModel:
                         f"{g.graph_id}: opcode id {top_id} is beyond the {vocab}-row opcode "
                         f"embedding of the exported {name}: it cannot rank this program (train with a larger opcode_vocab)"
                     )
+        outlying = {}
         for g in graphs:
             self._warn_unseen_opcodes(g)
+            outlying[g.graph_id] = self._outlying_values(g)
         scores = self.member_scores(graphs, weights)
         first = {
             (self.collection.name, g.graph_id): same
             for g in graphs
             if (same := _same_labels(self.collection, g, top)) is not None
         }
-        orders = rankings_from_predictions(combine(scores, weights), first)
-        share = scores.group_by("model").agg(folds=pl.col("fold").n_unique())
-        member_weight = {m: weights[m] / f for m, f in share.iter_rows()}
+        combined = combine(scores, weights)  # one row per (graph, config), sorted by config id
+        orders = rankings_from_predictions(combined, first)
+        ensemble = _per_graph(combined)
+        per_model = [_per_graph(combine(scores.filter(pl.col("model") == m), {m: 1.0})) for m in weights]
         rankings = []
         for g in graphs:
             order = orders[self.collection.submission_id(g.graph_id)]
-            gap = np.zeros(g.num_configs)
-            for (model, _fold), rows in (
-                scores.filter(pl.col("graph_id") == g.graph_id)
-                .sort("config_id")
-                .group_by(["model", "fold"], maintain_order=True)
-            ):
-                pred = rows["pred"].to_numpy()
-                gap += member_weight[model] * (pred - pred[order[0]])
             keep = order if top is None else order[:top]
             rankings.append(
-                Ranking(Path(g.graph_id), self.collection.name, keep.astype(np.int64), np.exp(gap[keep]), g.num_configs)
+                Ranking(
+                    Path(g.graph_id),
+                    self.collection.name,
+                    keep.astype(np.int64),
+                    ensemble[g.graph_id][keep],
+                    g.num_configs,
+                    self.collection.kind.metric,
+                    {m: self.oof_scores[m] for m in weights},
+                    member_agreement([model[g.graph_id] for model in per_model]),
+                    outlying[g.graph_id],
+                )
             )
         return rankings
+
+
+def _per_graph(combined: pl.DataFrame) -> dict[str, np.ndarray]:
+    """graph_id -> float64 (c,) ``pred`` indexed by config id, of :func:`~tpuperf.submission.ensemble.combine`'s rows
+    (every config of each graph, config ids 0..c-1 as :func:`tpuperf.data.preprocess.prepare_graph` numbers them)."""
+    return {
+        gid: rows.sort("config_id")["pred"].to_numpy().astype(np.float64)
+        for (gid,), rows in combined.group_by("graph_id", maintain_order=True)
+    }
 
 
 def _same_labels(collection: Collection, graph: CachedGraph, top: int | None) -> np.ndarray | None:
