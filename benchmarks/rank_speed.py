@@ -261,8 +261,10 @@ def measure(
     for version, exported in models.items():  # what each version's members are built with (--before: its own)
         figures[version]["config_layers"] = {name: len(m.config_blocks) for name, m in exported.models.items()}
     ranking = first["after"][2]
-    for version in models:  # how far each config's score gap to the top moved: ~0 when the version is exact
-        figures[version]["max_gap_change"] = float(np.abs(score_gaps(first[version][2]) - score_gaps(ranking)).max())
+    for version in models:  # how far each config's ensemble score moved: 0 when the version orders every member alike
+        figures[version]["max_score_change"] = float(
+            np.abs(config_scores(first[version][2]) - config_scores(ranking)).max()
+        )
     return {
         "collection": collection.name,
         "nodes": len(arrays["node_feat"]),
@@ -283,11 +285,11 @@ def measure(
     }
 
 
-def score_gaps(ranking) -> np.ndarray:
-    """Per config id, the ensemble's score gap to its top config (log of ``relative_runtime``)."""
-    gaps = np.empty(ranking.num_configs)
-    gaps[ranking.config_ids] = np.log(ranking.relative_runtime)
-    return gaps
+def config_scores(ranking) -> np.ndarray:
+    """Per config id, the ensemble's score (``Ranking.ensemble_score``: the combined normalised rank)."""
+    scores = np.empty(ranking.num_configs)
+    scores[ranking.config_ids] = ranking.ensemble_score
+    return scores
 
 
 def rank_once(model, program: Path, collection, members: str = "all") -> tuple[float, float, object]:
@@ -514,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {version} (same process): first rank {b['first_rank_s']} s; rank {b['rank_s']} s "
                 f"= prepare {b['prepare_s']} + score {b['score_s']} (time / current's x{b['rank_s'] / r['rank_s']:.2f}); "
                 + ("" if b["config_layers"] == r["config_layers"] else f"per-config layers {b['config_layers']}; ")
-                + f"max change of a config's score gap to the top {b['max_gap_change']:.2g}; per member and fold: "
+                + f"max change of a config's ensemble score {b['max_score_change']:.2g}; per member and fold: "
                 + ", ".join(
                     f"{m} {s} -> {r['member_score_s'][m]} s (x{s / r['member_score_s'][m]:.2f})"
                     for m, s in b["member_score_s"].items()

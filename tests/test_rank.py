@@ -3,6 +3,7 @@ included) exactly as the pipeline would; bad inputs fail naming the file or the 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import yaml
 from conftest import SHARED_DATA, _rewrite_npz, _write_graph, config_with
@@ -152,12 +154,14 @@ def test_rank_matches_the_member_scores_of_the_cached_graphs(exported, shared_da
         cache = CollectionCache(params.preprocess.out, col)
         cached = [cache.load("test", f.stem) for f in files]
         first = {(name, g.graph_id): g.config_first for g in cached if g.config_first is not None}  # tile
-        expected = rankings_from_predictions(combine(model.member_scores(cached), model.weights), first)
+        combined = combine(model.member_scores(cached), model.weights)
+        expected = rankings_from_predictions(combined, first)
         for f, r in zip(files, tpuperf.rank(files, root / "models", top=100_000)):
             assert r.collection == name and r.path == f
             assert np.array_equal(r.config_ids, expected[col.submission_id(f.stem)])
             assert sorted(r.config_ids.tolist()) == list(range(r.num_configs))
-            assert r.relative_runtime[0] == 1.0 and np.isfinite(r.relative_runtime).all()
+            pred = combined.filter(pl.col("graph_id") == f.stem).sort("config_id")["pred"].to_numpy()
+            assert np.array_equal(r.ensemble_score, pred[r.config_ids])  # the very score that orders the row
 
 
 def test_members_best_ranks_with_the_top_weighted_models_folds(exported, capsys):
@@ -186,6 +190,142 @@ def test_members_best_ranks_with_the_top_weighted_models_folds(exported, capsys)
     assert code == 0 and json.loads(out) == [best.to_dict()]
     with pytest.raises(ValueError, match="members must be one of all, best, got 'top'"):
         tpuperf.rank([path], root / "models", members="top")
+
+
+def test_every_listed_value_agrees_with_the_order(exported):
+    """relative_runtime (exp of the weighted raw-score gap to the first config) could rise and fall down a list
+    ordered by the members' combined ranks: 0.993 at rank 1 below rank 0's 1 on the real tile file, 0.979 at ranks 3
+    and 5 under --members best. ensemble_score is that combined rank itself: in [0, 1], never decreasing down a
+    full list (all and best), except where a tile list puts the repeats of a configuration after every distinct one
+    (the real tile test files hold some): a repeat shows its configuration's score, and repeats follow in order."""
+    root, params = exported
+    files = [get_collection(n).split_dir(params.data.out, "test") / "synthetic_test.npz" for n in COLLECTIONS]
+    files += [f for n in COLLECTIONS if REAL_TEST[n].is_dir() for f in sorted(REAL_TEST[n].glob("*.npz"))]
+    repeated = 0
+    for members in ("all", "best"):
+        for f, r in zip(files, tpuperf.rank(files, root / "models", top=100_000, members=members)):
+            score = r.ensemble_score
+            assert len(score) == r.num_configs and (score >= 0).all() and (score <= 1).all()
+            distinct = len(score)
+            if r.collection == "tile:xla":
+                with np.load(f) as z:
+                    same = first_identical(z["config_feat"])[r.config_ids]
+                distinct = len(set(same))
+                assert len(set(same[:distinct])) == distinct
+                by_label = dict(zip(same[:distinct], score[:distinct]))
+                assert [by_label[label] for label in same[distinct:]] == score[distinct:].tolist()
+                repeated += len(score) - distinct
+            assert (np.diff(score[:distinct]) >= 0).all() and (np.diff(score[distinct:]) >= 0).all(), (f, members)
+    assert repeated == (2 * (5 + 8 + 24) if REAL_TEST["tile:xla"].is_dir() else 0)
+
+
+def test_member_agreement_is_the_mean_kendall_tau_between_the_models():
+    from tpuperf.ranking.ranker import member_agreement
+
+    a, b = np.array([0.0, 0.5, 1.0, 0.25]), np.array([1.0, 0.5, 0.0, 0.75])
+    assert member_agreement([a, a]) == 1.0 and member_agreement([a, b]) == -1.0
+    assert member_agreement([a, a, b]) == pytest.approx((1 - 1 - 1) / 3)
+    assert member_agreement([a, np.full(4, 0.5)]) == 0.0  # one model without an order: no agreement
+    assert member_agreement([a]) is None and member_agreement([a[:1], a[:1]]) is None
+
+
+def test_rank_tells_the_models_out_of_fold_scores_and_their_agreement(exported, capsys):
+    """Nothing told how far to trust a ranking: each ranking now carries the scoring models' out-of-fold scores
+    (their run reports', via the manifest: 0.3 and 0.25 here) in the collection's metric, and the mean Kendall tau
+    between the models' rankings of the file (each model's folds combined); n/a for --members best (one model)."""
+    from scipy.stats import kendalltau
+
+    from tpuperf.submission.ensemble import combine
+
+    root, params = exported
+    for name in COLLECTIONS:
+        col = get_collection(name)
+        path = col.split_dir(params.data.out, "test") / "synthetic_test.npz"
+        model = load_export(root / "models" / col.slug)
+        scores = model.member_scores([prepare_graph(path, col, model.stats)])
+        per_model = [
+            combine(scores.filter(pl.col("model") == m), {m: 1.0}).sort("config_id")["pred"].to_numpy() for m in MODELS
+        ]
+        (every,) = tpuperf.rank([path], root / "models")
+        assert every.metric == col.kind.metric and every.oof_scores == {"chebsage": 0.3, "sage": 0.25}
+        assert every.member_agreement == pytest.approx(kendalltau(*per_model).statistic)
+        (best,) = tpuperf.rank([path], root / "models", members="best")
+        assert best.oof_scores == {"chebsage": 0.3} and best.member_agreement is None
+        code, out, _ = run_cli(capsys, "rank", str(path), "--model", str(root / "models"), "--members", "best")
+        assert code == 0 and out.splitlines()[1].startswith(
+            f"# out-of-fold {col.kind.metric}: chebsage 0.300; member agreement: n/a (one model); "
+        )
+        code, out, _ = run_cli(capsys, "rank", str(path), "--model", str(root / "models"), "--format", "json")
+        (row,) = json.loads(out)
+        assert row["oof_scores"] == {"chebsage": 0.3, "sage": 0.25} and row["metric"] == col.kind.metric
+        assert row["member_agreement"] == every.member_agreement
+
+
+@pytest.mark.parametrize("name", ["layout:xla:default", "tile:xla"])
+def test_feature_values_far_outside_the_training_data_are_counted_and_warned(exported, tmp_path, name):
+    """A program whose features lie far from every train graph's ranked without a word. Values beyond the
+    manifest's outlier_sigma (export.outlier_sigma) train standard deviations are counted per file and warned
+    about, naming the columns; the count is the transformed graph's."""
+    import warnings
+
+    root, params = exported
+    col = get_collection(name)
+    manifest = json.loads((root / "models" / col.slug / "manifest.json").read_text())
+    sigma = manifest["outlier_sigma"]
+    assert sigma == params.export.outlier_sigma and manifest["format_version"] == EXPORT_FORMAT == 4
+    node = manifest["stats"]["node_feat"]
+    j = next(j for j, c in enumerate(node["columns"]) if c not in node["log_columns"])
+    column = node["columns"][j]
+    path = _write_graph(tmp_path, name, "test", name="far")
+    stats = load_export(root / "models" / col.slug).stats
+
+    def expected() -> int:
+        g = prepare_graph(path, col, stats)
+        count = int((np.abs(g.node_feat) > sigma).sum())
+        return count + (0 if col.kind.config_per_node else int((np.abs(g.config_feat) > sigma).sum()))
+
+    with np.load(path) as npz:
+        feat = npz["node_feat"].copy()
+    feat[:, column] = node["mean"][j]  # no value of this column is far
+    _rewrite_npz(path, node_feat=feat)
+    before = expected()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (plain,) = tpuperf.rank([path], root / "models")
+    assert plain.outlying_values == before
+    assert bool(before) == any("train standard deviations" in str(w.message) for w in caught)
+    kept = prepare_graph(path, col, stats).node_ids[:3]  # nodes pruning keeps
+    feat[kept, column] = node["mean"][j] + 1000 * node["std"][j]  # 1000 sigma away
+    _rewrite_npz(path, node_feat=feat)
+    far = len(kept)
+    assert far >= 1 and expected() == before + far
+    with pytest.warns(
+        UserWarning,
+        match=rf"{path}: .*node feature values \(columns [0-9, ]*\b{column}\b.*lie more "
+        rf"than {sigma:g} train standard deviations from the {name} training data's mean",
+    ):
+        (ranking,) = tpuperf.rank([path], root / "models")
+    assert ranking.outlying_values == before + far
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top", "0"], "argument --top: must be >= 1, got 0"),
+        (["--top", "-3"], "argument --top: must be >= 1, got -3"),
+        (["--collection", "tile:nope"], "--collection: unknown collection 'tile:nope'"),
+    ],
+)
+def test_top_below_1_and_an_unknown_collection_are_usage_errors(exported, capsys, args, message):
+    """They ended as failures (exit 1, "tpuperf rank failed"), as a broken input file does; they are usage errors:
+    exit 2, as argparse's own, before any file is read."""
+    root, params = exported
+    path = get_collection("tile:xla").split_dir(params.data.out, "test") / "synthetic_test.npz"
+    with pytest.raises(SystemExit) if args[0] == "--top" else contextlib.nullcontext() as exit_:
+        code = cli_main(["rank", str(path), "--model", str(root / "models"), *args])
+    code = exit_.value.code if args[0] == "--top" else code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "failed" not in err
 
 
 def test_rank_defaults_top5_for_tile_all_for_layout_on_real_files(exported, shared_data):
@@ -299,18 +439,32 @@ def test_cli_formats_agree_with_the_api(exported, capsys):
     api = tpuperf.rank(files, root / "models")
     code, text, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"))
     assert code == 0
-    blocks = [b for b in text.split("# ")[1:]]
+    blocks = text.split("\n# /")[0:]
+    assert len(blocks) == len(api)
     for r, block in zip(api, blocks):
-        rows = [line.split() for line in block.strip().splitlines()[2:]]
+        lines = block.strip().splitlines()
+        assert lines[0].endswith(
+            f"{r.path}: {r.collection}, {len(r.config_ids)} of {r.num_configs} configs, fastest first"
+        )
+        assert lines[1] == (
+            f"# out-of-fold {r.metric}: chebsage 0.300, sage 0.250; member agreement: {r.member_agreement:.3f} (mean "
+            f"Kendall tau between the 2 models' rankings); feature values beyond outlier_sigma: {r.outlying_values}"
+        )
+        assert lines[2] == "rank config_id ensemble_score"
+        rows = [line.split() for line in lines[3:]]
         assert [int(row[1]) for row in rows] == r.config_ids.tolist()
-        assert [float(row[2]) for row in rows] == pytest.approx(r.relative_runtime.tolist(), rel=1e-5)
+        assert [float(row[2]) for row in rows] == pytest.approx(r.ensemble_score.tolist(), rel=1e-5)
     code, out, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"), "--format", "csv")
     table = list(csv.DictReader(io.StringIO(out)))
     for r in api:
         mine = [row for row in table if row["file"] == str(r.path)]
         assert [int(row["config_id"]) for row in mine] == r.config_ids.tolist()
         assert [int(row["rank"]) for row in mine] == list(range(len(r.config_ids)))
-        assert [float(row["relative_runtime"]) for row in mine] == r.relative_runtime.tolist()
+        assert [float(row["ensemble_score"]) for row in mine] == r.ensemble_score.tolist()
+        assert {row["metric"] for row in mine} == {r.metric}
+        assert {row["oof_scores"] for row in mine} == {"chebsage=0.3;sage=0.25"}
+        assert {float(row["member_agreement"]) for row in mine} == {r.member_agreement}
+        assert {int(row["outlying_values"]) for row in mine} == {r.outlying_values}
     code, out, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"), "--format", "json")
     assert json.loads(out) == [r.to_dict() for r in api]
 
@@ -385,7 +539,7 @@ def test_a_program_without_measured_runtimes_ranks_as_with_zeros(exported, tmp_p
         want = tpuperf.rank([src], root / "models")[0]
         assert got.num_configs == want.num_configs == read_header(src)["config_runtime"].shape[0]
         assert np.array_equal(got.config_ids, want.config_ids), src
-        assert np.allclose(got.relative_runtime, want.relative_runtime)
+        assert np.array_equal(got.ensemble_score, want.ensemble_score)
 
 
 # ---------------------------------------------------------------- bad inputs: clear errors, nothing written
@@ -785,13 +939,13 @@ def test_speed_benchmark_before_is_the_session_start_ops_and_models(capsys):
 
 
 def test_speed_benchmark_versions_and_profile(capsys):
-    """--chunks (exact: same score gaps), --members all best and --profile chebsage (a layer and
+    """--chunks (exact: same ensemble scores), --members all best and --profile chebsage (a layer and
     op-class breakdown of the XLA program, no retracing) on the quick layout graph."""
     argv = ["--quick", "--repeats", "1", "--kinds", "layout", "--jit", "on", "--chunks", "16"]
     assert rank_speed.main(argv + ["--members", "all", "best", "--profile", "chebsage"]) == 0
     (r,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(r["versions"]) == ["chunks of 16", "members best"] and r["members_option"] == "all"
-    assert r["versions"]["chunks of 16"]["max_gap_change"] < 1e-4
+    assert r["versions"]["chunks of 16"]["max_score_change"] < 1e-4
     profile = r["profile"]
     assert profile["model"] == "chebsage" and profile["traces_added"] == 0
     assert {"node_encoder", "shared_block_0", "config_encoder", "cost_features", "config_block_0", "head"} <= set(

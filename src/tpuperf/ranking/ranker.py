@@ -66,10 +66,20 @@ from tpuperf.errors import TpuperfError
 from tpuperf.provenance import source_fingerprint
 from tpuperf.training.batches import TILE_CONFIG_DIM, BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
-# 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope; 3: train_opcodes
-EXPORT_FORMAT = 3
+# 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope; 3: train_opcodes;
+# 4: outlier_sigma (export.outlier_sigma)
+EXPORT_FORMAT = 4
 MANIFEST = "manifest.json"
-MANIFEST_KEYS = ("collection", "models", "stats", "planning", "jit_compile", "fingerprint", "train_opcodes")
+MANIFEST_KEYS = (
+    "collection",
+    "models",
+    "stats",
+    "planning",
+    "jit_compile",
+    "fingerprint",
+    "train_opcodes",
+    "outlier_sigma",
+)
 MEMBER_CHOICES = ("all", "best")  # tpuperf rank --members: the whole exported ensemble, or its top-weighted model
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
 
