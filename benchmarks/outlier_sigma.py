@@ -30,12 +30,12 @@ from tpuperf.config import load_config
 from tpuperf.data.cache import CollectionCache
 from tpuperf.data.npz import find_npz
 from tpuperf.data.preprocess import prepare_graph, preprocess_collection
+from tpuperf.ranking.ranker import outlying_masks
 
 
-def far_values(graph, sigma: float, kind_has_config_feat: bool) -> int:
+def far_values(graph, sigma: float, config_per_node: bool) -> int:
     """Standardised feature values of one transformed graph beyond ``sigma``, as ``tpuperf rank`` counts them."""
-    count = int((np.abs(graph.node_feat) > sigma).sum())
-    return count + (int((np.abs(graph.config_feat) > sigma).sum()) if kind_has_config_feat else 0)
+    return sum(int(m.sum()) for m in outlying_masks(graph, sigma, config_per_node).values())
 
 
 def summary(counts: list[list[int]], sigmas: list[float]) -> dict[str, dict[str, float]]:
@@ -63,16 +63,17 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             preprocess_collection(args.data, tmp, collection, settings, progress=False)
             cache = CollectionCache(tmp, collection)
-            tile = not collection.kind.config_per_node
+            layout = collection.kind.config_per_node
             row = {"collection": collection.name, "preprocess_s": round(time.perf_counter() - started, 1)}
             for split in SPLITS:
-                counts = [[far_values(g, s, tile) for s in args.sigmas] for g in cache.graphs(split)]
+                counts = [[far_values(g, s, layout) for s in args.sigmas] for g in cache.graphs(split)]
                 if counts:
                     row[split] = {"files": len(counts), **summary(counts, args.sigmas)}
             mine = [f for f in other if locate(f)[0] == collection]
             if mine:
                 counts = [
-                    [far_values(prepare_graph(f, collection, cache.stats), s, tile) for s in args.sigmas] for f in mine
+                    [far_values(prepare_graph(f, collection, cache.stats), s, layout) for s in args.sigmas]
+                    for f in mine
                 ]
                 row["other"] = {"files": len(counts), **summary(counts, args.sigmas)}
             print(json.dumps(row))

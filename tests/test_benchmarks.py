@@ -763,3 +763,42 @@ def test_config_repeats_counts_configurations_identical_to_an_earlier_one(tmp_pa
         "most_copies": 2,
     }
     assert lines[4]["repeated_configs"] == 1 and len(lines) == 5
+
+
+def test_outlier_sigma_counts_what_rank_counts(tmp_path: Path, capsys):
+    """benchmarks/outlier_sigma.py counts, per split, the files with standardised feature values beyond each sigma
+    (tpuperf.ranking.ranker.outlying_masks, what `tpuperf rank` warns of); a file under --other is transformed with
+    the same train statistics, so copies of the test files count as they do."""
+    import outlier_sigma
+
+    from tpuperf.collection import get_collection
+    from tpuperf.data.synthetic import write_dataset
+
+    write_dataset(tmp_path / "data", "tiny", 0)
+    col = get_collection("layout:xla:random")
+    test_files = sorted(col.split_dir(tmp_path / "data", "test").glob("*.npz"))
+    other = col.split_dir(tmp_path / "other", "test")
+    other.mkdir(parents=True)
+    for f in test_files:
+        shutil.copy(f, other / f.name)
+    argv = [
+        str(tmp_path / "data"),
+        "--collections",
+        col.name,
+        "--sigmas",
+        "0.5",
+        "1000",
+        "--other",
+        str(tmp_path / "other"),
+    ]
+    assert outlier_sigma.main(argv) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (
+        row["collection"] == col.name
+        and row["test"]["files"] == len(test_files)
+        and row["other"]["files"] == len(test_files)
+    )
+    for split in ("train", "valid", "test", "other"):
+        assert row[split]["0.5"]["files_warned"] == 1.0 and row[split]["0.5"]["max_count"] > 0  # half a std: most
+        assert row[split]["1000"] == {"files_warned": 0.0, "max_count": 0}
+    assert row["other"] == row["test"]  # the same files, transformed by rank's path (prepare_graph) and the cache

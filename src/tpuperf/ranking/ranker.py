@@ -383,17 +383,14 @@ class ExportedModel:
         """How many of ``g``'s standardised feature values (node features; tile: config features too) lie beyond
         ``outlier_sigma`` train standard deviations of the train mean; warns (UserWarning) naming the file, the counts
         and the original feature columns when any do: the models never saw such values, so the ranking may be poor."""
-        parts = [("node", g.node_feat, self.stats["node_feat"]["columns"])]
-        if not self.collection.kind.config_per_node:  # layout config features are codes -1..5, not standardised
-            parts.append(("config", g.config_feat, self.stats["config_feat"]["columns"]))
         found, total = [], 0
-        for name, values, columns in parts:
-            far = np.abs(values) > self.outlier_sigma
+        for name, far in outlying_masks(g, self.outlier_sigma, self.collection.kind.config_per_node).items():
             count = int(far.sum())
             total += count
             if count:
+                columns = self.stats[f"{name}_feat"]["columns"]
                 cols = ", ".join(str(columns[j]) for j in np.flatnonzero(far.any(axis=0)))
-                found.append(f"{count} of its {values.size} {name} feature values (columns {cols})")
+                found.append(f"{count} of its {far.size} {name} feature values (columns {cols})")
         if found:
             warnings.warn(
                 f"{g.graph_id}: {' and '.join(found)} lie more than {self.outlier_sigma:g} train standard deviations "
@@ -454,6 +451,16 @@ class ExportedModel:
                 )
             )
         return rankings
+
+
+def outlying_masks(graph: CachedGraph, sigma: float, config_per_node: bool) -> dict[str, np.ndarray]:
+    """Which standardised feature values of a prepared ``graph`` lie further than ``sigma`` train standard deviations
+    from the train mean (0 once standardised): ``{"node": bool (n, d)}``, plus ``"config": bool (c, d)`` for a tile
+    graph (``config_per_node`` False; layout config features are codes -1..5, not standardised)."""
+    masks = {"node": np.abs(graph.node_feat) > sigma}
+    if not config_per_node:
+        masks["config"] = np.abs(graph.config_feat) > sigma
+    return masks
 
 
 def _per_graph(combined: pl.DataFrame) -> dict[str, np.ndarray]:
