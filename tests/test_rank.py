@@ -439,19 +439,17 @@ def test_cli_formats_agree_with_the_api(exported, capsys):
     api = tpuperf.rank(files, root / "models")
     code, text, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"))
     assert code == 0
-    blocks = text.split("\n# /")[0:]
-    assert len(blocks) == len(api)
-    for r, block in zip(api, blocks):
-        lines = block.strip().splitlines()
-        assert lines[0].endswith(
-            f"{r.path}: {r.collection}, {len(r.config_ids)} of {r.num_configs} configs, fastest first"
-        )
-        assert lines[1] == (
+    lines = text.splitlines()
+    assert len(lines) == sum(3 + len(r.config_ids) for r in api)
+    for r in api:
+        block, lines = lines[: 3 + len(r.config_ids)], lines[3 + len(r.config_ids) :]
+        assert block[0] == f"# {r.path}: {r.collection}, {len(r.config_ids)} of {r.num_configs} configs, fastest first"
+        assert block[1] == (
             f"# out-of-fold {r.metric}: chebsage 0.300, sage 0.250; member agreement: {r.member_agreement:.3f} (mean "
             f"Kendall tau between the 2 models' rankings); feature values beyond outlier_sigma: {r.outlying_values}"
         )
-        assert lines[2] == "rank config_id ensemble_score"
-        rows = [line.split() for line in lines[3:]]
+        assert block[2] == "rank config_id ensemble_score"
+        rows = [line.split() for line in block[3:]]
         assert [int(row[1]) for row in rows] == r.config_ids.tolist()
         assert [float(row[2]) for row in rows] == pytest.approx(r.ensemble_score.tolist(), rel=1e-5)
     code, out, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"), "--format", "csv")
