@@ -559,7 +559,8 @@ def rank(
     another version or other tpuperf sources, weights that do not fit), FileNotFoundError for a path that does not
     exist or a directory without ``.npz`` files, and ValueError for a bad ``collection`` or ``top``. Every file is
     checked before any is scored. Warns (UserWarning) when the export's models were trained on a synthetic dataset
-    (its stats' ``data_source``), and per file holding opcodes no (pruned) train graph had, naming them.
+    (its stats' ``data_source``), per file holding opcodes no (pruned) train graph had, naming them, and per file
+    with feature values beyond the manifest's ``outlier_sigma`` (``Ranking.outlying_values``), naming the columns.
     """
     from tpuperf.data.preprocess import prepare_graph
 
