@@ -69,20 +69,41 @@ COLLECTIONS = {"layout": "layout:xla:random", "tile": "tile:xla"}
 def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     """What training leaves for the export stage, with fresh (untrained) weights: each member's
     ``checkpoints/<slug>/<model>/fold_<k>/best`` + a finished state.json (trained for the current cache and
-    model settings), and each model's run report with an oof_score (model i gets 0.3 - 0.05 i) and each fold's
-    state fingerprint."""
+    model settings), each fold's predictions as training writes them (its held-out train graphs as ``oof``, valid and
+    test; random scores drawn from ``seed``: the export reads the valid ones for its ``valid_member_agreement``), and each model's run report with an oof_score (model i gets 0.3 - 0.05 i), each
+    fold's state fingerprint and the digests of its prediction files."""
+    import polars as pl
     import tensorflow as tf
 
     from tpuperf.data.cache import CollectionCache
     from tpuperf.provenance import weights_for_cache
     from tpuperf.ranking.ranker import build_member_model
-    from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, trained_with, write_run_report
+    from tpuperf.runs import (
+        BEST_CHECKPOINT,
+        STATE_FILE,
+        fold_checkpoint_dir,
+        prediction_digests,
+        prediction_path,
+        trained_with,
+        write_run_report,
+    )
+    from tpuperf.training.scoring import prediction_frame
 
     cache = CollectionCache(config.preprocess.out, collection)
     feat_dim = cache.node_feat_dim
     folds = config.train.folds
+    graphs = {split: list(cache.graphs(split)) for split in ("train", "valid", "test")}
+    rng = np.random.default_rng(seed)
     for i, name in enumerate(config.ensemble_models):
         for fold in range(folds):
+            path = prediction_path(config.train.runs_dir, collection, name, fold)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            held_out = {"oof": graphs["train"][fold::folds], "valid": graphs["valid"], "test": graphs["test"]}
+            frames = [
+                prediction_frame(split, gs, {g.graph_id: rng.normal(size=g.num_configs) for g in gs})
+                for split, gs in held_out.items()
+            ]
+            pl.concat(frames).write_parquet(path)
             tf.keras.utils.set_random_seed(seed + 10 * i + fold)
             model = build_member_model(collection.kind.name, config.model(name), feat_dim)
             fold_dir = fold_checkpoint_dir(config.train.checkpoints_dir, collection, name, fold)
@@ -107,7 +128,7 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
                     "weights_for": weights_for,
                     **trained_with(config, name),  # the settings params.yaml holds (the export compares them)
                 },
-                "predictions": {},  # none: the export reads only the checkpoints and oof_score
+                "predictions": prediction_digests(config.train.runs_dir, collection, name),
             },
         )
 

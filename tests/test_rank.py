@@ -261,6 +261,50 @@ def test_rank_tells_the_models_out_of_fold_scores_and_their_agreement(exported, 
         assert row["member_agreement"] == every.member_agreement
 
 
+def test_the_export_records_the_models_agreement_on_the_valid_programs(exported, tmp_path):
+    """A file's member agreement means little without the models' usual agreement: the export records the mean over
+    the collection's valid graphs of the agreement of the models' valid predictions (each model's folds combined),
+    and every ranking by the whole ensemble carries it (None under --members best: one model)."""
+    from scipy.stats import kendalltau
+
+    from tpuperf.data.synthetic import write_dataset
+    from tpuperf.runs import prediction_path
+
+    root, params = exported
+    params = dataclasses.replace(
+        params,
+        data=dataclasses.replace(params.data, out=str(tmp_path / "data")),
+        preprocess=dataclasses.replace(params.preprocess, out=str(tmp_path / "cache")),
+        train=dataclasses.replace(
+            params.train, checkpoints_dir=str(tmp_path / "checkpoints"), runs_dir=str(tmp_path / "runs")
+        ),
+        export=dataclasses.replace(params.export, out=str(tmp_path / "models")),
+    )
+    col = get_collection("layout:xla:random")
+    write_dataset(params.data.out, "tiny", 0)
+    preprocess_collection(params.data.out, params.preprocess.out, col, params.preprocess, progress=False)
+    write_untrained_members(params, col, seed=3)  # random valid scores per fold
+    out = export_collection(params, col)
+    valid = {}
+    for m in MODELS:
+        folds = [
+            pl.read_parquet(prediction_path(params.train.runs_dir, col, m, f)).filter(pl.col("split") == "valid")
+            for f in range(2)
+        ]
+        for gid in folds[0]["graph_id"].unique():
+            ranks = [f.filter(pl.col("graph_id") == gid).sort("config_id")["pred"].rank().to_numpy() for f in folds]
+            valid.setdefault(gid, []).append(np.mean(ranks, axis=0))
+    taus = [kendalltau(*pair).statistic for pair in valid.values()]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["valid_member_agreement"] == pytest.approx({"mean": np.mean(taus), "graphs": len(taus)})
+    assert len(taus) == len(list(col.split_dir(params.data.out, "valid").glob("*.npz"))) > 1
+    test_file = sorted(col.split_dir(params.data.out, "test").glob("*.npz"))[0]
+    (every,) = tpuperf.rank([test_file], out)
+    assert every.valid_member_agreement == manifest["valid_member_agreement"]["mean"]
+    (best,) = tpuperf.rank([test_file], out, members="best")
+    assert best.valid_member_agreement is None and best.member_agreement is None
+
+
 @pytest.mark.parametrize("name", ["layout:xla:default", "tile:xla"])
 def test_feature_values_far_outside_the_training_data_are_counted_and_warned(exported, tmp_path, name):
     """A program whose features lie far from every train graph's ranked without a word. Values beyond the
@@ -446,7 +490,8 @@ def test_cli_formats_agree_with_the_api(exported, capsys):
         assert block[0] == f"# {r.path}: {r.collection}, {len(r.config_ids)} of {r.num_configs} configs, fastest first"
         assert block[1] == (
             f"# out-of-fold {r.metric}: chebsage 0.300, sage 0.250; member agreement: {r.member_agreement:.3f} (mean "
-            f"Kendall tau between the 2 models' rankings); feature values beyond outlier_sigma: {r.outlying_values}"
+            f"Kendall tau between the 2 models' rankings; on the valid programs: n/a); feature values beyond "
+            f"outlier_sigma: {r.outlying_values}"
         )
         assert block[2] == "rank config_id ensemble_score"
         rows = [line.split() for line in block[3:]]
@@ -462,6 +507,7 @@ def test_cli_formats_agree_with_the_api(exported, capsys):
         assert {row["metric"] for row in mine} == {r.metric}
         assert {row["oof_scores"] for row in mine} == {"chebsage=0.3;sage=0.25"}
         assert {float(row["member_agreement"]) for row in mine} == {r.member_agreement}
+        assert {row["valid_member_agreement"] for row in mine} == {""}  # the fixture has no valid graphs
         assert {int(row["outlying_values"]) for row in mine} == {r.outlying_values}
     code, out, _ = run_cli(capsys, "rank", *files, "--model", str(root / "models"), "--format", "json")
     assert json.loads(out) == [r.to_dict() for r in api]

@@ -124,7 +124,11 @@ def _confidence(r) -> str:
     elif r.member_agreement is None:
         agreement = "n/a (one config)"
     else:
-        agreement = f"{r.member_agreement:.3f} (mean Kendall tau between the {len(r.oof_scores)} models' rankings)"
+        valid = "n/a" if r.valid_member_agreement is None else f"{r.valid_member_agreement:.3f}"
+        agreement = (
+            f"{r.member_agreement:.3f} (mean Kendall tau between the {len(r.oof_scores)} models' rankings; "
+            f"on the valid programs: {valid})"
+        )
     return (
         f"# out-of-fold {r.metric}: {oof}; member agreement: {agreement}; "
         f"feature values beyond outlier_sigma: {r.outlying_values}"
@@ -161,12 +165,13 @@ def _rank(args: argparse.Namespace) -> int:
                 "metric",
                 "oof_scores",
                 "member_agreement",
+                "valid_member_agreement",
                 "outlying_values",
             ]
         )
         for r in rankings:
             oof = ";".join(f"{m}={v!r}" for m, v in r.oof_scores.items())
-            agreement = "" if r.member_agreement is None else repr(r.member_agreement)
+            agreement, valid = ("" if a is None else repr(a) for a in (r.member_agreement, r.valid_member_agreement))
             for i, (config, score) in enumerate(zip(r.config_ids, r.ensemble_score)):
                 writer.writerow(
                     [
@@ -178,6 +183,7 @@ def _rank(args: argparse.Namespace) -> int:
                         r.metric,
                         oof,
                         agreement,
+                        valid,
                         r.outlying_values,
                     ]
                 )

@@ -34,6 +34,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 import tpuperf
 from tpuperf.atomic import replaced_dir
@@ -43,9 +44,24 @@ from tpuperf.data.cache import INDEX_FILE, STATS_FILE, CollectionCache
 from tpuperf.errors import TpuperfError
 from tpuperf.metrics import has_ranking
 from tpuperf.provenance import weights_for_cache
-from tpuperf.ranking.ranker import EXPORT_FORMAT, MANIFEST, build_member_model, code_fingerprint
-from tpuperf.runs import BEST_CHECKPOINT, STATE_FILE, fold_checkpoint_dir, read_run_report, report_path
-from tpuperf.submission.ensemble import EnsembleSettings, check_reports, model_weights
+from tpuperf.ranking.ranker import (
+    EXPORT_FORMAT,
+    MANIFEST,
+    build_member_model,
+    code_fingerprint,
+    member_agreement,
+    per_graph_scores,
+)
+from tpuperf.runs import (
+    BEST_CHECKPOINT,
+    STATE_FILE,
+    check_prediction_digests,
+    fold_checkpoint_dir,
+    read_fold_predictions,
+    read_run_report,
+    report_path,
+)
+from tpuperf.submission.ensemble import EnsembleSettings, check_reports, combine, model_weights
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +90,24 @@ def train_opcodes(cache: CollectionCache) -> list[int]:
     without 2 distinct runtimes is left out of training (:func:`tpuperf.metrics.has_ranking`), so of this too."""
     trained = (g for g in cache.graphs("train") if has_ranking(g.runtime))
     return sorted(set().union(*(np.unique(g.node_opcode).tolist() for g in trained)))
+
+
+def valid_member_agreement(
+    runs_dir: Path | str, collection: Collection, models: list[str], reports: dict, folds: int
+) -> dict[str, float | int] | None:
+    """The manifest's ``valid_member_agreement``: ``{"mean": the mean over the collection's valid graphs of
+    :func:`tpuperf.ranking.ranker.member_agreement` of ``models``' valid predictions (each model's ``folds`` combined,
+    as ``tpuperf rank`` combines them), "graphs": how many}``, the reference for a ranked file's agreement; None for
+    one model or no valid graph with 2 configs. The fold files must be the ones the run ``reports`` describe
+    (:class:`tpuperf.runs.PredictionFormatError` otherwise)."""
+    if len(models) < 2:
+        return None
+    for m in models:
+        check_prediction_digests(runs_dir, collection, m, reports[m], folds)
+    valid = read_fold_predictions(runs_dir, folds, collections=[collection.name], models=models, splits={"valid"})
+    per_model = [per_graph_scores(combine(valid.filter(pl.col("model") == m), {m: 1.0})) for m in models]
+    taus = [t for g in per_model[0] if (t := member_agreement([scores[g] for scores in per_model])) is not None]
+    return {"mean": float(np.mean(taus)), "graphs": len(taus)} if taus else None
 
 
 def _fold_checkpoint(
@@ -179,6 +213,9 @@ def export_collection(config: Config, collection: Collection) -> Path:
             "stats": cache.stats,
             "train_opcodes": train_opcodes(cache),
             "outlier_sigma": config.export.outlier_sigma,
+            "valid_member_agreement": valid_member_agreement(
+                ens.runs_dir, collection, list(weights), reports, ens.folds
+            ),
             "fingerprint": fingerprint(cache.dir),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))

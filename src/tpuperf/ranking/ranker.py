@@ -37,7 +37,9 @@ What a ranking says (:class:`Ranking`; ``tpuperf rank``'s columns and header, RE
   ``kendall_tau``): how well that model ranked programs it had not trained on.
 - ``member_agreement`` per file: the mean Kendall tau-b over pairs of scoring models between their rankings of the
   file's configs (each model's folds combined), None with one model or one config: a low value says the models
-  disagree on this program.
+  disagree on this program. ``valid_member_agreement`` is the same models' mean of it over the collection's valid
+  programs (from their runs' valid predictions; the manifest's ``valid_member_agreement``), the reference to compare
+  with; None with one model or no valid program.
 - ``outlying_values`` per file: how many of its standardised feature values (node features of the pruned graph,
   and tile config features) lie more than the manifest's ``outlier_sigma`` (``export.outlier_sigma``) train
   standard deviations from the train mean; a file with any is also warned about, naming the feature columns.
@@ -67,7 +69,7 @@ from tpuperf.provenance import source_fingerprint
 from tpuperf.training.batches import TILE_CONFIG_DIM, BatchItem, BatchShape, BucketPlan, to_arrays, to_graph_tensor
 
 # 2: stats carry the pruning mode (prune) and config_edge_length, models config_scope; 3: train_opcodes;
-# 4: outlier_sigma (export.outlier_sigma)
+# 4: outlier_sigma (export.outlier_sigma), valid_member_agreement
 EXPORT_FORMAT = 4
 MANIFEST = "manifest.json"
 MANIFEST_KEYS = (
@@ -79,6 +81,7 @@ MANIFEST_KEYS = (
     "fingerprint",
     "train_opcodes",
     "outlier_sigma",
+    "valid_member_agreement",
 )
 MEMBER_CHOICES = ("all", "best")  # tpuperf rank --members: the whole exported ensemble, or its top-weighted model
 TEST_SPLIT = "test"  # the split name combine() sees: rank rows are scored like test rows
@@ -107,7 +110,8 @@ class Ranking:
     the combined normalised rank that orders them; ``num_configs``: configurations in the file (k <= num_configs);
     ``metric``: ``tile_score`` or ``kendall_tau``; ``oof_scores``: model -> its out-of-fold ``metric``, for the
     models that scored; ``member_agreement``: mean pairwise Kendall tau-b of those models' rankings, None for one
-    model or one config; ``outlying_values``: count of standardised feature values beyond ``outlier_sigma``.
+    model or one config; ``valid_member_agreement``: its mean over the valid programs (None for one model);
+    ``outlying_values``: count of standardised feature values beyond ``outlier_sigma``.
     """
 
     path: Path
@@ -118,6 +122,7 @@ class Ranking:
     metric: str
     oof_scores: dict[str, float]
     member_agreement: float | None
+    valid_member_agreement: float | None
     outlying_values: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,6 +135,7 @@ class Ranking:
             "metric": self.metric,
             "oof_scores": dict(self.oof_scores),
             "member_agreement": self.member_agreement,
+            "valid_member_agreement": self.valid_member_agreement,
             "outlying_values": self.outlying_values,
         }
 
@@ -138,14 +144,15 @@ def member_agreement(scores: Sequence[np.ndarray]) -> float | None:
     """Mean Kendall tau-b over every pair of ``scores`` (float (c,) each: one model's scores of one file's c
     configs): 1 = the models order the configs alike, 0 = unrelated, -1 = reversed. None for fewer than 2 models or
     2 configs. A pair in which one model scores every config alike counts 0: no order, as
-    :func:`tpuperf.metrics.kendall_tau` counts constant predictions."""
+    :func:`tpuperf.metrics.kendall_tau` counts constant predictions. Scores are rounded to 12 decimals first, so a tie
+    that float rounding splits (the mean of two folds' normalised ranks: 0/3 + 3/3 against 1/3 + 2/3) counts as one."""
     from itertools import combinations
 
     from scipy.stats import kendalltau
 
     if len(scores) < 2 or len(scores[0]) < 2:
         return None
-    taus = [kendalltau(a, b).statistic for a, b in combinations(scores, 2)]
+    taus = [kendalltau(np.round(a, 12), np.round(b, 12)).statistic for a, b in combinations(scores, 2)]
     return float(np.mean([0.0 if np.isnan(t) else t for t in taus]))
 
 
@@ -297,6 +304,7 @@ class ExportedModel:
         self.train_opcodes = np.asarray(m["train_opcodes"], dtype=np.int64)  # sorted ids training saw
         self.oof_scores = {name: float(spec["oof_score"]) for name, spec in m["models"].items()}
         self.outlier_sigma = float(m["outlier_sigma"])  # export.outlier_sigma
+        self.valid_agreement = m["valid_member_agreement"]  # {"mean", "graphs"} of the whole export, or None
 
     def _read_weights(self, path: Path, model) -> list[np.ndarray]:
         try:
@@ -431,8 +439,8 @@ class ExportedModel:
         }
         combined = combine(scores, weights)  # one row per (graph, config), sorted by config id
         orders = rankings_from_predictions(combined, first)
-        ensemble = _per_graph(combined)
-        per_model = [_per_graph(combine(scores.filter(pl.col("model") == m), {m: 1.0})) for m in weights]
+        ensemble = per_graph_scores(combined)
+        per_model = [per_graph_scores(combine(scores.filter(pl.col("model") == m), {m: 1.0})) for m in weights]
         rankings = []
         for g in graphs:
             order = orders[self.collection.submission_id(g.graph_id)]
@@ -447,6 +455,7 @@ class ExportedModel:
                     self.collection.kind.metric,
                     {m: self.oof_scores[m] for m in weights},
                     member_agreement([model[g.graph_id] for model in per_model]),
+                    self.valid_agreement["mean"] if self.valid_agreement and len(weights) > 1 else None,
                     outlying[g.graph_id],
                 )
             )
@@ -463,7 +472,7 @@ def outlying_masks(graph: CachedGraph, sigma: float, config_per_node: bool) -> d
     return masks
 
 
-def _per_graph(combined: pl.DataFrame) -> dict[str, np.ndarray]:
+def per_graph_scores(combined: pl.DataFrame) -> dict[str, np.ndarray]:
     """graph_id -> float64 (c,) ``pred`` indexed by config id, of :func:`~tpuperf.submission.ensemble.combine`'s rows
     (every config of each graph, config ids 0..c-1 as :func:`tpuperf.data.preprocess.prepare_graph` numbers them)."""
     return {
