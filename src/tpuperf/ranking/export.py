@@ -11,7 +11,9 @@ refused as the submission refuses them (:func:`tpuperf.submission.ensemble.check
 settings), and each fold's checkpoint must be the one its report describes (state.json's ``fingerprint`` = the
 report's fold ``state_fingerprint``): a ``tpuperf train`` stopped after a fold finished leaves that fold's new
 weights beside the previous run's report, its OOF scores and its other folds. The cache's
-``stats.json`` (feature transform, pruning mode and hops); and the batch planning the pipeline scored
+``stats.json`` (feature transform, pruning mode and hops); the models' agreement on the valid programs
+(:func:`valid_member_agreement`, from the runs' valid predictions), which ``tpuperf rank`` shows beside a file's;
+``export.outlier_sigma``; and the batch planning the pipeline scored
 with (``train.graphs_per_batch``, ``train.batch_slack``, ``train.buckets`` and
 ``train.predict_configs_per_graph``: :class:`tpuperf.training.batches.BucketPlan`), so that
 ranking a test file scores it as its submission row was scored.
@@ -158,7 +160,8 @@ def export_collection(config: Config, collection: Collection) -> Path:
     Raises :class:`ExportError` for a missing or unfinished fold, or one its run report does not describe, and the
     cache's and ensemble's errors (:class:`tpuperf.data.cache.CacheError`, :class:`tpuperf.runs.RunArtifactError`,
     :class:`tpuperf.submission.ensemble.EnsembleError`) for a missing cache or run report, or a report of another
-    cache or settings than params.yaml holds (:func:`tpuperf.submission.ensemble.check_reports`).
+    cache or settings than params.yaml holds (:func:`tpuperf.submission.ensemble.check_reports`), and
+    :class:`tpuperf.runs.PredictionFormatError` for fold predictions the run reports do not describe.
     """
     import tensorflow as tf
 
