@@ -28,9 +28,9 @@ What a ranking says (:class:`Ranking`; ``tpuperf rank``'s columns and header, RE
 
 - ``ensemble_score`` per config, in [0, 1]: the score that orders the list, :func:`~tpuperf.submission.ensemble.combine`'s
   weighted mean over the members of the config's normalised rank (0 = every member ranks it fastest, 1 = every
-  member slowest). It never decreases down a full list; a cut list (tile's top 5, layout's ``--top K``) puts repeats
-  of a configuration after every distinct one, so a repeat may show a lower score than the distinct config above
-  it. It is no runtime: the members' raw scores are ListMLE/pairwise logits without a unit, and even log runtimes
+  member slowest). It never decreases down the list, except where a tile list (any length) or a layout list cut by
+  ``top`` puts the repeats of a configuration after every distinct one: a repeat shows its configuration's score,
+  which may be lower than the distinct config's above it. It is no runtime: the members' raw scores are ListMLE/pairwise logits without a unit, and even log runtimes
   (``train.loss: mse``) averaged over members can order configs otherwise than their combined ranks do.
 - ``oof_scores``: each scoring model's out-of-fold score on the training graphs (its run report's ``oof_score``,
   which the export carries in the manifest), in the collection's metric ``metric`` (``tile_score`` or
