@@ -108,7 +108,14 @@ def kendall_tau(pred: np.ndarray, runtime: np.ndarray) -> float:
     pred, runtime = _vectors(pred, runtime)
     if not has_ranking(runtime):
         raise ValueError(f"Kendall tau is undefined for {runtime.size} config(s) with fewer than 2 distinct runtimes")
-    tau = kendalltau(pred, runtime).statistic
+    return tau_b(pred, runtime)
+
+
+def tau_b(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall tau-b (scipy's, ties counted as ties) of two float (c,) vectors, c >= 2; 0.0 where it is NaN (either
+    vector constant): no order is no agreement. What :func:`kendall_tau` and
+    :func:`tpuperf.ranking.ranker.member_agreement` compute."""
+    tau = kendalltau(a, b).statistic
     return 0.0 if np.isnan(tau) else float(tau)
 
 

@@ -143,17 +143,16 @@ class Ranking:
 def member_agreement(scores: Sequence[np.ndarray]) -> float | None:
     """Mean Kendall tau-b over every pair of ``scores`` (float (c,) each: one model's scores of one file's c
     configs): 1 = the models order the configs alike, 0 = unrelated, -1 = reversed. None for fewer than 2 models or
-    2 configs. A pair in which one model scores every config alike counts 0: no order, as
-    :func:`tpuperf.metrics.kendall_tau` counts constant predictions. Scores are rounded to 12 decimals first, so a tie
+    2 configs. A pair in which one model scores every config alike counts 0: no order (:func:`tpuperf.metrics.tau_b`,
+    as the layout metric counts constant predictions). Scores are rounded to 12 decimals first, so a tie
     that float rounding splits (the mean of two folds' normalised ranks: 0/3 + 3/3 against 1/3 + 2/3) counts as one."""
     from itertools import combinations
 
-    from scipy.stats import kendalltau
+    from tpuperf.metrics import tau_b
 
     if len(scores) < 2 or len(scores[0]) < 2:
         return None
-    taus = [kendalltau(np.round(a, 12), np.round(b, 12)).statistic for a, b in combinations(scores, 2)]
-    return float(np.mean([0.0 if np.isnan(t) else t for t in taus]))
+    return float(np.mean([tau_b(np.round(a, 12), np.round(b, 12)) for a, b in combinations(scores, 2)]))
 
 
 def sample_graph(kind: str, feat_dim: int) -> CachedGraph:
