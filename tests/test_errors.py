@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tpuperf.cli import main
@@ -107,3 +108,19 @@ def test_cli_prints_a_warning_as_one_line_naming_the_command(monkeypatch, capsys
     assert (
         err == "tpuperf fingerprint: warning: prog.npz: 2 of its 9 nodes have opcodes the tile:xla models never saw\n"
     )
+
+
+def test_cli_warning_of_a_library_keeps_its_category_and_place(monkeypatch, capsys):
+    """The one-line warning printed a library's RuntimeWarning (numpy's `overflow encountered`) exactly like
+    tpuperf's own UserWarnings, without its category or where it came from: now both are kept."""
+    import tpuperf.cli as cli
+
+    def overflow(args):
+        np.exp(np.float64(1000.0))
+        return 0
+
+    monkeypatch.setattr(cli, "_fingerprint", overflow)
+    assert main(["fingerprint"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("tpuperf fingerprint: warning: RuntimeWarning: overflow encountered in exp (")
+    assert f"{Path(__file__).name}:" in err and err.count("\n") == 1

@@ -447,12 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; its exit code (:mod:`tpuperf.errors`): 0 done, 1 an expected failure or an output
     location that cannot be written, 2 a usage error, 130 an interrupt, each as one line ``tpuperf <command>[
-    failed|interrupted]: <message>`` on stderr. A warning is one line ``tpuperf <command>: warning: <message>``."""
+    failed|interrupted]: <message>`` on stderr. A warning is one line ``tpuperf <command>: warning: <message>``
+    (tpuperf's are UserWarnings); one of another category, which a library raised, also names it and where it was
+    raised: ``... warning: RuntimeWarning: <message> (<file>:<line>)``."""
     args = build_parser().parse_args(argv)
     command = " ".join(filter(None, (args.command, getattr(args, "kernels_command", None))))
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"tpuperf {command}: warning: {message}", file=file or sys.stderr)
+        text = message if category is UserWarning else f"{category.__name__}: {message} ({filename}:{lineno})"
+        print(f"tpuperf {command}: warning: {text}", file=file or sys.stderr)
 
     try:
         with warnings.catch_warnings():
