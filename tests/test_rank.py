@@ -229,6 +229,30 @@ def test_member_agreement_is_the_mean_kendall_tau_between_the_models():
     assert member_agreement([a]) is None and member_agreement([a[:1], a[:1]]) is None
 
 
+def test_valid_member_agreement_refuses_models_that_scored_other_valid_graphs(monkeypatch):
+    """A model whose valid predictions lack a graph the first model scored stopped the export with a bare
+    KeyError naming the graph id; now an EnsembleError naming the graph, config and member (as combine's)."""
+    import tpuperf.ranking.export as export
+    from tpuperf.submission.ensemble import EnsembleError
+
+    col = get_collection("layout:xla:random")
+    rows = [
+        {"model": m, "fold": 0, "graph_id": g, "config_id": c, "pred": float(c), "runtime": 1}
+        for m, graphs in (("chebsage", ("g1", "g2")), ("sage", ("g1",)))
+        for g in graphs
+        for c in range(3)
+    ]
+    valid = pl.DataFrame(rows).with_columns(split=pl.lit("valid"), collection=pl.lit(col.name))
+    reports = {"chebsage": {}, "sage": {}}  # what the digests are checked against: not checked here
+    monkeypatch.setattr(export, "check_prediction_digests", lambda *args: None)
+    monkeypatch.setattr(export, "read_fold_predictions", lambda *args, **kwargs: valid)
+    with pytest.raises(EnsembleError, match=r"graph 'g2' config \d has no prediction from sage/fold_0"):
+        export.valid_member_agreement("runs", col, ["chebsage", "sage"], reports, 1)
+    full = valid.filter(pl.col("graph_id") == "g1")
+    monkeypatch.setattr(export, "read_fold_predictions", lambda *args, **kwargs: full)
+    assert export.valid_member_agreement("runs", col, ["chebsage", "sage"], reports, 1) == {"mean": 1.0, "graphs": 1}
+
+
 def test_rank_tells_the_models_out_of_fold_scores_and_their_agreement(exported, capsys):
     """Nothing told how far to trust a ranking: each ranking now carries the scoring models' out-of-fold scores
     (their run reports', via the manifest: 0.3 and 0.25 here) in the collection's metric, and the mean Kendall tau

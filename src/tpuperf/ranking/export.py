@@ -63,7 +63,7 @@ from tpuperf.runs import (
     read_run_report,
     report_path,
 )
-from tpuperf.submission.ensemble import EnsembleSettings, check_reports, combine, model_weights
+from tpuperf.submission.ensemble import EnsembleSettings, check_coverage, check_reports, combine, model_weights
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,14 @@ def valid_member_agreement(
     :func:`tpuperf.ranking.ranker.member_agreement` of ``models``' valid predictions (each model's ``folds`` combined,
     as ``tpuperf rank`` combines them), "graphs": how many}``, the reference for a ranked file's agreement; None for
     one model or no valid graph with 2 configs. The fold files must be the ones the run ``reports`` describe
-    (:class:`tpuperf.runs.PredictionFormatError` otherwise)."""
+    (:class:`tpuperf.runs.PredictionFormatError` otherwise), and every model and fold must score the same valid
+    (graph, config) rows (:class:`tpuperf.submission.ensemble.EnsembleError` otherwise)."""
     if len(models) < 2:
         return None
     for m in models:
         check_prediction_digests(runs_dir, collection, m, reports[m], folds)
     valid = read_fold_predictions(runs_dir, folds, collections=[collection.name], models=models, splits={"valid"})
+    check_coverage(valid)
     per_model = [per_graph_scores(combine(valid.filter(pl.col("model") == m), {m: 1.0})) for m in models]
     taus = [t for g in per_model[0] if (t := member_agreement([scores[g] for scores in per_model])) is not None]
     return {"mean": float(np.mean(taus)), "graphs": len(taus)} if taus else None

@@ -281,7 +281,7 @@ def rank_normalise(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(pred=pl.when(n > 1).then(rank / (n - 1).cast(pl.Float64)).otherwise(0.0))
 
 
-def _check_coverage(df: pl.DataFrame) -> None:
+def check_coverage(df: pl.DataFrame) -> None:
     """Every member of a collection must score exactly the same (graph, config) rows."""
     members = df.group_by("collection").agg(members=pl.struct(list(MEMBER)).n_unique())
     counts = df.group_by("collection", "graph_id", "config_id").agg(n=pl.len()).join(members, on="collection")
@@ -313,7 +313,7 @@ def combine(df: pl.DataFrame, weights: Mapping[str, float]) -> pl.DataFrame:
     missing = sorted(set(df["model"].unique()) - set(weights))
     if missing:
         raise EnsembleError(f"no weight for models {missing}")
-    _check_coverage(df)
+    check_coverage(df)
     folds = df.group_by("collection", "model").agg(folds=pl.col("fold").n_unique())
     weight = pl.DataFrame(
         {"model": list(weights), "w": list(weights.values())}, schema={"model": pl.String, "w": pl.Float64}
