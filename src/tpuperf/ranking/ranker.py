@@ -110,8 +110,8 @@ class Ranking:
     the combined normalised rank that orders them; ``num_configs``: configurations in the file (k <= num_configs);
     ``metric``: ``tile_score`` or ``kendall_tau``; ``oof_scores``: model -> its out-of-fold ``metric``, for the
     models that scored; ``member_agreement``: mean pairwise Kendall tau-b of those models' rankings, None for one
-    model or one config; ``valid_member_agreement``: its mean over the valid programs (None for one model);
-    ``outlying_values``: count of standardised feature values beyond ``outlier_sigma``.
+    model or one config; ``valid_member_agreement``: its mean over the valid programs (None for one model or no
+    valid program of 2 configs); ``outlying_values``: count of standardised feature values beyond ``outlier_sigma``.
     """
 
     path: Path
