@@ -30,7 +30,8 @@ and the speed-up. Likewise ``--chunks C ...`` times the
 export scoring in batch items of C configs per graph (``train.predict_configs_per_graph``, with
 ``predict_config_nodes`` scaled alike: the working set of the per-config tensors; exact) and
 ``--members all best`` ranks with ``tpuperf rank --members`` each (the first is the reference);
-each version prints how far a config's score gap to the top config moved (~1e-6 = exact; not a
+each version prints how far a config's ensemble score moved (0 = every member orders the configs alike; a swap
+of two configs a member scores within float rounding moves it by that member's share of a rank step; not a
 check for ``--before`` when ``SESSION_START_MODELS`` changes a member: other weights).
 ``--profile MODEL`` runs TensorFlow's profiler over one fold of MODEL scoring the graph and prints
 its seconds per call by layer and op class of the compiled XLA program, host time and retraces.
@@ -70,8 +71,9 @@ def write_untrained_members(config: Config, collection, seed: int = 0) -> None:
     """What training leaves for the export stage, with fresh (untrained) weights: each member's
     ``checkpoints/<slug>/<model>/fold_<k>/best`` + a finished state.json (trained for the current cache and
     model settings), each fold's predictions as training writes them (its held-out train graphs as ``oof``, valid and
-    test; random scores drawn from ``seed``: the export reads the valid ones for its ``valid_member_agreement``), and each model's run report with an oof_score (model i gets 0.3 - 0.05 i), each
-    fold's state fingerprint and the digests of its prediction files."""
+    test; random scores drawn from ``seed``: the export reads the valid ones for its ``valid_member_agreement``),
+    and each model's run report with an oof_score (model i gets 0.3 - 0.05 i), each fold's state fingerprint and
+    the digests of its prediction files."""
     import polars as pl
     import tensorflow as tf
 
