@@ -9,8 +9,9 @@ per collection, ``<export.out>/<collection-slug>/``::
                            (the cache's whole stats.json: feature columns, log columns, means,
                            stds, pruning, the dataset's source: loading an export of synthetic
                            data warns), the opcode ids of the (pruned) train graphs' nodes (a program
-                           with others warns: their embedding rows never learnt) and a fingerprint of
-                           the data and code that made it
+                           with others warns: their embedding rows never learnt), outlier_sigma
+                           (export.outlier_sigma), valid_member_agreement (the models' agreement on
+                           the valid programs) and a fingerprint of the data and code that made it
     <model>/fold_<k>.npz   one member's weights: arrays ``0000``, ``0001``, ... in the order of
                            ``model.get_weights()`` of ``build_model(kind, params)``
 
@@ -26,11 +27,12 @@ weight), so a dataset test file gets the ranking of ``submissions/submission.csv
 
 What a ranking says (:class:`Ranking`; ``tpuperf rank``'s columns and header, README "Ranking new programs"):
 
-- ``ensemble_score`` per config, in [0, 1]: the score that orders the list, :func:`~tpuperf.submission.ensemble.combine`'s
-  weighted mean over the members of the config's normalised rank (0 = every member ranks it fastest, 1 = every
-  member slowest). It never decreases down the list, except where a tile list (any length) or a layout list cut by
-  ``top`` puts the repeats of a configuration after every distinct one: a repeat shows its configuration's score,
-  which may be lower than the distinct config's above it. It is no runtime: the members' raw scores are ListMLE/pairwise logits without a unit, and even log runtimes
+- ``ensemble_score`` per config, in [0, 1]: the score that orders the list,
+  :func:`~tpuperf.submission.ensemble.combine`'s weighted mean over the members of the config's normalised rank
+  (0 = every member ranks it fastest, 1 = every member slowest). It never decreases down the list, except where a
+  tile list (any length) or a layout list cut by ``top`` puts the repeats of a configuration after every distinct
+  one: a repeat shows its configuration's score, which may be lower than the distinct config's above it. It is no
+  runtime: the members' raw scores are ListMLE/pairwise logits without a unit, and even log runtimes
   (``train.loss: mse``) averaged over members can order configs otherwise than their combined ranks do.
 - ``oof_scores``: each scoring model's out-of-fold score on the training graphs (its run report's ``oof_score``,
   which the export carries in the manifest), in the collection's metric ``metric`` (``tile_score`` or
@@ -39,7 +41,7 @@ What a ranking says (:class:`Ranking`; ``tpuperf rank``'s columns and header, RE
   file's configs (each model's folds combined), None with one model or one config: a low value says the models
   disagree on this program. ``valid_member_agreement`` is the same models' mean of it over the collection's valid
   programs (from their runs' valid predictions; the manifest's ``valid_member_agreement``), the reference to compare
-  with; None with one model or no valid program.
+  with; None with one model or no valid program of 2 configs.
 - ``outlying_values`` per file: how many of its standardised feature values (node features of the pruned graph,
   and tile config features) lie more than the manifest's ``outlier_sigma`` (``export.outlier_sigma``) train
   standard deviations from the train mean; a file with any is also warned about, naming the feature columns.
