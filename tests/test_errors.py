@@ -124,3 +124,12 @@ def test_cli_warning_of_a_library_keeps_its_category_and_place(monkeypatch, caps
     err = capsys.readouterr().err
     assert err.startswith("tpuperf fingerprint: warning: RuntimeWarning: overflow encountered in exp (")
     assert f"{Path(__file__).name}:" in err and err.count("\n") == 1
+
+
+def test_cli_rank_top_that_is_no_integer_says_so(capsys):
+    """`tpuperf rank --top x` said "invalid _positive value: 'x'" (argparse names the type function, a private
+    one since --top refuses values below 1): it says "invalid int value" again, a usage error (exit 2)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["rank", "prog.npz", "--top", "2.5"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --top: invalid int value: '2.5'" in err and "_positive" not in err

@@ -199,7 +199,10 @@ def _rank(args: argparse.Namespace) -> int:
 
 def _positive(text: str) -> int:
     """argparse type of ``--top``: an int >= 1 (else a usage error, exit 2)."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
