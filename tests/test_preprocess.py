@@ -518,6 +518,23 @@ def test_bad_file_fail_keeps_previous_cache_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [LAYOUT.slug]
 
 
+def test_a_feature_the_transform_takes_beyond_float32_names_the_npz(tmp_path):
+    """A finite valid-split feature far beyond the train data (3e38 where train has mean and std 0.25) overflows
+    float32 once standardised: the error named the staging directory's node_feat.npy, a file gone once the stage
+    failed; it names the .npz it came from."""
+    raw = tmp_path / "raw"
+    train_feat = np.stack([np.zeros(140), np.full(140, 0.5)])
+    write_tile(
+        TILE.split_dir(raw, "train") / "k.npz", train_feat, [[1, 0]], np.arange(48).reshape(2, 24), [8, 9], [2, 3]
+    )
+    wide = train_feat.copy()
+    wide[1, 0] = 3e38
+    valid = TILE.split_dir(raw, "valid") / "v.npz"
+    write_tile(valid, wide, [[1, 0]], np.arange(48).reshape(2, 24), [8, 9], [2, 3])
+    with pytest.raises(DataFormatError, match=rf"^{valid}: node_feat: column 0: value 3e\+38 overflows float32"):
+        preprocess_collection(raw, tmp_path / "cache", TILE, settings(), progress=False)
+
+
 def test_bad_file_skip_is_reported(tmp_path, caplog):
     raw, out = tmp_path / "raw", tmp_path / "cache"
     make_layout_dataset(raw)

@@ -612,13 +612,14 @@ def _prepare(
     return GraphResult(row, column_moments(node_feat) if is_train else None, config_moments)
 
 
-def finish_graph(dir_: Path, stats: dict[str, Any], config_per_node: bool) -> None:
+def finish_graph(dir_: Path, stats: dict[str, Any], config_per_node: bool, source: Path) -> None:
     """Pass 2 for one graph: overwrite its raw feature arrays with the transformed ones (per-graph
-    ``config_feat`` too; per-node layout configs stay raw int8 codes)."""
+    ``config_feat`` too; per-node layout configs stay raw int8 codes). ``source``: the graph's .npz, which a
+    :class:`~tpuperf.data.npz.DataFormatError` of :func:`apply_transform` names."""
     names = ("node_feat",) if config_per_node else ("node_feat", "config_feat")
     for name in names:
         path = dir_ / f"{name}.npy"
-        np.save(path, apply_transform(np.load(path), stats[name], path, name))
+        np.save(path, apply_transform(np.load(path), stats[name], source, name))
 
 
 # ---------------------------------------------------------------- the stage
@@ -800,7 +801,11 @@ def preprocess_collection(
             .with_columns(pl.col("split").cast(pl.String))
         )
         stats = _build_stats(collection, results, settings, index, data_source(data_root))
-        finish = [delayed(finish_graph)(tmp / rel, stats, collection.kind.config_per_node) for rel in index["path"]]
+        sources = {(split, path.stem): path for split in SPLITS for path in inputs.files[split]}
+        finish = [
+            delayed(finish_graph)(tmp / rel, stats, collection.kind.config_per_node, sources[split, graph_id])
+            for split, graph_id, rel in index.select("split", "graph_id", "path").iter_rows()
+        ]
         for _ in _parallel(settings.jobs, finish, f"transform {collection.slug}", progress):
             pass
         report = _report(inputs, index, sorted(bad, key=lambda b: b.path), settings)
