@@ -36,7 +36,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 import tpuperf
 from tpuperf.atomic import replaced_dir
@@ -51,8 +50,7 @@ from tpuperf.ranking.ranker import (
     MANIFEST,
     build_member_model,
     code_fingerprint,
-    member_agreement,
-    per_graph_scores,
+    graph_agreements,
 )
 from tpuperf.runs import (
     BEST_CHECKPOINT,
@@ -63,7 +61,7 @@ from tpuperf.runs import (
     read_run_report,
     report_path,
 )
-from tpuperf.submission.ensemble import EnsembleSettings, check_coverage, check_reports, combine, model_weights
+from tpuperf.submission.ensemble import EnsembleSettings, check_coverage, check_reports, model_weights
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +107,7 @@ def valid_member_agreement(
         check_prediction_digests(runs_dir, collection, m, reports[m], folds)
     valid = read_fold_predictions(runs_dir, folds, collections=[collection.name], models=models, splits={"valid"})
     check_coverage(valid)
-    per_model = [per_graph_scores(combine(valid.filter(pl.col("model") == m), {m: 1.0})) for m in models]
-    taus = [t for g in per_model[0] if (t := member_agreement([scores[g] for scores in per_model])) is not None]
+    taus = [t for t in graph_agreements(valid, models).values() if t is not None]
     return {"mean": float(np.mean(taus)), "graphs": len(taus)} if taus else None
 
 

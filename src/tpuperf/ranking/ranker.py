@@ -441,7 +441,7 @@ class ExportedModel:
         combined = combine(scores, weights)  # one row per (graph, config), sorted by config id
         orders = rankings_from_predictions(combined, first)
         ensemble = per_graph_scores(combined)
-        per_model = [per_graph_scores(combine(scores.filter(pl.col("model") == m), {m: 1.0})) for m in weights]
+        agreement = graph_agreements(scores, weights)
         rankings = []
         for g in graphs:
             order = orders[self.collection.submission_id(g.graph_id)]
@@ -455,7 +455,7 @@ class ExportedModel:
                     g.num_configs,
                     self.collection.kind.metric,
                     {m: self.oof_scores[m] for m in weights},
-                    member_agreement([model[g.graph_id] for model in per_model]),
+                    agreement[g.graph_id],
                     self.valid_agreement["mean"] if self.valid_agreement and len(weights) > 1 else None,
                     outlying[g.graph_id],
                 )
@@ -480,6 +480,16 @@ def per_graph_scores(combined: pl.DataFrame) -> dict[str, np.ndarray]:
         gid: rows.sort("config_id")["pred"].to_numpy().astype(np.float64)
         for (gid,), rows in combined.group_by("graph_id", maintain_order=True)
     }
+
+
+def graph_agreements(scores: pl.DataFrame, models: Iterable[str]) -> dict[str, float | None]:
+    """graph_id -> :func:`member_agreement` of ``models`` on it, from member scores in the prediction format with
+    ``collection``, ``model`` and ``fold`` (:meth:`ExportedModel.member_scores`, or the runs' fold predictions),
+    each model's folds combined as the ensemble combines them (:func:`~tpuperf.submission.ensemble.combine`)."""
+    from tpuperf.submission.ensemble import combine
+
+    per_model = [per_graph_scores(combine(scores.filter(pl.col("model") == m), {m: 1.0})) for m in models]
+    return {g: member_agreement([model[g] for model in per_model]) for g in per_model[0]}
 
 
 def _same_labels(collection: Collection, graph: CachedGraph, top: int | None) -> np.ndarray | None:
